@@ -1,0 +1,41 @@
+# kemu — make demo: see it work; make test: every test. Both install what a fresh Debian 12 lacks.
+SWIFT       ?= swift
+# What kemu needs from Debian: libnl for netlink, iproute2 for the reference scripts, python3 and
+# curl for the demo's sample server and client.
+APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 python3 curl
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build release test unit bench demo clean
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing" $$missing; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build --build-tests
+
+release: deps
+	$(SWIFT) build -c release --product kemu
+	$(SWIFT) build -c release --product kemu-bench
+
+# Unit tests need no root; the root suites (real namespaces and packets) run when uid is 0.
+test: build
+	$(SWIFT) test --skip-build
+
+unit: build
+	$(SWIFT) test --skip-build --filter KemuNetworkTests
+
+bench: release
+	$(SUDO) .build/release/kemu-bench
+
+demo: deps
+	$(SWIFT) build --product kemu
+	$(SUDO) scripts/demo.sh .build/debug/kemu
+
+clean:
+	rm -rf .build

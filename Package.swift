@@ -1,0 +1,79 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// One settings list for every Swift target: Swift 6 language mode comes from the tools version;
+/// `ExistentialAny` makes every protocol-typed value say `any`.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "kemu",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kemu", targets: ["kemu"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // libnl-3 / libnl-route-3 headers (apt: libnl-3-dev libnl-route-3-dev).
+        .systemLibrary(
+            name: "CNetlink",
+            pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+        ),
+        // What Glibc hides from Swift, and everything that must run between fork and exec.
+        .target(name: "CKemuShim"),
+        // IPv4 addresses and networks: pure Swift, no imports, shared by every layer.
+        .target(name: "KemuIP", swiftSettings: swiftSettings),
+        .target(
+            name: "KemuSystem",
+            dependencies: ["CKemuShim"],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KemuNetlink",
+            dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KemuNetwork",
+            dependencies: [
+                "KemuIP", "KemuNetlink", "KemuSystem",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "kemu",
+            dependencies: [
+                "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "kemu-bench",
+            dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuNetworkTests",
+            dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuRootTests",
+            dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,49 @@
+// C for what Swift's Glibc module hides, and for the code that must run between fork and exec
+// (no Swift may run in a forked child). Every name carries the kemu_ prefix.
+#ifndef KEMU_SHIM_H
+#define KEMU_SHIM_H
+
+#include <sys/types.h>
+
+/// CLONE_NEWNET, which Glibc's Swift overlay does not export.
+extern const int kemu_clone_newnet;
+
+/// setns(2): move the calling thread into the namespace behind `fd`.
+int kemu_setns(int fd, int nstype);
+/// unshare(2) for the calling thread.
+int kemu_unshare(int flags);
+/// gettid(2).
+pid_t kemu_gettid(void);
+
+/// Makes `path` a shared mount point, bind-mounting it onto itself first if it is not one yet,
+/// as `ip netns add` does for /run/netns. Returns 0 or an errno value.
+int kemu_make_shared_mountpoint(const char *path);
+/// Bind-mounts `source` onto `target`. Returns 0 or an errno value.
+int kemu_bind_mount(const char *source, const char *target);
+/// Lazily unmounts `target` (MNT_DETACH). Returns 0 or an errno value.
+int kemu_umount_detach(const char *target);
+
+/// What a child does before execve.
+typedef struct kemu_spawn_options {
+    /// Network namespace to enter, or -1 to stay.
+    int netns_fd;
+    /// Name of the namespace: its /etc/netns/<name>/ files are bind-mounted over /etc/ in a
+    /// private mount namespace and /sys is remounted, as `ip netns exec` does. NULL: neither.
+    const char *netns_name;
+    /// File descriptors for the child's 0, 1, 2; -1 keeps the parent's.
+    int stdin_fd, stdout_fd, stderr_fd;
+    /// Start a new session (the child leads its own process group).
+    int new_session;
+    /// Working directory, or NULL.
+    const char *cwd;
+} kemu_spawn_options;
+
+/// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.
+/// `file` is looked up in PATH from `envp` when it has no '/'.
+/// Returns 0 and the child's pid, or an errno value; then `failed_step` names the step that
+/// failed ("fork", "setns", "unshare", "mount /sys", "chdir", "exec", ...).
+#define KEMU_STEP_LEN 24
+int kemu_spawn(const char *file, char *const argv[], char *const envp[],
+               const kemu_spawn_options *options, pid_t *pid, char failed_step[KEMU_STEP_LEN]);
+
+#endif

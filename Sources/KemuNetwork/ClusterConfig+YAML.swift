@@ -1,0 +1,113 @@
+import KemuIP
+import Yams
+
+extension ClusterConfig {
+    /// Parses YAML, rejecting unknown keys (a typo'd key would otherwise silently fall back to a
+    /// default), then validates. Every error names its field.
+    public static func parse(yaml text: String, source: String = "cluster.yaml") throws -> ClusterConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigErrors(source: source, errors: [ConfigError("", "not valid YAML: \(error)")])
+        }
+        var config = ClusterConfig()
+        var errors: [ConfigError] = []
+        if let root {
+            var top = Fields(root, path: "", errors: &errors)
+            if let name = top.string("name") { config.name = name }
+            if let nodes = top.node("nodes") {
+                config.nodes = Self.nodeNames(nodes, errors: &errors)
+            }
+            if let networkNode = top.node("network") {
+                var network = Fields(networkNode, path: "network", errors: &errors)
+                let n = config.network
+                config.network.fabricCIDR = network.parse("fabricCIDR", "an IPv4 CIDR such as 172.31.0.0/24", IPv4Network.init) ?? n.fabricCIDR
+                config.network.podCIDR = network.parse("podCIDR", "an IPv4 CIDR such as 10.244.0.0/16", IPv4Network.init) ?? n.podCIDR
+                config.network.nodePodPrefixLength = network.int("nodePodPrefixLength") ?? n.nodePodPrefixLength
+                config.network.serviceCIDR = network.parse("serviceCIDR", "an IPv4 CIDR such as 10.96.0.0/16", IPv4Network.init) ?? n.serviceCIDR
+                config.network.nodePortRange = network.parse("nodePortRange", "a port range such as 30000-32767", PortRange.init) ?? n.nodePortRange
+                config.network.loadBalancerPool = network.parse("loadBalancerPool", "an IPv4 CIDR such as 172.31.1.0/24", IPv4Network.init) ?? n.loadBalancerPool
+                config.network.clusterDomain = network.string("clusterDomain") ?? n.clusterDomain
+                network.rejectUnknown(errors: &errors)
+            }
+            top.rejectUnknown(errors: &errors)
+        }
+        if errors.isEmpty { errors = config.validate() }
+        guard errors.isEmpty else { throw ConfigErrors(source: source, errors: errors) }
+        return config
+    }
+
+    /// `nodes: 3` (node-1 … node-3) or `nodes: [a, b]`.
+    private static func nodeNames(_ node: Node, errors: inout [ConfigError]) -> [String] {
+        if let scalar = node.scalar {
+            guard let count = Int(scalar.string), count >= 1 else {
+                errors.append(ConfigError("nodes", "\"\(scalar.string)\" is neither a node count (1 or more) nor a list of names"))
+                return []
+            }
+            return (1...count).map { "node-\($0)" }
+        }
+        if let sequence = node.sequence {
+            return sequence.enumerated().compactMap { index, item in
+                guard let name = item.scalar?.string else {
+                    errors.append(ConfigError("nodes[\(index)]", "must be a node name"))
+                    return nil
+                }
+                return name
+            }
+        }
+        errors.append(ConfigError("nodes", "must be a node count or a list of node names"))
+        return []
+    }
+}
+
+/// Reads the keys of one YAML mapping and remembers which were used, so the rest can be reported.
+private struct Fields {
+    let mapping: Node.Mapping?
+    let path: String
+    var used: Set<String> = []
+
+    init(_ node: Node, path: String, errors: inout [ConfigError]) {
+        self.path = path
+        mapping = node.mapping
+        if mapping == nil, node.scalar?.string.isEmpty != true {
+            errors.append(ConfigError(path, "must be a mapping of keys to values"))
+        }
+    }
+
+    func field(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    mutating func node(_ key: String) -> Node? {
+        used.insert(key)
+        return mapping?[key]
+    }
+
+    mutating func string(_ key: String) -> String? { node(key)?.scalar?.string }
+
+    mutating func int(_ key: String) -> Int? {
+        guard let text = string(key) else { return nil }
+        guard let value = Int(text) else {
+            pendingErrors.append(ConfigError(field(key), "\"\(text)\" is not a whole number"))
+            return nil
+        }
+        return value
+    }
+
+    mutating func parse<T>(_ key: String, _ expected: String, _ make: (String) -> T?) -> T? {
+        guard let text = string(key) else { return nil }
+        guard let value = make(text) else {
+            pendingErrors.append(ConfigError(field(key), "\"\(text)\" is not \(expected)"))
+            return nil
+        }
+        return value
+    }
+
+    var pendingErrors: [ConfigError] = []
+
+    mutating func rejectUnknown(errors: inout [ConfigError]) {
+        errors += pendingErrors
+        for key in mapping?.keys.compactMap({ $0.scalar?.string }) ?? [] where !used.contains(key) {
+            errors.append(ConfigError(field(key), "unknown key"))
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import KemuIP
+
+/// One emulated cluster, as `configs/cluster.yaml` describes it. Every field has a default
+/// (DESIGN.md §1), so an empty file is a valid 2-node cluster named `kemu`.
+public struct ClusterConfig: Sendable, Equatable, Codable {
+    /// Lower-case letters and digits, starting with a letter, at most 12 characters. Every namespace
+    /// is `kemu-<name>-…`; a name without '-' keeps that prefix unambiguous, so tearing down cluster
+    /// `a` can never touch cluster `ab` or `a-b`'s namespaces.
+    public var name = "kemu"
+    /// Node names, in order: node i gets fabric address `fabricCIDR + 10 + i` and pod CIDR
+    /// subnet i of `podCIDR`. Each name is also the node's link name on the fabric bridge, so at
+    /// most 15 characters.
+    public var nodes = ["node-1", "node-2"]
+    public var network = NetworkConfig()
+
+    public init() {}
+
+    public static let maxNameLength = 12
+}
+
+public struct NetworkConfig: Sendable, Equatable, Codable {
+    /// The emulated physical LAN: cp = .2, client = .3, lb = .4, node i = .(10+i).
+    public var fabricCIDR = IPv4Network("172.31.0.0/24")!
+    /// Pod addresses; each node gets one subnet of `nodePodPrefixLength`.
+    public var podCIDR = IPv4Network("10.244.0.0/16")!
+    public var nodePodPrefixLength = 24
+    /// ClusterIPs: .1 is the `kubernetes` Service, .10 the cluster DNS.
+    public var serviceCIDR = IPv4Network("10.96.0.0/16")!
+    public var nodePortRange = PortRange(30000, 32767)
+    /// Load-balancer IPs, owned by the `lb` host.
+    public var loadBalancerPool = IPv4Network("172.31.1.0/24")!
+    public var clusterDomain = "cluster.local"
+
+    public init() {}
+}
+
+/// An inclusive port range written `30000-32767`.
+public struct PortRange: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var lower: Int
+    public var upper: Int
+
+    public init(_ lower: Int, _ upper: Int) {
+        self.lower = lower
+        self.upper = upper
+    }
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let lower = Int(parts[0].trimmingCharacters(in: .whitespaces)),
+              let upper = Int(parts[1].trimmingCharacters(in: .whitespaces)) else { return nil }
+        self.init(lower, upper)
+    }
+
+    public var description: String { "\(lower)-\(upper)" }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let range = PortRange(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a port range"))
+        }
+        self = range
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+import Foundation

@@ -1,0 +1,85 @@
+import Foundation
+import Glibc
+import KemuSystem
+
+extension ClusterNetwork {
+    /// What `teardown` removed.
+    public struct TeardownReport: Sendable {
+        public var namespaces: [String] = []
+        public var killedProcesses: [pid_t] = []
+        public var etcDirectories: [String] = []
+    }
+
+    /// `kemu net down`: removes every namespace, /etc/netns entry and process of `cluster`, found
+    /// by name, so it also cleans up after a crash. A cluster that is not there is not an error.
+    @discardableResult
+    public static func teardown(cluster: String, backend: any NetworkBackend = KernelBackend(),
+                                stateDirectory: String? = nil) throws -> TeardownReport {
+        guard ClusterConfig.isClusterName(cluster) else {
+            throw KemuError(.invalidArgument, "cluster name \"\(cluster)\" is not valid (1-\(ClusterConfig.maxNameLength) lower-case letters and digits)")
+        }
+        let prefix = AddressPlan(ClusterConfig.named(cluster)).prefix
+        var report = TeardownReport()
+        // Pods first, the fabric last: the reverse of building.
+        let namespaces = backend.namespaceNames().filter { $0.hasPrefix(prefix) }.sorted { rank($0, prefix) < rank($1, prefix) }
+        for namespace in namespaces {
+            for pid in backend.processes(in: namespace) {
+                try backend.kill(pid)
+                report.killedProcesses.append(pid)
+            }
+        }
+        var failures: [String] = []
+        for namespace in namespaces {
+            do {
+                try backend.deleteNamespace(namespace)
+                report.namespaces.append(namespace)
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        for stray in backend.etcNamespaceNames() where stray.hasPrefix(prefix) {
+            do {
+                try backend.deleteNamespace(stray)
+                report.etcDirectories.append(stray)
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        try FileSystem.removeTree(stateDirectory ?? defaultStateDirectory(cluster))
+        waitUntilGone(report.killedProcesses)
+        if !failures.isEmpty {
+            throw KemuError(.system, "tearing down cluster \(cluster) left things behind:\n  " + failures.joined(separator: "\n  "))
+        }
+        return report
+    }
+
+    private static func rank(_ namespace: String, _ prefix: String) -> Int {
+        let host = namespace.dropFirst(prefix.count)
+        if host.hasPrefix("p-") { return 0 }
+        if host == "fabric" { return 3 }
+        if ClusterConfig.reservedHostNames.contains(String(host)) { return 2 }
+        return 1
+    }
+
+    /// SIGKILL is asynchronous: wait (up to 2 s) until the killed processes are gone, so "nothing
+    /// left" holds when teardown returns.
+    private static func waitUntilGone(_ pids: [pid_t]) {
+        let deadline = Date().addingTimeInterval(2)
+        for pid in pids {
+            // Reap our own children; others vanish from /proc by themselves.
+            while Date() < deadline {
+                if waitpid(pid, nil, WNOHANG) == pid || kill(pid, 0) != 0 { break }
+                usleep(5_000)
+            }
+        }
+    }
+}
+
+extension ClusterConfig {
+    /// A config that differs from the defaults only by name.
+    static func named(_ name: String) -> ClusterConfig {
+        var config = ClusterConfig()
+        config.name = name
+        return config
+    }
+}

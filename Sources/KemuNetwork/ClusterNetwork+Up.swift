@@ -1,0 +1,79 @@
+import KemuIP
+import KemuNetlink
+import KemuSystem
+
+extension ClusterNetwork {
+    /// Builds the whole network. Fails with `.exists`, touching nothing, if any namespace of this
+    /// cluster is already there; on any other failure removes what it made before rethrowing.
+    public func up() throws {
+        let leftovers = backend.namespaceNames().filter { $0.hasPrefix(plan.prefix) }
+        if !leftovers.isEmpty {
+            throw KemuError(.exists, "cluster \(plan.cluster) already exists (\(leftovers.prefix(3).joined(separator: ", "))\(leftovers.count > 3 ? ", …" : "")); remove it first with: kemu net down --cluster \(plan.cluster)")
+        }
+        do {
+            try buildFabric()
+            try addHost("cp", plan.controlPlaneIP)
+            try addHost("client", plan.clientIP)
+            try addHost("lb", plan.loadBalancerIP)
+            // An outside machine reaches load-balancer IPs through the lb host.
+            try netlink(plan.namespace("client")).routeAdd(
+                Route(plan.network.loadBalancerPool, via: plan.loadBalancerIP, device: AddressPlan.uplink))
+            for node in nodes { try buildNode(node.name, index: node.index) }
+            try saveState()
+        } catch {
+            do {
+                try Self.teardown(cluster: plan.cluster, backend: backend, stateDirectory: stateDirectory)
+            } catch let cleanup {
+                throw KemuError(.system, "\(error); and removing the half-built cluster failed too", cause: cleanup)
+            }
+            throw error
+        }
+    }
+
+    // ip netns add kemu-C-fabric; ip -n kemu-C-fabric link set lo up
+    // ip -n kemu-C-fabric link add br0 type bridge; ip -n kemu-C-fabric link set br0 up
+    func buildFabric() throws {
+        try backend.createNamespace(plan.fabricNamespace)
+        let fabric = try netlink(plan.fabricNamespace)
+        try fabric.linkSetUp("lo", true)
+        try fabric.linkAddBridge(AddressPlan.fabricBridge, up: true)
+    }
+
+    // ip netns add kemu-C-HOST; ip -n kemu-C-HOST link set lo up
+    // ip -n kemu-C-fabric link add HOST master br0 up type veth peer name eth0 netns kemu-C-HOST
+    // ip -n kemu-C-HOST addr add IP/N dev eth0; ip -n kemu-C-HOST link set eth0 up
+    func addHost(_ host: String, _ ip: IPv4Address) throws {
+        let namespace = plan.namespace(host)
+        try backend.createNamespace(namespace)
+        let handle = try netlink(namespace)
+        try handle.linkSetUp("lo", true)
+        try netlink(plan.fabricNamespace).linkAddVeth(
+            host, peer: AddressPlan.uplink, peerNamespace: NetworkNamespace(namespace),
+            master: AddressPlan.fabricBridge, up: true)
+        try handle.addressAdd(IPv4Interface(ip, prefixLength: plan.fabricPrefixLength), device: AddressPlan.uplink)
+        try handle.linkSetUp(AddressPlan.uplink, true)
+    }
+
+    /// A node host: on the fabric, forwarding, with its pod bridge and a route to every other
+    /// node's pod subnet.
+    // ip netns exec kemu-C-NODE sysctl -w net.ipv4.ip_forward=1
+    // ip -n kemu-C-NODE link add cbr0 type bridge; ip -n kemu-C-NODE link set cbr0 up
+    // ip -n kemu-C-NODE addr add 10.244.I.1/24 dev cbr0
+    // ip -n kemu-C-NODE route add 10.244.J.0/24 via 172.31.0.(10+J) dev eth0 proto static
+    func buildNode(_ name: String, index: Int) throws {
+        try addHost(name, plan.nodeIP(index))
+        let namespace = plan.namespace(name)
+        try backend.setSysctl(namespace, "net.ipv4.ip_forward", "1")
+        let handle = try netlink(namespace)
+        try handle.linkAddBridge(AddressPlan.podBridge, up: true)
+        try handle.addressAdd(plan.podGateway(index), device: AddressPlan.podBridge)
+        for other in nodes where other.name != name {
+            try handle.routeAdd(routeToPods(of: other.index))
+        }
+    }
+
+    /// On any node: the way to node `index`'s pods.
+    func routeToPods(of index: Int) -> Route {
+        Route(plan.podCIDR(index), via: plan.nodeIP(index), device: AddressPlan.uplink)
+    }
+}

@@ -1,0 +1,59 @@
+import Glibc
+import KemuNetlink
+import KemuSystem
+
+/// Everything the cluster network does to the machine: namespaces, netlink, sysctls, /etc/netns
+/// files, processes. `KernelBackend` does it for real; tests substitute an in-memory fake so the
+/// topology logic runs without root.
+public protocol NetworkBackend: Sendable {
+    /// `ip netns add NAME`; `.exists` if taken.
+    func createNamespace(_ name: String) throws
+    /// `ip netns del NAME` and `rm -rf /etc/netns/NAME`; a missing one is fine.
+    func deleteNamespace(_ name: String) throws
+    /// `ip netns list`
+    func namespaceNames() -> [String]
+    /// A new netlink handle inside the namespace; the caller owns it.
+    func netlink(_ namespace: String) throws -> any Netlink
+    /// `ip netns exec NS sysctl -w KEY=VALUE`
+    func setSysctl(_ namespace: String, _ key: String, _ value: String) throws
+    /// Writes /etc/netns/NS/FILE, seen as /etc/FILE by processes in the namespace.
+    func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws
+    /// Names under /etc/netns (left-overs are found there even when the namespace is gone).
+    func etcNamespaceNames() -> [String]
+    /// `ip netns pids NS`
+    func processes(in namespace: String) -> [pid_t]
+    /// kill -KILL
+    func kill(_ pid: pid_t) throws
+}
+
+/// The real machine.
+public struct KernelBackend: NetworkBackend {
+    let thread: NamespaceThread
+
+    public init(thread: NamespaceThread = .shared) { self.thread = thread }
+
+    public func createNamespace(_ name: String) throws { try NetworkNamespace.create(name, on: thread) }
+
+    public func deleteNamespace(_ name: String) throws { try NetworkNamespace(name).delete() }
+
+    public func namespaceNames() -> [String] { NetworkNamespace.list() }
+
+    public func netlink(_ namespace: String) throws -> any Netlink {
+        try RouteSocket.open(in: NetworkNamespace(namespace), thread: thread)
+    }
+
+    public func setSysctl(_ namespace: String, _ key: String, _ value: String) throws {
+        let fd = try NetworkNamespace(namespace).open()
+        try thread.run(in: fd) { try Sysctl.write(key, value) }
+    }
+
+    public func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws {
+        try NetworkNamespace(namespace).writeEtcFile(file, contents)
+    }
+
+    public func etcNamespaceNames() -> [String] { FileSystem.list(NetworkNamespace.etcDirectory) }
+
+    public func processes(in namespace: String) -> [pid_t] { NetworkNamespace(namespace).pids() }
+
+    public func kill(_ pid: pid_t) throws { try Spawn.signal(pid, SIGKILL) }
+}

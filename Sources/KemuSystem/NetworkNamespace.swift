@@ -1,0 +1,107 @@
+import CKemuShim
+import Foundation
+import Glibc
+import Synchronization
+
+/// A named network namespace, kept the way iproute2 keeps them: a bind mount of the namespace at
+/// `/run/netns/<name>` (so it shows in `ip netns list` and outlives every process in it), and
+/// optional per-namespace files in `/etc/netns/<name>/` that processes started in it see over
+/// `/etc/` (`ip netns exec` semantics).
+public struct NetworkNamespace: Sendable, Hashable, CustomStringConvertible {
+    public static let runDirectory = "/run/netns"
+    public static let etcDirectory = "/etc/netns"
+
+    public let name: String
+
+    public init(_ name: String) { self.name = name }
+
+    public var path: String { "\(Self.runDirectory)/\(name)" }
+    public var etcPath: String { "\(Self.etcDirectory)/\(name)" }
+    public var description: String { name }
+
+    private static let runDirectoryReady = Mutex(false)
+
+    /// `ip netns add NAME`. Fails with `.exists` if the name is taken.
+    @discardableResult
+    public static func create(_ name: String, on thread: NamespaceThread = .shared) throws -> NetworkNamespace {
+        let ns = NetworkNamespace(name)
+        try prepareRunDirectory()
+        let fd: Int32
+        do {
+            fd = try syscall("create", ns.path) { Glibc.open(ns.path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0) }
+        } catch let error as SystemError where error.errno == EEXIST {
+            throw KemuError(.exists, "network namespace \(name) already exists")
+        }
+        close(fd)
+        do {
+            try thread.createNamespace(at: ns.path)
+        } catch {
+            unlink(ns.path)
+            throw error
+        }
+        return ns
+    }
+
+    /// /run/netns exists and is a shared mount point, so namespaces mounted there are seen from
+    /// other mount namespaces (`ip netns exec` children) too.
+    private static func prepareRunDirectory() throws {
+        try runDirectoryReady.withLock { ready in
+            if ready { return }
+            try FileSystem.makeDirectory(runDirectory, mode: 0o755)
+            try check("mount --make-shared", runDirectory, kemu_make_shared_mountpoint(runDirectory))
+            ready = true
+        }
+    }
+
+    /// `ip netns list`: every name under /run/netns.
+    public static func list() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: runDirectory)) ?? []).sorted()
+    }
+
+    public var exists: Bool { access(path, F_OK) == 0 }
+
+    /// A descriptor for entering the namespace (`setns`) or naming it in netlink (`IFLA_NET_NS_FD`).
+    public func open() throws -> FileDescriptor {
+        do {
+            return try FileDescriptor(opening: path)
+        } catch let error as SystemError where error.errno == ENOENT {
+            throw KemuError(.notFound, "network namespace \(name) does not exist")
+        }
+    }
+
+    /// `ip netns del NAME`, plus its /etc/netns directory. The kernel frees the namespace, and the
+    /// links in it, once no process and no open descriptor holds it any more.
+    public func delete() throws {
+        try removeEtcFiles()
+        let err = kemu_umount_detach(path)
+        if err != 0 && err != EINVAL && err != ENOENT { throw SystemError("umount", path, errno: err) }
+        if unlink(path) != 0 && errno != ENOENT { throw SystemError("unlink", path, errno: errno) }
+    }
+
+    /// Writes `/etc/netns/<name>/<file>`; processes spawned in the namespace see it as `/etc/<file>`.
+    public func writeEtcFile(_ file: String, _ contents: String) throws {
+        try FileSystem.makeDirectory(Self.etcDirectory, mode: 0o755)
+        try FileSystem.makeDirectory(etcPath, mode: 0o755)
+        try FileSystem.writeFile("\(etcPath)/\(file)", contents)
+    }
+
+    public func removeEtcFiles() throws {
+        try FileSystem.removeTree(etcPath)
+    }
+
+    /// `ip netns pids NAME`: processes whose network namespace is this one.
+    public func pids() -> [pid_t] {
+        var target = stat()
+        guard stat(path, &target) == 0 else { return [] }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var result: [pid_t] = []
+        for entry in entries {
+            guard let pid = pid_t(entry) else { continue }
+            var st = stat()
+            if stat("/proc/\(entry)/ns/net", &st) == 0, st.st_ino == target.st_ino, st.st_dev == target.st_dev {
+                result.append(pid)
+            }
+        }
+        return result.sorted()
+    }
+}

@@ -1,0 +1,123 @@
+import CKemuShim
+import Glibc
+
+/// How a process ended.
+public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    /// The shell's convention: the exit code, or 128 + the signal.
+    public var shellCode: Int32 {
+        switch self {
+        case .exited(let code): code
+        case .signaled(let signal): 128 + signal
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): "exited with \(code)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        }
+    }
+}
+
+/// Starting processes inside network namespaces. The fork/exec half is C (`kemu_spawn`): no Swift
+/// code runs in the child.
+public enum Spawn {
+    public struct Options: Sendable {
+        /// Enter this namespace and see its /etc/netns files, as `ip netns exec` does.
+        public var namespace: NetworkNamespace?
+        public var environment: [String: String]
+        public var stdin: Int32 = -1
+        public var stdout: Int32 = -1
+        public var stderr: Int32 = -1
+        /// The child leads a new session and process group.
+        public var newSession = false
+        public var workingDirectory: String?
+
+        public init(namespace: NetworkNamespace? = nil, environment: [String: String] = Spawn.inheritedEnvironment()) {
+            self.namespace = namespace
+            self.environment = environment
+        }
+    }
+
+    public static func inheritedEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let pair = String(cString: pointer)
+            if let equals = pair.firstIndex(of: "=") {
+                result[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+
+    /// Starts `argv` (argv[0] looked up in PATH) and returns its pid.
+    public static func spawn(_ argv: [String], _ options: Options) throws -> pid_t {
+        guard let program = argv.first, !program.isEmpty else {
+            throw KemuError(.invalidArgument, "spawn: no command given")
+        }
+        let nsFD = try options.namespace?.open()
+        let env = options.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return try withCStrings(argv) { cArgv in
+            try withCStrings(env) { cEnv in
+                var pid: pid_t = 0
+                var step = [CChar](repeating: 0, count: Int(KEMU_STEP_LEN))
+                let err = withOptionalCString(options.namespace?.name) { nsName in
+                    withOptionalCString(options.workingDirectory) { cwd in
+                        var o = kemu_spawn_options(
+                            netns_fd: nsFD?.raw ?? -1, netns_name: nsName,
+                            stdin_fd: options.stdin, stdout_fd: options.stdout, stderr_fd: options.stderr,
+                            new_session: options.newSession ? 1 : 0, cwd: cwd)
+                        return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
+                    }
+                }
+                if err != 0 {
+                    let where_ = options.namespace.map { " in \($0.name)" } ?? ""
+                    let stepName = step.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+                    throw SystemError("spawn \(program)\(where_) (\(stepName))", "", errno: err)
+                }
+                return pid
+            }
+        }
+    }
+
+    /// Waits for `pid` to end.
+    public static func wait(_ pid: pid_t) throws -> ExitStatus {
+        var status: Int32 = 0
+        try syscall("waitpid", "\(pid)") { waitpid(pid, &status, 0) }
+        return decode(status)
+    }
+
+    /// Returns how `pid` ended, or nil if it is still running.
+    public static func poll(_ pid: pid_t) throws -> ExitStatus? {
+        var status: Int32 = 0
+        let r = try syscall("waitpid", "\(pid)") { waitpid(pid, &status, WNOHANG) }
+        return r == 0 ? nil : decode(status)
+    }
+
+    static func decode(_ status: Int32) -> ExitStatus {
+        let signal = status & 0x7f
+        return signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+    }
+
+    /// kill(2); a process that is already gone is not an error.
+    public static func signal(_ pid: pid_t, _ signal: Int32) throws {
+        if kill(pid, signal) != 0 && errno != ESRCH { throw SystemError("kill -\(signal)", "\(pid)", errno: errno) }
+    }
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) throws -> R) rethrows -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { pointers.forEach { free($0) } }
+    return try pointers.withUnsafeBufferPointer { try body($0.baseAddress!) }
+}
+
+private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let string else { return body(nil) }
+    return string.withCString { body($0) }
+}

@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct Kemu: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kemu",
+        abstract: "A Kubernetes networking emulator on one Linux machine.",
+        subcommands: [Net.self]
+    )
+}
+
+struct Net: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The cluster network alone: fabric, hosts, nodes and pod sandboxes as namespaces.",
+        subcommands: [NetUp.self, NetDown.self, NetStatus.self, NetPod.self, NetNode.self, NetExec.self]
+    )
+}

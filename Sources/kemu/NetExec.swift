@@ -1,0 +1,33 @@
+import ArgumentParser
+import KemuNetwork
+import KemuSystem
+
+struct NetExec: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run a command inside a host or pod namespace, as `ip netns exec` does.",
+        discussion: "HOST is a full namespace name, or a host of the cluster: fabric, cp, client, lb, a node name, or a pod name.\nExample: kemu net exec node-1 -- ip route")
+
+    @OptionGroup var options: ClusterOptions
+    @Argument(help: "Namespace or host.") var host: String
+    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+
+    func run() throws {
+        try requireRoot("kemu net exec")
+        guard !command.isEmpty else { throw ValidationError("no command: kemu net exec \(host) -- COMMAND …") }
+        let namespace = try resolve()
+        let pid = try Spawn.spawn(command, Spawn.Options(namespace: namespace))
+        let status = try Spawn.wait(pid)
+        if status.shellCode != 0 { throw ExitCode(status.shellCode) }
+    }
+
+    /// A full name as given, else the cluster's host, else the cluster's pod.
+    func resolve() throws -> NetworkNamespace {
+        if NetworkNamespace(host).exists { return NetworkNamespace(host) }
+        let plan = AddressPlan(try options.config())
+        for candidate in [plan.namespace(host), plan.podNamespace(host)] where NetworkNamespace(candidate).exists {
+            return NetworkNamespace(candidate)
+        }
+        throw KemuError(.notFound, "no namespace \(host), \(plan.namespace(host)) or \(plan.podNamespace(host))")
+    }
+}

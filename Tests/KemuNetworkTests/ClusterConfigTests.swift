@@ -1,0 +1,87 @@
+import Foundation
+import KemuIP
+@testable import KemuNetwork
+import Testing
+
+@Suite struct ClusterConfigTests {
+    func errors(_ yaml: String) -> [ConfigError] {
+        do {
+            _ = try ClusterConfig.parse(yaml: yaml)
+            return []
+        } catch let e as ConfigErrors {
+            return e.errors
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return []
+        }
+    }
+
+    func fields(_ yaml: String) -> [String] { errors(yaml).map(\.field) }
+
+    @Test func emptyFileIsTheDefaultTwoNodeCluster() throws {
+        let config = try ClusterConfig.parse(yaml: "")
+        #expect(config == ClusterConfig())
+        #expect(config.nodes == ["node-1", "node-2"])
+        #expect(config.network.serviceCIDR.description == "10.96.0.0/16")
+    }
+
+    @Test func shippedSampleParsesToTheDocumentedDefaults() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("configs/cluster.yaml"), encoding: .utf8)
+        var expected = ClusterConfig()
+        expected.name = "demo"
+        #expect(try ClusterConfig.parse(yaml: text) == expected)
+    }
+
+    @Test func nodesAsCountOrNames() throws {
+        #expect(try ClusterConfig.parse(yaml: "nodes: 3").nodes == ["node-1", "node-2", "node-3"])
+        #expect(try ClusterConfig.parse(yaml: "nodes: [alpha, beta]").nodes == ["alpha", "beta"])
+        #expect(fields("nodes: 0") == ["nodes"])
+        #expect(fields("nodes: {a: 1}") == ["nodes"])
+    }
+
+    @Test func unknownAndMistypedKeysAreNamed() {
+        #expect(fields("nmae: x") == ["nmae"])
+        #expect(fields("network:\n  podCidr: 10.0.0.0/8") == ["network.podCidr"])
+        #expect(fields("network:\n  nodePodPrefixLength: twentyfour") == ["network.nodePodPrefixLength"])
+        #expect(errors("network: [1, 2]").first?.field == "network")
+        #expect(errors(":\n  - [").first?.message.contains("not valid YAML") == true)
+    }
+
+    @Test func invalidCIDRsNameTheirField() {
+        let e = errors("network:\n  podCIDR: 10.244.0.0/33\n  serviceCIDR: 10.96.1.0/16")
+        #expect(e.map(\.field) == ["network.podCIDR", "network.serviceCIDR"])
+        #expect(e[0].message.contains("10.244.0.0/33"))
+    }
+
+    @Test func overlappingRangesAreRefused() {
+        let e = errors("network:\n  serviceCIDR: 10.244.128.0/17")
+        #expect(e.map(\.field) == ["network.serviceCIDR"])
+        #expect(e[0].message.contains("overlaps network.podCIDR"))
+        #expect(fields("network:\n  loadBalancerPool: 172.31.0.128/25") == ["network.loadBalancerPool"])
+    }
+
+    @Test func podCIDRMustHoldEveryNode() {
+        #expect(fields("nodes: 3\nnetwork:\n  podCIDR: 10.244.0.0/23") == ["network.podCIDR"])
+        #expect(fields("nodes: 1\nnetwork:\n  podCIDR: 10.244.0.0/23").isEmpty)
+        #expect(fields("network:\n  nodePodPrefixLength: 12") == ["network.nodePodPrefixLength"])
+        #expect(fields("nodes: 250") == ["network.fabricCIDR"])
+    }
+
+    @Test func namesThatWouldBreakInterfacesOrPrefixesAreRefused() {
+        #expect(fields("nodes: [worker-number-one-x]") == ["nodes[0]"])
+        #expect(errors("nodes: [worker-number-one-x]").first?.message.contains("at most 15") == true)
+        #expect(fields("nodes: [lb]") == ["nodes[0]"])
+        #expect(fields("nodes: [a, a]") == ["nodes[1]"])
+        #expect(fields("nodes: [Node1]") == ["nodes[0]"])
+        #expect(fields("name: my-lab") == ["name"])
+        #expect(fields("name: waytoolongclustername") == ["name"])
+        #expect(fields("name: 1abc") == ["name"])
+    }
+
+    @Test func otherNetworkFields() {
+        #expect(fields("network:\n  nodePortRange: 32767-30000") == ["network.nodePortRange"])
+        #expect(fields("network:\n  nodePortRange: lots") == ["network.nodePortRange"])
+        #expect(fields("network:\n  clusterDomain: Cluster_Local") == ["network.clusterDomain"])
+    }
+}

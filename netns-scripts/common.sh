@@ -1,0 +1,26 @@
+# Shared by the netns-scripts: the addressing of configs/cluster.yaml's defaults (DESIGN.md §1).
+# Each script is the plain-iproute2 equivalent of a `kemu net` command, step by step.
+set -euo pipefail
+
+fabric_net=172.31.0          # fabric 172.31.0.0/24: cp .2, client .3, lb .4, node-i .(10+i)
+lb_pool=172.31.1.0/24        # load-balancer IPs, reached through the lb host
+pod_net=10.244               # node-i's pods: 10.244.i.0/24, gateway 10.244.i.1 on cbr0
+dns_ip=10.96.0.10            # cluster DNS (service CIDR 10.96.0.0/16, .10)
+
+ns() { echo "kemu-$cluster-$1"; }
+have_ns() { [ -e "/run/netns/$1" ]; }
+have_link() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
+
+# The node-side veth of a pod: "veth" + FNV-1a (32 bit) of the pod name, as kemu names it.
+pod_veth() {
+  local s=$1 h=2166136261 i c
+  for ((i = 0; i < ${#s}; i++)); do
+    c=$(printf '%d' "'${s:i:1}")
+    h=$(( ((h ^ c) * 16777619) & 0xffffffff ))
+  done
+  printf 'veth%08x' "$h"
+}
+
+check_cluster_name() {
+  [[ $1 =~ ^[a-z][a-z0-9]{0,11}$ ]] || { echo "cluster name '$1': 1-12 lower-case letters and digits, starting with a letter" >&2; exit 2; }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The network `kemu net up` builds, with iproute2 only. Idempotent: run it twice, get one cluster.
+# Usage: up.sh CLUSTER [NODES]
+source "$(dirname "$0")/common.sh"
+cluster=${1:?usage: up.sh CLUSTER [NODES]}
+nodes=${2:-2}
+check_cluster_name "$cluster"
+F=$(ns fabric)
+
+# The emulated LAN: one bridge in its own namespace.
+have_ns "$F" || ip netns add "$F"
+ip -n "$F" link set lo up
+have_link "$F" br0 || ip -n "$F" link add br0 type bridge
+ip -n "$F" link set br0 up
+
+# host NAME IP: a namespace whose eth0 is plugged into the fabric bridge (its port is named NAME).
+host() {
+  local name=$1 addr=$2 n
+  n=$(ns "$name")
+  have_ns "$n" || ip netns add "$n"
+  ip -n "$n" link set lo up
+  have_link "$F" "$name" || ip -n "$F" link add "$name" type veth peer name eth0 netns "$n"
+  ip -n "$F" link set "$name" master br0 up
+  ip -n "$n" addr replace "$addr/24" dev eth0
+  ip -n "$n" link set eth0 up
+}
+
+host cp "$fabric_net.2"
+host client "$fabric_net.3"
+host lb "$fabric_net.4"
+# An outside machine reaches load-balancer IPs through the lb host.
+ip -n "$(ns client)" route replace "$lb_pool" via "$fabric_net.4" dev eth0 proto static
+
+for ((i = 1; i <= nodes; i++)); do
+  host "node-$i" "$fabric_net.$((10 + i))"
+  n=$(ns "node-$i")
+  ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+  # The pod bridge: every pod of this node hangs off cbr0, whose address is their gateway.
+  have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge
+  ip -n "$n" link set cbr0 up
+  ip -n "$n" addr replace "$pod_net.$i.1/24" dev cbr0
+  # Other nodes' pods are reached through those nodes.
+  for ((j = 1; j <= nodes; j++)); do
+    [ "$j" = "$i" ] && continue
+    ip -n "$n" route replace "$pod_net.$j.0/24" via "$fabric_net.$((10 + j))" dev eth0 proto static
+  done
+done
+echo "cluster $cluster: network up ($nodes nodes)"
