@@ -39,6 +39,8 @@ for ((i = 1; i <= nodes; i++)); do
   have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge
   ip -n "$n" link set cbr0 up
   ip -n "$n" addr replace "$pod_net.$i.1/24" dev cbr0
+  # The control plane reaches this node's pods through it.
+  ip -n "$(ns cp)" route replace "$pod_net.$i.0/24" via "$fabric_net.$((10 + i))" dev eth0 proto static
   # Other nodes' pods are reached through those nodes.
   for ((j = 1; j <= nodes; j++)); do
     [ "$j" = "$i" ] && continue

@@ -8,6 +8,8 @@ public struct IPv4Address: Hashable, Comparable, Sendable, Codable, CustomString
         value = UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)
     }
 
+    public init?(_ text: String) { self.init(text[...]) }
+
     /// Parses dotted quad notation; nil for anything else ("10.0.0", "1.2.3.256", "01.2.3.4").
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)

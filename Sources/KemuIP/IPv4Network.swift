@@ -11,6 +11,8 @@ public struct IPv4Network: Hashable, Sendable, Codable, CustomStringConvertible 
         self.prefixLength = prefixLength
     }
 
+    public init?(_ text: String) { self.init(text[...]) }
+
     /// Parses `a.b.c.d/n`; nil if malformed or if host bits are set (`10.244.1.0/16`).
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
@@ -71,6 +73,8 @@ public struct IPv4Interface: Hashable, Sendable, Comparable, CustomStringConvert
         self.address = address
         self.prefixLength = prefixLength
     }
+
+    public init?(_ text: String) { self.init(text[...]) }
 
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)

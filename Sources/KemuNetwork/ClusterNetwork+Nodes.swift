@@ -3,7 +3,7 @@ import KemuSystem
 
 extension ClusterNetwork {
     /// Adds one node to a running cluster. The new node gets the lowest free index; the only change
-    /// to other nodes is one route each, to the new node's pod subnet.
+    /// to the other nodes and the control-plane host is one route each, to the new node's pods.
     public func addNode(_ name: String) throws {
         var candidate = config
         candidate.nodes.append(name)
@@ -15,13 +15,13 @@ extension ClusterNetwork {
               Int(plan.network.fabricCIDR.size) - 2 >= AddressPlan.firstNodeHost + index else {
             throw KemuError(.invalidState, "no room for node \(name): network.podCIDR or network.fabricCIDR is full")
         }
-        let others = nodes
+        let others = podRouteHosts
         var routed: [String] = []
         do {
             try buildNode(name, index: index)
             for other in others {
-                try netlink(plan.namespace(other.name)).routeAdd(routeToPods(of: index))
-                routed.append(other.name)
+                try netlink(plan.namespace(other)).routeAdd(routeToPods(of: index))
+                routed.append(other)
             }
         } catch {
             for other in routed { try? netlink(plan.namespace(other)).routeDelete(routeToPods(of: index)) }
@@ -35,7 +35,7 @@ extension ClusterNetwork {
         try saveState()
     }
 
-    /// Removes one node, the pod sandboxes on it, and the route to its pods from every other node.
+    /// Removes one node, the pod sandboxes on it, and the route to its pods from every other host.
     public func removeNode(_ name: String) throws {
         let index = try nodeIndex(name)
         for pod in try pods() where pod.node == name { try removePod(pod.name) }
@@ -43,12 +43,15 @@ extension ClusterNetwork {
             $0.config.nodes.removeAll { $0 == name }
             $0.nodeIndex[name] = nil
         }
-        for other in nodes {
-            try netlink(plan.namespace(other.name)).routeDelete(routeToPods(of: index))
+        for other in podRouteHosts {
+            try netlink(plan.namespace(other)).routeDelete(routeToPods(of: index))
         }
         try removeHost(name)
         try saveState()
     }
+
+    /// Hosts that route to every node's pods: the nodes and the control-plane host.
+    var podRouteHosts: [String] { nodes.map(\.name) + ["cp"] }
 
     /// Deletes a host's fabric port (its veth peer goes with it at once, rather than whenever the
     /// kernel frees the namespace) and then its namespace.

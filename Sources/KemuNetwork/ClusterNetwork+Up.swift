@@ -18,7 +18,10 @@ extension ClusterNetwork {
             // An outside machine reaches load-balancer IPs through the lb host.
             try netlink(plan.namespace("client")).routeAdd(
                 Route(plan.network.loadBalancerPool, via: plan.loadBalancerIP, device: AddressPlan.uplink))
-            for node in nodes { try buildNode(node.name, index: node.index) }
+            for node in nodes {
+                try buildNode(node.name, index: node.index)
+                try netlink(plan.namespace("cp")).routeAdd(routeToPods(of: node.index))
+            }
             try saveState()
         } catch {
             do {
@@ -72,7 +75,8 @@ extension ClusterNetwork {
         }
     }
 
-    /// On any node: the way to node `index`'s pods.
+    /// On any other node, and on the control-plane host: the way to node `index`'s pods.
+    // ip -n kemu-C-HOST route add 10.244.I.0/24 via 172.31.0.(10+I) dev eth0 proto static
     func routeToPods(of index: Int) -> Route {
         Route(plan.podCIDR(index), via: plan.nodeIP(index), device: AddressPlan.uplink)
     }

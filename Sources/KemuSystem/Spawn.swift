@@ -2,7 +2,7 @@ import CKemuShim
 import Glibc
 
 /// How a process ended.
-public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+public enum ProcessExit: Equatable, Sendable, CustomStringConvertible {
     case exited(Int32)
     case signaled(Int32)
 
@@ -86,20 +86,20 @@ public enum Spawn {
     }
 
     /// Waits for `pid` to end.
-    public static func wait(_ pid: pid_t) throws -> ExitStatus {
+    public static func wait(_ pid: pid_t) throws -> ProcessExit {
         var status: Int32 = 0
         try syscall("waitpid", "\(pid)") { waitpid(pid, &status, 0) }
         return decode(status)
     }
 
     /// Returns how `pid` ended, or nil if it is still running.
-    public static func poll(_ pid: pid_t) throws -> ExitStatus? {
+    public static func poll(_ pid: pid_t) throws -> ProcessExit? {
         var status: Int32 = 0
         let r = try syscall("waitpid", "\(pid)") { waitpid(pid, &status, WNOHANG) }
         return r == 0 ? nil : decode(status)
     }
 
-    static func decode(_ status: Int32) -> ExitStatus {
+    static func decode(_ status: Int32) -> ProcessExit {
         let signal = status & 0x7f
         return signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
     }

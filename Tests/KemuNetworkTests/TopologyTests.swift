@@ -43,6 +43,10 @@ import Testing
             "172.31.0.0/24 dev eth0 proto kernel", "172.31.1.0/24 via 172.31.0.4 dev eth0 proto static",
         ])
         #expect(fake.snapshot("kemu-lab-cp")?.addresses(on: "eth0").map(\.description) == ["172.31.0.2/24"])
+        #expect(routes(fake.snapshot("kemu-lab-cp")) == [
+            "10.244.1.0/24 via 172.31.0.11 dev eth0 proto static", "10.244.2.0/24 via 172.31.0.12 dev eth0 proto static",
+            "172.31.0.0/24 dev eth0 proto kernel",
+        ])
     }
 
     @Test func upOnAnExistingClusterChangesNothing() throws {
@@ -138,6 +142,7 @@ import Testing
                 == ["10.244.3.0/24 via 172.31.0.13 dev eth0 proto static"])
         #expect(after.namespaces["kemu-lab-node-1"]?.links == before.namespaces["kemu-lab-node-1"]?.links)
         #expect(routes(fake.snapshot("kemu-lab-node-3")).contains("10.244.1.0/24 via 172.31.0.11 dev eth0 proto static"))
+        #expect(routes(fake.snapshot("kemu-lab-cp")).contains("10.244.3.0/24 via 172.31.0.13 dev eth0 proto static"))
         #expect(network.nodes.map(\.name) == ["node-1", "node-2", "node-3"])
 
         try network.addPod("edge", node: "node-3")

@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import KemuNetwork
+import KemuSystem
+import Testing
+
+let isRoot = getuid() == 0
+
+/// Real TCP between namespaces: each socket is created inside its namespace on the namespace
+/// thread ("switch, open, switch back") and then used from the test's own thread.
+enum TCP {
+    static func socketIn(_ namespace: String) throws -> Int32 {
+        let fd = try NetworkNamespace(namespace).open()
+        return try NamespaceThread.shared.run(in: fd) { try syscall("socket", namespace) { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) } }
+    }
+
+    static func address(_ ip: String, _ port: UInt16) -> sockaddr_in {
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        inet_pton(AF_INET, ip, &a.sin_addr)
+        return a
+    }
+
+    /// A listening socket inside `namespace` on ip:port.
+    static func listen(in namespace: String, _ ip: String = "0.0.0.0", _ port: UInt16) throws -> Int32 {
+        let fd = try socketIn(namespace)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var a = address(ip, port)
+        try withUnsafePointer(to: &a) { p in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                try syscall("bind", "\(ip):\(port) in \(namespace)") { bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        try syscall("listen", namespace) { Glibc.listen(fd, 16) }
+        return fd
+    }
+
+    /// Connects from inside `namespace`; fails after `timeout` seconds.
+    static func connect(from namespace: String, to ip: String, _ port: UInt16, timeout: Int = 2) throws -> Int32 {
+        let fd = try socketIn(namespace)
+        var tv = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var a = address(ip, port)
+        do {
+            try withUnsafePointer(to: &a) { p in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    try syscall("connect", "\(ip):\(port) from \(namespace)") { Glibc.connect(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Accepts one connection; returns it and the peer's address.
+    static func accept(_ listener: Int32) throws -> (Int32, String) {
+        var peer = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let fd = try withUnsafeMutablePointer(to: &peer) { p in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                try syscall("accept") { Glibc.accept(listener, sa, &length) }
+            }
+        }
+        var text = [CChar](repeating: 0, count: 16)
+        inet_ntop(AF_INET, &peer.sin_addr, &text, 16)
+        return (fd, String(cString: text))
+    }
+
+    static func send(_ fd: Int32, _ text: String) throws {
+        _ = try syscall("send") { Glibc.send(fd, text, text.utf8.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    static func receive(_ fd: Int32) throws -> String {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = try syscall("recv") { recv(fd, &buffer, buffer.count, 0) }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+
+    /// One real exchange: client in `from` connects to ip:port served in `server`; the server reports
+    /// the peer address it saw and the bytes it got, and answers. Returns (peer seen, reply).
+    static func exchange(from: String, server: String, ip: String, port: UInt16) throws -> (peer: String, reply: String) {
+        let listener = try listen(in: server, ip, port)
+        defer { close(listener) }
+        let client = try connect(from: from, to: ip, port)
+        defer { close(client) }
+        try send(client, "hello from \(from)")
+        let (conn, peer) = try accept(listener)
+        defer { close(conn) }
+        let got = try receive(conn)
+        try send(conn, "\(server) got '\(got)'")
+        return (peer, try receive(client))
+    }
+}
+
+/// Runs a command inside a namespace (as `ip netns exec` does) and returns its exit status and output.
+func run(_ argv: [String], in namespace: String? = nil) throws -> (status: ProcessExit, output: String) {
+    var fds: [Int32] = [0, 0]
+    try syscall("pipe") { pipe(&fds) }
+    for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var options = Spawn.Options(namespace: namespace.map(NetworkNamespace.init))
+    options.stdout = fds[1]
+    options.stderr = fds[1]
+    let pid: pid_t
+    do { pid = try Spawn.spawn(argv, options) } catch { close(fds[0]); close(fds[1]); throw error }
+    close(fds[1])
+    let output = try FileDescriptor(adopting: fds[0], path: "pipe").readAll()
+    return (try Spawn.wait(pid), String(decoding: output, as: UTF8.self))
+}
+
+/// The package root, to find configs/, netns-scripts/ and the built kemu binary.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+func kemuBinary() throws -> String {
+    for candidate in [".build/debug/kemu", ".build/x86_64-unknown-linux-gnu/debug/kemu"] {
+        let path = "\(packageRoot)/\(candidate)"
+        if FileSystem.exists(path) { return path }
+    }
+    throw KemuError(.notFound, "kemu binary not built: run swift build --build-tests")
+}
+
+/// A cluster of `nodes` nodes with its own name, up; remove it with `teardown`.
+func upCluster(_ name: String, nodes: Int = 2) throws -> ClusterNetwork {
+    try? ClusterNetwork.teardown(cluster: name)  // a previous crashed run
+    var config = ClusterConfig()
+    config.name = name
+    config.nodes = (1...nodes).map { "node-\($0)" }
+    let network = try ClusterNetwork(config: config)
+    try network.up()
+    return network
+}
+
+func namespaces(of cluster: String) -> [String] {
+    NetworkNamespace.list().filter { $0.hasPrefix("kemu-\(cluster)-") }
+}
