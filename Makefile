@@ -5,7 +5,7 @@ SWIFT       ?= swift
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 python3 curl
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release test unit bench demo clean
+.PHONY: deps build check release test unit bench demo clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -18,6 +18,10 @@ deps:
 
 build: deps
 	$(SWIFT) build --build-tests
+
+# kemu's own warnings are errors here (dependencies' are not).
+check: deps
+	KEMU_STRICT=1 $(SWIFT) build --build-tests
 
 release: deps
 	$(SWIFT) build -c release --product kemu

@@ -1,11 +1,14 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+import Foundation
+
 /// One settings list for every Swift target: Swift 6 language mode comes from the tools version;
-/// `ExistentialAny` makes every protocol-typed value say `any`.
+/// `ExistentialAny` makes every protocol-typed value say `any`. `make check` sets KEMU_STRICT to
+/// turn kemu's own warnings (not its dependencies') into errors.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
-]
+] + (ProcessInfo.processInfo.environment["KEMU_STRICT"] != nil ? [.unsafeFlags(["-warnings-as-errors"])] : [])
 
 let package = Package(
     name: "kemu",

@@ -9,6 +9,15 @@ dns_ip=10.96.0.10            # cluster DNS (service CIDR 10.96.0.0/16, .10)
 
 ns() { echo "kemu-$cluster-$1"; }
 have_ns() { [ -e "/run/netns/$1" ]; }
+
+# ip netns add, plus what kemu does in every new namespace: no IPv6 on the links made in it from
+# now on (lo keeps ::1). Clusters are IPv4; link-local IPv6 on every veth is multicast noise that a
+# node's bridge floods to every pod.
+add_ns() {
+  have_ns "$1" && return 0
+  ip netns add "$1"
+  ip netns exec "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+}
 have_link() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
 
 # The node-side veth of a pod: "veth" + FNV-1a (32 bit) of the pod name, as kemu names it.

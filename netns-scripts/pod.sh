@@ -15,7 +15,7 @@ veth=$(pod_veth "$pod")
 case $verb in
 add)
   addr=${5:?pod IP}
-  have_ns "$P" || ip netns add "$P"
+  add_ns "$P"
   ip -n "$P" link set lo up
   # One veth: the node end is a port of cbr0, the pod end is the pod's eth0.
   have_link "$N" "$veth" || ip -n "$N" link add "$veth" type veth peer name eth0 netns "$P"

@@ -8,7 +8,7 @@ check_cluster_name "$cluster"
 F=$(ns fabric)
 
 # The emulated LAN: one bridge in its own namespace.
-have_ns "$F" || ip netns add "$F"
+add_ns "$F"
 ip -n "$F" link set lo up
 have_link "$F" br0 || ip -n "$F" link add br0 type bridge
 ip -n "$F" link set br0 up
@@ -17,7 +17,7 @@ ip -n "$F" link set br0 up
 host() {
   local name=$1 addr=$2 n
   n=$(ns "$name")
-  have_ns "$n" || ip netns add "$n"
+  add_ns "$n"
   ip -n "$n" link set lo up
   have_link "$F" "$name" || ip -n "$F" link add "$name" type veth peer name eth0 netns "$n"
   ip -n "$F" link set "$name" master br0 up

@@ -12,6 +12,9 @@ import Synchronization
 public final class RouteSocket: Netlink, @unchecked Sendable {
     let sock: OpaquePointer
     let lock = Mutex(())
+    /// name → ifindex, filled by lookups and used under `lock`. Names can be reused for new links,
+    /// so a request that fails with "no such device" after using it is retried once without it.
+    nonisolated(unsafe) var indexes: [String: Int32] = [:]
     public let namespaceName: String
 
     /// Opens a route socket inside `namespace` (or the caller's own namespace for nil).
@@ -19,6 +22,12 @@ public final class RouteSocket: Netlink, @unchecked Sendable {
         guard let namespace else { return try RouteSocket(namespaceName: "") }
         let fd = try namespace.open()
         return try thread.run(in: fd) { try RouteSocket(namespaceName: namespace.name) }
+    }
+
+    /// A socket in the calling thread's namespace, labelled `name`: for use inside
+    /// `NamespaceThread.run(in:)` or `NetworkNamespace.create(_:inside:)`.
+    public static func inCurrentNamespace(name: String) throws -> RouteSocket {
+        try RouteSocket(namespaceName: name)
     }
 
     private init(namespaceName: String) throws {
@@ -39,19 +48,28 @@ public final class RouteSocket: Netlink, @unchecked Sendable {
     /// Runs one request under the socket lock; a negative libnl result becomes a `NetlinkError`
     /// naming `operation` (the `ip` command).
     func request(_ operation: @autoclosure () -> String, _ body: () throws -> Int32) throws {
-        let err = try lock.withLock { _ in try body() }
+        let err = try lock.withLock { _ in
+            let usedCache = !indexes.isEmpty
+            let first = try body()
+            guard first == -NLE_NODEV || first == -NLE_OBJ_NOTFOUND, usedCache else { return first }
+            indexes.removeAll()
+            return try body()
+        }
         if err < 0 { throw NetlinkError(operation(), namespace: namespaceName, libnlError: err).kemuError }
     }
 
     /// ifindex of a link by name; call with the lock held.
     func index(of name: String) throws -> Int32 {
+        if let index = indexes[name] { return index }
         var link: OpaquePointer?
         let err = rtnl_link_get_kernel(sock, 0, name, &link)
         if err < 0 {
             throw NetlinkError("ip link show \(name)", namespace: namespaceName, libnlError: err).kemuError
         }
         defer { rtnl_link_put(link) }
-        return rtnl_link_get_ifindex(link)
+        let index = rtnl_link_get_ifindex(link)
+        indexes[name] = index
+        return index
     }
 }
 

@@ -36,8 +36,8 @@ extension ClusterNetwork {
     // ip netns add kemu-C-fabric; ip -n kemu-C-fabric link set lo up
     // ip -n kemu-C-fabric link add br0 type bridge; ip -n kemu-C-fabric link set br0 up
     func buildFabric() throws {
-        try backend.createNamespace(plan.fabricNamespace)
-        let fabric = try netlink(plan.fabricNamespace)
+        let fabric = try backend.createNamespace(plan.fabricNamespace)
+        remember(fabric, for: plan.fabricNamespace)
         try fabric.linkSetUp("lo", true)
         try fabric.linkAddBridge(AddressPlan.fabricBridge, up: true)
     }
@@ -47,8 +47,8 @@ extension ClusterNetwork {
     // ip -n kemu-C-HOST addr add IP/N dev eth0; ip -n kemu-C-HOST link set eth0 up
     func addHost(_ host: String, _ ip: IPv4Address) throws {
         let namespace = plan.namespace(host)
-        try backend.createNamespace(namespace)
-        let handle = try netlink(namespace)
+        let handle = try backend.createNamespace(namespace)
+        remember(handle, for: namespace)
         try handle.linkSetUp("lo", true)
         try netlink(plan.fabricNamespace).linkAddVeth(
             host, peer: AddressPlan.uplink, peerNamespace: NetworkNamespace(namespace),

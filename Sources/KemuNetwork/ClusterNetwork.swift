@@ -17,6 +17,8 @@ public final class ClusterNetwork: Sendable {
     let state: Mutex<NetworkState>
     /// One netlink handle per host namespace (fabric, nodes), opened on first use.
     let handles = Mutex<[String: any Netlink]>([:])
+    /// Node index → the lowest pod address slot that may be free (see `claimAddress`).
+    let addressHints = Mutex<[Int: Int]>([:])
 
     public static func defaultStateDirectory(_ cluster: String) -> String { "/run/kemu/\(cluster)" }
 
@@ -66,6 +68,8 @@ public final class ClusterNetwork: Sendable {
             return handle
         }
     }
+
+    func remember(_ handle: any Netlink, for namespace: String) { handles.withLock { $0[namespace] = handle } }
 
     func forget(_ namespace: String) { _ = handles.withLock { $0.removeValue(forKey: namespace) } }
 

@@ -6,8 +6,8 @@ import KemuSystem
 /// files, processes. `KernelBackend` does it for real; tests substitute an in-memory fake so the
 /// topology logic runs without root.
 public protocol NetworkBackend: Sendable {
-    /// `ip netns add NAME`; `.exists` if taken.
-    func createNamespace(_ name: String) throws
+    /// `ip netns add NAME`; `.exists` if taken. Returns a netlink handle inside it, owned by the caller.
+    func createNamespace(_ name: String) throws -> any Netlink
     /// `ip netns del NAME` and `rm -rf /etc/netns/NAME`; a missing one is fine.
     func deleteNamespace(_ name: String) throws
     /// `ip netns list`
@@ -32,7 +32,15 @@ public struct KernelBackend: NetworkBackend {
 
     public init(thread: NamespaceThread = .shared) { self.thread = thread }
 
-    public func createNamespace(_ name: String) throws { try NetworkNamespace.create(name, on: thread) }
+    /// Also turns IPv6 off for every link made in the namespace from now on (lo keeps ::1): kemu's
+    /// clusters are IPv4, and IPv6 link-local setup on each veth (DAD, router solicitations, MLD)
+    /// is multicast that a node's bridge floods to every pod: O(pods²) kernel work per node.
+    public func createNamespace(_ name: String) throws -> any Netlink {
+        try NetworkNamespace.create(name, on: thread) {
+            try Sysctl.write("net.ipv6.conf.default.disable_ipv6", "1")
+            return try RouteSocket.inCurrentNamespace(name: name)
+        }
+    }
 
     public func deleteNamespace(_ name: String) throws { try NetworkNamespace(name).delete() }
 

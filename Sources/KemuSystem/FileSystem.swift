@@ -56,11 +56,20 @@ public enum FileSystem {
 
     /// rm -rf
     public static func removeTree(_ path: String) throws {
-        guard exists(path) else { return }
-        do {
-            try FileManager.default.removeItem(atPath: path)
-        } catch {
-            if exists(path) { throw KemuError(.system, "rm -rf \(path)", cause: error) }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            guard let dir = opendir(path) else { throw SystemError("opendir", path, errno: errno) }
+            var names: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafePointer(to: entry.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(dir)
+            for name in names { try removeTree("\(path)/\(name)") }
+            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", path, errno: errno) }
+        } else {
+            try removeFile(path)
         }
     }
 

@@ -78,14 +78,16 @@ public final class NamespaceThread: Sendable {
         }
     }
 
-    /// `ip netns add`: a new network namespace, bind-mounted at `path` so it outlives this thread.
-    public func createNamespace(at path: String) throws {
+    /// `ip netns add`: a new network namespace, bind-mounted at `path` so it outlives this thread;
+    /// `inside` runs in it before the thread goes home.
+    public func createNamespace<T>(at path: String, inside: () throws -> T) throws -> T {
         try run {
             try check("unshare", "CLONE_NEWNET for \(path)", kemu_unshare(kemu_clone_newnet) == 0 ? 0 : errno)
             defer { goHome() }
             // thread-self, not self: the new namespace belongs to this thread only.
             try check("mount --bind /proc/thread-self/ns/net", path,
                       kemu_bind_mount("/proc/thread-self/ns/net", path))
+            return try inside()
         }
     }
 

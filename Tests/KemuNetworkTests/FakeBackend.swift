@@ -35,12 +35,13 @@ final class FakeBackend: NetworkBackend, @unchecked Sendable {
         if n == failOnOperation { throw KemuError(.system, "injected failure at operation \(n): \(what)") }
     }
 
-    func createNamespace(_ name: String) throws {
+    func createNamespace(_ name: String) throws -> any Netlink {
         try step("netns add \(name)")
         try machine.withLock { m in
             if m.namespaces[name] != nil { throw KemuError(.exists, "network namespace \(name) already exists") }
             m.namespaces[name] = Namespace()
         }
+        return FakeNetlink(backend: self, namespaceName: name)
     }
 
     func deleteNamespace(_ name: String) throws {

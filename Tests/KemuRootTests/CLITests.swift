@@ -44,6 +44,19 @@ struct CLITests {
         #expect(long.status == .exited(1) && long.output.contains("--cluster") && long.output.contains("name: \"my-lab\""))
     }
 
+    @Test func downCleansUpAfterACrashWithNoStateLeft() throws {
+        let kemu = try kemuBinary()
+        // What a crash mid-way through `up` or `pod add` leaves: namespaces and /etc/netns entries,
+        // no state directory, no record of what was made.
+        for host in ["fabric", "node-1", "p-web"] { try NetworkNamespace.create("kemu-rcrash-\(host)") }
+        try NetworkNamespace("kemu-rcrash-p-gone").writeEtcFile("resolv.conf", "nameserver 10.96.0.10\n")
+        #expect(!FileSystem.exists("/run/kemu/rcrash"))
+        let down = try run([kemu, "net", "down", "--cluster", "rcrash"])
+        #expect(down.status == .exited(0) && down.output.contains("removed 3 namespaces"))
+        #expect(namespaces(of: "rcrash").isEmpty)
+        #expect(!FileSystem.exists("/etc/netns/kemu-rcrash-p-gone"))
+    }
+
     @Test func withoutRootNothingIsTouched() throws {
         let kemu = try kemuBinary()
         // setpriv drops to nobody; the binary must be reachable for it.

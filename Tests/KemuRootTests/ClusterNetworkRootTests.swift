@@ -34,6 +34,9 @@ struct ClusterNetworkRootTests {
         #expect(resolv.status == .exited(0))
         #expect(resolv.output.contains("nameserver 10.96.0.10"))
         #expect(try run(["ls", "/sys/class/net"], in: a.namespace).output.split(separator: "\n") == ["eth0", "lo"])
+        // IPv4 only on the pod's link, but lo keeps ::1 for programs that bind [::] or localhost.
+        let v6 = try run(["sh", "-c", "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 /proc/sys/net/ipv6/conf/lo/disable_ipv6"], in: a.namespace)
+        #expect(v6.output == "1\n0\n")
     }
 
     @Test func downRemovesEveryNamespaceFileAndProcess() throws {
@@ -102,6 +105,27 @@ struct ClusterNetworkRootTests {
         #expect(try TCP.exchange(from: "kemu-rbad-node-2", server: a.namespace, ip: a.ip.description, port: 7201).peer == "172.31.0.12")
     }
 
+    @Test func aPodRemovedAndAddedAgainAtOnceIsReachableEveryTime() throws {
+        let network = try upCluster("rchurn")
+        defer { _ = try? ClusterNetwork.teardown(cluster: "rchurn") }
+        let client = try network.addPod("client", node: "node-2")
+        for round in 0..<20 {
+            // Same name, same node, same address, same veth name: the previous incarnation's veth
+            // may not be freed yet when the next one is made.
+            let web = try network.addPod("web", node: "node-1")
+            #expect(web.ip.description == "10.244.1.2")
+            let seen = try TCP.exchange(from: client.namespace, server: web.namespace, ip: web.ip.description, port: UInt16(7300 + round))
+            #expect(seen.peer == client.ip.description && seen.reply.hasPrefix("kemu-rchurn-p-web got"))
+            try network.removePod("web")
+            #expect(!NetworkNamespace(web.namespace).exists)
+        }
+        // Once the kernel has caught up, node-1 carries no trace of the 20 incarnations.
+        let node1 = NetworkNamespace("kemu-rchurn-node-1")
+        let deadline = Date().addingTimeInterval(2)
+        while try RouteSocket.open(in: node1).snapshot().links.count > 3, Date() < deadline { usleep(10_000) }
+        #expect(try RouteSocket.open(in: node1).snapshot().links.map(\.name) == ["cbr0", "eth0", "lo"])
+    }
+
     @Test func netlinkVerbsAgainstTheKernel() throws {
         let name = "kemu-rverbs-scratch"
         _ = try? NetworkNamespace(name).delete()
@@ -115,6 +139,8 @@ struct ClusterNetworkRootTests {
         try nl.linkSetName("vb", "vc")
         try nl.addressAdd(IPv4Interface("192.0.2.1/24")!, device: "vc")
         try nl.routeAdd(Route(IPv4Network("198.51.100.0/24")!, via: IPv4Address("192.0.2.9"), device: "vc"))
+        // ip route add 203.0.113.0/24 via 10.9.9.9 dev vc onlink: a gateway outside every subnet.
+        try nl.routeAdd(Route(IPv4Network("203.0.113.0/24")!, via: IPv4Address("10.9.9.9"), device: "vc", onLink: true))
         try nl.linkAddVxlan("vx0", vni: 42, local: IPv4Address("192.0.2.1"), remote: IPv4Address("192.0.2.2"), port: 4789, device: "vc")
         try nl.qdiscReplaceTbf(device: "vc", bytesPerSecond: 1_250_000, burstBytes: 32_000, latencyMicroseconds: 50_000)
         var s = try nl.snapshot()
@@ -123,6 +149,7 @@ struct ClusterNetworkRootTests {
         #expect(s.link("vx0")?.kind == "vxlan")
         #expect(s.addresses(on: "vc") == [IPv4Interface("192.0.2.1/24")!])
         #expect(s.routes.map(\.description).contains("198.51.100.0/24 via 192.0.2.9 dev vc proto static"))
+        #expect(s.routes.map(\.description).contains("203.0.113.0/24 via 10.9.9.9 dev vc onlink proto static"))
         let tc = try run(["tc", "qdisc", "show", "dev", "vc"], in: name).output
         #expect(tc.contains("tbf") && tc.contains("rate 10Mbit"))
 

@@ -50,6 +50,10 @@ struct ScriptsMatchKemuTests {
 
         try script("pod.sh", ["del", "rscr", "1", "web"])
         try network.removePod("web")
+        // kemu leaves freeing the pod's veth pair to the kernel, which does it with the namespace,
+        // asynchronously and batched (the script's `ip link del` waits a grace period instead).
+        let deadline = Date().addingTimeInterval(2)
+        while try snapshots("rscr") != snapshots("rkemu"), Date() < deadline { usleep(10_000) }
         #expect(try snapshots("rscr") == snapshots("rkemu"))
         try script("down.sh", ["rscr"])
         #expect(namespaces(of: "rscr").isEmpty)

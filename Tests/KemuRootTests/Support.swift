@@ -28,7 +28,7 @@ enum TCP {
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var a = address(ip, port)
-        try withUnsafePointer(to: &a) { p in
+        _ = try withUnsafePointer(to: &a) { p in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 try syscall("bind", "\(ip):\(port) in \(namespace)") { bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
@@ -45,7 +45,7 @@ enum TCP {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var a = address(ip, port)
         do {
-            try withUnsafePointer(to: &a) { p in
+            _ = try withUnsafePointer(to: &a) { p in
                 try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                     try syscall("connect", "\(ip):\(port) from \(namespace)") { Glibc.connect(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
                 }
@@ -68,7 +68,7 @@ enum TCP {
         }
         var text = [CChar](repeating: 0, count: 16)
         inet_ntop(AF_INET, &peer.sin_addr, &text, 16)
-        return (fd, String(cString: text))
+        return (fd, String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     static func send(_ fd: Int32, _ text: String) throws {
@@ -125,7 +125,7 @@ func kemuBinary() throws -> String {
 
 /// A cluster of `nodes` nodes with its own name, up; remove it with `teardown`.
 func upCluster(_ name: String, nodes: Int = 2) throws -> ClusterNetwork {
-    try? ClusterNetwork.teardown(cluster: name)  // a previous crashed run
+    _ = try? ClusterNetwork.teardown(cluster: name)  // a previous crashed run
     var config = ClusterConfig()
     config.name = name
     config.nodes = (1...nodes).map { "node-\($0)" }
