@@ -20,6 +20,19 @@ add_ns() {
 }
 have_link() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
 
+# plug BRIDGE_NS BRIDGE PORT NS ADDR/N: a veth whose PORT end is a port of BRIDGE (in BRIDGE_NS)
+# and whose other end is eth0 in namespace NS, with ADDR/N on it. How every host joins the fabric
+# and every pod joins its node's cbr0.
+plug() {
+  local bridge_ns=$1 bridge=$2 port=$3 n=$4 cidr=$5
+  add_ns "$n"
+  ip -n "$n" link set lo up
+  have_link "$bridge_ns" "$port" || ip -n "$bridge_ns" link add "$port" type veth peer name eth0 netns "$n"
+  ip -n "$bridge_ns" link set "$port" master "$bridge" up
+  ip -n "$n" addr replace "$cidr" dev eth0
+  ip -n "$n" link set eth0 up
+}
+
 # The node-side veth of a pod: "veth" + FNV-1a (32 bit) of the pod name, as kemu names it.
 pod_veth() {
   local s=$1 h=2166136261 i c

@@ -15,13 +15,8 @@ veth=$(pod_veth "$pod")
 case $verb in
 add)
   addr=${5:?pod IP}
-  add_ns "$P"
-  ip -n "$P" link set lo up
   # One veth: the node end is a port of cbr0, the pod end is the pod's eth0.
-  have_link "$N" "$veth" || ip -n "$N" link add "$veth" type veth peer name eth0 netns "$P"
-  ip -n "$N" link set "$veth" master cbr0 up
-  ip -n "$P" addr replace "$addr/24" dev eth0
-  ip -n "$P" link set eth0 up
+  plug "$N" cbr0 "$veth" "$P" "$addr/24"
   ip -n "$P" route replace default via "$pod_net.$index.1" dev eth0 proto static
   # Processes started with `ip netns exec` see this file as /etc/resolv.conf.
   mkdir -p "/etc/netns/$P"

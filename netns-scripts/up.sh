@@ -14,16 +14,7 @@ have_link "$F" br0 || ip -n "$F" link add br0 type bridge
 ip -n "$F" link set br0 up
 
 # host NAME IP: a namespace whose eth0 is plugged into the fabric bridge (its port is named NAME).
-host() {
-  local name=$1 addr=$2 n
-  n=$(ns "$name")
-  add_ns "$n"
-  ip -n "$n" link set lo up
-  have_link "$F" "$name" || ip -n "$F" link add "$name" type veth peer name eth0 netns "$n"
-  ip -n "$F" link set "$name" master br0 up
-  ip -n "$n" addr replace "$addr/24" dev eth0
-  ip -n "$n" link set eth0 up
-}
+host() { plug "$F" br0 "$1" "$(ns "$1")" "$2/24"; }
 
 host cp "$fabric_net.2"
 host client "$fabric_net.3"

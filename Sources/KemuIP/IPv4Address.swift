@@ -1,5 +1,5 @@
 /// An IPv4 address as a 32-bit number in host order.
-public struct IPv4Address: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+public struct IPv4Address: Hashable, Comparable, Sendable, TextCodable {
     public var value: UInt32
 
     public init(_ value: UInt32) { self.value = value }
@@ -9,6 +9,7 @@ public struct IPv4Address: Hashable, Comparable, Sendable, Codable, CustomString
     }
 
     public init?(_ text: String) { self.init(text[...]) }
+    public static let expectedText = "an IPv4 address"
 
     /// Parses dotted quad notation; nil for anything else ("10.0.0", "1.2.3.256", "01.2.3.4").
     public init?(_ text: some StringProtocol) {
@@ -34,17 +35,4 @@ public struct IPv4Address: Hashable, Comparable, Sendable, Codable, CustomString
 
     public static func + (lhs: IPv4Address, rhs: UInt32) -> IPv4Address { IPv4Address(lhs.value &+ rhs) }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let address = IPv4Address(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "\(text) is not an IPv4 address"))
-        }
-        self = address
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }

@@ -1,5 +1,5 @@
 /// An IPv4 network in CIDR form: `10.244.0.0/16`. The address is always the network address.
-public struct IPv4Network: Hashable, Sendable, Codable, CustomStringConvertible {
+public struct IPv4Network: Hashable, Sendable, TextCodable {
     public let address: IPv4Address
     public let prefixLength: Int
 
@@ -12,6 +12,7 @@ public struct IPv4Network: Hashable, Sendable, Codable, CustomStringConvertible 
     }
 
     public init?(_ text: String) { self.init(text[...]) }
+    public static let expectedText = "an IPv4 CIDR"
 
     /// Parses `a.b.c.d/n`; nil if malformed or if host bits are set (`10.244.1.0/16`).
     public init?(_ text: some StringProtocol) {
@@ -49,19 +50,6 @@ public struct IPv4Network: Hashable, Sendable, Codable, CustomStringConvertible 
         return IPv4Network(address + UInt32(index) << UInt32(32 - length), prefixLength: length)
     }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let network = IPv4Network(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "\(text) is not an IPv4 CIDR"))
-        }
-        self = network
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }
 
 /// An address on an interface with its prefix: `10.244.1.1/24` (host bits allowed).

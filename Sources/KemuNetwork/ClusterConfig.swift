@@ -35,7 +35,8 @@ public struct NetworkConfig: Sendable, Equatable, Codable {
 }
 
 /// An inclusive port range written `30000-32767`.
-public struct PortRange: Sendable, Equatable, Codable, CustomStringConvertible {
+public struct PortRange: Sendable, Equatable, TextCodable {
+    public static let expectedText = "a port range such as 30000-32767"
     public var lower: Int
     public var upper: Int
 
@@ -53,18 +54,6 @@ public struct PortRange: Sendable, Equatable, Codable, CustomStringConvertible {
 
     public var description: String { "\(lower)-\(upper)" }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let range = PortRange(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a port range"))
-        }
-        self = range
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }
 
 import Foundation

@@ -34,6 +34,12 @@ struct ClusterOptions: ParsableArguments {
     }
 
     func clusterName() throws -> String { try cluster ?? config().name }
+
+    /// The running cluster's network, for `command` (which needs root).
+    func runningNetwork(for command: String) throws -> ClusterNetwork {
+        try requireRoot(command)
+        return try ClusterNetwork.load(cluster: try clusterName())
+    }
 }
 
 /// Everything under `kemu net` changes namespaces: refuse early, before touching anything.

@@ -18,32 +18,3 @@ struct NetUp: ParsableCommand {
         print(try StatusTable.render(network.status()))
     }
 }
-
-struct NetDown: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "down", abstract: "Remove everything of a cluster's network, found by name.")
-
-    @OptionGroup var options: ClusterOptions
-
-    func run() throws {
-        try requireRoot("kemu net down")
-        let cluster = try options.clusterName()
-        let report = try ClusterNetwork.teardown(cluster: cluster)
-        if report.namespaces.isEmpty && report.etcDirectories.isEmpty {
-            print("cluster \(cluster): nothing to remove")
-        } else {
-            print("cluster \(cluster): removed \(report.namespaces.count) namespaces, killed \(report.killedProcesses.count) processes")
-        }
-    }
-}
-
-struct NetStatus: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show hosts, links, addresses and routes.")
-
-    @OptionGroup var options: ClusterOptions
-
-    func run() throws {
-        try requireRoot("kemu net status")
-        let network = try ClusterNetwork.load(cluster: try options.clusterName())
-        print(try StatusTable.render(network.status()))
-    }
-}

@@ -1,0 +1,13 @@
+import ArgumentParser
+import KemuNetwork
+
+struct NetStatus: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show hosts, links, addresses and routes.")
+
+    @OptionGroup var options: ClusterOptions
+
+    func run() throws {
+        let network = try options.runningNetwork(for: "kemu net status")
+        print(try StatusTable.render(network.status()))
+    }
+}
