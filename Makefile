@@ -29,10 +29,10 @@ release: deps
 
 # Unit tests need no root; the root suites (real namespaces and packets) run when uid is 0.
 test: build
-	$(SWIFT) test --skip-build
+	scripts/test.sh
 
 unit: build
-	$(SWIFT) test --skip-build --filter KemuNetworkTests
+	scripts/test.sh --filter KemuNetworkTests
 
 bench: release
 	$(SUDO) .build/release/kemu-bench

@@ -83,7 +83,7 @@ extension ClusterNetwork {
 
     /// Every pod sandbox, by name.
     public func pods() throws -> [PodSandbox] {
-        try FileSystem.list("\(stateDirectory)/pods").filter { !$0.contains(".tmp-") }.compactMap { try pod($0) }
+        try FileSystem.list("\(stateDirectory)/pods").compactMap { try pod($0) }
     }
 
     func podRecord(_ name: String) -> String { "\(stateDirectory)/pods/\(name)" }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import Glibc
 import KemuNetwork
 import KemuSystem
 
@@ -16,7 +18,14 @@ struct NetExec: ParsableCommand {
         try requireRoot("kemu net exec")
         guard !command.isEmpty else { throw ValidationError("no command: kemu net exec \(host) -- COMMAND …") }
         let namespace = try resolve()
-        let pid = try Spawn.spawn(command, Spawn.Options(namespace: namespace))
+        let pid: pid_t
+        do {
+            pid = try Spawn.spawn(command, Spawn.Options(namespace: namespace))
+        } catch let error as SystemError where error.errno == ENOENT {
+            // As a shell does: "command not found" is exit status 127.
+            FileHandle.standardError.write(Data("kemu: \(error)\n".utf8))
+            throw ExitCode(127)
+        }
         let status = try Spawn.wait(pid)
         if status.shellCode != 0 { throw ExitCode(status.shellCode) }
     }

@@ -19,6 +19,8 @@ struct CLITests {
         let exec = try run([kemu, "net", "exec", "--cluster", "rcli", "web", "--", "cat", "/sys/class/net/eth0/mtu"])
         #expect(exec.status == .exited(0) && exec.output == "1500\n")
         #expect(try run([kemu, "net", "exec", "--cluster", "rcli", "node-1", "--", "sh", "-c", "exit 7"]).status == .exited(7))
+        let missing = try run([kemu, "net", "exec", "--cluster", "rcli", "web", "--", "no-such-command"])
+        #expect(missing.status == .exited(127) && missing.output.contains("spawn no-such-command in kemu-rcli-p-web"))
         let ghost = try run([kemu, "net", "exec", "--cluster", "rcli", "ghost", "--", "true"])
         #expect(ghost.status != .exited(0) && ghost.output.contains("no namespace ghost"))
 
