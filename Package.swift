@@ -38,6 +38,9 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // Kubernetes objects as JSON trees, selectors, validation: no I/O, no dependencies.
+        .target(name: "KemuAPI", exclude: ["README.md"], swiftSettings: swiftSettings),
+        .target(name: "KemuStore", dependencies: ["KemuAPI"], exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
@@ -71,6 +74,11 @@ let package = Package(
         .testTarget(
             name: "KemuNetworkTests",
             dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuAPITests",
+            dependencies: ["KemuAPI", "KemuStore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,61 @@
+/// `metadata` of a Kubernetes object, read and written in place on its JSON tree.
+extension JSON {
+    public var name: String {
+        get { self[path: "metadata.name"]?.string ?? "" }
+        set { self["metadata", default: [:]]["name"] = .string(newValue) }
+    }
+
+    /// "" for cluster-scoped objects.
+    public var namespace: String {
+        get { self[path: "metadata.namespace"]?.string ?? "" }
+        set { self["metadata", default: [:]]["namespace"] = newValue.isEmpty ? nil : .string(newValue) }
+    }
+
+    public var uid: String {
+        get { self[path: "metadata.uid"]?.string ?? "" }
+        set { self["metadata", default: [:]]["uid"] = .string(newValue) }
+    }
+
+    /// The decimal resourceVersion, or nil when absent or not a number.
+    public var resourceVersion: Int64? {
+        get { self[path: "metadata.resourceVersion"]?.string.flatMap { Int64($0) } }
+        set { self["metadata", default: [:]]["resourceVersion"] = newValue.map { .string(String($0)) } }
+    }
+
+    public var generation: Int64 {
+        get { self[path: "metadata.generation"]?.int ?? 0 }
+        set { self["metadata", default: [:]]["generation"] = .int(newValue) }
+    }
+
+    public var labels: [String: String] {
+        get { Self.stringMap(self[path: "metadata.labels"]) }
+        set { self["metadata", default: [:]]["labels"] = newValue.isEmpty ? nil : Self.stringMapJSON(newValue) }
+    }
+
+    public var annotations: [String: String] {
+        get { Self.stringMap(self[path: "metadata.annotations"]) }
+        set { self["metadata", default: [:]]["annotations"] = newValue.isEmpty ? nil : Self.stringMapJSON(newValue) }
+    }
+
+    public var deletionTimestamp: String? { self[path: "metadata.deletionTimestamp"]?.string }
+    public var kind: String { self["kind"]?.string ?? "" }
+    public var apiVersion: String { self["apiVersion"]?.string ?? "" }
+
+    /// A member that is created empty when missing, for nested writes: `obj["metadata", default: [:]]["name"] = …`.
+    public subscript(key: String, default fallback: JSON) -> JSON {
+        get { self[key] ?? fallback }
+        set { self[key] = newValue }
+    }
+
+    static func stringMap(_ json: JSON?) -> [String: String] {
+        var result: [String: String] = [:]
+        for (k, v) in json?.object ?? JSONObject() { if let s = v.string { result[k] = s } }
+        return result
+    }
+
+    static func stringMapJSON(_ map: [String: String]) -> JSON {
+        var o = JSONObject()
+        for k in map.keys.sorted() { o[k] = .string(map[k]!) }
+        return .object(o)
+    }
+}

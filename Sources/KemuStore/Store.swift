@@ -1,0 +1,240 @@
+import Foundation
+import KemuAPI
+import Synchronization
+
+/// Kubernetes objects under one global revision (see README). Thread-safe; every write is
+/// serialized, logged (when persistent) and delivered to watchers in revision order.
+public final class Store: Sendable {
+    struct State {
+        var revision: Int64 = 0
+        /// resource → namespace → name → object
+        var objects: [String: [String: [String: JSON]]] = [:]
+        var history: EventHistory
+        var watchers: [String: [Int: Watcher]] = [:]
+        var nextWatcherID = 0
+        var log: WriteAheadLog?
+    }
+
+    let state: Mutex<State>
+
+    /// A store in memory only. `historyLimit` is how many events a watch can resume across.
+    public init(historyLimit: Int = 10_000) {
+        state = Mutex(State(history: EventHistory(limit: historyLimit)))
+    }
+
+    /// A store kept in `directory` (created if missing): loads the last snapshot and log.
+    public init(directory: String, historyLimit: Int = 10_000, compactAfterBytes: Int = 64 << 20) throws {
+        let log = try WriteAheadLog(directory: directory, compactAfterBytes: compactAfterBytes)
+        var s = State(history: EventHistory(limit: historyLimit))
+        let loaded = try log.load()
+        s.revision = loaded.revision
+        for (resource, object) in loaded.objects {
+            s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
+        }
+        // Nothing before this revision can be replayed to a watch.
+        s.history.compacted = loaded.revision
+        s.log = log
+        state = Mutex(s)
+    }
+
+    /// The revision of the last write.
+    public var revision: Int64 { state.withLock { $0.revision } }
+
+    // MARK: reads
+
+    public func get(_ resource: String, namespace: String = "", name: String) -> JSON? {
+        state.withLock { $0.objects[resource]?[namespace]?[name] }
+    }
+
+    /// Objects of `resource` (in `namespace`, or every one for nil) that match the selectors, sorted
+    /// by namespace and name, and the revision they were read at.
+    public func list(_ resource: String, namespace: String? = nil, labels: LabelSelector = .everything,
+                     fields: FieldSelector = .everything) -> (items: [JSON], revision: Int64) {
+        let filter = WatchFilter(resource, namespace: namespace, labels: labels, fields: fields)
+        return state.withLock { s in
+            let byNamespace = s.objects[resource] ?? [:]
+            let namespaces = namespace.map { [$0] } ?? byNamespace.keys.sorted()
+            var items: [JSON] = []
+            for ns in namespaces {
+                guard let objects = byNamespace[ns] else { continue }
+                if let name = fields.name {
+                    if let o = objects[name], filter.matches(o) { items.append(o) }
+                    continue
+                }
+                for name in objects.keys.sorted() where filter.matches(objects[name]!) { items.append(objects[name]!) }
+            }
+            return (items, s.revision)
+        }
+    }
+
+    // MARK: writes
+
+    /// Stores a new object. Sets resourceVersion, uid, creationTimestamp and generation 1; a
+    /// missing name with `metadata.generateName` gets that prefix and five random characters.
+    @discardableResult
+    public func create(_ resource: String, _ object: JSON) throws -> JSON {
+        var object = object
+        try state.withLock { s in
+            let namespace = object.namespace
+            if object.name.isEmpty {
+                guard let prefix = object[path: "metadata.generateName"]?.string, !prefix.isEmpty else {
+                    throw StoreError.invalid("metadata.name: Required value: name or generateName is required")
+                }
+                repeat { object.name = prefix + Self.randomSuffix() } while s.objects[resource]?[namespace]?[object.name] != nil
+            }
+            if s.objects[resource]?[namespace]?[object.name] != nil {
+                throw StoreError.alreadyExists(resource: resource, name: object.name)
+            }
+            object.uid = UUID().uuidString.lowercased()
+            object["metadata", default: [:]]["creationTimestamp"] = .string(Timestamp.now())
+            object.generation = 1
+            try commit(&s, resource, old: nil, new: &object)
+        }
+        return object
+    }
+
+    /// How an update treats `status` (Kubernetes' status subresource split).
+    public enum UpdatePart: Sendable {
+        /// The whole object as given.
+        case all
+        /// Everything but `status`, which keeps its stored value (PUT on the object).
+        case main
+        /// Only `status` (PUT on /status); everything else keeps its stored value.
+        case status
+    }
+
+    /// Replaces a stored object. If the new object carries a resourceVersion, it must be the stored
+    /// one (else `.conflict`); without one the update is unconditional. uid and creationTimestamp
+    /// cannot change; generation goes up by one when `spec` changes.
+    @discardableResult
+    public func update(_ resource: String, _ object: JSON, part: UpdatePart = .all) throws -> JSON {
+        var object = object
+        try state.withLock { s in
+            guard let current = s.objects[resource]?[object.namespace]?[object.name] else {
+                throw StoreError.notFound(resource: resource, name: object.name)
+            }
+            if let expected = object.resourceVersion, expected != current.resourceVersion {
+                throw StoreError.conflict(resource: resource, name: object.name)
+            }
+            switch part {
+            case .all: break
+            case .main: object["status"] = current["status"]
+            case .status:
+                var merged = current
+                merged["status"] = object["status"]
+                object = merged
+            }
+            object.uid = current.uid
+            object["metadata", default: [:]]["creationTimestamp"] = current[path: "metadata.creationTimestamp"]
+            object.generation = current.generation + (object["spec"] != current["spec"] ? 1 : 0)
+            try commit(&s, resource, old: current, new: &object)
+        }
+        return object
+    }
+
+    /// Reads, changes and writes an object in one step, retrying when another writer got there
+    /// first: what controllers use instead of get + update.
+    @discardableResult
+    public func modify(_ resource: String, namespace: String = "", name: String, part: UpdatePart = .all,
+                       _ change: (inout JSON) throws -> Void) throws -> JSON {
+        while true {
+            guard var object = get(resource, namespace: namespace, name: name) else {
+                throw StoreError.notFound(resource: resource, name: name)
+            }
+            try change(&object)
+            do {
+                return try update(resource, object, part: part)
+            } catch StoreError.conflict {
+                continue
+            }
+        }
+    }
+
+    /// Removes an object; `uid` / `resourceVersion` preconditions guard against deleting a newer
+    /// object of the same name. Returns the object as it was, with the delete's resourceVersion.
+    @discardableResult
+    public func delete(_ resource: String, namespace: String = "", name: String,
+                       uid: String? = nil, resourceVersion: Int64? = nil) throws -> JSON {
+        try state.withLock { s in
+            guard let current = s.objects[resource]?[namespace]?[name] else {
+                throw StoreError.notFound(resource: resource, name: name)
+            }
+            if let uid, uid != current.uid { throw StoreError.conflict(resource: resource, name: name) }
+            if let resourceVersion, resourceVersion != current.resourceVersion {
+                throw StoreError.conflict(resource: resource, name: name)
+            }
+            var gone = current
+            try commit(&s, resource, old: current, new: &gone, deleting: true)
+            return gone
+        }
+    }
+
+    /// Assigns the next revision, logs, applies and publishes one change. Called with the lock held,
+    /// so revisions, the log and every watcher see changes in one order.
+    func commit(_ s: inout State, _ resource: String, old: JSON?, new object: inout JSON, deleting: Bool = false) throws {
+        let revision = s.revision + 1
+        object.resourceVersion = revision
+        try s.log?.append(revision: revision, resource: resource, object: object, deleted: deleting)
+        s.revision = revision
+        if deleting {
+            s.objects[resource]?[object.namespace]?[object.name] = nil
+        } else {
+            s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
+        }
+        let change = Change(revision: revision, resource: resource, old: old, new: deleting ? nil : object, deleted: deleting ? object : nil)
+        s.history.append(change)
+        publish(&s, change)
+        if s.log?.wantsCompaction == true { try compact(&s) }
+    }
+
+    func compact(_ s: inout State) throws {
+        var all: [(String, JSON)] = []
+        for (resource, byNamespace) in s.objects {
+            for (_, objects) in byNamespace { for (_, o) in objects { all.append((resource, o)) } }
+        }
+        try s.log?.snapshot(revision: s.revision, objects: all)
+    }
+
+    static func randomSuffix() -> String {
+        // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
+        let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
+        return String((0..<5).map { _ in alphabet.randomElement()! })
+    }
+}
+
+/// One committed change: `new` is nil for a delete, `deleted` is the object as deleted.
+struct Change: Sendable {
+    var revision: Int64
+    var resource: String
+    var old: JSON?
+    var new: JSON?
+    var deleted: JSON?
+}
+
+/// The last `limit` changes, for watches that resume from a revision.
+struct EventHistory {
+    let limit: Int
+    private var ring: [Change] = []
+    private var head = 0
+    /// The newest revision that can no longer be replayed (0: everything since the start is here).
+    var compacted: Int64 = 0
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    mutating func append(_ change: Change) {
+        if ring.count < limit {
+            ring.append(change)
+        } else {
+            compacted = ring[head].revision
+            ring[head] = change
+            head = (head + 1) % limit
+        }
+    }
+
+    /// Changes after `revision`, oldest first; nil when some of them are gone.
+    func since(_ revision: Int64) -> [Change]? {
+        guard revision >= compacted else { return nil }
+        let ordered = ring.count < limit ? ring : Array(ring[head...] + ring[..<head])
+        return ordered.filter { $0.revision > revision }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import KemuAPI
+
+/// The store on disk: `snapshot.jsonl` (a header line with the revision, then one line per object)
+/// and `log.jsonl` (one line per write since the snapshot). Each write is appended with one write(2)
+/// before the store acknowledges it, so it survives kill -9 of the process (the page cache keeps
+/// it); an fsync per write would also cover power loss at the cost of milliseconds each, and is not
+/// done. A torn last line (a crash mid-append) is dropped on load.
+final class WriteAheadLog: @unchecked Sendable {
+    let directory: String
+    let compactAfterBytes: Int
+    private var log: FileHandle
+    private(set) var bytes = 0
+
+    var logPath: String { "\(directory)/log.jsonl" }
+    var snapshotPath: String { "\(directory)/snapshot.jsonl" }
+
+    init(directory: String, compactAfterBytes: Int) throws {
+        self.directory = directory
+        self.compactAfterBytes = compactAfterBytes
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if !FileManager.default.fileExists(atPath: "\(directory)/log.jsonl") {
+            guard FileManager.default.createFile(atPath: "\(directory)/log.jsonl", contents: nil) else {
+                throw StoreError.invalid("cannot create \(directory)/log.jsonl")
+            }
+        }
+        guard let handle = FileHandle(forUpdatingAtPath: "\(directory)/log.jsonl") else {
+            throw StoreError.invalid("cannot open \(directory)/log.jsonl for writing")
+        }
+        log = handle
+    }
+
+    var wantsCompaction: Bool { bytes > compactAfterBytes }
+
+    /// Everything on disk: the snapshot, then the log replayed over it.
+    func load() throws -> (revision: Int64, objects: [(String, JSON)]) {
+        var revision: Int64 = 0
+        var objects: [String: JSON] = [:]  // "resource/namespace/name" → object
+        var resources: [String: String] = [:]
+        func key(_ r: String, _ o: JSON) -> String { "\(r)/\(o.namespace)/\(o.name)" }
+
+        if let data = FileManager.default.contents(atPath: snapshotPath) {
+            for (i, line) in data.split(separator: 0x0A).enumerated() {
+                let record = try parse(line, file: snapshotPath, line: i + 1)
+                if i == 0 { revision = record["revision"]?.int ?? 0; continue }
+                guard let r = record["resource"]?.string, let o = record["object"] else { continue }
+                objects[key(r, o)] = o
+                resources[key(r, o)] = r
+            }
+        }
+        let data = try log.readToEnd() ?? Data()
+        var good = 0
+        let lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
+        for (i, line) in lines.enumerated() where !line.isEmpty {
+            let record: JSON
+            do {
+                record = try parse(line, file: logPath, line: i + 1)
+            } catch where i == lines.count - 1 || (i == lines.count - 2 && lines.last?.isEmpty == true) {
+                break  // torn final append: the write was never acknowledged
+            }
+            good += line.count + 1
+            guard let rev = record["revision"]?.int, rev > revision,
+                  let r = record["resource"]?.string, let o = record["object"] else { continue }
+            revision = rev
+            if record["deleted"]?.bool == true {
+                objects[key(r, o)] = nil
+            } else {
+                objects[key(r, o)] = o
+                resources[key(r, o)] = r
+            }
+        }
+        if good < data.count {
+            try log.truncate(atOffset: UInt64(good))
+        }
+        try log.seekToEnd()
+        bytes = good
+        return (revision, objects.map { (resources[$0.key]!, $0.value) })
+    }
+
+    private func parse(_ line: Data.SubSequence, file: String, line number: Int) throws -> JSON {
+        do { return try JSON.parse(Array(line)) } catch {
+            throw StoreError.invalid("\(file) line \(number) is corrupt: \(error)")
+        }
+    }
+
+    func append(revision: Int64, resource: String, object: JSON, deleted: Bool) throws {
+        var record: JSON = ["revision": .int(revision), "resource": .string(resource)]
+        if deleted { record["deleted"] = true }
+        record["object"] = object
+        var line = record.bytes()
+        line.append(0x0A)
+        try log.write(contentsOf: line)
+        bytes += line.count
+    }
+
+    /// Writes every object as the new snapshot, durably, then empties the log.
+    func snapshot(revision: Int64, objects: [(String, JSON)]) throws {
+        var out: [UInt8] = []
+        (["revision": .int(revision)] as JSON).write(to: &out)
+        out.append(0x0A)
+        for (resource, object) in objects {
+            (["resource": .string(resource), "object": object] as JSON).write(to: &out)
+            out.append(0x0A)
+        }
+        let temporary = snapshotPath + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(out)),
+              let handle = FileHandle(forUpdatingAtPath: temporary) else { throw StoreError.invalid("cannot write \(temporary)") }
+        try handle.synchronize()
+        try handle.close()
+        if FileManager.default.fileExists(atPath: snapshotPath) { try FileManager.default.removeItem(atPath: snapshotPath) }
+        try FileManager.default.moveItem(atPath: temporary, toPath: snapshotPath)
+        // Only now is the log redundant: a crash before this line replays it over the new snapshot,
+        // skipping what the snapshot already holds.
+        try log.truncate(atOffset: 0)
+        try log.seekToEnd()
+        bytes = 0
+    }
+}

@@ -1,0 +1,254 @@
+import Foundation
+import KemuAPI
+@testable import KemuStore
+import Testing
+
+func pod(_ name: String, namespace: String = "default", labels: [String: String] = [:], node: String? = nil) -> JSON {
+    var p: JSON = ["apiVersion": "v1", "kind": "Pod"]
+    p.name = name
+    p.namespace = namespace
+    p.labels = labels
+    p["spec"] = ["containers": [["name": "c", "image": "kemu/echo"]]]
+    if let node { p["spec"]?["nodeName"] = .string(node) }
+    return p
+}
+
+func temporaryDirectory() -> String {
+    NSTemporaryDirectory() + "kemu-store-\(UUID().uuidString)"
+}
+
+/// Collects the next `n` events of a stream (or fewer if it ends).
+func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async throws -> [WatchEvent] {
+    var out: [WatchEvent] = []
+    for try await e in stream {
+        out.append(e)
+        if out.count == n { break }
+    }
+    return out
+}
+
+@Suite struct StoreTests {
+    @Test func createSetsServerOwnedMetadata() throws {
+        let store = Store()
+        let created = try store.create("pods", pod("web"))
+        #expect(created.resourceVersion == 1 && created.generation == 1)
+        #expect(created.uid.count == 36)
+        #expect(created[path: "metadata.creationTimestamp"]?.string?.hasSuffix("Z") == true)
+        #expect(store.get("pods", namespace: "default", name: "web") == created)
+        #expect((#expect(throws: StoreError.self) { try store.create("pods", pod("web")) }) == .alreadyExists(resource: "pods", name: "web"))
+        #expect(store.revision == 1)
+
+        var generated = pod("")
+        generated["metadata"]?["generateName"] = "web-"
+        let g = try store.create("pods", generated)
+        #expect(g.name.hasPrefix("web-") && g.name.count == 9)
+        #expect(throws: StoreError.self) { try store.create("pods", pod("")) }
+    }
+
+    @Test func updatesAreOptimisticAndGenerationFollowsSpec() throws {
+        let store = Store()
+        let v1 = try store.create("deployments.apps", pod("web"))
+        var stale = v1
+        var next = v1
+        next.labels = ["x": "y"]
+        let v2 = try store.update("deployments.apps", next)
+        #expect(v2.resourceVersion == 2 && v2.generation == 1)  // metadata only
+
+        stale["spec"]?["replicas"] = 3
+        #expect((#expect(throws: StoreError.self) { try store.update("deployments.apps", stale) }) == .conflict(resource: "deployments.apps", name: "web"))
+        #expect(store.get("deployments.apps", namespace: "default", name: "web") == v2)
+
+        var spec = v2
+        spec["spec"]?["replicas"] = 3
+        spec["metadata"]?["uid"] = "forged"
+        let v3 = try store.update("deployments.apps", spec)
+        #expect(v3.generation == 2 && v3.uid == v1.uid)
+
+        var unconditional = v3
+        unconditional.resourceVersion = nil
+        unconditional["status"] = ["replicas": 3]
+        #expect(try store.update("deployments.apps", unconditional, part: .main)["status"] == nil)
+        var status = v3
+        status.resourceVersion = nil
+        status["status"] = ["replicas": 3]
+        status["spec"]?["replicas"] = 99
+        let v5 = try store.update("deployments.apps", status, part: .status)
+        #expect(v5["status"]?["replicas"]?.int == 3 && v5[path: "spec.replicas"]?.int == 3 && v5.generation == 2)
+        #expect(throws: StoreError.self) { try store.update("deployments.apps", pod("ghost")) }
+    }
+
+    @Test func modifyRetriesUntilItWins() async throws {
+        let store = Store()
+        try store.create("configmaps", ["metadata": ["name": "counter", "namespace": "default"], "data": ["n": 0]])
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    for _ in 0..<50 {
+                        try! store.modify("configmaps", namespace: "default", name: "counter") { o in
+                            let n = o[path: "data.n"]?.int ?? 0
+                            o["data"]?["n"] = .int(n + 1)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(store.get("configmaps", namespace: "default", name: "counter")?[path: "data.n"]?.int == 400)
+        #expect(store.revision == 401)
+    }
+
+    @Test func deleteHonoursPreconditions() throws {
+        let store = Store()
+        let created = try store.create("pods", pod("web"))
+        #expect((#expect(throws: StoreError.self) { try store.delete("pods", namespace: "default", name: "web", uid: "other") }) == .conflict(resource: "pods", name: "web"))
+        let gone = try store.delete("pods", namespace: "default", name: "web", uid: created.uid)
+        #expect(gone.resourceVersion == 2 && gone.name == "web")
+        #expect(store.get("pods", namespace: "default", name: "web") == nil)
+        #expect((#expect(throws: StoreError.self) { try store.delete("pods", namespace: "default", name: "web") }) == .notFound(resource: "pods", name: "web"))
+    }
+
+    @Test func listFiltersByNamespaceLabelsAndFields() throws {
+        let store = Store()
+        try store.create("pods", pod("b", labels: ["app": "web"], node: "node-1"))
+        try store.create("pods", pod("a", labels: ["app": "web"], node: "node-2"))
+        try store.create("pods", pod("c", namespace: "shop", labels: ["app": "db"], node: "node-1"))
+        #expect(store.list("pods").items.map(\.name) == ["a", "b", "c"])
+        #expect(store.list("pods", namespace: "shop").items.map(\.name) == ["c"])
+        #expect(store.list("pods", labels: try LabelSelector(parsing: "app=web")).items.map(\.name) == ["a", "b"])
+        #expect(store.list("pods", fields: try FieldSelector(parsing: "spec.nodeName=node-1")).items.map(\.name) == ["b", "c"])
+        #expect(store.list("pods", fields: try FieldSelector(parsing: "metadata.name=c")).items.map(\.name) == ["c"])
+        #expect(store.list("pods").revision == 3)
+        #expect(store.list("services").items.isEmpty)
+    }
+
+    @Test func watchStartsWithStateThenFollowsChanges() async throws {
+        let store = Store()
+        try store.create("pods", pod("a"))
+        let stream = try store.watch(WatchFilter("pods", namespace: "default"))
+        try store.create("pods", pod("b"))
+        try store.create("pods", pod("other", namespace: "shop"))
+        var a = store.get("pods", namespace: "default", name: "a")!
+        a.labels = ["x": "1"]
+        try store.update("pods", a)
+        try store.delete("pods", namespace: "default", name: "b")
+        let events = try await next(4, stream)
+        #expect(events.map { "\($0.type.rawValue) \($0.object.name) \($0.object.resourceVersion!)" } ==
+                ["ADDED a 1", "ADDED b 2", "MODIFIED a 4", "DELETED b 5"])
+    }
+
+    @Test func watchResumesFromARevisionOrSays410() async throws {
+        let store = Store(historyLimit: 5)
+        for i in 1...8 { try store.create("pods", pod("p\(i)")) }
+        let resumed = try await next(3, try store.watch(WatchFilter("pods"), from: 5))
+        #expect(resumed.map(\.object.name) == ["p6", "p7", "p8"])
+        #expect(resumed.allSatisfy { $0.type == .added })
+        let error = #expect(throws: StoreError.self) { try store.watch(WatchFilter("pods"), from: 2) }
+        #expect(error == .expired(requested: 2, oldest: 3))
+        #expect(error?.description == "too old resource version: 2 (3)")
+    }
+
+    @Test func selectorTransitionsBecomeAddedAndDeleted() async throws {
+        let store = Store()
+        let stream = try store.watch(WatchFilter("pods", labels: try LabelSelector(parsing: "app=web")))
+        var p = try store.create("pods", pod("x", labels: ["app": "db"]))
+        p.labels = ["app": "web"]
+        p = try store.update("pods", p)
+        p.labels = ["app": "web", "v": "2"]
+        p = try store.update("pods", p)
+        p.labels = ["app": "db"]
+        p = try store.update("pods", p)
+        #expect(try await next(3, stream).map(\.type) == [.added, .modified, .deleted])
+    }
+
+    @Test func aWatcherThatFallsBehindIsEndedWith410AndOthersGoOn() async throws {
+        let store = Store()
+        let slow = try store.watch(WatchFilter("pods"), bufferLimit: 3)
+        let fine = try store.watch(WatchFilter("pods"))
+        for i in 0..<10 { try store.create("pods", pod("p\(i)")) }
+        var seen = 0
+        do {
+            for try await _ in slow { seen += 1 }
+            Issue.record("the slow watch should end with an error")
+        } catch let error as StoreError {
+            #expect(seen == 3)
+            guard case .expired = error else { Issue.record("\(error)"); return }
+        }
+        #expect(try await next(10, fine).count == 10)
+    }
+
+    @Test func endedWatchesAreDropped() async throws {
+        let store = Store()
+        do {
+            let stream = try store.watch(WatchFilter("pods"))
+            try store.create("pods", pod("a"))
+            _ = try await next(1, stream)
+        }
+        try store.create("pods", pod("b"))  // prunes the ended watcher
+        #expect(store.watchCount == 0)
+    }
+
+    @Test func concurrentCreatesGetDistinctRevisions() async throws {
+        let store = Store()
+        try await withThrowingTaskGroup(of: Int64.self) { group in
+            for i in 0..<200 { group.addTask { try store.create("pods", pod("p\(i)")).resourceVersion! } }
+            var revisions: Set<Int64> = []
+            for try await r in group { revisions.insert(r) }
+            #expect(revisions == Set(1...200))
+        }
+    }
+}
+
+@Suite struct StorePersistenceTests {
+    @Test func acknowledgedWritesSurviveAReopenWithoutClose() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try Store(directory: dir)
+            try store.create("pods", pod("a"))
+            var b = try store.create("pods", pod("b"))
+            b.labels = ["v": "2"]
+            try store.update("pods", b)
+            try store.delete("pods", namespace: "default", name: "a")
+            // No close, no flush: like kill -9, the process just stops using it.
+        }
+        let again = try Store(directory: dir)
+        #expect(again.revision == 4)
+        #expect(again.list("pods").items.map(\.name) == ["b"])
+        #expect(again.get("pods", namespace: "default", name: "b")?.labels == ["v": "2"])
+        // History before the restart cannot be replayed: a resuming watch re-lists.
+        #expect(throws: StoreError.self) { try again.watch(WatchFilter("pods"), from: 2) }
+        #expect(try again.create("pods", pod("c")).resourceVersion == 5)
+    }
+
+    @Test func aTornLastLineIsDropped() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try Store(directory: dir)
+            try store.create("pods", pod("a"))
+        }
+        let log = FileHandle(forUpdatingAtPath: "\(dir)/log.jsonl")!
+        try log.seekToEnd()
+        try log.write(contentsOf: Data(#"{"revision":2,"resource":"pods","object":{"meta"#.utf8))
+        try log.close()
+        let again = try Store(directory: dir)
+        #expect(again.revision == 1)
+        #expect(try again.create("pods", pod("b")).resourceVersion == 2)
+        #expect(try Store(directory: dir).list("pods").items.map(\.name) == ["a", "b"])
+    }
+
+    @Test func compactionWritesASnapshotAndEmptiesTheLog() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try Store(directory: dir, compactAfterBytes: 2_000)
+            for i in 0..<40 { try store.create("pods", pod("p\(i)")) }
+            for i in 0..<20 { try store.delete("pods", namespace: "default", name: "p\(i)") }
+        }
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/snapshot.jsonl"))
+        let logSize = (try FileManager.default.attributesOfItem(atPath: "\(dir)/log.jsonl")[.size] as? Int) ?? 0
+        #expect(logSize < 2_000)
+        let again = try Store(directory: dir)
+        #expect(again.revision == 60)
+        #expect(again.list("pods").items.map(\.name) == (20..<40).map { "p\($0)" }.sorted())
+    }
+}
