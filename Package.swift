@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // libnl-3 / libnl-route-3 headers (apt: libnl-3-dev libnl-route-3-dev).
@@ -42,6 +44,17 @@ let package = Package(
         .target(name: "KemuAPI", exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(name: "KemuStore", dependencies: ["KemuAPI"], exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(
+            name: "KemuAPIServer",
+            dependencies: [
+                "KemuAPI", "KemuStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
             exclude: ["README.md"],
@@ -60,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
+                "KemuAPIServer", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -78,7 +91,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuAPITests",
-            dependencies: ["KemuAPI", "KemuStore"],
+            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -47,13 +47,13 @@ extension JSON {
         set { self[key] = newValue }
     }
 
-    static func stringMap(_ json: JSON?) -> [String: String] {
+    public static func stringMap(_ json: JSON?) -> [String: String] {
         var result: [String: String] = [:]
         for (k, v) in json?.object ?? JSONObject() { if let s = v.string { result[k] = s } }
         return result
     }
 
-    static func stringMapJSON(_ map: [String: String]) -> JSON {
+    public static func stringMapJSON(_ map: [String: String]) -> JSON {
         var o = JSONObject()
         for k in map.keys.sorted() { o[k] = .string(map[k]!) }
         return .object(o)

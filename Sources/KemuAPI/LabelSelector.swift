@@ -121,7 +121,7 @@ extension LabelSelector {
 }
 
 /// Label keys: an optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
-func validateKey(_ key: String) throws {
+public func validateKey(_ key: String) throws {
     let parts = key.split(separator: "/", omittingEmptySubsequences: false)
     guard parts.count <= 2, let name = parts.last, isQualifiedName(name),
           parts.count == 1 || (parts[0].count <= 253 && parts[0].split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNSLabelPart($0) }) else {
@@ -129,7 +129,7 @@ func validateKey(_ key: String) throws {
     }
 }
 
-func validateValue(_ value: String) throws {
+public func validateValue(_ value: String) throws {
     guard value.isEmpty || isQualifiedName(Substring(value)) else {
         throw SelectorError(message: "invalid label value: \"\(value)\": must be 63 characters or less, alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric character")
     }

@@ -1,11 +1,11 @@
 import ArgumentParser
 
 @main
-struct Kemu: ParsableCommand {
+struct Kemu: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kemu",
         abstract: "A Kubernetes networking emulator on one Linux machine.",
-        subcommands: [Net.self]
+        subcommands: [Net.self, Server.self]
     )
 }
 

@@ -1,0 +1,70 @@
+/// One kind of object the API serves: where it lives (group, version, plural), what it is called
+/// (kind, singular, short names), whether it is namespaced, and its subresources.
+public struct APIResource: Sendable, Equatable {
+    public var group: String
+    public var version: String
+    /// Plural, lower-case: `deployments`.
+    public var resource: String
+    public var singular: String
+    public var kind: String
+    public var namespaced: Bool
+    public var shortNames: [String] = []
+    public var categories: [String] = []
+    /// `status`, `scale`, `log`, `exec`, `binding`, `eviction`
+    public var subresources: [String] = []
+
+    /// `v1` or `apps/v1`.
+    public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+    /// The store's key and upstream's message name: `pods`, `deployments.apps`.
+    public var qualifiedName: String { group.isEmpty ? resource : "\(resource).\(group)" }
+    /// `Deployment.apps`, as in `Deployment.apps "web" is invalid`.
+    public var qualifiedKind: String { group.isEmpty ? kind : "\(kind).\(group)" }
+    public var listKind: String { kind + "List" }
+
+    public static let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+}
+
+/// Every resource kemu serves.
+public enum APIResources {
+    public static let all: [APIResource] = [
+        .init(group: "", version: "v1", resource: "namespaces", singular: "namespace", kind: "Namespace", namespaced: false,
+              shortNames: ["ns"], subresources: ["status"]),
+        .init(group: "", version: "v1", resource: "pods", singular: "pod", kind: "Pod", namespaced: true,
+              shortNames: ["po"], categories: ["all"], subresources: ["status", "log", "exec", "binding", "eviction"]),
+        .init(group: "", version: "v1", resource: "services", singular: "service", kind: "Service", namespaced: true,
+              shortNames: ["svc"], categories: ["all"], subresources: ["status"]),
+        .init(group: "", version: "v1", resource: "endpoints", singular: "endpoints", kind: "Endpoints", namespaced: true,
+              shortNames: ["ep"]),
+        .init(group: "", version: "v1", resource: "nodes", singular: "node", kind: "Node", namespaced: false,
+              shortNames: ["no"], subresources: ["status"]),
+        .init(group: "", version: "v1", resource: "events", singular: "event", kind: "Event", namespaced: true,
+              shortNames: ["ev"]),
+        .init(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
+              shortNames: ["cm"]),
+        .init(group: "", version: "v1", resource: "replicationcontrollers", singular: "replicationcontroller",
+              kind: "ReplicationController", namespaced: true, shortNames: ["rc"], categories: ["all"], subresources: ["status", "scale"]),
+        .init(group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment", namespaced: true,
+              shortNames: ["deploy"], categories: ["all"], subresources: ["status", "scale"]),
+        .init(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet", namespaced: true,
+              shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"]),
+        .init(group: "apps", version: "v1", resource: "statefulsets", singular: "statefulset", kind: "StatefulSet", namespaced: true,
+              shortNames: ["sts"], categories: ["all"], subresources: ["status", "scale"]),
+        .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
+              namespaced: true),
+    ]
+
+    /// Groups in discovery order, with their versions.
+    public static var groups: [(group: String, version: String)] {
+        var seen: [String] = []
+        var result: [(String, String)] = []
+        for r in all where !seen.contains(r.group) {
+            seen.append(r.group)
+            result.append((r.group, r.version))
+        }
+        return result
+    }
+
+    public static func find(group: String, version: String, resource: String) -> APIResource? {
+        all.first { $0.group == group && $0.version == version && $0.resource == resource }
+    }
+}

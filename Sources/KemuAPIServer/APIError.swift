@@ -1,0 +1,88 @@
+import KemuAPI
+import KemuStore
+
+/// An error answered as a Kubernetes `Status` object (kubectl prints
+/// `Error from server (<reason>): <message>`).
+public struct APIError: Error, CustomStringConvertible, Sendable {
+    public struct Cause: Sendable {
+        public var reason: String
+        public var message: String
+        public var field: String
+    }
+
+    public var code: Int
+    public var reason: String
+    public var message: String
+    public var name: String? = nil
+    public var kind: String? = nil
+    public var group: String? = nil
+    public var causes: [Cause] = []
+
+    public var description: String { message }
+
+    public static func badRequest(_ message: String) -> APIError { APIError(code: 400, reason: "BadRequest", message: message) }
+    public static func notFound(_ message: String) -> APIError { APIError(code: 404, reason: "NotFound", message: message) }
+    public static func methodNotAllowed(_ message: String) -> APIError { APIError(code: 405, reason: "MethodNotAllowed", message: message) }
+    public static func unsupportedMediaType(_ message: String) -> APIError {
+        APIError(code: 415, reason: "UnsupportedMediaType", message: message)
+    }
+    public static func tooLarge(_ message: String) -> APIError { APIError(code: 413, reason: "RequestEntityTooLarge", message: message) }
+
+    /// 422 with one cause per field: `Deployment.apps "web" is invalid: spec.selector: Required value`.
+    public static func invalid(_ resource: APIResource, name: String, _ errors: [FieldError]) -> APIError {
+        let summary = errors.map { "\($0.field): \($0.message)" }.joined(separator: ", ")
+        return APIError(code: 422, reason: "Invalid", message: "\(resource.qualifiedKind) \"\(name)\" is invalid: \(summary)",
+                        name: name, kind: resource.kind, group: resource.group,
+                        causes: errors.map { Cause(reason: $0.reason, message: $0.message, field: $0.field) })
+    }
+
+    /// The metav1.Status body.
+    public var status: JSON {
+        var s: JSON = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure",
+                       "message": .string(message), "reason": .string(reason)]
+        var details = JSONObject()
+        if let name { details["name"] = .string(name) }
+        if let group { details["group"] = .string(group) }
+        if let kind { details["kind"] = .string(kind) }
+        if !causes.isEmpty {
+            details["causes"] = .array(causes.map { ["reason": .string($0.reason), "message": .string($0.message), "field": .string($0.field)] })
+        }
+        if !details.isEmpty { s["details"] = .object(details) }
+        s["code"] = .int(Int64(code))
+        return s
+    }
+}
+
+extension APIError {
+    /// The store's failures, named the upstream way.
+    init(_ error: StoreError, _ resource: APIResource) {
+        switch error {
+        case .notFound(_, let name):
+            self = APIError(code: 404, reason: "NotFound", message: error.description, name: name, kind: resource.resource, group: resource.group)
+        case .alreadyExists(_, let name):
+            self = APIError(code: 409, reason: "AlreadyExists", message: error.description, name: name, kind: resource.resource, group: resource.group)
+        case .conflict(_, let name):
+            self = APIError(code: 409, reason: "Conflict", message: error.description, name: name, kind: resource.resource, group: resource.group)
+        case .expired:
+            self = APIError(code: 410, reason: "Expired", message: error.description)
+        case .invalid(let message):
+            self = APIError(code: 422, reason: "Invalid", message: message)
+        }
+    }
+}
+
+/// One field's problem: `spec.replicas: Invalid value: -1: must be greater than or equal to 0`.
+public struct FieldError: Sendable, Equatable {
+    public var field: String
+    /// FieldValueRequired, FieldValueInvalid, FieldValueNotSupported, FieldValueDuplicate, …
+    public var reason: String
+    public var message: String
+
+    public static func required(_ field: String) -> FieldError {
+        FieldError(field: field, reason: "FieldValueRequired", message: "Required value")
+    }
+
+    public static func invalid(_ field: String, _ value: String, _ detail: String) -> FieldError {
+        FieldError(field: field, reason: "FieldValueInvalid", message: "Invalid value: \(value): \(detail)")
+    }
+}

@@ -1,0 +1,221 @@
+import HTTPTypes
+import Hummingbird
+import KemuAPI
+import KemuStore
+
+extension APIServer {
+    func serve(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
+        let r = t.resource
+        if r.namespaced && t.namespace == nil && (t.name != nil || request.method != .get) {
+            throw APIError.notFound("the server could not find the requested resource")
+        }
+        do {
+            switch (request.method, t.name, t.subresource) {
+            case (.get, nil, _):
+                return query.flag("watch") ? try watch(t, request, query) : try list(t, request, query)
+            case (.get, let name?, "scale"):
+                return Self.json(Scale.of(try get(t, name), r))
+            case (.get, let name?, nil), (.get, let name?, "status"):
+                return respond(try get(t, name), t, request, query)
+            case (.post, nil, nil):
+                return try await create(t, request)
+            case (.put, let name?, let sub):
+                return try await replace(t, name, sub, request)
+            case (.patch, let name?, let sub):
+                return try await patch(t, name, sub, request, query)
+            case (.delete, let name?, nil):
+                return try await delete(t, name, request)
+            default:
+                throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
+            }
+        } catch let error as StoreError {
+            throw APIError(error, r)
+        } catch let error as SelectorError {
+            throw APIError.badRequest(error.message)
+        } catch let error as PatchError {
+            throw APIError(code: 422, reason: "Invalid", message: error.message)
+        }
+    }
+
+    func get(_ t: Target, _ name: String) throws -> JSON {
+        guard let o = store.get(t.resource.qualifiedName, namespace: t.namespace ?? "", name: name) else {
+            throw StoreError.notFound(resource: t.resource.qualifiedName, name: name)
+        }
+        return o
+    }
+
+    func list(_ t: Target, _ request: Request, _ query: Query) throws -> Response {
+        let labels = try query["labelSelector"].map(LabelSelector.init(parsing:)) ?? .everything
+        let fields = try query["fieldSelector"].map(FieldSelector.init(parsing:)) ?? .everything
+        let (items, revision) = store.list(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields)
+        if Tables.wanted(request) {
+            return Self.json(Tables.table(items, t.resource, revision: revision, includeObject: query["includeObject"]))
+        }
+        let list: JSON = ["kind": .string(t.resource.listKind), "apiVersion": .string(t.resource.groupVersion),
+                          "metadata": ["resourceVersion": .string(String(revision))], "items": .array(items)]
+        return Self.json(list)
+    }
+
+    func respond(_ object: JSON, _ t: Target, _ request: Request, _ query: Query, status: HTTPResponse.Status = .ok) -> Response {
+        if Tables.wanted(request) {
+            return Self.json(Tables.table([object], t.resource, revision: object.resourceVersion ?? 0, includeObject: query["includeObject"]), status: status)
+        }
+        return Self.json(object, status: status)
+    }
+
+    /// The body as an object of this resource, in this namespace: kind and apiVersion must match
+    /// when given, and are filled in when not.
+    func incoming(_ t: Target, _ request: Request, name: String? = nil) async throws -> JSON {
+        var o = try await body(request)
+        guard o.object != nil else { throw APIError.badRequest("the request body must be a JSON object") }
+        try conform(&o, t, name: name)
+        return o
+    }
+
+    func conform(_ o: inout JSON, _ t: Target, name: String?) throws {
+        let r = t.resource
+        if let kind = o["kind"]?.string, !kind.isEmpty, kind != r.kind {
+            throw APIError.badRequest("the kind \(kind) does not match the path's \(r.kind)")
+        }
+        if let apiVersion = o["apiVersion"]?.string, !apiVersion.isEmpty, apiVersion != r.groupVersion {
+            throw APIError.badRequest("the apiVersion \(apiVersion) does not match the path's \(r.groupVersion)")
+        }
+        o["kind"] = .string(r.kind)
+        o["apiVersion"] = .string(r.groupVersion)
+        if o["metadata"]?.object == nil { o["metadata"] = [:] }
+        if let name {
+            if !o.name.isEmpty && o.name != name {
+                throw APIError.badRequest("the name of the object (\(o.name)) does not match the name on the URL (\(name))")
+            }
+            o.name = name
+        }
+        if r.namespaced {
+            let ns = t.namespace ?? ""
+            if !o.namespace.isEmpty && o.namespace != ns {
+                throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+            }
+            o.namespace = ns
+        } else {
+            o["metadata"]?["namespace"] = nil
+        }
+        // Clients send "creationTimestamp": null (kubectl expose, rollout undo); the server owns it.
+        if o[path: "metadata.creationTimestamp"]?.isNull == true { o["metadata"]?["creationTimestamp"] = nil }
+    }
+
+    func requireNamespace(_ t: Target) throws {
+        guard t.resource.namespaced, let ns = t.namespace else { return }
+        if store.get("namespaces", name: ns) == nil { throw StoreError.notFound(resource: "namespaces", name: ns) }
+    }
+
+    func create(_ t: Target, _ request: Request) async throws -> Response {
+        var o = try await incoming(t, request)
+        try requireNamespace(t)
+        o.resourceVersion = nil
+        try Admission.admit(&o, t.resource)
+        return Self.json(try store.create(t.resource.qualifiedName, o), status: .created)
+    }
+
+    func replace(_ t: Target, _ name: String, _ sub: String?, _ request: Request) async throws -> Response {
+        if sub == "scale" {
+            let scale = try await body(request)
+            return Self.json(try setReplicas(t, name, scale))
+        }
+        var o = try await incoming(t, request, name: name)
+        try Admission.admit(&o, t.resource)
+        return Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))
+    }
+
+    /// PUT on an object leaves its status alone and PUT on /status touches only status, for every
+    /// resource that has a status subresource.
+    func part(_ r: APIResource, _ sub: String?) -> Store.UpdatePart {
+        sub == "status" ? .status : r.subresources.contains("status") ? .main : .all
+    }
+
+    func setReplicas(_ t: Target, _ name: String, _ scale: JSON) throws -> JSON {
+        guard let replicas = scale[path: "spec.replicas"]?.int, replicas >= 0 else {
+            throw APIError.invalid(t.resource, name: name, [.invalid("spec.replicas", "\(scale[path: "spec.replicas"]?.text() ?? "null")", "must be greater than or equal to 0")])
+        }
+        let expected = scale.resourceVersion
+        let updated = try store.modify(t.resource.qualifiedName, namespace: t.namespace ?? "", name: name, part: .main) { o in
+            if let expected, expected != o.resourceVersion { throw StoreError.conflict(resource: t.resource.qualifiedName, name: name) }
+            o["spec", default: [:]]["replicas"] = .int(replicas)
+        }
+        return Scale.of(updated, t.resource)
+    }
+
+    func patch(_ t: Target, _ name: String, _ sub: String?, _ request: Request, _ query: Query) async throws -> Response {
+        let contentType = request.headers[.contentType]?.split(separator: ";").first.map(String.init) ?? ""
+        let patch = try await body(request)
+        let apply: (JSON) throws -> JSON
+        switch contentType {
+        case "application/merge-patch+json", "application/apply-patch+yaml": apply = { Patch.merge($0, patch) }
+        case "application/json-patch+json": apply = { try Patch.jsonPatch($0, patch) }
+        case "application/strategic-merge-patch+json": apply = { try Patch.strategicMerge($0, patch) }
+        default:
+            throw APIError.unsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json")
+        }
+        let qualified = t.resource.qualifiedName
+        // Server-side apply of an object that does not exist yet creates it.
+        if contentType == "application/apply-patch+yaml", sub == nil, store.get(qualified, namespace: t.namespace ?? "", name: name) == nil {
+            var o = patch
+            try conform(&o, t, name: name)
+            try requireNamespace(t)
+            try Admission.admit(&o, t.resource)
+            return Self.json(try store.create(qualified, o), status: .created)
+        }
+        if sub == "scale" {
+            let current = Scale.of(try get(t, name), t.resource)
+            return Self.json(try setReplicas(t, name, try apply(current)))
+        }
+        let pinned = patch.resourceVersion
+        let updated = try store.modify(qualified, namespace: t.namespace ?? "", name: name, part: part(t.resource, sub)) { o in
+            var patched = try apply(o)
+            try conform(&patched, t, name: name)
+            if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
+            patched.resourceVersion = o.resourceVersion
+            try Admission.admit(&patched, t.resource)
+            o = patched
+        }
+        return Self.json(updated)
+    }
+
+    func delete(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
+        var options: JSON = [:]
+        var request = request
+        if let buffer = try? await request.collectBody(upTo: maxBodyBytes), buffer.readableBytes > 0 {
+            options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
+        }
+        let qualified = t.resource.qualifiedName
+        let gone = try store.delete(qualified, namespace: t.namespace ?? "", name: name,
+                                    uid: options[path: "preconditions.uid"]?.string,
+                                    resourceVersion: options[path: "preconditions.resourceVersion"]?.string.flatMap { Int64($0) })
+        if t.resource.resource == "namespaces" { purgeNamespace(name) }
+        return Self.json(gone)
+    }
+
+    /// A deleted namespace takes everything in it along (the namespace controller's job).
+    func purgeNamespace(_ namespace: String) {
+        for r in APIResources.all where r.namespaced {
+            for o in store.list(r.qualifiedName, namespace: namespace).items {
+                _ = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name)
+            }
+        }
+    }
+}
+
+/// autoscaling/v1 Scale, the view `kubectl scale` reads and writes.
+enum Scale {
+    static func of(_ o: JSON, _ r: APIResource) -> JSON {
+        var meta = JSONObject()
+        for key in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] { meta[key] = o[path: "metadata.\(key)"] }
+        let selector: String
+        if let s = try? LabelSelector(json: o[path: "spec.selector"]), r.group == "apps" {
+            selector = s.description
+        } else {
+            selector = LabelSelector(matchLabels: JSON.stringMap(o[path: "spec.selector"])).description
+        }
+        return ["kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": .object(meta),
+                "spec": ["replicas": .int(o[path: "spec.replicas"]?.int ?? 0)],
+                "status": ["replicas": .int(o[path: "status.replicas"]?.int ?? 0), "selector": .string(selector)]]
+    }
+}

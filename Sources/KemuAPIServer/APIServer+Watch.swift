@@ -1,0 +1,75 @@
+import Foundation
+import Hummingbird
+import KemuAPI
+import KemuStore
+import NIOCore
+
+extension APIServer {
+    /// `?watch=true`: a chunked 200 with one `{"type":…,"object":…}` line per event (reference §6).
+    func watch(_ t: Target, _ request: Request, _ query: Query) throws -> Response {
+        let labels = try query["labelSelector"].map(LabelSelector.init(parsing:)) ?? .everything
+        let fields = try query["fieldSelector"].map(FieldSelector.init(parsing:)) ?? .everything
+        let filter = WatchFilter(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields)
+        // "" and "0" both mean: the current state first, then changes.
+        let revision = query["resourceVersion"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
+        let timeout = query["timeoutSeconds"].flatMap { Double($0) }
+        let table = Tables.wanted(request)
+        let includeObject = query["includeObject"]
+        let resource = t.resource
+
+        let events: AsyncThrowingStream<WatchEvent, any Error>
+        do {
+            events = try store.watch(filter, from: revision)
+        } catch let error as StoreError {
+            // Upstream answers a too-old revision inside the watch: 200, one ERROR event, done.
+            let line = Self.line(["type": "ERROR", "object": APIError(error, resource).status])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: line)))
+        }
+        let lines = Self.lines(events, timeout: timeout, registry: watches) { event, first in
+            var object = event.object
+            if table {
+                object = Tables.table([object], resource, revision: object.resourceVersion ?? 0, includeObject: includeObject, headers: first)
+            }
+            return Self.line(["type": .string(event.type.rawValue), "object": object])
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(asyncSequence: lines))
+    }
+
+    static func line(_ event: JSON) -> [UInt8] {
+        var bytes = event.bytes()
+        bytes.append(0x0A)
+        return bytes
+    }
+
+    /// The watch as chunks, ending cleanly after `timeout` seconds, or when the store ends it
+    /// (a watcher that fell behind gets a final ERROR 410 event).
+    static func lines(_ events: AsyncThrowingStream<WatchEvent, any Error>, timeout: Double?, registry: WatchRegistry,
+                      _ encode: @escaping @Sendable (WatchEvent, Bool) -> [UInt8]) -> AsyncStream<ByteBuffer> {
+        AsyncStream { continuation in
+            let id = registry.add(continuation)
+            let feeder = Task {
+                var first = true
+                do {
+                    for try await event in events {
+                        continuation.yield(ByteBuffer(bytes: encode(event, first)))
+                        first = false
+                    }
+                } catch let error as StoreError {
+                    let status = APIError(code: 410, reason: "Expired", message: error.description).status
+                    continuation.yield(ByteBuffer(bytes: line(["type": "ERROR", "object": status])))
+                } catch {}
+                continuation.finish()
+            }
+            let timer = Task {
+                guard let timeout else { return }
+                try await Task.sleep(for: .seconds(timeout))
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in
+                registry.remove(id)
+                feeder.cancel()
+                timer.cancel()
+            }
+        }
+    }
+}

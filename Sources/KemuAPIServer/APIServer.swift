@@ -1,0 +1,111 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KemuAPI
+import KemuStore
+import Logging
+import NIOCore
+
+/// The Kubernetes API over a `Store`: one responder that reads Kubernetes paths itself, so every
+/// resource in `APIResources` is served the same way.
+public struct APIServer: HTTPResponder {
+    public typealias Context = BasicRequestContext
+
+    public let store: Store
+    /// Bodies larger than this are refused with 413 (upstream's limit is 3 MiB for most objects).
+    public var maxBodyBytes = 3 << 20
+    let logger = Logger(label: "kemu.apiserver")
+    /// Open watch streams, ended when the server stops.
+    let watches = WatchRegistry()
+
+    public init(store: Store) throws {
+        self.store = store
+        try bootstrap()
+    }
+
+    /// The namespaces every cluster has.
+    func bootstrap() throws {
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] where store.get("namespaces", name: name) == nil {
+            var ns: JSON = ["apiVersion": "v1", "kind": "Namespace"]
+            ns.name = name
+            ns["spec"] = ["finalizers": ["kubernetes"]]
+            ns["status"] = ["phase": "Active"]
+            try store.create("namespaces", ns)
+        }
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let query = Query(request.uri.query)
+        do {
+            guard let path = APIPath(request.uri.path) else {
+                throw APIError.notFound("the server could not find the requested resource")
+            }
+            return try await route(path, request, query)
+        } catch let error as APIError {
+            return Self.status(error)
+        } catch let error as StoreError {
+            return Self.status(APIError(code: 500, reason: "InternalError", message: error.description))
+        } catch {
+            logger.error("\(request.method) \(request.uri): \(error)")
+            return Self.status(APIError(code: 500, reason: "InternalError", message: "\(error)"))
+        }
+    }
+
+    func route(_ path: APIPath, _ request: Request, _ query: Query) async throws -> Response {
+        switch path {
+        case .version: return Self.json(Discovery.version)
+        case .healthz: return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
+        case .coreRoot, .groupsRoot:
+            let core = path == .coreRoot
+            if Discovery.wantsAggregated(request.headers[.accept]) {
+                return Self.json(Discovery.aggregated(core: core), contentType: Discovery.aggregatedContentType)
+            }
+            return Self.json(core ? Discovery.legacyCore(host: request.head.authority ?? "127.0.0.1") : Discovery.legacyGroups)
+        case .groupVersion(let group, let version): return Self.json(Discovery.resourceList(group: group, version: version))
+        case .openAPIRoot: return Self.json(OpenAPI.root)
+        case .openAPI(let group, let version): return Self.json(OpenAPI.document(group: group, version: version))
+        case .object(let resource, let namespace, let name, let subresource):
+            let target = Target(resource: resource, namespace: namespace, name: name, subresource: subresource)
+            return try await serve(target, request, query)
+        }
+    }
+
+    // MARK: responses
+
+    static func json(_ body: JSON, status: HTTPResponse.Status = .ok, contentType: String = "application/json") -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: body.bytes())))
+    }
+
+    static func status(_ error: APIError) -> Response {
+        json(error.status, status: HTTPResponse.Status(code: error.code))
+    }
+
+    /// The request body as JSON: 413 past the limit, 400 for anything that does not parse.
+    func body(_ request: Request) async throws -> JSON {
+        let type = request.headers[.contentType] ?? ""
+        if type.contains("cbor") {
+            throw APIError.unsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json")
+        }
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: maxBodyBytes)
+        } catch {
+            throw APIError.tooLarge("the request body is larger than \(maxBodyBytes) bytes")
+        }
+        if type.contains("protobuf") { return try Protobuf.decode(Array(buffer.readableBytesView)) }
+        do {
+            return try JSON.parse(buffer.readableBytesView)
+        } catch let error as JSONSyntaxError {
+            throw APIError.badRequest("the request body is not valid JSON: \(error)")
+        }
+    }
+}
+
+/// The object or collection a request is about.
+struct Target {
+    var resource: APIResource
+    var namespace: String?
+    var name: String?
+    var subresource: String?
+}

@@ -1,0 +1,196 @@
+import KemuAPI
+
+/// What the API server does to an object before storing it: fill in upstream's defaults and refuse
+/// what upstream refuses, naming each field at fault (422 Invalid with causes).
+enum Admission {
+    static func admit(_ o: inout JSON, _ r: APIResource) throws {
+        applyDefaults(&o, r)
+        let errors = validate(o, r)
+        if !errors.isEmpty { throw APIError.invalid(r, name: o.name, errors) }
+    }
+
+    // MARK: defaults
+
+    static func applyDefaults(_ o: inout JSON, _ r: APIResource) {
+        switch r.kind {
+        case "Pod":
+            defaultPodSpec(&o, at: ["spec"])
+            if o["status"] == nil || o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Pending" }
+        case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController":
+            if o[path: "spec.replicas"] == nil { o["spec", default: [:]]["replicas"] = 1 }
+            if r.kind == "ReplicationController", o[path: "spec.selector"] == nil, let labels = o[path: "spec.template.metadata.labels"] {
+                o["spec", default: [:]]["selector"] = labels
+            }
+            if o[path: "spec.template.spec"] != nil { defaultPodSpec(&o, at: ["spec", "template", "spec"]) }
+            if r.kind == "Deployment" {
+                if o[path: "spec.strategy"] == nil {
+                    o["spec", default: [:]]["strategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": "25%", "maxSurge": "25%"]]
+                }
+                if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
+                if o[path: "spec.progressDeadlineSeconds"] == nil { o["spec", default: [:]]["progressDeadlineSeconds"] = 600 }
+            }
+        case "Service":
+            if o[path: "spec.type"] == nil { o["spec", default: [:]]["type"] = "ClusterIP" }
+            if o[path: "spec.sessionAffinity"] == nil { o["spec", default: [:]]["sessionAffinity"] = "None" }
+            if var ports = o[path: "spec.ports"]?.array {
+                for i in ports.indices {
+                    if ports[i]["protocol"] == nil { ports[i]["protocol"] = "TCP" }
+                    if ports[i]["targetPort"] == nil, let port = ports[i]["port"] { ports[i]["targetPort"] = port }
+                }
+                o["spec", default: [:]]["ports"] = .array(ports)
+            }
+        case "Namespace":
+            if o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Active" }
+        default: break
+        }
+    }
+
+    static func defaultPodSpec(_ o: inout JSON, at path: [String]) {
+        var spec = path.reduce(Optional(o)) { $0?[$1] } ?? [:]
+        for (key, value) in [("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler")] as [(String, JSON)]
+        where spec[key] == nil { spec[key] = value }
+        if spec["terminationGracePeriodSeconds"] == nil { spec["terminationGracePeriodSeconds"] = 30 }
+        if var containers = spec["containers"]?.array {
+            for i in containers.indices {
+                if containers[i]["imagePullPolicy"] == nil { containers[i]["imagePullPolicy"] = "IfNotPresent" }
+                if var ports = containers[i]["ports"]?.array {
+                    for j in ports.indices where ports[j]["protocol"] == nil { ports[j]["protocol"] = "TCP" }
+                    containers[i]["ports"] = .array(ports)
+                }
+            }
+            spec["containers"] = .array(containers)
+        }
+        set(&o, path[...], spec)
+    }
+
+    static func set(_ o: inout JSON, _ path: ArraySlice<String>, _ value: JSON) {
+        guard let first = path.first else { o = value; return }
+        var child = o[first] ?? [:]
+        set(&child, path.dropFirst(), value)
+        o[first] = child
+    }
+
+    // MARK: validation
+
+    static func validate(_ o: JSON, _ r: APIResource) -> [FieldError] {
+        var errors: [FieldError] = []
+        let name = o.name
+        let labelName = ["Namespace", "Service"].contains(r.kind)
+        if name.isEmpty {
+            errors.append(.required("metadata.name"))
+        } else if labelName ? !isDNSLabel(name) : !isDNSSubdomain(name) {
+            errors.append(.invalid("metadata.name", "\"\(name)\"", labelName
+                ? "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+                : "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"))
+        }
+        for (key, value) in o.labels {
+            do { try validateKey(key); try validateValue(value) } catch let e as SelectorError {
+                errors.append(.invalid("metadata.labels", "\"\(key)\"", e.message))
+            } catch {}
+        }
+        switch r.kind {
+        case "Pod": errors += validatePodSpec(o["spec"], at: "spec")
+        case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController": errors += validateWorkload(o, r)
+        case "Service": errors += validateService(o)
+        default: break
+        }
+        return errors
+    }
+
+    static func validatePodSpec(_ spec: JSON?, at path: String) -> [FieldError] {
+        guard let containers = spec?["containers"]?.array, !containers.isEmpty else { return [.required("\(path).containers")] }
+        var errors: [FieldError] = []
+        var names: Set<String> = []
+        for (i, c) in containers.enumerated() {
+            let at = "\(path).containers[\(i)]"
+            if let n = c["name"]?.string, !n.isEmpty {
+                if !isDNSLabel(n) { errors.append(.invalid("\(at).name", "\"\(n)\"", "a lowercase RFC 1123 label")) }
+                if !names.insert(n).inserted { errors.append(FieldError(field: "\(at).name", reason: "FieldValueDuplicate", message: "Duplicate value: \"\(n)\"")) }
+            } else {
+                errors.append(.required("\(at).name"))
+            }
+            if (c["image"]?.string ?? "").isEmpty && c["command"] == nil { errors.append(.required("\(at).image")) }
+            for (j, p) in (c["ports"]?.array ?? []).enumerated() {
+                if let port = p["containerPort"]?.int, !(1...65535).contains(port) {
+                    errors.append(.invalid("\(at).ports[\(j)].containerPort", "\(port)", "must be between 1 and 65535, inclusive"))
+                }
+            }
+        }
+        return errors
+    }
+
+    static func validateWorkload(_ o: JSON, _ r: APIResource) -> [FieldError] {
+        var errors: [FieldError] = []
+        if let replicas = o[path: "spec.replicas"]?.int, replicas < 0 {
+            errors.append(.invalid("spec.replicas", "\(replicas)", "must be greater than or equal to 0"))
+        }
+        let templateLabels = o.object.map { _ in JSON.stringMap(o[path: "spec.template.metadata.labels"]) } ?? [:]
+        if r.kind == "ReplicationController" {
+            let selector = JSON.stringMap(o[path: "spec.selector"])
+            if !selector.isEmpty, !LabelSelector(matchLabels: selector).matches(templateLabels) {
+                errors.append(.invalid("spec.template.metadata.labels", "\(templateLabels)", "`selector` does not match template `labels`"))
+            }
+        } else if o[path: "spec.selector"] == nil {
+            errors.append(.required("spec.selector"))
+        } else {
+            do {
+                let selector = try LabelSelector(json: o[path: "spec.selector"])
+                if selector.isEmpty { errors.append(.invalid("spec.selector", "{}", "empty selector is invalid for deployment")) }
+                else if !selector.matches(templateLabels) {
+                    errors.append(.invalid("spec.template.metadata.labels", "\(templateLabels)", "`selector` does not match template `labels`"))
+                }
+            } catch let e as SelectorError {
+                errors.append(.invalid("spec.selector", o[path: "spec.selector"]!.text(), e.message))
+            } catch {}
+        }
+        if o[path: "spec.template"] != nil || r.kind != "ReplicationController" {
+            errors += validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec")
+        }
+        if r.kind == "Deployment", o[path: "spec.strategy.type"]?.string == "RollingUpdate" {
+            let surge = o[path: "spec.strategy.rollingUpdate.maxSurge"], unavailable = o[path: "spec.strategy.rollingUpdate.maxUnavailable"]
+            if isZero(surge) && isZero(unavailable) {
+                errors.append(.invalid("spec.strategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"))
+            }
+        }
+        if r.kind == "StatefulSet", (o[path: "spec.serviceName"]?.string ?? "").isEmpty {
+            // Upstream allows it; kemu's stable DNS names need the headless Service.
+        }
+        return errors
+    }
+
+    static func isZero(_ v: JSON?) -> Bool { v?.int == 0 || v?.string == "0" || v?.string == "0%" }
+
+    static func validateService(_ o: JSON) -> [FieldError] {
+        var errors: [FieldError] = []
+        let type = o[path: "spec.type"]?.string ?? "ClusterIP"
+        if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(type) {
+            errors.append(FieldError(field: "spec.type", reason: "FieldValueNotSupported",
+                                     message: "Unsupported value: \"\(type)\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""))
+        }
+        let ports = o[path: "spec.ports"]?.array ?? []
+        if ports.isEmpty && type != "ExternalName" && o[path: "spec.clusterIP"]?.string != "None" { errors.append(.required("spec.ports")) }
+        var names: Set<String> = []
+        for (i, p) in ports.enumerated() {
+            if let port = p["port"]?.int {
+                if !(1...65535).contains(port) { errors.append(.invalid("spec.ports[\(i)].port", "\(port)", "must be between 1 and 65535, inclusive")) }
+            } else {
+                errors.append(.required("spec.ports[\(i)].port"))
+            }
+            if ports.count > 1 && (p["name"]?.string ?? "").isEmpty { errors.append(.required("spec.ports[\(i)].name")) }
+            if let n = p["name"]?.string, !n.isEmpty, !names.insert(n).inserted {
+                errors.append(FieldError(field: "spec.ports[\(i)].name", reason: "FieldValueDuplicate", message: "Duplicate value: \"\(n)\""))
+            }
+        }
+        return errors
+    }
+
+    static func isDNSLabel(_ s: String) -> Bool {
+        guard (1...63).contains(s.count), let f = s.first, let l = s.last else { return false }
+        let ok: (Character) -> Bool = { $0.isASCII && ($0.isLowercase || $0.isNumber) }
+        return ok(f) && ok(l) && s.allSatisfy { ok($0) || $0 == "-" }
+    }
+
+    static func isDNSSubdomain(_ s: String) -> Bool {
+        s.count <= 253 && s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNSLabel(String($0)) }
+    }
+}

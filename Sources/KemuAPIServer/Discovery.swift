@@ -1,0 +1,111 @@
+import KemuAPI
+
+/// The documents clients read to learn what the server serves (reference §2).
+enum Discovery {
+    static let aggregatedContentType = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+    /// kubectl 1.32 asks for v2 first; a client that does not gets the legacy documents.
+    static func wantsAggregated(_ accept: String?) -> Bool {
+        guard let accept else { return false }
+        return accept.split(separator: ",").contains { $0.contains("as=APIGroupDiscoveryList") && $0.contains("v=v2") && !$0.contains("v=v2beta1") }
+    }
+
+    static let version: JSON = [
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0-kemu", "gitCommit": "kemu", "gitTreeState": "clean",
+        "buildDate": "2026-11-22T00:00:00Z", "goVersion": "go1.23", "compiler": "swift", "platform": "linux/amd64",
+    ]
+
+    static func aggregated(core: Bool) -> JSON {
+        let groups = APIResources.groups.filter { core ? $0.group.isEmpty : !$0.group.isEmpty }
+        let items: [JSON] = groups.map { g in
+            let resources: [JSON] = APIResources.all.filter { $0.group == g.group && $0.version == g.version }.map { r in
+                var entry: JSON = [
+                    "resource": .string(r.resource), "singularResource": .string(r.singular),
+                    "scope": r.namespaced ? "Namespaced" : "Cluster",
+                    "responseKind": ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)],
+                    "verbs": .array(APIResource.verbs.map { .string($0) }),
+                ]
+                if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
+                if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
+                entry["subresources"] = .array(r.subresources.map { sub in
+                    let kind: JSON = sub == "scale" ? ["group": "autoscaling", "version": "v1", "kind": "Scale"]
+                        : ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]
+                    return ["subresource": .string(sub), "responseKind": kind, "verbs": subresourceVerbs(sub)]
+                })
+                return entry
+            }
+            let metadata: JSON = g.group.isEmpty ? [:] : ["name": .string(g.group)]
+            return ["metadata": metadata, "versions": [["version": .string(g.version), "freshness": "Current", "resources": .array(resources)]]]
+        }
+        return ["kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": [:], "items": .array(items)]
+    }
+
+    static func subresourceVerbs(_ sub: String) -> JSON {
+        switch sub {
+        case "status", "scale": ["get", "patch", "update"]
+        case "log": ["get"]
+        case "exec": ["create", "get"]
+        default: ["create"]
+        }
+    }
+
+    static func legacyCore(host: String) -> JSON {
+        ["kind": "APIVersions", "versions": ["v1"],
+         "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": .string(host)]]]
+    }
+
+    static var legacyGroups: JSON {
+        let groups: [JSON] = APIResources.groups.filter { !$0.group.isEmpty }.map { g in
+            let gv: JSON = ["groupVersion": .string("\(g.group)/\(g.version)"), "version": .string(g.version)]
+            return ["name": .string(g.group), "versions": [gv], "preferredVersion": gv]
+        }
+        return ["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(groups)]
+    }
+
+    static func resourceList(group: String, version: String) -> JSON {
+        var resources: [JSON] = []
+        for r in APIResources.all where r.group == group && r.version == version {
+            var entry: JSON = ["name": .string(r.resource), "singularName": .string(r.singular), "namespaced": .bool(r.namespaced),
+                               "kind": .string(r.kind), "verbs": .array(APIResource.verbs.map { .string($0) })]
+            if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
+            if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
+            resources.append(entry)
+            for sub in r.subresources {
+                var s: JSON = ["name": .string("\(r.resource)/\(sub)"), "singularName": "", "namespaced": .bool(r.namespaced),
+                               "kind": .string(sub == "scale" ? "Scale" : r.kind), "verbs": subresourceVerbs(sub)]
+                if sub == "scale" { s["group"] = "autoscaling"; s["version"] = "v1" }
+                resources.append(s)
+            }
+        }
+        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"),
+                "resources": .array(resources)]
+    }
+}
+
+/// Just enough OpenAPI v3 for kubectl's create/apply: every kind's PATCH path with a
+/// `fieldValidation` parameter, so kubectl leaves validation to the server (reference §3).
+enum OpenAPI {
+    static var root: JSON {
+        var paths = JSONObject()
+        for g in APIResources.groups {
+            let key = g.group.isEmpty ? "api/\(g.version)" : "apis/\(g.group)/\(g.version)"
+            paths[key] = ["serverRelativeURL": .string("/openapi/v3/\(key)?hash=kemu1")]
+        }
+        return ["paths": .object(paths)]
+    }
+
+    static func document(group: String, version: String) -> JSON {
+        var paths = JSONObject()
+        for r in APIResources.all where r.group == group && r.version == version {
+            let prefix = group.isEmpty ? "/api/\(version)" : "/apis/\(group)/\(version)"
+            let path = r.namespaced ? "\(prefix)/namespaces/{namespace}/\(r.resource)/{name}" : "\(prefix)/\(r.resource)/{name}"
+            paths[path] = ["patch": [
+                "x-kubernetes-group-version-kind": ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)],
+                "x-kubernetes-action": "patch",
+                "parameters": [["name": "fieldValidation", "in": "query", "schema": ["type": "string"]]],
+                "responses": ["200": ["description": "OK"]],
+            ]]
+        }
+        return ["openapi": "3.0.0", "info": ["title": "Kubernetes", "version": "v1.32.0"], "components": ["schemas": [:]], "paths": .object(paths)]
+    }
+}

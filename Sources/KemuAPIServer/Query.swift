@@ -1,0 +1,36 @@
+/// The query string of a request, percent-decoded.
+struct Query {
+    private(set) var values: [String: [String]] = [:]
+
+    init(_ raw: String?) {
+        for pair in (raw ?? "").split(separator: "&") where !pair.isEmpty {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            values[Self.decode(kv[0]), default: []].append(kv.count > 1 ? Self.decode(kv[1]) : "")
+        }
+    }
+
+    subscript(key: String) -> String? { values[key]?.first }
+    func all(_ key: String) -> [String] { values[key] ?? [] }
+    func flag(_ key: String) -> Bool { self[key] == "true" || self[key] == "1" }
+
+    static func decode(_ s: Substring) -> String {
+        var bytes: [UInt8] = []
+        var i = s.utf8.startIndex
+        let u = s.utf8
+        while i < u.endIndex {
+            let b = u[i]
+            if b == UInt8(ascii: "+") {
+                bytes.append(0x20)
+            } else if b == UInt8(ascii: "%"), let h1 = u.index(i, offsetBy: 1, limitedBy: u.endIndex), h1 < u.endIndex,
+                      let h2 = u.index(h1, offsetBy: 1, limitedBy: u.endIndex), h2 < u.endIndex,
+                      let v = UInt8(String(decoding: [u[h1], u[h2]], as: UTF8.self), radix: 16) {
+                bytes.append(v)
+                i = h2
+            } else {
+                bytes.append(b)
+            }
+            i = u.index(after: i)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

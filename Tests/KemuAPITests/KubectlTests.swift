@@ -1,0 +1,247 @@
+import Foundation
+import Testing
+
+/// A `kemu server` process on a free loopback port with its own data directory.
+final class ServerProcess: @unchecked Sendable {
+    let dataDir: String
+    let cacheDir: String
+    private(set) var process: Process?
+    private(set) var kubeconfig: String
+
+    static var root: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    init() throws {
+        dataDir = NSTemporaryDirectory() + "kemu-api-\(UUID().uuidString)"
+        cacheDir = dataDir + "-kubectl-cache"
+        kubeconfig = dataDir + "/kubeconfig"
+        try start()
+    }
+
+    func start() throws {
+        try? FileManager.default.removeItem(atPath: kubeconfig)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(Self.root)/.build/debug/kemu")
+        p.arguments = ["server", "--insecure", "--port", "0", "--data-dir", dataDir]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: kubeconfig) {
+            guard Date() < deadline, p.isRunning else { throw CocoaError(.fileNoSuchFile) }
+            usleep(20_000)
+        }
+    }
+
+    /// kill -9: no chance to flush or close anything.
+    func crash() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    /// SIGTERM, as `kemu down` will send it; returns whether the server exited within 5 s
+    /// (it is killed otherwise, so a test never hangs on it).
+    @discardableResult
+    func terminate() -> Bool {
+        guard let p = process else { return true }
+        process = nil
+        guard p.isRunning else { return true }
+        p.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            return false
+        }
+        return true
+    }
+
+    func stop() {
+        if !terminate() { Issue.record("kemu server did not stop within 5 s of SIGTERM") }
+        try? FileManager.default.removeItem(atPath: dataDir)
+        try? FileManager.default.removeItem(atPath: cacheDir)
+    }
+
+    /// Runs kubectl against this server; returns exit code and combined output.
+    @discardableResult
+    func kubectl(_ args: [String], stdin: String? = nil) throws -> (code: Int32, out: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/kubectl")
+        p.arguments = ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        let input = Pipe()
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+let haveKubectl = FileManager.default.isExecutableFile(atPath: "/usr/bin/kubectl")
+
+let replicaSet = """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: echo
+        image: kemu/echo
+        ports: [{containerPort: 8080}]
+"""
+
+func podManifest(tier: String) -> String {
+    """
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: solo
+      labels: {app: solo, tier: \(tier)}
+    spec:
+      containers:
+      - name: echo
+        image: kemu/echo
+    """
+}
+
+/// Real kubectl 1.32 against a real `kemu server`, asserting what kubectl prints.
+@Suite(.serialized, .enabled(if: haveKubectl, "needs /usr/bin/kubectl"))
+struct KubectlTests {
+    @Test func versionDiscoveryAndNamespaces() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["version"]).out.contains("Server Version: v1.32.0-kemu"))
+        let ns = try server.kubectl(["get", "namespaces"]).out
+        #expect(ns.hasPrefix("NAME              STATUS   AGE\ndefault           Active"))
+        let resources = try server.kubectl(["api-resources"]).out
+        #expect(resources.contains("deployments              deploy       apps/v1               true         Deployment"))
+        #expect(resources.contains("endpointslices                        discovery.k8s.io/v1   true         EndpointSlice"))
+    }
+
+    @Test func createApplyGetScaleExposeDelete() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["create", "-f", "-"], stdin: replicaSet).out == "replicaset.apps/web created\n")
+        let again = try server.kubectl(["create", "-f", "-"], stdin: replicaSet)
+        #expect(again.code == 1 && again.out.contains(#"Error from server (AlreadyExists): error when creating "STDIN": replicasets.apps "web" already exists"#))
+
+        #expect(try server.kubectl(["apply", "-f", "-"], stdin: podManifest(tier: "back")).out == "pod/solo created\n")
+        #expect(try server.kubectl(["apply", "-f", "-"], stdin: podManifest(tier: "front")).out == "pod/solo configured\n")
+        #expect(try server.kubectl(["apply", "-f", "-"], stdin: podManifest(tier: "front")).out == "pod/solo unchanged\n")
+        #expect(try server.kubectl(["get", "pod", "solo", "-o", "jsonpath={.metadata.labels.tier}"]).out == "front")
+
+        let wide = try server.kubectl(["get", "rs", "-o", "wide"]).out
+        #expect(wide.contains("NAME   DESIRED   CURRENT   READY   AGE   CONTAINERS   IMAGES      SELECTOR"))
+        #expect(wide.contains("web    2         0         0"))
+        #expect(try server.kubectl(["get", "pods", "-l", "tier=front", "-o", "name"]).out == "pod/solo\n")
+        #expect(try server.kubectl(["get", "pods", "-l", "tier=back", "-o", "name"]).out == "")
+        #expect(try server.kubectl(["get", "pods", "-A"]).out.contains("default     solo   0/1     Pending   0"))
+        let yaml = try server.kubectl(["get", "pod", "solo", "-o", "yaml"]).out
+        #expect(yaml.contains("imagePullPolicy: IfNotPresent") && yaml.contains("phase: Pending") && yaml.contains("uid: "))
+
+        #expect(try server.kubectl(["scale", "rs", "web", "--replicas=5"]).out == "replicaset.apps/web scaled\n")
+        #expect(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.spec.replicas}"]).out == "5")
+        #expect(try server.kubectl(["expose", "rs", "web", "--port", "80", "--target-port", "8080"]).out == "service/web exposed\n")
+        #expect(try server.kubectl(["get", "svc", "web", "-o", "jsonpath={.spec.selector.app} {.spec.ports[0].targetPort}"]).out == "web 8080")
+
+        #expect(try server.kubectl(["delete", "pod", "solo"]).out == "pod \"solo\" deleted\n")
+        let gone = try server.kubectl(["get", "pod", "solo"])
+        #expect(gone.code == 1 && gone.out.contains(#"Error from server (NotFound): pods "solo" not found"#))
+    }
+
+    @Test func invalidObjectsAreRefusedWithTheirFields() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let bad = """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: bad}
+        spec:
+          replicas: -1
+          selector: {matchLabels: {app: x}}
+          template:
+            metadata: {labels: {app: other}}
+            spec: {containers: [{name: c}]}
+        """
+        let result = try server.kubectl(["create", "-f", "-"], stdin: bad)
+        #expect(result.code == 1)
+        #expect(result.out.contains(#"The Deployment "bad" is invalid:"#))
+        #expect(result.out.contains("* spec.replicas: Invalid value: -1: must be greater than or equal to 0"))
+        #expect(result.out.contains("* spec.template.spec.containers[0].image: Required value"))
+        #expect(result.out.contains("`selector` does not match template `labels`"))
+        #expect(try server.kubectl(["get", "deploy", "-o", "name"]).out == "")
+        let selector = try server.kubectl(["get", "pods", "-l", "a in (b"])
+        #expect(selector.code == 1 && selector.out.contains("unable to parse requirement"))
+    }
+
+    @Test func watchAndWaitSeeChanges() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        try server.kubectl(["create", "-f", "-"], stdin: podManifest(tier: "back"))
+        // kubectl wait follows a watch until the condition holds; the status write comes later.
+        let writer = Thread {
+            usleep(700_000)
+            _ = try? server.kubectl(["patch", "pod", "solo", "--subresource=status", "--type=merge",
+                                     "-p", #"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#])
+        }
+        writer.start()
+        let wait = try server.kubectl(["wait", "--for=condition=Ready", "pod/solo", "--timeout=10s"])
+        #expect(wait.code == 0 && wait.out == "pod/solo condition met\n")
+
+        let watcher = Thread {
+            usleep(500_000)
+            _ = try? server.kubectl(["label", "pod", "solo", "seen=yes"])
+            _ = try? server.kubectl(["delete", "pod", "solo", "--wait=false"])
+        }
+        watcher.start()
+        let watch = try server.kubectl(["get", "pods", "-w", "--request-timeout=3s"])
+        let rows = watch.out.split(separator: "\n").filter { $0.hasPrefix("solo") }
+        #expect(rows.count == 3, "\(watch.out)")  // the listed row, the label change, the delete
+    }
+
+    @Test func sigtermEndsOpenWatchesAndStops() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let watching = Thread { _ = try? server.kubectl(["get", "pods", "-w"]) }
+        watching.start()
+        usleep(800_000)  // the watch is open and idle
+        let started = Date()
+        #expect(server.terminate(), "the server must stop while a watch is open")
+        #expect(Date().timeIntervalSince(started) < 5)
+    }
+
+    @Test func acknowledgedWritesSurviveKill9() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["create", "-f", "-"], stdin: replicaSet).code == 0)
+        #expect(try server.kubectl(["scale", "rs", "web", "--replicas=3"]).code == 0)
+        #expect(try server.kubectl(["create", "namespace", "shop"]).code == 0)
+        server.crash()
+        try server.start()
+        #expect(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.spec.replicas}"]).out == "3")
+        #expect(try server.kubectl(["get", "ns", "shop", "-o", "name"]).out == "namespace/shop\n")
+        // Revisions go on from where they were: clients' resourceVersions stay comparable.
+        let rv = Int(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.resourceVersion}"]).out) ?? 0
+        #expect(try server.kubectl(["label", "rs", "web", "after=restart"]).code == 0)
+        #expect(Int(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.resourceVersion}"]).out) ?? 0 > rv)
+    }
+}
