@@ -46,7 +46,7 @@ let package = Package(
         .target(
             name: "KemuAPIServer",
             dependencies: [
-                "KemuAPI", "KemuStore",
+                "KemuAPI", "KemuIP", "KemuStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

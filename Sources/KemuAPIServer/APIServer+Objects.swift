@@ -112,7 +112,46 @@ extension APIServer {
         try requireNamespace(t)
         o.resourceVersion = nil
         try Admission.admit(&o, t.resource)
-        return Self.json(try store.create(t.resource.qualifiedName, o), status: .created)
+        return Self.json(try createAllocating(t.resource, o), status: .created)
+    }
+
+    /// Stores a new object; a Service first gets its ClusterIP, NodePorts and LB IP, which go back
+    /// to the pool if the store refuses it.
+    func createAllocating(_ r: APIResource, _ object: JSON) throws -> JSON {
+        var o = object
+        guard r.kind == "Service" else { return try store.create(r.qualifiedName, o) }
+        let errors = services.allocate(&o)
+        if !errors.isEmpty { throw APIError.invalid(r, name: o.name, errors) }
+        do {
+            return try store.create(r.qualifiedName, o)
+        } catch {
+            services.release(o)
+            throw error
+        }
+    }
+
+    /// An updated Service keeps its ClusterIP (which cannot change) and its NodePorts unless it
+    /// names new ones; a Service that becomes NodePort or LoadBalancer gets ports then.
+    func reallocate(_ r: APIResource, _ new: inout JSON, _ old: JSON) throws {
+        guard r.kind == "Service" else { return }
+        let oldIP = old[path: "spec.clusterIP"]?.string ?? ""
+        let newIP = new[path: "spec.clusterIP"]?.string ?? ""
+        if newIP.isEmpty {
+            new["spec", default: [:]]["clusterIP"] = old[path: "spec.clusterIP"]
+            new["spec", default: [:]]["clusterIPs"] = old[path: "spec.clusterIPs"]
+        } else if newIP != oldIP {
+            throw APIError.invalid(r, name: new.name, [.invalid("spec.clusterIPs[0]", "\"\(newIP)\"", "may not change once set")])
+        }
+        if var ports = new[path: "spec.ports"]?.array {
+            let oldPorts = old[path: "spec.ports"]?.array ?? []
+            for i in ports.indices where ports[i]["nodePort"] == nil {
+                ports[i]["nodePort"] = oldPorts.first { $0["port"] == ports[i]["port"] && $0["protocol"] == ports[i]["protocol"] }?["nodePort"]
+            }
+            new["spec", default: [:]]["ports"] = .array(ports)
+        }
+        if new["status"] == nil { new["status"] = old["status"] }
+        let errors = services.reallocate(&new, replacing: old)
+        if !errors.isEmpty { throw APIError.invalid(r, name: new.name, errors) }
     }
 
     func replace(_ t: Target, _ name: String, _ sub: String?, _ request: Request) async throws -> Response {
@@ -122,6 +161,10 @@ extension APIServer {
         }
         var o = try await incoming(t, request, name: name)
         try Admission.admit(&o, t.resource)
+        if t.resource.kind == "Service", sub == nil {
+            let current = try get(t, name)
+            try reallocate(t.resource, &o, current)
+        }
         return Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))
     }
 
@@ -161,7 +204,7 @@ extension APIServer {
             try conform(&o, t, name: name)
             try requireNamespace(t)
             try Admission.admit(&o, t.resource)
-            return Self.json(try store.create(qualified, o), status: .created)
+            return Self.json(try createAllocating(t.resource, o), status: .created)
         }
         if sub == "scale" {
             let current = Scale.of(try get(t, name), t.resource)
@@ -174,6 +217,7 @@ extension APIServer {
             if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
             patched.resourceVersion = o.resourceVersion
             try Admission.admit(&patched, t.resource)
+            if sub == nil { try reallocate(t.resource, &patched, o) }
             o = patched
         }
         return Self.json(updated)
@@ -189,6 +233,7 @@ extension APIServer {
         let gone = try store.delete(qualified, namespace: t.namespace ?? "", name: name,
                                     uid: options[path: "preconditions.uid"]?.string,
                                     resourceVersion: options[path: "preconditions.resourceVersion"]?.string.flatMap { Int64($0) })
+        if t.resource.kind == "Service" { services.release(gone) }
         if t.resource.resource == "namespaces" { purgeNamespace(name) }
         return Self.json(gone)
     }
@@ -197,7 +242,9 @@ extension APIServer {
     func purgeNamespace(_ namespace: String) {
         for r in APIResources.all where r.namespaced {
             for o in store.list(r.qualifiedName, namespace: namespace).items {
-                _ = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name)
+                if let gone = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name), r.kind == "Service" {
+                    services.release(gone)
+                }
             }
         }
     }

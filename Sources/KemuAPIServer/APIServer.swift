@@ -18,8 +18,11 @@ public struct APIServer: HTTPResponder {
     /// Open watch streams, ended when the server stops.
     let watches = WatchRegistry()
 
-    public init(store: Store) throws {
+    let services: ServiceAllocator
+
+    public init(store: Store, ranges: ServiceRanges = ServiceRanges()) throws {
         self.store = store
+        services = ServiceAllocator(ranges, existing: store.list("services").items)
         try bootstrap()
     }
 
@@ -31,6 +34,19 @@ public struct APIServer: HTTPResponder {
             ns["spec"] = ["finalizers": ["kubernetes"]]
             ns["status"] = ["phase": "Active"]
             try store.create("namespaces", ns)
+        }
+        // The `kubernetes` Service: the first address of the service range, port 443 → 6443.
+        if store.get("services", namespace: "default", name: "kubernetes") == nil {
+            var svc: JSON = ["apiVersion": "v1", "kind": "Service"]
+            svc.name = "kubernetes"
+            svc.namespace = "default"
+            svc.labels = ["component": "apiserver", "provider": "kubernetes"]
+            svc["spec"] = ["type": "ClusterIP", "sessionAffinity": "None",
+                           "clusterIP": .string(services.ranges.serviceCIDR.host(1)!.description),
+                           "ports": [["name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443]]]
+            let errors = services.allocate(&svc)
+            if !errors.isEmpty { throw APIError(code: 500, reason: "InternalError", message: "cannot allocate the kubernetes Service: \(errors)") }
+            try store.create("services", svc)
         }
     }
 

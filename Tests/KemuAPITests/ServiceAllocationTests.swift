@@ -1,0 +1,140 @@
+import Foundation
+import KemuAPI
+import KemuIP
+@testable import KemuAPIServer
+import Testing
+
+@Suite struct ServiceAllocatorTests {
+    func service(_ name: String, type: String = "ClusterIP", clusterIP: String? = nil, nodePort: Int? = nil) -> JSON {
+        var s: JSON = ["metadata": ["name": .string(name), "namespace": "default"], "spec": ["type": .string(type)]]
+        if let clusterIP { s["spec"]?["clusterIP"] = .string(clusterIP) }
+        var port: JSON = ["port": 80, "protocol": "TCP"]
+        if let nodePort { port["nodePort"] = .int(Int64(nodePort)) }
+        s["spec"]?["ports"] = [port]
+        return s
+    }
+
+    @Test func dynamicAddressesAvoidTheStaticBandUntilTheRestIsFull() {
+        // /28: 14 usable, static band = 16 → everything is "static": dynamic falls back to it.
+        let small = ServiceAllocator(ServiceRanges(serviceCIDR: IPv4Network("10.0.0.0/28")!), existing: [])
+        var got: Set<String> = []
+        for i in 0..<14 {
+            var s = service("s\(i)")
+            #expect(small.allocate(&s).isEmpty)
+            got.insert(s[path: "spec.clusterIP"]!.string!)
+        }
+        #expect(got.count == 14 && !got.contains("10.0.0.0") && !got.contains("10.0.0.15"))
+        var full = service("full")
+        #expect(small.allocate(&full).first?.message.contains("range is full") == true)
+
+        let big = ServiceAllocator(ServiceRanges(), existing: [])
+        for i in 0..<200 {
+            var s = service("d\(i)")
+            #expect(big.allocate(&s).isEmpty)
+            let ip = IPv4Address(s[path: "spec.clusterIP"]!.string!)!
+            #expect(ip.value - IPv4Address("10.96.0.0")!.value > 256, "\(ip) is in the static band")
+        }
+    }
+
+    @Test func requestedValuesAreHonouredOrRefused() {
+        let a = ServiceAllocator(ServiceRanges(), existing: [])
+        var dns = service("dns", clusterIP: "10.96.0.10")
+        #expect(a.allocate(&dns).isEmpty && dns[path: "spec.clusterIPs"] == ["10.96.0.10"])
+        var twice = service("twice", clusterIP: "10.96.0.10")
+        #expect(a.allocate(&twice).first?.message.contains("provided IP is already allocated") == true)
+        var outside = service("out", clusterIP: "10.97.0.1")
+        let outsideErrors = a.allocate(&outside)
+        #expect(outsideErrors.first?.field == "spec.clusterIPs" && outsideErrors.first?.message.contains("10.96.0.0/16") == true)
+        var np = service("np", type: "NodePort", nodePort: 30080)
+        #expect(a.allocate(&np).isEmpty)
+        var np2 = service("np2", type: "NodePort", nodePort: 30080)
+        #expect(a.allocate(&np2).first?.field == "spec.ports[0].nodePort")
+        var bad = service("bad", type: "NodePort", nodePort: 80)
+        #expect(a.allocate(&bad).first?.message.contains("valid range. The range of valid ports is 30000-32767") == true)
+        // A refused request takes nothing: the IP it would have got is still free.
+        #expect(a.counts.ips == 2 && a.counts.ports == 1)
+        a.release(dns)
+        var again = service("dns2", clusterIP: "10.96.0.10")
+        #expect(a.allocate(&again).isEmpty)
+    }
+
+    @Test func loadBalancersGetAnIngressIPUntilThePoolRunsOut() {
+        let a = ServiceAllocator(ServiceRanges(loadBalancerPool: IPv4Network("172.31.1.0/30")!), existing: [])
+        var ips: [String] = []
+        for i in 0..<3 {
+            var s = service("lb\(i)", type: "LoadBalancer")
+            #expect(a.allocate(&s).isEmpty)
+            #expect(s[path: "spec.ports"]?.array?.first?["nodePort"]?.int != nil)
+            if let ip = s[path: "status.loadBalancer.ingress"]?.array?.first?["ip"]?.string { ips.append(ip) }
+        }
+        #expect(Set(ips) == ["172.31.1.1", "172.31.1.2"])  // the third stays pending
+    }
+
+    @Test func concurrentCreatesNeverShareAnAddress() async {
+        let a = ServiceAllocator(ServiceRanges(serviceCIDR: IPv4Network("10.96.0.0/24")!), existing: [])
+        let ips = await withTaskGroup(of: String?.self) { group in
+            for i in 0..<254 {
+                group.addTask {
+                    var s = service("c\(i)", type: "NodePort")
+                    return a.allocate(&s).isEmpty ? s[path: "spec.clusterIP"]?.string : nil
+                }
+            }
+            var all: [String] = []
+            for await ip in group { if let ip { all.append(ip) } }
+            return all
+        }
+        #expect(ips.count == 254 && Set(ips).count == 254)
+    }
+
+    @Test func theAllocatorIsRebuiltFromStoredServices() {
+        var kept = service("kept", type: "NodePort", clusterIP: "10.96.5.5", nodePort: 31000)
+        kept["status"] = ["loadBalancer": ["ingress": [["ip": "172.31.1.9"]]]]
+        let a = ServiceAllocator(ServiceRanges(), existing: [kept])
+        var clash = service("clash", clusterIP: "10.96.5.5")
+        #expect(!a.allocate(&clash).isEmpty)
+        #expect(a.counts.ports == 1 && a.counts.lbIPs == 1)
+    }
+}
+
+extension KubectlTests {
+    @Test func servicesGetClusterIPsNodePortsAndLoadBalancerIPs() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let kubernetes = try server.kubectl(["get", "svc", "kubernetes"]).out
+        #expect(kubernetes.contains("kubernetes   ClusterIP   10.96.0.1    <none>        443/TCP"))
+        try server.kubectl(["create", "-f", "-"], stdin: replicaSet)
+        #expect(try server.kubectl(["expose", "rs", "web", "--port", "80", "--type", "NodePort"]).code == 0)
+        let ip = try server.kubectl(["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]).out
+        #expect(IPv4Network("10.96.0.0/16")!.contains(IPv4Address(ip) ?? IPv4Address(0)))
+        let nodePort = Int(try server.kubectl(["get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"]).out) ?? 0
+        #expect((30000...32767).contains(nodePort))
+        // A label change keeps the allocations; a clusterIP change is refused.
+        #expect(try server.kubectl(["label", "svc", "web", "x=y"]).code == 0)
+        #expect(try server.kubectl(["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]).out == ip)
+        let change = try server.kubectl(["patch", "svc", "web", "--type=merge", "-p", #"{"spec":{"clusterIP":"10.96.9.9"}}"#])
+        #expect(change.code == 1 && change.out.contains("may not change once set"))
+
+        let taken = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: clash}
+        spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: \(nodePort)}]}
+        """
+        let clash = try server.kubectl(["create", "-f", "-"], stdin: taken)
+        #expect(clash.code == 1 && clash.out.contains("spec.ports[0].nodePort: Invalid value: \(nodePort): provided port is already allocated"))
+
+        #expect(try server.kubectl(["expose", "rs", "web", "--name", "front", "--port", "80", "--type", "LoadBalancer"]).code == 0)
+        let lb = try server.kubectl(["get", "svc", "front", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]).out
+        #expect(lb.hasPrefix("172.31.1."))
+        #expect(try server.kubectl(["get", "svc", "front"]).out.contains(lb))
+
+        // After a crash the allocator is rebuilt from the store: nothing is handed out twice.
+        server.crash()
+        try server.start()
+        let again = try server.kubectl(["create", "-f", "-"], stdin: taken)
+        #expect(again.code == 1 && again.out.contains("provided port is already allocated"))
+        // Deleting frees the port for the next Service.
+        #expect(try server.kubectl(["delete", "svc", "web"]).code == 0)
+        #expect(try server.kubectl(["create", "-f", "-"], stdin: taken).out == "service/clash created\n")
+    }
+}
