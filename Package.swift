@@ -81,7 +81,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kemu-bench",
-            dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            dependencies: ["KemuAPI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

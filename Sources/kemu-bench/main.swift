@@ -8,12 +8,18 @@ import Synchronization
 // (libnl, in process) against iproute2 (netns-scripts/pod.sh, one `ip` command at a time), in one
 // run on this machine. Prints a Markdown table and writes it to bench-results/.
 
+let args = CommandLine.arguments
+let root = FileManager.default.currentDirectoryPath
+let only = args.dropFirst().first { !$0.hasPrefix("--") && Int($0) == nil }
+if only == nil || only == "api" {
+    try await APIBench.run(root: root)
+}
+if only == "api" { exit(0) }
 guard getuid() == 0 else {
-    FileHandle.standardError.write("kemu-bench needs root (it creates network namespaces)\n".data(using: .utf8)!)
+    FileHandle.standardError.write("kemu-bench sandboxes needs root (it creates network namespaces)\n".data(using: .utf8)!)
     exit(1)
 }
 
-let args = CommandLine.arguments
 func option(_ name: String, _ fallback: Int) -> Int {
     guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }
     return v
@@ -62,7 +68,6 @@ func settle() {
     while kernelNamespaces() > baselineNamespaces + 10, Date() < deadline { usleep(50_000) }
 }
 
-let root = FileManager.default.currentDirectoryPath
 
 // --- kemu ------------------------------------------------------------------------------------
 struct Run { var create = 0.0, delete = 0.0, up = 0.0, memoryKB = 0.0, slabKB = 0.0 }
