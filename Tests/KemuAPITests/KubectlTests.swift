@@ -245,3 +245,65 @@ struct KubectlTests {
         #expect(Int(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.resourceVersion}"]).out) ?? 0 > rv)
     }
 }
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+@Suite(.serialized)
+struct APIFuzzTests {
+    /// Thousands of mutated bodies at every verb: the server answers each with a 2xx or a 4xx Status
+    /// (never a 5xx, never silence), and only what it acknowledged is stored.
+    @Test func mutatedBodiesGetStatusesAndLeaveTheStoreConsistent() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let url = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
+            .split(separator: "\n").first { $0.contains("server:") }!.split(separator: " ").last!
+        let base = Array(#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}"#.utf8)
+        let alphabet = Array(#"{}[]:,"\-0123456789.aZ_ ~!"#.utf8)
+        var created = Set<String>()
+        var statuses: [Int: Int] = [:]
+        for i in 0..<2500 {
+            var body = base
+            // A unique, valid name half the time, so some creates succeed.
+            if i % 2 == 0 { body = Array(String(decoding: base, as: UTF8.self).replacingOccurrences(of: #""name":"p""#, with: #""name":"p\#(i)""#).utf8) }
+            for _ in 0..<Int.random(in: 0...4) {
+                let k = Int.random(in: 0..<body.count)
+                switch Int.random(in: 0..<3) {
+                case 0: body[k] = alphabet.randomElement()!
+                case 1: body.remove(at: k)
+                default: body.insert(UInt8.random(in: 0...255), at: k)
+                }
+            }
+            let (method, path, type): (String, String, String) = [
+                ("POST", "/api/v1/namespaces/default/pods", "application/json"),
+                ("PUT", "/api/v1/namespaces/default/pods/p0", "application/json"),
+                ("PATCH", "/api/v1/namespaces/default/pods/p0", "application/strategic-merge-patch+json"),
+                ("PATCH", "/api/v1/namespaces/default/pods/p0", "application/json-patch+json"),
+                ("POST", "/api/v1/namespaces/nowhere/pods", "application/json"),
+                ("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json"),
+            ].randomElement()!
+            var request = URLRequest(url: URL(string: "\(url)\(path)")!)
+            request.httpMethod = method
+            request.setValue(type, forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(body)
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let code = (response as! HTTPURLResponse).statusCode
+            statuses[code, default: 0] += 1
+            #expect((200..<500).contains(code), "\(method) \(path) → \(code): \(String(decoding: data, as: UTF8.self))")
+            if code >= 400 {
+                let status = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                #expect(status?["kind"] as? String == "Status" && (status?["message"] as? String)?.isEmpty == false)
+            }
+            if code == 201, method == "POST", path.hasSuffix("/pods"),
+               let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let name = (o["metadata"] as? [String: Any])?["name"] as? String {
+                created.insert(name)
+            }
+        }
+        #expect(statuses[201, default: 0] > 0 && statuses[400, default: 0] > 0)
+        let names = try server.kubectl(["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]).out.split(separator: " ").map(String.init)
+        #expect(Set(names) == created)
+        #expect(try server.kubectl(["get", "ns", "nowhere"]).code == 1)
+    }
+}
