@@ -44,6 +44,12 @@ let package = Package(
         .target(name: "KemuAPI", exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(name: "KemuStore", dependencies: ["KemuAPI"], exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(
+            name: "KemuControllers",
+            dependencies: ["KemuAPI", "KemuStore", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "KemuAPIServer",
             dependencies: [
                 "KemuAPI", "KemuIP", "KemuStore",
@@ -73,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAPIServer", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
+                "KemuAPIServer", "KemuControllers", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -91,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuAPITests",
-            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer"],
+            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuControllers"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

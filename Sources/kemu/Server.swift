@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KemuAPIServer
+import KemuControllers
 import KemuIP
 import KemuStore
 import KemuSystem
@@ -48,7 +49,8 @@ struct Server: AsyncParsableCommand {
         }
         let api = try APIServer(store: store, ranges: ranges)
         let dataDir = self.dataDir
-        try await api.run(host: "127.0.0.1", port: port) { bound in
+        let endpointSlices = EndpointSliceController(store: store)
+        try await api.run(host: "127.0.0.1", port: port, background: [{ try await endpointSlices.run() }]) { bound in
             let server = "http://127.0.0.1:\(bound)"
             do {
                 try FileSystem.writeFile("\(dataDir)/kubeconfig", Kubeconfig.plain(server: server, cluster: "kemu"), mode: 0o600)

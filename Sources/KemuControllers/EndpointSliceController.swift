@@ -1,0 +1,200 @@
+import KemuAPI
+import KemuStore
+import Logging
+import Synchronization
+
+/// Publishes, for every Service with a selector, the pods behind it as EndpointSlices
+/// (discovery.k8s.io/v1): one endpoint per pod with an IP, with upstream's conditions —
+/// ready (pod Ready, and not terminating), serving (pod Ready, even while terminating),
+/// terminating (deletionTimestamp set); publishNotReadyAddresses makes every endpoint ready.
+/// Named targetPorts are resolved per pod; pods whose ports resolve differently land in
+/// different slices. Slices are labelled `kubernetes.io/service-name` and owned by the Service.
+public final class EndpointSliceController: Sendable {
+    public static let managedBy = "endpointslice-controller.k8s.io"
+    static let slices = "endpointslices.discovery.k8s.io"
+
+    let store: Store
+    let logger = Logger(label: "kemu.endpointslices")
+    private let queue = WorkQueue()
+
+    public init(store: Store) { self.store = store }
+
+    /// Runs until cancelled: watches Services and Pods and reconciles every Service they touch. A
+    /// watch that ends (410 after falling behind) is started again, which replays the current state.
+    public func run() async throws {
+        while !Task.isCancelled {
+            do {
+                try await follow()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("watch ended (\(error)); starting again")
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    func follow() async throws {
+        let services = try store.watch(WatchFilter("services"))
+        let pods = try store.watch(WatchFilter("pods"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await event in services { self.queue.add(Key(event.object)) }
+            }
+            group.addTask {
+                for try await event in pods { self.enqueueServices(selecting: event.object) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    guard let key = await self.queue.next() else { return }
+                    do { try self.reconcile(key) } catch {
+                        self.logger.warning("endpointslices for \(key.namespace)/\(key.name): \(error)")
+                        try await Task.sleep(for: .milliseconds(100))
+                        self.queue.add(key)  // retried, with a pause, never a hot loop
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// A Service: namespace and name.
+    public struct Key: Hashable, Sendable {
+        public var namespace: String
+        public var name: String
+        init(_ o: JSON) { namespace = o.namespace; name = o.name }
+        public init(namespace: String, name: String) { self.namespace = namespace; self.name = name }
+    }
+
+    /// A pod event matters to every Service in its namespace whose selector matches it. The event
+    /// carries only the new state, so a pod that left a selector is caught by the Service's own
+    /// slices naming it.
+    func enqueueServices(selecting pod: JSON) {
+        for service in store.list("services", namespace: pod.namespace).items {
+            let selector = JSON.stringMap(service[path: "spec.selector"])
+            guard !selector.isEmpty else { continue }
+            let selected = LabelSelector(matchLabels: selector).matches(pod.labels)
+            let listed = store.list(Self.slices, namespace: pod.namespace,
+                                    labels: LabelSelector(matchLabels: ["kubernetes.io/service-name": service.name])).items
+                .contains { slice in (slice["endpoints"]?.array ?? []).contains { $0[path: "targetRef.name"]?.string == pod.name } }
+            if selected || listed { queue.add(Key(service)) }
+        }
+    }
+
+    /// Makes the Service's slices match its pods: creates, updates (only when different) and
+    /// deletes slices; a Service that is gone or has no selector keeps no managed slices.
+    public func reconcile(_ key: Key) throws {
+        let existing = store.list(Self.slices, namespace: key.namespace,
+                                  labels: LabelSelector(matchLabels: ["kubernetes.io/service-name": key.name,
+                                                                      "endpointslice.kubernetes.io/managed-by": Self.managedBy])).items
+        guard let service = store.get("services", namespace: key.namespace, name: key.name),
+              !JSON.stringMap(service[path: "spec.selector"]).isEmpty else {
+            for slice in existing { _ = try? store.delete(Self.slices, namespace: key.namespace, name: slice.name) }
+            return
+        }
+        let desired = desiredSlices(service)
+        var unused = existing
+        for (ports, endpoints) in desired {
+            // Reuse the slice that already carries these ports, else any spare one, else a new one.
+            let index = unused.firstIndex { $0["ports"] == ports } ?? unused.indices.first
+            var slice = index.map { unused.remove(at: $0) } ?? newSlice(service)
+            let before = slice
+            slice["ports"] = ports
+            slice["endpoints"] = .array(endpoints)
+            if index == nil {
+                try store.create(Self.slices, slice)
+            } else if slice != before {
+                try store.update(Self.slices, slice)
+            }
+        }
+        for slice in unused { _ = try? store.delete(Self.slices, namespace: key.namespace, name: slice.name) }
+    }
+
+    func newSlice(_ service: JSON) -> JSON {
+        var slice: JSON = ["apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4"]
+        slice["metadata"] = [
+            "generateName": .string(service.name + "-"), "namespace": .string(service.namespace),
+            "labels": ["kubernetes.io/service-name": .string(service.name), "endpointslice.kubernetes.io/managed-by": .string(Self.managedBy)],
+            "ownerReferences": [["apiVersion": "v1", "kind": "Service", "name": .string(service.name), "uid": .string(service.uid),
+                                 "controller": true, "blockOwnerDeletion": true]],
+        ]
+        return slice
+    }
+
+    /// Ports (resolved for each pod) → endpoints, for the pods the Service selects.
+    func desiredSlices(_ service: JSON) -> [(JSON, [JSON])] {
+        let selector = LabelSelector(matchLabels: JSON.stringMap(service[path: "spec.selector"]))
+        let publishNotReady = service[path: "spec.publishNotReadyAddresses"]?.bool == true
+        var groups: [(JSON, [JSON])] = []
+        for pod in store.list("pods", namespace: service.namespace, labels: selector).items {
+            guard let ip = pod[path: "status.podIP"]?.string, !ip.isEmpty,
+                  !["Succeeded", "Failed"].contains(pod[path: "status.phase"]?.string ?? "") else { continue }
+            let ports = JSON.array((service[path: "spec.ports"]?.array ?? []).compactMap { port in
+                guard let number = Self.resolve(port["targetPort"] ?? port["port"] ?? .null, in: pod) else { return nil }
+                var p: JSON = ["port": .int(number), "protocol": port["protocol"] ?? "TCP"]
+                p["name"] = .string(port["name"]?.string ?? "")
+                return p
+            })
+            let podReady = (pod[path: "status.conditions"]?.array ?? []).contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
+            let terminating = pod.deletionTimestamp != nil
+            var endpoint: JSON = ["addresses": [.string(ip)],
+                                  "conditions": ["ready": .bool(publishNotReady || (podReady && !terminating)),
+                                                 "serving": .bool(publishNotReady || podReady),
+                                                 "terminating": .bool(terminating)]]
+            if let node = pod[path: "spec.nodeName"]?.string { endpoint["nodeName"] = .string(node) }
+            endpoint["targetRef"] = ["kind": "Pod", "namespace": .string(pod.namespace), "name": .string(pod.name), "uid": .string(pod.uid)]
+            if let i = groups.firstIndex(where: { $0.0 == ports }) { groups[i].1.append(endpoint) } else { groups.append((ports, [endpoint])) }
+        }
+        return groups
+    }
+
+    /// A numeric targetPort, or a named one looked up in the pod's container ports.
+    static func resolve(_ target: JSON, in pod: JSON) -> Int64? {
+        if let n = target.int { return n }
+        guard let name = target.string else { return nil }
+        if let n = Int64(name) { return n }
+        for c in pod[path: "spec.containers"]?.array ?? [] {
+            for p in c["ports"]?.array ?? [] where p["name"]?.string == name { return p["containerPort"]?.int }
+        }
+        return nil
+    }
+}
+
+/// Keys waiting to be reconciled, each at most once in the queue.
+
+final class WorkQueue: Sendable {
+    private let state = Mutex<(keys: [EndpointSliceController.Key], queued: Set<EndpointSliceController.Key>,
+                               waiter: CheckedContinuation<EndpointSliceController.Key?, Never>?)>(([], [], nil))
+
+    func add(_ key: EndpointSliceController.Key) {
+        let waiter: CheckedContinuation<EndpointSliceController.Key?, Never>? = state.withLock { s in
+            if let w = s.waiter {
+                s.waiter = nil
+                return w
+            }
+            if s.queued.insert(key).inserted { s.keys.append(key) }
+            return nil
+        }
+        waiter?.resume(returning: key)
+    }
+
+    /// The next key, waiting for one; nil once the task is cancelled.
+    func next() async -> EndpointSliceController.Key? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let key: EndpointSliceController.Key?? = state.withLock { s in
+                    if Task.isCancelled { return .some(nil) }
+                    guard !s.keys.isEmpty else { s.waiter = continuation; return nil }
+                    let k = s.keys.removeFirst()
+                    s.queued.remove(k)
+                    return .some(k)
+                }
+                if let key { continuation.resume(returning: key) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s in defer { s.waiter = nil }; return s.waiter }
+            waiter?.resume(returning: nil)
+        }
+    }
+}

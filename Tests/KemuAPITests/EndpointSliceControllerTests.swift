@@ -1,0 +1,118 @@
+import Foundation
+import KemuAPI
+import KemuControllers
+import KemuStore
+import Testing
+
+@Suite struct EndpointSliceControllerTests {
+    func service(_ name: String, selector: [String: String]?, targetPort: JSON = 8080, publishNotReady: Bool = false) -> JSON {
+        var s: JSON = ["apiVersion": "v1", "kind": "Service"]
+        s.name = name
+        s.namespace = "default"
+        s["spec"] = ["ports": [["name": "http", "port": 80, "protocol": "TCP", "targetPort": targetPort]]]
+        if let selector { s["spec"]?["selector"] = JSON.stringMapJSON(selector) }
+        if publishNotReady { s["spec"]?["publishNotReadyAddresses"] = true }
+        return s
+    }
+
+    func pod(_ name: String, ip: String?, ready: Bool, labels: [String: String] = ["app": "web"], port: Int64 = 8080) -> JSON {
+        var p: JSON = ["apiVersion": "v1", "kind": "Pod"]
+        p.name = name
+        p.namespace = "default"
+        p.labels = labels
+        p["spec"] = ["nodeName": "node-1", "containers": [["name": "c", "image": "i", "ports": [["name": "web", "containerPort": .int(port)]]]]]
+        var status: JSON = ["phase": "Running", "conditions": [["type": "Ready", "status": ready ? "True" : "False"]]]
+        if let ip { status["podIP"] = .string(ip) }
+        p["status"] = status
+        return p
+    }
+
+    /// Endpoints of the service's slices as "ip:port ready/serving/terminating", sorted.
+    func endpoints(_ store: Store, _ service: String) -> [String] {
+        store.list("endpointslices.discovery.k8s.io", namespace: "default",
+                   labels: LabelSelector(matchLabels: ["kubernetes.io/service-name": service])).items.flatMap { slice in
+            (slice["endpoints"]?.array ?? []).map { e in
+                let c = e["conditions"] ?? [:]
+                let flags = [c["ready"]?.bool == true ? "R" : "-", c["serving"]?.bool == true ? "S" : "-", c["terminating"]?.bool == true ? "T" : "-"]
+                return "\(e["addresses"]?.array?.first?.string ?? "?"):\(slice["ports"]?.array?.first?["port"]?.int ?? 0) \(flags.joined())"
+            }
+        }.sorted()
+    }
+
+    /// The controller converges asynchronously; wait (bounded) for the expected state.
+    func eventually(_ store: Store, _ service: String, _ expected: [String]) async -> [String] {
+        let deadline = Date().addingTimeInterval(5)
+        while endpoints(store, service) != expected && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        return endpoints(store, service)
+    }
+
+    @Test func slicesFollowPodsReadinessAndDeletion() async throws {
+        let store = Store()
+        let controller = EndpointSliceController(store: store)
+        let running = Task { try await controller.run() }
+        defer { running.cancel() }
+
+        try store.create("services", service("web", selector: ["app": "web"]))
+        try store.create("pods", pod("a", ip: "10.244.1.2", ready: true))
+        try store.create("pods", pod("b", ip: "10.244.1.3", ready: false))
+        try store.create("pods", pod("c", ip: nil, ready: true))                       // no IP yet: not listed
+        try store.create("pods", pod("d", ip: "10.244.1.5", ready: true, labels: ["app": "db"]))  // not selected
+        #expect(await eventually(store, "web", ["10.244.1.2:8080 RS-", "10.244.1.3:8080 ---"]) == ["10.244.1.2:8080 RS-", "10.244.1.3:8080 ---"])
+
+        let slice = store.list("endpointslices.discovery.k8s.io").items.first!
+        #expect(slice.labels["endpointslice.kubernetes.io/managed-by"] == EndpointSliceController.managedBy)
+        #expect(slice[path: "metadata.ownerReferences"]?.array?.first?["kind"]?.string == "Service")
+        #expect(slice["endpoints"]?.array?.first?[path: "targetRef.name"]?.string == "a")
+
+        // b becomes ready; a starts terminating (serving while still Ready); then a is gone.
+        try store.modify("pods", namespace: "default", name: "b") { $0["status"]?["conditions"] = [["type": "Ready", "status": "True"]] }
+        try store.modify("pods", namespace: "default", name: "a") { $0["metadata"]?["deletionTimestamp"] = "2026-11-22T00:00:00Z" }
+        #expect(await eventually(store, "web", ["10.244.1.2:8080 -ST", "10.244.1.3:8080 RS-"]) == ["10.244.1.2:8080 -ST", "10.244.1.3:8080 RS-"])
+        try store.delete("pods", namespace: "default", name: "a")
+        // A pod relabelled out of the selector leaves the slice too.
+        try store.modify("pods", namespace: "default", name: "b") { $0.labels = ["app": "other"] }
+        #expect(await eventually(store, "web", []) == [])
+
+        try store.delete("services", namespace: "default", name: "web")
+        let deadline = Date().addingTimeInterval(5)
+        while !store.list("endpointslices.discovery.k8s.io").items.isEmpty && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(store.list("endpointslices.discovery.k8s.io").items.isEmpty)
+    }
+
+    @Test func namedPortsResolvePerPodAndNotReadyCanBePublished() async throws {
+        let store = Store()
+        let controller = EndpointSliceController(store: store)
+        let running = Task { try await controller.run() }
+        defer { running.cancel() }
+        try store.create("pods", pod("old", ip: "10.244.2.2", ready: false, port: 8080))
+        try store.create("pods", pod("new", ip: "10.244.2.3", ready: false, port: 9090))
+        try store.create("services", service("named", selector: ["app": "web"], targetPort: "web", publishNotReady: true))
+        let expected = ["10.244.2.2:8080 RS-", "10.244.2.3:9090 RS-"]
+        #expect(await eventually(store, "named", expected) == expected)
+        #expect(store.list("endpointslices.discovery.k8s.io").items.count == 2)  // one per port set
+
+        // A Service without a selector is left alone (its endpoints are the user's).
+        try store.create("services", service("manual", selector: nil))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(endpoints(store, "manual").isEmpty)
+    }
+}
+
+extension KubectlTests {
+    @Test func endpointSlicesAppearForAServiceThroughKubectl() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        try server.kubectl(["apply", "-f", "-"], stdin: podManifest(tier: "front"))
+        try server.kubectl(["patch", "pod", "solo", "--subresource=status", "--type=merge",
+                            "-p", #"{"status":{"podIP":"10.244.1.7","conditions":[{"type":"Ready","status":"True"}]}}"#])
+        #expect(try server.kubectl(["expose", "pod", "solo", "--port", "80", "--target-port", "8080"]).code == 0)
+        var out = ""
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            out = try server.kubectl(["get", "endpointslices", "-l", "kubernetes.io/service-name=solo"]).out
+            if out.contains("10.244.1.7") { break }
+            usleep(50_000)
+        } while Date() < deadline
+        #expect(out.contains("IPv4          8080    10.244.1.7"), "\(out)")
+    }
+}
