@@ -230,12 +230,29 @@ extension APIServer {
             options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
         }
         let qualified = t.resource.qualifiedName
+        if options["propagationPolicy"]?.string == "Orphan" || options["orphanDependents"]?.bool == true,
+           let owner = store.get(qualified, namespace: t.namespace ?? "", name: name) {
+            orphanDependents(of: owner.uid)
+        }
         let gone = try store.delete(qualified, namespace: t.namespace ?? "", name: name,
                                     uid: options[path: "preconditions.uid"]?.string,
                                     resourceVersion: options[path: "preconditions.resourceVersion"]?.string.flatMap { Int64($0) })
         if t.resource.kind == "Service" { services.release(gone) }
         if t.resource.resource == "namespaces" { purgeNamespace(name) }
         return Self.json(gone)
+    }
+
+    /// `propagationPolicy: Orphan`: dependents lose their reference to the owner and stay.
+    func orphanDependents(of uid: String) {
+        for r in APIResources.all {
+            for o in store.list(r.qualifiedName).items
+            where (o[path: "metadata.ownerReferences"]?.array ?? []).contains(where: { $0["uid"]?.string == uid }) {
+                _ = try? store.modify(r.qualifiedName, namespace: o.namespace, name: o.name) { d in
+                    let kept = (d[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
+                    d["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
+                }
+            }
+        }
     }
 
     /// A deleted namespace takes everything in it along (the namespace controller's job).

@@ -50,7 +50,9 @@ struct Server: AsyncParsableCommand {
         let api = try APIServer(store: store, ranges: ranges)
         let dataDir = self.dataDir
         let endpointSlices = EndpointSliceController(store: store)
-        try await api.run(host: "127.0.0.1", port: port, background: [{ try await endpointSlices.run() }]) { bound in
+        let collector = GarbageCollector(store: store)
+        try await api.run(host: "127.0.0.1", port: port,
+                          background: [{ try await endpointSlices.run() }, { try await collector.run() }]) { bound in
             let server = "http://127.0.0.1:\(bound)"
             do {
                 try FileSystem.writeFile("\(dataDir)/kubeconfig", Kubeconfig.plain(server: server, cluster: "kemu"), mode: 0o600)

@@ -1,0 +1,89 @@
+import Foundation
+import KemuAPI
+import KemuControllers
+import KemuStore
+import Testing
+
+@Suite struct GarbageCollectorTests {
+    func object(_ kind: String, _ name: String, ownedBy owner: JSON? = nil) -> JSON {
+        var o: JSON = ["kind": .string(kind)]
+        o.name = name
+        o.namespace = "default"
+        if let owner {
+            o["metadata"]?["ownerReferences"] = [["kind": .string(owner.kind), "name": .string(owner.name), "uid": .string(owner.uid), "controller": true]]
+        }
+        return o
+    }
+
+    func names(_ store: Store, _ resource: String) -> [String] { store.list(resource).items.map(\.name) }
+
+    func eventually(_ condition: () -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(5)
+        while !condition() && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        return condition()
+    }
+
+    @Test func deletingAnOwnerTakesItsDependentsAndTheirsAlong() async throws {
+        let store = Store()
+        let gc = GarbageCollector(store: store)
+        let running = Task { try await gc.run() }
+        defer { running.cancel() }
+        let deploy = try store.create("deployments.apps", object("Deployment", "web"))
+        let rs = try store.create("replicasets.apps", object("ReplicaSet", "web-abc", ownedBy: deploy))
+        try store.create("pods", object("Pod", "web-abc-1", ownedBy: rs))
+        try store.create("pods", object("Pod", "web-abc-2", ownedBy: rs))
+        try store.create("pods", object("Pod", "loner"))
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(names(store, "pods").count == 3)  // nothing is collected while owners live
+
+        try store.delete("deployments.apps", namespace: "default", name: "web")
+        #expect(await eventually { names(store, "replicasets.apps").isEmpty && names(store, "pods") == ["loner"] })
+    }
+
+    @Test func dependentsOrphanedWhileStoppedAreCollectedAtStart() async throws {
+        let store = Store()
+        var ghost = object("ReplicaSet", "ghost")
+        ghost.uid = "00000000-dead"
+        try store.create("pods", object("Pod", "left-behind", ownedBy: ghost))
+        let gc = GarbageCollector(store: store)
+        let running = Task { try await gc.run() }
+        defer { running.cancel() }
+        #expect(await eventually { names(store, "pods").isEmpty })
+    }
+}
+
+extension KubectlTests {
+    @Test func deleteCascadesToOwnedObjectsUnlessOrphaned() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        try server.kubectl(["create", "-f", "-"], stdin: replicaSet)
+        let uid = try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        func ownedPod(_ name: String) -> String {
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: \(name)
+              labels: {app: web}
+              ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: \(uid), controller: true}]
+            spec: {containers: [{name: echo, image: kemu/echo}]}
+            """
+        }
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-1"))
+        #expect(try server.kubectl(["delete", "rs", "web", "--cascade=orphan"]).code == 0)
+        #expect(try server.kubectl(["get", "pod", "web-1", "-o", "jsonpath={.metadata.ownerReferences}"]).out == "")
+
+        try server.kubectl(["create", "-f", "-"], stdin: replicaSet)
+        let uid2 = try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-2").replacingOccurrences(of: uid, with: uid2))
+        #expect(try server.kubectl(["delete", "rs", "web"]).code == 0)
+        var pods = ""
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            pods = try server.kubectl(["get", "pods", "-o", "name"]).out
+            if pods == "pod/web-1\n" { break }
+            usleep(50_000)
+        } while Date() < deadline
+        #expect(pods == "pod/web-1\n")  // web-2 went with its ReplicaSet; the orphan stayed
+    }
+}
