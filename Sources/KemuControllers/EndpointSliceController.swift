@@ -22,16 +22,7 @@ public final class EndpointSliceController: Sendable {
     /// Runs until cancelled: watches Services and Pods and reconciles every Service they touch. A
     /// watch that ends (410 after falling behind) is started again, which replays the current state.
     public func run() async throws {
-        while !Task.isCancelled {
-            do {
-                try await follow()
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("watch ended (\(error)); starting again")
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        try await rewatching(logger) { try await follow() }
     }
 
     func follow() async throws {

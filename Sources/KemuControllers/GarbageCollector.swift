@@ -14,16 +14,7 @@ public final class GarbageCollector: Sendable {
 
     /// Runs until cancelled, re-watching after a 410.
     public func run() async throws {
-        while !Task.isCancelled {
-            do {
-                try await follow()
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("watch ended (\(error)); starting again")
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
+        try await rewatching(logger) { try await follow() }
     }
 
     func follow() async throws {
