@@ -10,7 +10,6 @@ struct Query {
     }
 
     subscript(key: String) -> String? { values[key]?.first }
-    func all(_ key: String) -> [String] { values[key] ?? [] }
     func flag(_ key: String) -> Bool { self[key] == "true" || self[key] == "1" }
 
     static func decode(_ s: Substring) -> String {

@@ -132,33 +132,31 @@ final class ServiceAllocator: Sendable {
 
     var counts: (ips: Int, ports: Int, lbIPs: Int) { used.withLock { ($0.ips.count, $0.ports.count, $0.lbIPs.count) } }
 
-    /// KEP-3070: the lowest min(max(16, size/16), 256) addresses are the static band.
+    /// KEP-3070: the lowest min(max(16, size/16), 256) addresses are the static band; network and
+    /// broadcast addresses are never handed out.
     static func pick(_ cidr: IPv4Network, _ taken: Set<UInt32>, staticBand: Bool = true) -> IPv4Address? {
         let size = Int(cidr.size)
         guard size > 2 else { return nil }
         let band = staticBand ? min(max(16, size / 16), 256) : 0
-        let first = 1, last = size - 2
-        let upper = Array(min(band + 1, last)...last), lower = band >= first ? Array(first...min(band, last)) : []
-        for candidates in [upper, lower] where !candidates.isEmpty {
-            let start = Int.random(in: 0..<candidates.count)
-            for k in 0..<candidates.count {
-                let offset = candidates[(start + k) % candidates.count]
-                let ip = cidr.host(UInt32(offset))!
-                if !taken.contains(ip.value) { return ip }
-            }
-        }
-        return nil
+        let offset = firstFree(above: band, in: 1...(size - 2)) { !taken.contains(cidr.host(UInt32($0))!.value) }
+        return offset.map { cidr.host(UInt32($0))! }
     }
 
     /// KEP-3668: the lowest min(max(16, size/32), 128) ports are the static band.
     static func pickPort(_ range: ClosedRange<Int>, _ taken: Set<Int>) -> Int? {
         let band = min(max(16, range.count / 32), 128)
-        let split = range.lowerBound + min(band, range.count)
-        let upper = Array(split..<(range.upperBound + 1)), lower = Array(range.lowerBound..<split)
-        for candidates in [upper, lower] where !candidates.isEmpty {
-            let start = Int.random(in: 0..<candidates.count)
-            for k in 0..<candidates.count where !taken.contains(candidates[(start + k) % candidates.count]) {
-                return candidates[(start + k) % candidates.count]
+        return firstFree(above: range.lowerBound + band - 1, in: range) { !taken.contains($0) }
+    }
+
+    /// A free value from a random starting point in the part of `range` above `band` (the
+    /// dynamic band), else in the rest (the static band), without listing the candidates.
+    static func firstFree(above band: Int, in range: ClosedRange<Int>, _ free: (Int) -> Bool) -> Int? {
+        let split = min(max(band + 1, range.lowerBound), range.upperBound + 1)
+        for part in [split..<(range.upperBound + 1), range.lowerBound..<split] where !part.isEmpty {
+            let start = Int.random(in: 0..<part.count)
+            for k in 0..<part.count {
+                let candidate = part.lowerBound + (start + k) % part.count
+                if free(candidate) { return candidate }
             }
         }
         return nil

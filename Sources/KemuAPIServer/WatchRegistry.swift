@@ -17,8 +17,6 @@ final class WatchRegistry: Sendable {
 
     func remove(_ id: Int) { _ = open.withLock { $0.streams.removeValue(forKey: id) } }
 
-    var count: Int { open.withLock { $0.streams.count } }
-
     /// Ends every watch; clients see a clean end of stream and re-watch elsewhere (or later).
     func closeAll() {
         let streams = open.withLock { state in

@@ -92,12 +92,6 @@ public enum Spawn {
         return decode(status)
     }
 
-    /// Returns how `pid` ended, or nil if it is still running.
-    public static func poll(_ pid: pid_t) throws -> ProcessExit? {
-        var status: Int32 = 0
-        let r = try syscall("waitpid", "\(pid)") { waitpid(pid, &status, WNOHANG) }
-        return r == 0 ? nil : decode(status)
-    }
 
     static func decode(_ status: Int32) -> ProcessExit {
         let signal = status & 0x7f

@@ -7,11 +7,6 @@ public enum Sysctl {
         try fd.write(value + "\n")
     }
 
-    /// `sysctl -n key`
-    public static func read(_ key: String) throws -> String {
-        let fd = try FileDescriptor(opening: path(key))
-        return String(decoding: try fd.readAll(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
 
     static func path(_ key: String) -> String {
         "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")

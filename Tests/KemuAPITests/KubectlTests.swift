@@ -307,3 +307,26 @@ struct APIFuzzTests {
         #expect(try server.kubectl(["get", "ns", "nowhere"]).code == 1)
     }
 }
+
+extension KubectlTests {
+    @Test func oversizedBodiesAre413AndNamespaceDeletesPurgeTheirContents() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let url = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
+            .split(separator: "\n").first { $0.contains("server:") }!.split(separator: " ").last!
+        var request = URLRequest(url: URL(string: "\(url)/api/v1/namespaces/default/configmaps")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        let big = String(repeating: "x", count: 4 << 20)
+        request.httpBody = Data(#"{"metadata":{"name":"big"},"data":{"x":"\#(big)"}}"#.utf8)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        #expect((response as! HTTPURLResponse).statusCode == 413)
+        #expect(String(decoding: data, as: UTF8.self).contains("RequestEntityTooLarge"))
+        #expect(try server.kubectl(["get", "configmaps", "-o", "name"]).out == "")
+
+        #expect(try server.kubectl(["create", "namespace", "shop"]).code == 0)
+        #expect(try server.kubectl(["-n", "shop", "apply", "-f", "-"], stdin: podManifest(tier: "front")).code == 0)
+        #expect(try server.kubectl(["delete", "namespace", "shop"]).code == 0)
+        #expect(try server.kubectl(["get", "pods", "-A", "-o", "name"]).out == "")
+    }
+}
