@@ -50,6 +50,35 @@ public struct APIServer: HTTPResponder {
         }
     }
 
+    /// Points the `kubernetes` Service at this server: its targetPort, its Endpoints and its
+    /// EndpointSlice (upstream's endpoint reconciler does the same for each API server).
+    public func publishEndpoints(address: String, port: Int) throws {
+        let ports: JSON = [["name": "https", "port": .int(Int64(port)), "protocol": "TCP"]]
+        _ = try store.modify("services", namespace: "default", name: "kubernetes") { svc in
+            svc["spec", default: [:]]["ports"] = [["name": "https", "port": 443, "protocol": "TCP", "targetPort": .int(Int64(port))]]
+        }
+        var endpoints: JSON = ["apiVersion": "v1", "kind": "Endpoints",
+                               "subsets": [["addresses": [["ip": .string(address)]], "ports": ports]]]
+        endpoints.name = "kubernetes"
+        endpoints.namespace = "default"
+        endpoints.labels = ["endpointslice.kubernetes.io/skip-mirror": "true"]
+        var slice: JSON = ["apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4", "ports": ports,
+                           "endpoints": [["addresses": [.string(address)], "conditions": ["ready": true]]]]
+        slice.name = "kubernetes"
+        slice.namespace = "default"
+        slice.labels = ["kubernetes.io/service-name": "kubernetes"]
+        for (resource, desired) in [("endpoints", endpoints), ("endpointslices.discovery.k8s.io", slice)] {
+            if store.get(resource, namespace: "default", name: "kubernetes") == nil {
+                _ = try store.create(resource, desired)
+            } else {
+                _ = try store.modify(resource, namespace: "default", name: "kubernetes") { o in
+                    for key in ["subsets", "addressType", "ports", "endpoints"] { o[key] = desired[key] }
+                    o.labels = desired.labels
+                }
+            }
+        }
+    }
+
     public func respond(to request: Request, context: Context) async throws -> Response {
         let query = Query(request.uri.query)
         do {

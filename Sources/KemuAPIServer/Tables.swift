@@ -133,6 +133,17 @@ enum Tables {
                         return .string(ips.isEmpty ? "<unset>" : ips.prefix(3).joined(separator: ",") + (ips.count > 3 ? " + \(ips.count - 3) more..." : ""))
                     },
                     age]
+        case "Endpoints":
+            return [name,
+                    Column(name: "Endpoints") { o in
+                        let pairs = (o["subsets"]?.array ?? []).flatMap { subset in
+                            (subset["addresses"]?.array ?? []).compactMap { $0["ip"]?.string }.flatMap { ip in
+                                (subset["ports"]?.array ?? []).compactMap { $0["port"]?.int }.map { "\(ip):\($0)" }
+                            }
+                        }
+                        return .string(pairs.isEmpty ? "<none>" : pairs.prefix(3).joined(separator: ",") + (pairs.count > 3 ? " + \(pairs.count - 3) more..." : ""))
+                    },
+                    age]
         case "Event":
             return [Column(name: "Last Seen") { o in .string(Age.of(o["lastTimestamp"]?.string ?? o["eventTime"]?.string ?? o[path: "metadata.creationTimestamp"]?.string)) },
                     Column(name: "Type") { s($0["type"]?.string) },

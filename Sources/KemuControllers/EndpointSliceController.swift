@@ -9,6 +9,8 @@ import Synchronization
 /// terminating (deletionTimestamp set); publishNotReadyAddresses makes every endpoint ready.
 /// Named targetPorts are resolved per pod; pods whose ports resolve differently land in
 /// different slices. Slices are labelled `kubernetes.io/service-name` and owned by the Service.
+/// The same pods are mirrored into the Service's v1 Endpoints (ready addresses and
+/// notReadyAddresses per port set), for clients that still read the old API.
 public final class EndpointSliceController: Sendable {
     public static let managedBy = "endpointslice-controller.k8s.io"
     static let slices = "endpointslices.discovery.k8s.io"
@@ -82,9 +84,14 @@ public final class EndpointSliceController: Sendable {
         guard let service = store.get("services", namespace: key.namespace, name: key.name),
               !JSON.stringMap(service[path: "spec.selector"]).isEmpty else {
             for slice in existing { _ = try? store.delete(Self.slices, namespace: key.namespace, name: slice.name) }
+            // A selectorless Service's Endpoints are its owner's to write; a deleted one's go with it.
+            if store.get("services", namespace: key.namespace, name: key.name) == nil {
+                _ = try? store.delete("endpoints", namespace: key.namespace, name: key.name)
+            }
             return
         }
         let desired = desiredSlices(service)
+        try mirror(service, desired)
         var unused = existing
         for (ports, endpoints) in desired {
             // Reuse the slice that already carries these ports, else any spare one, else a new one.
@@ -100,6 +107,35 @@ public final class EndpointSliceController: Sendable {
             }
         }
         for slice in unused { _ = try? store.delete(Self.slices, namespace: key.namespace, name: slice.name) }
+    }
+
+    /// Writes the v1 Endpoints named after the Service: one subset per port set, ready endpoints
+    /// under `addresses`, the rest under `notReadyAddresses`.
+    func mirror(_ service: JSON, _ desired: [(JSON, [JSON])]) throws {
+        let subsets: [JSON] = desired.map { ports, endpoints in
+            var subset: JSON = ["ports": ports]
+            for (key, ready) in [("addresses", true), ("notReadyAddresses", false)] {
+                let addresses: [JSON] = endpoints.filter { ($0[path: "conditions.ready"]?.bool ?? false) == ready }.map { e in
+                    var a: JSON = ["ip": e[path: "addresses"]?.array?.first ?? .null, "targetRef": e["targetRef"] ?? .null]
+                    if let node = e["nodeName"] { a["nodeName"] = node }
+                    return a
+                }
+                if !addresses.isEmpty { subset[key] = .array(addresses) }
+            }
+            return subset
+        }
+        if var current = store.get("endpoints", namespace: service.namespace, name: service.name) {
+            let before = current
+            current["subsets"] = subsets.isEmpty ? nil : .array(subsets)
+            if current != before { try store.update("endpoints", current) }
+        } else {
+            var endpoints: JSON = ["apiVersion": "v1", "kind": "Endpoints"]
+            endpoints.name = service.name
+            endpoints.namespace = service.namespace
+            endpoints.labels = service.labels
+            if !subsets.isEmpty { endpoints["subsets"] = .array(subsets) }
+            try store.create("endpoints", endpoints)
+        }
     }
 
     func newSlice(_ service: JSON) -> JSON {

@@ -55,6 +55,7 @@ struct Server: AsyncParsableCommand {
                           background: [{ try await endpointSlices.run() }, { try await collector.run() }]) { bound in
             let server = "http://127.0.0.1:\(bound)"
             do {
+                try api.publishEndpoints(address: "127.0.0.1", port: bound)
                 try FileSystem.writeFile("\(dataDir)/kubeconfig", Kubeconfig.plain(server: server, cluster: "kemu"), mode: 0o600)
                 FileHandle.standardOutput.write(Data("kemu API server on \(server) — kubectl --kubeconfig \(dataDir)/kubeconfig get namespaces\n".utf8))
             } catch {

@@ -68,6 +68,11 @@ import Testing
         try store.modify("pods", namespace: "default", name: "b") { $0["status"]?["conditions"] = [["type": "Ready", "status": "True"]] }
         try store.modify("pods", namespace: "default", name: "a") { $0["metadata"]?["deletionTimestamp"] = "2026-11-22T00:00:00Z" }
         #expect(await eventually(store, "web", ["10.244.1.2:8080 -ST", "10.244.1.3:8080 RS-"]) == ["10.244.1.2:8080 -ST", "10.244.1.3:8080 RS-"])
+        // The v1 Endpoints mirror the slices: ready addresses, and the rest as not ready.
+        let mirrored = store.get("endpoints", namespace: "default", name: "web")?["subsets"]?.array?.first
+        #expect(mirrored?["addresses"]?.array?.compactMap { $0["ip"]?.string } == ["10.244.1.3"])
+        #expect(mirrored?["notReadyAddresses"]?.array?.compactMap { $0["ip"]?.string } == ["10.244.1.2"])
+        #expect(mirrored?["ports"]?.array?.first?["port"]?.int == 8080)
         try store.delete("pods", namespace: "default", name: "a")
         // A pod relabelled out of the selector leaves the slice too.
         try store.modify("pods", namespace: "default", name: "b") { $0.labels = ["app": "other"] }
@@ -75,8 +80,10 @@ import Testing
 
         try store.delete("services", namespace: "default", name: "web")
         let deadline = Date().addingTimeInterval(5)
-        while !store.list("endpointslices.discovery.k8s.io").items.isEmpty && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        while (!store.list("endpointslices.discovery.k8s.io").items.isEmpty || store.get("endpoints", namespace: "default", name: "web") != nil)
+            && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(store.list("endpointslices.discovery.k8s.io").items.isEmpty)
+        #expect(store.get("endpoints", namespace: "default", name: "web") == nil)
     }
 
     @Test func namedPortsResolvePerPodAndNotReadyCanBePublished() async throws {
@@ -95,6 +102,7 @@ import Testing
         try store.create("services", service("manual", selector: nil))
         try await Task.sleep(for: .milliseconds(100))
         #expect(endpoints(store, "manual").isEmpty)
+        #expect(store.get("endpoints", namespace: "default", name: "manual") == nil)
     }
 }
 
@@ -114,5 +122,10 @@ extension KubectlTests {
             usleep(50_000)
         } while Date() < deadline
         #expect(out.contains("IPv4          8080    10.244.1.7"), "\(out)")
+        #expect(try server.kubectl(["get", "endpoints", "solo"]).out.contains("solo   10.244.1.7:8080"))
+        // The kubernetes Service leads to this API server.
+        let api = try server.kubectl(["get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}"]).out
+        #expect(api == "127.0.0.1:\(server.port)")
+        #expect(try server.kubectl(["get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"]).out == "127.0.0.1")
     }
 }

@@ -7,6 +7,12 @@ final class ServerProcess: @unchecked Sendable {
     let cacheDir: String
     private(set) var process: Process?
     private(set) var kubeconfig: String
+    /// The loopback port the server bound, read from the kubeconfig it wrote.
+    var port: Int {
+        let text = (try? String(contentsOfFile: kubeconfig, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").first { $0.contains("server: http") }
+            .flatMap { $0.split(separator: ":").last.flatMap { Int($0) } } ?? 0
+    }
 
     static var root: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
