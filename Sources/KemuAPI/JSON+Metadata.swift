@@ -38,6 +38,13 @@ extension JSON {
     }
 
     public var deletionTimestamp: String? { self[path: "metadata.deletionTimestamp"]?.string }
+    /// The uids in `metadata.ownerReferences`.
+    public var ownerUIDs: [String] { (self[path: "metadata.ownerReferences"]?.array ?? []).compactMap { $0["uid"]?.string } }
+    /// `metadata.finalizers`: what must happen before a deleted object goes.
+    public var finalizers: [String] {
+        get { (self[path: "metadata.finalizers"]?.array ?? []).compactMap(\.string) }
+        set { self["metadata", default: [:]]["finalizers"] = newValue.isEmpty ? nil : .array(newValue.map { .string($0) }) }
+    }
     public var kind: String { self["kind"]?.string ?? "" }
     public var apiVersion: String { self["apiVersion"]?.string ?? "" }
 

@@ -230,27 +230,38 @@ extension APIServer {
             options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
         }
         let qualified = t.resource.qualifiedName
-        if options["propagationPolicy"]?.string == "Orphan" || options["orphanDependents"]?.bool == true,
-           let owner = store.get(qualified, namespace: t.namespace ?? "", name: name) {
-            orphanDependents(of: owner.uid)
+        let namespace = t.namespace ?? ""
+        let uid = options[path: "preconditions.uid"]?.string
+        var resourceVersion = options[path: "preconditions.resourceVersion"]?.string.flatMap { Int64($0) }
+        let policy = options["propagationPolicy"]?.string ?? (options["orphanDependents"]?.bool == true ? "Orphan" : "Background")
+        guard ["Orphan", "Background", "Foreground"].contains(policy) else {
+            throw APIError.badRequest("propagationPolicy: Unsupported value: \"\(policy)\": supported values: \"Orphan\", \"Background\", \"Foreground\"")
         }
-        let gone = try store.delete(qualified, namespace: t.namespace ?? "", name: name,
-                                    uid: options[path: "preconditions.uid"]?.string,
-                                    resourceVersion: options[path: "preconditions.resourceVersion"]?.string.flatMap { Int64($0) })
-        if t.resource.kind == "Service" { services.release(gone) }
+        if let owner = store.get(qualified, namespace: namespace, name: name), owner.deletionTimestamp == nil {
+            let dependents = store.dependents(of: owner.uid)
+            if policy == "Orphan" {
+                orphan(dependents, of: owner.uid)
+            } else if policy == "Foreground", !dependents.isEmpty {
+                // The owner stays, marked, until the garbage collector has deleted its dependents.
+                _ = try store.modify(qualified, namespace: namespace, name: name) { o in
+                    if let uid, uid != o.uid { throw StoreError.conflict(resource: qualified, name: name) }
+                    if let resourceVersion, resourceVersion != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
+                    if !o.finalizers.contains("foregroundDeletion") { o.finalizers.append("foregroundDeletion") }
+                }
+                resourceVersion = nil
+            }
+        }
+        let gone = try store.delete(qualified, namespace: namespace, name: name, uid: uid, resourceVersion: resourceVersion)
         if t.resource.resource == "namespaces" { purgeNamespace(name) }
         return Self.json(gone)
     }
 
     /// `propagationPolicy: Orphan`: dependents lose their reference to the owner and stay.
-    func orphanDependents(of uid: String) {
-        for r in APIResources.all {
-            for o in store.list(r.qualifiedName).items
-            where (o[path: "metadata.ownerReferences"]?.array ?? []).contains(where: { $0["uid"]?.string == uid }) {
-                _ = try? store.modify(r.qualifiedName, namespace: o.namespace, name: o.name) { d in
-                    let kept = (d[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
-                    d["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
-                }
+    func orphan(_ dependents: [(resource: String, object: JSON)], of uid: String) {
+        for (resource, o) in dependents {
+            _ = try? store.modify(resource, namespace: o.namespace, name: o.name) { d in
+                let kept = (d[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
+                d["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
             }
         }
     }
@@ -259,9 +270,7 @@ extension APIServer {
     func purgeNamespace(_ namespace: String) {
         for r in APIResources.all where r.namespaced {
             for o in store.list(r.qualifiedName, namespace: namespace).items {
-                if let gone = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name), r.kind == "Service" {
-                    services.release(gone)
-                }
+                _ = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name)
             }
         }
     }

@@ -22,7 +22,11 @@ public struct APIServer: HTTPResponder {
 
     public init(store: Store, ranges: ServiceRanges = ServiceRanges()) throws {
         self.store = store
-        services = ServiceAllocator(ranges, existing: store.list("services").items)
+        let services = ServiceAllocator(ranges, existing: store.list("services").items)
+        self.services = services
+        // Whoever deletes a Service (a client, the namespace purge, the garbage collector), its
+        // addresses and ports are free again in the same step.
+        store.onDelete("services") { services.release($0) }
         try bootstrap()
     }
 

@@ -2,11 +2,14 @@ import KemuAPI
 import KemuStore
 import Logging
 
-/// Deletes objects whose owners are all gone (ownerReferences, background propagation): when a
-/// ReplicaSet is deleted its Pods follow, and their dependents after them, through the same
-/// watches. An owner deleted with `propagationPolicy: Orphan` has its dependents' references to it
-/// removed by the API server first, so they stay.
+/// Deletes objects whose owners are all gone (ownerReferences): when a ReplicaSet is deleted its
+/// Pods follow, and their dependents after them, through the same watches. Foreground
+/// propagation: an owner marked for deletion with the `foregroundDeletion` finalizer has its
+/// dependents deleted first (in the foreground too, when they own things themselves), and goes
+/// when the last of them is gone. An owner deleted with `propagationPolicy: Orphan` has its
+/// dependents' references to it removed by the API server first, so they stay.
 public final class GarbageCollector: Sendable {
+    public static let foreground = "foregroundDeletion"
     let store: Store
     let logger = Logger(label: "kemu.gc")
 
@@ -19,19 +22,71 @@ public final class GarbageCollector: Sendable {
 
     func follow() async throws {
         // Watch first, then sweep once (dependents whose owners vanished while the server was
-        // down), so no delete falls between the two.
-        let streams = try APIResources.all.filter { ownersKinds.contains($0.kind) }.map {
-            try store.watch(WatchFilter($0.qualifiedName), from: store.revision)
-        }
+        // down, foreground deletions left half done), so no change falls between the two.
+        let revision = store.revision
+        let streams = try APIResources.all.map { r in (r.qualifiedName, try store.watch(WatchFilter(r.qualifiedName), from: revision)) }
         collect()
+        advanceForeground()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for stream in streams {
+            for (resource, stream) in streams {
                 group.addTask {
-                    for try await event in stream where event.type == .deleted { self.collect(owner: event.object.uid) }
+                    for try await event in stream {
+                        if event.type == .deleted {
+                            self.collect(owner: event.object.uid)
+                            if !event.object.ownerUIDs.isEmpty { self.advanceForeground() }
+                        } else if event.object.deletionTimestamp != nil, event.object.finalizers.contains(Self.foreground) {
+                            self.advance(resource, event.object)
+                        }
+                    }
                 }
             }
             try await group.next()
             group.cancelAll()
+        }
+    }
+
+    /// Moves every foreground deletion on by one step.
+    func advanceForeground() {
+        for r in APIResources.all {
+            for o in store.list(r.qualifiedName).items where o.deletionTimestamp != nil && o.finalizers.contains(Self.foreground) {
+                advance(r.qualifiedName, o)
+            }
+        }
+    }
+
+    /// One step of `owner`'s foreground deletion: deletes its dependents (dropping only the
+    /// reference from those another live owner keeps), or, once none is left, lifts the
+    /// finalizer so the owner goes.
+    func advance(_ resource: String, _ owner: JSON) {
+        let dependents = store.dependents(of: owner.uid)
+        do {
+            guard !dependents.isEmpty else {
+                try store.modify(resource, namespace: owner.namespace, name: owner.name) { o in
+                    guard o.uid == owner.uid else { throw StoreError.notFound(resource: resource, name: owner.name) }
+                    o.finalizers.removeAll { $0 == Self.foreground }
+                }
+                logger.debug("\(resource) \(owner.namespace)/\(owner.name): dependents gone, deleted")
+                return
+            }
+            let live = liveUIDs()
+            for (r, d) in dependents where d.deletionTimestamp == nil {
+                if d.ownerUIDs.contains(where: { $0 != owner.uid && live.contains($0) }) {
+                    try store.modify(r, namespace: d.namespace, name: d.name) { o in
+                        let kept = (o[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != owner.uid }
+                        o["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
+                    }
+                    continue
+                }
+                if !store.dependents(of: d.uid).isEmpty {
+                    try store.modify(r, namespace: d.namespace, name: d.name) { o in
+                        if !o.finalizers.contains(Self.foreground) { o.finalizers.append(Self.foreground) }
+                    }
+                }
+                try store.delete(r, namespace: d.namespace, name: d.name, uid: d.uid)
+            }
+        } catch StoreError.notFound {
+        } catch {
+            logger.warning("foreground deletion of \(resource) \(owner.namespace)/\(owner.name): \(error)")
         }
     }
 
@@ -44,7 +99,7 @@ public final class GarbageCollector: Sendable {
         var live: Set<String>?
         for r in APIResources.all {
             for o in store.list(r.qualifiedName).items {
-                let owners = (o[path: "metadata.ownerReferences"]?.array ?? []).compactMap { $0["uid"]?.string }
+                let owners = o.ownerUIDs
                 guard !owners.isEmpty, owner.map(owners.contains) ?? true else { continue }
                 if live == nil { live = liveUIDs() }
                 guard owners.allSatisfy({ !live!.contains($0) }) else { continue }

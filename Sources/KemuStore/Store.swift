@@ -13,6 +13,8 @@ public final class Store: Sendable {
         var watchers: [String: [Int: Watcher]] = [:]
         var nextWatcherID = 0
         var log: WriteAheadLog?
+        /// resource → what runs, under the lock, as each of its objects goes.
+        var deleteHooks: [String: [@Sendable (JSON) -> Void]] = [:]
     }
 
     let state: Mutex<State>
@@ -127,6 +129,15 @@ public final class Store: Sendable {
             object.uid = current.uid
             object["metadata", default: [:]]["creationTimestamp"] = current[path: "metadata.creationTimestamp"]
             object.generation = current.generation + (object["spec"] != current["spec"] ? 1 : 0)
+            // Once deletion has begun it cannot be undone; the last finalizer removed ends it.
+            if let deleting = current[path: "metadata.deletionTimestamp"] {
+                object["metadata", default: [:]]["deletionTimestamp"] = deleting
+                object["metadata", default: [:]]["deletionGracePeriodSeconds"] = current[path: "metadata.deletionGracePeriodSeconds"]
+                if object.finalizers.isEmpty {
+                    try commit(&s, resource, old: current, new: &object, deleting: true)
+                    return
+                }
+            }
             try commit(&s, resource, old: current, new: &object)
         }
         return object
@@ -152,6 +163,8 @@ public final class Store: Sendable {
 
     /// Removes an object; `uid` / `resourceVersion` preconditions guard against deleting a newer
     /// object of the same name. Returns the object as it was, with the delete's resourceVersion.
+    /// An object with finalizers is only marked (deletionTimestamp set) and returned as updated;
+    /// it goes when an update removes its last finalizer.
     @discardableResult
     public func delete(_ resource: String, namespace: String = "", name: String,
                        uid: String? = nil, resourceVersion: Int64? = nil) throws -> JSON {
@@ -164,9 +177,32 @@ public final class Store: Sendable {
                 throw StoreError.conflict(resource: resource, name: name)
             }
             var gone = current
+            if !current.finalizers.isEmpty {
+                guard current.deletionTimestamp == nil else { return current }
+                gone["metadata", default: [:]]["deletionTimestamp"] = .string(Timestamp.now())
+                gone["metadata", default: [:]]["deletionGracePeriodSeconds"] = 0
+                try commit(&s, resource, old: current, new: &gone)
+                return gone
+            }
             try commit(&s, resource, old: current, new: &gone, deleting: true)
             return gone
         }
+    }
+
+    /// Every object, of any resource, with an ownerReference to `uid`.
+    public func dependents(of uid: String) -> [(resource: String, object: JSON)] {
+        state.withLock { s in
+            s.objects.flatMap { resource, byNamespace in
+                byNamespace.values.flatMap(\.values).filter { $0.ownerUIDs.contains(uid) }.map { (resource, $0) }
+            }
+        }
+    }
+
+    /// Runs `hook` with every `resource` object as it is deleted, whoever deletes it, before the
+    /// delete is visible: for bookkeeping that must never lag the store (the API server's
+    /// allocations). The hook runs under the store's lock and must not call back into the store.
+    public func onDelete(_ resource: String, _ hook: @escaping @Sendable (JSON) -> Void) {
+        state.withLock { $0.deleteHooks[resource, default: []].append(hook) }
     }
 
     /// Assigns the next revision, logs, applies and publishes one change. Called with the lock held,
@@ -178,6 +214,7 @@ public final class Store: Sendable {
         s.revision = revision
         if deleting {
             s.objects[resource]?[object.namespace]?[object.name] = nil
+            for hook in s.deleteHooks[resource] ?? [] { hook(object) }
         } else {
             s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
         }

@@ -40,6 +40,46 @@ import Testing
         #expect(await eventually { names(store, "replicasets.apps").isEmpty && names(store, "pods") == ["loner"] })
     }
 
+    @Test func foregroundDeletionRemovesTheOwnerLast() async throws {
+        let store = Store()
+        let gc = GarbageCollector(store: store)
+        let running = Task { try await gc.run() }
+        defer { running.cancel() }
+        let deploy = try store.create("deployments.apps", object("Deployment", "web"))
+        let rs = try store.create("replicasets.apps", object("ReplicaSet", "web-abc", ownedBy: deploy))
+        try store.create("pods", object("Pod", "web-abc-1", ownedBy: rs))
+        try store.create("pods", object("Pod", "web-abc-2", ownedBy: rs))
+        // A pod another live owner also keeps loses only the reference to the deleted one.
+        let other = try store.create("replicasets.apps", object("ReplicaSet", "other"))
+        var shared = object("Pod", "shared", ownedBy: rs)
+        let references = (shared[path: "metadata.ownerReferences"]?.array ?? []) + [["kind": "ReplicaSet", "name": "other", "uid": .string(other.uid)]]
+        shared["metadata"]?["ownerReferences"] = .array(references)
+        try store.create("pods", shared)
+
+        let from = store.revision
+        let watches = try ["pods", "replicasets.apps", "deployments.apps"].map { try store.watch(WatchFilter($0), from: from) }
+        try store.modify("deployments.apps", namespace: "default", name: "web") { $0.finalizers = [GarbageCollector.foreground] }
+        try store.delete("deployments.apps", namespace: "default", name: "web")
+        #expect(await eventually { names(store, "deployments.apps").isEmpty })
+        #expect(names(store, "replicasets.apps") == ["other"])
+        #expect(names(store, "pods") == ["shared"])
+        #expect(store.get("pods", namespace: "default", name: "shared")?.ownerUIDs == [other.uid])
+
+        // Every dependent went before its owner: pods, then the ReplicaSet, then the Deployment.
+        var deletedAt: [String: Int64] = [:]
+        for (stream, count) in zip(watches, [2, 1, 1]) {
+            var seen = 0
+            for try await event in stream where event.type == .deleted {
+                deletedAt[event.object.name] = event.object.resourceVersion
+                seen += 1
+                if seen == count { break }
+            }
+        }
+        #expect(deletedAt.count == 4)
+        #expect(max(deletedAt["web-abc-1"] ?? .max, deletedAt["web-abc-2"] ?? .max) < deletedAt["web-abc"] ?? 0)
+        #expect(deletedAt["web-abc"] ?? .max < deletedAt["web"] ?? 0)
+    }
+
     @Test func dependentsOrphanedWhileStoppedAreCollectedAtStart() async throws {
         let store = Store()
         var ghost = object("ReplicaSet", "ghost")
@@ -85,5 +125,13 @@ extension KubectlTests {
             usleep(50_000)
         } while Date() < deadline
         #expect(pods == "pod/web-1\n")  // web-2 went with its ReplicaSet; the orphan stayed
+
+        // Foreground: kubectl waits until the ReplicaSet is gone, and its pods went first.
+        try server.kubectl(["create", "-f", "-"], stdin: replicaSet)
+        let uid3 = try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-3").replacingOccurrences(of: uid, with: uid3))
+        let foreground = try server.kubectl(["delete", "rs", "web", "--cascade=foreground", "--timeout=10s"])
+        #expect(foreground.out == "replicaset.apps \"web\" deleted\n")
+        #expect(try server.kubectl(["get", "rs,pods", "-o", "name"]).out == "pod/web-1\n")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KemuAPI
 import KemuIP
+import KemuStore
 @testable import KemuAPIServer
 import Testing
 
@@ -93,6 +94,21 @@ import Testing
         var clash = service("clash", clusterIP: "10.96.5.5")
         #expect(!a.allocate(&clash).isEmpty)
         #expect(a.counts.ports == 1 && a.counts.lbIPs == 1)
+    }
+
+    @Test func aServiceDeletedByAnyoneFreesItsAddresses() throws {
+        let store = Store()
+        let api = try APIServer(store: store)
+        var svc = service("gc-owned", type: "NodePort", clusterIP: "10.96.7.7", nodePort: 31007)
+        svc["apiVersion"] = "v1"
+        svc["kind"] = "Service"
+        var first = svc
+        #expect(api.services.allocate(&first).isEmpty)
+        try store.create("services", first)
+        // Deleted straight from the store, as the garbage collector or a namespace purge does.
+        try store.delete("services", namespace: "default", name: "gc-owned")
+        var again = svc
+        #expect(api.services.allocate(&again).isEmpty)
     }
 }
 

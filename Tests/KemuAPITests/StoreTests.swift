@@ -120,6 +120,25 @@ func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async 
         #expect(store.list("services").items.isEmpty)
     }
 
+    @Test func finalizersHoldADeletedObjectUntilTheLastIsRemoved() throws {
+        let store = Store()
+        var held = pod("held")
+        held.finalizers = ["example.com/cleanup", "other"]
+        try store.create("pods", held)
+        let marked = try store.delete("pods", namespace: "default", name: "held")
+        #expect(marked.deletionTimestamp != nil)
+        #expect(store.get("pods", namespace: "default", name: "held")?.deletionTimestamp == marked.deletionTimestamp)
+        // A second delete changes nothing; an update cannot take deletion back.
+        #expect(try store.delete("pods", namespace: "default", name: "held").resourceVersion == marked.resourceVersion)
+        try store.modify("pods", namespace: "default", name: "held") { o in
+            o["metadata"]?["deletionTimestamp"] = nil
+            o.finalizers = ["other"]
+        }
+        #expect(store.get("pods", namespace: "default", name: "held")?.deletionTimestamp == marked.deletionTimestamp)
+        try store.modify("pods", namespace: "default", name: "held") { $0.finalizers = [] }
+        #expect(store.get("pods", namespace: "default", name: "held") == nil)
+    }
+
     @Test func watchStartsWithStateThenFollowsChanges() async throws {
         let store = Store()
         try store.create("pods", pod("a"))
