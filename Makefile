@@ -2,7 +2,9 @@
 SWIFT       ?= swift
 # What kemu needs from Debian: libnl for netlink, iproute2 for the reference scripts, python3 and
 # curl for the demo's sample server and client.
-APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 python3 curl
+APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 python3 python3-venv curl
+# The python kubernetes client the API tests drive (major version N is for Kubernetes 1.N).
+PY_CLIENT := kubernetes==32.0.1
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build check release test unit bench demo clean
@@ -15,6 +17,9 @@ deps:
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@.venv/bin/python -c 'import kubernetes' 2>/dev/null || { \
+	    echo "deps: installing python $(PY_CLIENT) into .venv"; \
+	    /usr/bin/python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check '$(PY_CLIENT)'; }
 
 build: deps
 	$(SWIFT) build --build-tests

@@ -10,7 +10,9 @@ struct Query {
     }
 
     subscript(key: String) -> String? { values[key]?.first }
-    func flag(_ key: String) -> Bool { self[key] == "true" || self[key] == "1" }
+    /// A boolean parameter, spelled as Go's strconv.ParseBool reads it (the python client sends
+    /// `watch=True`).
+    func flag(_ key: String) -> Bool { ["1", "t", "T", "true", "TRUE", "True"].contains(self[key] ?? "") }
 
     static func decode(_ s: Substring) -> String {
         var bytes: [UInt8] = []

@@ -76,9 +76,14 @@ final class ServerProcess: @unchecked Sendable {
     /// Runs kubectl against this server; returns exit code and combined output.
     @discardableResult
     func kubectl(_ args: [String], stdin: String? = nil) throws -> (code: Int32, out: String) {
+        try run("/usr/bin/kubectl", ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args, stdin: stdin)
+    }
+
+    /// Runs a program to its end; returns exit code and combined output.
+    func run(_ program: String, _ args: [String], stdin: String? = nil) throws -> (code: Int32, out: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/kubectl")
-        p.arguments = ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
