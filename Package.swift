@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libnl-3 / libnl-route-3 headers (apt: libnl-3-dev libnl-route-3-dev).
@@ -55,6 +57,19 @@ let package = Package(
                 "KemuAPI", "KemuIP", "KemuStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        // The API client and informer controllers, node agents and proxies use.
+        .target(
+            name: "KemuClient",
+            dependencies: [
+                "KemuAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["README.md"],
@@ -97,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuAPITests",
-            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuControllers"],
+            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuClient", "KemuControllers"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -25,11 +25,12 @@ final class ServerProcess: @unchecked Sendable {
         try start()
     }
 
-    func start() throws {
+    /// Starts the server: on a free port, or on `port` (a restart where clients expect it).
+    func start(port: Int = 0) throws {
         try? FileManager.default.removeItem(atPath: kubeconfig)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(Self.root)/.build/debug/kemu")
-        p.arguments = ["server", "--insecure", "--port", "0", "--data-dir", dataDir]
+        p.arguments = ["server", "--insecure", "--port", String(port), "--data-dir", dataDir]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

@@ -1,0 +1,175 @@
+import AsyncHTTPClient
+import Foundation
+import KemuAPI
+import NIOCore
+import NIOHTTP1
+
+/// A Kubernetes API client for one server: CRUD on any resource in `APIResources`, and watch as a
+/// stream of events. Errors from the server arrive as `ClientError` carrying its Status.
+public struct APIClient: Sendable {
+    /// `http://127.0.0.1:6443`, no trailing slash.
+    public let server: String
+    let bearerToken: String?
+    let http: HTTPClient
+
+    public init(server: String, bearerToken: String? = nil, http: HTTPClient = .shared) {
+        self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
+        self.bearerToken = bearerToken
+        self.http = http
+    }
+
+    /// The path of a resource's collection, or of one object when `name` is given.
+    public static func path(_ r: APIResource, namespace: String? = nil, name: String? = nil, subresource: String? = nil) -> String {
+        var path = r.group.isEmpty ? "/api/\(r.version)" : "/apis/\(r.group)/\(r.version)"
+        if r.namespaced, let namespace { path += "/namespaces/\(namespace)" }
+        path += "/\(r.resource)"
+        if let name { path += "/\(name)" }
+        if let subresource { path += "/\(subresource)" }
+        return path
+    }
+
+    public func get(_ r: APIResource, namespace: String? = nil, name: String) async throws -> JSON {
+        try await send(.GET, Self.path(r, namespace: namespace, name: name))
+    }
+
+    /// Objects and the revision of the list, to watch from.
+    public func list(_ r: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil) async throws
+        -> (items: [JSON], resourceVersion: String) {
+        let list = try await send(.GET, Self.path(r, namespace: namespace) + Self.query(["labelSelector": labels, "fieldSelector": fields]))
+        return (list["items"]?.array ?? [], list[path: "metadata.resourceVersion"]?.string ?? "")
+    }
+
+    public func create(_ r: APIResource, _ object: JSON) async throws -> JSON {
+        try await send(.POST, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace), body: object)
+    }
+
+    /// PUT: fails with 409 when the object's resourceVersion is stale.
+    public func update(_ r: APIResource, _ object: JSON, subresource: String? = nil) async throws -> JSON {
+        try await send(.PUT, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace, name: object.name,
+                                       subresource: subresource), body: object)
+    }
+
+    /// A JSON merge patch (RFC 7386).
+    public func patch(_ r: APIResource, namespace: String? = nil, name: String, _ patch: JSON, subresource: String? = nil) async throws -> JSON {
+        try await send(.PATCH, Self.path(r, namespace: namespace, name: name, subresource: subresource), body: patch,
+                       contentType: "application/merge-patch+json")
+    }
+
+    @discardableResult
+    public func delete(_ r: APIResource, namespace: String? = nil, name: String, propagation: String? = nil) async throws -> JSON {
+        try await send(.DELETE, Self.path(r, namespace: namespace, name: name),
+                       body: propagation.map { ["kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": .string($0)] })
+    }
+
+    /// Events after `resourceVersion`, one per line of the server's chunked response, until the
+    /// server ends the watch (`timeoutSeconds`) or the task is cancelled. A watch too far behind
+    /// ends with `ClientError` code 410: list again, then watch from the new revision.
+    public func watch(_ r: APIResource, namespace: String? = nil, labels: String? = nil, from resourceVersion: String,
+                      timeoutSeconds: Int = 300) -> AsyncThrowingStream<WatchEvent, any Error> {
+        let url = server + Self.path(r, namespace: namespace) + Self.query([
+            "watch": "true", "resourceVersion": resourceVersion, "labelSelector": labels,
+            "timeoutSeconds": String(timeoutSeconds), "allowWatchBookmarks": "false",
+        ])
+        let request = self.request(.GET, url)
+        let http = self.http
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    let response = try await http.execute(request, timeout: .seconds(Int64(timeoutSeconds) + 30))
+                    guard response.status == .ok else {
+                        let body = try await response.body.collect(upTo: 1 << 20)
+                        throw ClientError(status: Int(response.status.code), body: Array(body.readableBytesView))
+                    }
+                    var pending: [UInt8] = []
+                    for try await chunk in response.body {
+                        pending.append(contentsOf: chunk.readableBytesView)
+                        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                            let line = pending[..<newline]
+                            defer { pending.removeSubrange(...newline) }
+                            guard !line.isEmpty else { continue }
+                            continuation.yield(try WatchEvent(try JSON.parse(line)))
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    static func query(_ parameters: KeyValuePairs<String, String?>) -> String {
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+,")
+        let parts = parameters.compactMap { key, value in
+            value.map { "\(key)=\($0.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0)" }
+        }
+        return parts.isEmpty ? "" : "?" + parts.joined(separator: "&")
+    }
+
+    func request(_ method: HTTPMethod, _ url: String, body: JSON? = nil, contentType: String = "application/json") -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "kemu-client")
+        if let bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(bearerToken)") }
+        if let body {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: body.bytes()))
+        }
+        return request
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, body: JSON? = nil, contentType: String = "application/json") async throws -> JSON {
+        let response = try await http.execute(request(method, server + path, body: body, contentType: contentType), timeout: .seconds(30))
+        let bytes = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
+        guard (200..<300).contains(response.status.code) else { throw ClientError(status: Int(response.status.code), body: bytes) }
+        return try JSON.parse(bytes)
+    }
+}
+
+/// One watch event: ADDED, MODIFIED, DELETED (or BOOKMARK), with the object.
+public struct WatchEvent: Sendable {
+    public var type: String
+    public var object: JSON
+
+    init(_ event: JSON) throws {
+        guard let type = event["type"]?.string, let object = event["object"] else {
+            throw ClientError(code: 0, reason: "BadWatchEvent", message: "a watch line without type and object")
+        }
+        // The server reports a watch that cannot go on (410 Expired) as an ERROR event.
+        if type == "ERROR" { throw ClientError(object) }
+        self.type = type
+        self.object = object
+    }
+}
+
+/// A request the server refused, with its metav1.Status.
+public struct ClientError: Error, CustomStringConvertible {
+    /// HTTP status: 404 NotFound, 409 Conflict, 410 Expired, 422 Invalid…
+    public var code: Int
+    public var reason: String
+    public var message: String
+
+    public init(code: Int, reason: String, message: String) {
+        self.code = code
+        self.reason = reason
+        self.message = message
+    }
+
+    init(_ status: JSON) {
+        self.init(code: Int(status["code"]?.int ?? 0), reason: status["reason"]?.string ?? "", message: status["message"]?.string ?? "")
+    }
+
+    init(status: Int, body: [UInt8]) {
+        if let s = try? JSON.parse(body), s["kind"]?.string == "Status" {
+            self.init(s)
+            code = status
+        } else {
+            self.init(code: status, reason: "", message: String(decoding: body.prefix(512), as: UTF8.self))
+        }
+    }
+
+    public var description: String { "\(code) \(reason): \(message)" }
+}

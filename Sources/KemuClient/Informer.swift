@@ -1,0 +1,111 @@
+import KemuAPI
+import Logging
+import Synchronization
+
+/// What an informer tells its handler.
+public enum InformerEvent: Sendable {
+    case added(JSON)
+    case updated(old: JSON, new: JSON)
+    case deleted(JSON)
+    /// The cache holds the whole list: sent after the first list, and after every re-list.
+    case synced
+}
+
+/// Keeps a local copy of one resource (optionally one namespace, one label selector) the way
+/// client-go's informers do: list, then watch from the list's revision; on 410 Expired list again
+/// and report only the differences; when the connection drops, reconnect with growing pauses
+/// (100 ms doubling to 5 s) and resume from the last revision seen.
+public final class Informer: Sendable {
+    public let resource: APIResource
+    let client: APIClient
+    let namespace: String?
+    let labels: String?
+    let logger: Logger
+    private let state = Mutex<(objects: [String: JSON], revision: String)>(([:], ""))
+
+    public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil) {
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.labels = labels
+        logger = Logger(label: "kemu.informer.\(resource.qualifiedName)")
+    }
+
+    /// The cached object, if the informer has seen it.
+    public func get(namespace: String = "", name: String) -> JSON? { state.withLock { $0.objects[namespace + "/" + name] } }
+
+    /// Every cached object, sorted by namespace/name.
+    public var items: [JSON] { state.withLock { $0.objects.sorted { $0.key < $1.key }.map(\.value) } }
+
+    /// Runs until the task is cancelled, calling `handler` for every change in order.
+    public func run(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
+        var pause = Duration.milliseconds(100)
+        var needsList = true
+        while !Task.isCancelled {
+            do {
+                if needsList {
+                    try await relist(handler)
+                    needsList = false
+                }
+                let from = state.withLock { $0.revision }
+                for try await event in client.watch(resource, namespace: namespace, labels: labels, from: from) {
+                    pause = .milliseconds(100)
+                    await apply(event, handler)
+                }
+            } catch let error as ClientError where error.code == 410 {
+                logger.debug("watch expired; listing again")
+                needsList = true
+                continue
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.debug("\(resource.qualifiedName): \(error); retrying in \(pause)")
+            }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(5))
+        }
+    }
+
+    /// Lists, replaces the cache, and reports what changed since the cache was last right.
+    func relist(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
+        let list = try await client.list(resource, namespace: namespace, labels: labels)
+        var fresh: [String: JSON] = [:]
+        for o in list.items { fresh[Self.key(o)] = o }
+        let old = state.withLock { s in
+            defer { s = (fresh, list.resourceVersion) }
+            return s.objects
+        }
+        for (key, o) in fresh.sorted(by: { $0.key < $1.key }) {
+            if let before = old[key] {
+                if before.resourceVersion != o.resourceVersion { await handler(.updated(old: before, new: o)) }
+            } else {
+                await handler(.added(o))
+            }
+        }
+        for (key, o) in old.sorted(by: { $0.key < $1.key }) where fresh[key] == nil { await handler(.deleted(o)) }
+        await handler(.synced)
+    }
+
+    func apply(_ event: WatchEvent, _ handler: @Sendable (InformerEvent) async -> Void) async {
+        let key = Self.key(event.object)
+        let revision = event.object[path: "metadata.resourceVersion"]?.string ?? ""
+        let before: JSON? = state.withLock { s in
+            let before = s.objects[key]
+            switch event.type {
+            case "DELETED": s.objects[key] = nil
+            case "ADDED", "MODIFIED": s.objects[key] = event.object
+            default: break
+            }
+            if !revision.isEmpty { s.revision = revision }
+            return before
+        }
+        switch (event.type, before) {
+        case ("DELETED", _): await handler(.deleted(event.object))
+        case ("ADDED", nil), ("MODIFIED", nil): await handler(.added(event.object))
+        case ("ADDED", let old?), ("MODIFIED", let old?): await handler(.updated(old: old, new: event.object))
+        default: break
+        }
+    }
+
+    static func key(_ o: JSON) -> String { o.namespace + "/" + o.name }
+}

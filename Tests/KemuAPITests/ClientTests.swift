@@ -1,0 +1,94 @@
+import Foundation
+import KemuAPI
+import KemuClient
+import Synchronization
+import Testing
+
+/// KemuClient against a real `kemu server`: CRUD with the server's errors, and an informer that
+/// lists, follows a watch, and survives the server being killed and restarted.
+@Suite struct ClientTests {
+    let pods = APIResources.all.first { $0.resource == "pods" }!
+
+    func pod(_ name: String, tier: String) -> JSON {
+        var p: JSON = ["apiVersion": "v1", "kind": "Pod", "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]
+        p.name = name
+        p.namespace = "default"
+        p.labels = ["app": "web", "tier": tier]
+        return p
+    }
+
+    @Test func crudReportsTheServersStatuses() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let client = APIClient(server: "http://127.0.0.1:\(server.port)")
+        let created = try await client.create(pods, pod("a", tier: "x"))
+        #expect(created.uid.count == 36)
+        let again = await #expect(throws: ClientError.self) { try await client.create(pods, pod("a", tier: "x")) }
+        #expect(again?.code == 409 && again?.reason == "AlreadyExists")
+
+        var changed = created
+        changed.labels = ["app": "web", "tier": "y"]
+        let updated = try await client.update(pods, changed)
+        #expect(updated.labels["tier"] == "y")
+        let stale = await #expect(throws: ClientError.self) { try await client.update(pods, changed) }  // created's resourceVersion
+        #expect(stale?.code == 409 && stale?.reason == "Conflict")
+
+        let patched = try await client.patch(pods, namespace: "default", name: "a", ["metadata": ["labels": ["tier": "z"]]])
+        #expect(patched.labels["tier"] == "z")
+        #expect(try await client.list(pods, namespace: "default", labels: "tier in (z)").items.map(\.name) == ["a"])
+        #expect(try await client.list(pods, namespace: "default", labels: "tier=y").items.isEmpty)
+        try await client.delete(pods, namespace: "default", name: "a")
+        let gone = await #expect(throws: ClientError.self) { try await client.get(pods, namespace: "default", name: "a") }
+        #expect(gone?.code == 404 && gone?.message == #"pods "a" not found"#)
+    }
+
+    @Test func informerFollowsChangesAndReconnectsAfterARestart() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let port = server.port
+        let client = APIClient(server: "http://127.0.0.1:\(port)")
+        try await client.create(pods, pod("early", tier: "x"))
+
+        let seen = Lines()
+        let informer = Informer(client, pods, namespace: "default")
+        let running = Task {
+            try await informer.run { event in
+                let line = switch event {
+                case .added(let o): "added \(o.name)"
+                case .updated(_, let o): "updated \(o.name) \(o.labels["tier"] ?? "")"
+                case .deleted(let o): "deleted \(o.name)"
+                case .synced: "synced"
+                }
+                seen.append(line)
+            }
+        }
+        defer { running.cancel() }
+        func eventually(_ expected: [String]) async -> [String] {
+            let deadline = Date().addingTimeInterval(10)
+            while seen.all != expected && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            return seen.all
+        }
+
+        #expect(await eventually(["added early", "synced"]) == ["added early", "synced"])
+        try await client.create(pods, pod("late", tier: "x"))
+        _ = try await client.patch(pods, namespace: "default", name: "early", ["metadata": ["labels": ["tier": "y"]]])
+        try await client.delete(pods, namespace: "default", name: "late")
+        let followed = ["added early", "synced", "added late", "updated early y", "deleted late"]
+        #expect(await eventually(followed) == followed)
+        #expect(informer.items.map(\.name) == ["early"])
+        #expect(informer.get(namespace: "default", name: "early")?.labels["tier"] == "y")
+
+        // kill -9 and start again on the same port: the informer reconnects and resumes.
+        server.crash()
+        try server.start(port: port)
+        try await client.create(pods, pod("after", tier: "x"))
+        #expect(await eventually(followed + ["added after"]) == followed + ["added after"])
+    }
+}
+
+/// Lines a handler appends from any task.
+final class Lines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
