@@ -40,6 +40,11 @@ extension JSON {
     public var deletionTimestamp: String? { self[path: "metadata.deletionTimestamp"]?.string }
     /// The uids in `metadata.ownerReferences`.
     public var ownerUIDs: [String] { (self[path: "metadata.ownerReferences"]?.array ?? []).compactMap { $0["uid"]?.string } }
+    /// Drops the ownerReference to `uid` (and the list, once empty).
+    public mutating func removeOwnerReference(_ uid: String) {
+        let kept = (self[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
+        self["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
+    }
     /// `metadata.finalizers`: what must happen before a deleted object goes.
     public var finalizers: [String] {
         get { (self[path: "metadata.finalizers"]?.array ?? []).compactMap(\.string) }

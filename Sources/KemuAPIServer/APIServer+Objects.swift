@@ -259,10 +259,7 @@ extension APIServer {
     /// `propagationPolicy: Orphan`: dependents lose their reference to the owner and stay.
     func orphan(_ dependents: [(resource: String, object: JSON)], of uid: String) {
         for (resource, o) in dependents {
-            _ = try? store.modify(resource, namespace: o.namespace, name: o.name) { d in
-                let kept = (d[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
-                d["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
-            }
+            _ = try? store.modify(resource, namespace: o.namespace, name: o.name) { $0.removeOwnerReference(uid) }
         }
     }
 

@@ -83,12 +83,13 @@ public struct APIClient: Sendable {
                     var pending: [UInt8] = []
                     for try await chunk in response.body {
                         pending.append(contentsOf: chunk.readableBytesView)
-                        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                            let line = pending[..<newline]
-                            defer { pending.removeSubrange(...newline) }
-                            guard !line.isEmpty else { continue }
-                            continuation.yield(try WatchEvent(try JSON.parse(line)))
+                        // Every complete line, then the consumed bytes dropped once per chunk.
+                        var start = pending.startIndex
+                        while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                            if newline > start { continuation.yield(try WatchEvent(try JSON.parse(pending[start..<newline]))) }
+                            start = newline + 1
                         }
+                        pending.removeSubrange(..<start)
                     }
                     continuation.finish()
                 } catch {

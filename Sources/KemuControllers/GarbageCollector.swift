@@ -71,10 +71,7 @@ public final class GarbageCollector: Sendable {
             let live = liveUIDs()
             for (r, d) in dependents where d.deletionTimestamp == nil {
                 if d.ownerUIDs.contains(where: { $0 != owner.uid && live.contains($0) }) {
-                    try store.modify(r, namespace: d.namespace, name: d.name) { o in
-                        let kept = (o[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != owner.uid }
-                        o["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
-                    }
+                    try store.modify(r, namespace: d.namespace, name: d.name) { $0.removeOwnerReference(owner.uid) }
                     continue
                 }
                 if !store.dependents(of: d.uid).isEmpty {

@@ -23,15 +23,22 @@ import Testing
         return condition()
     }
 
+    /// Deployment `web` → ReplicaSet `web-abc` → pods `web-abc-1`, `web-abc-2`; returns the ReplicaSet.
+    @discardableResult
+    func deploymentWithPods(_ store: Store) throws -> JSON {
+        let deploy = try store.create("deployments.apps", object("Deployment", "web"))
+        let rs = try store.create("replicasets.apps", object("ReplicaSet", "web-abc", ownedBy: deploy))
+        try store.create("pods", object("Pod", "web-abc-1", ownedBy: rs))
+        try store.create("pods", object("Pod", "web-abc-2", ownedBy: rs))
+        return rs
+    }
+
     @Test func deletingAnOwnerTakesItsDependentsAndTheirsAlong() async throws {
         let store = Store()
         let gc = GarbageCollector(store: store)
         let running = Task { try await gc.run() }
         defer { running.cancel() }
-        let deploy = try store.create("deployments.apps", object("Deployment", "web"))
-        let rs = try store.create("replicasets.apps", object("ReplicaSet", "web-abc", ownedBy: deploy))
-        try store.create("pods", object("Pod", "web-abc-1", ownedBy: rs))
-        try store.create("pods", object("Pod", "web-abc-2", ownedBy: rs))
+        try deploymentWithPods(store)
         try store.create("pods", object("Pod", "loner"))
         try await Task.sleep(for: .milliseconds(50))
         #expect(names(store, "pods").count == 3)  // nothing is collected while owners live
@@ -45,10 +52,7 @@ import Testing
         let gc = GarbageCollector(store: store)
         let running = Task { try await gc.run() }
         defer { running.cancel() }
-        let deploy = try store.create("deployments.apps", object("Deployment", "web"))
-        let rs = try store.create("replicasets.apps", object("ReplicaSet", "web-abc", ownedBy: deploy))
-        try store.create("pods", object("Pod", "web-abc-1", ownedBy: rs))
-        try store.create("pods", object("Pod", "web-abc-2", ownedBy: rs))
+        let rs = try deploymentWithPods(store)
         // A pod another live owner also keeps loses only the reference to the deleted one.
         let other = try store.create("replicasets.apps", object("ReplicaSet", "other"))
         var shared = object("Pod", "shared", ownedBy: rs)
