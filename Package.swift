@@ -24,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // libnl-3 / libnl-route-3 headers (apt: libnl-3-dev libnl-route-3-dev).
@@ -51,11 +55,26 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The cluster CA, serving and client certificates, bearer tokens.
+        .target(
+            name: "KemuPKI",
+            dependencies: [
+                "KemuSystem",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KemuAPIServer",
             dependencies: [
-                "KemuAPI", "KemuIP", "KemuStore",
+                "KemuAPI", "KemuIP", "KemuPKI", "KemuStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -70,7 +89,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
@@ -94,8 +115,10 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAPIServer", "KemuControllers", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem",
+                "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
+                "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -112,7 +135,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuAPITests",
-            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuClient", "KemuControllers"],
+            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
