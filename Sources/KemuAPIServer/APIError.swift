@@ -21,6 +21,8 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 
     public static func badRequest(_ message: String) -> APIError { APIError(code: 400, reason: "BadRequest", message: message) }
+    /// Upstream's answer to a request without valid credentials, word for word.
+    public static let unauthorized = APIError(code: 401, reason: "Unauthorized", message: "Unauthorized")
     public static func notFound(_ message: String) -> APIError { APIError(code: 404, reason: "NotFound", message: message) }
     public static func methodNotAllowed(_ message: String) -> APIError { APIError(code: 405, reason: "MethodNotAllowed", message: message) }
     public static func unsupportedMediaType(_ message: String) -> APIError {

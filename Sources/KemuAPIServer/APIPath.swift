@@ -11,6 +11,12 @@ enum APIPath: Equatable {
     case object(APIResource, namespace: String?, name: String?, subresource: String?)
     case version, healthz(String), openAPIRoot, openAPI(group: String, version: String)
 
+    /// `/healthz`, `/livez`, `/readyz`: answered without credentials.
+    var isHealth: Bool {
+        if case .healthz = self { return true }
+        return false
+    }
+
     /// Parses `/api/v1/namespaces/default/pods/web/status` and friends; nil for an unknown path.
     init?(_ path: String) {
         var parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)

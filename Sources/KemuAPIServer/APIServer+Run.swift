@@ -1,26 +1,38 @@
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import KemuStore
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
 extension APIServer {
-    /// Serves plain HTTP on `host:port` until the process is told to stop. SIGTERM/SIGINT drain
+    /// Serves on every address in `hosts` (one listener each, all on `port`) until the process is
+    /// told to stop: https when `tls` is given, plain http otherwise. SIGTERM/SIGINT drain
     /// through swift-service-lifecycle in reverse start order: open watches end first, then the
-    /// HTTP server finishes its requests. `onRunning` gets the port actually bound (for port 0).
+    /// listeners finish their requests. `onRunning` runs once, after the first listener is up,
+    /// with the port it bound: port 0 picks a free one, and is allowed with one address only.
     /// `background` loops (controllers) run beside the server and are cancelled first on shutdown.
-    public func run(host: String, port: Int, background: [@Sendable () async throws -> Void] = [],
+    public func run(hosts: [String], port: Int, tls: TLSConfiguration? = nil,
+                    background: [@Sendable () async throws -> Void] = [],
                     onRunning: @escaping @Sendable (Int) async -> Void) async throws {
-        let app = Application(
-            responder: self,
-            configuration: .init(address: .hostname(host, port: port), serverName: "kemu"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
-            logger: Logger(label: "kemu.apiserver")
-        )
+        precondition(!hosts.isEmpty && (port != 0 || hosts.count == 1), "APIServer.run: port 0 needs exactly one address")
+        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let logger = Logger(label: "kemu.apiserver")
+        let listeners: [any Service] = hosts.enumerated().map { index, host in
+            Application(
+                responder: self, server: server,
+                configuration: .init(address: .hostname(host, port: port), serverName: "kemu"),
+                onServerRunning: { channel in
+                    if index == 0 { await onRunning(channel.localAddress?.port ?? port) }
+                },
+                logger: logger)
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [app, WatchCloser(watches: watches)] + background.map(BackgroundLoop.init),
+            services: listeners + [WatchCloser(watches: watches)] + background.map(BackgroundLoop.init),
             gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: Logger(label: "kemu.apiserver")))
+            logger: logger))
         try await group.run()
     }
 }

@@ -9,7 +9,7 @@ import NIOCore
 /// The Kubernetes API over a `Store`: one responder that reads Kubernetes paths itself, so every
 /// resource in `APIResources` is served the same way.
 public struct APIServer: HTTPResponder {
-    public typealias Context = BasicRequestContext
+    public typealias Context = APIRequestContext
 
     public let store: Store
     /// Bodies larger than this are refused with 413 (upstream's limit is 3 MiB for most objects).
@@ -19,6 +19,9 @@ public struct APIServer: HTTPResponder {
     let watches = WatchRegistry()
 
     let services: ServiceAllocator
+    /// nil serves everyone (plain http on loopback, `--insecure`); otherwise anonymous requests
+    /// get 401 except the health endpoints.
+    public var authenticator: Authenticator?
 
     public init(store: Store, ranges: ServiceRanges = ServiceRanges()) throws {
         self.store = store
@@ -86,9 +89,11 @@ public struct APIServer: HTTPResponder {
     public func respond(to request: Request, context: Context) async throws -> Response {
         let query = Query(request.uri.query)
         do {
-            guard let path = APIPath(request.uri.path) else {
-                throw APIError.notFound("the server could not find the requested resource")
+            let path = APIPath(request.uri.path)
+            if let authenticator, path?.isHealth != true, await authenticator.identify(request, channel: context.channel) == nil {
+                throw APIError.unauthorized
             }
+            guard let path else { throw APIError.notFound("the server could not find the requested resource") }
             return try await route(path, request, query)
         } catch let error as APIError {
             return Self.status(error)

@@ -3,19 +3,45 @@ import Foundation
 import KemuAPI
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// A Kubernetes API client for one server: CRUD on any resource in `APIResources`, and watch as a
 /// stream of events. Errors from the server arrive as `ClientError` carrying its Status.
 public struct APIClient: Sendable {
-    /// `http://127.0.0.1:6443`, no trailing slash.
+    /// `https://127.0.0.1:6443`, no trailing slash.
     public let server: String
     let bearerToken: String?
+    /// Trust roots and client certificate for https; nil for plain http.
+    public let tls: TLSConfiguration?
     let http: HTTPClient
 
-    public init(server: String, bearerToken: String? = nil, http: HTTPClient = .shared) {
+    public init(server: String, bearerToken: String? = nil, tls: TLSConfiguration? = nil, http: HTTPClient = .shared) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
         self.bearerToken = bearerToken
+        self.tls = tls
         self.http = http
+    }
+
+    /// A client for the kubeconfig's current context: its CA as the only trust root, its client
+    /// certificate if it has one, else its bearer token.
+    public init(kubeconfig: Kubeconfig, http: HTTPClient = .shared) throws {
+        var tls: TLSConfiguration?
+        if kubeconfig.server.hasPrefix("https://") {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            do {
+                if let ca = kubeconfig.certificateAuthorityPEM {
+                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
+                }
+                if let certificate = kubeconfig.clientCertificatePEM, let key = kubeconfig.clientKeyPEM {
+                    configuration.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) }
+                    configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
+                }
+            } catch {
+                throw KubeconfigError(path: kubeconfig.cluster, message: "has a certificate or key that does not load: \(error)")
+            }
+            tls = configuration
+        }
+        self.init(server: kubeconfig.server, bearerToken: kubeconfig.token, tls: tls, http: http)
     }
 
     /// The path of a resource's collection, or of one object when `name` is given.
@@ -39,6 +65,7 @@ public struct APIClient: Sendable {
         return (list["items"]?.array ?? [], list[path: "metadata.resourceVersion"]?.string ?? "")
     }
 
+    @discardableResult
     public func create(_ r: APIResource, _ object: JSON) async throws -> JSON {
         try await send(.POST, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace), body: object)
     }
@@ -112,6 +139,7 @@ public struct APIClient: Sendable {
     func request(_ method: HTTPMethod, _ url: String, body: JSON? = nil, contentType: String = "application/json") -> HTTPClientRequest {
         var request = HTTPClientRequest(url: url)
         request.method = method
+        request.tlsConfiguration = tls
         request.headers.add(name: "Accept", value: "application/json")
         request.headers.add(name: "User-Agent", value: "kemu-client")
         if let bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(bearerToken)") }

@@ -1,22 +1,31 @@
 import ArgumentParser
 import Foundation
 import KemuAPIServer
+import KemuClient
 import KemuControllers
 import KemuIP
+import KemuPKI
 import KemuStore
 import KemuSystem
+import NIOSSL
 
 struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the API server (store, Kubernetes API) alone, on loopback.",
+        abstract: "Run the API server (store, Kubernetes API, controllers).",
         discussion: """
-        Writes DATA-DIR/kubeconfig for kubectl:  kubectl --kubeconfig DATA-DIR/kubeconfig get ns
-        TLS with client certificates is not built yet: for now the server needs --insecure and serves plain HTTP on 127.0.0.1 only.
+        Serves https on 127.0.0.1 (and on every --address given), with a CA and certificates made on \
+        first start under DATA-DIR/pki. Clients authenticate with a client certificate the CA signed \
+        or a bearer token from DATA-DIR/pki/tokens.csv; anonymous requests get 401, except /healthz, \
+        /livez and /readyz. Writes DATA-DIR/kubeconfig (kemu-admin's certificate inline) for kubectl:
+          kubectl --kubeconfig DATA-DIR/kubeconfig get namespaces
+        --insecure serves plain http on 127.0.0.1 only, without authentication.
         """)
 
     @Option(help: "Where the store keeps its data (created if missing).") var dataDir: String
-    @Option(help: "Port on 127.0.0.1 (0 picks a free one).") var port = 6443
-    @Flag(help: "Serve plain HTTP (loopback only).") var insecure = false
+    @Option(help: "Port to listen on (0 picks a free one; needs a single address).") var port = 6443
+    @Option(name: .customLong("address"), help: "An IPv4 address to serve on besides 127.0.0.1 (repeatable; https only).")
+    var addresses: [String] = []
+    @Flag(help: "Serve plain http without authentication, on 127.0.0.1 only.") var insecure = false
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
@@ -36,55 +45,70 @@ struct Server: AsyncParsableCommand {
         return ServiceRanges(serviceCIDR: cidr, nodePorts: parts[0]...parts[1], loadBalancerPool: pool)
     }
 
-    func run() async throws {
-        guard insecure else {
-            throw ValidationError("TLS serving is not implemented yet: run with --insecure (plain HTTP on 127.0.0.1 only)")
+    func validatedHosts() throws -> [IPv4Address] {
+        var hosts = [IPv4Address(127, 0, 0, 1)]
+        for text in addresses {
+            guard let address = IPv4Address(text) else { throw ValidationError("--address \"\(text)\" is not an IPv4 address") }
+            if insecure && address.value >> 24 != 127 {
+                throw ValidationError("--address \(text): --insecure serves plain http on loopback only; drop --insecure to serve https there")
+            }
+            if !hosts.contains(address) { hosts.append(address) }
         }
+        if port == 0 && hosts.count > 1 { throw ValidationError("--port 0 picks a free port for one address only; give a port with --address") }
+        return hosts
+    }
+
+    func run() async throws {
         let ranges = try ranges()
+        let hosts = try validatedHosts()
         let store: Store
         do {
             store = try Store(directory: dataDir)
         } catch {
             throw KemuError(.invalidState, "cannot open the store in \(dataDir)", cause: error)
         }
-        let api = try APIServer(store: store, ranges: ranges)
-        let dataDir = self.dataDir
+        var api = try APIServer(store: store, ranges: ranges)
+        var tls: TLSConfiguration?
+        var kubeconfig = Kubeconfig(server: "")
+        if !insecure {
+            let pki = try ClusterPKI.loadOrCreate(directory: "\(dataDir)/pki")
+            let serving = try pki.issueServing(
+                dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+                addresses: (hosts + [ranges.serviceCIDR.host(1)!]).map(\.octets))
+            tls = try Self.serverTLS(serving: serving, ca: pki.ca.certificatePEM)
+            api.authenticator = Authenticator(tokens: pki.tokens)
+            kubeconfig.certificateAuthorityPEM = pki.ca.certificatePEM
+            kubeconfig.clientCertificatePEM = pki.admin.certificatePEM
+            kubeconfig.clientKeyPEM = pki.admin.privateKeyPEM
+        }
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)
-        try await api.run(host: "127.0.0.1", port: port,
-                          background: [{ try await endpointSlices.run() }, { try await collector.run() }]) { bound in
-            let server = "http://127.0.0.1:\(bound)"
+        let (served, dataDir, scheme, advertise) = (api, self.dataDir, insecure ? "http" : "https", hosts.last!)
+        try await served.run(hosts: hosts.map(\.description), port: port, tls: tls,
+                          background: [{ try await endpointSlices.run() }, { try await collector.run() }]) { [kubeconfig] bound in
+            var kubeconfig = kubeconfig
+            kubeconfig.server = "\(scheme)://127.0.0.1:\(bound)"
             do {
-                try api.publishEndpoints(address: "127.0.0.1", port: bound)
-                try FileSystem.writeFile("\(dataDir)/kubeconfig", Kubeconfig.plain(server: server, cluster: "kemu"), mode: 0o600)
-                FileHandle.standardOutput.write(Data("kemu API server on \(server) — kubectl --kubeconfig \(dataDir)/kubeconfig get namespaces\n".utf8))
+                try served.publishEndpoints(address: advertise.description, port: bound)
+                try FileSystem.writeFile("\(dataDir)/kubeconfig", kubeconfig.render(), mode: 0o600)
+                FileHandle.standardOutput.write(Data("kemu API server on \(kubeconfig.server) — kubectl --kubeconfig \(dataDir)/kubeconfig get namespaces\n".utf8))
             } catch {
                 FileHandle.standardError.write(Data("kemu: cannot write \(dataDir)/kubeconfig: \(error)\n".utf8))
             }
         }
     }
-}
 
-enum Kubeconfig {
-    static func plain(server: String, cluster: String) -> String {
-        """
-        apiVersion: v1
-        kind: Config
-        clusters:
-        - name: \(cluster)
-          cluster:
-            server: \(server)
-        users:
-        - name: \(cluster)-admin
-          user: {}
-        contexts:
-        - name: \(cluster)
-          context:
-            cluster: \(cluster)
-            user: \(cluster)-admin
-            namespace: default
-        current-context: \(cluster)
-
-        """
+    /// The serving certificate, and client certificates checked against the cluster CA when a
+    /// client presents one (optional, so bearer-token clients can connect too).
+    static func serverTLS(serving: KeyPair, ca: String) throws -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serving.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serving.privateKeyPEM.utf8), format: .pem)))
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
+        configuration.certificateVerification = .optionalVerification
+        // Closing a connection waits this long for the peer's close_notify; AsyncHTTPClient's idle
+        // pooled connections never send one, which held SIGTERM up for NIOSSL's default 5 s.
+        configuration.shutdownTimeout = .milliseconds(200)
+        return configuration
     }
 }

@@ -20,7 +20,7 @@ import Testing
     @Test func crudReportsTheServersStatuses() async throws {
         let server = try ServerProcess()
         defer { server.stop() }
-        let client = APIClient(server: "http://127.0.0.1:\(server.port)")
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: server.kubeconfig))
         let created = try await client.create(pods, pod("a", tier: "x"))
         #expect(created.uid.count == 36)
         let again = await #expect(throws: ClientError.self) { try await client.create(pods, pod("a", tier: "x")) }
@@ -46,7 +46,7 @@ import Testing
         let server = try ServerProcess()
         defer { server.stop() }
         let port = server.port
-        let client = APIClient(server: "http://127.0.0.1:\(port)")
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: server.kubeconfig))
         try await client.create(pods, pod("early", tier: "x"))
 
         let seen = Lines()

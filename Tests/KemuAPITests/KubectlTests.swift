@@ -1,9 +1,14 @@
+import AsyncHTTPClient
 import Foundation
+import KemuClient
+import NIOCore
 import Testing
 
-/// A `kemu server` process on a free loopback port with its own data directory.
+/// A `kemu server` process on a free loopback port with its own data directory: https with the
+/// certificates it makes, or plain http when `insecure`.
 final class ServerProcess: @unchecked Sendable {
     let dataDir: String
+    let insecure: Bool
     let cacheDir: String
     private(set) var process: Process?
     private(set) var kubeconfig: String
@@ -18,7 +23,8 @@ final class ServerProcess: @unchecked Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
-    init() throws {
+    init(insecure: Bool = false) throws {
+        self.insecure = insecure
         dataDir = NSTemporaryDirectory() + "kemu-api-\(UUID().uuidString)"
         cacheDir = dataDir + "-kubectl-cache"
         kubeconfig = dataDir + "/kubeconfig"
@@ -30,7 +36,7 @@ final class ServerProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: kubeconfig)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(Self.root)/.build/debug/kemu")
-        p.arguments = ["server", "--insecure", "--port", String(port), "--data-dir", dataDir]
+        p.arguments = ["server", "--port", String(port), "--data-dir", dataDir] + (insecure ? ["--insecure"] : [])
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -41,6 +47,9 @@ final class ServerProcess: @unchecked Sendable {
             usleep(20_000)
         }
     }
+
+    /// A client with the credentials of the kubeconfig the server wrote.
+    func client() throws -> APIClient { try APIClient(kubeconfig: Kubeconfig.load(path: kubeconfig)) }
 
     /// kill -9: no chance to flush or close anything.
     func crash() {
@@ -80,8 +89,12 @@ final class ServerProcess: @unchecked Sendable {
         try run("/usr/bin/kubectl", ["--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args, stdin: stdin)
     }
 
-    /// Runs a program to its end; returns exit code and combined output.
     func run(_ program: String, _ args: [String], stdin: String? = nil) throws -> (code: Int32, out: String) {
+        try Self.run(program, args, stdin: stdin)
+    }
+
+    /// Runs a program to its end; returns exit code and combined output.
+    static func run(_ program: String, _ args: [String], stdin: String? = nil) throws -> (code: Int32, out: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
@@ -97,6 +110,21 @@ final class ServerProcess: @unchecked Sendable {
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
+}
+
+/// Any request through `client`'s TLS settings (and token), for bodies no typed call would send.
+func send(_ client: APIClient, _ method: String, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json")
+    async throws -> (code: Int, body: String) {
+    var request = HTTPClientRequest(url: client.server + path)
+    request.method = .init(rawValue: method)
+    request.tlsConfiguration = client.tls
+    if let body {
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = .bytes(ByteBuffer(bytes: body))
+    }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+    let data = try await response.body.collect(upTo: 1 << 20)
+    return (Int(response.status.code), String(buffer: data))
 }
 
 let haveKubectl = FileManager.default.isExecutableFile(atPath: "/usr/bin/kubectl")
@@ -269,8 +297,7 @@ struct APIFuzzTests {
     @Test func mutatedBodiesGetStatusesAndLeaveTheStoreConsistent() async throws {
         let server = try ServerProcess()
         defer { server.stop() }
-        let url = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
-            .split(separator: "\n").first { $0.contains("server:") }!.split(separator: " ").last!
+        let client = try server.client()
         let base = Array(#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}"#.utf8)
         let alphabet = Array(#"{}[]:,"\-0123456789.aZ_ ~!"#.utf8)
         var created = Set<String>()
@@ -295,14 +322,10 @@ struct APIFuzzTests {
                 ("POST", "/api/v1/namespaces/nowhere/pods", "application/json"),
                 ("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json"),
             ].randomElement()!
-            var request = URLRequest(url: URL(string: "\(url)\(path)")!)
-            request.httpMethod = method
-            request.setValue(type, forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(body)
-            let (data, response) = try await URLSession.shared.data(for: request)
-            let code = (response as! HTTPURLResponse).statusCode
+            let (code, text) = try await send(client, method, path, body: body, contentType: type)
+            let data = Data(text.utf8)
             statuses[code, default: 0] += 1
-            #expect((200..<500).contains(code), "\(method) \(path) → \(code): \(String(decoding: data, as: UTF8.self))")
+            #expect((200..<500).contains(code), "\(method) \(path) → \(code): \(text)")
             if code >= 400 {
                 let status = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
                 #expect(status?["kind"] as? String == "Status" && (status?["message"] as? String)?.isEmpty == false)
@@ -324,16 +347,12 @@ extension KubectlTests {
     @Test func oversizedBodiesAre413AndNamespaceDeletesPurgeTheirContents() async throws {
         let server = try ServerProcess()
         defer { server.stop() }
-        let url = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
-            .split(separator: "\n").first { $0.contains("server:") }!.split(separator: " ").last!
-        var request = URLRequest(url: URL(string: "\(url)/api/v1/namespaces/default/configmaps")!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        let client = try server.client()
         let big = String(repeating: "x", count: 4 << 20)
-        request.httpBody = Data(#"{"metadata":{"name":"big"},"data":{"x":"\#(big)"}}"#.utf8)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        #expect((response as! HTTPURLResponse).statusCode == 413)
-        #expect(String(decoding: data, as: UTF8.self).contains("RequestEntityTooLarge"))
+        let (code, text) = try await send(client, "POST", "/api/v1/namespaces/default/configmaps",
+                                          body: Array(#"{"metadata":{"name":"big"},"data":{"x":"\#(big)"}}"#.utf8))
+        #expect(code == 413)
+        #expect(text.contains("RequestEntityTooLarge"))
         #expect(try server.kubectl(["get", "configmaps", "-o", "name"]).out == "")
 
         #expect(try server.kubectl(["create", "namespace", "shop"]).code == 0)
