@@ -118,7 +118,11 @@ let package = Package(
                 "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
                 "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -5,7 +5,7 @@ struct Kemu: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kemu",
         abstract: "A Kubernetes networking emulator on one Linux machine.",
-        subcommands: [Net.self, Server.self]
+        subcommands: [Net.self, Server.self, Echo.self]
     )
 }
 

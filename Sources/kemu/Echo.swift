@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// `kemu/echo`: the sample workload. An HTTP server that says who answered (pod, namespace, pod
+/// IP, node, from the downward-API environment) and what it was asked, and a raw TCP port that
+/// echoes bytes back. Flags make it slow to become ready or make it fail, to exercise probes.
+struct Echo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The echo server kemu's sample pods run (image kemu/echo).",
+        discussion: """
+        GET any path: who answered and what was asked, as JSON (or plain text with ?format=text or \
+        Accept: text/plain). /healthz answers 200 until --fail-after, then 500; /readyz answers 503 \
+        until --ready-after, then 200. The TCP port echoes every byte back.
+        """)
+
+    @Option(help: "HTTP port.") var port = 8080
+    @Option(help: "Raw TCP echo port (0 to turn it off).") var tcpPort = 9000
+    @Option(help: "Address to listen on.") var address = "0.0.0.0"
+    @Option(help: "Seconds before /readyz answers 200.") var readyAfter: Double = 0
+    @Option(help: "Seconds after which /healthz answers 500 (0: never).") var failAfter: Double = 0
+    @Option(help: "Seconds after which the process exits with status 1 (0: never).") var exitAfter: Double = 0
+
+    func validate() throws {
+        for (name, value) in [("--port", port), ("--tcp-port", tcpPort)] where !(0...65535).contains(value) {
+            throw ValidationError("\(name) \(value) is not a TCP port (0-65535)")
+        }
+        if port == 0 { throw ValidationError("--port must not be 0") }
+        for (name, value) in [("--ready-after", readyAfter), ("--fail-after", failAfter), ("--exit-after", exitAfter)] where value < 0 {
+            throw ValidationError("\(name) must not be negative")
+        }
+    }
+
+    func run() async throws {
+        let started = ContinuousClock.now
+        let identity = EchoIdentity(ProcessInfo.processInfo.environment)
+        let (readyAfter, failAfter) = (self.readyAfter, self.failAfter)
+        let router = Router(context: EchoContext.self)
+        router.get("/healthz") { _, _ -> Response in
+            let failing = failAfter > 0 && started.duration(to: .now) >= .seconds(failAfter)
+            return Self.text(failing ? .internalServerError : .ok, failing ? "failing (--fail-after)\n" : "ok\n")
+        }
+        router.get("/readyz") { _, _ -> Response in
+            let ready = started.duration(to: .now) >= .seconds(readyAfter)
+            return Self.text(ready ? .ok : .serviceUnavailable, ready ? "ready\n" : "not ready yet (--ready-after)\n")
+        }
+        router.on("**", method: .get) { request, context in identity.answer(request, context) }
+        router.on("**", method: .post) { request, context in identity.answer(request, context) }
+        var logger = Logger(label: "kemu.echo")
+        logger.logLevel = .warning
+        let app = Application(router: router, configuration: .init(address: .hostname(address, port: port), serverName: "kemu-echo"),
+                              logger: logger)
+        var services: [any Service] = [app]
+        if tcpPort != 0 { services.append(TCPEcho(host: address, port: tcpPort)) }
+        if exitAfter > 0 {
+            let seconds = exitAfter
+            services.append(Countdown(seconds: seconds))
+        }
+        try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Who this echo server is, from the environment the node agent gives every container.
+struct EchoIdentity: Sendable {
+    var pod, namespace, podIP, node: String
+
+    init(_ environment: [String: String]) {
+        pod = environment["POD_NAME"] ?? ""
+        namespace = environment["POD_NAMESPACE"] ?? ""
+        podIP = environment["POD_IP"] ?? ""
+        node = environment["NODE_NAME"] ?? ""
+    }
+
+    func answer(_ request: Request, _ context: EchoContext) -> Response {
+        let client = context.remoteAddress.map { "\($0.ipAddress ?? ""):\($0.port ?? 0)" } ?? ""
+        let wantsText = request.uri.queryParameters["format"] == "text" || (request.headers[.accept] ?? "").hasPrefix("text/plain")
+        if wantsText {
+            let text = "pod=\(pod) namespace=\(namespace) ip=\(podIP) node=\(node) client=\(client) \(request.method) \(request.uri)\n"
+            return Echo.text(.ok, text)
+        }
+        let headers = request.headers.map { "\"\(Self.escape($0.name.canonicalName))\":\"\(Self.escape($0.value))\"" }.joined(separator: ",")
+        let fields: [(String, String)] = [("pod", pod), ("namespace", namespace), ("podIP", podIP), ("node", node),
+                                         ("client", client), ("method", request.method.rawValue), ("path", request.uri.description)]
+        let body = "{" + fields.map { "\"\($0.0)\":\"\(Self.escape($0.1))\"" }.joined(separator: ",") + ",\"headers\":{\(headers)}}\n"
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}
+
+/// The basic context plus the client's address, which the answer reports.
+struct EchoContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Echoes every byte back on each accepted connection.
+struct TCPEcho: Service {
+    let host: String
+    let port: Int
+
+    func run() async throws {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+            }
+            .bind(host: host, port: port).get()
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+final class EchoHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// `--exit-after`: ends the process with status 1, as a crashing workload would.
+struct Countdown: Service {
+    let seconds: Double
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await Task.sleep(for: .seconds(seconds))
+            FileHandle.standardError.write(Data("kemu echo: exiting after \(seconds) s (--exit-after)\n".utf8))
+            exit(1)
+        }
+    }
+}
