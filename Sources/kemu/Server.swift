@@ -83,9 +83,10 @@ struct Server: AsyncParsableCommand {
         }
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)
+        let scheduler = Scheduler(store: store)
         let (served, dataDir, scheme, advertise) = (api, self.dataDir, insecure ? "http" : "https", hosts.last!)
         try await served.run(hosts: hosts.map(\.description), port: port, tls: tls,
-                          background: [{ try await endpointSlices.run() }, { try await collector.run() }]) { [kubeconfig] bound in
+                          background: [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() }]) { [kubeconfig] bound in
             var kubeconfig = kubeconfig
             kubeconfig.server = "\(scheme)://127.0.0.1:\(bound)"
             do {

@@ -10,7 +10,8 @@ import Testing
     let pods = APIResources.all.first { $0.resource == "pods" }!
 
     func pod(_ name: String, tier: String) -> JSON {
-        var p: JSON = ["apiVersion": "v1", "kind": "Pod", "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]
+        // Bound to a node already, so the server's scheduler does not touch it.
+        var p: JSON = ["apiVersion": "v1", "kind": "Pod", "spec": ["nodeName": "node-1", "containers": [["name": "c", "image": "kemu/echo"]]]]
         p.name = name
         p.namespace = "default"
         p.labels = ["app": "web", "tier": tier]

@@ -49,7 +49,8 @@ def follow():
 threading.Thread(target=follow, daemon=True).start()
 
 pod = client.V1Pod(metadata=client.V1ObjectMeta(name="web-1", labels={"app": "web", "tier": "a"}),
-                   spec=client.V1PodSpec(containers=[client.V1Container(name="echo", image="kemu/echo")]))
+                   spec=client.V1PodSpec(node_name="node-1",  # bound: the scheduler leaves it alone
+                                         containers=[client.V1Container(name="echo", image="kemu/echo")]))
 created = core.create_namespaced_pod(NS, pod)
 check("pod phase after create", created.status.phase, "Pending")
 core.patch_namespaced_pod("web-1", NS, {"metadata": {"labels": {"tier": "b"}}})

@@ -1,0 +1,198 @@
+import Foundation
+import KemuAPI
+import KemuStore
+import Logging
+
+/// Binds pending pods to nodes (the seed's "which node has more resources"): a node must be
+/// Ready and schedulable, carry every `nodeSelector` label, and have the pod's CPU and memory
+/// requests and one pod slot free in its allocatable; of those, the one with the most free
+/// CPU and memory (as fractions) wins. A pod that fits nowhere stays Pending with condition
+/// PodScheduled=False (Unschedulable) and a FailedScheduling event that says why, counted per
+/// node as upstream words it. Equal candidates go to the node running fewer pods, so a set of
+/// pods without requests spreads over the nodes. Pods naming their node, or another scheduler, are left alone.
+public final class Scheduler: Sendable {
+    public static let name = "default-scheduler"
+    let store: Store
+    let logger = Logger(label: "kemu.scheduler")
+    private let queue = WorkQueue()
+
+    public init(store: Store) { self.store = store }
+
+    /// Runs until cancelled. Any pod or node change triggers one pass over the pending pods.
+    public func run() async throws {
+        try await rewatching(logger) { try await follow() }
+    }
+
+    func follow() async throws {
+        let pods = try store.watch(WatchFilter("pods"))
+        let nodes = try store.watch(WatchFilter("nodes"))
+        let pass = EndpointSliceController.Key(namespace: "", name: "pass")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for try await _ in pods { self.queue.add(pass) } }
+            group.addTask { for try await _ in nodes { self.queue.add(pass) } }
+            group.addTask {
+                while !Task.isCancelled {
+                    guard await self.queue.next() != nil else { return }
+                    do { try self.schedulePending() } catch {
+                        self.logger.warning("scheduling pass: \(error)")
+                        try await Task.sleep(for: .milliseconds(100))
+                        self.queue.add(pass)
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// What a node has left, in thousandths (CPU millicores, memory milli-bytes, pods × 1000).
+    struct Room {
+        var name: String
+        var labels: [String: String]
+        var ready: Bool
+        var allocatable: (cpu: Int64, memory: Int64, pods: Int64)
+        var used: (cpu: Int64, memory: Int64, pods: Int64) = (0, 0, 0)
+
+        var freeCPU: Int64 { allocatable.cpu - used.cpu }
+        var freeMemory: Int64 { allocatable.memory - used.memory }
+        var score: Double {
+            (allocatable.cpu > 0 ? Double(freeCPU) / Double(allocatable.cpu) : 0)
+                + (allocatable.memory > 0 ? Double(freeMemory) / Double(allocatable.memory) : 0)
+        }
+    }
+
+    /// One pass: every pending pod, oldest first, bound or marked unschedulable.
+    public func schedulePending() throws {
+        let pods = store.list("pods").items
+        var rooms: [String: Room] = [:]
+        for node in store.list("nodes").items {
+            let allocatable = node[path: "status.allocatable"] ?? node[path: "status.capacity"]
+            let ready = (node[path: "status.conditions"]?.array ?? []).contains {
+                $0["type"]?.string == "Ready" && $0["status"]?.string == "True"
+            } && node[path: "spec.unschedulable"]?.bool != true && node.deletionTimestamp == nil
+            rooms[node.name] = Room(
+                name: node.name, labels: node.labels, ready: ready,
+                allocatable: (Quantity.milli(allocatable?["cpu"]) ?? 0, Quantity.milli(allocatable?["memory"]) ?? 0,
+                              Quantity.milli(allocatable?["pods"]) ?? 110_000))
+        }
+        for pod in pods where !Self.finished(pod) {
+            guard let node = pod[path: "spec.nodeName"]?.string, !node.isEmpty else { continue }
+            let r = Self.requests(pod)
+            rooms[node]?.used.cpu += r.cpu
+            rooms[node]?.used.memory += r.memory
+            rooms[node]?.used.pods += 1000
+        }
+        let pending = pods.filter { pod in
+            (pod[path: "spec.nodeName"]?.string ?? "").isEmpty && pod.deletionTimestamp == nil && !Self.finished(pod)
+                && (pod[path: "spec.schedulerName"]?.string ?? Self.name) == Self.name
+        }.sorted { (Self.created($0), $0.name) < (Self.created($1), $1.name) }
+        for pod in pending {
+            let r = Self.requests(pod)
+            let selector = JSON.stringMap(pod[path: "spec.nodeSelector"])
+            var reasons: [String: Int] = [:]
+            var best: Room?
+            for room in rooms.values.sorted(by: { $0.name < $1.name }) {
+                var misfits: [String] = []
+                if !room.ready {
+                    reasons["node(s) had untolerated taint {node.kubernetes.io/not-ready: }", default: 0] += 1
+                    continue
+                }
+                if !selector.allSatisfy({ room.labels[$0.key] == $0.value }) { misfits.append("node(s) didn't match Pod's node affinity/selector") }
+                if r.cpu > room.freeCPU { misfits.append("Insufficient cpu") }
+                if r.memory > room.freeMemory { misfits.append("Insufficient memory") }
+                if room.used.pods + 1000 > room.allocatable.pods { misfits.append("Too many pods") }
+                if misfits.isEmpty {
+                    // Most room as a fraction; on a tie the node with fewer pods, so equal pods spread.
+                    if best == nil || (room.score, -room.used.pods) > (best!.score, -best!.used.pods) { best = room }
+                } else {
+                    for reason in misfits { reasons[reason, default: 0] += 1 }
+                }
+            }
+            if let node = best {
+                try bind(pod, to: node.name)
+                rooms[node.name]?.used.cpu += r.cpu
+                rooms[node.name]?.used.memory += r.memory
+                rooms[node.name]?.used.pods += 1000
+            } else {
+                let detail = reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+                try markUnschedulable(pod, message: "0/\(rooms.count) nodes are available" + (detail.isEmpty ? "." : ": \(detail)."))
+            }
+        }
+    }
+
+    static func created(_ o: JSON) -> String { o[path: "metadata.creationTimestamp"]?.string ?? "" }
+
+    /// Succeeded and Failed pods hold no resources.
+    static func finished(_ pod: JSON) -> Bool {
+        ["Succeeded", "Failed"].contains(pod[path: "status.phase"]?.string ?? "")
+    }
+
+    /// The pod's CPU and memory requests, summed over its containers (limits stand in for
+    /// missing requests, as upstream defaults them).
+    static func requests(_ pod: JSON) -> (cpu: Int64, memory: Int64) {
+        var total: (cpu: Int64, memory: Int64) = (0, 0)
+        for container in pod[path: "spec.containers"]?.array ?? [] {
+            let requests = container[path: "resources.requests"]
+            let limits = container[path: "resources.limits"]
+            total.cpu += Quantity.milli(requests?["cpu"] ?? limits?["cpu"]) ?? 0
+            total.memory += Quantity.milli(requests?["memory"] ?? limits?["memory"]) ?? 0
+        }
+        return total
+    }
+
+    func bind(_ pod: JSON, to node: String) throws {
+        try store.modify("pods", namespace: pod.namespace, name: pod.name) { p in
+            guard p.uid == pod.uid, (p[path: "spec.nodeName"]?.string ?? "").isEmpty else { return }
+            p["spec", default: [:]]["nodeName"] = .string(node)
+            Self.setCondition(&p, status: "True", reason: nil, message: nil)
+        }
+        try event(for: pod, type: "Normal", reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)")
+    }
+
+    /// PodScheduled=False with the reason; the event only when the message changes, so a pod
+    /// waiting for room does not fill the event list.
+    func markUnschedulable(_ pod: JSON, message: String) throws {
+        let previous = (pod[path: "status.conditions"]?.array ?? []).first { $0["type"]?.string == "PodScheduled" }
+        if previous?["message"]?.string == message { return }
+        try store.modify("pods", namespace: pod.namespace, name: pod.name, part: .status) { p in
+            Self.setCondition(&p, status: "False", reason: "Unschedulable", message: message)
+            if p[path: "status.phase"] == nil { p["status", default: [:]]["phase"] = "Pending" }
+        }
+        try event(for: pod, type: "Warning", reason: "FailedScheduling", message: message)
+    }
+
+    static func setCondition(_ pod: inout JSON, status: String, reason: String?, message: String?) {
+        var condition: JSON = ["type": "PodScheduled", "status": .string(status), "lastProbeTime": .null,
+                               "lastTransitionTime": .string(Timestamp.now())]
+        if let reason { condition["reason"] = .string(reason) }
+        if let message { condition["message"] = .string(message) }
+        var conditions = (pod[path: "status.conditions"]?.array ?? []).filter { $0["type"]?.string != "PodScheduled" }
+        conditions.insert(condition, at: 0)
+        pod["status", default: [:]]["conditions"] = .array(conditions)
+    }
+
+    func event(for pod: JSON, type: String, reason: String, message: String) throws {
+        try store.create("events", Events.make(for: pod, kind: "Pod", type: type, reason: reason, message: message, component: Self.name))
+    }
+}
+
+/// core/v1 Events as upstream's recorders write them.
+public enum Events {
+    public static func make(for object: JSON, kind: String, apiVersion: String = "v1", type: String, reason: String,
+                            message: String, component: String, host: String? = nil) -> JSON {
+        let now = Timestamp.now()
+        var source: JSON = ["component": .string(component)]
+        if let host { source["host"] = .string(host) }
+        var event: JSON = [
+            "apiVersion": "v1", "kind": "Event",
+            "involvedObject": ["kind": .string(kind), "namespace": .string(object.namespace), "name": .string(object.name),
+                               "uid": .string(object.uid), "apiVersion": .string(apiVersion)],
+            "reason": .string(reason), "message": .string(message), "type": .string(type),
+            "source": source, "firstTimestamp": .string(now), "lastTimestamp": .string(now), "count": 1,
+            "reportingComponent": .string(component), "reportingInstance": .string(host ?? component),
+        ]
+        event.name = "\(object.name).\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
+        event.namespace = object.namespace.isEmpty ? "default" : object.namespace
+        return event
+    }
+}
