@@ -96,6 +96,17 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The node agent (kemu's kubelet): Node registration, pods as processes in sandboxes.
+        .target(
+            name: "KemuAgent",
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuNetwork", "KemuStore", "KemuSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
@@ -115,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
+                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
                 "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -22,6 +22,9 @@ add)
   mkdir -p "/etc/netns/$P"
   printf 'search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver %s\noptions ndots:5\n' "$dns_ip" \
     > "/etc/netns/$P/resolv.conf"
+  # … and this one as /etc/hosts: the pod's name at its address, as kubelet writes it.
+  printf '# Kubernetes-managed hosts file (kemu).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' "$addr" "$pod" \
+    > "/etc/netns/$P/hosts"
   echo "pod $pod on node-$index: $addr"
   ;;
 del)

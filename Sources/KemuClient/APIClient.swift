@@ -91,10 +91,10 @@ public struct APIClient: Sendable {
     /// Events after `resourceVersion`, one per line of the server's chunked response, until the
     /// server ends the watch (`timeoutSeconds`) or the task is cancelled. A watch too far behind
     /// ends with `ClientError` code 410: list again, then watch from the new revision.
-    public func watch(_ r: APIResource, namespace: String? = nil, labels: String? = nil, from resourceVersion: String,
+    public func watch(_ r: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil, from resourceVersion: String,
                       timeoutSeconds: Int = 300) -> AsyncThrowingStream<WatchEvent, any Error> {
         let url = server + Self.path(r, namespace: namespace) + Self.query([
-            "watch": "true", "resourceVersion": resourceVersion, "labelSelector": labels,
+            "watch": "true", "resourceVersion": resourceVersion, "labelSelector": labels, "fieldSelector": fields,
             "timeoutSeconds": String(timeoutSeconds), "allowWatchBookmarks": "false",
         ])
         let request = self.request(.GET, url)

@@ -20,14 +20,16 @@ public final class Informer: Sendable {
     let client: APIClient
     let namespace: String?
     let labels: String?
+    let fields: String?
     let logger: Logger
     private let state = Mutex<(objects: [String: JSON], revision: String)>(([:], ""))
 
-    public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil) {
+    public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil) {
         self.client = client
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
+        self.fields = fields
         logger = Logger(label: "kemu.informer.\(resource.qualifiedName)")
     }
 
@@ -48,7 +50,7 @@ public final class Informer: Sendable {
                     needsList = false
                 }
                 let from = state.withLock { $0.revision }
-                for try await event in client.watch(resource, namespace: namespace, labels: labels, from: from) {
+                for try await event in client.watch(resource, namespace: namespace, labels: labels, fields: fields, from: from) {
                     pause = .milliseconds(100)
                     await apply(event, handler)
                 }
@@ -68,7 +70,7 @@ public final class Informer: Sendable {
 
     /// Lists, replaces the cache, and reports what changed since the cache was last right.
     func relist(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
-        let list = try await client.list(resource, namespace: namespace, labels: labels)
+        let list = try await client.list(resource, namespace: namespace, labels: labels, fields: fields)
         var fresh: [String: JSON] = [:]
         for o in list.items { fresh[Self.key(o)] = o }
         let old = state.withLock { s in

@@ -48,6 +48,11 @@ public struct AddressPlan: Sendable, Equatable {
         return (2..<UInt32(cidr.size - 1)).map { cidr.host($0)! }
     }
 
+    /// The pod's `/etc/hosts`, as kubelet writes it: loopback names, then the pod's own.
+    public static func hostsFile(ip: IPv4Address, hostname: String) -> String {
+        "# Kubernetes-managed hosts file (kemu).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\(ip)\t\(hostname)\n"
+    }
+
     /// The pod's `/etc/resolv.conf`, pointing at cluster DNS with Kubernetes' search path.
     public func resolvConf(kubernetesNamespace: String) -> String {
         let domain = network.clusterDomain

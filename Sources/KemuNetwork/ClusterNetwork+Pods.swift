@@ -6,10 +6,11 @@ import KemuSystem
 extension ClusterNetwork {
     /// Creates a pod sandbox on `node`: a namespace with lo up, a veth whose `eth0` end is in the pod
     /// and whose other end is a port of the node's cbr0, the next free address of the node's pod
-    /// subnet, a default route via the node, and /etc/netns/<ns>/resolv.conf for cluster DNS.
+    /// subnet, a default route via the node, /etc/netns/<ns>/resolv.conf for cluster DNS and
+    /// /etc/netns/<ns>/hosts naming the pod (`hostname`, by default the sandbox name) at its IP.
     /// Touches nothing but that node's bridge. On failure, nothing of the pod is left.
     @discardableResult
-    public func addPod(_ name: String, node: String, kubernetesNamespace: String = "default") throws -> PodSandbox {
+    public func addPod(_ name: String, node: String, kubernetesNamespace: String = "default", hostname: String? = nil) throws -> PodSandbox {
         guard ClusterConfig.isDNSLabel(name) else {
             throw KemuError(.invalidArgument, "pod name \"\(name)\" must be a DNS label: 1-63 lower-case letters, digits and '-'")
         }
@@ -44,6 +45,7 @@ extension ClusterNetwork {
             try pod.linkSetUp(AddressPlan.uplink, true)
             try pod.routeAdd(.defaultRoute(via: gateway.address, device: AddressPlan.uplink))
             try backend.writeEtcFile(sandbox.namespace, "resolv.conf", plan.resolvConf(kubernetesNamespace: kubernetesNamespace))
+            try backend.writeEtcFile(sandbox.namespace, "hosts", AddressPlan.hostsFile(ip: sandbox.ip, hostname: hostname ?? name))
             return sandbox
         } catch {
             for step in undo.reversed() { step() }

@@ -114,3 +114,36 @@ public struct NetworkNamespace: Sendable, Hashable, CustomStringConvertible {
         return result.sorted()
     }
 }
+
+extension NetworkNamespace {
+    /// A TCP socket listening on `host:port` inside this namespace (made on the namespace thread,
+    /// so it stays there while this process's threads stay home), close-on-exec, non-blocking (NIO
+    /// accepts until EAGAIN), SO_REUSEADDR.
+    /// The caller owns the returned descriptor.
+    public func listeningSocket(host: String, port: Int, backlog: Int32 = 1024, on thread: NamespaceThread = .shared) throws -> Int32 {
+        let namespace = try open()
+        return try thread.run(in: namespace) {
+            let fd = try syscall("socket", "tcp \(host):\(port) in \(name)") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0) }
+            do {
+                var one: Int32 = 1
+                _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+                    throw KemuError(.invalidArgument, "\(host) is not an IPv4 address")
+                }
+                try withUnsafePointer(to: &address) { pointer in
+                    try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                        _ = try syscall("bind", "\(host):\(port) in \(name)") { bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    }
+                }
+                _ = try syscall("listen", "\(host):\(port) in \(name)") { listen(fd, backlog) }
+                return fd
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
+    }
+}

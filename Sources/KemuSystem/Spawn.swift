@@ -28,6 +28,10 @@ public enum Spawn {
     public struct Options: Sendable {
         /// Enter this namespace and see its /etc/netns files, as `ip netns exec` does.
         public var namespace: NetworkNamespace?
+        /// With `namespace`: give the child a private mount namespace with the namespace's
+        /// /etc/netns files and /sys (what `ip netns exec` does). Off for daemons that create
+        /// namespaces themselves: their bind mounts under /run/netns must be seen by everyone.
+        public var privateMounts = true
         public var environment: [String: String]
         public var stdin: Int32 = -1
         public var stdout: Int32 = -1
@@ -66,7 +70,7 @@ public enum Spawn {
             try withCStrings(env) { cEnv in
                 var pid: pid_t = 0
                 var step = [CChar](repeating: 0, count: Int(KEMU_STEP_LEN))
-                let err = withOptionalCString(options.namespace?.name) { nsName in
+                let err = withOptionalCString(options.privateMounts ? options.namespace?.name : nil) { nsName in
                     withOptionalCString(options.workingDirectory) { cwd in
                         var o = kemu_spawn_options(
                             netns_fd: nsFD?.raw ?? -1, netns_name: nsName,

@@ -48,8 +48,11 @@ struct Echo: AsyncParsableCommand {
             let ready = started.duration(to: .now) >= .seconds(readyAfter)
             return Self.text(ready ? .ok : .serviceUnavailable, ready ? "ready\n" : "not ready yet (--ready-after)\n")
         }
-        router.on("**", method: .get) { request, context in identity.answer(request, context) }
-        router.on("**", method: .post) { request, context in identity.answer(request, context) }
+        // "**" needs at least one path component: "/" is routed on its own.
+        for path in ["/", "**"] {
+            router.on(RouterPath(path), method: .get) { request, context in identity.answer(request, context) }
+            router.on(RouterPath(path), method: .post) { request, context in identity.answer(request, context) }
+        }
         var logger = Logger(label: "kemu.echo")
         logger.logLevel = .warning
         let app = Application(router: router, configuration: .init(address: .hostname(address, port: port), serverName: "kemu-echo"),

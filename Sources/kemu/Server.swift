@@ -8,6 +8,7 @@ import KemuPKI
 import KemuStore
 import KemuSystem
 import NIOSSL
+import Synchronization
 
 struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,6 +27,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("address"), help: "An IPv4 address to serve on besides 127.0.0.1 (repeatable; https only).")
     var addresses: [String] = []
     @Flag(help: "Serve plain http without authentication, on 127.0.0.1 only.") var insecure = false
+    @Option(help: "Also listen inside this network namespace (a cluster's control-plane host) …") var fabricNetns: String?
+    @Option(help: "… on this address of it …") var fabricAddress: String?
+    @Option(help: "… and port, relaying to the server.") var fabricPort = 6443
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
@@ -45,6 +49,7 @@ struct Server: AsyncParsableCommand {
         return ServiceRanges(serviceCIDR: cidr, nodePorts: parts[0]...parts[1], loadBalancerPool: pool)
     }
 
+    /// The addresses the serving certificate names: loopback, every --address, the fabric address.
     func validatedHosts() throws -> [IPv4Address] {
         var hosts = [IPv4Address(127, 0, 0, 1)]
         for text in addresses {
@@ -55,6 +60,12 @@ struct Server: AsyncParsableCommand {
             if !hosts.contains(address) { hosts.append(address) }
         }
         if port == 0 && hosts.count > 1 { throw ValidationError("--port 0 picks a free port for one address only; give a port with --address") }
+        if (fabricNetns == nil) != (fabricAddress == nil) { throw ValidationError("--fabric-netns and --fabric-address go together") }
+        if let fabricAddress {
+            guard let address = IPv4Address(fabricAddress) else { throw ValidationError("--fabric-address \"\(fabricAddress)\" is not an IPv4 address") }
+            if insecure { throw ValidationError("--fabric-address: --insecure serves plain http on loopback only") }
+            hosts.append(address)  // for the serving certificate; the listener is the relay
+        }
         return hosts
     }
 
@@ -81,16 +92,31 @@ struct Server: AsyncParsableCommand {
             kubeconfig.clientCertificatePEM = pki.admin.certificatePEM
             kubeconfig.clientKeyPEM = pki.admin.privateKeyPEM
         }
+        // The fabric listener is bound before anything starts, so a missing namespace fails early.
+        var background: [@Sendable () async throws -> Void] = []
+        let boundPort = Mutex(0)
+        if let fabricNetns, let fabricAddress {
+            let socket: Int32
+            do {
+                socket = try NetworkNamespace(fabricNetns).listeningSocket(host: fabricAddress, port: fabricPort)
+            } catch {
+                throw KemuError(.invalidState, "cannot listen on \(fabricAddress):\(fabricPort) in namespace \(fabricNetns)", cause: error)
+            }
+            background.append { try await FabricListener(socket: socket, target: { boundPort.withLock { $0 } }).run() }
+        }
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)
         let scheduler = Scheduler(store: store)
-        let (served, dataDir, scheme, advertise) = (api, self.dataDir, insecure ? "http" : "https", hosts.last!)
-        try await served.run(hosts: hosts.map(\.description), port: port, tls: tls,
-                          background: [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() }]) { [kubeconfig] bound in
+        let (served, dataDir, scheme) = (api, self.dataDir, insecure ? "http" : "https")
+        let listeners = hosts.filter { $0.description != fabricAddress }.map(\.description)
+        let advertise = fabricAddress.map { ($0, fabricPort) }
+        background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() }]
+        try await served.run(hosts: listeners, port: port, tls: tls, background: background) { [kubeconfig] bound in
+            boundPort.withLock { $0 = bound }
             var kubeconfig = kubeconfig
             kubeconfig.server = "\(scheme)://127.0.0.1:\(bound)"
             do {
-                try served.publishEndpoints(address: advertise.description, port: bound)
+                try served.publishEndpoints(address: advertise?.0 ?? listeners.last!, port: advertise?.1 ?? bound)
                 try FileSystem.writeFile("\(dataDir)/kubeconfig", kubeconfig.render(), mode: 0o600)
                 FileHandle.standardOutput.write(Data("kemu API server on \(kubeconfig.server) — kubectl --kubeconfig \(dataDir)/kubeconfig get namespaces\n".utf8))
             } catch {

@@ -45,8 +45,9 @@ struct ScriptsMatchKemuTests {
             #expect(built[host]?.addresses == scripted[host]?.addresses, "addresses of \(host)")
             #expect(built[host]?.routes == scripted[host]?.routes, "routes of \(host)")
         }
-        #expect(try FileSystem.readFile("/etc/netns/kemu-rscr-p-web/resolv.conf")
-                == FileSystem.readFile("/etc/netns/kemu-rkemu-p-web/resolv.conf"))
+        for file in ["resolv.conf", "hosts"] {
+            #expect(try FileSystem.readFile("/etc/netns/kemu-rscr-p-web/\(file)") == FileSystem.readFile("/etc/netns/kemu-rkemu-p-web/\(file)"))
+        }
 
         try script("pod.sh", ["del", "rscr", "1", "web"])
         try network.removePod("web")

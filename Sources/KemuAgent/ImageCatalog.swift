@@ -1,0 +1,105 @@
+import Foundation
+import KemuSystem
+import Yams
+
+/// `configs/images.yaml`: what program each container image stands for.
+public struct ImageCatalog: Sendable, Equatable {
+    public struct Image: Sendable, Equatable {
+        public var command: [String]
+        public var args: [String]
+    }
+
+    public var images: [String: Image]
+    /// What `kemu` in a command means: the running kemu binary.
+    public var kemuExecutable: String
+
+    public init(images: [String: Image], kemuExecutable: String) {
+        self.images = images
+        self.kemuExecutable = kemuExecutable
+    }
+
+    public static func load(path: String, kemuExecutable: String) throws -> ImageCatalog {
+        let text: String
+        do { text = try FileSystem.readFile(path) } catch {
+            throw KemuError(.notFound, "image catalog \(path) cannot be read", cause: error)
+        }
+        return try parse(text, source: path, kemuExecutable: kemuExecutable)
+    }
+
+    public static func parse(_ text: String, source: String, kemuExecutable: String) throws -> ImageCatalog {
+        let root: Any?
+        do { root = try Yams.load(yaml: text) } catch {
+            throw KemuError(.invalidArgument, "\(source) is not valid YAML: \(error)")
+        }
+        guard let entries = root as? [String: Any] else { throw KemuError(.invalidArgument, "\(source): expected a mapping of image → {command, args}") }
+        var images: [String: Image] = [:]
+        for (name, value) in entries {
+            guard let fields = value as? [String: Any] else { throw KemuError(.invalidArgument, "\(source): \(name): expected {command, args}") }
+            for key in fields.keys where !["command", "args"].contains(key) {
+                throw KemuError(.invalidArgument, "\(source): \(name).\(key): unknown field (command, args)")
+            }
+            func strings(_ key: String) throws -> [String] {
+                guard let raw = fields[key] else { return [] }
+                guard let list = raw as? [Any] else { throw KemuError(.invalidArgument, "\(source): \(name).\(key): expected a list") }
+                return list.map { "\($0)" }
+            }
+            let image = Image(command: try strings("command"), args: try strings("args"))
+            if image.command.isEmpty { throw KemuError(.invalidArgument, "\(source): \(name).command: required") }
+            images[name] = image
+        }
+        return ImageCatalog(images: images, kemuExecutable: kemuExecutable)
+    }
+
+    /// The image's entry, by exact name or without registry, `library/` and tag.
+    public func lookup(_ reference: String) -> Image? {
+        if let image = images[reference] { return image }
+        var name = Substring(reference)
+        if let slash = name.firstIndex(of: "/"), name[..<slash].contains(".") || name[..<slash].contains(":") {
+            name = name[name.index(after: slash)...]  // a registry host
+        }
+        if name.hasPrefix("library/") { name = name.dropFirst("library/".count) }
+        if let image = images[String(name)] { return image }
+        if let colon = name.lastIndex(of: ":"), !name[colon...].contains("/") { return images[String(name[..<colon])] }
+        return nil
+    }
+
+    /// argv for a container: Kubernetes' command/args rules over the image's entry, `kemu`
+    /// resolved, the program found in PATH. Throws with the reason a pod status shows.
+    public func argv(image: String, command: [String]?, args: [String]?, path: String) throws -> [String] {
+        var argv: [String]
+        if let command, !command.isEmpty {
+            argv = command + (args ?? [])
+        } else {
+            guard let entry = lookup(image) else {
+                throw ContainerError(reason: "ErrImagePull",
+                                     message: "image \"\(image)\" is not in configs/images.yaml (known: \(images.keys.sorted().joined(separator: ", "))); give the container a command instead")
+            }
+            argv = entry.command + (args ?? entry.args)
+            guard Self.which(argv[0] == "kemu" ? kemuExecutable : argv[0], path: path) != nil else {
+                throw ContainerError(reason: "ErrImagePull", message: "image \"\(image)\" runs \(argv[0]), which is not installed on this machine")
+            }
+        }
+        if argv[0] == "kemu" { argv[0] = kemuExecutable }
+        guard Self.which(argv[0], path: path) != nil else {
+            throw ContainerError(reason: "RunContainerError",
+                                 message: "exec: \"\(argv[0])\": executable file not found in $PATH")
+        }
+        return argv
+    }
+
+    /// The executable `program` names: itself when it has a '/', else the first in PATH.
+    static func which(_ program: String, path: String) -> String? {
+        if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
+        for directory in path.split(separator: ":") where access("\(directory)/\(program)", X_OK) == 0 {
+            return "\(directory)/\(program)"
+        }
+        return nil
+    }
+}
+
+/// Why a container cannot start, in the words a pod status uses (reason, message).
+public struct ContainerError: Error, CustomStringConvertible {
+    public var reason: String
+    public var message: String
+    public var description: String { "\(reason): \(message)" }
+}

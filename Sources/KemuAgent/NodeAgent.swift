@@ -1,0 +1,240 @@
+import Foundation
+import KemuAPI
+import KemuClient
+import KemuNetwork
+import KemuStore
+import KemuSystem
+import Logging
+import Synchronization
+
+/// What a node agent needs to know besides the API server.
+public struct AgentConfig: Sendable {
+    public var nodeName: String
+    public var cpu: String
+    public var memory: String
+    public var maxPods: Int
+    public var images: ImageCatalog
+    /// Per-container logs: DIR/<namespace>_<pod>_<uid>/<container>.log
+    public var logDirectory: String
+
+    public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String) {
+        self.nodeName = nodeName
+        self.cpu = cpu
+        self.memory = memory
+        self.maxPods = maxPods
+        self.images = images
+        self.logDirectory = logDirectory
+    }
+}
+
+/// kemu's kubelet for one emulated node: registers the Node (capacity, addresses, podCIDR, a
+/// Ready condition) and keeps its heartbeat, follows the pods bound to it through an informer,
+/// and gives each one a `PodWorker` that runs it.
+public final class NodeAgent: Sendable {
+    public let config: AgentConfig
+    let client: APIClient
+    let network: ClusterNetwork
+    let reaper: ProcessReaper
+    let nodeIndex: Int
+    let nodeIP: String
+    let pods = APIResources.all.first { $0.resource == "pods" }!
+    let nodes = APIResources.all.first { $0.resource == "nodes" }!
+    let events = APIResources.all.first { $0.resource == "events" }!
+    let workers = Mutex<[String: PodWorker]>([:])
+    /// Sandbox creation and removal are synchronous netlink work: one thread does them, off
+    /// Swift's cooperative pool.
+    let networkQueue = DispatchQueue(label: "kemu.agent.network")
+    let logger = Logger(label: "kemu.agent")
+    /// How often the Node's Ready condition is re-posted (upstream: nodeStatusUpdateFrequency).
+    public let heartbeat: Duration = .seconds(10)
+
+    public init(config: AgentConfig, client: APIClient, network: ClusterNetwork, reaper: ProcessReaper = .shared) throws {
+        guard let index = network.nodes.first(where: { $0.name == config.nodeName })?.index else {
+            throw KemuError(.notFound, "node \(config.nodeName) is not in cluster \(network.plan.cluster) (nodes: \(network.nodes.map(\.name).joined(separator: ", ")))")
+        }
+        self.config = config
+        self.client = client
+        self.network = network
+        self.reaper = reaper
+        nodeIndex = index
+        nodeIP = network.plan.nodeIP(index).description
+    }
+
+    /// Registers the node, then runs until cancelled: heartbeats and pods.
+    public func run() async throws {
+        try await register()
+        let informer = Informer(client, pods, fields: "spec.nodeName=\(config.nodeName)")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: self.heartbeat)
+                    do { try await self.postStatus() } catch { self.logger.warning("heartbeat: \(error)") }
+                }
+            }
+            group.addTask {
+                try await informer.run { event in await self.handle(event, informer) }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Stops every pod this agent runs (used when the agent itself is told to stop for good).
+    public func stopAll() async {
+        let all = workers.withLock { w in defer { w.removeAll() }; return Array(w.values) }
+        await withTaskGroup(of: Void.self) { group in
+            for worker in all { group.addTask { await worker.stop() } }
+        }
+    }
+
+    func handle(_ event: InformerEvent, _ informer: Informer) async {
+        switch event {
+        case .added(let pod), .updated(_, let pod):
+            if let phase = pod[path: "status.phase"]?.string, ["Succeeded", "Failed"].contains(phase), workerFor(pod) == nil { return }
+            if let worker = workerFor(pod) {
+                await worker.update(pod)
+            } else {
+                let worker = PodWorker(agent: self, pod: pod)
+                workers.withLock { $0[pod.uid] = worker }
+                await worker.start()
+            }
+        case .deleted(let pod):
+            guard let worker = workers.withLock({ $0.removeValue(forKey: pod.uid) }) else { return }
+            await worker.stop()
+        case .synced:
+            // Pods this agent runs that the API no longer has (deleted while the watch was down).
+            let live = Set(informer.items.map(\.uid))
+            let gone = workers.withLock { w in
+                let stale = w.filter { !live.contains($0.key) }
+                for key in stale.keys { w.removeValue(forKey: key) }
+                return Array(stale.values)
+            }
+            for worker in gone { await worker.stop() }
+        }
+    }
+
+    func workerFor(_ pod: JSON) -> PodWorker? { workers.withLock { $0[pod.uid] } }
+
+    /// Runs netlink work on the agent's network thread.
+    func onNetworkThread<T: Sendable>(_ body: @escaping @Sendable (ClusterNetwork) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            networkQueue.async { [network] in continuation.resume(with: Result { try body(network) }) }
+        }
+    }
+
+    // MARK: the Node object
+
+    func nodeObject() -> JSON {
+        var node: JSON = ["apiVersion": "v1", "kind": "Node"]
+        node.name = config.nodeName
+        node.labels = ["kubernetes.io/hostname": config.nodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                       "node.kubernetes.io/instance-type": "kemu"]
+        let podCIDR = network.plan.podCIDR(nodeIndex).description
+        node["spec"] = ["podCIDR": .string(podCIDR), "podCIDRs": [.string(podCIDR)]]
+        node["status"] = nodeStatus()
+        return node
+    }
+
+    func nodeStatus() -> JSON {
+        let resources: JSON = ["cpu": .string(config.cpu), "memory": .string(config.memory), "pods": .string(String(config.maxPods))]
+        let now = JSON.string(Timestamp.now())
+        var kernel = utsname()
+        uname(&kernel)
+        let release = withUnsafeBytes(of: kernel.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return [
+            "capacity": resources, "allocatable": resources,
+            "conditions": [
+                ["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kemu node agent is posting ready status",
+                 "lastHeartbeatTime": now, "lastTransitionTime": now],
+            ],
+            "addresses": [["type": "InternalIP", "address": .string(nodeIP)], ["type": "Hostname", "address": .string(config.nodeName)]],
+            "daemonEndpoints": ["kubeletEndpoint": ["Port": 10250]],
+            "nodeInfo": ["kubeletVersion": "v1.32.0-kemu", "kubeProxyVersion": "v1.32.0-kemu", "operatingSystem": "linux",
+                         "architecture": "amd64", "osImage": "kemu emulated node", "kernelVersion": .string(release),
+                         "containerRuntimeVersion": "kemu://1", "machineID": "", "systemUUID": "", "bootID": ""],
+        ]
+    }
+
+    /// Creates the Node, or takes over the one a previous run registered.
+    func register() async throws {
+        do {
+            try await client.create(nodes, nodeObject())
+        } catch let error as ClientError where error.code == 409 {
+            var existing = try await client.get(nodes, name: config.nodeName)
+            let fresh = nodeObject()
+            existing["spec"] = fresh["spec"]
+            existing["metadata", default: [:]]["labels"] = fresh[path: "metadata.labels"]
+            existing = try await client.update(nodes, existing)
+            try await postStatus()
+        }
+        logger.info("node \(config.nodeName) registered (\(nodeIP), pods \(network.plan.podCIDR(nodeIndex)))")
+    }
+
+    /// The heartbeat: Ready=True with a fresh lastHeartbeatTime (the transition time is kept).
+    func postStatus() async throws {
+        var status = nodeStatus()
+        let current = try? await client.get(nodes, name: config.nodeName)
+        if let old = current?[path: "status.conditions"]?.array?.first(where: { $0["type"]?.string == "Ready" }),
+           old["status"]?.string == "True", let since = old["lastTransitionTime"] {
+            var conditions = status["conditions"]?.array ?? []
+            if !conditions.isEmpty { conditions[0]["lastTransitionTime"] = since }
+            status["conditions"] = .array(conditions)
+        }
+        _ = try await client.patch(nodes, name: config.nodeName, ["status": status], subresource: "status")
+    }
+
+    // MARK: helpers for workers
+
+    func event(_ pod: JSON, type: String, reason: String, message: String) async {
+        var event: JSON = ["apiVersion": "v1", "kind": "Event",
+                           "involvedObject": ["kind": "Pod", "namespace": .string(pod.namespace), "name": .string(pod.name),
+                                              "uid": .string(pod.uid), "apiVersion": "v1"],
+                           "reason": .string(reason), "message": .string(message), "type": .string(type),
+                           "source": ["component": "kubelet", "host": .string(config.nodeName)],
+                           "firstTimestamp": .string(Timestamp.now()), "lastTimestamp": .string(Timestamp.now()), "count": 1,
+                           "reportingComponent": "kubelet", "reportingInstance": .string(config.nodeName)]
+        event.name = "\(pod.name).\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
+        event.namespace = pod.namespace
+        do { try await client.create(events, event) } catch { logger.warning("event \(reason) for \(pod.name): \(error)") }
+    }
+
+    /// A container's environment: PATH and HOME from the agent, the downward-API basics, the
+    /// kubernetes Service, then the container's own `env` (values and fieldRefs).
+    func environment(for pod: JSON, container: JSON, podIP: String) -> [String: String] {
+        let inherited = ProcessInfo.processInfo.environment
+        var env: [String: String] = [
+            "PATH": inherited["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root", "HOSTNAME": pod.name,
+            "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": podIP, "NODE_NAME": config.nodeName,
+            "POD_UID": pod.uid, "HOST_IP": nodeIP,
+            "KUBERNETES_SERVICE_HOST": network.plan.kubernetesServiceIP.description, "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_PORT": "tcp://\(network.plan.kubernetesServiceIP):443",
+        ]
+        for variable in container["env"]?.array ?? [] {
+            guard let name = variable["name"]?.string else { continue }
+            if let value = variable["value"]?.string {
+                env[name] = PodWorker.expand(value, env)
+            } else if let path = variable[path: "valueFrom.fieldRef.fieldPath"]?.string {
+                env[name] = fieldValue(path, pod: pod, podIP: podIP)
+            }
+        }
+        return env
+    }
+
+    func fieldValue(_ path: String, pod: JSON, podIP: String) -> String {
+        switch path {
+        case "metadata.name": return pod.name
+        case "metadata.namespace": return pod.namespace
+        case "metadata.uid": return pod.uid
+        case "spec.nodeName": return config.nodeName
+        case "spec.serviceAccountName": return pod[path: "spec.serviceAccountName"]?.string ?? "default"
+        case "status.podIP": return podIP
+        case "status.hostIP": return nodeIP
+        default:
+            if path.hasPrefix("metadata.labels['"), path.hasSuffix("']") {
+                return pod.labels[String(path.dropFirst("metadata.labels['".count).dropLast(2))] ?? ""
+            }
+            return ""
+        }
+    }
+}

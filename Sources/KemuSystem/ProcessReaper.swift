@@ -1,0 +1,78 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// Starts child processes and reports each one's end the moment it happens: one thread blocks in
+/// waitpid(-1) for every child of the process, so an exit is seen at once (no polling, no probe
+/// period), and no zombie is left. A process using it must start all its children through it,
+/// since the reaper collects whatever child ends.
+public final class ProcessReaper: Sendable {
+    public typealias Handler = @Sendable (ProcessExit) -> Void
+
+    private struct State {
+        var handlers: [pid_t: Handler] = [:]
+        var threadRunning = false
+    }
+    private let state = Mutex(State())
+    /// Held while a spawn registers its handler, so the reaper cannot collect a child that has
+    /// no handler yet: it waits on this lock before looking the pid up.
+    private let registering = NSLock()
+
+    public static let shared = ProcessReaper()
+
+    public init() {}
+
+    /// Spawns `argv` and calls `onExit` on the reaper's thread when it ends.
+    public func spawn(_ argv: [String], _ options: Spawn.Options, onExit: @escaping Handler) throws -> pid_t {
+        registering.lock()
+        defer { registering.unlock() }
+        let pid = try Spawn.spawn(argv, options)
+        let start = state.withLock { s -> Bool in
+            s.handlers[pid] = onExit
+            if s.threadRunning { return false }
+            s.threadRunning = true
+            return true
+        }
+        if start {
+            let thread = Thread { [self] in reap() }
+            thread.name = "kemu-reaper"
+            thread.start()
+        }
+        return pid
+    }
+
+    /// Waits for `pid` (a child spawned through `spawn`) to end.
+    public func spawnAndWait(_ argv: [String], _ options: Spawn.Options) async throws -> ProcessExit {
+        try await withCheckedThrowingContinuation { continuation in
+            do {
+                _ = try spawn(argv, options) { continuation.resume(returning: $0) }
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    public var running: Int { state.withLock { $0.handlers.count } }
+
+    private func reap() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, 0)
+            if pid > 0 {
+                registering.lock()
+                let handler = state.withLock { $0.handlers.removeValue(forKey: pid) }
+                registering.unlock()
+                handler?(Spawn.decode(status))
+                continue
+            }
+            if errno == EINTR { continue }
+            // ECHILD: no children left. Stop; the next spawn starts the thread again.
+            let stop = state.withLock { s -> Bool in
+                if s.handlers.isEmpty { s.threadRunning = false; return true }
+                return false
+            }
+            if stop { return }
+            usleep(1000)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import KemuAgent
+import KemuClient
+import KemuNetwork
+import KemuSystem
+import Logging
+import ServiceLifecycle
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Run the node agent (kemu's kubelet) for one node of a running cluster.",
+        discussion: "`kemu up` starts one per node, inside the node's namespace, with a client certificate of its own.")
+
+    @Option(help: "The node's name, as in the cluster config.") var name: String
+    @Option(help: "Cluster name.") var cluster = "kemu"
+    @Option(help: "Kubeconfig (default: /run/kemu/CLUSTER/nodes/NAME.kubeconfig).") var kubeconfig: String?
+    @Option(help: "Image catalog (default: configs/images.yaml, here or beside kemu).") var images: String?
+    @Option(help: "CPU capacity.") var cpu = "4"
+    @Option(help: "Memory capacity.") var memory = "8Gi"
+    @Option(help: "Pod capacity.") var maxPods = 110
+
+    func run() async throws {
+        try requireRoot("kemu node")
+        let network = try ClusterNetwork.load(cluster: cluster)
+        let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(name).kubeconfig")
+        let catalog = try ImageCatalog.load(path: images ?? Executable.imageCatalog(), kemuExecutable: Executable.path)
+        let agent = try NodeAgent(
+            config: AgentConfig(nodeName: name, cpu: cpu, memory: memory, maxPods: maxPods, images: catalog,
+                                logDirectory: "\(network.stateDirectory)/logs"),
+            client: try APIClient(kubeconfig: config), network: network)
+        let logger = Logger(label: "kemu.node")
+        try await ServiceGroup(configuration: .init(services: [AgentService(agent: agent)], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                    logger: logger)).run()
+    }
+}
+
+/// The agent as a lifecycle service: SIGTERM stops it; the pods keep running (as with kubelet).
+struct AgentService: Service {
+    let agent: NodeAgent
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do { try await agent.run() } catch is CancellationError {}
+        }
+    }
+}
+
+/// Where this kemu binary and its project files are.
+enum Executable {
+    /// The running binary, absolute (from /proc/self/exe).
+    static let path: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return n > 0 ? String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }()
+
+    /// configs/images.yaml in the working directory, else in the project the binary was built in
+    /// (the nearest directory above the binary that has one).
+    static func imageCatalog() -> String {
+        let local = FileManager.default.currentDirectoryPath + "/configs/images.yaml"
+        if FileSystem.exists(local) { return local }
+        var directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = directory.appendingPathComponent("configs/images.yaml").path
+            if FileSystem.exists(candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return local
+    }
+}

@@ -1,0 +1,169 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KemuAPI
+import KemuClient
+import KemuNetwork
+import KemuPKI
+import KemuSystem
+
+/// The files of a running cluster under its state directory (/run/kemu/NAME).
+struct ClusterFiles {
+    let state: String
+    var dataDir: String { "\(state)/apiserver" }
+    var kubeconfig: String { "\(dataDir)/kubeconfig" }
+    func pidFile(_ daemon: String) -> String { "\(state)/\(daemon).pid" }
+    func log(_ daemon: String) -> String { "\(state)/\(daemon).log" }
+    func nodeKubeconfig(_ node: String) -> String { "\(state)/nodes/\(node).kubeconfig" }
+    var daemons: [String] { FileSystem.list(state).filter { $0.hasSuffix(".pid") }.map { String($0.dropLast(4)) } }
+
+    init(cluster: String) { state = ClusterNetwork.defaultStateDirectory(cluster) }
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bring a cluster up: network, API server, one node agent per node; returns when every node is Ready.")
+
+    @OptionGroup var options: ClusterOptions
+    @Option(help: "Seconds to wait for every node to be Ready.") var timeout: Double = 30
+
+    func run() async throws {
+        try requireRoot("kemu up")
+        let config = try options.config()
+        let files = ClusterFiles(cluster: config.name)
+        if FileSystem.exists("\(files.state)/network.json") || NetworkNamespace(AddressPlan(config).fabricNamespace).exists {
+            throw KemuError(.exists, "cluster \(config.name) is already up; remove it first with: kemu down --cluster \(config.name)")
+        }
+        let started = ContinuousClock.now
+        let say = { (line: String) in print("[\(Self.elapsed(since: started))] \(line)") }
+        let network = try ClusterNetwork(config: config)
+        do {
+            try network.up()
+            say("network: fabric \(config.network.fabricCIDR), control plane \(network.plan.controlPlaneIP), \(config.nodes.count) nodes")
+            try startServer(network, files)
+            say("API server: https://\(network.plan.controlPlaneIP):6443 on the fabric (log \(files.log("server")))")
+            let pki = try ClusterPKI.loadOrCreate(directory: "\(files.dataDir)/pki", clusterName: config.name)
+            try FileSystem.makeDirectories("\(files.state)/nodes", mode: 0o700)
+            for (node, _) in network.nodes { try startAgent(node, network, files, pki) }
+            say("node agents started: \(network.nodes.map(\.name).joined(separator: ", "))")
+            try await waitForReadyNodes(network.nodes.map(\.name), files)
+            say("all \(network.nodes.count) nodes Ready")
+        } catch {
+            FileHandle.standardError.write(Data("kemu up failed: \(error)\nremoving what was built…\n".utf8))
+            Down.stopDaemons(files)
+            _ = try? ClusterNetwork.teardown(cluster: config.name)
+            throw ExitCode.failure
+        }
+        print("""
+
+        cluster \(config.name) is up in \(Self.elapsed(since: started)).
+          export KUBECONFIG=\(files.kubeconfig)
+          kubectl get nodes -o wide
+          kemu status --cluster \(config.name)
+          kemu down --cluster \(config.name)
+        """)
+    }
+
+    static func isReady(_ node: JSON) -> Bool {
+        let conditions = node[path: "status.conditions"]?.array ?? []
+        return conditions.contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
+    }
+
+    static func elapsed(since start: ContinuousClock.Instant) -> String {
+        let ms = Int(start.duration(to: .now).components.attoseconds / 1_000_000_000_000_000 + start.duration(to: .now).components.seconds * 1000)
+        return String(format: "%d.%03d s", ms / 1000, ms % 1000)
+    }
+
+    /// `kemu server` in the host's namespace (loopback for kubectl) relaying from the cp
+    /// host's fabric address; returns once it has written its kubeconfig.
+    func startServer(_ network: ClusterNetwork, _ files: ClusterFiles) throws {
+        try FileSystem.makeDirectories(files.dataDir, mode: 0o700)
+        let c = network.config.network
+        let pid = try Daemon.start("server", files, [
+            Executable.path, "server", "--data-dir", files.dataDir, "--port", "0",
+            "--fabric-netns", network.plan.namespace("cp"), "--fabric-address", network.plan.controlPlaneIP.description,
+            "--service-cidr", c.serviceCIDR.description, "--node-port-range", "\(c.nodePortRange.lower)-\(c.nodePortRange.upper)",
+            "--load-balancer-pool", c.loadBalancerPool.description,
+        ], namespace: nil)
+        try Daemon.waitFor(file: files.kubeconfig, pid: pid, name: "server", files: files, seconds: 15)
+    }
+
+    /// `kemu node` inside the node's namespace, with a client certificate for system:node:NAME.
+    func startAgent(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles, _ pki: ClusterPKI) throws {
+        let pair = try pki.ca.issueClient(user: "system:node:\(node)", groups: ["system:nodes"])
+        let kubeconfig = Kubeconfig(server: "https://\(network.plan.controlPlaneIP):6443", cluster: network.plan.cluster,
+                                    certificateAuthorityPEM: pki.ca.certificatePEM, clientCertificatePEM: pair.certificatePEM,
+                                    clientKeyPEM: pair.privateKeyPEM)
+        try FileSystem.writeFile(files.nodeKubeconfig(node), kubeconfig.render(), mode: 0o600)
+        _ = try Daemon.start("node-\(node)", files, [
+            Executable.path, "node", "--name", node, "--cluster", network.plan.cluster,
+            "--kubeconfig", files.nodeKubeconfig(node), "--images", Executable.imageCatalog(),
+        ], namespace: NetworkNamespace(network.plan.namespace(node)))
+    }
+
+    func waitForReadyNodes(_ names: [String], _ files: ClusterFiles) async throws {
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: files.kubeconfig))
+        let nodes = APIResources.all.first { $0.resource == "nodes" }!
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        var ready: Set<String> = []
+        while ContinuousClock.now < deadline {
+            if let list = try? await client.list(nodes) {
+                ready = Set(list.items.filter(Self.isReady).map(\.name))
+                if ready.isSuperset(of: names) { return }
+            }
+            for name in names where !ready.contains(name) {
+                if let pid = Daemon.pid("node-\(name)", files), kill(pid, 0) != 0 {
+                    throw KemuError(.invalidState, "the agent of \(name) exited:\n" + Daemon.tail(files.log("node-\(name)")))
+                }
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        let missing = names.filter { !ready.contains($0) }
+        let logs = missing.map { "\(files.log("node-\($0)")):\n" + Daemon.tail(files.log("node-\($0)"), lines: 8) }
+        throw KemuError(.timeout, "nodes not Ready after \(Int(timeout)) s: \(missing.joined(separator: ", "))\n" + logs.joined(separator: "\n"))
+    }
+}
+
+/// Background processes of a cluster: started detached (own session, stdout/stderr to a log),
+/// recorded by pid file, stopped by that pid only.
+enum Daemon {
+    static func start(_ name: String, _ files: ClusterFiles, _ argv: [String], namespace: NetworkNamespace?) throws -> pid_t {
+        let log = try FileDescriptor(opening: files.log(name), flags: O_WRONLY | O_CREAT | O_APPEND)
+        let null = try FileDescriptor(opening: "/dev/null", flags: O_RDONLY)
+        var options = Spawn.Options(namespace: namespace)
+        options.privateMounts = false  // agents create pod namespaces: their mounts must be the host's
+        options.stdin = null.raw
+        options.stdout = log.raw
+        options.stderr = log.raw
+        options.newSession = true
+        let pid = try Spawn.spawn(argv, options)
+        try FileSystem.writeFile(files.pidFile(name), "\(pid)\n")
+        return pid
+    }
+
+    static func pid(_ name: String, _ files: ClusterFiles) -> pid_t? {
+        (try? FileSystem.readFile(files.pidFile(name))).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Whether `pid` still runs kemu (a recycled pid belongs to someone else: never signal it).
+    static func isKemu(_ pid: pid_t) -> Bool {
+        guard let cmdline = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: "\0").first.map { $0.hasSuffix("/kemu") || $0 == "kemu" } ?? false
+    }
+
+    static func waitFor(file: String, pid: pid_t, name: String, files: ClusterFiles, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !FileSystem.exists(file) {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw KemuError(.invalidState, "kemu \(name) exited:\n" + tail(files.log(name)))
+            }
+            guard Date() < deadline else { throw KemuError(.timeout, "kemu \(name) did not start within \(Int(seconds)) s (log \(files.log(name)))") }
+            usleep(5000)
+        }
+    }
+
+    static func tail(_ path: String, lines: Int = 15) -> String {
+        ((try? FileSystem.readFile(path)) ?? "").split(separator: "\n").suffix(lines).map { "  " + $0 }.joined(separator: "\n")
+    }
+}
