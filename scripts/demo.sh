@@ -1,40 +1,53 @@
 #!/usr/bin/env bash
-# make demo: a 2-node cluster network, a pod on each node, a web server in one pod, and requests to
-# it from the other pod (across nodes) and from a node.
+# make demo: `kemu up` a 2-node cluster, apply four kemu/echo pods with real kubectl, and curl
+# every pod from a pod on the other node. KEEP=1 leaves the cluster up to play with.
 set -euo pipefail
-kemu=${1:-.build/debug/kemu}
+kemu=$(realpath "${1:-.build/debug/kemu}")
 cluster=demo
-server_pid=
+export KUBECONFIG=/run/kemu/$cluster/apiserver/kubeconfig
+cache=$(mktemp -d)
+kubectl() { /usr/bin/kubectl --cache-dir "$cache" "$@"; }
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
-  [ "${KEEP:-0}" = 1 ] || "$kemu" net down --cluster "$cluster" >/dev/null
+  rm -rf "$cache"
+  [ "${KEEP:-0}" = 1 ] || "$kemu" down --cluster "$cluster" >/dev/null
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-"$kemu" net down --cluster "$cluster" >/dev/null
-step "kemu net up: fabric, cp, client, lb and 2 nodes as network namespaces"
-"$kemu" net up -f configs/cluster.yaml --cluster "$cluster"
-step "a pod on each node"
-"$kemu" net pod add --cluster "$cluster" --node node-1 web
-"$kemu" net pod add --cluster "$cluster" --node node-2 shell
-step "a web server in pod web (10.244.1.2), started inside its namespace"
-"$kemu" net exec --cluster "$cluster" web -- python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1 &
-server_pid=$!
-for _ in $(seq 50); do
-  "$kemu" net exec --cluster "$cluster" shell -- curl -s -o /dev/null --max-time 1 http://10.244.1.2:8080/ && break
+"$kemu" down --cluster "$cluster" >/dev/null
+step "kemu up: network, API server, one node agent per node"
+"$kemu" up -f configs/cluster.yaml --cluster "$cluster"
+step "kubectl get nodes"
+kubectl get nodes -o wide
+step "kubectl apply -f configs/demo-app.yaml: four kemu/echo pods"
+kubectl apply -f configs/demo-app.yaml
+kubectl wait --for=condition=Ready pod -l app=echo --timeout=30s >/dev/null
+kubectl get pods -o wide
+step "every pod, asked from a pod on the other node (real TCP across the fabric)"
+mapfile -t pods < <(kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}')
+for line in "${pods[@]}"; do
+  read -r name node ip <<<"$line"
+  for other in "${pods[@]}"; do
+    read -r from from_node _ <<<"$other"
+    if [ "$from_node" != "$node" ]; then
+      printf '%-8s (%s) → %-8s %-12s ' "$from" "$from_node" "$name" "$ip"
+      "$kemu" curl --cluster "$cluster" --from "$from" "http://$ip:8080/hello?format=text"
+      break
+    fi
+  done
+done
+step "kill -9 the process of echo-1: the node agent restarts it at once"
+pid=$(kubectl get pod echo-1 -o jsonpath='{.status.containerStatuses[0].containerID}'); pid=${pid#kemu://}
+kill -9 "$pid"
+for _ in $(seq 100); do
+  [ "$(kubectl get pod echo-1 -o jsonpath='{.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].ready}')" = "1/true" ] && break
   sleep 0.1
 done
-step "pod shell (node-2) → pod web (node-1): across the fabric"
-"$kemu" net exec --cluster "$cluster" shell -- curl -s -o /dev/null -w 'HTTP %{http_code} from %{remote_ip} in %{time_total}s\n' http://10.244.1.2:8080/
-step "node-2 → pod web"
-"$kemu" net exec --cluster "$cluster" node-2 -- curl -s -o /dev/null -w 'HTTP %{http_code} from %{remote_ip}\n' http://10.244.1.2:8080/
-step "the pod's own view: its addresses, routes and resolv.conf"
-"$kemu" net exec --cluster "$cluster" shell -- ip -br -4 addr
-"$kemu" net exec --cluster "$cluster" shell -- ip route
-"$kemu" net exec --cluster "$cluster" shell -- cat /etc/resolv.conf
+kubectl get pod echo-1
+step "kemu status"
+"$kemu" status --cluster "$cluster"
 if [ "${KEEP:-0}" = 1 ]; then
-  echo; echo "cluster kept: try  $kemu net exec --cluster $cluster shell -- curl http://10.244.1.2:8080/  and  $kemu net down --cluster $cluster"
+  echo; echo "cluster kept:  export KUBECONFIG=$KUBECONFIG;  kubectl get pods -o wide;  $kemu down --cluster $cluster"
 else
-  step "kemu net down: everything named kemu-$cluster-* is removed (KEEP=1 keeps it)"
+  step "kemu down: daemons stopped by pid, everything named kemu-$cluster-* removed (KEEP=1 keeps it)"
 fi
