@@ -140,7 +140,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kemu-bench",
-            dependencies: ["KemuAPI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            dependencies: ["KemuAPI", "KemuClient", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

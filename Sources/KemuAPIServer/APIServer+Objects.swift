@@ -237,6 +237,19 @@ extension APIServer {
         guard ["Orphan", "Background", "Foreground"].contains(policy) else {
             throw APIError.badRequest("propagationPolicy: Unsupported value: \"\(policy)\": supported values: \"Orphan\", \"Background\", \"Foreground\"")
         }
+        // Pods on a node end gracefully: marked now, deleted by their node agent once the
+        // processes have stopped (or at once with gracePeriodSeconds 0, kubectl's --force).
+        // A pod bound to a node that does not exist goes at once: no agent would ever confirm
+        // (upstream's pod garbage collector removes such orphans).
+        if t.resource.resource == "pods", let pod = store.get(qualified, namespace: namespace, name: name) {
+            let grace = max(options["gracePeriodSeconds"]?.int ?? pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0)
+            let phase = pod[path: "status.phase"]?.string ?? ""
+            let node = pod[path: "spec.nodeName"]?.string ?? ""
+            if grace > 0, !node.isEmpty, store.get("nodes", name: node) != nil, phase != "Succeeded", phase != "Failed" {
+                if let resourceVersion, resourceVersion != pod.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
+                return Self.json(try store.markForDeletion(qualified, namespace: namespace, name: name, gracePeriodSeconds: grace, uid: uid))
+            }
+        }
         if let owner = store.get(qualified, namespace: namespace, name: name), owner.deletionTimestamp == nil {
             let dependents = store.dependents(of: owner.uid)
             if policy == "Orphan" {

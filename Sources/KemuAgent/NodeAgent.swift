@@ -90,6 +90,10 @@ public final class NodeAgent: Sendable {
     func handle(_ event: InformerEvent, _ informer: Informer) async {
         switch event {
         case .added(let pod), .updated(_, let pod):
+            if pod.deletionTimestamp != nil {
+                await terminate(pod)
+                return
+            }
             if let phase = pod[path: "status.phase"]?.string, ["Succeeded", "Failed"].contains(phase), workerFor(pod) == nil { return }
             if let worker = workerFor(pod) {
                 await worker.update(pod)
@@ -114,6 +118,28 @@ public final class NodeAgent: Sendable {
     }
 
     func workerFor(_ pod: JSON) -> PodWorker? { workers.withLock { $0[pod.uid] } }
+
+    /// A pod marked for deletion: its processes get SIGTERM and the grace period it was given,
+    /// its sandbox goes, then the final delete (grace 0, this uid only) removes the object.
+    func terminate(_ pod: JSON) async {
+        let worker = workers.withLock { $0[pod.uid] }
+        if let worker {
+            guard await worker.beginTermination() else { return }  // already under way
+            await worker.update(pod)
+            await worker.stop(grace: pod[path: "metadata.deletionGracePeriodSeconds"]?.int)
+        } else if let stale = try? network.pod(PodWorker.sandboxName(pod)) {
+            // Left by an earlier run of this agent.
+            try? await onNetworkThread { network in try network.removePod(stale.name, killProcesses: true) }
+        }
+        do {
+            try await client.delete(pods, namespace: pod.namespace, name: pod.name, gracePeriodSeconds: 0, uid: pod.uid)
+        } catch let error as ClientError where error.code == 404 || error.code == 409 {
+            // Gone already, or a newer pod of that name.
+        } catch {
+            logger.warning("final delete of \(pod.namespace)/\(pod.name): \(error)")
+        }
+        _ = workers.withLock { $0.removeValue(forKey: pod.uid) }
+    }
 
     /// Runs netlink work on the agent's network thread.
     func onNetworkThread<T: Sendable>(_ body: @escaping @Sendable (ClusterNetwork) throws -> T) async throws -> T {

@@ -45,6 +45,10 @@ public actor PodWorker {
         var backoff: Duration = .zero
         var startedAt: ContinuousClock.Instant?
         var restartTask: Task<Void, Never>?
+        /// The probes of the running instance; cancelled when it ends.
+        var probeTask: Task<Void, Never>?
+        /// The startup probe passed (or there is none): liveness and readiness probes run.
+        var startupDone = true
     }
 
     init(agent: NodeAgent, pod: JSON) {
@@ -73,8 +77,13 @@ public actor PodWorker {
         containers = (pod[path: "spec.containers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
         do {
             sandbox = try await agent.onNetworkThread { [pod] network in
-                try network.addPod(Self.sandboxName(pod), node: self.agent.config.nodeName,
-                                   kubernetesNamespace: pod.namespace, hostname: pod.name)
+                // A sandbox left by an earlier run of this agent: its processes are not this
+                // agent's children, so it starts the pod afresh (re-adopting them is still to do).
+                if try network.pod(Self.sandboxName(pod)) != nil {
+                    try network.removePod(Self.sandboxName(pod), killProcesses: true)
+                }
+                return try network.addPod(Self.sandboxName(pod), node: self.agent.config.nodeName,
+                                          kubernetesNamespace: pod.namespace, hostname: pod.name)
             }
             try FileSystem.makeDirectories(logDirectory)
         } catch {
@@ -88,6 +97,15 @@ public actor PodWorker {
         }
         for i in containers.indices { startContainer(i) }
         await report()
+    }
+
+    var terminating = false
+
+    /// Claims the termination of this pod: false if it has begun already.
+    func beginTermination() -> Bool {
+        if terminating { return false }
+        terminating = true
+        return true
     }
 
     /// The pod object changed (labels, a deletion mark…). Containers are not changed in place, as
@@ -123,6 +141,8 @@ public actor PodWorker {
             containers[i].startedAt = .now
             containers[i].everStarted = true
             containers[i].ready = spec["readinessProbe"] == nil
+            containers[i].startupDone = spec["startupProbe"] == nil
+            startProbes(i, ip: sandbox.ip.description, namespace: NetworkNamespace(sandbox.namespace), environment: environment)
             logger.info("started \(name) as pid \(pid): \(argv.joined(separator: " "))")
             let (pod, agent) = (self.pod, self.agent)
             Task { await agent.event(pod, type: "Normal", reason: "Started", message: "Started container \(name)") }
@@ -150,6 +170,8 @@ public actor PodWorker {
         }
         containers[i].pid = nil
         containers[i].ready = false
+        containers[i].probeTask?.cancel()
+        containers[i].probeTask = nil
         containers[i].state = ["terminated": terminated]
         if stopped { return }
         logger.info("container \(name) \(exit)")
@@ -192,10 +214,10 @@ public actor PodWorker {
 
     /// The pod is gone from the API (or this node): SIGTERM to every container's process group,
     /// SIGKILL after the grace period, then the sandbox goes.
-    func stop() async {
+    func stop(grace given: Int64? = nil) async {
         stopped = true
-        for c in containers { c.restartTask?.cancel() }
-        let grace = min(max(pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
+        for c in containers { c.restartTask?.cancel(); c.probeTask?.cancel() }
+        let grace = min(max(given ?? pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
         let pids = containers.compactMap(\.pid)
         for pid in pids { kill(-pid, SIGTERM) }
         if !pids.isEmpty {
@@ -213,6 +235,95 @@ public actor PodWorker {
             try await agent.onNetworkThread { network in try network.removePod(name, killProcesses: true) }
         } catch {
             logger.error("removing sandbox \(name): \(error)")
+        }
+    }
+
+    // MARK: probes
+
+    /// Runs the container's probes as kubelet does: the startup probe alone until it passes,
+    /// then liveness and readiness side by side, each after its initial delay, every period.
+    /// Readiness flips `ready` after successThreshold passes / failureThreshold failures;
+    /// liveness or startup failing failureThreshold times in a row kills the container, which
+    /// then restarts by its policy.
+    func startProbes(_ i: Int, ip: String, namespace: NetworkNamespace, environment: [String: String]) {
+        let spec = containers[i].spec
+        let startup = Probe(spec["startupProbe"], container: spec)
+        let liveness = Probe(spec["livenessProbe"], container: spec)
+        let readiness = Probe(spec["readinessProbe"], container: spec)
+        guard startup != nil || liveness != nil || readiness != nil, let pid = containers[i].pid else { return }
+        let reaper = agent.reaper
+        let loop = { @Sendable (probe: Probe, kind: String) async -> Bool in
+            // Returns false when the probe gave up on the container (it is being killed).
+            try? await Task.sleep(for: probe.initialDelay)
+            var (passes, failures) = (0, 0)
+            var verdict: Bool?
+            while !Task.isCancelled {
+                let failure = await probe.run(ip: ip, namespace: namespace, environment: environment, reaper: reaper)
+                if Task.isCancelled { return false }
+                if let failure {
+                    (passes, failures) = (0, failures + 1)
+                    await self.probeFailed(i, pid: pid, kind: kind, message: failure)
+                    if failures >= probe.failureThreshold && verdict != false {
+                        verdict = false
+                        if kind == "Readiness" { await self.setReady(i, pid: pid, false) } else {
+                            await self.unhealthy(i, pid: pid, kind: kind)
+                            return false
+                        }
+                    }
+                } else {
+                    (passes, failures) = (passes + 1, 0)
+                    if passes >= probe.successThreshold && verdict != true {
+                        verdict = true
+                        if kind == "Readiness" { await self.setReady(i, pid: pid, true) }
+                        if kind == "Startup" { await self.startupPassed(i, pid: pid); return true }
+                    }
+                }
+                try? await Task.sleep(for: probe.period)
+            }
+            return false
+        }
+        containers[i].probeTask = Task {
+            if let startup, await loop(startup, "Startup") == false { return }
+            await withTaskGroup(of: Void.self) { group in
+                if let liveness { group.addTask { _ = await loop(liveness, "Liveness") } }
+                if let readiness { group.addTask { _ = await loop(readiness, "Readiness") } }
+            }
+        }
+    }
+
+    /// Probe results count only for the instance they were started for.
+    func current(_ i: Int, _ pid: pid_t) -> Bool { !stopped && containers[i].pid == pid }
+
+    func setReady(_ i: Int, pid: pid_t, _ ready: Bool) async {
+        guard current(i, pid), containers[i].ready != ready else { return }
+        containers[i].ready = ready
+        await report()
+    }
+
+    func startupPassed(_ i: Int, pid: pid_t) async {
+        guard current(i, pid) else { return }
+        containers[i].startupDone = true
+        if containers[i].spec["readinessProbe"] == nil { containers[i].ready = true }
+        await report()
+    }
+
+    func probeFailed(_ i: Int, pid: pid_t, kind: String, message: String) async {
+        guard current(i, pid) else { return }
+        await agent.event(pod, type: "Warning", reason: "Unhealthy", message: "\(kind) probe failed: \(message)")
+    }
+
+    /// Liveness or startup gave up: SIGTERM, SIGKILL after the grace period; the exit then
+    /// restarts the container by its policy.
+    func unhealthy(_ i: Int, pid: pid_t, kind: String) async {
+        guard current(i, pid) else { return }
+        let name = containers[i].name
+        await agent.event(pod, type: "Normal", reason: "Killing",
+                          message: "Container \(name) failed \(kind.lowercased()) probe, will be restarted")
+        kill(-pid, SIGTERM)
+        let grace = min(max(pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
+        Task {
+            try? await Task.sleep(for: .seconds(grace))
+            if self.current(i, pid) { kill(-pid, SIGKILL) }
         }
     }
 
@@ -289,7 +400,7 @@ public actor PodWorker {
         status["containerStatuses"] = .array(containers.map { c in
             var s: JSON = ["name": .string(c.name), "state": c.state, "lastState": c.lastState, "ready": .bool(c.ready && c.pid != nil),
                            "restartCount": .int(Int64(c.restartCount)), "image": c.spec["image"] ?? "",
-                           "imageID": .string("kemu://\(c.spec["image"]?.string ?? "")"), "started": .bool(c.pid != nil)]
+                           "imageID": .string("kemu://\(c.spec["image"]?.string ?? "")"), "started": .bool(c.pid != nil && c.startupDone)]
             if let pid = c.pid { s["containerID"] = .string("kemu://\(pid)") }
             return s
         })

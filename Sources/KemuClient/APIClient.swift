@@ -82,10 +82,16 @@ public struct APIClient: Sendable {
                        contentType: "application/merge-patch+json")
     }
 
+    /// DELETE with the options given: a propagation policy, a grace period (pods; 0 is final),
+    /// a uid precondition (never delete a newer object of the same name).
     @discardableResult
-    public func delete(_ r: APIResource, namespace: String? = nil, name: String, propagation: String? = nil) async throws -> JSON {
-        try await send(.DELETE, Self.path(r, namespace: namespace, name: name),
-                       body: propagation.map { ["kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": .string($0)] })
+    public func delete(_ r: APIResource, namespace: String? = nil, name: String, propagation: String? = nil,
+                       gracePeriodSeconds: Int? = nil, uid: String? = nil) async throws -> JSON {
+        var options: JSON = ["kind": "DeleteOptions", "apiVersion": "v1"]
+        if let propagation { options["propagationPolicy"] = .string(propagation) }
+        if let gracePeriodSeconds { options["gracePeriodSeconds"] = .int(Int64(gracePeriodSeconds)) }
+        if let uid { options["preconditions"] = ["uid": .string(uid)] }
+        return try await send(.DELETE, Self.path(r, namespace: namespace, name: name), body: options)
     }
 
     /// Events after `resourceVersion`, one per line of the server's chunked response, until the

@@ -130,10 +130,11 @@ public final class Store: Sendable {
             object["metadata", default: [:]]["creationTimestamp"] = current[path: "metadata.creationTimestamp"]
             object.generation = current.generation + (object["spec"] != current["spec"] ? 1 : 0)
             // Once deletion has begun it cannot be undone; the last finalizer removed ends it.
+            // A graceful deletion (grace period > 0) waits for its final delete instead.
             if let deleting = current[path: "metadata.deletionTimestamp"] {
                 object["metadata", default: [:]]["deletionTimestamp"] = deleting
                 object["metadata", default: [:]]["deletionGracePeriodSeconds"] = current[path: "metadata.deletionGracePeriodSeconds"]
-                if object.finalizers.isEmpty {
+                if object.finalizers.isEmpty && (current[path: "metadata.deletionGracePeriodSeconds"]?.int ?? 0) == 0 {
                     try commit(&s, resource, old: current, new: &object, deleting: true)
                     return
                 }
@@ -178,14 +179,37 @@ public final class Store: Sendable {
             }
             var gone = current
             if !current.finalizers.isEmpty {
-                guard current.deletionTimestamp == nil else { return current }
-                gone["metadata", default: [:]]["deletionTimestamp"] = .string(Timestamp.now())
+                // Marked already, and final (grace 0): nothing more to do until the finalizers go.
+                if current.deletionTimestamp != nil && (current[path: "metadata.deletionGracePeriodSeconds"]?.int ?? 0) == 0 { return current }
+                if current.deletionTimestamp == nil { gone["metadata", default: [:]]["deletionTimestamp"] = .string(Timestamp.now()) }
                 gone["metadata", default: [:]]["deletionGracePeriodSeconds"] = 0
                 try commit(&s, resource, old: current, new: &gone)
                 return gone
             }
             try commit(&s, resource, old: current, new: &gone, deleting: true)
             return gone
+        }
+    }
+
+    /// Graceful deletion (pods): marks the object with deletionTimestamp = now + `seconds` and
+    /// deletionGracePeriodSeconds = `seconds`, or shortens a mark already there; the object stays
+    /// until a final `delete` (the node agent's, once its processes are gone). Returns the object.
+    @discardableResult
+    public func markForDeletion(_ resource: String, namespace: String = "", name: String, gracePeriodSeconds seconds: Int64,
+                                uid: String? = nil) throws -> JSON {
+        try state.withLock { s in
+            guard let current = s.objects[resource]?[namespace]?[name] else {
+                throw StoreError.notFound(resource: resource, name: name)
+            }
+            if let uid, uid != current.uid { throw StoreError.conflict(resource: resource, name: name) }
+            if current.deletionTimestamp != nil, let grace = current[path: "metadata.deletionGracePeriodSeconds"]?.int, grace <= seconds {
+                return current
+            }
+            var marked = current
+            marked["metadata", default: [:]]["deletionTimestamp"] = .string(Timestamp.format(Date().addingTimeInterval(Double(seconds))))
+            marked["metadata", default: [:]]["deletionGracePeriodSeconds"] = .int(seconds)
+            try commit(&s, resource, old: current, new: &marked)
+            return marked
         }
     }
 

@@ -41,11 +41,11 @@ public final class ProcessReaper: Sendable {
         return pid
     }
 
-    /// Waits for `pid` (a child spawned through `spawn`) to end.
-    public func spawnAndWait(_ argv: [String], _ options: Spawn.Options) async throws -> ProcessExit {
+    /// Spawns `argv` and waits for it to end; `started` gets its pid first (to kill it on a timeout).
+    public func spawnAndWait(_ argv: [String], _ options: Spawn.Options, started: (pid_t) -> Void = { _ in }) async throws -> ProcessExit {
         try await withCheckedThrowingContinuation { continuation in
             do {
-                _ = try spawn(argv, options) { continuation.resume(returning: $0) }
+                started(try spawn(argv, options) { continuation.resume(returning: $0) })
             } catch {
                 continuation.resume(throwing: error)
             }

@@ -19,6 +19,10 @@ guard getuid() == 0 else {
     FileHandle.standardError.write("kemu-bench sandboxes needs root (it creates network namespaces)\n".data(using: .utf8)!)
     exit(1)
 }
+if only == nil || only == "cluster" {
+    try await ClusterBench.run(root: root)
+}
+if only == "cluster" { exit(0) }
 
 func option(_ name: String, _ fallback: Int) -> Int {
     guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }

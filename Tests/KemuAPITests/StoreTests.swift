@@ -139,6 +139,23 @@ func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async 
         #expect(store.get("pods", namespace: "default", name: "held") == nil)
     }
 
+    @Test func gracefulDeletionWaitsForTheFinalDelete() throws {
+        let store = Store()
+        try store.create("pods", pod("web"))
+        let marked = try store.markForDeletion("pods", namespace: "default", name: "web", gracePeriodSeconds: 30)
+        #expect(marked[path: "metadata.deletionGracePeriodSeconds"]?.int == 30 && marked.deletionTimestamp != nil)
+        // Status writes during the grace period keep it (no finalizers, but the grace is not over).
+        try store.modify("pods", namespace: "default", name: "web", part: .status) { $0["status"] = ["phase": "Running"] }
+        #expect(store.get("pods", namespace: "default", name: "web") != nil)
+        // A longer grace does not extend it, a shorter one shortens it.
+        #expect(try store.markForDeletion("pods", namespace: "default", name: "web", gracePeriodSeconds: 60)[path: "metadata.deletionGracePeriodSeconds"]?.int == 30)
+        #expect(try store.markForDeletion("pods", namespace: "default", name: "web", gracePeriodSeconds: 5)[path: "metadata.deletionGracePeriodSeconds"]?.int == 5)
+        // Only this pod's uid: a newer pod of the same name is not marked.
+        #expect(throws: StoreError.self) { try store.markForDeletion("pods", namespace: "default", name: "web", gracePeriodSeconds: 1, uid: "other") }
+        try store.delete("pods", namespace: "default", name: "web", uid: marked.uid)
+        #expect(store.get("pods", namespace: "default", name: "web") == nil)
+    }
+
     @Test func watchStartsWithStateThenFollowsChanges() async throws {
         let store = Store()
         try store.create("pods", pod("a"))

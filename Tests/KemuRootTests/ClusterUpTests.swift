@@ -11,27 +11,27 @@ struct ClusterUpTests {
     var kubeconfig: String { "/run/kemu/\(cluster)/apiserver/kubeconfig" }
     let cacheDir = NSTemporaryDirectory() + "kemu-rup-kubectl-\(UUID().uuidString)"
 
-    func kubectl(_ args: [String], stdin: String? = nil) throws -> (status: ProcessExit, output: String) {
+    func kubectl(_ args: [String], stdin: String? = nil) async throws -> (status: ProcessExit, output: String) {
         let argv = ["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args
-        guard let stdin else { return try run(argv) }
+        guard let stdin else { return try await runOff(argv) }
         let file = cacheDir + "-stdin.yaml"
         try stdin.write(toFile: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: file) }
-        return try run(argv + ["-f", file])
+        return try await runOff(argv + ["-f", file])
     }
 
-    func jsonpath(_ object: String, _ path: String) throws -> String {
-        try kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
+    func jsonpath(_ object: String, _ path: String) async throws -> String {
+        try await kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
     }
 
     /// Polls until `check` holds or `seconds` pass; returns whether it held.
-    func eventually(_ seconds: Double = 10, _ check: () throws -> Bool) rethrows -> Bool {
+    func eventually(_ seconds: Double = 10, _ check: () async throws -> Bool) async rethrows -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if try check() { return true }
-            usleep(50_000)
+            if try await check() { return true }
+            try? await Task.sleep(for: .milliseconds(50))
         }
-        return try check()
+        return try await check()
     }
 
     func echoPod(_ name: String) -> String {
@@ -45,20 +45,20 @@ struct ClusterUpTests {
         """
     }
 
-    @Test func podsRunAnswerRestartAndAllGoesAtDown() throws {
+    @Test func podsRunAnswerRestartAndAllGoesAtDown() async throws {
         let kemu = try kemuBinary()
         defer {
             _ = try? run([kemu, "down", "--cluster", cluster])
             try? FileManager.default.removeItem(atPath: cacheDir)
         }
-        _ = try run([kemu, "down", "--cluster", cluster])
-        let up = try run([kemu, "up", "--cluster", cluster])
+        _ = try await runOff([kemu, "down", "--cluster", cluster])
+        let up = try await runOff([kemu, "up", "--cluster", cluster])
         #expect(up.status == .exited(0), "\(up.output)")
         #expect(up.output.contains("all 2 nodes Ready") && up.output.contains("export KUBECONFIG=\(kubeconfig)"))
-        let again = try run([kemu, "up", "--cluster", cluster])
+        let again = try await runOff([kemu, "up", "--cluster", cluster])
         #expect(again.status != .exited(0) && again.output.contains("cluster rup is already up"))
 
-        let nodes = try kubectl(["get", "nodes", "-o", "wide"]).output
+        let nodes = try await kubectl(["get", "nodes", "-o", "wide"]).output
         #expect(nodes.contains("node-1   Ready") && nodes.contains("172.31.0.12"), "\(nodes)")
 
         let manifest = ["echo-a", "echo-b", "echo-c"].map(echoPod).joined(separator: "---\n") + """
@@ -83,68 +83,169 @@ struct ClusterUpTests {
           containers: [{name: c, image: busybox, resources: {requests: {cpu: "64"}}}]
 
         """
-        #expect(try kubectl(["apply"], stdin: manifest).status == .exited(0))
-        let allReady = try eventually {
-            try jsonpath("pods", "{range .items[?(@.metadata.labels.app=='echo')]}{.status.containerStatuses[0].ready} {end}") == "true true true "
+        #expect(try await kubectl(["apply"], stdin: manifest).status == .exited(0))
+        let allReady = try await eventually {
+            try await jsonpath("pods", "{range .items[?(@.metadata.labels.app=='echo')]}{.status.containerStatuses[0].ready} {end}") == "true true true "
         }
         #expect(allReady)
         // Spread over both nodes, each pod answering from its own address to a pod on another node.
-        let placement = try kubectl(["get", "pods", "-l", "app=echo", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.nodeName}={.status.podIP} {end}"]).output
+        let placement = try await kubectl(["get", "pods", "-l", "app=echo", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.nodeName}={.status.podIP} {end}"]).output
         let pods = placement.split(separator: " ").map { $0.split(separator: "=").map(String.init) }
         #expect(Set(pods.map { $0[1] }) == ["node-1", "node-2"], "\(placement)")
         for pod in pods {
             guard let other = pods.first(where: { $0[1] != pod[1] }) else { continue }
-            let answer = try run([kemu, "curl", "--cluster", cluster, "--from", pod[0], "http://\(other[2]):8080/?format=text"])
+            let answer = try await runOff([kemu, "curl", "--cluster", cluster, "--from", pod[0], "http://\(other[2]):8080/?format=text"])
             #expect(answer.output.hasPrefix("pod=\(other[0]) namespace=default ip=\(other[2]) node=\(other[1]) client=\(pod[2]):"), "\(answer.output)")
         }
         // The raw TCP port echoes.
         let script = "import socket; s = socket.create_connection(('\(pods[1][2])', 9000), 3); s.sendall(b'ping'); print(s.recv(4).decode())"
-        let echoed = try run([kemu, "exec", "--cluster", cluster, pods[0][0], "--", "python3", "-c", script])
+        let echoed = try await runOff([kemu, "exec", "--cluster", cluster, pods[0][0], "--", "python3", "-c", script])
         #expect(echoed.output == "ping\n", "\(echoed.output)")
 
         // kill -9 of a pod's process: seen at once, restarted, Ready and answering again.
         let victim = pods[0][0]
-        let pid = try jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: "")
+        let pid = try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: "")
         #expect(Int32(pid) != nil && kill(Int32(pid)!, SIGKILL) == 0)
-        let restarted = try eventually {
-            try jsonpath("pod/\(victim)", "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}") == "1 true"
+        let restarted = try await eventually {
+            try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}") == "1 true"
         }
         #expect(restarted)
-        #expect(try jsonpath("pod/\(victim)", "{.status.containerStatuses[0].lastState.terminated.exitCode}") == "137")
-        let revived = try eventually {
-            try run([kemu, "curl", "--cluster", cluster, "--from", pods[1][0], "http://\(pods[0][2]):8080/?format=text"]).output.hasPrefix("pod=\(victim) ")
+        #expect(try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].lastState.terminated.exitCode}") == "137")
+        let revived = try await eventually {
+            try await runOff([kemu, "curl", "--cluster", cluster, "--from", pods[1][0], "http://\(pods[0][2]):8080/?format=text"]).output.hasPrefix("pod=\(victim) ")
         }
         #expect(revived)
 
         // A pod that runs once: Failed with its exit code, and its output in the log.
-        #expect(try eventually { try jsonpath("pod/once", "{.status.phase}") == "Failed" })
-        #expect(try jsonpath("pod/once", "{.status.containerStatuses[0].state.terminated.exitCode}") == "3")
-        let log = try run([kemu, "logs", "--cluster", cluster, "once"]).output
+        #expect(try await eventually { try await jsonpath("pod/once", "{.status.phase}") == "Failed" })
+        #expect(try await jsonpath("pod/once", "{.status.containerStatuses[0].state.terminated.exitCode}") == "3")
+        let log = try await runOff([kemu, "logs", "--cluster", cluster, "once"]).output
         #expect(log.hasPrefix("hello from once on node-"), "\(log)")
 
         // Bad input: reasons a user can read, and nothing running for them.
-        #expect(try eventually { try jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.reason}") == "ErrImagePull" })
-        #expect(try jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.message}").contains("\"nosuch/image\" is not in configs/images.yaml"))
-        #expect(try jsonpath("pod/too-big", "{.status.phase}") == "Pending")
-        let events = try kubectl(["get", "events", "--field-selector", "involvedObject.name=too-big", "-o", "jsonpath={.items[*].message}"]).output
+        #expect(try await eventually { try await jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.reason}") == "ErrImagePull" })
+        #expect(try await jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.message}").contains("\"nosuch/image\" is not in configs/images.yaml"))
+        #expect(try await jsonpath("pod/too-big", "{.status.phase}") == "Pending")
+        let events = try await kubectl(["get", "events", "--field-selector", "involvedObject.name=too-big", "-o", "jsonpath={.items[*].message}"]).output
         #expect(events == "0/2 nodes are available: 2 Insufficient cpu.")
 
         // Deleting a pod stops its process and removes its sandbox.
-        let deletedPID = Int32(try jsonpath("pod/\(pods[1][0])", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: ""))!
-        #expect(try kubectl(["delete", "pod", pods[1][0]]).status == .exited(0))
-        #expect(eventually { kill(deletedPID, 0) != 0 })
-        #expect(eventually { !namespaces(of: cluster).contains { $0.hasPrefix("kemu-rup-p-\(pods[1][0])-") } })
+        let deletedPID = Int32(try await jsonpath("pod/\(pods[1][0])", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: ""))!
+        #expect(try await kubectl(["delete", "pod", pods[1][0]]).status == .exited(0))
+        #expect(await eventually { kill(deletedPID, 0) != 0 })
+        #expect(await eventually { !namespaces(of: cluster).contains { $0.hasPrefix("kemu-rup-p-\(pods[1][0])-") } })
 
-        let survivors = try jsonpath("pods", "{.items[*].status.containerStatuses[0].containerID}")
+        let survivors = try await jsonpath("pods", "{.items[*].status.containerStatuses[0].containerID}")
             .split(separator: " ").compactMap { Int32($0.replacingOccurrences(of: "kemu://", with: "")) }
         let daemons = ["server", "node-node-1", "node-node-2"].compactMap { try? FileSystem.readFile("/run/kemu/\(cluster)/\($0).pid") }
             .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         #expect(daemons.count == 3 && !survivors.isEmpty)
-        let down = try run([kemu, "down", "--cluster", cluster])
+        let down = try await runOff([kemu, "down", "--cluster", cluster])
         #expect(down.status == .exited(0) && down.output.contains("stopped 3 daemons"), "\(down.output)")
         #expect(namespaces(of: cluster).isEmpty)
         #expect(!FileSystem.exists("/run/kemu/\(cluster)"))
         #expect(!FileSystem.list("/etc/netns").contains { $0.hasPrefix("kemu-\(cluster)-") })
         for pid in survivors + daemons { #expect(kill(pid, 0) != 0, "pid \(pid) still runs") }
+    }
+
+    @Test func probesRestartAndGateReadinessAndDeletionIsGraceful() async throws {
+        let kemu = try kemuBinary()
+        let cluster = "rprobe"
+        let kubeconfig = "/run/kemu/\(cluster)/apiserver/kubeconfig"
+        defer {
+            _ = try? run([kemu, "down", "--cluster", cluster])
+            try? FileManager.default.removeItem(atPath: cacheDir)
+        }
+        _ = try await runOff([kemu, "down", "--cluster", cluster])
+        #expect(try await runOff([kemu, "up", "--cluster", cluster]).status == .exited(0))
+        func kubectl(_ args: [String]) async throws -> String {
+            try await runOff(["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args).output
+        }
+        func get(_ object: String, _ path: String) async throws -> String { try await kubectl(["get", object, "-o", "jsonpath=\(path)"]) }
+        let manifest = """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: live}
+        spec:
+          containers:
+          - name: echo
+            image: kemu/echo
+            args: [--fail-after, "1"]
+            livenessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1, failureThreshold: 2}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: slow}
+        spec:
+          containers:
+          - name: echo
+            image: kemu/echo
+            args: [--ready-after, "2"]
+            ports: [{name: http, containerPort: 8080}]
+            readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: nobody}
+        spec:
+          containers:
+          - name: c
+            image: pause
+            readinessProbe: {tcpSocket: {port: 1234}, periodSeconds: 1}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: execready}
+        spec:
+          containers:
+          - name: c
+            image: pause
+            readinessProbe: {exec: {command: [grep, -q, execready, /etc/hosts]}, periodSeconds: 1}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: stubborn}
+        spec:
+          terminationGracePeriodSeconds: 1
+          containers:
+          - name: c
+            image: busybox
+            command: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]
+
+        """
+        let file = cacheDir + "-probes.yaml"
+        try manifest.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        _ = try await kubectl(["apply", "-f", file])
+
+        // readiness: not ready while /readyz says 503, ready after --ready-after.
+        #expect(try await eventually(5) { try await get("pod/slow", "{.status.phase}") == "Running" })
+        #expect(try await get("pod/slow", "{.status.containerStatuses[0].ready}") == "false")
+        #expect(try await eventually(8) { try await get("pod/slow", "{.status.containerStatuses[0].ready}") == "true" })
+        // exec probes run inside the pod's namespace, seeing its /etc/hosts.
+        #expect(try await eventually(5) { try await get("pod/execready", "{.status.containerStatuses[0].ready}") == "true" })
+        // a probe on a port nobody listens on: never ready, and the reason is in the events.
+        #expect(try await get("pod/nobody", "{.status.containerStatuses[0].ready}") == "false")
+        let unhealthy = try await kubectl(["get", "events", "--field-selector", "involvedObject.name=nobody,reason=Unhealthy", "-o", "jsonpath={.items[0].message}"])
+        #expect(unhealthy.hasPrefix("Readiness probe failed: dial tcp 10.244.") && unhealthy.hasSuffix(":1234: connect: connection refused"), "\(unhealthy)")
+        // liveness: /healthz fails after 1 s, two failures → killed and restarted.
+        #expect(try await eventually(10) { Int(try await get("pod/live", "{.status.containerStatuses[0].restartCount}")) ?? 0 >= 1 })
+        let killing = try await kubectl(["get", "events", "--field-selector", "involvedObject.name=live,reason=Killing", "-o", "jsonpath={.items[0].message}"])
+        #expect(killing == "Container echo failed liveness probe, will be restarted")
+
+        // Graceful deletion: SIGTERM ends kemu/echo at once; a process ignoring it is killed after its 1 s.
+        let slowPID = Int32(try await get("pod/slow", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: ""))!
+        #expect(try await runOff(["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cacheDir, "delete", "pod", "slow"]).status == .exited(0))
+        #expect(kill(slowPID, 0) != 0)
+        #expect(try await get("pods", "{.items[*].metadata.name}").split(separator: " ").contains("slow") == false)
+        let stubbornPID = Int32(try await get("pod/stubborn", "{.status.containerStatuses[0].containerID}").replacingOccurrences(of: "kemu://", with: ""))!
+        let started = Date()
+        _ = try await kubectl(["delete", "pod", "stubborn", "--wait=false"])
+        #expect(try await get("pod/stubborn", "{.metadata.deletionGracePeriodSeconds}") == "1")
+        #expect(kill(stubbornPID, 0) == 0)  // still there: it ignores SIGTERM
+        #expect(await eventually(5) { kill(stubbornPID, 0) != 0 })
+        #expect(Date().timeIntervalSince(started) >= 0.9)
+        #expect(await eventually(5) { ((try? await get("pods", "{.items[*].metadata.name}")) ?? "").contains("stubborn") == false })
+        #expect(!namespaces(of: cluster).contains { $0.contains("-p-stubborn-") || $0.contains("-p-slow-") })
     }
 }

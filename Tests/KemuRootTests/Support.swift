@@ -137,3 +137,12 @@ func upCluster(_ name: String, nodes: Int = 2) throws -> ClusterNetwork {
 func namespaces(of cluster: String) -> [String] {
     NetworkNamespace.list().filter { $0.hasPrefix("kemu-\(cluster)-") }
 }
+
+/// `run` off Swift's cooperative pool: the async tests that drive whole clusters wait on
+/// processes for seconds, and blocking a cooperative thread that long starves every other
+/// suite's tasks on a 2-core machine.
+func runOff(_ argv: [String], in namespace: String? = nil) async throws -> (status: ProcessExit, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try run(argv, in: namespace) }) }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import KemuAPI
+import KemuClient
+import KemuSystem
+
+/// The numbers of issue 4: `kemu up` of 3 nodes until every node is Ready; pods created through
+/// the API until Running and Ready, per second, on one node (processes of the `pause` image, and
+/// of `kemu/echo`); the node agent's memory with those pods running.
+enum ClusterBench {
+    static let cluster = "kbench"
+
+    static func run(root: String) async throws {
+        let kemu = "\(root)/.build/release/kemu"
+        let state = "/run/kemu/\(cluster)"
+        _ = try? sh([kemu, "down", "--cluster", cluster])
+        defer { _ = try? sh([kemu, "down", "--cluster", cluster]) }
+        let config = NSTemporaryDirectory() + "kemu-bench-cluster.yaml"
+        try FileSystem.writeFile(config, "name: \(cluster)\nnodes: 3\n")
+        defer { try? FileSystem.removeFile(config) }
+
+        // kemu up, three times (each followed by kemu down): the median.
+        var ups: [Double] = []
+        for round in 0..<3 {
+            let start = APIBench.now()
+            try sh([kemu, "up", "-f", config])
+            ups.append(APIBench.ms(APIBench.now() - start))
+            if round < 2 { try sh([kemu, "down", "--cluster", cluster]) }
+        }
+        ups.sort()
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
+        let pods = APIResources.all.first { $0.resource == "pods" }!
+
+        func burst(_ image: String, count: Int) async throws -> Double {
+            let start = APIBench.now()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<count {
+                    group.addTask {
+                        var pod: JSON = ["apiVersion": "v1", "kind": "Pod",
+                                         "spec": ["nodeSelector": ["kubernetes.io/hostname": "node-1"],
+                                                  "containers": [["name": "c", "image": .string(image)]]]]
+                        pod.name = "\(image.replacingOccurrences(of: "/", with: "-"))-\(i)"
+                        pod.namespace = "default"
+                        pod.labels = ["bench": .init(image.replacingOccurrences(of: "/", with: "-"))]
+                        try await client.create(pods, pod)
+                    }
+                    if i % 16 == 15 { try await group.next() }
+                }
+                try await group.waitForAll()
+            }
+            let label = "bench=\(image.replacingOccurrences(of: "/", with: "-"))"
+            while true {
+                let items = try await client.list(pods, namespace: "default", labels: label).items
+                let ready = items.filter { pod in
+                    (pod[path: "status.conditions"]?.array ?? []).contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
+                }
+                if ready.count == count { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            return Double(count) / (Double(APIBench.now() - start) / 1e9)
+        }
+        let pauseRate = try await burst("pause", count: 80)
+        let echoRate = try await burst("kemu/echo", count: 20)
+        let agentPID = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let idlePID = pid_t((try FileSystem.readFile("\(state)/node-node-3.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let serverPID = pid_t((try FileSystem.readFile("\(state)/server.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let busy = memory(agentPID), idle = memory(idlePID), server = memory(serverPID)
+
+        let table = """
+        ## Cluster (kemu up, node agents, pods)
+
+        | what | measured | target / others |
+        |---|---|---|
+        | `kemu up`, 3 nodes, until every node is Ready (median of 3) | \(String(format: "%.0f ms", ups[1])) | < 2 s (k3d 19.9 s, kind 33 s, minikube 50.8 s) |
+        | pods created → Running + Ready on one node, `pause` image (80, 16 creates in flight) | \(String(format: "%.0f", pauseRate)) pods/s | ≥ 100/s |
+        | the same with `kemu/echo` (20; each is a Swift HTTP server starting) | \(String(format: "%.0f", echoRate)) pods/s | |
+        | node agent memory, idle node: RSS / PSS | \(idle.rss / 1024) / \(idle.pss / 1024) MiB | ≤ 20 MB (k3s agent 275 MB, kubemark 220 MB) |
+        | node agent memory running 100 pods: RSS / PSS | \(busy.rss / 1024) / \(busy.pss / 1024) MiB | |
+        | kemu server memory (all of it): RSS / PSS | \(server.rss / 1024) / \(server.pss / 1024) MiB | |
+
+        PSS shares the pages of libraries mapped by several processes (Foundation, the kemu binary)
+        among them; RSS counts them whole in every process.
+
+        """
+        print(table)
+        try FileSystem.makeDirectories("\(root)/bench-results")
+        try FileSystem.writeFile("\(root)/bench-results/cluster.md", table)
+    }
+
+    /// kB resident (VmRSS) and proportional (Pss) of a process.
+    static func memory(_ pid: pid_t) -> (rss: Int, pss: Int) {
+        func field(_ file: String, _ name: String) -> Int {
+            ((try? FileSystem.readFile(file)) ?? "").split(separator: "\n").first { $0.hasPrefix(name) }?
+                .split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
+        }
+        return (field("/proc/\(pid)/status", "VmRSS:"), field("/proc/\(pid)/smaps_rollup", "Pss:"))
+    }
+
+    static func sh(_ argv: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        p.standardOutput = FileHandle.nullDevice
+        let errors = Pipe()
+        p.standardError = errors
+        try p.run()
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if p.terminationStatus != 0 {
+            throw KemuError(.system, "\(argv.joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self))")
+        }
+    }
+}
