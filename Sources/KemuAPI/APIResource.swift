@@ -68,3 +68,13 @@ public enum APIResources {
         all.first { $0.group == group && $0.version == version && $0.resource == resource }
     }
 }
+
+/// Names kemu derives from a pod, shared by the node agent (which makes the sandbox) and the API
+/// server (which runs `exec` in it).
+public enum PodNames {
+    /// The pod's sandbox: a DNS label unique per pod object, its name and the start of its uid.
+    public static func sandbox(_ pod: JSON) -> String {
+        let base = String(pod.name.map { $0 == "." ? "-" : $0 }.prefix(50))
+        return "\(base)-\(pod.uid.prefix(8))".lowercased()
+    }
+}

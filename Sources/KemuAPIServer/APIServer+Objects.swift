@@ -15,6 +15,8 @@ extension APIServer {
                 return query.flag("watch") ? try watch(t, request, query) : try list(t, request, query)
             case (.get, let name?, "scale"):
                 return Self.json(Scale.of(try get(t, name), r))
+            case (.get, let name?, "log") where r.resource == "pods":
+                return try logs(t, name, query)
             case (.get, let name?, nil), (.get, let name?, "status"):
                 return respond(try get(t, name), t, request, query)
             case (.post, nil, nil):

@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import HummingbirdWebSocket
 import KemuStore
 import Logging
 import NIOCore
@@ -14,11 +15,18 @@ extension APIServer {
     /// listeners finish their requests. `onRunning` runs once, after the first listener is up,
     /// with the port it bound: port 0 picks a free one, and is allowed with one address only.
     /// `background` loops (controllers) run beside the server and are cancelled first on shutdown.
-    public func run(hosts: [String], port: Int, tls: TLSConfiguration? = nil,
+    /// With `podNamespacePrefix` (a cluster's `kemu-<cluster>-p-`), pods/exec upgrades to a
+    /// WebSocket and runs the command in the pod's sandbox.
+    public func run(hosts: [String], port: Int, tls: TLSConfiguration? = nil, podNamespacePrefix: String? = nil,
                     background: [@Sendable () async throws -> Void] = [],
                     onRunning: @escaping @Sendable (Int) async -> Void) async throws {
         precondition(!hosts.isEmpty && (port != 0 || hosts.count == 1), "APIServer.run: port 0 needs exactly one address")
-        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        var base: HTTPServerBuilder = .http1()
+        if let podNamespacePrefix {
+            let exec = PodExec(server: self, namespacePrefix: podNamespacePrefix)
+            base = .http1WebSocketUpgrade { request, channel, _ in await exec.shouldUpgrade(request, channel) }
+        }
+        let server: HTTPServerBuilder = try tls.map { try .tls(base, tlsConfiguration: $0) } ?? base
         let logger = Logger(label: "kemu.apiserver")
         let listeners: [any Service] = hosts.enumerated().map { index, host in
             Application(

@@ -22,6 +22,8 @@ public struct APIServer: HTTPResponder {
     /// nil serves everyone (plain http on loopback, `--insecure`); otherwise anonymous requests
     /// get 401 except the health endpoints.
     public var authenticator: Authenticator?
+    /// Where node agents write container logs (`kemu up` passes its cluster's), for pods/log.
+    public var podLogDirectory: String?
 
     public init(store: Store, ranges: ServiceRanges = ServiceRanges()) throws {
         self.store = store

@@ -17,14 +17,16 @@ public struct Authenticator: Sendable {
 
     /// The caller, or nil for an anonymous request.
     func identify(_ request: Request, channel: any Channel) async -> Identity? {
+        let header = request.headers[.authorization]
+        return await identify(token: header.flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst("Bearer ".count)) : nil }, channel: channel)
+    }
+
+    func identify(token: String?, channel: any Channel) async -> Identity? {
         if let certificate = try? await channel.nioSSL_peerCertificate().get(),
            let der = try? certificate.toDERBytes(), let identity = try? Identity(certificateDER: der) {
             return identity
         }
-        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
-            return tokens[String(header.dropFirst("Bearer ".count))]
-        }
-        return nil
+        return token.flatMap { tokens[$0] }
     }
 }
 

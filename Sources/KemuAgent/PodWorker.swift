@@ -61,10 +61,7 @@ public actor PodWorker {
     }
 
     /// Sandbox names are DNS labels, unique per pod object: the pod's name and its uid's start.
-    public static func sandboxName(_ pod: JSON) -> String {
-        let base = pod.name.replacingOccurrences(of: ".", with: "-").prefix(50)
-        return "\(base)-\(pod.uid.prefix(8))".lowercased()
-    }
+    public static func sandboxName(_ pod: JSON) -> String { PodNames.sandbox(pod) }
 
     var logDirectory: String { Self.logDirectory(agent.config.logDirectory, pod) }
 

@@ -30,6 +30,8 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Also listen inside this network namespace (a cluster's control-plane host) …") var fabricNetns: String?
     @Option(help: "… on this address of it …") var fabricAddress: String?
     @Option(help: "… and port, relaying to the server.") var fabricPort = 6443
+    @Option(help: "Where node agents write container logs, for kubectl logs.") var podLogs: String?
+    @Option(help: "Pod sandboxes' namespace prefix (kemu-CLUSTER-p-), for kubectl exec.") var podNetnsPrefix: String?
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
@@ -79,6 +81,7 @@ struct Server: AsyncParsableCommand {
             throw KemuError(.invalidState, "cannot open the store in \(dataDir)", cause: error)
         }
         var api = try APIServer(store: store, ranges: ranges)
+        api.podLogDirectory = podLogs
         var tls: TLSConfiguration?
         var kubeconfig = Kubeconfig(server: "")
         if !insecure {
@@ -111,7 +114,8 @@ struct Server: AsyncParsableCommand {
         let listeners = hosts.filter { $0.description != fabricAddress }.map(\.description)
         let advertise = fabricAddress.map { ($0, fabricPort) }
         background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() }]
-        try await served.run(hosts: listeners, port: port, tls: tls, background: background) { [kubeconfig] bound in
+        try await served.run(hosts: listeners, port: port, tls: tls, podNamespacePrefix: podNetnsPrefix,
+                             background: background) { [kubeconfig] bound in
             boundPort.withLock { $0 = bound }
             var kubeconfig = kubeconfig
             kubeconfig.server = "\(scheme)://127.0.0.1:\(bound)"

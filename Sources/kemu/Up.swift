@@ -83,7 +83,8 @@ struct Up: AsyncParsableCommand {
             Executable.path, "server", "--data-dir", files.dataDir, "--port", "0",
             "--fabric-netns", network.plan.namespace("cp"), "--fabric-address", network.plan.controlPlaneIP.description,
             "--service-cidr", c.serviceCIDR.description, "--node-port-range", "\(c.nodePortRange.lower)-\(c.nodePortRange.upper)",
-            "--load-balancer-pool", c.loadBalancerPool.description,
+            "--load-balancer-pool", c.loadBalancerPool.description, "--pod-logs", "\(files.state)/logs",
+            "--pod-netns-prefix", network.plan.podNamespace(""),
         ], namespace: nil)
         try Daemon.waitFor(file: files.kubeconfig, pid: pid, name: "server", files: files, seconds: 15)
     }

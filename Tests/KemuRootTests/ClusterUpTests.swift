@@ -121,6 +121,17 @@ struct ClusterUpTests {
         #expect(try await jsonpath("pod/once", "{.status.containerStatuses[0].state.terminated.exitCode}") == "3")
         let log = try await runOff([kemu, "logs", "--cluster", cluster, "once"]).output
         #expect(log.hasPrefix("hello from once on node-"), "\(log)")
+        #expect(try await kubectl(["logs", "once"]).output == log)
+
+        // kubectl exec through the API server: output, stderr, exit code, stdin, inside the pod.
+        let exec = try await kubectl(["exec", pods[0][0], "--", "sh", "-c", "hostname -I; echo oops >&2; exit 4"])
+        #expect(exec.status == .exited(4), "\(exec.output)")
+        #expect(exec.output.contains(pods[0][2]) && exec.output.contains("oops") && exec.output.contains("command terminated with exit code 4"))
+        let file = cacheDir + "-stdin.txt"
+        try "through stdin\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let cat = try await runOff(["/bin/sh", "-c", "/usr/bin/kubectl --kubeconfig \(kubeconfig) --cache-dir \(cacheDir) exec -i \(pods[0][0]) -- cat < \(file)"])
+        #expect(cat.status == .exited(0) && cat.output == "through stdin\n", "\(cat.output)")
 
         // Bad input: reasons a user can read, and nothing running for them.
         #expect(try await eventually { try await jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.reason}") == "ErrImagePull" })

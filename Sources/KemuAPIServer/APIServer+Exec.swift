@@ -1,0 +1,166 @@
+import Foundation
+import Glibc
+import HTTPTypes
+import HummingbirdWebSocket
+import KemuAPI
+import KemuPKI
+import KemuSystem
+import Logging
+import NIOCore
+import NIOSSL
+
+/// `kubectl exec` (and `attach`-less exec from any client speaking `v5.channel.k8s.io`): a
+/// WebSocket upgrade on `…/pods/NAME/exec?command=…`, the command run inside the pod's network
+/// namespace (seeing its /etc/netns files), stdin on channel 0, stdout 1, stderr 2, and the
+/// outcome as a Status on channel 3, as upstream's kubelet streams it.
+struct PodExec: Sendable {
+    static let protocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    let server: APIServer
+    /// `kemu-<cluster>-p-`: pod sandboxes are this plus `PodNames.sandbox`.
+    let namespacePrefix: String
+
+    /// Whether to upgrade: an authenticated exec request for a pod with a sandbox.
+    func shouldUpgrade(_ request: HTTPRequest, _ channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+        guard let target = request.path, let exec = ExecRequest(target) else { return .dontUpgrade }
+        let offered = (request.headerFields[.secWebSocketProtocol] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let chosen = Self.protocols.first(where: offered.contains) else { return .dontUpgrade }
+        if let authenticator = server.authenticator {
+            let token = request.headerFields[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            guard await authenticator.identify(token: token, channel: channel) != nil else { return .dontUpgrade }
+        }
+        let headers: HTTPFields = [.secWebSocketProtocol: chosen]
+        return .upgrade(headers) { inbound, outbound, _ in
+            await run(exec, inbound: inbound, outbound: outbound)
+        }
+    }
+
+    func run(_ exec: ExecRequest, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
+            var buffer = ByteBuffer(bytes: [channel])
+            buffer.writeBytes(bytes)
+            try? await outbound.write(.binary(buffer))
+        }
+        func finish(_ status: JSON) async {
+            await send(3, status.bytes())
+            try? await outbound.close(.normalClosure, reason: nil)
+        }
+        guard let pod = server.store.get("pods", namespace: exec.namespace, name: exec.pod) else {
+            return await finish(APIError.notFound("pods \"\(exec.pod)\" not found").status)
+        }
+        let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
+        if let container = exec.container, !containers.contains(container) {
+            return await finish(APIError.badRequest("container \(container) is not valid for pod \(exec.pod)").status)
+        }
+        let namespace = NetworkNamespace(namespacePrefix + PodNames.sandbox(pod))
+        guard !exec.command.isEmpty else { return await finish(APIError.badRequest("you must specify at least one command for the container").status) }
+        guard namespace.exists else {
+            return await finish(APIError.badRequest("pod \(exec.pod) has no running sandbox (phase \(pod[path: "status.phase"]?.string ?? "Pending"))").status)
+        }
+        var pipes: [[Int32]] = [[-1, -1], [-1, -1], [-1, -1]]
+        for i in 0..<3 {
+            _ = pipe(&pipes[i])
+            for fd in pipes[i] { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        }
+        var options = Spawn.Options(namespace: namespace, environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                                                       "HOSTNAME": pod.name, "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace])
+        options.stdin = exec.stdin ? pipes[0][0] : -1
+        options.stdout = pipes[1][1]
+        options.stderr = pipes[2][1]
+        let exited = AsyncStream<ProcessExit>.makeStream()
+        do {
+            _ = try ProcessReaper.shared.spawn(exec.command, options) { exited.continuation.yield($0); exited.continuation.finish() }
+        } catch {
+            for fd in pipes.joined() { close(fd) }
+            let message = (error as? SystemError)?.errno == ENOENT
+                ? "exec: \"\(exec.command[0])\": executable file not found in $PATH" : "\(error)"
+            return await finish(APIError(code: 500, reason: "InternalError", message: message).status)
+        }
+        close(pipes[0][0]); close(pipes[1][1]); close(pipes[2][1])
+        let stdinFD = pipes[0][1]
+        if !exec.stdin { close(stdinFD) }
+        let output = AsyncStream<(UInt8, [UInt8])>.makeStream()
+        let readers = [(UInt8(1), pipes[1][0]), (UInt8(2), pipes[2][0])]
+        let group = DispatchGroup()
+        for (channel, fd) in readers {
+            group.enter()
+            DispatchQueue.global().async {
+                var buffer = [UInt8](repeating: 0, count: 32 << 10)
+                while true {
+                    let n = read(fd, &buffer, buffer.count)
+                    if n <= 0 { break }
+                    output.continuation.yield((channel, Array(buffer[..<n])))
+                }
+                close(fd)
+                group.leave()
+            }
+        }
+        group.notify(queue: .global()) { output.continuation.finish() }
+        // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it.
+        let stdinTask = Task {
+            defer { if exec.stdin { close(stdinFD) } }
+            guard exec.stdin else { return }
+            do {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .binary(var buffer) = message, let channel = buffer.readInteger(as: UInt8.self) else { continue }
+                    if channel == 255 { return }
+                    guard channel == 0 else { continue }
+                    let bytes = Array(buffer.readableBytesView)
+                    var offset = 0
+                    while offset < bytes.count {
+                        let n = bytes[offset...].withUnsafeBytes { write(stdinFD, $0.baseAddress, $0.count) }
+                        if n <= 0 { return }
+                        offset += n
+                    }
+                }
+            } catch {}
+        }
+        for await (channel, bytes) in output.stream { await send(channel, bytes) }
+        var exit: ProcessExit = .exited(0)
+        for await e in exited.stream { exit = e }
+        stdinTask.cancel()
+        if exit == .exited(0) {
+            await finish(["metadata": [:], "status": "Success"])
+        } else {
+            let code = exit.shellCode
+            await finish([
+                "metadata": [:], "status": "Failure",
+                "message": .string("command terminated with non-zero exit code: error executing command [\(exec.command.joined(separator: " "))], exit code \(code)"),
+                "reason": "NonZeroExitCode",
+                "details": ["causes": [["reason": "ExitCode", "message": .string(String(code))]]],
+            ])
+        }
+    }
+}
+
+/// `/api/v1/namespaces/NS/pods/NAME/exec?command=sh&command=-c&…&stdin=true&container=c`
+struct ExecRequest: Sendable {
+    var namespace: String
+    var pod: String
+    var container: String?
+    var command: [String]
+    var stdin: Bool
+
+    init?(_ target: String) {
+        let parts = target.split(separator: "?", maxSplits: 1)
+        let path = parts[0].split(separator: "/").map(String.init)
+        guard path.count == 7, path[0] == "api", path[1] == "v1", path[2] == "namespaces", path[4] == "pods", path[6] == "exec" else { return nil }
+        namespace = path[3]
+        pod = path[5]
+        var command: [String] = []
+        var container: String?
+        var stdin = false
+        for pair in (parts.count > 1 ? parts[1] : "").split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            let value = kv.count > 1 ? kv[1].replacingOccurrences(of: "+", with: " ") : ""
+            switch kv[0] {
+            case "command": command.append(value)
+            case "container": container = value
+            case "stdin": stdin = ["true", "1", "True"].contains(value)
+            default: break
+            }
+        }
+        self.command = command
+        self.container = container
+        self.stdin = stdin
+    }
+}
