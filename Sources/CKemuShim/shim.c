@@ -18,6 +18,11 @@ const int kemu_clone_newnet = CLONE_NEWNET;
 
 int kemu_setns(int fd, int nstype) { return setns(fd, nstype); }
 int kemu_unshare(int flags) { return unshare(flags); }
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+int kemu_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int kemu_make_shared_mountpoint(const char *path) {

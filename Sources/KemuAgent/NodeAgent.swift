@@ -114,6 +114,18 @@ public final class NodeAgent: Sendable {
                 return Array(stale.values)
             }
             for worker in gone { await worker.stop() }
+            // Sandboxes of this node that belong to no pod any more (deleted while no agent ran).
+            let wanted = Set(informer.items.map(PodNames.sandbox))
+            let me = config.nodeName
+            let removed: [String] = (try? await onNetworkThread { network -> [String] in
+                var removed: [String] = []
+                for sandbox in try network.pods() where sandbox.node == me && !wanted.contains(sandbox.name) {
+                    try network.removePod(sandbox.name, killProcesses: true)
+                    removed.append(sandbox.name)
+                }
+                return removed
+            }) ?? []
+            if !removed.isEmpty { logger.info("removed sandboxes of pods that are gone: \(removed.joined(separator: ", "))") }
         }
     }
 

@@ -49,6 +49,8 @@ public actor PodWorker {
         var probeTask: Task<Void, Never>?
         /// The startup probe passed (or there is none): liveness and readiness probes run.
         var startupDone = true
+        /// The kernel's start time of `pid`, recorded so a later agent knows it is the same process.
+        var processStart: UInt64?
     }
 
     init(agent: NodeAgent, pod: JSON) {
@@ -72,10 +74,15 @@ public actor PodWorker {
     func start() async {
         startTime = Timestamp.now()
         containers = (pod[path: "spec.containers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
+        // A sandbox left by an earlier run of this agent: take over its running processes.
+        if let existing = try? await agent.onNetworkThread({ [pod] network in try network.pod(Self.sandboxName(pod)) }),
+           adopt(existing) {
+            await report()
+            return
+        }
         do {
             sandbox = try await agent.onNetworkThread { [pod] network in
-                // A sandbox left by an earlier run of this agent: its processes are not this
-                // agent's children, so it starts the pod afresh (re-adopting them is still to do).
+                // Left behind with nothing to adopt: start afresh.
                 if try network.pod(Self.sandboxName(pod)) != nil {
                     try network.removePod(Self.sandboxName(pod), killProcesses: true)
                 }
@@ -134,12 +141,14 @@ public actor PodWorker {
                 Task { await self.exited(name, exit) }
             }
             containers[i].pid = pid
+            containers[i].processStart = ProcessReaper.startTime(of: pid)
             containers[i].state = ["running": ["startedAt": .string(Timestamp.now())]]
             containers[i].startedAt = .now
             containers[i].everStarted = true
             containers[i].ready = spec["readinessProbe"] == nil
             containers[i].startupDone = spec["startupProbe"] == nil
             startProbes(i, ip: sandbox.ip.description, namespace: NetworkNamespace(sandbox.namespace), environment: environment)
+            saveRuntime()
             logger.info("started \(name) as pid \(pid): \(argv.joined(separator: " "))")
             let (pod, agent) = (self.pod, self.agent)
             Task { await agent.event(pod, type: "Normal", reason: "Started", message: "Started container \(name)") }
@@ -155,15 +164,20 @@ public actor PodWorker {
     }
 
     /// A container's process ended: record it, then restart it if the policy says so.
-    func exited(_ name: String, _ exit: ProcessExit) async {
+    /// `exit` is nil for a process this agent adopted: only its parent could learn the status,
+    /// so it is reported as upstream reports a lost container (ContainerStatusUnknown, 137).
+    func exited(_ name: String, _ exit: ProcessExit?, pid: pid_t? = nil) async {
         guard let i = containers.firstIndex(where: { $0.name == name }) else { return }
+        if let pid, containers[i].pid != pid { return }
         let started = containers[i].state["running"]?["startedAt"] ?? .string(Timestamp.now())
-        var terminated: JSON = ["exitCode": .int(Int64(exit.shellCode)), "startedAt": started, "finishedAt": .string(Timestamp.now())]
+        var terminated: JSON = ["exitCode": .int(Int64(exit?.shellCode ?? 137)), "startedAt": started, "finishedAt": .string(Timestamp.now())]
         switch exit {
-        case .exited(0): terminated["reason"] = "Completed"
-        case .signaled(SIGKILL): terminated["reason"] = "Error"; terminated["signal"] = .int(Int64(SIGKILL))
-        case .signaled(let signal): terminated["reason"] = "Error"; terminated["signal"] = .int(Int64(signal))
-        case .exited: terminated["reason"] = "Error"
+        case .exited(0)?: terminated["reason"] = "Completed"
+        case .signaled(let signal)?: terminated["reason"] = "Error"; terminated["signal"] = .int(Int64(signal))
+        case .exited?: terminated["reason"] = "Error"
+        case nil:
+            terminated["reason"] = "ContainerStatusUnknown"
+            terminated["message"] = "The container's process ended while a restarted node agent watched it; its exit status is unknown"
         }
         containers[i].pid = nil
         containers[i].ready = false
@@ -171,9 +185,10 @@ public actor PodWorker {
         containers[i].probeTask = nil
         containers[i].state = ["terminated": terminated]
         if stopped { return }
-        logger.info("container \(name) \(exit)")
+        logger.info("container \(name) \(exit.map(\.description) ?? "ended (status unknown: adopted)")")
         let policy = pod[path: "spec.restartPolicy"]?.string ?? "Always"
         let failed = exit != .exited(0)
+        saveRuntime()
         if policy == "Always" || (policy == "OnFailure" && failed) {
             scheduleRestart(i, failed: failed)
         }
@@ -233,6 +248,69 @@ public actor PodWorker {
         } catch {
             logger.error("removing sandbox \(name): \(error)")
         }
+    }
+
+    // MARK: taking over from an earlier agent
+
+    var runtimeRecord: String { "\(logDirectory)/runtime.json" }
+
+    /// Which processes run this pod's containers (pid, kernel start time, restarts), beside the
+    /// logs, so an agent that restarts can take them over instead of killing them.
+    func saveRuntime() {
+        var record: JSON = [:]
+        for c in containers {
+            var entry: JSON = ["restartCount": .int(Int64(c.restartCount))]
+            if let pid = c.pid, let start = c.processStart {
+                entry["pid"] = .int(Int64(pid))
+                entry["processStart"] = .string(String(start))
+                entry["startedAt"] = c.state["running"]?["startedAt"] ?? .string(Timestamp.now())
+            }
+            record[c.name] = entry
+        }
+        let file: JSON = ["sandbox": .string(Self.sandboxName(pod)), "containers": record]
+        try? FileSystem.writeFile(runtimeRecord, file.text())
+    }
+
+    /// Takes over a sandbox and the container processes an earlier run of this agent left: each
+    /// recorded process still alive (same pid, same kernel start time) is watched through a pidfd;
+    /// containers whose process is gone start again. False when nothing is left to adopt.
+    func adopt(_ existing: PodSandbox) -> Bool {
+        guard let text = try? FileSystem.readFile(runtimeRecord), let record = try? JSON.parse(Array(text.utf8)) else { return false }
+        var alive: [(Int, pid_t)] = []
+        for (i, c) in containers.enumerated() {
+            guard let entry = record[path: "containers"]?[c.name] else { continue }
+            containers[i].restartCount = Int(entry["restartCount"]?.int ?? 0)
+            guard let pid = entry["pid"]?.int.map({ pid_t($0) }), let start = entry["processStart"]?.string.flatMap({ UInt64($0) }),
+                  ProcessReaper.startTime(of: pid) == start else { continue }
+            alive.append((i, pid))
+            containers[i].pid = pid
+            containers[i].processStart = start
+            containers[i].state = ["running": ["startedAt": entry["startedAt"] ?? .string(Timestamp.now())]]
+            containers[i].everStarted = true
+            containers[i].startedAt = .now
+            containers[i].ready = c.spec["readinessProbe"] == nil
+            containers[i].startupDone = c.spec["startupProbe"] == nil
+        }
+        guard !alive.isEmpty else { return false }
+        sandbox = existing
+        try? FileSystem.makeDirectories(logDirectory)
+        let environment = { (spec: JSON) in self.agent.environment(for: self.pod, container: spec, podIP: existing.ip.description) }
+        for (i, pid) in alive {
+            let name = containers[i].name
+            let watched = ProcessReaper.adopt(pid) { [weak self] _ in
+                guard let self else { return }
+                Task { await self.exited(name, nil, pid: pid) }
+            }
+            if !watched { containers[i].pid = nil }
+            startProbes(i, ip: existing.ip.description, namespace: NetworkNamespace(existing.namespace), environment: environment(containers[i].spec))
+            logger.info("adopted \(name), pid \(pid)")
+        }
+        for i in containers.indices where containers[i].pid == nil {
+            containers[i].restartCount += containers[i].everStarted ? 1 : 0
+            startContainer(i)
+        }
+        saveRuntime()
+        return true
     }
 
     // MARK: probes

@@ -2,19 +2,23 @@ import Foundation
 import KemuAPI
 import KemuStore
 import Logging
+import Synchronization
 
 /// Binds pending pods to nodes (the seed's "which node has more resources"): a node must be
 /// Ready and schedulable, carry every `nodeSelector` label, and have the pod's CPU and memory
 /// requests and one pod slot free in its allocatable; of those, the one with the most free
 /// CPU and memory (as fractions) wins. A pod that fits nowhere stays Pending with condition
 /// PodScheduled=False (Unschedulable) and a FailedScheduling event that says why, counted per
-/// node as upstream words it. Equal candidates go to the node running fewer pods, so a set of
+/// node as upstream words it. A pod naming a node that does not exist gets a NodeNotFound
+/// warning event once (upstream says nothing; the pod would just stay Pending). Equal candidates go to the node running fewer pods, so a set of
 /// pods without requests spreads over the nodes. Pods naming their node, or another scheduler, are left alone.
 public final class Scheduler: Sendable {
     public static let name = "default-scheduler"
     let store: Store
     let logger = Logger(label: "kemu.scheduler")
     private let queue = WorkQueue()
+    /// Pods already told that the node they name does not exist (one event each).
+    private let warnedOrphans = Mutex<Set<String>>([])
 
     public init(store: Store) { self.store = store }
 
@@ -77,6 +81,10 @@ public final class Scheduler: Sendable {
         }
         for pod in pods where !Self.finished(pod) {
             guard let node = pod[path: "spec.nodeName"]?.string, !node.isEmpty else { continue }
+            if rooms[node] == nil, pod.deletionTimestamp == nil, warnedOrphans.withLock({ $0.insert(pod.uid).inserted }) {
+                try event(for: pod, type: "Warning", reason: "NodeNotFound",
+                          message: "node \"\(node)\" does not exist: no node agent will run this pod (nodes: \(rooms.keys.sorted().joined(separator: ", ")))")
+            }
             let r = Self.requests(pod)
             rooms[node]?.used.cpu += r.cpu
             rooms[node]?.used.memory += r.memory

@@ -28,6 +28,17 @@ extension ClusterConfig {
             if !seen.insert(node).inserted { fail(field, "\"\(node)\" is listed twice") }
         }
 
+        // Quantities: digits, an optional fraction, an optional suffix (500m, 2, 1.5, 512Mi, 8G).
+        func isQuantity(_ q: String) -> Bool {
+            let suffixes = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", ""]
+            guard let suffix = suffixes.first(where: { q.hasSuffix($0) && q.count > $0.count }) else { return false }
+            let number = q.dropLast(suffix.count).split(separator: ".", omittingEmptySubsequences: false)
+            return number.count <= 2 && number.allSatisfy { !$0.isEmpty && $0.allSatisfy { ("0"..."9").contains($0) } }
+        }
+        if !isQuantity(nodeResources.cpu) { fail("nodeResources.cpu", "\"\(nodeResources.cpu)\" is not a quantity such as 4 or 3500m") }
+        if !isQuantity(nodeResources.memory) { fail("nodeResources.memory", "\"\(nodeResources.memory)\" is not a quantity such as 8Gi or 512Mi") }
+        if nodeResources.pods < 1 { fail("nodeResources.pods", "\(nodeResources.pods) must be at least 1") }
+
         let n = network
         let fabricHosts = Int(n.fabricCIDR.size) - 2
         if fabricHosts < AddressPlan.firstNodeHost + nodes.count {

@@ -31,6 +31,14 @@ extension ClusterConfig {
                 config.network.clusterDomain = network.string("clusterDomain") ?? n.clusterDomain
                 network.rejectUnknown(errors: &errors)
             }
+            if let resourcesNode = top.node("nodeResources") {
+                var resources = Fields(resourcesNode, path: "nodeResources", errors: &errors)
+                let r = config.nodeResources
+                config.nodeResources.cpu = resources.string("cpu") ?? r.cpu
+                config.nodeResources.memory = resources.string("memory") ?? r.memory
+                config.nodeResources.pods = resources.int("pods") ?? r.pods
+                resources.rejectUnknown(errors: &errors)
+            }
             top.rejectUnknown(errors: &errors)
         }
         if errors.isEmpty { errors = config.validate() }

@@ -12,10 +12,21 @@ public struct ClusterConfig: Sendable, Equatable, Codable {
     /// most 15 characters.
     public var nodes = ["node-1", "node-2"]
     public var network = NetworkConfig()
+    /// What every node offers pods (capacity = allocatable): the scheduler fits requests into it.
+    public var nodeResources = NodeResources()
 
     public init() {}
 
     public static let maxNameLength = 12
+}
+
+/// A node's CPU, memory (Kubernetes quantities) and pod slots.
+public struct NodeResources: Sendable, Equatable, Codable {
+    public var cpu = "4"
+    public var memory = "8Gi"
+    public var pods = 110
+
+    public init() {}
 }
 
 public struct NetworkConfig: Sendable, Equatable, Codable {

@@ -1,3 +1,4 @@
+import CKemuShim
 import Foundation
 import Glibc
 import Synchronization
@@ -53,6 +54,32 @@ public final class ProcessReaper: Sendable {
     }
 
     public var running: Int { state.withLock { $0.handlers.count } }
+
+    /// Watches a process this one did not start (a node agent taking over its predecessor's
+    /// containers): `onExit` runs when it ends, with nil, since only a parent learns the status.
+    /// Uses a pidfd, so a recycled pid can never be mistaken for it. False if it is gone already.
+    public static func adopt(_ pid: pid_t, onExit: @escaping @Sendable (ProcessExit?) -> Void) -> Bool {
+        let fd = kemu_pidfd_open(pid)
+        guard fd >= 0 else { return false }
+        let thread = Thread {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            while poll(&poller, 1, -1) < 0 && errno == EINTR {}
+            close(fd)
+            onExit(nil)
+        }
+        thread.name = "kemu-adopted-\(pid)"
+        thread.start()
+        return true
+    }
+
+    /// The kernel's start time of `pid` (clock ticks since boot, /proc/PID/stat field 22): with
+    /// the pid, it names one process for good, across pid reuse.
+    public static func startTime(of pid: pid_t) -> UInt64? {
+        guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After "pid (comm)": state is field 3, so starttime (22) is the 20th here.
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
 
     private func reap() {
         while true {

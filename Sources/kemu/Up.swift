@@ -99,6 +99,8 @@ struct Up: AsyncParsableCommand {
         _ = try Daemon.start("node-\(node)", files, [
             Executable.path, "node", "--name", node, "--cluster", network.plan.cluster,
             "--kubeconfig", files.nodeKubeconfig(node), "--images", Executable.imageCatalog(),
+            "--cpu", network.config.nodeResources.cpu, "--memory", network.config.nodeResources.memory,
+            "--max-pods", String(network.config.nodeResources.pods),
         ], namespace: NetworkNamespace(network.plan.namespace(node)))
     }
 

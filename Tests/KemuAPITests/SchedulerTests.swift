@@ -91,6 +91,21 @@ import Testing
         }
     }
 
+    @Test func aPodNamingAMissingNodeIsToldOnce() throws {
+        try withStore { store in
+            try store.create("nodes", node("n1", cpu: "1", memory: "1Gi"))
+            var ghost = pod("ghost")
+            ghost["spec"]?["nodeName"] = "n9"
+            try store.create("pods", ghost)
+            let scheduler = Scheduler(store: store)
+            try scheduler.schedulePending()
+            try scheduler.schedulePending()
+            let events = store.list("events", namespace: "default").items.filter { $0["reason"]?.string == "NodeNotFound" }
+            #expect(events.map { $0["message"]?.string ?? "" } == [#"node "n9" does not exist: no node agent will run this pod (nodes: n1)"#])
+            #expect(placement(store)["ghost"] == "n9")
+        }
+    }
+
     @Test func quantitiesParseAsUpstreamWritesThem() {
         #expect(Quantity.milli("500m") == 500)
         #expect(Quantity.milli("2") == 2000)

@@ -48,6 +48,14 @@ import Testing
         #expect(errors(":\n  - [").first?.message.contains("not valid YAML") == true)
     }
 
+    @Test func nodeResourcesAreQuantities() throws {
+        let config = try ClusterConfig.parse(yaml: "nodeResources: {cpu: 3500m, memory: 512Mi, pods: 20}")
+        #expect(config.nodeResources.cpu == "3500m" && config.nodeResources.memory == "512Mi" && config.nodeResources.pods == 20)
+        #expect(fields("nodeResources: {cpu: lots}") == ["nodeResources.cpu"])
+        #expect(fields("nodeResources: {memory: 8GB, pods: 0}") == ["nodeResources.memory", "nodeResources.pods"])
+        #expect(fields("nodeResources: {gpu: 1}") == ["nodeResources.gpu"])
+    }
+
     @Test func invalidCIDRsNameTheirField() {
         let e = errors("network:\n  podCIDR: 10.244.0.0/33\n  serviceCIDR: 10.96.1.0/16")
         #expect(e.map(\.field) == ["network.podCIDR", "network.serviceCIDR"])

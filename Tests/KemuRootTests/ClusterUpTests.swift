@@ -60,6 +60,9 @@ struct ClusterUpTests {
 
         let nodes = try await kubectl(["get", "nodes", "-o", "wide"]).output
         #expect(nodes.contains("node-1   Ready") && nodes.contains("172.31.0.12"), "\(nodes)")
+        // The kubernetes Service leads to the API server's address on the fabric, where the agents reach it.
+        #expect(try await jsonpath("endpoints/kubernetes", "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}") == "172.31.0.2:6443")
+        #expect(try await jsonpath("svc/kubernetes", "{.spec.clusterIP}") == "10.96.0.1")
 
         let manifest = ["echo-a", "echo-b", "echo-c"].map(echoPod).joined(separator: "---\n") + """
         ---
@@ -116,6 +119,32 @@ struct ClusterUpTests {
         }
         #expect(revived)
 
+        // The agent of the victim's node dies (kill -9) and a new one starts: it takes the running
+        // process over (same pid, same restart count) and still notices when it dies.
+        let victimNode = pods[0][1]
+        let agentPIDFile = "/run/kemu/\(cluster)/node-\(victimNode).pid"
+        let oldAgent = Int32(try FileSystem.readFile(agentPIDFile).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let adoptedPID = try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID}")
+        kill(oldAgent, SIGKILL)
+        var options = Spawn.Options(namespace: NetworkNamespace("kemu-\(cluster)-\(victimNode)"))
+        options.privateMounts = false
+        options.newSession = true
+        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
+        (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
+        let newAgent = try Spawn.spawn([kemu, "node", "--name", victimNode, "--cluster", cluster, "--images", "\(packageRoot)/configs/images.yaml"], options)
+        try FileSystem.writeFile(agentPIDFile, "\(newAgent)\n")
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}")
+                == "\(adoptedPID) 1 true")
+        let adopted = Int32(adoptedPID.replacingOccurrences(of: "kemu://", with: ""))!
+        #expect(kill(adopted, 0) == 0)
+        kill(adopted, SIGKILL)
+        let noticed = try await eventually {
+            try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.reason}")
+                == "2 ContainerStatusUnknown"
+        }
+        #expect(noticed)
+
         // A pod that runs once: Failed with its exit code, and its output in the log.
         #expect(try await eventually { try await jsonpath("pod/once", "{.status.phase}") == "Failed" })
         #expect(try await jsonpath("pod/once", "{.status.containerStatuses[0].state.terminated.exitCode}") == "3")
@@ -151,11 +180,16 @@ struct ClusterUpTests {
         let daemons = ["server", "node-node-1", "node-node-2"].compactMap { try? FileSystem.readFile("/run/kemu/\(cluster)/\($0).pid") }
             .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         #expect(daemons.count == 3 && !survivors.isEmpty)
+        // kill -9 of the server and an agent: kemu down still finds and removes everything.
+        for pid in daemons.prefix(2) { kill(pid, SIGKILL) }
+        #expect(await eventually { daemons.prefix(2).allSatisfy { !FileManager.default.fileExists(atPath: "/proc/\($0)/cmdline") || (try? FileSystem.readFile("/proc/\($0)/cmdline"))?.isEmpty == true } })
         let down = try await runOff([kemu, "down", "--cluster", cluster])
-        #expect(down.status == .exited(0) && down.output.contains("stopped 3 daemons"), "\(down.output)")
+        #expect(down.status == .exited(0) && down.output.contains("stopped 1 daemons"), "\(down.output)")
         #expect(namespaces(of: cluster).isEmpty)
         #expect(!FileSystem.exists("/run/kemu/\(cluster)"))
         #expect(!FileSystem.list("/etc/netns").contains { $0.hasPrefix("kemu-\(cluster)-") })
+        // The agent this test started is its child: collect it, or it would linger as a zombie.
+        #expect(await eventually(5) { waitpid(newAgent, nil, WNOHANG) == newAgent })
         for pid in survivors + daemons { #expect(kill(pid, 0) != 0, "pid \(pid) still runs") }
     }
 

@@ -12,6 +12,9 @@ extern const int kemu_clone_newnet;
 int kemu_setns(int fd, int nstype);
 /// unshare(2) for the calling thread.
 int kemu_unshare(int flags);
+// pidfd_open(2): a descriptor that polls readable when the process ends (any process, not only
+// a child). -1 with errno on failure.
+int kemu_pidfd_open(int pid);
 /// gettid(2).
 pid_t kemu_gettid(void);
 
