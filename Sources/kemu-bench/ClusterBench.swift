@@ -96,18 +96,13 @@ enum ClusterBench {
         return (field("/proc/\(pid)/status", "VmRSS:"), field("/proc/\(pid)/smaps_rollup", "Pss:"))
     }
 
+    /// Runs a kemu command to its end, its output dropped (errors still show). Spawn, not
+    /// Foundation's Process: its waitUntilExit hung here once the command had started daemons.
     static func sh(_ argv: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: argv[0])
-        p.arguments = Array(argv.dropFirst())
-        p.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        p.standardError = errors
-        try p.run()
-        let message = errors.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        if p.terminationStatus != 0 {
-            throw KemuError(.system, "\(argv.joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self))")
-        }
+        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_WRONLY)
+        var options = Spawn.Options()
+        options.stdout = devNull.raw
+        let status = try Spawn.wait(try Spawn.spawn(argv, options))
+        guard status == .exited(0) else { throw KemuError(.system, "\(argv.joined(separator: " ")): \(status)") }
     }
 }
