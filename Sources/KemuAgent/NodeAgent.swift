@@ -100,7 +100,7 @@ public final class NodeAgent: Sendable {
             } else {
                 let worker = PodWorker(agent: self, pod: pod)
                 workers.withLock { $0[pod.uid] = worker }
-                await worker.start()
+                await worker.launch()  // pods start side by side, not one after another
             }
         case .deleted(let pod):
             guard let worker = workers.withLock({ $0.removeValue(forKey: pod.uid) }) else { return }

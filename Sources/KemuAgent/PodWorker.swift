@@ -71,6 +71,14 @@ public actor PodWorker {
     public static func logDirectory(_ base: String, _ pod: JSON) -> String { "\(base)/\(pod.namespace)_\(pod.name)_\(pod.uid)" }
 
     /// First sight of the pod: sandbox, then every container.
+    /// The start under way, which a stop waits for, so nothing it makes is left behind.
+    var starting: Task<Void, Never>?
+
+    /// Starts the pod in the background: the agent's event loop goes on with the next pod.
+    func launch() {
+        starting = Task { await self.start() }
+    }
+
     func start() async {
         startTime = Timestamp.now()
         containers = (pod[path: "spec.containers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
@@ -99,6 +107,7 @@ public actor PodWorker {
             await report()
             return
         }
+        if stopped { return }  // deleted while its sandbox was being made: stop() removes it
         for i in containers.indices { startContainer(i) }
         await report()
     }
@@ -228,6 +237,7 @@ public actor PodWorker {
     /// SIGKILL after the grace period, then the sandbox goes.
     func stop(grace given: Int64? = nil) async {
         stopped = true
+        await starting?.value
         for c in containers { c.restartTask?.cancel(); c.probeTask?.cancel() }
         let grace = min(max(given ?? pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
         let pids = containers.compactMap(\.pid)
