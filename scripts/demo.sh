@@ -19,10 +19,13 @@ step "kemu up: network, API server, one node agent per node"
 "$kemu" up -f configs/cluster.yaml --cluster "$cluster"
 step "kubectl get nodes"
 kubectl get nodes -o wide
-step "kubectl apply -f configs/demo-app.yaml: four kemu/echo pods"
+step "kubectl apply -f configs/demo-app.yaml: a ReplicaSet of four kemu/echo pods"
 kubectl apply -f configs/demo-app.yaml
-kubectl wait --for=condition=Ready pod -l app=echo --timeout=30s >/dev/null
-kubectl get pods -o wide
+for _ in $(seq 100); do
+  [ "$(kubectl get rs echo -o jsonpath='{.status.readyReplicas}')" = 4 ] && break
+  sleep 0.1
+done
+kubectl get rs,pods -o wide
 step "every pod, asked from a pod on the other node (real TCP across the fabric)"
 mapfile -t pods < <(kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}')
 for line in "${pods[@]}"; do
@@ -36,14 +39,22 @@ for line in "${pods[@]}"; do
     fi
   done
 done
-step "kill -9 the process of echo-1: the node agent restarts it at once"
-pid=$(kubectl get pod echo-1 -o jsonpath='{.status.containerStatuses[0].containerID}'); pid=${pid#kemu://}
+read -r victim _ <<<"${pods[0]}"
+step "kill -9 the process of $victim: its node agent restarts it at once"
+pid=$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].containerID}'); pid=${pid#kemu://}
 kill -9 "$pid"
 for _ in $(seq 100); do
-  [ "$(kubectl get pod echo-1 -o jsonpath='{.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].ready}')" = "1/true" ] && break
+  [ "$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].ready}')" = "1/true" ] && break
   sleep 0.1
 done
-kubectl get pod echo-1
+kubectl get pod "$victim"
+step "kubectl delete pod $victim: it ends gracefully, the ReplicaSet makes a new one"
+kubectl delete pod "$victim"
+for _ in $(seq 100); do
+  [ "$(kubectl get rs echo -o jsonpath='{.status.readyReplicas}')" = 4 ] && break
+  sleep 0.1
+done
+kubectl get pods -o wide
 step "kemu status"
 "$kemu" status --cluster "$cluster"
 if [ "${KEEP:-0}" = 1 ]; then

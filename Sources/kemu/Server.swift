@@ -110,10 +110,13 @@ struct Server: AsyncParsableCommand {
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)
         let scheduler = Scheduler(store: store)
+        let replicaSets = ReplicaSetController(store: store, resource: "replicasets.apps")
+        let replicationControllers = ReplicaSetController(store: store, resource: "replicationcontrollers")
         let (served, dataDir, scheme) = (api, self.dataDir, insecure ? "http" : "https")
         let listeners = hosts.filter { $0.description != fabricAddress }.map(\.description)
         let advertise = fabricAddress.map { ($0, fabricPort) }
-        background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() }]
+        background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
+                       { try await replicaSets.run() }, { try await replicationControllers.run() }]
         try await served.run(hosts: listeners, port: port, tls: tls, podNamespacePrefix: podNetnsPrefix,
                              background: background) { [kubeconfig] bound in
             boundPort.withLock { $0 = bound }

@@ -34,17 +34,6 @@ struct ClusterUpTests {
         return try await check()
     }
 
-    func echoPod(_ name: String) -> String {
-        """
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: \(name), labels: {app: echo}}
-        spec:
-          containers: [{name: echo, image: kemu/echo, ports: [{containerPort: 8080}]}]
-
-        """
-    }
-
     @Test func podsRunAnswerRestartAndAllGoesAtDown() async throws {
         let kemu = try kemuBinary()
         defer {
@@ -64,7 +53,17 @@ struct ClusterUpTests {
         #expect(try await jsonpath("endpoints/kubernetes", "{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}") == "172.31.0.2:6443")
         #expect(try await jsonpath("svc/kubernetes", "{.spec.clusterIP}") == "10.96.0.1")
 
-        let manifest = ["echo-a", "echo-b", "echo-c"].map(echoPod).joined(separator: "---\n") + """
+        let manifest = """
+        apiVersion: apps/v1
+        kind: ReplicaSet
+        metadata: {name: echo}
+        spec:
+          replicas: 3
+          selector: {matchLabels: {app: echo}}
+          template:
+            metadata: {labels: {app: echo}}
+            spec:
+              containers: [{name: echo, image: kemu/echo, ports: [{containerPort: 8080}]}]
         ---
         apiVersion: v1
         kind: Pod
@@ -91,6 +90,7 @@ struct ClusterUpTests {
             try await jsonpath("pods", "{range .items[?(@.metadata.labels.app=='echo')]}{.status.containerStatuses[0].ready} {end}") == "true true true "
         }
         #expect(allReady)
+        #expect(try await eventually { try await jsonpath("rs/echo", "{.status.readyReplicas}") == "3" })
         // Spread over both nodes, each pod answering from its own address to a pod on another node.
         let placement = try await kubectl(["get", "pods", "-l", "app=echo", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.nodeName}={.status.podIP} {end}"]).output
         let pods = placement.split(separator: " ").map { $0.split(separator: "=").map(String.init) }
