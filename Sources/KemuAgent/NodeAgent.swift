@@ -49,15 +49,21 @@ public final class NodeAgent: Sendable {
     public let heartbeat: Duration = .seconds(10)
 
     public init(config: AgentConfig, client: APIClient, network: ClusterNetwork, reaper: ProcessReaper = .shared) throws {
-        guard let index = network.nodes.first(where: { $0.name == config.nodeName })?.index else {
-            throw KemuError(.notFound, "node \(config.nodeName) is not in cluster \(network.plan.cluster) (nodes: \(network.nodes.map(\.name).joined(separator: ", ")))")
-        }
+        let index = try Self.nodeIndex(config.nodeName, in: network)
         self.config = config
         self.client = client
         self.network = network
         self.reaper = reaper
         nodeIndex = index
         nodeIP = network.plan.nodeIP(index).description
+    }
+
+    /// The node's index in the cluster, or an error naming the nodes there are.
+    public static func nodeIndex(_ name: String, in network: ClusterNetwork) throws -> Int {
+        guard let index = network.nodes.first(where: { $0.name == name })?.index else {
+            throw KemuError(.notFound, "node \(name) is not in cluster \(network.plan.cluster) (nodes: \(network.nodes.map(\.name).joined(separator: ", ")))")
+        }
+        return index
     }
 
     /// Registers the node, then runs until cancelled: heartbeats and pods.

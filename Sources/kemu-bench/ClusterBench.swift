@@ -14,7 +14,7 @@ enum ClusterBench {
         let kemu = "\(root)/.build/release/kemu"
         let state = "/run/kemu/\(cluster)"
         _ = try? sh([kemu, "down", "--cluster", cluster])
-        defer { _ = try? sh([kemu, "down", "--cluster", cluster]) }
+        defer { _ = try? sh([kemu, "down", "--cluster", cluster]) }  // also after a failure midway
         let config = NSTemporaryDirectory() + "kemu-bench-cluster.yaml"
         try FileSystem.writeFile(config, "name: \(cluster)\nnodes: 3\n")
         defer { try? FileSystem.removeFile(config) }
@@ -72,7 +72,21 @@ enum ClusterBench {
         let agentPID = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
         let idlePID = pid_t((try FileSystem.readFile("\(state)/node-node-3.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
         let serverPID = pid_t((try FileSystem.readFile("\(state)/server.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
-        let busy = memory(agentPID), idle = memory(idlePID), server = memory(serverPID)
+        let busy = processMemory(agentPID), idle = processMemory(idlePID), server = processMemory(serverPID)
+        try sh([kemu, "down", "--cluster", cluster])
+
+        // What one more emulated node costs the machine: a 1-node and a 6-node cluster, idle,
+        // MemTotal − MemAvailable after each settles; the difference over 5.
+        func used(nodes: Int) throws -> Int {
+            try FileSystem.writeFile(config, "name: \(cluster)\nnodes: \(nodes)\n")
+            try sh([kemu, "up", "-f", config])
+            usleep(1_500_000)
+            let kB = memory().used
+            try sh([kemu, "down", "--cluster", cluster])
+            usleep(500_000)
+            return kB
+        }
+        let perNode = (try used(nodes: 6) - used(nodes: 1)) / 5
 
         let table = """
         ## Cluster (kemu up, node agents, pods)
@@ -82,12 +96,14 @@ enum ClusterBench {
         | `kemu up`, 3 nodes, until every node is Ready (median of 3) | \(String(format: "%.0f ms", ups[1])) | < 2 s (k3d 19.9 s, kind 33 s, minikube 50.8 s) |
         | pods created → Running + Ready on one node, `pause` image (80, 16 creates in flight) | \(String(format: "%.0f", pauseRate)) pods/s | ≥ 100/s |
         | the same with `kemu/echo` (20; each is a Swift HTTP server starting) | \(String(format: "%.0f", echoRate)) pods/s | |
-        | node agent memory, idle node: RSS / PSS | \(idle.rss / 1024) / \(idle.pss / 1024) MiB | ≤ 20 MB (k3s agent 275 MB, kubemark 220 MB) |
-        | node agent memory running 100 pods: RSS / PSS | \(busy.rss / 1024) / \(busy.pss / 1024) MiB | |
-        | kemu server memory (all of it): RSS / PSS | \(server.rss / 1024) / \(server.pss / 1024) MiB | |
+        | one more emulated node (node agent, namespace, links), machine memory used | \(perNode / 1024) MiB | ≤ 20 MB (k3s agent 275 MB, kubemark 220 MB) |
+        | node agent, idle: RSS / PSS / private | \(idle.rss / 1024) / \(idle.pss / 1024) / \(idle.uss / 1024) MiB | |
+        | node agent running 100 pods: RSS / PSS / private | \(busy.rss / 1024) / \(busy.pss / 1024) / \(busy.uss / 1024) MiB | |
+        | kemu server (cluster): RSS / PSS / private | \(server.rss / 1024) / \(server.pss / 1024) / \(server.uss / 1024) MiB | |
 
-        PSS shares the pages of libraries mapped by several processes (Foundation, the kemu binary)
-        among them; RSS counts them whole in every process.
+        RSS counts every page a process maps, including the kemu binary and Foundation, which all
+        kemu processes (server, agents, echo pods) share; PSS divides those among the sharers;
+        private is the process's own. The per-node line is what the machine pays for one more.
 
         """
         print(table)
@@ -95,13 +111,15 @@ enum ClusterBench {
         try FileSystem.writeFile("\(root)/bench-results/cluster.md", table)
     }
 
-    /// kB resident (VmRSS) and proportional (Pss) of a process.
-    static func memory(_ pid: pid_t) -> (rss: Int, pss: Int) {
+    /// kB resident (VmRSS), proportional (Pss) and private (Private_Clean + Private_Dirty).
+    static func processMemory(_ pid: pid_t) -> (rss: Int, pss: Int, uss: Int) {
         func field(_ file: String, _ name: String) -> Int {
             ((try? FileSystem.readFile(file)) ?? "").split(separator: "\n").first { $0.hasPrefix(name) }?
                 .split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
         }
-        return (field("/proc/\(pid)/status", "VmRSS:"), field("/proc/\(pid)/smaps_rollup", "Pss:"))
+        let rollup = "/proc/\(pid)/smaps_rollup"
+        return (field("/proc/\(pid)/status", "VmRSS:"), field(rollup, "Pss:"),
+                field(rollup, "Private_Clean:") + field(rollup, "Private_Dirty:"))
     }
 
     /// Runs a kemu command to its end, its output dropped (errors still show). Spawn, not

@@ -24,6 +24,7 @@ struct Node: AsyncParsableCommand {
     func run() async throws {
         try requireRoot("kemu node")
         let network = try ClusterNetwork.load(cluster: cluster)
+        _ = try NodeAgent.nodeIndex(name, in: network)  // a wrong name is the first thing to say
         let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(name).kubeconfig")
         let catalog = try ImageCatalog.load(path: images ?? Executable.imageCatalog(), kemuExecutable: Executable.path)
         let agent = try NodeAgent(

@@ -70,6 +70,9 @@ struct CLITests {
         }
         #expect(result.status == .exited(1))
         #expect(result.output.contains("kemu net up needs root"))
+        let up = try run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kemu, "up", "--cluster", "rnoroot"])
+        #expect(up.status == .exited(1) && up.output.contains("kemu up needs root"), "\(up.output)")
         #expect(namespaces(of: "rnoroot").isEmpty)
+        #expect(!FileSystem.exists("/run/kemu/rnoroot"))
     }
 }

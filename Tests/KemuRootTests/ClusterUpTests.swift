@@ -74,6 +74,12 @@ struct ClusterUpTests {
         ---
         apiVersion: v1
         kind: Pod
+        metadata: {name: no-program}
+        spec:
+          containers: [{name: c, image: busybox, command: [/no/such/program]}]
+        ---
+        apiVersion: v1
+        kind: Pod
         metadata: {name: unknown-image}
         spec:
           containers: [{name: c, image: nosuch/image}]
@@ -166,6 +172,35 @@ struct ClusterUpTests {
         #expect(try await eventually { try await jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.reason}") == "ErrImagePull" })
         #expect(try await jsonpath("pod/unknown-image", "{.status.containerStatuses[0].state.waiting.message}").contains("\"nosuch/image\" is not in configs/images.yaml"))
         #expect(try await jsonpath("pod/too-big", "{.status.phase}") == "Pending")
+        #expect(try await eventually {
+            ["RunContainerError", "CrashLoopBackOff"].contains(try await jsonpath("pod/no-program", "{.status.containerStatuses[0].state.waiting.reason}"))
+        })
+        let failedStart = try await kubectl(["get", "events", "--field-selector", "involvedObject.name=no-program,reason=FailedStart",
+                                            "-o", "jsonpath={.items[0].message}"]).output
+        #expect(failedStart == "exec: \"/no/such/program\": executable file not found in $PATH")
+        let ghost = try await runOff([kemu, "node", "--name", "ghost", "--cluster", cluster])
+        #expect(ghost.status != .exited(0) && ghost.output.contains("node ghost is not in cluster rup (nodes: node-1, node-2)"), "\(ghost.output)")
+
+        // kemu/echo under load: 200 connections at once from another pod, every one answered.
+        let burst = """
+        import socket, threading
+        ok = []
+        def one():
+            s = socket.create_connection(('\(pods[0][2])', 8080), 5)
+            s.sendall(b'GET /x?format=text HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')
+            data = b''
+            while True:
+                chunk = s.recv(4096)
+                if not chunk: break
+                data += chunk
+            ok.append(b'pod=\(pods[0][0]) ' in data)
+        threads = [threading.Thread(target=one) for _ in range(200)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(sum(ok))
+        """
+        let answered = try await runOff([kemu, "exec", "--cluster", cluster, pods[1][0], "--", "python3", "-c", burst])
+        #expect(answered.output == "200\n", "\(answered.output)")
         let events = try await kubectl(["get", "events", "--field-selector", "involvedObject.name=too-big", "-o", "jsonpath={.items[*].message}"]).output
         #expect(events == "0/2 nodes are available: 2 Insufficient cpu.")
 
