@@ -32,6 +32,7 @@ struct Server: AsyncParsableCommand {
     @Option(help: "… and port, relaying to the server.") var fabricPort = 6443
     @Option(help: "Where node agents write container logs, for kubectl logs.") var podLogs: String?
     @Option(help: "Pod sandboxes' namespace prefix (kemu-CLUSTER-p-), for kubectl exec.") var podNetnsPrefix: String?
+    @Flag(help: .hidden) var stopWithParent = false
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
@@ -106,6 +107,16 @@ struct Server: AsyncParsableCommand {
                 throw KemuError(.invalidState, "cannot listen on \(fabricAddress):\(fabricPort) in namespace \(fabricNetns)", cause: error)
             }
             background.append { try await FabricListener(socket: socket, target: { boundPort.withLock { $0 } }).run() }
+        }
+        if stopWithParent {
+            // For test harnesses: a server whose parent died (a crashed test run) stops itself
+            // instead of lingering.
+            let parent = getppid()
+            background.append {
+                while getppid() == parent { try await Task.sleep(for: .milliseconds(500)) }
+                kill(getpid(), SIGTERM)  // the usual graceful stop, which cancels this loop
+                while true { try await Task.sleep(for: .seconds(60)) }
+            }
         }
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)

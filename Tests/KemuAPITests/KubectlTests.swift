@@ -36,7 +36,7 @@ final class ServerProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: kubeconfig)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(Self.root)/.build/debug/kemu")
-        p.arguments = ["server", "--port", String(port), "--data-dir", dataDir] + (insecure ? ["--insecure"] : [])
+        p.arguments = ["server", "--port", String(port), "--data-dir", dataDir, "--stop-with-parent"] + (insecure ? ["--insecure"] : [])
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

@@ -5,10 +5,18 @@ import KemuNetlink
 import KemuSystem
 import Testing
 
-@Suite struct TopologyTests {
+/// A class, so the state directories each test makes are removed when it ends (deinit).
+@Suite final class TopologyTests {
+    private var directories: [String] = []
+
+    deinit {
+        for path in directories { try? FileManager.default.removeItem(atPath: path) }
+    }
+
     func temporaryDirectory() -> String {
         let path = NSTemporaryDirectory() + "kemu-test-\(UUID().uuidString)"
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        directories.append(path)
         return path
     }
 
