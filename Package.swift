@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "KemuAPIServer",
             dependencies: [
-                "KemuAPI", "KemuIP", "KemuPKI", "KemuStore", "KemuSystem",
+                "CKemuShim", "KemuAPI", "KemuIP", "KemuPKI", "KemuStore", "KemuSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -23,6 +23,8 @@ int kemu_unshare(int flags) { return unshare(flags); }
 #define SYS_pidfd_open 434
 #endif
 int kemu_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int kemu_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int kemu_make_shared_mountpoint(const char *path) {

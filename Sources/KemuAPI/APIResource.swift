@@ -78,3 +78,23 @@ public enum PodNames {
         return "\(base)-\(pod.uid.prefix(8))".lowercased()
     }
 }
+
+/// The defaults upstream's API server gives a pod spec, shared by admission (pods and pod
+/// templates) and the controllers that make pods, so both kinds of pod look the same.
+public enum PodDefaults {
+    public static func apply(to spec: inout JSON) {
+        for (key, value) in [("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler")] as [(String, JSON)]
+        where spec[key] == nil { spec[key] = value }
+        if spec["terminationGracePeriodSeconds"] == nil { spec["terminationGracePeriodSeconds"] = 30 }
+        if var containers = spec["containers"]?.array {
+            for i in containers.indices {
+                if containers[i]["imagePullPolicy"] == nil { containers[i]["imagePullPolicy"] = "IfNotPresent" }
+                if var ports = containers[i]["ports"]?.array {
+                    for j in ports.indices where ports[j]["protocol"] == nil { ports[j]["protocol"] = "TCP" }
+                    containers[i]["ports"] = .array(ports)
+                }
+            }
+            spec["containers"] = .array(containers)
+        }
+    }
+}

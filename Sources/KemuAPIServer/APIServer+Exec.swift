@@ -1,4 +1,5 @@
 import Foundation
+import CKemuShim
 import Glibc
 import HTTPTypes
 import HummingbirdWebSocket
@@ -57,10 +58,7 @@ struct PodExec: Sendable {
             return await finish(APIError.badRequest("pod \(exec.pod) has no running sandbox (phase \(pod[path: "status.phase"]?.string ?? "Pending"))").status)
         }
         var pipes: [[Int32]] = [[-1, -1], [-1, -1], [-1, -1]]
-        for i in 0..<3 {
-            _ = pipe(&pipes[i])
-            for fd in pipes[i] { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        }
+        for i in 0..<3 { _ = kemu_pipe_cloexec(&pipes[i]) }
         var options = Spawn.Options(namespace: namespace, environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                                                        "HOSTNAME": pod.name, "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace])
         options.stdin = exec.stdin ? pipes[0][0] : -1

@@ -47,19 +47,7 @@ enum Admission {
 
     static func defaultPodSpec(_ o: inout JSON, at path: [String]) {
         var spec = path.reduce(Optional(o)) { $0?[$1] } ?? [:]
-        for (key, value) in [("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler")] as [(String, JSON)]
-        where spec[key] == nil { spec[key] = value }
-        if spec["terminationGracePeriodSeconds"] == nil { spec["terminationGracePeriodSeconds"] = 30 }
-        if var containers = spec["containers"]?.array {
-            for i in containers.indices {
-                if containers[i]["imagePullPolicy"] == nil { containers[i]["imagePullPolicy"] = "IfNotPresent" }
-                if var ports = containers[i]["ports"]?.array {
-                    for j in ports.indices where ports[j]["protocol"] == nil { ports[j]["protocol"] = "TCP" }
-                    containers[i]["ports"] = .array(ports)
-                }
-            }
-            spec["containers"] = .array(containers)
-        }
+        PodDefaults.apply(to: &spec)
         set(&o, path[...], spec)
     }
 

@@ -147,12 +147,10 @@ public final class ReplicaSetController: Sendable {
         pod.namespace = owner.namespace
         pod["metadata", default: [:]]["generateName"] = .string("\(owner.name)-")
         pod["metadata", default: [:]]["ownerReferences"] = [reference(to: owner)]
-        // The defaults the API server's admission would give a pod created through it.
-        for (field, value) in [("restartPolicy", JSON.string("Always")), ("terminationGracePeriodSeconds", .int(30)),
-                               ("dnsPolicy", .string("ClusterFirst")), ("schedulerName", .string("default-scheduler"))]
-        where pod[path: "spec.\(field)"] == nil {
-            pod["spec", default: [:]][field] = value
-        }
+        // The defaults the API server's admission gives a pod created through it.
+        var spec = pod["spec"] ?? [:]
+        PodDefaults.apply(to: &spec)
+        pod["spec"] = spec
         return pod
     }
 

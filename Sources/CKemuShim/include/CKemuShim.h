@@ -15,6 +15,9 @@ int kemu_unshare(int flags);
 // pidfd_open(2): a descriptor that polls readable when the process ends (any process, not only
 // a child). -1 with errno on failure.
 int kemu_pidfd_open(int pid);
+// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start, so no child spawned meanwhile
+// inherits them. -1 with errno on failure.
+int kemu_pipe_cloexec(int fds[2]);
 /// gettid(2).
 pid_t kemu_gettid(void);
 
