@@ -38,14 +38,7 @@ public final class EndpointSliceController: Sendable {
                 for try await event in pods { self.enqueueServices(selecting: event.object) }
             }
             group.addTask {
-                while !Task.isCancelled {
-                    guard let key = await self.queue.next() else { return }
-                    do { try self.reconcile(key) } catch {
-                        self.logger.warning("endpointslices for \(key.namespace)/\(key.name): \(error)")
-                        try await Task.sleep(for: .milliseconds(100))
-                        self.queue.add(key)  // retried, with a pause, never a hot loop
-                    }
-                }
+                try await self.queue.process(self.logger, { "endpointslices for \($0.namespace)/\($0.name)" }, self.reconcile)
             }
             try await group.next()
             group.cancelAll()
@@ -185,43 +178,5 @@ public final class EndpointSliceController: Sendable {
             for p in c["ports"]?.array ?? [] where p["name"]?.string == name { return p["containerPort"]?.int }
         }
         return nil
-    }
-}
-
-/// Keys waiting to be reconciled, each at most once in the queue.
-
-final class WorkQueue: Sendable {
-    private let state = Mutex<(keys: [EndpointSliceController.Key], queued: Set<EndpointSliceController.Key>,
-                               waiter: CheckedContinuation<EndpointSliceController.Key?, Never>?)>(([], [], nil))
-
-    func add(_ key: EndpointSliceController.Key) {
-        let waiter: CheckedContinuation<EndpointSliceController.Key?, Never>? = state.withLock { s in
-            if let w = s.waiter {
-                s.waiter = nil
-                return w
-            }
-            if s.queued.insert(key).inserted { s.keys.append(key) }
-            return nil
-        }
-        waiter?.resume(returning: key)
-    }
-
-    /// The next key, waiting for one; nil once the task is cancelled.
-    func next() async -> EndpointSliceController.Key? {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let key: EndpointSliceController.Key?? = state.withLock { s in
-                    if Task.isCancelled { return .some(nil) }
-                    guard !s.keys.isEmpty else { s.waiter = continuation; return nil }
-                    let k = s.keys.removeFirst()
-                    s.queued.remove(k)
-                    return .some(k)
-                }
-                if let key { continuation.resume(returning: key) }
-            }
-        } onCancel: {
-            let waiter = state.withLock { s in defer { s.waiter = nil }; return s.waiter }
-            waiter?.resume(returning: nil)
-        }
     }
 }

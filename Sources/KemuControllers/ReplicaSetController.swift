@@ -41,14 +41,7 @@ public final class ReplicaSetController: Sendable {
             group.addTask { for try await event in owners { self.queue.add(Key(namespace: event.object.namespace, name: event.object.name)) } }
             group.addTask { for try await event in pods { self.enqueueOwners(of: event.object) } }
             group.addTask {
-                while !Task.isCancelled {
-                    guard let key = await self.queue.next() else { return }
-                    do { try self.reconcile(key) } catch {
-                        self.logger.warning("\(self.kind) \(key.namespace)/\(key.name): \(error)")
-                        try await Task.sleep(for: .milliseconds(100))
-                        self.queue.add(key)
-                    }
-                }
+                try await self.queue.process(self.logger, { "\(self.kind) \($0.namespace)/\($0.name)" }, self.reconcile)
             }
             try await group.next()
             group.cancelAll()

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// Runs `follow` until the task is cancelled, starting it again whenever it ends or fails: a
 /// controller's watch that ends (410 after falling behind) is replaced by a new one, which
@@ -13,5 +14,56 @@ func rewatching(_ logger: Logger, _ follow: () async throws -> Void) async throw
             logger.warning("watch ended (\(error)); starting again")
         }
         try await Task.sleep(for: .milliseconds(100))
+    }
+}
+
+/// Keys waiting to be reconciled, each at most once in the queue.
+final class WorkQueue: Sendable {
+    private let state = Mutex<(keys: [EndpointSliceController.Key], queued: Set<EndpointSliceController.Key>,
+                               waiter: CheckedContinuation<EndpointSliceController.Key?, Never>?)>(([], [], nil))
+
+    func add(_ key: EndpointSliceController.Key) {
+        let waiter: CheckedContinuation<EndpointSliceController.Key?, Never>? = state.withLock { s in
+            if let w = s.waiter {
+                s.waiter = nil
+                return w
+            }
+            if s.queued.insert(key).inserted { s.keys.append(key) }
+            return nil
+        }
+        waiter?.resume(returning: key)
+    }
+
+    /// The next key, waiting for one; nil once the task is cancelled.
+    func next() async -> EndpointSliceController.Key? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let key: EndpointSliceController.Key?? = state.withLock { s in
+                    if Task.isCancelled { return .some(nil) }
+                    guard !s.keys.isEmpty else { s.waiter = continuation; return nil }
+                    let k = s.keys.removeFirst()
+                    s.queued.remove(k)
+                    return .some(k)
+                }
+                if let key { continuation.resume(returning: key) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s in defer { s.waiter = nil }; return s.waiter }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    /// Takes keys until the task is cancelled and runs `work` on each. A key whose work fails is
+    /// logged (`what` names it) and added again after 100 ms: retried, never in a hot loop.
+    func process(_ logger: Logger, _ what: @Sendable (EndpointSliceController.Key) -> String,
+                 _ work: @Sendable (EndpointSliceController.Key) throws -> Void) async throws {
+        while !Task.isCancelled {
+            guard let key = await next() else { return }
+            do { try work(key) } catch {
+                logger.warning("\(what(key)): \(error)")
+                try await Task.sleep(for: .milliseconds(100))
+                add(key)
+            }
+        }
     }
 }

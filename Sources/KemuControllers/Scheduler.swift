@@ -35,14 +35,7 @@ public final class Scheduler: Sendable {
             group.addTask { for try await _ in pods { self.queue.add(pass) } }
             group.addTask { for try await _ in nodes { self.queue.add(pass) } }
             group.addTask {
-                while !Task.isCancelled {
-                    guard await self.queue.next() != nil else { return }
-                    do { try self.schedulePending() } catch {
-                        self.logger.warning("scheduling pass: \(error)")
-                        try await Task.sleep(for: .milliseconds(100))
-                        self.queue.add(pass)
-                    }
-                }
+                try await self.queue.process(self.logger, { _ in "scheduling pass" }) { _ in try self.schedulePending() }
             }
             try await group.next()
             group.cancelAll()

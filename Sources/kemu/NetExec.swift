@@ -17,17 +17,7 @@ struct NetExec: ParsableCommand {
     func run() throws {
         try requireRoot("kemu net exec")
         guard !command.isEmpty else { throw ValidationError("no command: kemu net exec \(host) -- COMMAND …") }
-        let namespace = try resolve()
-        let pid: pid_t
-        do {
-            pid = try Spawn.spawn(command, Spawn.Options(namespace: namespace))
-        } catch let error as SystemError where error.errno == ENOENT {
-            // As a shell does: "command not found" is exit status 127.
-            FileHandle.standardError.write(Data("kemu: \(error)\n".utf8))
-            throw ExitCode(127)
-        }
-        let status = try Spawn.wait(pid)
-        if status.shellCode != 0 { throw ExitCode(status.shellCode) }
+        try execute(command, in: try resolve())
     }
 
     /// A full name as given, else the cluster's host, else the cluster's pod.
@@ -39,4 +29,18 @@ struct NetExec: ParsableCommand {
         }
         throw KemuError(.notFound, "no namespace \(host), \(plan.namespace(host)) or \(plan.podNamespace(host))")
     }
+}
+
+/// Runs `argv` inside `namespace` (seeing its /etc/netns files, as `ip netns exec` does) and
+/// ends kemu with its status: 127 for a command that is not there, as a shell does.
+func execute(_ argv: [String], in namespace: NetworkNamespace) throws {
+    let pid: pid_t
+    do {
+        pid = try Spawn.spawn(argv, Spawn.Options(namespace: namespace))
+    } catch let error as SystemError where error.errno == ENOENT {
+        FileHandle.standardError.write(Data("kemu: \(error)\n".utf8))
+        throw ExitCode(127)
+    }
+    let status = try Spawn.wait(pid)
+    if status.shellCode != 0 { throw ExitCode(status.shellCode) }
 }

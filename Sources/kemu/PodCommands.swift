@@ -44,19 +44,6 @@ struct RunningCluster {
         }
         return namespace
     }
-
-    /// Runs `argv` inside `namespace` (seeing its /etc/netns files) and exits with its status.
-    static func run(_ argv: [String], in namespace: NetworkNamespace) throws -> Never {
-        let pid: pid_t
-        do {
-            pid = try Spawn.spawn(argv, Spawn.Options(namespace: namespace))
-        } catch let error as SystemError where error.errno == ENOENT {
-            FileHandle.standardError.write(Data("kemu: \(error)\n".utf8))
-            throw ExitCode(127)
-        }
-        let status = try Spawn.wait(pid)
-        throw ExitCode(status.shellCode)
-    }
 }
 
 struct Exec: AsyncParsableCommand {
@@ -72,7 +59,7 @@ struct Exec: AsyncParsableCommand {
     func run() async throws {
         guard !command.isEmpty else { throw ValidationError("no command: kemu exec \(target) -- COMMAND …") }
         let cluster = try RunningCluster(options, for: "kemu exec")
-        try RunningCluster.run(command, in: try await cluster.namespace(of: target, kubernetesNamespace: namespace))
+        try execute(command, in: try await cluster.namespace(of: target, kubernetesNamespace: namespace))
     }
 }
 
@@ -90,7 +77,7 @@ struct Curl: AsyncParsableCommand {
     func run() async throws {
         let cluster = try RunningCluster(options, for: "kemu curl")
         let where_ = try await cluster.namespace(of: from, kubernetesNamespace: namespace)
-        try RunningCluster.run(["curl", "-sS", "--max-time", "10"] + curlArguments + [url], in: where_)
+        try execute(["curl", "-sS", "--max-time", "10"] + curlArguments + [url], in: where_)
     }
 }
 

@@ -70,8 +70,7 @@ struct Up: AsyncParsableCommand {
     }
 
     static func elapsed(since start: ContinuousClock.Instant) -> String {
-        let ms = Int(start.duration(to: .now).components.attoseconds / 1_000_000_000_000_000 + start.duration(to: .now).components.seconds * 1000)
-        return String(format: "%d.%03d s", ms / 1000, ms % 1000)
+        String(format: "%.3f s", start.duration(to: .now) / .seconds(1))
     }
 
     /// `kemu server` in the host's namespace (loopback for kubectl) relaying from the cp

@@ -1,0 +1,88 @@
+import Foundation
+import Glibc
+import KemuAPI
+import KemuClient
+import KemuNetwork
+import KemuStore
+import KemuSystem
+
+/// The pod status the worker writes: phase, conditions, container states.
+extension PodWorker {
+    /// Writes the pod's status when it differs from what was last written.
+    func report() async {
+        if reporting { reportAgain = true; return }
+        reporting = true
+        defer { reporting = false }
+        repeat {
+            reportAgain = false
+            guard !stopped else { return }
+            let status = self.status()
+            if status == reported { continue }
+            do {
+                _ = try await agent.client.patch(agent.pods, namespace: namespace, name: name, ["status": status], subresource: "status")
+                reported = status
+            } catch let error as ClientError where error.code == 404 {
+                return  // deleted meanwhile: the watch brings the delete
+            } catch {
+                logger.warning("status: \(error)")
+            }
+        } while reportAgain
+    }
+
+    func status() -> JSON {
+        let policy = pod[path: "spec.restartPolicy"]?.string ?? "Always"
+        let exits = containers.compactMap { $0.state["terminated"]?["exitCode"]?.int }
+        let allEnded = !containers.isEmpty && exits.count == containers.count
+        let phase: String
+        if allEnded && policy == "Never" {
+            phase = exits.allSatisfy { $0 == 0 } ? "Succeeded" : "Failed"
+        } else if allEnded && policy == "OnFailure" && exits.allSatisfy({ $0 == 0 }) {
+            phase = "Succeeded"
+        } else if !containers.isEmpty && containers.allSatisfy(\.everStarted) {
+            phase = "Running"
+        } else {
+            phase = "Pending"
+        }
+        let ready = !containers.isEmpty && containers.allSatisfy { $0.ready && $0.pid != nil }
+        let previous = pod[path: "status.conditions"]?.array ?? []
+        func condition(_ type: String, _ value: Bool, reason: String? = nil) -> JSON {
+            let status = value ? "True" : "False"
+            let old = previous.first { $0["type"]?.string == type }
+            let since = old?["status"]?.string == status ? (old?["lastTransitionTime"] ?? .string(Timestamp.now())) : .string(Timestamp.now())
+            var c: JSON = ["type": .string(type), "status": .string(status), "lastProbeTime": .null, "lastTransitionTime": since]
+            if let reason, !value { c["reason"] = .string(reason) }
+            return c
+        }
+        let notReady = containers.filter { !($0.ready && $0.pid != nil) }.map(\.name)
+        var conditions: [JSON] = [
+            condition("PodReadyToStartContainers", sandbox != nil),
+            condition("Initialized", true),
+            condition("Ready", ready, reason: "ContainersNotReady"),
+            condition("ContainersReady", ready, reason: "ContainersNotReady"),
+            condition("PodScheduled", true),
+        ]
+        if !ready, !notReady.isEmpty {
+            for index in [2, 3] { conditions[index]["message"] = .string("containers with unready status: [\(notReady.joined(separator: " "))]") }
+        }
+        var status: JSON = [
+            "phase": .string(phase),
+            "conditions": .array(conditions),
+            "hostIP": .string(agent.nodeIP),
+            "hostIPs": [["ip": .string(agent.nodeIP)]],
+            "startTime": .string(startTime ?? Timestamp.now()),
+            "qosClass": "BestEffort",
+        ]
+        if let sandbox {
+            status["podIP"] = .string(sandbox.ip.description)
+            status["podIPs"] = [["ip": .string(sandbox.ip.description)]]
+        }
+        status["containerStatuses"] = .array(containers.map { c in
+            var s: JSON = ["name": .string(c.name), "state": c.state, "lastState": c.lastState, "ready": .bool(c.ready && c.pid != nil),
+                           "restartCount": .int(Int64(c.restartCount)), "image": c.spec["image"] ?? "",
+                           "imageID": .string("kemu://\(c.spec["image"]?.string ?? "")"), "started": .bool(c.pid != nil && c.startupDone)]
+            if let pid = c.pid { s["containerID"] = .string("kemu://\(pid)") }
+            return s
+        })
+        return status
+    }
+}
