@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "KemuIP", swiftSettings: swiftSettings),
         .target(
             name: "KemuSystem",
-            dependencies: ["CKemuShim"],
+            dependencies: ["CKemuShim", "KemuIP"],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
@@ -109,6 +109,19 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The node proxy: Services and EndpointSlices in, listeners and an epoll + splice byte path out.
+        .target(
+            name: "KemuProxy",
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuSystem",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
@@ -128,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
+                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuProxy", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
                 "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -148,6 +161,11 @@ let package = Package(
         .testTarget(
             name: "KemuNetworkTests",
             dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuProxyTests",
+            dependencies: ["KemuAPI", "KemuIP", "KemuProxy", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -25,6 +27,22 @@ int kemu_unshare(int flags) { return unshare(flags); }
 int kemu_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int kemu_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int kemu_accept_nonblock(int fd, void *address, unsigned int *length) {
+    return accept4(fd, (struct sockaddr *)address, (socklen_t *)length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+long kemu_splice(int from, int to, unsigned long length) {
+    return (long)splice(from, NULL, to, NULL, length, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+}
+
+int kemu_pipe_nonblock(int fds[2], int size) {
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    if (size > 0) (void)fcntl(fds[1], F_SETPIPE_SZ, size);
+    return 0;
+}
+
+int kemu_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
 pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int kemu_make_shared_mountpoint(const char *path) {
@@ -113,6 +131,11 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
     if (o->stdout_fd >= 0 && dup2(o->stdout_fd, 1) < 0) child_fail(pipe_fd, "dup2 stdout");
     if (o->stderr_fd >= 0 && dup2(o->stderr_fd, 2) < 0) child_fail(pipe_fd, "dup2 stderr");
     if (o->cwd != NULL && chdir(o->cwd) != 0) child_fail(pipe_fd, "chdir");
+    // Nothing but stdio crosses into the new program: libraries (SwiftNIO among them) open
+    // descriptors without O_CLOEXEC, and a pod holding its agent's listening socket keeps the port
+    // taken after the agent dies. Marked close-on-exec rather than closed, so the error pipe
+    // still reports a failed exec.
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) child_fail(pipe_fd, "close_range");
     execvpe(file, argv, envp);
     child_fail(pipe_fd, "exec");
 }

@@ -147,3 +147,24 @@ extension NetworkNamespace {
         }
     }
 }
+
+extension NetworkNamespace {
+    /// Whether the calling thread is in this namespace.
+    public var isCurrent: Bool {
+        var mine = stat(), target = stat()
+        guard stat("/proc/thread-self/ns/net", &mine) == 0, stat(path, &target) == 0 else { return false }
+        return mine.st_ino == target.st_ino && mine.st_dev == target.st_dev
+    }
+
+    /// Runs this program again, with the same arguments, inside the namespace: the calling
+    /// thread enters it and execs, and a new image runs in its caller's namespaces. For daemons a
+    /// user may start from the host that must live in a node's namespace (`kemu proxy`).
+    public func reexecInside(arguments: [String] = CommandLine.arguments) throws -> Never {
+        let namespace = try open()
+        try check("setns", name, kemu_setns(namespace.raw, kemu_clone_newnet) == 0 ? 0 : errno)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        argv.append(nil)
+        execv("/proc/self/exe", &argv)
+        throw SystemError("exec", "/proc/self/exe", errno: errno)
+    }
+}

@@ -23,6 +23,10 @@ if only == nil || only == "cluster" {
     try await ClusterBench.run(root: root)
 }
 if only == "cluster" { exit(0) }
+if only == nil || only == "proxy" {
+    try await ProxyBench.run(root: root)
+}
+if only == "proxy" { exit(0) }
 
 func option(_ name: String, _ fallback: Int) -> Int {
     guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }

@@ -11,14 +11,16 @@ import ServiceLifecycle
 struct FabricListener: Service {
     let socket: Int32
     let target: @Sendable () -> Int
+    var targetHost = "127.0.0.1"
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let target = self.target
+        let host = targetHost
         let channel = try await ServerBootstrap(group: group)
             .childChannelInitializer { inbound in
                 ClientBootstrap(group: inbound.eventLoop)
-                    .connect(host: "127.0.0.1", port: target())
+                    .connect(host: host, port: target())
                     .flatMapThrowing { outbound in
                         // Both channels live on the inbound connection's event loop, where this runs.
                         let (left, right) = Glue.pair()

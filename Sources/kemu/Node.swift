@@ -3,6 +3,7 @@ import Foundation
 import KemuAgent
 import KemuClient
 import KemuNetwork
+import KemuProxy
 import KemuSystem
 import Logging
 import ServiceLifecycle
@@ -20,19 +21,30 @@ struct Node: AsyncParsableCommand {
     @Option(help: "CPU capacity.") var cpu = "4"
     @Option(help: "Memory capacity.") var memory = "8Gi"
     @Option(help: "Pod capacity.") var maxPods = 110
+    @Flag(help: "Leave the Service proxy out (run it with `kemu proxy --node NAME`).") var noProxy = false
+    @OptionGroup var proxyOptions: ProxyOptions
 
     func run() async throws {
         try requireRoot("kemu node")
         let network = try ClusterNetwork.load(cluster: cluster)
         _ = try NodeAgent.nodeIndex(name, in: network)  // a wrong name is the first thing to say
+        // The agent reaches the API over the fabric and the proxy listens on the node's addresses:
+        // both live in the node's namespace, entered here when a user starts it from the host.
+        let namespace = NetworkNamespace(network.plan.namespace(name))
+        if !namespace.isCurrent { try namespace.reexecInside() }
         let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(name).kubeconfig")
         let catalog = try ImageCatalog.load(path: images ?? Executable.imageCatalog(), kemuExecutable: Executable.path)
+        let client = try APIClient(kubeconfig: config)
         let agent = try NodeAgent(
             config: AgentConfig(nodeName: name, cpu: cpu, memory: memory, maxPods: maxPods, images: catalog,
                                 logDirectory: "\(network.stateDirectory)/logs"),
-            client: try APIClient(kubeconfig: config), network: network)
+            client: client, network: network)
+        var services: [any Service] = [AgentService(agent: agent)]
+        if !noProxy {
+            services.append(ProxyService(proxy: try proxyOptions.makeProxy(node: name, network: network, client: client)))
+        }
         let logger = Logger(label: "kemu.node")
-        try await ServiceGroup(configuration: .init(services: [AgentService(agent: agent)], gracefulShutdownSignals: [.sigterm, .sigint],
+        try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()
     }
 }

@@ -8,31 +8,15 @@ import Testing
 @Suite(.serialized, .enabled(if: isRoot, "creates network namespaces: run as root"))
 struct ClusterUpTests {
     let cluster = "rup"
-    var kubeconfig: String { "/run/kemu/\(cluster)/apiserver/kubeconfig" }
-    let cacheDir = NSTemporaryDirectory() + "kemu-rup-kubectl-\(UUID().uuidString)"
+    let c = TestCluster("rup")
+    var kubeconfig: String { c.kubeconfig }
+    var cacheDir: String { c.cacheDir }
 
     func kubectl(_ args: [String], stdin: String? = nil) async throws -> (status: ProcessExit, output: String) {
-        let argv = ["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args
-        guard let stdin else { return try await runOff(argv) }
-        let file = cacheDir + "-stdin.yaml"
-        try stdin.write(toFile: file, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        return try await runOff(argv + ["-f", file])
+        try await c.kubectl(args, stdin: stdin)
     }
 
-    func jsonpath(_ object: String, _ path: String) async throws -> String {
-        try await kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
-    }
-
-    /// Polls until `check` holds or `seconds` pass; returns whether it held.
-    func eventually(_ seconds: Double = 10, _ check: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await check() { return true }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return try await check()
-    }
+    func jsonpath(_ object: String, _ path: String) async throws -> String { try await c.jsonpath(object, path) }
 
     @Test func podsRunAnswerRestartAndAllGoesAtDown() async throws {
         let kemu = try kemuBinary()

@@ -146,3 +146,57 @@ func runOff(_ argv: [String], in namespace: String? = nil) async throws -> (stat
         DispatchQueue.global().async { continuation.resume(with: Result { try run(argv, in: namespace) }) }
     }
 }
+
+/// A cluster a root test brings up with `kemu up` under its own name, driven with kubectl and
+/// kemu as a user would, and removed with `down()` in the test's `defer`.
+struct TestCluster {
+    let name: String
+    let kemu: String
+    let cacheDir: String
+    var kubeconfig: String { "/run/kemu/\(name)/apiserver/kubeconfig" }
+    var state: String { "/run/kemu/\(name)" }
+
+    init(_ name: String) {
+        self.name = name
+        kemu = (try? kemuBinary()) ?? "\(packageRoot)/.build/debug/kemu"
+        cacheDir = NSTemporaryDirectory() + "kemu-\(name)-kubectl-\(UUID().uuidString)"
+    }
+
+    /// `kemu up`, after removing what a crashed earlier run left.
+    func up() async throws -> (status: ProcessExit, output: String) {
+        _ = try await runOff([kemu, "down", "--cluster", name])
+        return try await runOff([kemu, "up", "--cluster", name])
+    }
+
+    func down() {
+        _ = try? run([kemu, "down", "--cluster", name])
+        try? FileManager.default.removeItem(atPath: cacheDir)
+    }
+
+    func kemu(_ args: [String]) async throws -> (status: ProcessExit, output: String) {
+        try await runOff([kemu] + args.prefix(1) + ["--cluster", name] + args.dropFirst())
+    }
+
+    func kubectl(_ args: [String], stdin: String? = nil) async throws -> (status: ProcessExit, output: String) {
+        let argv = ["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "--cache-dir", cacheDir] + args
+        guard let stdin else { return try await runOff(argv) }
+        let file = cacheDir + "-stdin.yaml"
+        try stdin.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        return try await runOff(argv + ["-f", file])
+    }
+
+    func jsonpath(_ object: String, _ path: String) async throws -> String {
+        try await kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
+    }
+}
+
+/// Polls until `check` holds or `seconds` pass; returns whether it held.
+func eventually(_ seconds: Double = 10, _ check: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await check() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await check()
+}

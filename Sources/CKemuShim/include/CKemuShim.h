@@ -4,6 +4,7 @@
 #define KEMU_SHIM_H
 
 #include <sys/types.h>
+#include <sys/epoll.h>
 
 /// CLONE_NEWNET, which Glibc's Swift overlay does not export.
 extern const int kemu_clone_newnet;
@@ -18,6 +19,15 @@ int kemu_pidfd_open(int pid);
 // pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start, so no child spawned meanwhile
 // inherits them. -1 with errno on failure.
 int kemu_pipe_cloexec(int fds[2]);
+// The proxy's byte path, GNU calls Glibc's Swift overlay does not export.
+// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC; -1 with errno on failure.
+int kemu_accept_nonblock(int fd, void *address, unsigned int *length);
+// splice(2) with SPLICE_F_MOVE | SPLICE_F_NONBLOCK, no offsets; -1 with errno on failure.
+long kemu_splice(int from, int to, unsigned long length);
+// pipe2(O_NONBLOCK | O_CLOEXEC), then F_SETPIPE_SZ to `size` bytes (best effort); -1 with errno.
+int kemu_pipe_nonblock(int fds[2], int size);
+// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); -1 with errno.
+int kemu_eventfd(void);
 /// gettid(2).
 pid_t kemu_gettid(void);
 

@@ -1,0 +1,247 @@
+import KemuIP
+import KemuSystem
+
+/// How a pool picks among its endpoints; a Service chooses with the annotation
+/// `kemu.io/load-balancer`, the cluster sets the default.
+public enum BalancingAlgorithm: String, Sendable, CaseIterable, Codable {
+    /// In turn, over an order shuffled at every endpoint change so nodes do not move in lock-step
+    /// (kube-proxy's userspace mode).
+    case roundRobin = "round-robin"
+    /// The endpoint with the fewest open connections through this proxy (ties in turn).
+    case leastConnections = "least-connections"
+    case random
+    /// Two random endpoints, the one with the lower connect-latency EWMA × (open connections + 1)
+    /// wins (Linkerd's PeakEWMA over P2C, with connection set-up as the response).
+    case powerOfTwoChoices = "p2c-ewma"
+}
+
+/// One endpoint as the control plane sees it.
+public struct EndpointSpec: Hashable, Sendable {
+    public var address: SocketAddress
+    /// The pod, for metrics and logs ("default/web-1"); empty when unknown.
+    public var target: String
+    public var nodeName: String
+
+    public init(_ address: SocketAddress, target: String = "", nodeName: String = "") {
+        self.address = address
+        self.target = target
+        self.nodeName = nodeName
+    }
+}
+
+/// Passive outlier ejection: after `consecutiveFailures` failed connects in a row an endpoint is
+/// left out for `baseSeconds` × 2^(ejections so far), at most `maxSeconds`; never more than
+/// `maxShare` of a pool's endpoints at once (but always one may go).
+public struct EjectionPolicy: Sendable, Equatable, Codable {
+    public var consecutiveFailures = 2
+    public var baseSeconds = 1.0
+    public var maxSeconds = 60.0
+    public var maxShare = 0.5
+
+    public init() {}
+}
+
+/// What a pool does; the engine applies a new one without touching open connections.
+public struct PoolSettings: Sendable, Equatable {
+    public var algorithm: BalancingAlgorithm = .roundRobin
+    /// ClientIP session affinity: seconds a client stays with its endpoint after its last
+    /// connection; nil for none.
+    public var affinitySeconds: Double?
+    /// Endpoints tried per client connection (kube-proxy's userspace mode: 4).
+    public var connectAttempts = 4
+    /// The first dial's timeout; each retry doubles it (250 ms, 500 ms, 1 s, 2 s).
+    public var firstDialTimeoutMilliseconds = 250
+    public var ejection = EjectionPolicy()
+    /// Connections to an endpoint that left the pool are closed after this many seconds; nil lets
+    /// them finish.
+    public var drainSeconds: Double?
+
+    public init() {}
+}
+
+/// Engine-side state of one endpoint. Connections keep a reference, so an endpoint that left
+/// its pool still counts its connections down as they close.
+final class Endpoint {
+    let spec: EndpointSpec
+    var active = 0
+    /// Connect latency EWMA in nanoseconds; 0 until the first connect.
+    var latencyEWMA = 0.0
+    var consecutiveFailures = 0
+    var ejections = 0
+    var ejectedUntil: UInt64 = 0
+    /// When it left its pool (monotonic ns), 0 while it is in one.
+    var removedAt: UInt64 = 0
+    var stats = EndpointStats()
+
+    init(_ spec: EndpointSpec) { self.spec = spec }
+
+    func isEjected(at now: UInt64) -> Bool { ejectedUntil > now }
+}
+
+public struct EndpointStats: Sendable, Equatable {
+    public var opened: UInt64 = 0
+    public var closed: UInt64 = 0
+    public var connectFailures: UInt64 = 0
+    public var ejections: UInt64 = 0
+    public var bytesToEndpoint: UInt64 = 0
+    public var bytesFromEndpoint: UInt64 = 0
+    /// Connect latency histogram over `ConnectLatency.bounds`, plus the sum in seconds.
+    public var latencyBuckets = [UInt64](repeating: 0, count: ConnectLatency.bounds.count + 1)
+    public var latencySum = 0.0
+
+    mutating func observe(latencySeconds: Double) {
+        latencySum += latencySeconds
+        latencyBuckets[ConnectLatency.bounds.firstIndex { latencySeconds <= $0 } ?? ConnectLatency.bounds.count] += 1
+    }
+}
+
+public enum ConnectLatency {
+    /// Upper bounds in seconds: 100 µs to ~3 s.
+    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+}
+
+/// The endpoints behind one frontend (a service port, for one traffic policy) and how to choose
+/// among them. Owned by the engine's thread.
+final class EndpointPool {
+    let name: String
+    private(set) var settings: PoolSettings
+    private(set) var endpoints: [Endpoint] = []
+    private var order: [Int] = []
+    private var next = 0
+    private var affinity: [UInt32: (endpoint: Endpoint, lastUsed: UInt64)] = [:]
+    var stats = PoolStats()
+    var random = SystemRandomNumberGenerator()
+
+    init(name: String, settings: PoolSettings, endpoints: [EndpointSpec], now: UInt64) {
+        self.name = name
+        self.settings = settings
+        update(settings: settings, endpoints: endpoints, now: now)
+    }
+
+    /// Takes a new endpoint list: endpoints that stay keep their counts and ejection state; ones
+    /// that leave are returned (their connections may need draining); affinity to them is dropped.
+    @discardableResult
+    func update(settings: PoolSettings, endpoints specs: [EndpointSpec], now: UInt64) -> [Endpoint] {
+        if settings.affinitySeconds == nil || settings != self.settings { affinity.removeAll() }
+        self.settings = settings
+        var old: [SocketAddress: Endpoint] = [:]
+        for e in endpoints { old[e.spec.address] = e }
+        var fresh: [Endpoint] = []
+        for spec in specs {
+            if let kept = old.removeValue(forKey: spec.address), kept.spec == spec {
+                fresh.append(kept)
+            } else {
+                fresh.append(Endpoint(spec))
+            }
+        }
+        let changed = fresh.map { ObjectIdentifier($0) } != endpoints.map { ObjectIdentifier($0) }
+        endpoints = fresh
+        let removed = Array(old.values)
+        for e in removed { e.removedAt = now }
+        if !removed.isEmpty { affinity = affinity.filter { $0.value.endpoint.removedAt == 0 } }
+        if changed {
+            order = Array(endpoints.indices).shuffled(using: &random)
+            next = 0
+        }
+        return removed
+    }
+
+    /// The endpoint for a new connection from `client`, avoiding those already tried for it;
+    /// nil when none is left. Ejected endpoints are used only when every untried one is ejected.
+    func choose(client: IPv4Address, tried: [Endpoint], now: UInt64) -> Endpoint? {
+        let untried = { (e: Endpoint) in !tried.contains { $0 === e } }
+        if let seconds = settings.affinitySeconds, tried.isEmpty, let pinned = affinity[client.value],
+           now &- pinned.lastUsed < UInt64(seconds * 1e9), pinned.endpoint.removedAt == 0, !pinned.endpoint.isEjected(at: now) {
+            affinity[client.value]!.lastUsed = now
+            return pinned.endpoint
+        }
+        var usable = { (e: Endpoint) in untried(e) && !e.isEjected(at: now) }
+        if !endpoints.contains(where: usable) { usable = untried }
+        guard let chosen = pick(usable) else { return nil }
+        if settings.affinitySeconds != nil { affinity[client.value] = (chosen, now) }
+        return chosen
+    }
+
+    private func pick(_ usable: (Endpoint) -> Bool) -> Endpoint? {
+        guard !endpoints.isEmpty else { return nil }
+        switch settings.algorithm {
+        case .roundRobin:
+            return nextInTurn(usable)
+        case .leastConnections:
+            // The fewest open connections; among equals, the next in turn.
+            guard let least = endpoints.filter(usable).map(\.active).min() else { return nil }
+            return nextInTurn { usable($0) && $0.active == least }
+        case .random:
+            let candidates = endpoints.filter(usable)
+            return candidates.randomElement(using: &random)
+        case .powerOfTwoChoices:
+            let candidates = endpoints.filter(usable)
+            guard candidates.count > 1 else { return candidates.first }
+            let a = Int.random(in: 0..<candidates.count, using: &random)
+            var b = Int.random(in: 0..<(candidates.count - 1), using: &random)
+            if b >= a { b += 1 }
+            return Self.cost(candidates[a]) <= Self.cost(candidates[b]) ? candidates[a] : candidates[b]
+        }
+    }
+
+    /// An endpoint never measured counts as 1 ms, so new ones are tried.
+    static func cost(_ e: Endpoint) -> Double { (e.latencyEWMA == 0 ? 1e6 : e.latencyEWMA) * Double(e.active + 1) }
+
+    private func nextInTurn(_ usable: (Endpoint) -> Bool) -> Endpoint? {
+        for k in 0..<order.count {
+            let i = order[(next + k) % order.count]
+            if usable(endpoints[i]) {
+                next = (next + k + 1) % order.count
+                return endpoints[i]
+            }
+        }
+        return nil
+    }
+
+    /// A connect that worked: resets the failure run and feeds the latency average.
+    func connected(_ e: Endpoint, latencyNanoseconds: UInt64) {
+        e.consecutiveFailures = 0
+        let sample = Double(latencyNanoseconds)
+        e.latencyEWMA = e.latencyEWMA == 0 ? sample : e.latencyEWMA * 0.8 + sample * 0.2
+        e.stats.opened += 1
+        e.stats.observe(latencySeconds: sample / 1e9)
+    }
+
+    /// A connect that failed; may eject the endpoint. Returns true when it did.
+    @discardableResult
+    func failed(_ e: Endpoint, now: UInt64) -> Bool {
+        e.stats.connectFailures += 1
+        e.consecutiveFailures += 1
+        if let pinned = affinity.first(where: { $0.value.endpoint === e }) { affinity[pinned.key] = nil }
+        let policy = settings.ejection
+        guard e.consecutiveFailures >= policy.consecutiveFailures, !e.isEjected(at: now), e.removedAt == 0 else { return false }
+        let ejected = endpoints.filter { $0.isEjected(at: now) }.count
+        guard ejected == 0 || Double(ejected + 1) <= policy.maxShare * Double(endpoints.count) else { return false }
+        let seconds = min(policy.baseSeconds * Double(1 << min(e.ejections, 20)), policy.maxSeconds)
+        e.ejectedUntil = now &+ UInt64(seconds * 1e9)
+        e.ejections += 1
+        e.consecutiveFailures = 0
+        e.stats.ejections += 1
+        stats.ejections += 1
+        return true
+    }
+
+    /// Forgets affinity entries older than the timeout (called now and then, not per connection).
+    func expireAffinity(now: UInt64) {
+        guard let seconds = settings.affinitySeconds, !affinity.isEmpty else { return }
+        let ttl = UInt64(seconds * 1e9)
+        affinity = affinity.filter { now &- $0.value.lastUsed < ttl }
+    }
+
+    func dialTimeout(attempt: Int) -> UInt64 {
+        UInt64(settings.firstDialTimeoutMilliseconds) * 1_000_000 << UInt64(min(attempt, 10))
+    }
+}
+
+public struct PoolStats: Sendable, Equatable {
+    public var accepted: UInt64 = 0
+    /// Client connections closed because no endpoint could be reached.
+    public var rejected: UInt64 = 0
+    public var retries: UInt64 = 0
+    public var ejections: UInt64 = 0
+}

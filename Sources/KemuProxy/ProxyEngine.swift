@@ -1,0 +1,242 @@
+import Foundation
+import Glibc
+import KemuSystem
+import Logging
+import Synchronization
+
+/// What the engine is told to do. The control plane sends commands in batches (one wake-up per
+/// batch); the engine's thread owns all connection and pool state, so the byte path takes no lock.
+public enum EngineCommand: Sendable {
+    /// Creates or updates a pool. Open connections keep going; endpoints that left are drained.
+    case setPool(String, PoolSettings, [EndpointSpec])
+    case removePool(String)
+    /// Starts accepting on a listening socket the caller made (the engine owns it from now on)
+    /// and sends its connections to a pool.
+    case listen(Int32, SocketAddress, pool: String)
+    /// Sends an address's new connections to another pool (a traffic policy changed).
+    case route(SocketAddress, pool: String)
+    /// Stops accepting on an address and closes its socket; connections already made go on.
+    case unlisten(SocketAddress)
+    /// Calls back, on the engine's thread, with the counters.
+    case snapshot(@Sendable (EngineSnapshot) -> Void)
+}
+
+public struct EngineSettings: Sendable {
+    /// A connection with no bytes either way for this long is closed; 0 never.
+    public var idleTimeoutSeconds: Double = 3600
+    /// The splice pipe per direction (bounded buffer: reading stops while it is full).
+    public var pipeBytes: Int32 = 256 * 1024
+    public init() {}
+}
+
+/// The byte path: one thread, one epoll set, listening sockets and proxied connections. Each
+/// accepted connection gets an endpoint from its pool, a non-blocking connect with a timeout,
+/// retries on other endpoints, and then two splice(2) pipes carrying bytes each way inside the
+/// kernel, half-closes passed through.
+public final class ProxyEngine: @unchecked Sendable {
+    let settings: EngineSettings
+    let logger: Logger
+    let epoll: Epoll
+    let wake: EventSignal
+    private let inbox = Mutex<[EngineCommand]>([])
+    private let running = Atomic<Bool>(false)
+    private let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
+
+    // Everything below belongs to the engine's thread.
+    var listeners: [Int32: Listener] = [:]
+    var listenerByAddress: [SocketAddress: Int32] = [:]
+    var pools: [String: EndpointPool] = [:]
+    /// Connections by descriptor: each connection appears under its client and upstream fds.
+    var connections: [Connection?] = []
+    var openConnections = 0
+    var timers = TimerHeap()
+    var sparePipes: [SplicePipe] = []
+    var now: UInt64 = monotonicNanoseconds()
+    var nextSweep: UInt64 = 0
+
+    struct Listener {
+        let address: SocketAddress
+        var pool: String
+    }
+
+    public init(settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "kemu.proxy.engine")) throws {
+        self.settings = settings
+        self.logger = logger
+        epoll = try Epoll()
+        wake = try EventSignal()
+        try epoll.add(wake.fd, events: Epoll.readable, token: Token.wake)
+    }
+
+    /// Starts the engine's thread.
+    public func start() {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = Thread { [self] in
+            loop()
+            let continuation = stopped.withLock { c in defer { c = nil }; return c }
+            continuation?.resume()
+        }
+        thread.name = "kemu-proxy"
+        thread.start()
+    }
+
+    /// Stops the thread and closes every socket it owns (connections end with a reset).
+    public func stop() async {
+        guard running.load(ordering: .acquiring) else { return }
+        await withCheckedContinuation { continuation in
+            stopped.withLock { $0 = continuation }
+            running.store(false, ordering: .releasing)
+            wake.signal()
+        }
+    }
+
+    public func send(_ commands: [EngineCommand]) {
+        guard !commands.isEmpty else { return }
+        inbox.withLock { $0.append(contentsOf: commands) }
+        wake.signal()
+    }
+
+    public func snapshot() async -> EngineSnapshot {
+        await withCheckedContinuation { continuation in
+            send([.snapshot { continuation.resume(returning: $0) }])
+        }
+    }
+
+    enum Token {
+        static let wake: UInt64 = 0
+        static func listener(_ fd: Int32) -> UInt64 { 1 << 32 | UInt64(UInt32(fd)) }
+        static func connection(_ fd: Int32) -> UInt64 { 2 << 32 | UInt64(UInt32(fd)) }
+    }
+
+    private func loop() {
+        let events = Epoll.Events(capacity: 512)
+        while running.load(ordering: .relaxed) {
+            let timeout = timers.first.map { $0.deadline > now ? Int32(min(($0.deadline - now) / 1_000_000 + 1, 1000)) : 0 } ?? 1000
+            let n = epoll.wait(events, timeoutMilliseconds: timeout)
+            now = monotonicNanoseconds()
+            for i in 0..<n {
+                let token = events.token(i)
+                let fd = Int32(truncatingIfNeeded: token & 0xffff_ffff)
+                switch token >> 32 {
+                case 0: applyCommands()
+                case 1: acceptAll(fd)
+                default: connectionEvent(fd, events.events(i))
+                }
+            }
+            runTimers()
+            if now >= nextSweep { sweep() }
+        }
+        shutdownAll()
+    }
+
+    private func applyCommands() {
+        wake.drain()
+        let batch = inbox.withLock { i in defer { i.removeAll() }; return i }
+        for command in batch { apply(command) }
+    }
+
+    func apply(_ command: EngineCommand) {
+        switch command {
+        case let .setPool(name, poolSettings, endpoints):
+            if let pool = pools[name] {
+                pool.update(settings: poolSettings, endpoints: endpoints, now: now)
+            } else {
+                pools[name] = EndpointPool(name: name, settings: poolSettings, endpoints: endpoints, now: now)
+            }
+        case let .removePool(name):
+            if let pool = pools.removeValue(forKey: name) { pool.update(settings: pool.settings, endpoints: [], now: now) }
+        case let .listen(fd, address, pool):
+            if let old = listenerByAddress[address] { closeListener(old) }
+            TCPSocket.setNoDelay(fd)  // accepted sockets inherit it
+            do {
+                try epoll.add(fd, events: Epoll.readable, token: Token.listener(fd))
+                listeners[fd] = Listener(address: address, pool: pool)
+                listenerByAddress[address] = fd
+            } catch {
+                logger.error("cannot watch the listener on \(address): \(error)")
+                close(fd)
+            }
+        case let .route(address, pool):
+            if let fd = listenerByAddress[address] { listeners[fd]?.pool = pool }
+        case let .unlisten(address):
+            if let fd = listenerByAddress[address] { closeListener(fd) }
+        case let .snapshot(reply):
+            reply(makeSnapshot())
+        }
+    }
+
+    private func closeListener(_ fd: Int32) {
+        guard let listener = listeners.removeValue(forKey: fd) else { return }
+        listenerByAddress[listener.address] = nil
+        epoll.remove(fd)
+        close(fd)
+    }
+
+    /// Once a second: idle connections, connections past their endpoint's drain time, and
+    /// expired affinity.
+    private func sweep() {
+        nextSweep = now + 1_000_000_000
+        let idle = settings.idleTimeoutSeconds > 0 ? UInt64(settings.idleTimeoutSeconds * 1e9) : UInt64.max
+        for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c {
+            if now &- c.lastActive > idle {
+                finish(c, reset: true)
+            } else if let e = c.endpoint, e.removedAt != 0, let drain = c.pool.settings.drainSeconds,
+                      now &- e.removedAt >= UInt64(drain * 1e9) {
+                finish(c, reset: true)
+            }
+        }
+        for pool in pools.values { pool.expireAffinity(now: now) }
+    }
+
+    private func shutdownAll() {
+        for fd in Array(listeners.keys) { closeListener(fd) }
+        for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c { finish(c, reset: true) }
+        for pipe in sparePipes { pipe.close() }
+        sparePipes.removeAll()
+    }
+}
+
+/// A min-heap of deadlines: dial timeouts, and listeners paused after accept failed.
+struct TimerHeap {
+    enum Kind { case dial, resumeAccept }
+    struct Entry {
+        var deadline: UInt64
+        var kind: Kind
+        var fd: Int32
+        /// Which dial of the connection this is for; a stale entry is skipped.
+        var generation: UInt32
+    }
+
+    private var heap: [Entry] = []
+    var first: Entry? { heap.first }
+
+    mutating func push(_ e: Entry) {
+        heap.append(e)
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if heap[parent].deadline <= heap[i].deadline { break }
+            heap.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard !heap.isEmpty else { return nil }
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && heap[l].deadline < heap[m].deadline { m = l }
+                if r < heap.count && heap[r].deadline < heap[m].deadline { m = r }
+                if m == i { break }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+}

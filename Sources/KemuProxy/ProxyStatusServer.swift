@@ -1,0 +1,107 @@
+import Foundation
+import KemuSystem
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// kube-proxy's observable surface: `/healthz` and `/livez` on the health port (JSON with
+/// lastUpdated and currentTime; 503 until the first sync, or while a change has waited longer
+/// than `healthTimeout`), `/metrics` on the metrics port. A port already taken fails the run, so
+/// a second proxy for the same node says so at once.
+struct ProxyStatusServer {
+    let proxy: ServiceProxy
+    /// kube-proxy: 2 × syncPeriod (30 s).
+    static let healthTimeout = 60.0
+
+    func run() async throws {
+        var channels: [any Channel] = []
+        defer { for c in channels { c.close(promise: nil) } }
+        for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics"])] {
+            guard let address else { continue }
+            let proxy = self.proxy
+            do {
+                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                            try channel.pipeline.syncOperations.addHandler(StatusHandler(proxy: proxy, paths: paths))
+                        }
+                    }
+                    .bind(host: address.ip.description, port: Int(address.port)).get()
+                channels.append(channel)
+            } catch {
+                throw KemuError(.exists, "the proxy's \(paths.joined(separator: ", ")) port \(address) is taken (is another proxy serving this node?): \(error)")
+            }
+        }
+        let open = channels
+        try await withTaskCancellationHandler {
+            while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+        } onCancel: {
+            for c in open { c.close(promise: nil) }
+        }
+    }
+
+    /// (status, content type, body) for a path.
+    static func respond(_ proxy: ServiceProxy, path: String) async -> (HTTPResponseStatus, String, String) {
+        switch path {
+        case "/healthz", "/livez":
+            let now = Date()
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let (last, waiting) = proxy.health()
+            let healthy = last != nil && (waiting ?? 0) < healthTimeout
+            let body = "{\"lastUpdated\":\"\(last.map(formatter.string(from:)) ?? "")\",\"currentTime\":\"\(formatter.string(from: now))\"}"
+            return (healthy ? .ok : .serviceUnavailable, "application/json", body)
+        case "/metrics":
+            let snapshot = await proxy.snapshot()
+            return (.ok, "text/plain; version=0.0.4", proxy.metrics.render(snapshot))
+        default:
+            return (.notFound, "text/plain", "404 page not found\n")
+        }
+    }
+}
+
+final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let proxy: ServiceProxy
+    let paths: [String]
+    private var path = ""
+
+    init(proxy: ServiceProxy, paths: [String]) {
+        self.proxy = proxy
+        self.paths = paths
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case let .head(head):
+            path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+        case .body:
+            break
+        case .end:
+            let path = paths.contains(self.path) ? self.path : "/404"
+            let proxy = self.proxy
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            Task {
+                let (status, type, body) = await ProxyStatusServer.respond(proxy, path: path)
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.write(context, status, type, body)
+                }
+            }
+        }
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ type: String, _ body: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: type)
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import KemuAPI
+import KemuClient
+import KemuIP
+import KemuSystem
+import Logging
+import Synchronization
+
+/// Settings of one node's proxy.
+public struct ProxyConfig: Sendable {
+    public var context: PlanContext
+    public var engine = EngineSettings()
+    /// Changes that arrive closer together than this are applied together (kube-proxy's
+    /// minSyncPeriod, much shorter: applying a change here costs microseconds).
+    public var minSyncInterval: Duration = .milliseconds(5)
+    /// kube-proxy's health port (/healthz, /livez) and metrics port (/metrics); nil: not served.
+    public var healthAddress: SocketAddress? = SocketAddress(IPv4Address(0), 10256)
+    public var metricsAddress: SocketAddress? = SocketAddress(IPv4Address(0), 10249)
+    /// Addresses on `lo` in these ranges that no Service claims are removed at start (a previous
+    /// proxy's leftovers); others are never touched.
+    public var managedRanges: [IPv4Network] = []
+    /// Addresses in the managed ranges that belong to someone else (the cluster DNS IP).
+    public var reservedAddresses: Set<IPv4Address> = []
+
+    public init(context: PlanContext) { self.context = context }
+}
+
+/// Where the proxy puts the addresses it serves: `lo` in the node's namespace. A protocol so the
+/// change tracker is tested without netlink.
+public protocol LocalAddresses: Sendable {
+    func add(_ ip: IPv4Address) throws
+    func remove(_ ip: IPv4Address) throws
+    func list() throws -> [IPv4Address]
+}
+
+/// kube-proxy's job for one node: follows Services and EndpointSlices, turns each changed
+/// Service into a `ServicePlan`, and applies the difference to the previous plan — addresses on
+/// `lo`, listening sockets, endpoint pools — to the byte-path engine. Changes are batched at
+/// most every `minSyncInterval`; nothing is rebuilt for an event that touches one Service.
+public final class ServiceProxy: Sendable {
+    public let config: ProxyConfig
+    let client: APIClient
+    let engine: ProxyEngine
+    let addresses: any LocalAddresses
+    let logger = Logger(label: "kemu.proxy")
+    let state = Mutex(State())
+    let changed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    let metrics = ProxyMetrics()
+
+    struct Key: Hashable, Comparable, CustomStringConvertible {
+        var namespace: String
+        var name: String
+        var description: String { "\(namespace)/\(name)" }
+        static func < (a: Key, b: Key) -> Bool { (a.namespace, a.name) < (b.namespace, b.name) }
+    }
+
+    struct State {
+        var services: [Key: JSON] = [:]
+        var slices: [Key: [String: JSON]] = [:]
+        var plans: [Key: ServicePlan] = [:]
+        var dirty: Set<Key> = []
+        /// Newest EndpointSlice trigger time per dirty Service (for network programming latency).
+        var triggers: [Key: Date] = [:]
+        var servicesSynced = false
+        var slicesSynced = false
+        var addressUsers: [IPv4Address: Int] = [:]
+        var pools: [String: ServicePlan.Pool] = [:]
+        var listening: [SocketAddress: String] = [:]
+        var reported: [Key: [String]] = [:]
+        /// When the oldest change not yet applied arrived.
+        var pendingSince: Date?
+    }
+
+    public init(config: ProxyConfig, client: APIClient, addresses: any LocalAddresses) throws {
+        self.config = config
+        self.client = client
+        self.addresses = addresses
+        engine = try ProxyEngine(settings: config.engine)
+    }
+
+    /// The addresses the proxy listens on now (for tests and `kemu status`).
+    public var listening: [SocketAddress] { state.withLock { $0.listening.keys.sorted { ($0.ip, $0.port) < ($1.ip, $1.port) } } }
+
+    public func snapshot() async -> EngineSnapshot { await engine.snapshot() }
+
+    /// When the last sync finished, and for how long a change has waited (nil: none waits).
+    func health() -> (lastSync: Date?, waiting: Double?) {
+        let since = state.withLock { $0.pendingSince }
+        return (metrics.lastSync, since.map { Date().timeIntervalSince($0) })
+    }
+
+    /// Runs until cancelled.
+    public func run() async throws {
+        engine.start()
+        defer { Task { await engine.stop() } }
+        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!)
+        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run { self.serviceEvent($0) } }
+            group.addTask { try await slices.run { self.sliceEvent($0) } }
+            group.addTask { try await self.syncLoop() }
+            group.addTask { try await ProxyStatusServer(proxy: self).run() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func serviceEvent(_ event: InformerEvent) {
+        state.withLock { s in
+            switch event {
+            case let .added(o), let .updated(_, o): s.services[Key(namespace: o.namespace, name: o.name)] = o; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
+            case let .deleted(o): s.services[Key(namespace: o.namespace, name: o.name)] = nil; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
+            case .synced: s.servicesSynced = true
+            }
+            if s.pendingSince == nil { s.pendingSince = Date() }
+        }
+        changed.continuation.yield()
+    }
+
+    func sliceEvent(_ event: InformerEvent) {
+        state.withLock { s in
+            func key(_ o: JSON) -> Key? { o.labels["kubernetes.io/service-name"].map { Key(namespace: o.namespace, name: $0) } }
+            switch event {
+            case let .added(o), let .updated(_, o):
+                guard let k = key(o) else { return }
+                s.slices[k, default: [:]][o.name] = o
+                s.dirty.insert(k)
+                if let text = o.annotations["endpoints.kubernetes.io/last-change-trigger-time"], let t = Self.parseTime(text) {
+                    s.triggers[k] = max(s.triggers[k] ?? t, t)
+                }
+            case let .deleted(o):
+                guard let k = key(o) else { return }
+                s.slices[k]?[o.name] = nil
+                if s.slices[k]?.isEmpty == true { s.slices[k] = nil }
+                s.dirty.insert(k)
+            case .synced: s.slicesSynced = true
+            }
+            if s.pendingSince == nil { s.pendingSince = Date() }
+        }
+        changed.continuation.yield()
+    }
+
+    static func parseTime(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = formatter.date(from: text) { return d }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)
+    }
+
+    /// Waits for changes, applies them, then rests `minSyncInterval` so bursts coalesce. Nothing
+    /// is applied before both informers have listed (a half-known world would drop endpoints).
+    func syncLoop() async throws {
+        var first = true
+        for await _ in changed.stream {
+            guard state.withLock({ $0.servicesSynced && $0.slicesSynced }) else { continue }
+            sync(initial: first)
+            first = false
+            try await Task.sleep(for: config.minSyncInterval)
+        }
+    }
+
+    /// Applies every dirty Service's new plan: engine commands in one batch, `lo` addresses
+    /// added before listeners need them and removed after.
+    func sync(initial: Bool) {
+        let started = Date()
+        let (work, triggers) = state.withLock { s -> ([(Key, ServicePlan?)], [Key: Date]) in
+            let keys = s.dirty.sorted()
+            s.dirty.removeAll()
+            s.pendingSince = nil
+            defer { s.triggers.removeAll() }
+            return (keys.map { k in
+                (k, s.services[k].map { ServicePlan(service: $0, slices: Array((s.slices[k] ?? [:]).values).sorted { $0.name < $1.name }, context: config.context) })
+            }, s.triggers)
+        }
+        var commands: [EngineCommand] = []
+        var removedAddresses: [IPv4Address] = []
+        for (key, plan) in work {
+            let old = state.withLock { $0.plans[key] } ?? ServicePlan()
+            let new = plan ?? ServicePlan()
+            apply(key, from: old, to: new, &commands, &removedAddresses)
+            state.withLock { s in s.plans[key] = plan }
+            report(key, new.problems)
+        }
+        engine.send(commands)
+        for ip in removedAddresses {
+            do { try addresses.remove(ip) } catch { logger.warning("removing \(ip) from lo: \(error)") }
+        }
+        if initial { removeLeftoverAddresses() }
+        let finished = Date()
+        metrics.observeSync(seconds: finished.timeIntervalSince(started), services: work.count)
+        for (_, trigger) in triggers { metrics.observeProgramming(seconds: finished.timeIntervalSince(trigger)) }
+    }
+
+    private func apply(_ key: Key, from old: ServicePlan, to new: ServicePlan, _ commands: inout [EngineCommand], _ removedAddresses: inout [IPv4Address]) {
+        // Addresses first: a listener on an address not yet local would accept nothing.
+        for ip in new.localAddresses.subtracting(old.localAddresses) {
+            let first = state.withLock { s in
+                s.addressUsers[ip, default: 0] += 1
+                return s.addressUsers[ip] == 1
+            }
+            if first {
+                do { try addresses.add(ip) } catch { logger.warning("\(key): adding \(ip) to lo: \(error)") }
+            }
+        }
+        for (name, pool) in new.pools where old.pools[name] != pool {
+            commands.append(.setPool(name, pool.settings, pool.endpoints))
+        }
+        // New addresses, moved ones, and ones that could not be bound before (tried again).
+        for (address, pool) in new.frontends {
+            let current = state.withLock { $0.listening[address] }
+            if current == pool { continue }
+            if current != nil {
+                commands.append(.route(address, pool: pool))
+                state.withLock { $0.listening[address] = pool }
+                continue
+            }
+            let fd: Int32
+            do {
+                fd = try TCPSocket.listen(on: address, reusePort: true)
+            } catch {
+                logger.error("\(key): cannot listen on \(address): \(error)")
+                continue
+            }
+            commands.append(.listen(fd, address, pool: pool))
+            state.withLock { $0.listening[address] = pool }
+        }
+        for address in old.frontends.keys where new.frontends[address] == nil {
+            commands.append(.unlisten(address))
+            state.withLock { $0.listening[address] = nil }
+        }
+        for name in old.pools.keys where new.pools[name] == nil { commands.append(.removePool(name)) }
+        for ip in old.localAddresses.subtracting(new.localAddresses) {
+            let last = state.withLock { s in
+                s.addressUsers[ip, default: 1] -= 1
+                if s.addressUsers[ip] == 0 { s.addressUsers[ip] = nil; return true }
+                return false
+            }
+            if last { removedAddresses.append(ip) }
+        }
+    }
+
+    /// A problem is logged once, not at every sync.
+    private func report(_ key: Key, _ problems: [String]) {
+        let fresh = state.withLock { s -> [String] in
+            let before = s.reported[key] ?? []
+            s.reported[key] = problems.isEmpty ? nil : problems
+            return problems.filter { !before.contains($0) }
+        }
+        for p in fresh { logger.warning("service \(key): \(p)") }
+    }
+
+    /// After the first full sync: addresses a previous proxy left on `lo` that no Service wants.
+    private func removeLeftoverAddresses() {
+        guard !config.managedRanges.isEmpty, let present = try? addresses.list() else { return }
+        let wanted = state.withLock { Set($0.addressUsers.keys) }
+        for ip in present where config.managedRanges.contains(where: { $0.contains(ip) })
+            && !wanted.contains(ip) && !config.reservedAddresses.contains(ip) {
+            try? addresses.remove(ip)
+        }
+    }
+}

@@ -1,0 +1,231 @@
+import Foundation
+import Glibc
+import KemuAPI
+import KemuClient
+import KemuSystem
+
+/// The numbers of issue 6, in one run and the same namespaces: a client pod on node-1 talks to a
+/// server pod on node-2 directly, through kemu's proxy (the ClusterIP, served by node-1's
+/// proxy), through HAProxy (one thread, TCP mode, in node-1's namespace, the same endpoint), and
+/// through a SwiftNIO channel-pipeline relay (kemu's other candidate byte path).
+enum ProxyBench {
+    static let cluster = "kbench"
+
+    struct Path {
+        var name: String
+        var http: String
+        var iperf: (String, String)
+        var pid: pid_t?
+    }
+
+    struct Result {
+        var gbps = 0.0, closeRate = 0.0, keepAlive = 0.0, p50 = 0.0, p99 = 0.0, cpuPerConnection = 0.0, rssKB = 0, errors = ""
+    }
+
+    static func run(root: String) async throws {
+        let kemu = "\(root)/.build/release/kemu"
+        let state = "/run/kemu/\(cluster)"
+        _ = try? ClusterBench.sh([kemu, "down", "--cluster", cluster])
+        defer { _ = try? ClusterBench.sh([kemu, "down", "--cluster", cluster]) }
+        let config = NSTemporaryDirectory() + "kemu-bench-proxy.yaml"
+        let backendConfig = NSTemporaryDirectory() + "kemu-bench-http-backend.cfg"
+        let peerConfig = NSTemporaryDirectory() + "kemu-bench-haproxy.cfg"
+        defer { for f in [config, backendConfig, peerConfig] { try? FileSystem.removeFile(f) } }
+        try FileSystem.writeFile(config, "name: \(cluster)\nnodes: 2\n")
+        try ClusterBench.sh([kemu, "up", "-f", config])
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
+
+        // The HTTP server is HAProxy answering 200 itself: fast enough that the path, not the
+        // server, is what the numbers measure.
+        try FileSystem.writeFile(backendConfig, """
+            global
+              nbthread 1
+              maxconn 200000
+            defaults
+              mode http
+              timeout client 30s
+              timeout connect 5s
+              timeout server 30s
+            frontend answer
+              bind :8080
+              http-request return status 200 content-type text/plain string "ok"
+
+            """)
+        let manifest: [JSON] = [
+            pod("http", node: "node-2", labels: ["app": "http"], command: ["haproxy", "-db", "-f", backendConfig]),
+            pod("iperf", node: "node-2", labels: ["app": "iperf"], command: ["iperf3", "-s", "-p", "5201"]),
+            pod("client", node: "node-1", labels: [:], command: ["sleep", "86400"]),
+            service("http", port: 80, target: 8080),
+            service("iperf", port: 5201, target: 5201),
+        ]
+        for object in manifest {
+            let resource = APIResources.all.first { $0.kind == object.kind && $0.group == "" }!
+            try await client.create(resource, object)
+        }
+        let pods = APIResources.all.first { $0.resource == "pods" }!
+        let services = APIResources.all.first { $0.resource == "services" }!
+        var ips: [String: String] = [:]
+        for _ in 0..<200 {
+            for name in ["http", "iperf", "client"] {
+                if let pod = try? await client.get(pods, namespace: "default", name: name), pod[path: "status.phase"]?.string == "Running" {
+                    ips[name] = pod[path: "status.podIP"]?.string
+                }
+            }
+            if ips.count == 3 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard let httpIP = ips["http"], let iperfIP = ips["iperf"], ips["client"] != nil else {
+            throw KemuError(.timeout, "bench pods not running: \(ips)")
+        }
+        let httpVIP = try await client.get(services, namespace: "default", name: "http")[path: "spec.clusterIP"]?.string ?? ""
+        let iperfVIP = try await client.get(services, namespace: "default", name: "iperf")[path: "spec.clusterIP"]?.string ?? ""
+        try await Task.sleep(for: .seconds(1))  // endpoints published, every proxy updated
+
+        let node1 = NetworkNamespace("kemu-\(cluster)-node-1")
+        let clientNS = try await podNamespace(client, "client")
+        let gateway = "10.244.1.1"
+        try FileSystem.writeFile(peerConfig, """
+            global
+              nbthread 1
+              maxconn 200000
+            defaults
+              mode tcp
+              timeout client 60s
+              timeout connect 2s
+              timeout server 60s
+            listen http
+              bind \(gateway):18080
+              server s1 \(httpIP):8080
+            listen iperf
+              bind \(gateway):15201
+              server s1 \(iperfIP):5201
+
+            """)
+        let haproxy = try Spawn.spawn(["haproxy", "-db", "-f", peerConfig], Spawn.Options(namespace: node1))
+        let nio = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):28080", "--to", "\(httpIP):8080"], Spawn.Options(namespace: node1))
+        let nioIperf = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):25201", "--to", "\(iperfIP):5201"], Spawn.Options(namespace: node1))
+        defer {
+            for pid in [haproxy, nio, nioIperf] { kill(pid, SIGTERM); _ = try? Spawn.wait(pid) }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let proxyPID = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))
+
+        let paths = [
+            Path(name: "direct (pod → pod)", http: "http://\(httpIP):8080/", iperf: (iperfIP, "5201"), pid: nil),
+            Path(name: "**kemu proxy** (ClusterIP)", http: "http://\(httpVIP):80/", iperf: (iperfVIP, "5201"), pid: proxyPID),
+            Path(name: "HAProxy 2.6, 1 thread, mode tcp", http: "http://\(gateway):18080/", iperf: (gateway, "15201"), pid: haproxy),
+            Path(name: "SwiftNIO pipeline relay", http: "http://\(gateway):28080/", iperf: (gateway, "25201"), pid: nio),
+        ]
+        var results: [Result] = []
+        for path in paths {
+            var r = Result()
+            let iperf = try output(["iperf3", "-c", path.iperf.0, "-p", path.iperf.1, "-t", "4", "-J"], in: clientNS)
+            if let json = try? JSON.parse(iperf), let bps = json[path: "end.sum_received.bits_per_second"] {
+                if case let .double(d) = bps { r.gbps = d / 1e9 } else if let i = bps.int { r.gbps = Double(i) / 1e9 }
+            }
+            let cpuBefore = path.pid.map(cpuSeconds) ?? 0
+            let close = wrk(try output(["wrk", "-t1", "-c32", "-d4s", "-H", "Connection: close", path.http], in: clientNS))
+            let cpuAfter = path.pid.map(cpuSeconds) ?? 0
+            r.closeRate = close.rate
+            if close.requests > 0, path.pid != nil { r.cpuPerConnection = (cpuAfter - cpuBefore) / Double(close.requests) * 1e6 }
+            let keep = wrk(try output(["wrk", "-t1", "-c32", "-d4s", path.http], in: clientNS))
+            r.keepAlive = keep.rate
+            let latency = wrk(try output(["wrk", "-t1", "-c1", "-d3s", "--latency", path.http], in: clientNS))
+            (r.p50, r.p99) = (latency.p50, latency.p99)
+            r.errors = [close.errors, keep.errors, latency.errors].filter { !$0.isEmpty }.joined(separator: "; ")
+            if let pid = path.pid { r.rssKB = ClusterBench.processMemory(pid).rss }
+            results.append(r)
+        }
+
+        let direct = results[0], haproxyResult = results[2]
+        func ratio(_ a: Double, _ b: Double) -> String { b > 0 ? String(format: "%.2f×", a / b) : "–" }
+        var rows = ""
+        for (path, r) in zip(paths, results) {
+            rows += "| \(path.name) | \(String(format: "%.1f", r.gbps)) Gb/s (\(ratio(r.gbps, direct.gbps))) | \(String(format: "%.0f", r.closeRate)) (\(ratio(r.closeRate, direct.closeRate))) | \(String(format: "%.0f", r.keepAlive)) (\(ratio(r.keepAlive, direct.keepAlive))) | \(String(format: "%.0f / %.0f", r.p50, r.p99)) µs | \(path.pid == nil ? "–" : String(format: "%.1f µs", r.cpuPerConnection)) | \(path.pid == nil ? "–" : "\(r.rssKB / 1024) MiB") |\n"
+        }
+        let kemuResult = results[1]
+        let errors = zip(paths, results).filter { !$0.1.errors.isEmpty }.map { "\($0.0.name): \($0.1.errors)" }
+        let table = """
+        ## Node proxy byte path (client pod on node-1 → server pod on node-2)
+
+        | path | iperf3, 1 stream (× direct) | new connections/s, `Connection: close`, wrk 32 conns (× direct) | keep-alive requests/s, 32 conns (× direct) | latency p50 / p99, 1 conn | proxy CPU per connection | proxy RSS |
+        |---|---|---|---|---|---|---|
+        \(rows)
+        kemu against the targets: throughput \(ratio(kemuResult.gbps, direct.gbps)) of direct (target ≥ 0.8×); new connections \(ratio(kemuResult.closeRate, haproxyResult.closeRate)) of HAProxy's (target ≥ 1.2×); keep-alive \(ratio(kemuResult.keepAlive, haproxyResult.keepAlive)) of HAProxy's (target ≥ 1×).
+        The server is HAProxy answering 200 by itself (1 thread); kemu's proxy RSS is the whole node daemon (agent and proxy).
+        \(errors.isEmpty ? "No socket errors." : "Socket errors: " + errors.joined(separator: "; "))
+
+        """
+        print(table)
+        try FileSystem.makeDirectories("\(root)/bench-results")
+        try FileSystem.writeFile("\(root)/bench-results/proxy.md", table)
+    }
+
+    static func pod(_ name: String, node: String, labels: [String: String], command: [String]) -> JSON {
+        var p: JSON = ["apiVersion": "v1", "kind": "Pod",
+                       "spec": ["nodeName": .string(node), "containers": [["name": "c", "image": "busybox", "command": .array(command.map(JSON.string))]]]]
+        p.name = name
+        p.namespace = "default"
+        if !labels.isEmpty { p.labels = labels }
+        return p
+    }
+
+    static func service(_ name: String, port: Int, target: Int) -> JSON {
+        var s: JSON = ["apiVersion": "v1", "kind": "Service",
+                       "spec": ["selector": ["app": .string(name)], "ports": [["port": .int(Int64(port)), "targetPort": .int(Int64(target))]]]]
+        s.name = name
+        s.namespace = "default"
+        return s
+    }
+
+    /// The network namespace of a pod: kemu-CLUSTER-p-NAME-UID8.
+    static func podNamespace(_ client: APIClient, _ name: String) async throws -> NetworkNamespace {
+        let pod = try await client.get(APIResources.all.first { $0.resource == "pods" }!, namespace: "default", name: name)
+        return NetworkNamespace("kemu-\(cluster)-p-\(name)-\(pod.uid.prefix(8))")
+    }
+
+    /// Runs a program inside a namespace and returns what it printed.
+    static func output(_ argv: [String], in namespace: NetworkNamespace) throws -> String {
+        var fds: [Int32] = [0, 0]
+        _ = try syscall("pipe") { pipe(&fds) }
+        var options = Spawn.Options(namespace: namespace)
+        options.stdout = fds[1]
+        options.stderr = fds[1]
+        let pid: pid_t
+        do { pid = try Spawn.spawn(argv, options) } catch { close(fds[0]); close(fds[1]); throw error }
+        close(fds[1])
+        let text = String(decoding: try FileDescriptor(adopting: fds[0], path: "pipe").readAll(), as: UTF8.self)
+        _ = try Spawn.wait(pid)
+        return text
+    }
+
+    /// wrk's requests/s, request count, latency percentiles (µs) and socket errors.
+    static func wrk(_ text: String) -> (rate: Double, requests: Int, p50: Double, p99: Double, errors: String) {
+        var rate = 0.0, requests = 0, p50 = 0.0, p99 = 0.0, errors = ""
+        for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            if line.hasPrefix("Requests/sec:"), parts.count > 1 { rate = Double(parts[1]) ?? 0 }
+            if parts.count > 2, parts[1] == "requests", parts[2] == "in" { requests = Int(parts[0]) ?? 0 }
+            if parts.count == 2, parts[0] == "50%" { p50 = microseconds(parts[1]) }
+            if parts.count == 2, parts[0] == "99%" { p99 = microseconds(parts[1]) }
+            if line.hasPrefix("Socket errors:") || line.hasPrefix("Non-2xx") { errors += line }
+        }
+        if rate == 0 { errors += text.suffix(300) }
+        return (rate, requests, p50, p99, errors)
+    }
+
+    static func microseconds(_ text: String) -> Double {
+        for (unit, scale) in [("us", 1.0), ("ms", 1000.0), ("s", 1_000_000.0)] where text.hasSuffix(unit) {
+            return (Double(text.dropLast(unit.count)) ?? 0) * scale
+        }
+        return 0
+    }
+
+    /// User + system CPU seconds a process has used.
+    static func cpuSeconds(_ pid: pid_t) -> Double {
+        guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}

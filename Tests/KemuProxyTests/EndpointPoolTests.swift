@@ -1,0 +1,117 @@
+import KemuIP
+import KemuSystem
+import Testing
+
+@testable import KemuProxy
+
+@Suite struct EndpointPoolTests {
+    static func specs(_ n: Int) -> [EndpointSpec] {
+        (1...n).map { EndpointSpec(SocketAddress(IPv4Address(10, 244, 1, UInt8($0 + 1)), 8080), target: "default/web-\($0)") }
+    }
+
+    static let client = IPv4Address(10, 244, 2, 9)
+
+    func pool(_ n: Int, _ configure: (inout PoolSettings) -> Void = { _ in }) -> EndpointPool {
+        var settings = PoolSettings()
+        configure(&settings)
+        return EndpointPool(name: "default/web", settings: settings, endpoints: Self.specs(n), now: 1)
+    }
+
+    @Test func roundRobinVisitsEveryEndpointOncePerTurn() {
+        let p = pool(3)
+        for _ in 0..<4 {
+            let turn = (0..<3).map { _ in p.choose(client: Self.client, tried: [], now: 1)!.spec.address }
+            #expect(Set(turn).count == 3)
+        }
+    }
+
+    @Test func leastConnectionsPrefersTheIdleEndpoint() {
+        let p = pool(3) { $0.algorithm = .leastConnections }
+        p.endpoints[0].active = 5
+        p.endpoints[1].active = 5
+        for _ in 0..<10 { #expect(p.choose(client: Self.client, tried: [], now: 1) === p.endpoints[2]) }
+        p.endpoints[2].active = 9
+        let picks = Set((0..<10).map { _ in p.choose(client: Self.client, tried: [], now: 1)!.spec.address })
+        #expect(picks == [p.endpoints[0].spec.address, p.endpoints[1].spec.address])
+    }
+
+    @Test func powerOfTwoChoicesAvoidsTheSlowEndpoint() {
+        let p = pool(2) { $0.algorithm = .powerOfTwoChoices }
+        p.endpoints[0].latencyEWMA = 50_000_000
+        p.endpoints[1].latencyEWMA = 100_000
+        for _ in 0..<20 { #expect(p.choose(client: Self.client, tried: [], now: 1) === p.endpoints[1]) }
+    }
+
+    @Test func clientIPAffinityPinsUntilItExpires() {
+        let p = pool(3) { $0.affinitySeconds = 10 }
+        let first = p.choose(client: Self.client, tried: [], now: 1)!
+        for i in 0..<5 { #expect(p.choose(client: Self.client, tried: [], now: 1 + UInt64(i) * 1_000_000_000) === first) }
+        // Another client is not pinned to the same endpoint by the first one's entry.
+        let other = p.choose(client: IPv4Address(10, 244, 3, 3), tried: [], now: 2)!
+        #expect(p.choose(client: IPv4Address(10, 244, 3, 3), tried: [], now: 3) === other)
+        // More than ten idle seconds after its last connection the client is balanced afresh:
+        // round robin moves on each time.
+        var t = UInt64(4) * 1_000_000_000 + 1
+        var picks: [SocketAddress] = []
+        for _ in 0..<3 {
+            t += 10_000_000_001
+            p.expireAffinity(now: t)
+            picks.append(p.choose(client: Self.client, tried: [], now: t)!.spec.address)
+        }
+        #expect(Set(picks).count == 3)
+    }
+
+    @Test func aRetryNeverPicksAnEndpointAlreadyTried() {
+        let p = pool(3)
+        var tried: [Endpoint] = []
+        for _ in 0..<3 {
+            let e = p.choose(client: Self.client, tried: tried, now: 1)!
+            #expect(!tried.contains { $0 === e })
+            tried.append(e)
+        }
+        #expect(p.choose(client: Self.client, tried: tried, now: 1) == nil)
+    }
+
+    @Test func consecutiveFailuresEjectWithGrowingTimesAndABoundedShare() {
+        let p = pool(4)
+        let bad = p.endpoints[0]
+        #expect(!p.failed(bad, now: 1))
+        #expect(p.failed(bad, now: 1))
+        #expect(bad.ejectedUntil == 1 + 1_000_000_000)
+        for _ in 0..<8 { #expect(p.choose(client: Self.client, tried: [], now: 2) !== bad) }
+        // After the ejection it is tried again; failing again ejects it for twice as long.
+        let back = 1 + 1_000_000_001 as UInt64
+        #expect(!p.failed(bad, now: back))
+        #expect(p.failed(bad, now: back))
+        #expect(bad.ejectedUntil == back + 2_000_000_000)
+        // Half of 4 may be out at once: a second goes, a third does not.
+        #expect(!p.failed(p.endpoints[1], now: back))
+        #expect(p.failed(p.endpoints[1], now: back))
+        #expect(!p.failed(p.endpoints[2], now: back))
+        #expect(!p.failed(p.endpoints[2], now: back))
+        #expect(!p.endpoints[2].isEjected(at: back))
+    }
+
+    @Test func whenEveryEndpointIsEjectedTheyAreStillTried() {
+        let p = pool(1)
+        p.failed(p.endpoints[0], now: 1)
+        p.failed(p.endpoints[0], now: 1)
+        #expect(p.endpoints[0].isEjected(at: 2))
+        #expect(p.choose(client: Self.client, tried: [], now: 2) === p.endpoints[0])
+    }
+
+    @Test func anUpdateKeepsTheStateOfEndpointsThatStay() {
+        let p = pool(3)
+        let kept = p.endpoints[1]
+        kept.active = 7
+        let removed = p.update(settings: p.settings, endpoints: [Self.specs(3)[1], Self.specs(4)[3]], now: 5)
+        #expect(removed.count == 2 && removed.allSatisfy { $0.removedAt == 5 })
+        #expect(p.endpoints.count == 2)
+        #expect(p.endpoints.contains { $0 === kept && $0.active == 7 })
+    }
+
+    @Test func dialTimeoutsGrowFrom250Milliseconds() {
+        let p = pool(1)
+        #expect((0..<4).map { p.dialTimeout(attempt: $0) / 1_000_000 } == [250, 500, 1000, 2000])
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import Glibc
+import KemuIP
+import KemuSystem
+import Synchronization
+import Testing
+
+@testable import KemuProxy
+
+/// A backend on 127.0.0.1: greets each connection with its name and a newline, echoes what it
+/// reads, and on end of stream closes its side (so half-closes are visible end to end).
+final class EchoBackend: Sendable {
+    let name: String
+    let listener: Int32
+    let address: SocketAddress
+    let accepted = Atomic<Int>(0)
+
+    init(_ name: String) throws {
+        self.name = name
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = IPv4Address(127, 0, 0, 1).value.bigEndian
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        Glibc.listen(fd, 128)
+        listener = fd
+        address = TCPSocket.localAddress(fd)!
+        let thread = Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                accepted.add(1, ordering: .relaxed)
+                Thread { Self.serve(c, name) }.start()
+            }
+        }
+        thread.start()
+    }
+
+    static func serve(_ fd: Int32, _ name: String) {
+        _ = Array("\(name)\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            var off = 0
+            while off < n {
+                let w = buffer.withUnsafeBytes { send(fd, $0.baseAddress! + off, n - off, Int32(MSG_NOSIGNAL)) }
+                if w <= 0 { close(fd); return }
+                off += w
+            }
+        }
+        close(fd)
+    }
+
+    func stop() { shutdown(listener, Int32(SHUT_RDWR)); close(listener) }
+
+    /// A port on loopback nobody listens on.
+    static func closedPort() -> SocketAddress {
+        let fd = try! TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = TCPSocket.localAddress(fd)!
+        close(fd)
+        return address
+    }
+}
+
+/// A blocking client: connects, sends `payload`, shuts its write side, reads to end of stream.
+func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], reset: Bool) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = address.port.bigEndian
+    a.sin_addr.s_addr = address.ip.value.bigEndian
+    let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    if ok != 0 { return ([], true) }
+    let writer = Thread {
+        var off = 0
+        while off < payload.count {
+            let w = payload.withUnsafeBytes { send(fd, $0.baseAddress! + off, min(65536, payload.count - off), Int32(MSG_NOSIGNAL)) }
+            if w <= 0 { return }
+            off += w
+        }
+        shutdown(fd, Int32(SHUT_WR))
+    }
+    writer.start()
+    var result: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n < 0 { return (result, true) }
+        if n == 0 { return (result, false) }
+        result.append(contentsOf: buffer[0..<n])
+    }
+}
+
+@Suite(.serialized) struct ProxyEngineTests {
+    /// An engine with one pool, listening on a loopback port of its own.
+    func withEngine(_ endpoints: [SocketAddress], _ configure: (inout PoolSettings) -> Void = { _ in },
+                    _ body: (ProxyEngine, SocketAddress) async throws -> Void) async throws {
+        let engine = try ProxyEngine()
+        engine.start()
+        var settings = PoolSettings()
+        configure(&settings)
+        let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = TCPSocket.localAddress(fd)!
+        engine.send([.setPool("test", settings, endpoints.map { EndpointSpec($0) }), .listen(fd, address, pool: "test")])
+        do {
+            try await body(engine, address)
+        } catch {
+            await engine.stop()
+            throw error
+        }
+        await engine.stop()
+    }
+
+    @Test func bytesGoBothWaysAndAHalfCloseIsCarriedThrough() async throws {
+        let backend = try EchoBackend("a")
+        defer { backend.stop() }
+        try await withEngine([backend.address]) { _, address in
+            let reply = exchange(address, Array("hello through the proxy".utf8))
+            #expect(!reply.reset)
+            #expect(String(decoding: reply.bytes, as: UTF8.self) == "a\nhello through the proxy")
+        }
+    }
+
+    @Test func megabytesArriveIntactBothWays() async throws {
+        let backend = try EchoBackend("big")
+        defer { backend.stop() }
+        var generator = SystemRandomNumberGenerator()
+        let payload = (0..<(6 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        try await withEngine([backend.address]) { engine, address in
+            let reply = exchange(address, payload)
+            #expect(!reply.reset)
+            #expect(reply.bytes.count == payload.count + 4)
+            #expect(Array(reply.bytes.dropFirst(4)) == payload)
+            let stats = await engine.snapshot().pools[0].endpoints[0].stats
+            #expect(stats.bytesToEndpoint == UInt64(payload.count))
+            #expect(stats.bytesFromEndpoint == UInt64(payload.count + 4))
+        }
+    }
+
+    @Test func roundRobinSpreadsConnectionsOverEveryEndpoint() async throws {
+        let backends = try ["a", "b", "c"].map { try EchoBackend($0) }
+        defer { backends.forEach { $0.stop() } }
+        try await withEngine(backends.map(\.address)) { _, address in
+            let names = (0..<9).map { _ in String(decoding: exchange(address, []).bytes, as: UTF8.self) }
+            #expect(names.sorted() == ["a\n", "a\n", "a\n", "b\n", "b\n", "b\n", "c\n", "c\n", "c\n"])
+        }
+    }
+
+    @Test func aRefusedConnectIsRetriedElsewhereAndTheEndpointEjected() async throws {
+        let live = try EchoBackend("live")
+        defer { live.stop() }
+        let dead = EchoBackend.closedPort()
+        try await withEngine([dead, live.address]) { engine, address in
+            for _ in 0..<10 {
+                let reply = exchange(address, Array("x".utf8))
+                #expect(String(decoding: reply.bytes, as: UTF8.self) == "live\nx")
+            }
+            let pool = await engine.snapshot().pools[0]
+            let deadState = pool.endpoints.first { $0.spec.address == dead }!
+            #expect(deadState.stats.connectFailures == 2)
+            #expect(deadState.ejected)
+            #expect(pool.stats.retries == 2)
+            #expect(pool.stats.rejected == 0)
+        }
+    }
+
+    @Test func withNoEndpointTheClientIsResetAtOnce() async throws {
+        try await withEngine([]) { engine, address in
+            let started = ContinuousClock.now
+            let reply = exchange(address, Array("anyone?".utf8))
+            #expect(reply.bytes.isEmpty)
+            #expect(ContinuousClock.now - started < .seconds(1))
+            #expect(await engine.snapshot().pools[0].stats.rejected == 1)
+        }
+    }
+
+    @Test func whenEveryAttemptFailsTheClientIsReset() async throws {
+        try await withEngine([EchoBackend.closedPort(), EchoBackend.closedPort()]) { engine, address in
+            let reply = exchange(address, Array("x".utf8))
+            #expect(reply.bytes.isEmpty)
+            let stats = await engine.snapshot().pools[0].stats
+            #expect(stats.rejected == 1 && stats.retries == 1)
+        }
+    }
+
+    @Test func connectionsToARemovedEndpointAreClosedAfterTheDrainTime() async throws {
+        let backend = try EchoBackend("old")
+        defer { backend.stop() }
+        try await withEngine([backend.address], { $0.drainSeconds = 0 }) { engine, address in
+            // A client that keeps its connection open: it sends nothing and never shuts down.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            defer { close(fd) }
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = address.port.bigEndian
+            a.sin_addr.s_addr = address.ip.value.bigEndian
+            _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            #expect(buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } == 4)
+            var settings = PoolSettings()
+            settings.drainSeconds = 0
+            engine.send([.setPool("test", settings, [])])
+            // The once-a-second sweep closes it.
+            var timeout = timeval(tv_sec: 3, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            #expect(n == -1 && errno == ECONNRESET)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import KemuAPI
+import KemuIP
+import KemuSystem
+import Testing
+
+@testable import KemuProxy
+
+@Suite struct ServicePlanTests {
+    static let context = PlanContext(nodeName: "node-1", nodeAddresses: [IPv4Address("172.31.0.11")!, IPv4Address("10.244.1.1")!])
+
+    static func service(_ type: String = "ClusterIP", ports: JSON = [["name": "http", "port": 80, "targetPort": "web", "nodePort": 30080]],
+                        extra: [String: JSON] = [:], annotations: [String: String] = [:]) -> JSON {
+        var spec: JSON = ["type": .string(type), "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "ports": ports]
+        for (k, v) in extra { spec[k] = v }
+        var s: JSON = ["apiVersion": "v1", "kind": "Service", "spec": spec]
+        s.name = "web"
+        s.namespace = "default"
+        if !annotations.isEmpty { s["metadata", default: [:]]["annotations"] = JSON.stringMapJSON(annotations) }
+        return s
+    }
+
+    static func endpoint(_ ip: String, node: String, ready: Bool = true, serving: Bool? = nil, terminating: Bool = false) -> JSON {
+        ["addresses": [.string(ip)], "nodeName": .string(node),
+         "conditions": ["ready": .bool(ready), "serving": .bool(serving ?? ready), "terminating": .bool(terminating)],
+         "targetRef": ["kind": "Pod", "namespace": "default", "name": .string("pod-" + ip)]]
+    }
+
+    static func slice(_ endpoints: [JSON], ports: JSON = [["name": "http", "port": 8080, "protocol": "TCP"]]) -> JSON {
+        var s: JSON = ["addressType": "IPv4", "endpoints": .array(endpoints), "ports": ports]
+        s.name = "web-abc"
+        s.namespace = "default"
+        return s
+    }
+
+    static let mixed = slice([endpoint("10.244.1.5", node: "node-1"), endpoint("10.244.2.5", node: "node-2"),
+                              endpoint("10.244.2.6", node: "node-2", ready: false)])
+
+    @Test func clusterIPListensOnItsPortAndSendsToReadyEndpointsOnTheTargetPort() {
+        let plan = ServicePlan(service: Self.service(), slices: [Self.mixed], context: Self.context)
+        #expect(plan.frontends == [SocketAddress(IPv4Address("10.96.0.20")!, 80): "default/web:http"])
+        #expect(plan.localAddresses == [IPv4Address("10.96.0.20")!])
+        #expect(plan.pools["default/web:http"]?.endpoints.map(\.address.description) == ["10.244.1.5:8080", "10.244.2.5:8080"])
+        #expect(plan.pools["default/web:http"]?.endpoints.first?.target == "default/pod-10.244.1.5")
+    }
+
+    @Test func nodePortListensOnEveryNodeAddress() {
+        let plan = ServicePlan(service: Self.service("NodePort"), slices: [Self.mixed], context: Self.context)
+        #expect(Set(plan.frontends.keys.map(\.description)) == ["10.96.0.20:80", "172.31.0.11:30080", "10.244.1.1:30080"])
+        #expect(Set(plan.frontends.values) == ["default/web:http"])
+    }
+
+    @Test func externalTrafficPolicyLocalUsesOnlyThisNodesEndpointsForNodePorts() {
+        let plan = ServicePlan(service: Self.service("NodePort", extra: ["externalTrafficPolicy": "Local"]), slices: [Self.mixed], context: Self.context)
+        #expect(plan.frontends[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http")
+        #expect(plan.frontends[SocketAddress(IPv4Address("172.31.0.11")!, 30080)] == "default/web:http@local")
+        #expect(plan.pools["default/web:http@local"]?.endpoints.map(\.address.description) == ["10.244.1.5:8080"])
+        // On a node with no local endpoint the Local pool is empty: its NodePort rejects.
+        var other = Self.context
+        other.nodeName = "node-3"
+        let empty = ServicePlan(service: Self.service("NodePort", extra: ["externalTrafficPolicy": "Local"]), slices: [Self.mixed], context: other)
+        #expect(empty.pools["default/web:http@local"]?.endpoints == [])
+    }
+
+    @Test func internalTrafficPolicyLocalAppliesToTheClusterIP() {
+        let plan = ServicePlan(service: Self.service(extra: ["internalTrafficPolicy": "Local"]), slices: [Self.mixed], context: Self.context)
+        #expect(plan.frontends[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http@local")
+        #expect(plan.pools.keys.sorted() == ["default/web:http@local"])
+    }
+
+    @Test func servingTerminatingEndpointsAreUsedOnlyWhenNoneIsReady() {
+        let draining = Self.slice([Self.endpoint("10.244.1.7", node: "node-1", ready: false, serving: true, terminating: true),
+                                   Self.endpoint("10.244.1.8", node: "node-1", ready: false, serving: false, terminating: true)])
+        let plan = ServicePlan(service: Self.service(), slices: [draining], context: Self.context)
+        #expect(plan.pools["default/web:http"]?.endpoints.map(\.address.description) == ["10.244.1.7:8080"])
+        let withReady = ServicePlan(service: Self.service(), slices: [draining, Self.mixed], context: Self.context)
+        #expect(withReady.pools["default/web:http"]?.endpoints.count == 2)
+    }
+
+    @Test func multiPortServicesMatchSlicePortsByName() {
+        let ports: JSON = [["name": "http", "port": 80, "targetPort": 8080], ["name": "echo", "port": 7, "targetPort": 9000]]
+        let slice = Self.slice([Self.endpoint("10.244.1.5", node: "node-1")],
+                               ports: [["name": "echo", "port": 9000, "protocol": "TCP"], ["name": "http", "port": 8080, "protocol": "TCP"]])
+        let plan = ServicePlan(service: Self.service(ports: ports), slices: [slice], context: Self.context)
+        #expect(plan.pools["default/web:echo"]?.endpoints.map(\.address.port) == [9000])
+        #expect(plan.pools["default/web:http"]?.endpoints.map(\.address.port) == [8080])
+        #expect(plan.frontends.count == 2)
+    }
+
+    @Test func aTargetPortNoPodServesIsReported() {
+        let slice = Self.slice([Self.endpoint("10.244.1.5", node: "node-1")], ports: [])
+        let plan = ServicePlan(service: Self.service(), slices: [slice], context: Self.context)
+        #expect(plan.pools["default/web:http"]?.endpoints == [])
+        #expect(plan.problems.count == 1 && plan.problems[0].contains("targetPort web"))
+    }
+
+    @Test func loadBalancerAndExternalIPsAreServedAndMadeLocal() {
+        var s = Self.service("LoadBalancer", extra: ["externalIPs": ["192.0.2.7"], "externalTrafficPolicy": "Local"])
+        s["status"] = ["loadBalancer": ["ingress": [["ip": "172.31.1.5"]]]]
+        let plan = ServicePlan(service: s, slices: [Self.mixed], context: Self.context)
+        #expect(plan.localAddresses == Set(["10.96.0.20", "192.0.2.7", "172.31.1.5"].map { IPv4Address($0)! }))
+        #expect(plan.frontends[SocketAddress(IPv4Address("172.31.1.5")!, 80)] == "default/web:http")
+        #expect(plan.frontends[SocketAddress(IPv4Address("192.0.2.7")!, 80)] == "default/web:http@local")
+    }
+
+    @Test func headlessExternalNameAndUDPAreNotProxied() {
+        #expect(ServicePlan(service: Self.service(extra: ["clusterIP": "None", "clusterIPs": ["None"]]), slices: [Self.mixed], context: Self.context) == ServicePlan())
+        #expect(ServicePlan(service: Self.service("ExternalName"), slices: [], context: Self.context) == ServicePlan())
+        let udp = ServicePlan(service: Self.service(ports: [["name": "dns", "port": 53, "protocol": "UDP"]]), slices: [], context: Self.context)
+        #expect(udp.frontends.isEmpty)
+    }
+
+    @Test func annotationsAndAffinityShapeThePool() {
+        let s = Self.service(extra: ["sessionAffinity": "ClientIP"],
+                             annotations: [ServiceAnnotations.algorithm: "least-connections", ServiceAnnotations.connectAttempts: "2"])
+        let settings = ServicePlan(service: s, slices: [Self.mixed], context: Self.context).pools["default/web:http"]!.settings
+        #expect(settings.algorithm == .leastConnections)
+        #expect(settings.connectAttempts == 2)
+        #expect(settings.affinitySeconds == 10800)
+        let bad = ServicePlan(service: Self.service(annotations: [ServiceAnnotations.algorithm: "fastest"]), slices: [], context: Self.context)
+        #expect(bad.problems == ["annotation kemu.io/load-balancer: \"fastest\" is not one of round-robin, least-connections, random, p2c-ewma; using round-robin"])
+    }
+}

@@ -1,0 +1,288 @@
+import Foundation
+import Glibc
+import KemuSystem
+import Testing
+
+/// A client run inside a pod (python3, as pods run the host's programs): `n` HTTP requests, one
+/// connection each, to ip:port; prints how many each pod answered and how many failed as JSON.
+/// With `KILL=pid:k` it kills that process (pods share the host's process table) after the k-th
+/// request and goes straight on once it is dead, so the next connections race the endpoint's
+/// removal. (A connection that reached the endpoint's accept queue in the instant it died is
+/// reset, through any L4 proxy: the kill waits for the death so the test is about what follows.)
+let requestLoop = """
+import json, os, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+victim, at = (os.environ.get('KILL', '0:-1').split(':') + ['-1'])[:2]
+hold = [socket.create_connection((ip, port), 5) for _ in range(int(os.environ.get('HOLD', '0')))]
+counts, failures = {}, []
+for i in range(n):
+    if i == int(at):
+        os.kill(int(victim), 9)
+        while True:  # dead (its sockets closed) once a zombie or gone
+            try:
+                if open(f'/proc/{victim}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z': break
+            except FileNotFoundError:
+                break
+    try:
+        s = socket.create_connection((ip, port), 5)
+        s.sendall(b'GET /?format=text HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            data += chunk
+        s.close()
+        pod = data.split(b'\\r\\n\\r\\n', 1)[1].split()[0].decode().removeprefix('pod=')
+        counts[pod] = counts.get(pod, 0) + 1
+    except Exception as e:
+        failures.append(repr(e))
+print(json.dumps({'counts': counts, 'failures': failures}))
+"""
+
+struct LoopResult: Decodable {
+    var counts: [String: Int]
+    var failures: [String]
+}
+
+extension TestCluster {
+    /// Runs `requestLoop` in `pod` against ip:port.
+    func requests(from pod: String, to ip: String, _ port: Int, count: Int, environment: [String] = []) async throws -> LoopResult {
+        let argv = ["exec", pod, "--", "env"] + environment + ["python3", "-c", requestLoop, ip, String(port), String(count)]
+        let out = try await kemu(argv).output
+        guard let result = try? JSONDecoder().decode(LoopResult.self, from: Data(out.utf8)) else {
+            Issue.record("request loop in \(pod): \(out)")
+            return LoopResult(counts: [:], failures: ["no result"])
+        }
+        return result
+    }
+
+    /// The pods of app=web: name, node, IP, process id.
+    func webPods() async throws -> [(name: String, node: String, ip: String, pid: Int32)] {
+        let text = try await jsonpath("pods", "{range .items[?(@.metadata.labels.app=='web')]}{.metadata.name}={.spec.nodeName}={.status.podIP}={.status.containerStatuses[0].containerID} {end}")
+        return text.split(separator: " ").map { $0.split(separator: "=").map(String.init) }.filter { $0.count == 4 }
+            .map { ($0[0], $0[1], $0[2], Int32($0[3].replacingOccurrences(of: "kemu://", with: "")) ?? 0) }
+    }
+
+    /// Waits until the Service's EndpointSlice lists `count` ready endpoints.
+    func readyEndpoints(_ service: String, _ count: Int) async throws -> Bool {
+        try await eventually(20) {
+            let ready = try await kubectl(["get", "endpointslices", "-l", "kubernetes.io/service-name=\(service)",
+                                           "-o", "jsonpath={.items[*].endpoints[*].conditions.ready}"]).output
+            return ready.split(separator: " ").filter { $0 == "true" }.count == count
+        }
+    }
+
+    /// Waits until a node's proxy balances the Service's (Cluster) port over `count` endpoints.
+    func proxyServes(_ node: String, _ service: String, endpoints count: Int) async throws -> Bool {
+        try await eventually(10) {
+            try await metrics(node).split(separator: "\n").filter {
+                $0.hasPrefix("kemu_proxy_endpoint_ejected{service=\"default/\(service)\"") && $0.contains("policy=\"Cluster\"")
+            }.count == count
+        }
+    }
+
+    /// A node's proxy metrics, read inside its namespace.
+    func metrics(_ node: String) async throws -> String {
+        try await runOff(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:10249/metrics"], in: "kemu-\(name)-\(node)").output
+    }
+}
+
+/// The sum of a metric's series whose labels contain every one of `labels`.
+func metricSum(_ text: String, _ name: String, _ labels: [String] = []) -> Double {
+    text.split(separator: "\n").filter { $0.hasPrefix(name + "{") && labels.allSatisfy($0.contains) }
+        .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+}
+
+let webApp = """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: echo
+        image: kemu/echo
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http, nodePort: 30111}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-1}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-2}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+
+"""
+
+/// The node proxy with real packets: Services reached from pods, nodes and the outside client,
+/// balancing as configured, and failover that clients do not notice.
+@Suite(.serialized, .enabled(if: isRoot, "creates network namespaces: run as root"))
+struct ProxyRootTests {
+    @Test func servicesAnswerFromEverywhereAndBalanceAsAsked() async throws {
+        let c = TestCluster("rproxy")
+        defer { c.down() }
+        #expect(try await c.up().status == .exited(0))
+        let extra = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: sticky}
+        spec:
+          selector: {app: web}
+          sessionAffinity: ClientIP
+          ports: [{port: 80, targetPort: 8080}]
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: idle, annotations: {kemu.io/load-balancer: least-connections}}
+        spec:
+          selector: {app: web}
+          ports: [{port: 80, targetPort: 8080}]
+
+        """
+        #expect(try await c.kubectl(["apply"], stdin: webApp + "---\n" + extra).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", 3))
+        #expect(try await c.readyEndpoints("idle", 3))
+        for node in ["node-1", "node-2"] { #expect(try await c.proxyServes(node, "web", endpoints: 3)) }
+        let web = try await c.jsonpath("svc/web", "{.spec.clusterIP}")
+        let pods = try await c.webPods()
+        #expect(Set(pods.map(\.node)) == ["node-1", "node-2"])
+
+        // The ClusterIP from a pod on each node, round robin: 30 connections, 10 to each pod.
+        for client in ["client-1", "client-2"] {
+            let result = try await c.requests(from: client, to: web, 80, count: 30)
+            #expect(result.failures.isEmpty, "\(result.failures)")
+            #expect(result.counts == Dictionary(uniqueKeysWithValues: pods.map { ($0.name, 10) }), "\(client): \(result.counts)")
+        }
+        // From a node itself, and the NodePort on every node from the outside client.
+        let fromNode = try await c.kemu(["curl", "--from", "node-2", "http://\(web)/?format=text"])
+        #expect(fromNode.output.hasPrefix("pod=web-"), "\(fromNode.output)")
+        for nodeIP in ["172.31.0.11", "172.31.0.12"] {
+            let answer = try await c.kemu(["curl", "--from", "client", "http://\(nodeIP):30111/?format=text"])
+            #expect(answer.output.hasPrefix("pod=web-"), "\(nodeIP): \(answer.output)")
+        }
+        // ClientIP affinity: one client, one pod.
+        let sticky = try await c.requests(from: "client-1", to: try await c.jsonpath("svc/sticky", "{.spec.clusterIP}"), 80, count: 12)
+        #expect(sticky.failures.isEmpty && sticky.counts.count == 1 && sticky.counts.values.first == 12, "\(sticky)")
+        // Least connections: with two connections held open (on two pods), every new one goes to
+        // the third, idle pod.
+        let idle = try await c.requests(from: "client-1", to: try await c.jsonpath("svc/idle", "{.spec.clusterIP}"), 80, count: 8, environment: ["HOLD=2"])
+        #expect(idle.failures.isEmpty && idle.counts.count == 1 && idle.counts.values.first == 8, "\(idle)")
+
+        // Scaling up: the new pod gets its share.
+        #expect(try await c.kubectl(["scale", "rs/web", "--replicas=4"]).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", 4))
+        #expect(try await c.proxyServes("node-2", "web", endpoints: 4))
+        let scaled = try await c.requests(from: "client-2", to: web, 80, count: 40)
+        let four = try await c.webPods()
+        #expect(scaled.failures.isEmpty && scaled.counts == Dictionary(uniqueKeysWithValues: four.map { ($0.name, 10) }), "\(scaled.counts)")
+
+        // The proxy's own view: listeners on the ClusterIP and NodePorts, health, metrics.
+        let metrics = try await c.metrics("node-2")
+        #expect(metricSum(metrics, "kemu_proxy_endpoint_connections_opened_total", ["service=\"default/web\""]) >= 70)
+        let health = try await runOff(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:10256/healthz"], in: "kemu-rproxy-node-1")
+        #expect(health.output == "200")
+        let lo = try await runOff(["ip", "-4", "-o", "addr", "show", "dev", "lo"], in: "kemu-rproxy-node-1").output
+        #expect(lo.contains("\(web)/32"), "\(lo)")
+        // A deleted Service leaves no address behind.
+        #expect(try await c.kubectl(["delete", "svc", "sticky"]).status == .exited(0))
+        #expect(try await eventually {
+            let now = try await runOff(["ip", "-4", "-o", "addr", "show", "dev", "lo"], in: "kemu-rproxy-node-1").output
+            return now.split(separator: "\n").count == lo.split(separator: "\n").count - 1
+        })
+    }
+
+    @Test func failoverIsInvisibleToClients() async throws {
+        let c = TestCluster("rfail")
+        defer { c.down() }
+        #expect(try await c.up().status == .exited(0))
+        #expect(try await c.kubectl(["apply"], stdin: webApp).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", 3))
+        #expect(try await c.proxyServes("node-1", "web", endpoints: 3))
+        let web = try await c.jsonpath("svc/web", "{.spec.clusterIP}")
+        var pods = try await c.webPods()
+
+        // kill -9 of one endpoint's process in the middle of a stream of connections: none fails.
+        let victim = pods[0]
+        let killed = try await c.requests(from: "client-1", to: web, 80, count: 150, environment: ["KILL=\(victim.pid):30"])
+        #expect(killed.failures.isEmpty, "\(killed.failures)")
+        #expect(killed.counts.values.reduce(0, +) == 150)
+        let retried = metricSum(try await c.metrics("node-1"), "kemu_proxy_connect_retries_total", ["service=\"default/web\""])
+        #expect(retried >= 1, "the dead endpoint was never tried")
+        #expect(try await c.readyEndpoints("web", 3))
+        #expect(try await c.proxyServes("node-1", "web", endpoints: 3))
+
+        // A black hole: one pod's link goes down, so connects to it time out. Connections go
+        // elsewhere after the first dial timeout, and the endpoint is ejected.
+        pods = try await c.webPods()
+        let hole = pods.first { $0.node == "node-2" }!
+        let uid = try await c.jsonpath("pod/\(hole.name)", "{.metadata.uid}")
+        let podNamespace = "kemu-rfail-p-\(hole.name)-\(uid.prefix(8))"
+        #expect(try await runOff(["ip", "link", "set", "eth0", "down"], in: podNamespace).status == .exited(0))
+        let around = try await c.requests(from: "client-1", to: web, 80, count: 30)
+        #expect(around.failures.isEmpty, "\(around.failures)")
+        #expect(around.counts[hole.name] == nil && around.counts.values.reduce(0, +) == 30, "\(around.counts)")
+        let failed = metricSum(try await c.metrics("node-1"), "kemu_proxy_endpoint_connect_failures_total", ["pod=\"default/\(hole.name)\""])
+        #expect(failed >= 1)
+        // Back up; a link going down took the pod's default route with it.
+        _ = try await runOff(["ip", "link", "set", "eth0", "up"], in: podNamespace)
+        _ = try await runOff(["ip", "route", "add", "default", "via", "10.244.2.1", "dev", "eth0"], in: podNamespace)
+
+        // A port already taken on a node: that node's proxy says so, the other serves it, and
+        // every other Service keeps working.
+        let squatter = try TCP.listen(in: "kemu-rfail-node-1", "172.31.0.11", 30222)
+        defer { close(squatter) }
+        let taken = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: taken}
+        spec:
+          type: NodePort
+          selector: {app: web}
+          ports: [{port: 80, targetPort: 8080, nodePort: 30222}]
+
+        """
+        #expect(try await c.kubectl(["apply"], stdin: taken).status == .exited(0))
+        #expect(await eventually {
+            ((try? FileSystem.readFile("\(c.state)/node-node-1.log")) ?? "").contains("cannot listen on 172.31.0.11:30222")
+        })
+        let viaNode2 = try await c.kemu(["curl", "--from", "client", "http://172.31.0.12:30222/?format=text"])
+        #expect(viaNode2.output.hasPrefix("pod=web-"), "\(viaNode2.output)")
+        #expect(try await c.requests(from: "client-1", to: web, 80, count: 6).failures.isEmpty)
+
+        // The proxy restarted by itself (kill -9 of node-1's daemon, then `kemu proxy`): the
+        // pods kept running, and the Service answers again from node-1.
+        let daemon = Int32(try FileSystem.readFile("\(c.state)/node-node-1.pid").trimmingCharacters(in: .whitespacesAndNewlines))!
+        kill(daemon, SIGKILL)
+        #expect(await eventually { kill(daemon, 0) != 0 })
+        let down = try await c.requests(from: "client-1", to: web, 80, count: 1)
+        #expect(down.failures.count == 1)
+        var options = Spawn.Options()
+        options.newSession = true
+        let log = try FileDescriptor(opening: "\(c.state)/proxy-node-1.log", flags: O_WRONLY | O_CREAT | O_TRUNC)
+        (options.stdout, options.stderr) = (log.raw, log.raw)
+        let proxy = try Spawn.spawn([c.kemu, "proxy", "--node", "node-1", "--cluster", c.name], options)
+        defer { kill(proxy, SIGTERM); _ = try? Spawn.wait(proxy) }
+        #expect(try await eventually(10) { try await c.requests(from: "client-1", to: web, 80, count: 1).failures.isEmpty })
+        let again = try await c.requests(from: "client-1", to: web, 80, count: 9)
+        #expect(again.failures.isEmpty && again.counts.count == 3, "\(again)")
+    }
+}
