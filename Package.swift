@@ -122,6 +122,13 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The cluster DNS responder each node runs.
+        .target(
+            name: "KemuDNS",
+            dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
@@ -141,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI", "KemuProxy", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
+                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuDNS", "KemuPKI", "KemuProxy", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
                 "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -165,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuProxyTests",
-            dependencies: ["KemuAPI", "KemuIP", "KemuProxy", "KemuSystem"],
+            dependencies: ["KemuAPI", "KemuDNS", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

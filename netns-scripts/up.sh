@@ -19,6 +19,7 @@ host() { plug "$F" br0 "$1" "$(ns "$1")" "$2/24"; }
 host cp "$fabric_net.2"
 host client "$fabric_net.3"
 host lb "$fabric_net.4"
+ip netns exec "$(ns lb)" sysctl -qw net.ipv4.tcp_tw_reuse=1
 # An outside machine reaches load-balancer IPs through the lb host.
 ip -n "$(ns client)" route replace "$lb_pool" via "$fabric_net.4" dev eth0 proto static
 
@@ -26,6 +27,8 @@ for ((i = 1; i <= nodes; i++)); do
   host "node-$i" "$fabric_net.$((10 + i))"
   n=$(ns "node-$i")
   ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+  # The node's proxy may reuse its ports in TIME_WAIT for new connections to endpoints.
+  ip netns exec "$n" sysctl -qw net.ipv4.tcp_tw_reuse=1
   # The pod bridge: every pod of this node hangs off cbr0, whose address is their gateway.
   have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge
   ip -n "$n" link set cbr0 up

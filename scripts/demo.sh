@@ -39,6 +39,14 @@ for line in "${pods[@]}"; do
     fi
   done
 done
+step "the echo Service: its ClusterIP from a pod (each node's proxy balances round robin), its NodePort from outside"
+vip=$(kubectl get svc echo -o jsonpath='{.spec.clusterIP}')
+read -r from _ <<<"${pods[0]}"
+for _ in 1 2 3 4; do "$kemu" curl --cluster "$cluster" --from "$from" "http://$vip/?format=text"; done
+for node_ip in $(kubectl get nodes -o jsonpath='{.items[*].status.addresses[0].address}'); do
+  printf 'client → %s:30080  ' "$node_ip"
+  "$kemu" curl --cluster "$cluster" --from client "http://$node_ip:30080/?format=text"
+done
 read -r victim _ <<<"${pods[0]}"
 step "kill -9 the process of $victim: its node agent restarts it at once"
 pid=$(kubectl get pod "$victim" -o jsonpath='{.status.containerStatuses[0].containerID}'); pid=${pid#kemu://}

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,8 @@ int kemu_pipe_nonblock(int fds[2], int size) {
 }
 
 int kemu_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void kemu_malloc_trim(void) { (void)malloc_trim(0); }
 
 pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 

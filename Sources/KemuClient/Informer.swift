@@ -21,11 +21,16 @@ public final class Informer: Sendable {
     let namespace: String?
     let labels: String?
     let fields: String?
+    let transform: (@Sendable (JSON) -> JSON)?
     let logger: Logger
     private let state = Mutex<(objects: [String: JSON], revision: String)>(([:], ""))
 
-    public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil) {
+    /// `transform` trims each object before it is cached and handed on (client-go's
+    /// SetTransform): a proxy of 10,000 Services keeps only what it reads.
+    public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil,
+                transform: (@Sendable (JSON) -> JSON)? = nil) {
         self.client = client
+        self.transform = transform
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
@@ -72,7 +77,7 @@ public final class Informer: Sendable {
     func relist(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
         let list = try await client.list(resource, namespace: namespace, labels: labels, fields: fields)
         var fresh: [String: JSON] = [:]
-        for o in list.items { fresh[Self.key(o)] = o }
+        for o in list.items { fresh[Self.key(o)] = transform?(o) ?? o }
         let old = state.withLock { s in
             defer { s = (fresh, list.resourceVersion) }
             return s.objects
@@ -89,6 +94,8 @@ public final class Informer: Sendable {
     }
 
     func apply(_ event: WatchEvent, _ handler: @Sendable (InformerEvent) async -> Void) async {
+        var event = event
+        if let transform { event.object = transform(event.object) }
         let key = Self.key(event.object)
         let revision = event.object[path: "metadata.resourceVersion"]?.string ?? ""
         let before: JSON? = state.withLock { s in

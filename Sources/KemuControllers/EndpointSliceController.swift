@@ -1,3 +1,4 @@
+import Foundation
 import KemuAPI
 import KemuStore
 import Logging
@@ -14,6 +15,7 @@ import Synchronization
 public final class EndpointSliceController: Sendable {
     public static let managedBy = "endpointslice-controller.k8s.io"
     static let slices = "endpointslices.discovery.k8s.io"
+    public static let triggerTime = "endpoints.kubernetes.io/last-change-trigger-time"
 
     let store: Store
     let logger = Logger(label: "kemu.endpointslices")
@@ -93,6 +95,12 @@ public final class EndpointSliceController: Sendable {
             let before = slice
             slice["ports"] = ports
             slice["endpoints"] = .array(endpoints)
+            if slice != before {
+                // When the change was seen: proxies measure network programming latency from it.
+                var annotations = slice.annotations
+                annotations[Self.triggerTime] = Timestamp.formatNano(Date())
+                slice.annotations = annotations
+            }
             if index == nil {
                 try store.create(Self.slices, slice)
             } else if slice != before {

@@ -15,6 +15,8 @@ extension ClusterNetwork {
             try addHost("cp", plan.controlPlaneIP)
             try addHost("client", plan.clientIP)
             try addHost("lb", plan.loadBalancerIP)
+            // The emulated cloud load balancer proxies too (see buildNode).
+            try backend.setSysctl(plan.namespace("lb"), "net.ipv4.tcp_tw_reuse", "1")
             // An outside machine reaches load-balancer IPs through the lb host.
             try netlink(plan.namespace("client")).routeAdd(
                 Route(plan.network.loadBalancerPool, via: plan.loadBalancerIP, device: AddressPlan.uplink))
@@ -58,8 +60,11 @@ extension ClusterNetwork {
     }
 
     /// A node host: on the fabric, forwarding, with its pod bridge and a route to every other
-    /// node's pod subnet.
+    /// node's pod subnet. Its proxy opens a connection to an endpoint per client connection and
+    /// often closes first, so its ports in TIME_WAIT may be reused (else a few thousand new
+    /// connections a second exhaust them).
     // ip netns exec kemu-C-NODE sysctl -w net.ipv4.ip_forward=1
+    // ip netns exec kemu-C-NODE sysctl -w net.ipv4.tcp_tw_reuse=1
     // ip -n kemu-C-NODE link add cbr0 type bridge; ip -n kemu-C-NODE link set cbr0 up
     // ip -n kemu-C-NODE addr add 10.244.I.1/24 dev cbr0
     // ip -n kemu-C-NODE route add 10.244.J.0/24 via 172.31.0.(10+J) dev eth0 proto static
@@ -67,6 +72,7 @@ extension ClusterNetwork {
         try addHost(name, plan.nodeIP(index))
         let namespace = plan.namespace(name)
         try backend.setSysctl(namespace, "net.ipv4.ip_forward", "1")
+        try backend.setSysctl(namespace, "net.ipv4.tcp_tw_reuse", "1")
         let handle = try netlink(namespace)
         try handle.linkAddBridge(AddressPlan.podBridge, up: true)
         try handle.addressAdd(plan.podGateway(index), device: AddressPlan.podBridge)

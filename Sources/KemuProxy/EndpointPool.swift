@@ -71,6 +71,8 @@ final class Endpoint {
     var ejectedUntil: UInt64 = 0
     /// When it left its pool (monotonic ns), 0 while it is in one.
     var removedAt: UInt64 = 0
+    /// Why the last connect failed (an errno), for logs and metrics.
+    var lastConnectError: Int32 = 0
     var stats = EndpointStats()
 
     init(_ spec: EndpointSpec) { self.spec = spec }
@@ -146,8 +148,9 @@ final class EndpointPool {
         return removed
     }
 
-    /// The endpoint for a new connection from `client`, avoiding those already tried for it;
-    /// nil when none is left. Ejected endpoints are used only when every untried one is ejected.
+    /// The endpoint for a new connection from `client`, avoiding those already tried for it
+    /// while others remain; nil only when the pool is empty. Ejected endpoints are used only
+    /// when every candidate is ejected.
     func choose(client: IPv4Address, tried: [Endpoint], now: UInt64) -> Endpoint? {
         let untried = { (e: Endpoint) in !tried.contains { $0 === e } }
         if let seconds = settings.affinitySeconds, tried.isEmpty, let pinned = affinity[client.value],
@@ -155,8 +158,12 @@ final class EndpointPool {
             affinity[client.value]!.lastUsed = now
             return pinned.endpoint
         }
+        // Untried and healthy first; then untried; once every endpoint was tried (a lone
+        // endpoint whose SYN was lost), the attempts left go to them again with longer timeouts.
         var usable = { (e: Endpoint) in untried(e) && !e.isEjected(at: now) }
         if !endpoints.contains(where: usable) { usable = untried }
+        if !endpoints.contains(where: usable) { usable = { !$0.isEjected(at: now) } }
+        if !endpoints.contains(where: usable) { usable = { _ in true } }
         guard let chosen = pick(usable) else { return nil }
         if settings.affinitySeconds != nil { affinity[client.value] = (chosen, now) }
         return chosen

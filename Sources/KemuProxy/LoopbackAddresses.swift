@@ -21,6 +21,11 @@ public final class LoopbackAddresses: LocalAddresses {
         try netlink.addressDelete(IPv4Interface(ip, prefixLength: 32), device: "lo")
     }
 
+    // ip route replace local NET dev lo table local
+    public func addRange(_ network: IPv4Network) throws {
+        try netlink.routeReplaceLocal(network, device: "lo")
+    }
+
     // ip -4 addr show dev lo
     public func list() throws -> [IPv4Address] {
         try netlink.snapshot().addresses(on: "lo").filter { $0.prefixLength == 32 }.map(\.address)

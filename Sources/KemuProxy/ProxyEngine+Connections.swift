@@ -5,7 +5,12 @@ import KemuSystem
 final class Connection {
     let client: Int32
     let clientAddress: SocketAddress
+    /// The address the client connected to (ClusterIP:port, NodePort, …).
+    let frontend: SocketAddress
     let pool: EndpointPool
+    let opened: UInt64
+    var bytesUp = 0
+    var bytesDown = 0
     var upstream: Int32 = -1
     var endpoint: Endpoint?
     var tried: [Endpoint] = []
@@ -17,17 +22,23 @@ final class Connection {
     var lastActive: UInt64
 
     struct Direction {
+        /// Set once the direction carries bulk bytes (see `move`).
         var pipe: SplicePipe?
         /// Bytes in the pipe, not yet written on.
         var pending = 0
+        /// Copied bytes the destination could not take yet.
+        var held: [UInt8] = []
         var endOfStream = false
         var shutDown = false
+        var waiting: Bool { pending > 0 || !held.isEmpty }
     }
 
-    init(client: Int32, address: SocketAddress, pool: EndpointPool, now: UInt64) {
+    init(client: Int32, address: SocketAddress, frontend: SocketAddress, pool: EndpointPool, now: UInt64) {
         self.client = client
         clientAddress = address
+        self.frontend = frontend
         self.pool = pool
+        opened = now
         lastActive = now
     }
 }
@@ -53,7 +64,7 @@ extension ProxyEngine {
                     continue
                 }
                 pool.stats.accepted += 1
-                let c = Connection(client: fd, address: peer, pool: pool, now: now)
+                let c = Connection(client: fd, address: peer, frontend: listener.address, pool: pool, now: now)
                 store(c, at: fd)
                 do {
                     try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
@@ -77,11 +88,14 @@ extension ProxyEngine {
             c.tried.append(e)
             c.endpoint = e
             e.active += 1
-            c.generation &+= 1
+            // Engine-wide, not per connection: a timer outlives its connection, and the next
+            // connection may get the same descriptor.
+            dialSequence &+= 1
+            c.generation = dialSequence
             c.dialStarted = now
             let (fd, err) = TCPSocket.connect(to: e.spec.address)
             if fd < 0 {
-                dialFailed(c, e)
+                dialFailed(c, e, err)
                 continue
             }
             c.upstream = fd
@@ -90,7 +104,7 @@ extension ProxyEngine {
                 try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
             } catch {
                 dropUpstream(c)
-                dialFailed(c, e)
+                dialFailed(c, e, ENOMEM)
                 continue
             }
             if err == 0 {
@@ -104,9 +118,11 @@ extension ProxyEngine {
         finish(c, reset: true)
     }
 
-    private func dialFailed(_ c: Connection, _ e: Endpoint) {
+    /// `err`: the connect's errno, or ETIMEDOUT for our own dial timeout.
+    private func dialFailed(_ c: Connection, _ e: Endpoint, _ err: Int32) {
         e.active -= 1
         c.endpoint = nil
+        e.lastConnectError = err
         if c.pool.failed(e, now: now) {
             logger.info("\(c.pool.name): ejected \(e.spec.address) for \(Double(e.ejectedUntil - now) / 1e9) s after failed connects")
         }
@@ -115,8 +131,7 @@ extension ProxyEngine {
     private func dropUpstream(_ c: Connection) {
         guard c.upstream >= 0 else { return }
         forget(c.upstream)
-        epoll.remove(c.upstream)
-        close(c.upstream)
+        closeLater(c.upstream, reset: false)
         c.upstream = -1
     }
 
@@ -129,7 +144,7 @@ extension ProxyEngine {
             case .dial:
                 guard let c = connection(t.fd), c.client == t.fd, !c.connected, c.generation == t.generation, let e = c.endpoint else { continue }
                 dropUpstream(c)
-                dialFailed(c, e)
+                dialFailed(c, e, ETIMEDOUT)
                 dial(c)
             }
         }
@@ -140,12 +155,14 @@ extension ProxyEngine {
         if !c.connected {
             if fd == c.upstream {
                 guard events & (Epoll.writable | Epoll.failed) != 0 else { return }
-                let err = TCPSocket.pendingError(fd)
+                // Writable without an error is a finished connect (events are never stale: see
+                // closeLater), so SO_ERROR is read only when something failed.
+                let err = events & Epoll.failed == 0 ? 0 : TCPSocket.pendingError(fd)
                 if err == 0 {
                     upstreamConnected(c)
                 } else if let e = c.endpoint {
                     dropUpstream(c)
-                    dialFailed(c, e)
+                    dialFailed(c, e, err)
                     dial(c)
                 }
             } else if events & Epoll.failed != 0 {
@@ -153,50 +170,58 @@ extension ProxyEngine {
             }
             return
         }
-        pump(c)
+        pump(c, fd: fd, events: events)
     }
 
     private func upstreamConnected(_ c: Connection) {
         guard let e = c.endpoint else { return }
         c.connected = true
         c.pool.connected(e, latencyNanoseconds: now &- c.dialStarted)
-        do {
-            c.toUpstream.pipe = try takePipe()
-            c.toClient.pipe = try takePipe()
-        } catch {
-            logger.warning("no pipe for a connection to \(e.spec.address): \(error)")
-            finish(c, reset: true)
-            return
-        }
         // Bytes the client sent while we dialled raised an edge nobody consumed: move them now.
         pump(c)
     }
 
-    /// Moves what can move both ways; ends the connection when both directions are done, or
-    /// resets both sides when either fails.
-    func pump(_ c: Connection) {
+    /// Moves what can move after `events` on `fd` (fd -1: both ways, all events): reading the
+    /// side that became readable, writing to the side that became writable if bytes wait for it.
+    /// Ends the connection when both directions are done, or resets both sides when either fails.
+    func pump(_ c: Connection, fd: Int32 = -1, events: UInt32 = Epoll.any) {
         guard let e = c.endpoint else { return }
-        let up = move(&c.toUpstream, from: c.client, to: c.upstream)
-        if up < 0 { finish(c, reset: true); return }
-        let down = move(&c.toClient, from: c.upstream, to: c.client)
-        if down < 0 { finish(c, reset: true); return }
+        let all = fd < 0
+        let closing = events & Epoll.peerClosed != 0
+        var up = 0, down = 0
+        if all || (fd == c.client && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.upstream && c.toUpstream.waiting) {
+            up = move(&c.toUpstream, from: c.client, to: c.upstream, drain: all || fd != c.client || closing, otherDone: c.toClient.shutDown)
+            if up < 0 { finish(c, reset: true); return }
+        }
+        if all || (fd == c.upstream && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.client && c.toClient.waiting) {
+            down = move(&c.toClient, from: c.upstream, to: c.client, drain: all || fd != c.upstream || closing, otherDone: c.toUpstream.shutDown)
+            if down < 0 { finish(c, reset: true); return }
+        }
         if up > 0 || down > 0 {
             c.lastActive = now
+            c.bytesUp += up
+            c.bytesDown += down
             e.stats.bytesToEndpoint &+= UInt64(up)
             e.stats.bytesFromEndpoint &+= UInt64(down)
         }
         if c.toUpstream.shutDown && c.toClient.shutDown { finish(c, reset: false) }
     }
 
-    /// One direction until it would block: socket → pipe → socket. Returns the bytes written on,
-    /// or -1 when a socket failed. At end of stream, once the pipe is empty, the write side is
-    /// shut down (half-close passed on).
+    /// One direction until it would block. Returns the bytes written on, or -1 when a socket
+    /// failed; at end of stream, once nothing waits, the write side is shut down (half-close
+    /// passed on).
+    ///
+    /// Small exchanges are copied through one buffer the engine shares (recv, send: two calls
+    /// per message, and a short read means the socket is empty, so no third call to learn it).
+    /// A read that fills the buffer turns the direction to splice(2) for good: bulk bytes then go
+    /// socket → pipe → socket inside the kernel. Without `drain`, a short read ends the turn (the
+    /// next arrival raises a new edge); with it (the peer closed, or the edge was consumed
+    /// earlier) reading goes on until the socket says EAGAIN or end of stream.
     @inline(__always)
-    private func move(_ d: inout Connection.Direction, from src: Int32, to dst: Int32) -> Int {
-        guard let pipe = d.pipe else { return 0 }
+    private func move(_ d: inout Connection.Direction, from src: Int32, to dst: Int32, drain: Bool, otherDone other: Bool) -> Int {
         var written = 0
         while true {
-            if d.pending > 0 {
+            if d.pending > 0, let pipe = d.pipe {
                 let n = SplicePipe.move(from: pipe.readEnd, to: dst, length: d.pending)
                 if n > 0 {
                     d.pending -= n
@@ -205,32 +230,68 @@ extension ProxyEngine {
                 }
                 return n == -Int(EAGAIN) ? written : -1
             }
+            if !d.held.isEmpty {
+                let n = d.held.withUnsafeBytes { TCPSocket.send(dst, from: $0.baseAddress!, count: $0.count) }
+                if n == d.held.count {
+                    d.held.removeAll()
+                    written += n
+                    continue
+                }
+                if n >= 0 { d.held.removeFirst(n); return written + n }
+                return n == -Int(EAGAIN) ? written : -1
+            }
             if d.endOfStream {
                 if !d.shutDown {
-                    TCPSocket.shutdownWrite(dst)
+                    // When the other direction is already over, the close that follows sends
+                    // the FIN: no shutdown call needed.
+                    if !other { TCPSocket.shutdownWrite(dst) }
                     d.shutDown = true
                 }
                 return written
             }
-            let n = SplicePipe.move(from: src, to: pipe.writeEnd, length: Int(settings.pipeBytes))
-            if n > 0 {
-                d.pending = n
-            } else if n == 0 {
-                d.endOfStream = true
-            } else {
-                return n == -Int(EAGAIN) ? written : -1
+            if let pipe = d.pipe {
+                let n = SplicePipe.move(from: src, to: pipe.writeEnd, length: Int(settings.pipeBytes))
+                if n > 0 {
+                    d.pending = n
+                } else if n == 0 {
+                    d.endOfStream = true
+                } else {
+                    return n == -Int(EAGAIN) ? written : -1
+                }
+                continue
             }
+            let n = TCPSocket.receive(src, into: scratch, count: Self.scratchBytes)
+            if n == 0 { d.endOfStream = true; continue }
+            if n < 0 { return n == -Int(EAGAIN) ? written : -1 }
+            let sent = TCPSocket.send(dst, from: scratch, count: n)
+            if sent < 0 && sent != -Int(EAGAIN) { return -1 }
+            let done = max(sent, 0)
+            written += done
+            if done < n {
+                d.held = Array(UnsafeRawBufferPointer(start: scratch + done, count: n - done))
+                return written
+            }
+            if n == Self.scratchBytes {
+                do { d.pipe = try takePipe() } catch { return -1 }
+                continue
+            }
+            if !drain { return written }
         }
     }
 
     /// Closes both sockets (with a reset when `reset`), gives the endpoint's slot back and keeps
     /// empty pipes for the next connection.
     func finish(_ c: Connection, reset: Bool) {
+        if settings.accessLog {
+            let how = reset ? "reset" : "closed"
+            let target = c.endpoint.map { "\($0.spec.address) \($0.spec.target)" } ?? "no endpoint"
+            logger.info("access: \(c.clientAddress) → \(c.frontend) (\(c.pool.name)) → \(target): \(c.bytesUp) B up, \(c.bytesDown) B down, \((now &- c.opened) / 1_000_000) ms, \(how)")
+        }
         forget(c.client)
-        if reset { TCPSocket.abort(c.client) } else { close(c.client) }
+        closeLater(c.client, reset: reset)
         if c.upstream >= 0 {
             forget(c.upstream)
-            if reset { TCPSocket.abort(c.upstream) } else { close(c.upstream) }
+            closeLater(c.upstream, reset: reset)
             c.upstream = -1
         }
         if let e = c.endpoint {
@@ -241,6 +302,19 @@ extension ProxyEngine {
         for pipe in [c.toUpstream.pipe, c.toClient.pipe].compactMap({ $0 }) { givePipe(pipe, empty: !reset) }
         c.toUpstream.pipe = nil
         c.toClient.pipe = nil
+    }
+
+    /// Descriptors are closed after the current batch of events, never during it: a number
+    /// closed mid-batch could be reused by an accept or connect in the same batch, and an event
+    /// fetched for the old socket would then be applied to the new one.
+    private func closeLater(_ fd: Int32, reset: Bool) {
+        if reset { TCPSocket.setResetOnClose(fd) }
+        closing.append(fd)
+    }
+
+    func closeDeferred() {
+        for fd in closing { close(fd) }
+        closing.removeAll(keepingCapacity: true)
     }
 
     private func takePipe() throws -> SplicePipe {

@@ -24,6 +24,8 @@ public enum EngineCommand: Sendable {
 public struct EngineSettings: Sendable {
     /// A connection with no bytes either way for this long is closed; 0 never.
     public var idleTimeoutSeconds: Double = 3600
+    /// A log line per connection as it ends (client, frontend, pool, endpoint, bytes, duration).
+    public var accessLog = false
     /// The splice pipe per direction (bounded buffer: reading stops while it is full).
     public var pipeBytes: Int32 = 256 * 1024
     public init() {}
@@ -50,6 +52,11 @@ public final class ProxyEngine: @unchecked Sendable {
     var connections: [Connection?] = []
     var openConnections = 0
     var timers = TimerHeap()
+    var dialSequence: UInt32 = 0
+    var closing: [Int32] = []
+    /// The copy buffer every connection shares on this thread (see `move`).
+    static let scratchBytes = 64 * 1024
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: ProxyEngine.scratchBytes, alignment: 64)
     var sparePipes: [SplicePipe] = []
     var now: UInt64 = monotonicNanoseconds()
     var nextSweep: UInt64 = 0
@@ -67,9 +74,14 @@ public final class ProxyEngine: @unchecked Sendable {
         try epoll.add(wake.fd, events: Epoll.readable, token: Token.wake)
     }
 
+    deinit { scratch.deallocate() }
+
     /// Starts the engine's thread.
     public func start() {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // A write to a socket the peer reset must fail with EPIPE, not kill the process
+        // (spawned programs get the default back: kemu_spawn resets every signal).
+        signal(SIGPIPE, SIG_IGN)
         let thread = Thread { [self] in
             loop()
             let continuation = stopped.withLock { c in defer { c = nil }; return c }
@@ -124,8 +136,10 @@ public final class ProxyEngine: @unchecked Sendable {
             }
             runTimers()
             if now >= nextSweep { sweep() }
+            closeDeferred()
         }
         shutdownAll()
+        closeDeferred()
     }
 
     private func applyCommands() {

@@ -9,7 +9,8 @@ final class ProxyMetrics: Sendable {
     /// kube-proxy's sync_proxy_rules_duration_seconds buckets: 1 ms doubling.
     static let syncBuckets: [Double] = (0..<15).map { 0.001 * Double(1 << $0) }
     /// Finer than kube-proxy's (0.25 s …) because kemu applies a change in milliseconds.
-    static let programmingBuckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+    static let programmingBuckets: [Double] = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                                               0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
     struct Histogram {
         var buckets: [UInt64]

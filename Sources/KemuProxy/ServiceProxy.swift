@@ -21,6 +21,14 @@ public struct ProxyConfig: Sendable {
     public var managedRanges: [IPv4Network] = []
     /// Addresses in the managed ranges that belong to someone else (the cluster DNS IP).
     public var reservedAddresses: Set<IPv4Address> = []
+    /// Ranges made local with one route at start (the service CIDR): their addresses are
+    /// never added one by one. Others (external and load-balancer IPs) get a /32 on lo each.
+    public var localRanges: [IPv4Network] = []
+
+    /// A node's proxy, or the emulated cloud load balancer (the `lb` host): LoadBalancer
+    /// Services' ingress IPs, balanced to their NodePorts on Ready nodes.
+    public enum Role: Sendable { case node, cloudLoadBalancer }
+    public var role = Role.node
 
     public init(context: PlanContext) { self.context = context }
 }
@@ -31,6 +39,8 @@ public protocol LocalAddresses: Sendable {
     func add(_ ip: IPv4Address) throws
     func remove(_ ip: IPv4Address) throws
     func list() throws -> [IPv4Address]
+    /// Makes a whole range local at once.
+    func addRange(_ network: IPv4Network) throws
 }
 
 /// kube-proxy's job for one node: follows Services and EndpointSlices, turns each changed
@@ -46,6 +56,7 @@ public final class ServiceProxy: Sendable {
     let state = Mutex(State())
     let changed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let metrics = ProxyMetrics()
+    let started = Date()
 
     struct Key: Hashable, Comparable, CustomStringConvertible {
         var namespace: String
@@ -67,6 +78,8 @@ public final class ServiceProxy: Sendable {
         var pools: [String: ServicePlan.Pool] = [:]
         var listening: [SocketAddress: String] = [:]
         var reported: [Key: [String]] = [:]
+        /// The cloud load balancer's view of the nodes.
+        var nodes: [String: BalancedNode] = [:]
         /// When the oldest change not yet applied arrived.
         var pendingSince: Date?
     }
@@ -91,13 +104,20 @@ public final class ServiceProxy: Sendable {
 
     /// Runs until cancelled.
     public func run() async throws {
+        let limit = raiseDescriptorLimit(to: 1 << 20)
+        if limit < 65536 { logger.warning("open files limited to \(limit): many Services or connections will fail") }
+        for range in config.localRanges { try addresses.addRange(range) }
         engine.start()
         defer { Task { await engine.stop() } }
-        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!)
-        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!)
+        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
+        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }
+            if config.role == .cloudLoadBalancer {
+                let nodes = Informer(client, APIResources.all.first { $0.resource == "nodes" }!)
+                group.addTask { try await nodes.run { self.nodeEvent($0) } }
+            }
             group.addTask { try await self.syncLoop() }
             group.addTask { try await ProxyStatusServer(proxy: self).run() }
             try await group.next()
@@ -112,6 +132,25 @@ public final class ServiceProxy: Sendable {
             case let .deleted(o): s.services[Key(namespace: o.namespace, name: o.name)] = nil; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
             case .synced: s.servicesSynced = true
             }
+            if s.pendingSince == nil { s.pendingSince = Date() }
+        }
+        changed.continuation.yield()
+    }
+
+    /// A node came, went, or changed readiness: every LoadBalancer Service is planned again.
+    func nodeEvent(_ event: InformerEvent) {
+        state.withLock { s in
+            switch event {
+            case let .added(o), let .updated(_, o):
+                let ip = (o[path: "status.addresses"]?.array ?? []).first { $0["type"]?.string == "InternalIP" }?["address"]?.string
+                let ready = (o[path: "status.conditions"]?.array ?? []).contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
+                let node = ip.flatMap(IPv4Address.init).map { BalancedNode(name: o.name, address: $0, ready: ready) }
+                if s.nodes[o.name] == node { return }
+                s.nodes[o.name] = node
+            case let .deleted(o): s.nodes[o.name] = nil
+            case .synced: return
+            }
+            s.dirty.formUnion(s.services.keys)
             if s.pendingSince == nil { s.pendingSince = Date() }
         }
         changed.continuation.yield()
@@ -140,12 +179,17 @@ public final class ServiceProxy: Sendable {
         changed.continuation.yield()
     }
 
+    /// RFC 3339 with or without a fraction of any length (upstream writes nanoseconds).
     static func parseTime(_ text: String) -> Date? {
+        var whole = text
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." }) {
+            fraction = Double("0" + text[dot..<end]) ?? 0
+            whole = String(text[..<dot] + text[end...])
+        }
         let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = formatter.date(from: text) { return d }
         formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
+        return formatter.date(from: whole).map { $0.addingTimeInterval(fraction) }
     }
 
     /// Waits for changes, applies them, then rests `minSyncInterval` so bursts coalesce. Nothing
@@ -169,8 +213,15 @@ public final class ServiceProxy: Sendable {
             s.dirty.removeAll()
             s.pendingSince = nil
             defer { s.triggers.removeAll() }
+            let nodes = s.nodes.values.sorted { $0.name < $1.name }
             return (keys.map { k in
-                (k, s.services[k].map { ServicePlan(service: $0, slices: Array((s.slices[k] ?? [:]).values).sorted { $0.name < $1.name }, context: config.context) })
+                (k, s.services[k].map { service in
+                    let slices = Array((s.slices[k] ?? [:]).values).sorted { $0.name < $1.name }
+                    switch config.role {
+                    case .node: return ServicePlan(service: service, slices: slices, context: config.context)
+                    case .cloudLoadBalancer: return ServicePlan(loadBalancerFor: service, slices: slices, nodes: nodes, defaults: config.context.defaults)
+                    }
+                })
             }, s.triggers)
         }
         var commands: [EngineCommand] = []
@@ -186,15 +237,22 @@ public final class ServiceProxy: Sendable {
         for ip in removedAddresses {
             do { try addresses.remove(ip) } catch { logger.warning("removing \(ip) from lo: \(error)") }
         }
-        if initial { removeLeftoverAddresses() }
+        if initial {
+            removeLeftoverAddresses()
+            returnFreedMemory()  // the first lists' parse buffers go back to the system
+        }
         let finished = Date()
+        if initial {
+            let (listeners, addresses) = state.withLock { ($0.listening.count, $0.addressUsers.count) }
+            logger.info("first sync: \(work.count) services, \(listeners) listeners, \(addresses) addresses on lo in \(Int(finished.timeIntervalSince(started) * 1000)) ms (\(Int(finished.timeIntervalSince(self.started) * 1000)) ms since the proxy started)")
+        }
         metrics.observeSync(seconds: finished.timeIntervalSince(started), services: work.count)
         for (_, trigger) in triggers { metrics.observeProgramming(seconds: finished.timeIntervalSince(trigger)) }
     }
 
     private func apply(_ key: Key, from old: ServicePlan, to new: ServicePlan, _ commands: inout [EngineCommand], _ removedAddresses: inout [IPv4Address]) {
         // Addresses first: a listener on an address not yet local would accept nothing.
-        for ip in new.localAddresses.subtracting(old.localAddresses) {
+        for ip in new.localAddresses.subtracting(old.localAddresses) where !config.localRanges.contains(where: { $0.contains(ip) }) {
             let first = state.withLock { s in
                 s.addressUsers[ip, default: 0] += 1
                 return s.addressUsers[ip] == 1
@@ -230,7 +288,7 @@ public final class ServiceProxy: Sendable {
             state.withLock { $0.listening[address] = nil }
         }
         for name in old.pools.keys where new.pools[name] == nil { commands.append(.removePool(name)) }
-        for ip in old.localAddresses.subtracting(new.localAddresses) {
+        for ip in old.localAddresses.subtracting(new.localAddresses) where !config.localRanges.contains(where: { $0.contains(ip) }) {
             let last = state.withLock { s in
                 s.addressUsers[ip, default: 1] -= 1
                 if s.addressUsers[ip] == 0 { s.addressUsers[ip] = nil; return true }

@@ -9,6 +9,9 @@ public final class Store: Sendable {
         var revision: Int64 = 0
         /// resource → namespace → name → object
         var objects: [String: [String: [String: JSON]]] = [:]
+        /// resource → namespace → "key=value" → names: a list by label (an EndpointSlice's
+        /// Service, a ReplicaSet's pods) reads only the objects that carry the label.
+        var labelIndex: [String: [String: [String: Set<String>]]] = [:]
         var history: EventHistory
         var watchers: [String: [Int: Watcher]] = [:]
         var nextWatcherID = 0
@@ -32,6 +35,7 @@ public final class Store: Sendable {
         s.revision = loaded.revision
         for (resource, object) in loaded.objects {
             s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
+            Self.index(&s, resource, object, present: true)
         }
         // Nothing before this revision can be replayed to a watch.
         s.history.compacted = loaded.revision
@@ -57,13 +61,20 @@ public final class Store: Sendable {
             let byNamespace = s.objects[resource] ?? [:]
             let namespaces = namespace.map { [$0] } ?? byNamespace.keys.sorted()
             var items: [JSON] = []
+            let indexed = labels.requirements.first { $0.op == .equals || ($0.op == .in && $0.values.count == 1) }
             for ns in namespaces {
                 guard let objects = byNamespace[ns] else { continue }
                 if let name = fields.name {
                     if let o = objects[name], filter.matches(o) { items.append(o) }
                     continue
                 }
-                for name in objects.keys.sorted() where filter.matches(objects[name]!) { items.append(objects[name]!) }
+                if let r = indexed {
+                    let names = s.labelIndex[resource]?[ns]?["\(r.key)=\(r.values[0])"] ?? []
+                    for name in names.sorted() { if let o = objects[name], filter.matches(o) { items.append(o) } }
+                    continue
+                }
+                // Match first, sort what matched: a selective list of a big namespace stays cheap.
+                items += objects.filter { filter.matches($0.value) }.sorted { $0.key < $1.key }.map(\.value)
             }
             return (items, s.revision)
         }
@@ -229,6 +240,18 @@ public final class Store: Sendable {
         state.withLock { $0.deleteHooks[resource, default: []].append(hook) }
     }
 
+    static func index(_ s: inout State, _ resource: String, _ object: JSON, present: Bool) {
+        for (key, value) in object.labels {
+            let label = "\(key)=\(value)"
+            if present {
+                s.labelIndex[resource, default: [:]][object.namespace, default: [:]][label, default: []].insert(object.name)
+            } else {
+                s.labelIndex[resource]?[object.namespace]?[label]?.remove(object.name)
+                if s.labelIndex[resource]?[object.namespace]?[label]?.isEmpty == true { s.labelIndex[resource]?[object.namespace]?[label] = nil }
+            }
+        }
+    }
+
     /// Assigns the next revision, logs, applies and publishes one change. Called with the lock held,
     /// so revisions, the log and every watcher see changes in one order.
     func commit(_ s: inout State, _ resource: String, old: JSON?, new object: inout JSON, deleting: Bool = false) throws {
@@ -236,11 +259,13 @@ public final class Store: Sendable {
         object.resourceVersion = revision
         try s.log?.append(revision: revision, resource: resource, object: object, deleted: deleting)
         s.revision = revision
+        if let previous = s.objects[resource]?[object.namespace]?[object.name] { Self.index(&s, resource, previous, present: false) }
         if deleting {
             s.objects[resource]?[object.namespace]?[object.name] = nil
             for hook in s.deleteHooks[resource] ?? [] { hook(object) }
         } else {
             s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
+            Self.index(&s, resource, object, present: true)
         }
         let change = Change(revision: revision, resource: resource, old: old, new: deleting ? nil : object, deleted: deleting ? object : nil)
         s.history.append(change)

@@ -12,6 +12,14 @@ public enum Timestamp {
                       parts.tm_hour, parts.tm_min, parts.tm_sec)
     }
 
+    /// With nanoseconds, as upstream writes `endpoints.kubernetes.io/last-change-trigger-time`
+    /// (RFC 3339 Nano): `2026-11-22T01:37:30.123456789Z`.
+    public static func formatNano(_ date: Date) -> String {
+        let seconds = date.timeIntervalSince1970.rounded(.down)
+        let nanos = Int((date.timeIntervalSince1970 - seconds) * 1e9)
+        return String(format: "%@.%09dZ", String(format(date).dropLast()), nanos)
+    }
+
     /// Parses `Z` and `+hh:mm` forms (the python client sends `+00:00`).
     public static func parse(_ text: String) -> Date? {
         let formatter = ISO8601DateFormatter()

@@ -20,6 +20,10 @@ public final class Epoll: @unchecked Sendable {
     public static let writable = EPOLLOUT.rawValue
     /// An error or hang-up on the descriptor (reported whether asked for or not).
     public static let failed = EPOLLERR.rawValue | EPOLLHUP.rawValue
+    /// The peer will send no more (or the socket failed): read until end of stream.
+    public static let peerClosed = EPOLLRDHUP.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue
+    /// Anything a connection's socket may report.
+    public static let any = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue
 
     /// Room for the events one `wait` returns; the loop keeps one and reads it after each wait.
     public final class Events {
@@ -87,3 +91,24 @@ public func monotonicNanoseconds() -> UInt64 {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
+
+/// Raises this process's open-file limit (soft and, as root, hard) towards `wanted`: a proxy
+/// holds a listening socket per service port and two sockets and two pipes per connection.
+/// Returns the soft limit in force afterwards.
+@discardableResult
+public func raiseDescriptorLimit(to wanted: UInt) -> UInt {
+    var limit = rlimit()
+    getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+    if limit.rlim_cur >= wanted { return limit.rlim_cur }
+    var raised = rlimit(rlim_cur: wanted, rlim_max: max(limit.rlim_max, wanted))
+    if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) != 0 {
+        raised = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised)
+    }
+    getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+    return limit.rlim_cur
+}
+
+/// Gives memory the process freed back to the system (malloc_trim): after a burst such as a
+/// first list of 10,000 objects, RSS then shows what is kept, not what was parsed once.
+public func returnFreedMemory() { kemu_malloc_trim() }

@@ -112,9 +112,36 @@ public enum TCPSocket {
 
     /// Closes with a reset (SO_LINGER 0): the peer sees ECONNRESET at once, not an orderly end.
     public static func abort(_ fd: Int32) {
+        setResetOnClose(fd)
+        close(fd)
+    }
+
+    /// SO_LINGER 0: the close that follows sends a reset.
+    public static func setResetOnClose(_ fd: Int32) {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        close(fd)
+    }
+
+    /// recv(2) into `buffer`: the count, 0 at end of stream, or -errno (-EAGAIN: nothing now).
+    @inline(__always)
+    public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int) -> Int {
+        while true {
+            let n = recv(fd, buffer, count, Int32(MSG_DONTWAIT))
+            if n >= 0 { return n }
+            let err = errno
+            if err != EINTR { return -Int(err) }
+        }
+    }
+
+    /// send(2) without SIGPIPE: the count written (maybe short), or -errno (-EAGAIN: full).
+    @inline(__always)
+    public static func send(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) -> Int {
+        while true {
+            let n = Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            if n >= 0 { return n }
+            let err = errno
+            if err != EINTR { return -Int(err) }
+        }
     }
 
     /// The half-close: the peer reads end-of-stream, and may still send.
@@ -168,5 +195,61 @@ public struct SplicePipe: Sendable {
             let err = errno
             if err != EINTR { return -Int(err) }
         }
+    }
+}
+
+/// Datagram sockets (the cluster DNS responder's), blocking, for a thread of their own.
+public enum UDPSocket {
+    /// Where a datagram came from, to answer it.
+    public struct Peer: Sendable {
+        var address: sockaddr_in
+    }
+
+    /// A socket bound to `address`; free-bind, so the address may become local later.
+    public static func bind(_ address: SocketAddress) throws -> Int32 {
+        let fd = try syscall("socket", "udp \(address)") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        TCPSocket.setOption(fd, Int32(IPPROTO_IP), IP_FREEBIND, 1)
+        var a = address.sockaddr
+        do {
+            _ = try withUnsafePointer(to: &a) { p in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    try syscall("bind", "udp \(address)") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+            }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Waits for a datagram; nil once the socket is shut down.
+    public static func receive(_ fd: Int32, into buffer: inout [UInt8]) -> (Int, Peer)? {
+        var peer = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { b in
+                withUnsafeMutablePointer(to: &peer) { p in
+                    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, b.baseAddress, b.count, 0, $0, &length) }
+                }
+            }
+            if n >= 0 { return (n, Peer(address: peer)) }
+            if errno != EINTR { return nil }
+        }
+    }
+
+    public static func send(_ fd: Int32, _ bytes: [UInt8], to peer: Peer) {
+        var address = peer.address
+        _ = bytes.withUnsafeBytes { b in
+            withUnsafePointer(to: &address) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+    }
+
+    /// Wakes a thread blocked in `receive` (it returns nil) and closes the socket.
+    public static func close(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
     }
 }

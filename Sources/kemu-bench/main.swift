@@ -27,6 +27,11 @@ if only == nil || only == "proxy" {
     try await ProxyBench.run(root: root)
 }
 if only == "proxy" { exit(0) }
+if only == "proxy-sync" {  // the control-plane half alone, for quick checks
+    print(try await ProxyBench.programming(kemu: "\(root)/.build/release/kemu"))
+    print(try await ProxyBench.scale(kemu: "\(root)/.build/release/kemu"))
+    exit(0)
+}
 
 func option(_ name: String, _ fallback: Int) -> Int {
     guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KemuAgent
+import KemuDNS
 import KemuClient
 import KemuNetwork
 import KemuProxy
@@ -22,6 +23,8 @@ struct Node: AsyncParsableCommand {
     @Option(help: "Memory capacity.") var memory = "8Gi"
     @Option(help: "Pod capacity.") var maxPods = 110
     @Flag(help: "Leave the Service proxy out (run it with `kemu proxy --node NAME`).") var noProxy = false
+    @Flag(help: "Leave the cluster DNS responder out.") var noDNS = false
+    @Option(help: "TTL of cluster DNS answers, seconds.") var dnsTTL: UInt32 = 5
     @OptionGroup var proxyOptions: ProxyOptions
 
     func run() async throws {
@@ -43,6 +46,11 @@ struct Node: AsyncParsableCommand {
         if !noProxy {
             services.append(ProxyService(proxy: try proxyOptions.makeProxy(node: name, network: network, client: client)))
         }
+        if !noDNS {
+            let dns = DNSServer(config: .init(address: SocketAddress(network.plan.dnsServiceIP, 53), domain: network.plan.network.clusterDomain, ttl: dnsTTL),
+                                client: client)
+            services.append(DNSService(dns: dns))
+        }
         let logger = Logger(label: "kemu.node")
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()
@@ -56,6 +64,17 @@ struct AgentService: Service {
     func run() async throws {
         try await cancelWhenGracefulShutdown {
             do { try await agent.run() } catch is CancellationError {}
+        }
+    }
+}
+
+/// The cluster DNS responder as a lifecycle service.
+struct DNSService: Service {
+    let dns: DNSServer
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do { try await dns.run() } catch is CancellationError {}
         }
     }
 }

@@ -41,6 +41,7 @@ struct ProxyOptions: ParsableArguments {
     var algorithm: BalancingAlgorithm = .roundRobin
     @Option(help: "Endpoints tried per connection before the client is reset.") var connectAttempts = 4
     @Option(help: "Seconds without a byte either way before a connection is closed (0: never).") var idleTimeout = 3600.0
+    @Flag(help: "Log a line per proxied connection as it ends.") var accessLog = false
 
     func makeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
         let index = try NodeAgent.nodeIndex(node, in: network)
@@ -50,7 +51,9 @@ struct ProxyOptions: ParsableArguments {
         context.defaults.connectAttempts = max(connectAttempts, 1)
         var config = ProxyConfig(context: context)
         config.engine.idleTimeoutSeconds = idleTimeout
+        config.engine.accessLog = accessLog
         config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
+        config.localRanges = [plan.network.serviceCIDR]
         config.reservedAddresses = [plan.dnsServiceIP]
         return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses())
     }

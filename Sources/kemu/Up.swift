@@ -46,8 +46,9 @@ struct Up: AsyncParsableCommand {
             try FileSystem.makeDirectories("\(files.state)/nodes", mode: 0o700)
             for (node, _) in network.nodes { try startAgent(node, network, files, pki) }
             say("node agents started: \(network.nodes.map(\.name).joined(separator: ", "))")
+            try startLoadBalancer(network, files, pki)
             try await waitForReadyNodes(network.nodes.map(\.name), files)
-            say("all \(network.nodes.count) nodes Ready")
+            say("all \(network.nodes.count) nodes Ready; load balancer on \(network.plan.loadBalancerIP) for \(config.network.loadBalancerPool)")
         } catch {
             FileHandle.standardError.write(Data("kemu up failed: \(error)\nremoving what was built…\n".utf8))
             Down.stopDaemons(files)
@@ -88,13 +89,25 @@ struct Up: AsyncParsableCommand {
         try Daemon.waitFor(file: files.kubeconfig, pid: pid, name: "server", files: files, seconds: 15)
     }
 
-    /// `kemu node` inside the node's namespace, with a client certificate for system:node:NAME.
-    func startAgent(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles, _ pki: ClusterPKI) throws {
-        let pair = try pki.ca.issueClient(user: "system:node:\(node)", groups: ["system:nodes"])
+    /// `kemu lb` on the lb host, with a client certificate of its own.
+    func startLoadBalancer(_ network: ClusterNetwork, _ files: ClusterFiles, _ pki: ClusterPKI) throws {
+        try writeKubeconfig(files.nodeKubeconfig("lb"), user: "system:kemu-lb", groups: [], network, pki)
+        _ = try Daemon.start("lb", files, [
+            Executable.path, "lb", "--cluster", network.plan.cluster, "--kubeconfig", files.nodeKubeconfig("lb"),
+        ], namespace: NetworkNamespace(network.plan.namespace("lb")))
+    }
+
+    func writeKubeconfig(_ path: String, user: String, groups: [String], _ network: ClusterNetwork, _ pki: ClusterPKI) throws {
+        let pair = try pki.ca.issueClient(user: user, groups: groups)
         let kubeconfig = Kubeconfig(server: "https://\(network.plan.controlPlaneIP):6443", cluster: network.plan.cluster,
                                     certificateAuthorityPEM: pki.ca.certificatePEM, clientCertificatePEM: pair.certificatePEM,
                                     clientKeyPEM: pair.privateKeyPEM)
-        try FileSystem.writeFile(files.nodeKubeconfig(node), kubeconfig.render(), mode: 0o600)
+        try FileSystem.writeFile(path, kubeconfig.render(), mode: 0o600)
+    }
+
+    /// `kemu node` inside the node's namespace, with a client certificate for system:node:NAME.
+    func startAgent(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles, _ pki: ClusterPKI) throws {
+        try writeKubeconfig(files.nodeKubeconfig(node), user: "system:node:\(node)", groups: ["system:nodes"], network, pki)
         _ = try Daemon.start("node-\(node)", files, [
             Executable.path, "node", "--name", node, "--cluster", network.plan.cluster,
             "--kubeconfig", files.nodeKubeconfig(node), "--images", Executable.imageCatalog(),

@@ -120,6 +120,25 @@ func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async 
         #expect(store.list("services").items.isEmpty)
     }
 
+    @Test func aListByLabelFollowsRelabelsAndDeletes() throws {
+        let store = Store()
+        for i in 0..<50 { try store.create("pods", pod("p\(i)", labels: ["app": i % 2 == 0 ? "web" : "db", "tier": "x"])) }
+        let web = try LabelSelector(parsing: "app=web,tier=x")
+        #expect(store.list("pods", labels: web).items.count == 25)
+        var moved = try #require(store.get("pods", namespace: "default", name: "p1"))
+        moved.labels = ["app": "web", "tier": "x"]
+        try store.update("pods", moved)
+        var left = try #require(store.get("pods", namespace: "default", name: "p0"))
+        left.labels = ["app": "gone"]
+        try store.update("pods", left)
+        try store.delete("pods", namespace: "default", name: "p2")
+        let names = store.list("pods", labels: web).items.map(\.name)
+        #expect(names.count == 24 && names.contains("p1") && !names.contains("p0") && !names.contains("p2"))
+        #expect(names == names.sorted())
+        #expect(store.list("pods", labels: try LabelSelector(parsing: "app in (gone)")).items.map(\.name) == ["p0"])
+        #expect(store.list("pods", labels: try LabelSelector(parsing: "app!=web")).items.count == 25)
+    }
+
     @Test func finalizersHoldADeletedObjectUntilTheLastIsRemoved() throws {
         let store = Store()
         var held = pod("held")

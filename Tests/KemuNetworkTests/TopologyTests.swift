@@ -47,6 +47,7 @@ import Testing
             "172.31.0.0/24 dev eth0 proto kernel",
         ])
         #expect(fake.state.namespaces["kemu-lab-node-1"]?.sysctls["net.ipv4.ip_forward"] == "1")
+        #expect(fake.state.namespaces["kemu-lab-node-1"]?.sysctls["net.ipv4.tcp_tw_reuse"] == "1")
         #expect(routes(fake.snapshot("kemu-lab-client")) == [
             "172.31.0.0/24 dev eth0 proto kernel", "172.31.1.0/24 via 172.31.0.4 dev eth0 proto static",
         ])

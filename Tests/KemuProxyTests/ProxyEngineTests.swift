@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KemuIP
 import KemuSystem
+import Logging
 import Synchronization
 import Testing
 
@@ -93,6 +94,21 @@ func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], 
     }
 }
 
+/// Keeps what a logger was told.
+final class CapturingLog: LogHandler, @unchecked Sendable {
+    let lines = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        lines.withLock { $0.append(message.description) }
+    }
+}
+
 @Suite(.serialized) struct ProxyEngineTests {
     /// An engine with one pool, listening on a loopback port of its own.
     func withEngine(_ endpoints: [SocketAddress], _ configure: (inout PoolSettings) -> Void = { _ in },
@@ -121,6 +137,25 @@ func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], 
             #expect(!reply.reset)
             #expect(String(decoding: reply.bytes, as: UTF8.self) == "a\nhello through the proxy")
         }
+    }
+
+    @Test func theAccessLogHasALinePerConnection() async throws {
+        let backend = try EchoBackend("logged")
+        defer { backend.stop() }
+        let log = CapturingLog()
+        var settings = EngineSettings()
+        settings.accessLog = true
+        let engine = try ProxyEngine(settings: settings, logger: Logger(label: "test") { _ in log })
+        engine.start()
+        let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = TCPSocket.localAddress(fd)!
+        engine.send([.setPool("default/web", PoolSettings(), [EndpointSpec(backend.address, target: "default/web-1")]), .listen(fd, address, pool: "default/web")])
+        _ = exchange(address, Array("12345".utf8))
+        _ = await engine.snapshot()  // the close was handled before this
+        await engine.stop()
+        let lines = log.lines.withLock { $0 }.filter { $0.hasPrefix("access: ") }
+        #expect(lines.count == 1)
+        #expect(lines.first?.contains("→ \(address) (default/web) → \(backend.address) default/web-1: 5 B up, 12 B down") == true, "\(lines)")
     }
 
     @Test func megabytesArriveIntactBothWays() async throws {
@@ -177,11 +212,31 @@ func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], 
     }
 
     @Test func whenEveryAttemptFailsTheClientIsReset() async throws {
-        try await withEngine([EchoBackend.closedPort(), EchoBackend.closedPort()]) { engine, address in
+        let dead = [EchoBackend.closedPort(), EchoBackend.closedPort()]
+        try await withEngine(dead) { engine, address in
             let reply = exchange(address, Array("x".utf8))
             #expect(reply.bytes.isEmpty)
-            let stats = await engine.snapshot().pools[0].stats
-            #expect(stats.rejected == 1 && stats.retries == 1)
+            let pool = await engine.snapshot().pools[0]
+            // Four attempts (kube-proxy's count), each endpoint tried before one is tried again.
+            #expect(pool.stats.rejected == 1 && pool.stats.retries == 3)
+            #expect(pool.endpoints.map(\.stats.connectFailures) == [2, 2])
+        }
+    }
+
+    @Test func manyShortConnectionsInParallelAreAllAnswered() async throws {
+        // Descriptors are reused at once by later connections; nothing meant for an earlier one
+        // (a dial timer) may touch them.
+        let backend = try EchoBackend("only")
+        defer { backend.stop() }
+        try await withEngine([backend.address]) { engine, address in
+            let answered = Atomic<Int>(0)
+            DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                for _ in 0..<100 where String(decoding: exchange(address, []).bytes, as: UTF8.self) == "only\n" {
+                    answered.add(1, ordering: .relaxed)
+                }
+            }
+            #expect(answered.load(ordering: .relaxed) == 800)
+            #expect(await engine.snapshot().pools[0].stats.rejected == 0)
         }
     }
 

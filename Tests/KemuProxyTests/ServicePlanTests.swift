@@ -119,4 +119,31 @@ import Testing
         let bad = ServicePlan(service: Self.service(annotations: [ServiceAnnotations.algorithm: "fastest"]), slices: [], context: Self.context)
         #expect(bad.problems == ["annotation kemu.io/load-balancer: \"fastest\" is not one of round-robin, least-connections, random, p2c-ewma; using round-robin"])
     }
+
+    @Test func triggerTimesParseWithAnyFraction() {
+        let whole = ServiceProxy.parseTime("2026-11-22T01:37:30Z")!
+        #expect(whole.timeIntervalSince1970 == 1_795_311_450)
+        #expect(abs(ServiceProxy.parseTime("2026-11-22T01:37:30.123456789Z")!.timeIntervalSince(whole) - 0.123456789) < 1e-6)
+        #expect(ServiceProxy.parseTime("yesterday") == nil)
+    }
+
+    @Test func theCloudLoadBalancerSendsIngressTrafficToNodePortsOfReadyNodes() {
+        var s = Self.service("LoadBalancer")
+        s["status"] = ["loadBalancer": ["ingress": [["ip": "172.31.1.5"]]]]
+        let nodes = [BalancedNode(name: "node-1", address: IPv4Address("172.31.0.11")!, ready: true),
+                     BalancedNode(name: "node-2", address: IPv4Address("172.31.0.12")!, ready: true),
+                     BalancedNode(name: "node-3", address: IPv4Address("172.31.0.13")!, ready: false)]
+        let plan = ServicePlan(loadBalancerFor: s, slices: [Self.mixed], nodes: nodes, defaults: PoolSettings())
+        #expect(plan.frontends == [SocketAddress(IPv4Address("172.31.1.5")!, 80): "default/web:http@lb"])
+        #expect(plan.pools["default/web:http@lb"]?.endpoints.map(\.address.description) == ["172.31.0.11:30080", "172.31.0.12:30080"])
+        // Local: only nodes with a ready endpoint of the Service (node-2's second one is not ready,
+        // its first is).
+        s["spec"]?["externalTrafficPolicy"] = "Local"
+        let onlyNode1 = Self.slice([Self.endpoint("10.244.1.5", node: "node-1"), Self.endpoint("10.244.2.6", node: "node-2", ready: false)])
+        let local = ServicePlan(loadBalancerFor: s, slices: [onlyNode1], nodes: nodes, defaults: PoolSettings())
+        #expect(local.pools["default/web:http@lb"]?.endpoints.map(\.nodeName) == ["node-1"])
+        // Pending (no ingress yet), or not a LoadBalancer: nothing to do.
+        #expect(ServicePlan(loadBalancerFor: Self.service("LoadBalancer"), slices: [], nodes: nodes, defaults: PoolSettings()) == ServicePlan())
+        #expect(ServicePlan(loadBalancerFor: Self.service("NodePort"), slices: [], nodes: nodes, defaults: PoolSettings()) == ServicePlan())
+    }
 }

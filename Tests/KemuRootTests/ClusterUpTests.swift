@@ -203,7 +203,7 @@ struct ClusterUpTests {
         for pid in daemons.prefix(2) { kill(pid, SIGKILL) }
         #expect(await eventually { daemons.prefix(2).allSatisfy { !FileManager.default.fileExists(atPath: "/proc/\($0)/cmdline") || (try? FileSystem.readFile("/proc/\($0)/cmdline"))?.isEmpty == true } })
         let down = try await runOff([kemu, "down", "--cluster", cluster])
-        #expect(down.status == .exited(0) && down.output.contains("stopped 1 daemons"), "\(down.output)")
+        #expect(down.status == .exited(0) && down.output.contains("stopped 2 daemons"), "\(down.output)")
         #expect(namespaces(of: cluster).isEmpty)
         #expect(!FileSystem.exists("/run/kemu/\(cluster)"))
         #expect(!FileSystem.list("/etc/netns").contains { $0.hasPrefix("kemu-\(cluster)-") })

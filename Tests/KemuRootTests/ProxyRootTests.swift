@@ -18,11 +18,9 @@ counts, failures = {}, []
 for i in range(n):
     if i == int(at):
         os.kill(int(victim), 9)
-        while True:  # dead (its sockets closed) once a zombie or gone
-            try:
-                if open(f'/proc/{victim}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z': break
-            except FileNotFoundError:
-                break
+        # Dead, its sockets closed, once reaped: a leader turns zombie while its other threads
+        # still hold the sockets.
+        while os.path.exists(f'/proc/{victim}'): pass
     try:
         s = socket.create_connection((ip, port), 5)
         s.sendall(b'GET /?format=text HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')
@@ -179,6 +177,24 @@ struct ProxyRootTests {
             let answer = try await c.kemu(["curl", "--from", "client", "http://\(nodeIP):30111/?format=text"])
             #expect(answer.output.hasPrefix("pod=web-"), "\(nodeIP): \(answer.output)")
         }
+        // Cluster DNS from inside pods: the search path finds `web`, the full name works with curl,
+        // other zones are refused (no upstream here), headless-free names resolve to the ClusterIP.
+        let lookup = "import socket\nfor n in ['web', 'web.default', 'web.default.svc.cluster.local']: print(socket.gethostbyname(n))\ntry:\n    socket.gethostbyname('example.com')\nexcept socket.gaierror as e:\n    print('refused')"
+        let resolved = try await c.kemu(["exec", "client-2", "--", "python3", "-c", lookup])
+        #expect(resolved.output == "\(web)\n\(web)\n\(web)\nrefused\n", "\(resolved.output)")
+        let byName = try await c.kemu(["curl", "--from", "client-1", "http://web.default.svc.cluster.local/?format=text"])
+        #expect(byName.output.hasPrefix("pod=web-"), "\(byName.output)")
+
+        // A LoadBalancer Service: its ingress IP from the outside client, through the lb host and
+        // a node's NodePort.
+        let public_ = "apiVersion: v1\nkind: Service\nmetadata: {name: public}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 8000, targetPort: 8080}]\n"
+        #expect(try await c.kubectl(["apply"], stdin: public_).status == .exited(0))
+        let lbIP = try await c.jsonpath("svc/public", "{.status.loadBalancer.ingress[0].ip}")
+        #expect(lbIP.hasPrefix("172.31.1."), "\(lbIP)")
+        #expect(try await eventually {
+            try await c.kemu(["curl", "--from", "client", "http://\(lbIP):8000/?format=text"]).output.hasPrefix("pod=web-")
+        })
+
         // ClientIP affinity: one client, one pod.
         let sticky = try await c.requests(from: "client-1", to: try await c.jsonpath("svc/sticky", "{.spec.clusterIP}"), 80, count: 12)
         #expect(sticky.failures.isEmpty && sticky.counts.count == 1 && sticky.counts.values.first == 12, "\(sticky)")
@@ -200,13 +216,14 @@ struct ProxyRootTests {
         #expect(metricSum(metrics, "kemu_proxy_endpoint_connections_opened_total", ["service=\"default/web\""]) >= 70)
         let health = try await runOff(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:10256/healthz"], in: "kemu-rproxy-node-1")
         #expect(health.output == "200")
-        let lo = try await runOff(["ip", "-4", "-o", "addr", "show", "dev", "lo"], in: "kemu-rproxy-node-1").output
-        #expect(lo.contains("\(web)/32"), "\(lo)")
-        // A deleted Service leaves no address behind.
+        // Every ClusterIP is local to the node through one route for the service range.
+        let local = try await runOff(["ip", "route", "show", "table", "local"], in: "kemu-rproxy-node-1").output
+        #expect(local.contains("local 10.96.0.0/16 dev lo"), "\(local)")
+        // A deleted Service stops answering at once: its ClusterIP refuses connections.
+        let stickyIP = try await c.jsonpath("svc/sticky", "{.spec.clusterIP}")
         #expect(try await c.kubectl(["delete", "svc", "sticky"]).status == .exited(0))
         #expect(try await eventually {
-            let now = try await runOff(["ip", "-4", "-o", "addr", "show", "dev", "lo"], in: "kemu-rproxy-node-1").output
-            return now.split(separator: "\n").count == lo.split(separator: "\n").count - 1
+            try await c.requests(from: "client-1", to: stickyIP, 80, count: 1).failures.first?.contains("ConnectionRefusedError") == true
         })
     }
 
@@ -225,8 +242,8 @@ struct ProxyRootTests {
         let killed = try await c.requests(from: "client-1", to: web, 80, count: 150, environment: ["KILL=\(victim.pid):30"])
         #expect(killed.failures.isEmpty, "\(killed.failures)")
         #expect(killed.counts.values.reduce(0, +) == 150)
-        let retried = metricSum(try await c.metrics("node-1"), "kemu_proxy_connect_retries_total", ["service=\"default/web\""])
-        #expect(retried >= 1, "the dead endpoint was never tried")
+        // (Whether a connection reached the dead endpoint before the proxy dropped it is a race;
+        // the black hole below makes the retry path certain.)
         #expect(try await c.readyEndpoints("web", 3))
         #expect(try await c.proxyServes("node-1", "web", endpoints: 3))
 
@@ -240,8 +257,9 @@ struct ProxyRootTests {
         let around = try await c.requests(from: "client-1", to: web, 80, count: 30)
         #expect(around.failures.isEmpty, "\(around.failures)")
         #expect(around.counts[hole.name] == nil && around.counts.values.reduce(0, +) == 30, "\(around.counts)")
-        let failed = metricSum(try await c.metrics("node-1"), "kemu_proxy_endpoint_connect_failures_total", ["pod=\"default/\(hole.name)\""])
-        #expect(failed >= 1)
+        let metrics = try await c.metrics("node-1")
+        #expect(metricSum(metrics, "kemu_proxy_endpoint_connect_failures_total", ["pod=\"default/\(hole.name)\""]) >= 1)
+        #expect(metricSum(metrics, "kemu_proxy_connect_retries_total", ["service=\"default/web\""]) >= 1)
         // Back up; a link going down took the pod's default route with it.
         _ = try await runOff(["ip", "link", "set", "eth0", "up"], in: podNamespace)
         _ = try await runOff(["ip", "route", "add", "default", "via", "10.244.2.1", "dev", "eth0"], in: podNamespace)

@@ -28,6 +28,8 @@ long kemu_splice(int from, int to, unsigned long length);
 int kemu_pipe_nonblock(int fds[2], int size);
 // eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); -1 with errno.
 int kemu_eventfd(void);
+// malloc_trim(0): hands memory malloc has freed back to the system.
+void kemu_malloc_trim(void);
 /// gettid(2).
 pid_t kemu_gettid(void);
 

@@ -1,0 +1,120 @@
+import Foundation
+import KemuAPI
+import KemuClient
+import KemuIP
+import KemuSystem
+import Logging
+import Synchronization
+
+/// The cluster DNS responder of one node: listens on the cluster DNS IP (UDP port 53) in the
+/// node's namespace, where the node's pods send their queries (their resolv.conf), and answers
+/// from its own watch of Services and EndpointSlices. Authoritative for the cluster domain and
+/// reverse names; REFUSED for every other zone (there is no upstream to forward to).
+public final class DNSServer: Sendable {
+    public struct Config: Sendable {
+        public var address: SocketAddress
+        public var domain: String
+        public var ttl: UInt32
+
+        public init(address: SocketAddress, domain: String = "cluster.local", ttl: UInt32 = 5) {
+            self.address = address
+            self.domain = domain
+            self.ttl = ttl
+        }
+    }
+
+    public let config: Config
+    let client: APIClient
+    let zone: Mutex<DNSZone>
+    let objects = Mutex<(services: [String: JSON], slices: [String: [String: JSON]])>(([:], [:]))
+    let logger = Logger(label: "kemu.dns")
+    /// Classic DNS over UDP without EDNS: answers beyond this are cut and flagged TC.
+    static let udpLimit = 512
+
+    public init(config: Config, client: APIClient) {
+        self.config = config
+        self.client = client
+        zone = Mutex(DNSZone(domain: config.domain, ttl: config.ttl))
+    }
+
+    /// Runs until cancelled.
+    public func run() async throws {
+        let socket: Int32
+        do {
+            socket = try UDPSocket.bind(config.address)
+        } catch {
+            throw KemuError(.exists, "cluster DNS cannot listen on udp \(config.address): \(error) (is another DNS responder serving this node?)")
+        }
+        let thread = Thread { [self] in serve(socket) }
+        thread.name = "kemu-dns"
+        thread.start()
+        defer { UDPSocket.close(socket) }
+        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
+        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run { self.serviceEvent($0) } }
+            group.addTask { try await slices.run { self.sliceEvent($0) } }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func serviceEvent(_ event: InformerEvent) {
+        switch event {
+        case let .added(o), let .updated(_, o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = o }
+        case let .deleted(o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = nil }
+        case .synced: break
+        }
+    }
+
+    func sliceEvent(_ event: InformerEvent) {
+        func key(_ o: JSON) -> String? { o.labels["kubernetes.io/service-name"].map { o.namespace + "/" + $0 } }
+        switch event {
+        case let .added(o), let .updated(_, o):
+            if let k = key(o) { update(key: k) { $0.slices[$1, default: [:]][o.name] = o } }
+        case let .deleted(o):
+            if let k = key(o) { update(key: k) { $0.slices[$1]?[o.name] = nil } }
+        case .synced: break
+        }
+    }
+
+    /// Applies a change to the cached objects, then re-derives that one Service's names.
+    private func update(key: String, _ change: (inout (services: [String: JSON], slices: [String: [String: JSON]]), String) -> Void) {
+        let (service, slices) = objects.withLock { o in
+            change(&o, key)
+            return (o.services[key], Array((o.slices[key] ?? [:]).values))
+        }
+        zone.withLock { $0.set(service: key, service, slices: slices) }
+    }
+
+    /// The responder's loop, on its own thread: one datagram in, one out.
+    private func serve(_ socket: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while let (n, peer) = UDPSocket.receive(socket, into: &buffer) {
+            guard let reply = respond(to: Array(buffer[0..<n])) else { continue }
+            UDPSocket.send(socket, reply, to: peer)
+        }
+    }
+
+    /// The reply datagram for a query datagram; nil when there is nothing to answer (no header,
+    /// or a response sent to us).
+    func respond(to datagram: [UInt8]) -> [UInt8]? {
+        let query: DNSMessage
+        do {
+            query = try DNSMessage.parse(datagram)
+        } catch .malformed(let id) {
+            return DNSMessage(id: id, flags: 0x8000 | UInt16(DNSMessage.ResponseCode.formatError.rawValue), questions: []).bytes()
+        } catch {
+            return nil
+        }
+        if query.isResponse { return nil }
+        var reply = zone.withLock { $0.answer(query) }
+        var bytes = reply.bytes()
+        while bytes.count > Self.udpLimit && !reply.answers.isEmpty {
+            reply.answers.removeLast(max(1, reply.answers.count / 4))
+            reply.flags |= 0x0200  // TC: the client may ask again over TCP
+            bytes = reply.bytes()
+        }
+        return bytes
+    }
+}

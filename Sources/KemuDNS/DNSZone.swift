@@ -1,0 +1,112 @@
+import KemuAPI
+import KemuIP
+
+/// The cluster's names, as Kubernetes' DNS specification gives them, from Services and their
+/// EndpointSlices: `svc.ns.svc.DOMAIN` (A to the ClusterIP; to every ready endpoint for a
+/// headless Service; CNAME for ExternalName), `_port._proto.svc.ns.svc.DOMAIN` (SRV per named
+/// port), `host.svc.ns.svc.DOMAIN` for headless endpoints with a hostname (StatefulSet pods),
+/// `a-b-c-d.ns.pod.DOMAIN`, and PTR records for ClusterIPs and named endpoints. Kept per Service,
+/// so a change re-derives one Service's names only.
+public struct DNSZone: Sendable {
+    public let domain: String
+    public var ttl: UInt32
+    private var names: [String: [DNSMessage.RecordData]] = [:]
+    private var byService: [String: [(String, DNSMessage.RecordData)]] = [:]
+
+    public init(domain: String = "cluster.local", ttl: UInt32 = 5) {
+        self.domain = domain.lowercased()
+        self.ttl = ttl
+    }
+
+    /// Replaces the records of one Service (nil: it is gone).
+    public mutating func set(service key: String, _ service: JSON?, slices: [JSON]) {
+        for (name, data) in byService.removeValue(forKey: key) ?? [] {
+            names[name]?.removeAll { $0 == data }
+            if names[name]?.isEmpty == true { names[name] = nil }
+        }
+        guard let service else { return }
+        let records = Self.records(service, slices: slices, domain: domain)
+        byService[key] = records
+        for (name, data) in records where !(names[name]?.contains(data) ?? false) { names[name, default: []].append(data) }
+    }
+
+    static func records(_ service: JSON, slices: [JSON], domain: String) -> [(String, DNSMessage.RecordData)] {
+        let base = "\(service.name).\(service.namespace).svc.\(domain)".lowercased()
+        let spec = service["spec"] ?? [:]
+        var out: [(String, DNSMessage.RecordData)] = []
+        if spec["type"]?.string == "ExternalName", let target = spec["externalName"]?.string {
+            return [(base, .cname(target.lowercased()))]
+        }
+        let clusterIP = spec["clusterIP"]?.string ?? ""
+        let ports = (spec["ports"]?.array ?? []).compactMap { p -> (String, String, UInt16)? in
+            guard let name = p["name"]?.string, !name.isEmpty, let port = p["port"]?.int.flatMap(UInt16.init(exactly:)) else { return nil }
+            return (name, (p["protocol"]?.string ?? "TCP").lowercased(), port)
+        }
+        if let ip = IPv4Address(clusterIP) {
+            out.append((base, .a(ip)))
+            out.append((reverse(ip), .ptr(base)))
+            for (name, proto, port) in ports { out.append(("_\(name)._\(proto).\(base)", .srv(priority: 0, weight: 100, port: port, target: base))) }
+            return out
+        }
+        guard clusterIP == "None" else { return [] }
+        // Headless: every ready endpoint (publishNotReadyAddresses makes them all ready).
+        for slice in slices {
+            let slicePorts = (slice["ports"]?.array ?? []).compactMap { p -> (String, String, UInt16)? in
+                guard let name = p["name"]?.string, !name.isEmpty, let port = p["port"]?.int.flatMap(UInt16.init(exactly:)) else { return nil }
+                return (name, (p["protocol"]?.string ?? "TCP").lowercased(), port)
+            }
+            for e in slice["endpoints"]?.array ?? [] where e[path: "conditions.ready"]?.bool ?? true {
+                for ip in (e["addresses"]?.array ?? []).compactMap({ $0.string.flatMap(IPv4Address.init) }) {
+                    out.append((base, .a(ip)))
+                    let host = (e["hostname"]?.string ?? ip.description.replacingOccurrences(of: ".", with: "-")).lowercased()
+                    let named = "\(host).\(base)"
+                    out.append((named, .a(ip)))
+                    if e["hostname"] != nil { out.append((reverse(ip), .ptr(named))) }
+                    for (name, proto, port) in slicePorts { out.append(("_\(name)._\(proto).\(base)", .srv(priority: 0, weight: 100, port: port, target: named))) }
+                }
+            }
+        }
+        return out
+    }
+
+    static func reverse(_ ip: IPv4Address) -> String {
+        ip.octets.reversed().map(String.init).joined(separator: ".") + ".in-addr.arpa"
+    }
+
+    /// The reply to a query.
+    public func answer(_ query: DNSMessage) -> DNSMessage {
+        guard query.opcode == 0 else { return .reply(to: query, code: .notImplemented) }
+        guard query.questions.count == 1, let q = query.questions.first else { return .reply(to: query, code: .formatError) }
+        guard q.dnsClass == 1 || q.dnsClass == 255 else { return .reply(to: query, code: .notImplemented) }
+        let inZone = q.name == domain || q.name.hasSuffix("." + domain)
+        guard inZone || q.name.hasSuffix(".in-addr.arpa") else { return .reply(to: query, code: .refused) }
+        let data = names[q.name] ?? podRecord(q.name).map { [$0] } ?? []
+        if data.isEmpty {
+            // A name with nothing under it is NXDOMAIN; the zone's own inner names (the domain,
+            // svc.DOMAIN, NS.svc.DOMAIN) exist but hold no records here.
+            return .reply(to: query, code: exists(q.name) ? .noError : .nameError)
+        }
+        let wanted: [DNSMessage.RecordData]
+        if case .cname = data[0], q.type != DNSMessage.RecordType.cname.rawValue {
+            wanted = [data[0]]
+        } else {
+            wanted = data.filter { q.type == DNSMessage.RecordType.any.rawValue || $0.type.rawValue == q.type }
+        }
+        return .reply(to: query, code: .noError, answers: wanted.map { DNSMessage.Record(name: q.name, ttl: ttl, data: $0) })
+    }
+
+    /// `a-b-c-d.NAMESPACE.pod.DOMAIN` → A a.b.c.d.
+    func podRecord(_ name: String) -> DNSMessage.RecordData? {
+        let suffix = ".pod." + domain
+        guard name.hasSuffix(suffix) else { return nil }
+        let parts = name.dropLast(suffix.count).split(separator: ".")
+        guard parts.count == 2, let ip = IPv4Address(parts[0].replacingOccurrences(of: "-", with: ".")) else { return nil }
+        return .a(ip)
+    }
+
+    func exists(_ name: String) -> Bool {
+        if name == domain || name == "svc.\(domain)" || name == "pod.\(domain)" { return true }
+        let prefix = "." + name
+        return names.keys.contains { $0.hasSuffix(prefix) }
+    }
+}
