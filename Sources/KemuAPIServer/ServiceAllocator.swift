@@ -118,6 +118,26 @@ final class ServiceAllocator: Sendable {
                 }
                 service["spec", default: [:]]["ports"] = .array(ports)
             }
+            // healthCheckNodePort: a LoadBalancer Service with externalTrafficPolicy Local gets one
+            // (the port every node's proxy answers on, 200 while it has a local endpoint).
+            if type == "LoadBalancer", service[path: "spec.externalTrafficPolicy"]?.string == "Local" {
+                if let wanted = service[path: "spec.healthCheckNodePort"]?.int.map(Int.init), wanted != 0 {
+                    if !ranges.nodePorts.contains(wanted) {
+                        errors.append(.invalid("spec.healthCheckNodePort", "\(wanted)", "provided port is not in the valid range. The range of valid ports is \(ranges.nodePorts.lowerBound)-\(ranges.nodePorts.upperBound)"))
+                    } else if taken.ports.contains(wanted) {
+                        errors.append(.invalid("spec.healthCheckNodePort", "\(wanted)", "provided port is already allocated"))
+                    } else {
+                        taken.ports.insert(wanted)
+                    }
+                } else if let port = Self.pickPort(ranges.nodePorts, taken.ports) {
+                    taken.ports.insert(port)
+                    service["spec", default: [:]]["healthCheckNodePort"] = .int(Int64(port))
+                } else {
+                    errors.append(FieldError(field: "spec.healthCheckNodePort", reason: "FieldValueInvalid", message: "failed to allocate a nodePort: range is full"))
+                }
+            } else if service[path: "spec.healthCheckNodePort"] != nil {
+                service["spec", default: [:]]["healthCheckNodePort"] = nil  // no longer Local: upstream drops it too
+            }
             // LoadBalancer IP: pending (no ingress) when the pool is full.
             if type == "LoadBalancer", let pool = ranges.loadBalancerPool, Self.loadBalancerIPs(service).isEmpty,
                let ip = Self.pick(pool, taken.lbIPs, staticBand: false) {
@@ -168,7 +188,8 @@ final class ServiceAllocator: Sendable {
     }
 
     static func nodePorts(_ s: JSON) -> [Int] {
-        (s[path: "spec.ports"]?.array ?? []).compactMap { $0["nodePort"]?.int }.map(Int.init).filter { $0 != 0 }
+        ((s[path: "spec.ports"]?.array ?? []).compactMap { $0["nodePort"]?.int } + [s[path: "spec.healthCheckNodePort"]?.int ?? 0])
+            .map(Int.init).filter { $0 != 0 }
     }
 
     static func loadBalancerIPs(_ s: JSON) -> [IPv4Address] {

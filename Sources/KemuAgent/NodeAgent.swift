@@ -230,15 +230,8 @@ public final class NodeAgent: Sendable {
     // MARK: helpers for workers
 
     func event(_ pod: JSON, type: String, reason: String, message: String) async {
-        var event: JSON = ["apiVersion": "v1", "kind": "Event",
-                           "involvedObject": ["kind": "Pod", "namespace": .string(pod.namespace), "name": .string(pod.name),
-                                              "uid": .string(pod.uid), "apiVersion": "v1"],
-                           "reason": .string(reason), "message": .string(message), "type": .string(type),
-                           "source": ["component": "kubelet", "host": .string(config.nodeName)],
-                           "firstTimestamp": .string(Timestamp.now()), "lastTimestamp": .string(Timestamp.now()), "count": 1,
-                           "reportingComponent": "kubelet", "reportingInstance": .string(config.nodeName)]
-        event.name = "\(pod.name).\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
-        event.namespace = pod.namespace
+        let event = Events.make(for: pod, kind: "Pod", type: type, reason: reason, message: message, component: "kubelet",
+                                host: config.nodeName, at: Timestamp.now())
         do { try await client.create(events, event) } catch { logger.warning("event \(reason) for \(pod.name): \(error)") }
     }
 

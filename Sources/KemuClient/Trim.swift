@@ -25,7 +25,7 @@ public enum Trim {
 
     static func metadata(_ o: JSON) -> JSON {
         var m: JSON = ["name": .string(o.name), "namespace": .string(o.namespace)]
-        for key in ["resourceVersion", "labels", "annotations"] { if let v = o[path: "metadata.\(key)"] { m[key] = v } }
+        for key in ["uid", "resourceVersion", "labels", "annotations"] { if let v = o[path: "metadata.\(key)"] { m[key] = v } }
         return m
     }
 }

@@ -24,7 +24,9 @@ struct ProxyStatusServer {
                     .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                     .childChannelInitializer { channel in
                         channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                            try channel.pipeline.syncOperations.addHandler(StatusHandler(proxy: proxy, paths: paths))
+                            try channel.pipeline.syncOperations.addHandler(StatusHandler { path in
+                                await ProxyStatusServer.respond(proxy, path: paths.contains(path) ? path : "/404")
+                            })
                         }
                     }
                     .bind(host: address.ip.description, port: Int(address.port)).get()
@@ -61,17 +63,15 @@ struct ProxyStatusServer {
     }
 }
 
+/// A small HTTP/1.1 responder: every request's path goes to `respond`.
 final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-    let proxy: ServiceProxy
-    let paths: [String]
+    typealias Respond = @Sendable (String) async -> (HTTPResponseStatus, String, String)
+    let respond: Respond
     private var path = ""
 
-    init(proxy: ServiceProxy, paths: [String]) {
-        self.proxy = proxy
-        self.paths = paths
-    }
+    init(_ respond: @escaping Respond) { self.respond = respond }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -80,12 +80,12 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
         case .body:
             break
         case .end:
-            let path = paths.contains(self.path) ? self.path : "/404"
-            let proxy = self.proxy
+            let path = self.path
+            let respond = self.respond
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             Task {
-                let (status, type, body) = await ProxyStatusServer.respond(proxy, path: path)
+                let (status, type, body) = await respond(path)
                 loop.execute {
                     let (handler, context) = bound.value
                     handler.write(context, status, type, body)

@@ -15,6 +15,13 @@ public struct ServicePlan: Equatable, Sendable {
     /// Listen address → pool name.
     public var frontends: [SocketAddress: String] = [:]
     public var localAddresses: Set<IPv4Address> = []
+    /// The healthCheckNodePort this node answers on, and its ready local endpoints.
+    public var healthCheck: HealthCheck?
+
+    public struct HealthCheck: Equatable, Sendable {
+        public var port: UInt16
+        public var localEndpoints: Int
+    }
     /// Things the Service's owner should hear about (a bad annotation, a port nobody serves).
     public var problems: [String] = []
 
@@ -90,6 +97,20 @@ extension ServicePlan {
             }
         }
         localAddresses = Set(clusterIPs + externalIPs + loadBalancerIPs)
+        if type == "LoadBalancer", externalLocal, let port = spec["healthCheckNodePort"]?.int.flatMap(UInt16.init(exactly:)), port > 0 {
+            healthCheck = HealthCheck(port: port, localEndpoints: Self.readyLocalEndpoints(slices, node: context.nodeName))
+        }
+    }
+
+    /// Ready endpoints (addresses) of the Service on `node`.
+    static func readyLocalEndpoints(_ slices: [JSON], node: String) -> Int {
+        var ips: Set<String> = []
+        for slice in slices {
+            for e in slice["endpoints"]?.array ?? [] where e["nodeName"]?.string == node && (e[path: "conditions.ready"]?.bool ?? true) {
+                if let ip = e["addresses"]?.array?.first?.string { ips.insert(ip) }
+            }
+        }
+        return ips.count
     }
 
     /// kube-proxy's endpoint categories for one port: ready endpoints, else serving and

@@ -56,6 +56,7 @@ public final class ServiceProxy: Sendable {
     let state = Mutex(State())
     let changed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let metrics = ProxyMetrics()
+    let healthChecks = HealthCheckServer(logger: Logger(label: "kemu.proxy.healthcheck"))
     let started = Date()
 
     struct Key: Hashable, Comparable, CustomStringConvertible {
@@ -80,6 +81,10 @@ public final class ServiceProxy: Sendable {
         var reported: [Key: [String]] = [:]
         /// The cloud load balancer's view of the nodes.
         var nodes: [String: BalancedNode] = [:]
+        /// Services whose plan has a health check port.
+        var healthChecked: Set<Key> = []
+        /// The last event reason the load balancer reported per Service.
+        var balancerReported: [Key: String] = [:]
         /// When the oldest change not yet applied arrived.
         var pendingSince: Date?
     }
@@ -108,7 +113,10 @@ public final class ServiceProxy: Sendable {
         if limit < 65536 { logger.warning("open files limited to \(limit): many Services or connections will fail") }
         for range in config.localRanges { try addresses.addRange(range) }
         engine.start()
-        defer { Task { await engine.stop() } }
+        defer {
+            healthChecks.closeAll()
+            Task { await engine.stop() }
+        }
         let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
         let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -234,6 +242,15 @@ public final class ServiceProxy: Sendable {
             report(key, new.problems)
         }
         engine.send(commands)
+        if config.role == .cloudLoadBalancer { reportBalancers(work.map(\.0)) }
+        if work.contains(where: { $0.1?.healthCheck != nil }) || !state.withLock({ $0.healthChecked.isEmpty }) {
+            healthChecks.update(state.withLock { s in
+                s.healthChecked = Set(s.plans.filter { $0.value.healthCheck != nil }.keys)
+                return Dictionary(s.healthChecked.compactMap { k in
+                    s.plans[k]?.healthCheck.map { ($0.port, HealthCheckServer.Entry(namespace: k.namespace, name: k.name, localEndpoints: $0.localEndpoints)) }
+                }, uniquingKeysWith: { a, _ in a })
+            })
+        }
         for ip in removedAddresses {
             do { try addresses.remove(ip) } catch { logger.warning("removing \(ip) from lo: \(error)") }
         }
@@ -295,6 +312,48 @@ public final class ServiceProxy: Sendable {
                 return false
             }
             if last { removedAddresses.append(ip) }
+        }
+    }
+
+    /// The cloud load balancer's events, as a cloud controller posts them: a LoadBalancer Service
+    /// the allocator could give no address (the pool is used up) gets a warning; one that is
+    /// served, a normal event. Each once per change of state.
+    private func reportBalancers(_ keys: [Key]) {
+        let pool = config.localRanges.first.map { " \($0)" } ?? ""
+        let due: [(JSON, String, String, String)] = state.withLock { s in
+            keys.compactMap { key in
+                guard let service = s.services[key], service[path: "spec.type"]?.string == "LoadBalancer" else {
+                    s.balancerReported[key] = nil
+                    return nil
+                }
+                let served = !(s.plans[key]?.frontends.isEmpty ?? true)
+                let pending = (service[path: "status.loadBalancer.ingress"]?.array ?? []).isEmpty
+                let (type, reason, message): (String, String, String)
+                if pending {
+                    (type, reason, message) = ("Warning", "SyncLoadBalancerFailed",
+                                               "no free address in the load-balancer pool\(pool): the Service stays pending until an address is released and the Service is updated")
+                } else if served {
+                    (type, reason, message) = ("Normal", "EnsuredLoadBalancer", "Ensured load balancer")
+                } else {
+                    return nil
+                }
+                if s.balancerReported[key] == reason { return nil }
+                s.balancerReported[key] = reason
+                return (service, type, reason, message)
+            }
+        }
+        guard !due.isEmpty else { return }
+        let events = APIResources.all.first { $0.resource == "events" }!
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        let now = formatter.string(from: Date())
+        let client = self.client, logger = self.logger
+        for (service, type, reason, message) in due {
+            if type == "Warning" { logger.warning("service \(service.namespace)/\(service.name): \(message)") }
+            let event = Events.make(for: service, kind: "Service", type: type, reason: reason, message: message, component: "service-controller", at: now)
+            Task {
+                do { _ = try await client.create(events, event) } catch { logger.warning("event \(reason): \(error)") }
+            }
         }
     }
 

@@ -71,6 +71,27 @@ import Testing
         #expect(Set(ips) == ["172.31.1.1", "172.31.1.2"])  // the third stays pending
     }
 
+    @Test func localLoadBalancersGetAHealthCheckNodePortThatIsReleasedWithThem() {
+        let a = ServiceAllocator(ServiceRanges(), existing: [])
+        var s = service("local", type: "LoadBalancer")
+        s["spec"]?["externalTrafficPolicy"] = "Local"
+        #expect(a.allocate(&s).isEmpty)
+        let health = s[path: "spec.healthCheckNodePort"]?.int
+        #expect(health != nil && health != s[path: "spec.ports"]?.array?.first?["nodePort"]?.int)
+        #expect(a.counts.ports == 2)
+        // Back to Cluster: the field goes, and its port with it.
+        var cluster = s
+        cluster["spec"]?["externalTrafficPolicy"] = "Cluster"
+        #expect(a.reallocate(&cluster, replacing: s).isEmpty)
+        #expect(cluster[path: "spec.healthCheckNodePort"] == nil && a.counts.ports == 1)
+        a.release(cluster)
+        #expect(a.counts.ports == 0)
+        var wrong = service("wrong", type: "LoadBalancer")
+        wrong["spec"]?["externalTrafficPolicy"] = "Local"
+        wrong["spec"]?["healthCheckNodePort"] = 80
+        #expect(a.allocate(&wrong).map(\.field) == ["spec.healthCheckNodePort"])
+    }
+
     @Test func concurrentCreatesNeverShareAnAddress() async {
         let a = ServiceAllocator(ServiceRanges(serviceCIDR: IPv4Network("10.96.0.0/24")!), existing: [])
         let ips = await withTaskGroup(of: String?.self) { group in

@@ -146,4 +146,15 @@ import Testing
         #expect(ServicePlan(loadBalancerFor: Self.service("LoadBalancer"), slices: [], nodes: nodes, defaults: PoolSettings()) == ServicePlan())
         #expect(ServicePlan(loadBalancerFor: Self.service("NodePort"), slices: [], nodes: nodes, defaults: PoolSettings()) == ServicePlan())
     }
+
+    @Test func aLocalLoadBalancerHasAHealthCheckCountingReadyLocalEndpoints() {
+        let s = Self.service("LoadBalancer", extra: ["externalTrafficPolicy": "Local", "healthCheckNodePort": 31999])
+        #expect(ServicePlan(service: s, slices: [Self.mixed], context: Self.context).healthCheck == .init(port: 31999, localEndpoints: 1))
+        var node2 = Self.context
+        node2.nodeName = "node-2"  // one ready, one not
+        #expect(ServicePlan(service: s, slices: [Self.mixed], context: node2).healthCheck?.localEndpoints == 1)
+        node2.nodeName = "node-9"
+        #expect(ServicePlan(service: s, slices: [Self.mixed], context: node2).healthCheck?.localEndpoints == 0)
+        #expect(ServicePlan(service: Self.service("LoadBalancer"), slices: [Self.mixed], context: Self.context).healthCheck == nil)
+    }
 }

@@ -195,6 +195,22 @@ struct ProxyRootTests {
             try await c.kemu(["curl", "--from", "client", "http://\(lbIP):8000/?format=text"]).output.hasPrefix("pod=web-")
         })
 
+        // externalTrafficPolicy Local: a healthCheckNodePort, answered by every node's proxy with
+        // its count of local endpoints (503 without one).
+        for (name, app) in [("local-lb", "web"), ("nobody", "none")] {
+            let manifest = "apiVersion: v1\nkind: Service\nmetadata: {name: \(name)}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {app: \(app)}\n  ports: [{port: 8001, targetPort: 8080}]\n"
+            #expect(try await c.kubectl(["apply"], stdin: manifest).status == .exited(0))
+        }
+        let onNode1 = pods.filter { $0.node == "node-1" }.count
+        for (name, body, code) in [("local-lb", "\"localEndpoints\":\(onNode1),", "200"), ("nobody", "\"localEndpoints\":0,", "503")] {
+            let port = try await c.jsonpath("svc/\(name)", "{.spec.healthCheckNodePort}")
+            #expect(Int(port) != nil, "\(name): no healthCheckNodePort")
+            #expect(try await eventually {
+                let answer = try await runOff(["curl", "-sS", "-w", " %{http_code}", "http://172.31.0.11:\(port)/healthz"], in: "kemu-rproxy-client").output
+                return answer.contains("\"name\":\"\(name)\"") && answer.contains(body) && answer.hasSuffix(" \(code)")
+            }, "\(name)")
+        }
+
         // ClientIP affinity: one client, one pod.
         let sticky = try await c.requests(from: "client-1", to: try await c.jsonpath("svc/sticky", "{.spec.clusterIP}"), 80, count: 12)
         #expect(sticky.failures.isEmpty && sticky.counts.count == 1 && sticky.counts.values.first == 12, "\(sticky)")
@@ -302,5 +318,23 @@ struct ProxyRootTests {
         #expect(try await eventually(10) { try await c.requests(from: "client-1", to: web, 80, count: 1).failures.isEmpty })
         let again = try await c.requests(from: "client-1", to: web, 80, count: 9)
         #expect(again.failures.isEmpty && again.counts.count == 3, "\(again)")
+    }
+
+    @Test func anExhaustedLoadBalancerPoolLeavesTheServicePendingWithAnEvent() async throws {
+        let c = TestCluster("rlbpool")
+        defer { c.down() }
+        // Two usable addresses: 172.31.1.1 and .2.
+        #expect(try await c.up(config: "nodes: 1\nnetwork:\n  loadBalancerPool: 172.31.1.0/30\n").status == .exited(0))
+        let services = (1...3).map { "apiVersion: v1\nkind: Service\nmetadata: {name: lb\($0)}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n" }
+        for s in services { #expect(try await c.kubectl(["apply"], stdin: s).status == .exited(0)) }
+        let addresses = try await c.jsonpath("svc", "{range .items[*]}{.metadata.name}={.status.loadBalancer.ingress[0].ip} {end}")
+        let ips = Set(addresses.split(separator: " ").compactMap { $0.split(separator: "=").dropFirst().first.map(String.init) })
+        #expect(ips == ["172.31.1.1", "172.31.1.2"] && addresses.hasSuffix("lb3= "), "\(addresses)")
+        let events = { (name: String) in
+            try await c.kubectl(["get", "events", "--field-selector", "involvedObject.name=\(name)", "-o", "jsonpath={.items[*].reason}: {.items[*].message}"]).output
+        }
+        #expect(try await eventually { try await events("lb3").hasPrefix("SyncLoadBalancerFailed: no free address in the load-balancer pool 172.31.1.0/30") })
+        #expect(try await eventually { try await events("lb1").hasPrefix("EnsuredLoadBalancer") })
+        #expect(try await c.kubectl(["get", "svc", "lb3"]).output.contains("<pending>"))
     }
 }

@@ -162,10 +162,15 @@ struct TestCluster {
         cacheDir = NSTemporaryDirectory() + "kemu-\(name)-kubectl-\(UUID().uuidString)"
     }
 
-    /// `kemu up`, after removing what a crashed earlier run left.
-    func up() async throws -> (status: ProcessExit, output: String) {
+    /// `kemu up` (with `config`, a cluster.yaml text, if given), after removing what a crashed
+    /// earlier run left.
+    func up(config: String? = nil) async throws -> (status: ProcessExit, output: String) {
         _ = try await runOff([kemu, "down", "--cluster", name])
-        return try await runOff([kemu, "up", "--cluster", name])
+        guard let config else { return try await runOff([kemu, "up", "--cluster", name]) }
+        let file = cacheDir + "-cluster.yaml"
+        try config.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        return try await runOff([kemu, "up", "-f", file, "--cluster", name])
     }
 
     func down() {
