@@ -125,7 +125,12 @@ let package = Package(
         // The cluster DNS responder each node runs.
         .target(
             name: "KemuDNS",
-            dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuIP", "KemuSystem",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),

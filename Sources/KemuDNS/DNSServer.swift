@@ -28,7 +28,8 @@ public final class DNSServer: Sendable {
     let zone: Mutex<DNSZone>
     let objects = Mutex<(services: [String: JSON], slices: [String: [String: JSON]])>(([:], [:]))
     let logger = Logger(label: "kemu.dns")
-    /// Classic DNS over UDP without EDNS: answers beyond this are cut and flagged TC.
+    /// Classic DNS over UDP without EDNS: answers beyond this are cut and flagged TC (the client
+    /// then asks over TCP, where they are not).
     static let udpLimit = 512
 
     public init(config: Config, client: APIClient) {
@@ -49,6 +50,13 @@ public final class DNSServer: Sendable {
         thread.name = "kemu-dns"
         thread.start()
         defer { UDPSocket.close(socket) }
+        let tcp: any TCPListener
+        do {
+            tcp = try await serveTCP()
+        } catch {
+            throw KemuError(.exists, "cluster DNS cannot listen on tcp \(config.address): \(error)")
+        }
+        defer { tcp.close(promise: nil) }
         let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
         let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -98,7 +106,7 @@ public final class DNSServer: Sendable {
 
     /// The reply datagram for a query datagram; nil when there is nothing to answer (no header,
     /// or a response sent to us).
-    func respond(to datagram: [UInt8]) -> [UInt8]? {
+    func respond(to datagram: [UInt8], limit: Int = DNSServer.udpLimit) -> [UInt8]? {
         let query: DNSMessage
         do {
             query = try DNSMessage.parse(datagram)
@@ -110,7 +118,7 @@ public final class DNSServer: Sendable {
         if query.isResponse { return nil }
         var reply = zone.withLock { $0.answer(query) }
         var bytes = reply.bytes()
-        while bytes.count > Self.udpLimit && !reply.answers.isEmpty {
+        while bytes.count > limit && !reply.answers.isEmpty {
             reply.answers.removeLast(max(1, reply.answers.count / 4))
             reply.flags |= 0x0200  // TC: the client may ask again over TCP
             bytes = reply.bytes()

@@ -1,4 +1,6 @@
 import KemuAPI
+import KemuClient
+import KemuSystem
 import KemuIP
 import Testing
 
@@ -87,5 +89,27 @@ import Testing
         // A compression pointer that points at itself.
         let loop: [UInt8] = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1]
         #expect(throws: DNSMessage.ParseError.malformed(id: 1)) { try DNSMessage.parse(loop) }
+    }
+
+    @Test func bigAnswersAreCutOverUDPAndWholeOverTCP() throws {
+        let server = DNSServer(config: .init(address: SocketAddress(IPv4Address(10, 96, 0, 10), 53)), client: APIClient(server: "http://127.0.0.1:1"))
+        let endpoints: [JSON] = (1...60).map { ["addresses": [.string("10.244.1.\($0)")], "conditions": ["ready": true]] }
+        server.zone.withLock {
+            $0.set(service: "default/many", Self.service("many", clusterIP: "None", ports: []), slices: [["endpoints": .array(endpoints)]])
+        }
+        let udp = try DNSMessage.parse(try #require(server.respond(to: Self.query("many.default.svc.cluster.local"))))
+        let udpBytes = try #require(server.respond(to: Self.query("many.default.svc.cluster.local")))
+        #expect(udpBytes.count <= 512 && udpBytes[2] & 0x02 != 0)  // TC
+        #expect(udp.questions.count == 1)
+        let tcpBytes = try #require(server.respond(to: Self.query("many.default.svc.cluster.local"), limit: 65535))
+        #expect(tcpBytes[2] & 0x02 == 0)
+        #expect(Int(tcpBytes[6]) << 8 | Int(tcpBytes[7]) == 60)  // ANCOUNT
+        // A broken query gets FORMERR with its id; a response sent to us gets nothing.
+        var broken = Self.query("x.cluster.local", id: 0xbeef)
+        broken.removeLast(2)
+        #expect(try #require(server.respond(to: broken)).prefix(4) == [0xbe, 0xef, 0x80, 0x01])
+        var response = Self.query("web.default.svc.cluster.local")
+        response[2] |= 0x80
+        #expect(server.respond(to: response) == nil)
     }
 }

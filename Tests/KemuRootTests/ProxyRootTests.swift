@@ -182,6 +182,10 @@ struct ProxyRootTests {
         let lookup = "import socket\nfor n in ['web', 'web.default', 'web.default.svc.cluster.local']: print(socket.gethostbyname(n))\ntry:\n    socket.gethostbyname('example.com')\nexcept socket.gaierror as e:\n    print('refused')"
         let resolved = try await c.kemu(["exec", "client-2", "--", "python3", "-c", lookup])
         #expect(resolved.output == "\(web)\n\(web)\n\(web)\nrefused\n", "\(resolved.output)")
+        // The same over TCP (what a resolver does after a truncated answer): length-prefixed.
+        let overTCP = "import socket, struct\nq = b'\\x12\\x34\\x01\\x00\\x00\\x01' + b'\\x00' * 6 + b''.join(bytes([len(l)]) + l for l in b'web.default.svc.cluster.local'.split(b'.')) + b'\\x00\\x00\\x01\\x00\\x01'\ns = socket.create_connection(('10.96.0.10', 53), 3)\ns.sendall(struct.pack('>H', len(q)) + q)\nn = struct.unpack('>H', s.recv(2))[0]\nr = b''\nwhile len(r) < n: r += s.recv(n - len(r))\nprint('.'.join(map(str, r[-4:])))"
+        let tcpAnswer = try await c.kemu(["exec", "client-1", "--", "python3", "-c", overTCP])
+        #expect(tcpAnswer.output == "\(web)\n", "\(tcpAnswer.output)")
         let byName = try await c.kemu(["curl", "--from", "client-1", "http://web.default.svc.cluster.local/?format=text"])
         #expect(byName.output.hasPrefix("pod=web-"), "\(byName.output)")
 
