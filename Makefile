@@ -3,23 +3,32 @@ SWIFT       ?= swift
 # What kemu needs from Debian: libnl for netlink, iproute2 for the reference scripts, python3 and
 # curl for the demo's sample server and client.
 APT_PACKAGES := libnl-3-dev libnl-route-3-dev pkg-config iproute2 python3 python3-venv curl
+# What make bench adds: the load generators and HAProxy, the peer the node proxy is measured against.
+BENCH_PACKAGES := iperf3 wrk haproxy
 # The python kubernetes client the API tests drive (major version N is for Kubernetes 1.N).
 PY_CLIENT := kubernetes==32.0.1
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build check release test unit bench demo clean
+.PHONY: deps bench-deps apt-install build check release test unit bench demo clean
 
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+	@.venv/bin/python -c 'import kubernetes' 2>/dev/null || { \
+	    echo "deps: installing python $(PY_CLIENT) into .venv"; \
+	    /usr/bin/python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check '$(PY_CLIENT)'; }
+
+bench-deps: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BENCH_PACKAGES)"
+
+# Installs the Debian packages in PACKAGES that are missing, and only those.
+apt-install:
+	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing" $$missing; \
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@.venv/bin/python -c 'import kubernetes' 2>/dev/null || { \
-	    echo "deps: installing python $(PY_CLIENT) into .venv"; \
-	    /usr/bin/python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check '$(PY_CLIENT)'; }
 
 build: deps
 	$(SWIFT) build --build-tests
@@ -39,7 +48,7 @@ test: build
 unit: build
 	scripts/test.sh --filter KemuNetworkTests
 
-bench: release
+bench: bench-deps release
 	$(SUDO) .build/release/kemu-bench
 
 demo: deps
