@@ -113,7 +113,7 @@ let package = Package(
         .target(
             name: "KemuProxy",
             dependencies: [
-                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuSystem",
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuStore", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

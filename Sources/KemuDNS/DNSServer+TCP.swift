@@ -17,9 +17,9 @@ struct NIOListener: TCPListener {
 
 extension DNSServer {
     func serveTCP() async throws -> any TCPListener {
-        let address = config.address
+        // Free-bind, as the UDP socket: the DNS IP becomes local when the proxy adds its route.
+        let socket = try TCPSocket.listen(on: config.address, backlog: 128)
         return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
@@ -28,7 +28,7 @@ extension DNSServer {
                     })
                 }
             }
-            .bind(host: address.ip.description, port: Int(address.port))
+            .withBoundSocket(socket)
             .map { NIOListener(channel: $0) }.get()
     }
 }

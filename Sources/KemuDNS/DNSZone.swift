@@ -12,6 +12,9 @@ public struct DNSZone: Sendable {
     public var ttl: UInt32
     private var names: [String: [DNSMessage.RecordData]] = [:]
     private var byService: [String: [(String, DNSMessage.RecordData)]] = [:]
+    /// How many names with records lie under each name (`default.svc.cluster.local`: every
+    /// Service of the namespace), so "exists without records" is one lookup.
+    private var descendants: [String: Int] = [:]
 
     public init(domain: String = "cluster.local", ttl: UInt32 = 5) {
         self.domain = domain.lowercased()
@@ -22,12 +25,32 @@ public struct DNSZone: Sendable {
     public mutating func set(service key: String, _ service: JSON?, slices: [JSON]) {
         for (name, data) in byService.removeValue(forKey: key) ?? [] {
             names[name]?.removeAll { $0 == data }
-            if names[name]?.isEmpty == true { names[name] = nil }
+            if names[name]?.isEmpty == true {
+                names[name] = nil
+                for parent in Self.ancestors(name) {
+                    descendants[parent, default: 1] -= 1
+                    if descendants[parent] == 0 { descendants[parent] = nil }
+                }
+            }
         }
         guard let service else { return }
         let records = Self.records(service, slices: slices, domain: domain)
         byService[key] = records
-        for (name, data) in records where !(names[name]?.contains(data) ?? false) { names[name, default: []].append(data) }
+        for (name, data) in records where !(names[name]?.contains(data) ?? false) {
+            if names[name] == nil { for parent in Self.ancestors(name) { descendants[parent, default: 0] += 1 } }
+            names[name, default: []].append(data)
+        }
+    }
+
+    /// `a.b.c` → `b.c`, `c`.
+    static func ancestors(_ name: String) -> [String] {
+        var out: [String] = []
+        var rest = Substring(name)
+        while let dot = rest.firstIndex(of: ".") {
+            rest = rest[rest.index(after: dot)...]
+            out.append(String(rest))
+        }
+        return out
     }
 
     static func records(_ service: JSON, slices: [JSON], domain: String) -> [(String, DNSMessage.RecordData)] {
@@ -105,8 +128,6 @@ public struct DNSZone: Sendable {
     }
 
     func exists(_ name: String) -> Bool {
-        if name == domain || name == "svc.\(domain)" || name == "pod.\(domain)" { return true }
-        let prefix = "." + name
-        return names.keys.contains { $0.hasSuffix(prefix) }
+        name == domain || name == "svc.\(domain)" || name == "pod.\(domain)" || descendants[name] != nil
     }
 }

@@ -176,7 +176,9 @@ final class EndpointPool {
             return nextInTurn(usable)
         case .leastConnections:
             // The fewest open connections; among equals, the next in turn.
-            guard let least = endpoints.filter(usable).map(\.active).min() else { return nil }
+            var least = Int.max
+            for e in endpoints where e.active < least && usable(e) { least = e.active }
+            guard least != Int.max else { return nil }
             return nextInTurn { usable($0) && $0.active == least }
         case .random:
             let candidates = endpoints.filter(usable)

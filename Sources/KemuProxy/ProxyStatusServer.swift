@@ -1,4 +1,5 @@
 import Foundation
+import KemuStore
 import KemuSystem
 import NIOCore
 import NIOHTTP1
@@ -6,16 +7,19 @@ import NIOPosix
 
 /// kube-proxy's observable surface: `/healthz` and `/livez` on the health port (JSON with
 /// lastUpdated and currentTime; 503 until the first sync, or while a change has waited longer
-/// than `healthTimeout`), `/metrics` on the metrics port. A port already taken fails the run, so
-/// a second proxy for the same node says so at once.
+/// than `healthTimeout`), `/metrics` on the metrics port. The ports are bound before the proxy
+/// opens any listener: a second proxy for the same node fails there, before it could share
+/// (SO_REUSEPORT) the first one's Service ports.
 struct ProxyStatusServer {
     let proxy: ServiceProxy
     /// kube-proxy: 2 × syncPeriod (30 s).
     static let healthTimeout = 60.0
+    let channels: [any Channel]
 
-    func run() async throws {
+    /// Binds the ports; throws, naming the port, when one is taken.
+    init(proxy: ServiceProxy) async throws {
+        self.proxy = proxy
         var channels: [any Channel] = []
-        defer { for c in channels { c.close(promise: nil) } }
         for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics"])] {
             guard let address else { continue }
             let proxy = self.proxy
@@ -32,10 +36,17 @@ struct ProxyStatusServer {
                     .bind(host: address.ip.description, port: Int(address.port)).get()
                 channels.append(channel)
             } catch {
+                for c in channels { c.close(promise: nil) }
                 throw KemuError(.exists, "the proxy's \(paths.joined(separator: ", ")) port \(address) is taken (is another proxy serving this node?): \(error)")
             }
         }
+        self.channels = channels
+    }
+
+    /// Serves until cancelled.
+    func run() async throws {
         let open = channels
+        defer { for c in open { c.close(promise: nil) } }
         try await withTaskCancellationHandler {
             while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
         } onCancel: {
@@ -47,12 +58,9 @@ struct ProxyStatusServer {
     static func respond(_ proxy: ServiceProxy, path: String) async -> (HTTPResponseStatus, String, String) {
         switch path {
         case "/healthz", "/livez":
-            let now = Date()
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             let (last, waiting) = proxy.health()
             let healthy = last != nil && (waiting ?? 0) < healthTimeout
-            let body = "{\"lastUpdated\":\"\(last.map(formatter.string(from:)) ?? "")\",\"currentTime\":\"\(formatter.string(from: now))\"}"
+            let body = "{\"lastUpdated\":\"\(last.map(Timestamp.formatNano) ?? "")\",\"currentTime\":\"\(Timestamp.formatNano(Date()))\"}"
             return (healthy ? .ok : .serviceUnavailable, "application/json", body)
         case "/metrics":
             let snapshot = await proxy.snapshot()

@@ -2,6 +2,7 @@ import Foundation
 import KemuAPI
 import KemuClient
 import KemuIP
+import KemuStore
 import KemuSystem
 import Logging
 import Synchronization
@@ -81,8 +82,8 @@ public final class ServiceProxy: Sendable {
         var reported: [Key: [String]] = [:]
         /// The cloud load balancer's view of the nodes.
         var nodes: [String: BalancedNode] = [:]
-        /// Services whose plan has a health check port.
-        var healthChecked: Set<Key> = []
+        /// The health check port of every Service whose plan has one.
+        var healthChecks: [Key: ServicePlan.HealthCheck] = [:]
         /// The last event reason the load balancer reported per Service.
         var balancerReported: [Key: String] = [:]
         /// When the oldest change not yet applied arrived.
@@ -111,6 +112,7 @@ public final class ServiceProxy: Sendable {
     public func run() async throws {
         let limit = raiseDescriptorLimit(to: 1 << 20)
         if limit < 65536 { logger.warning("open files limited to \(limit): many Services or connections will fail") }
+        let status = try await ProxyStatusServer(proxy: self)
         for range in config.localRanges { try addresses.addRange(range) }
         engine.start()
         defer {
@@ -127,7 +129,7 @@ public final class ServiceProxy: Sendable {
                 group.addTask { try await nodes.run { self.nodeEvent($0) } }
             }
             group.addTask { try await self.syncLoop() }
-            group.addTask { try await ProxyStatusServer(proxy: self).run() }
+            group.addTask { try await status.run() }
             try await group.next()
             group.cancelAll()
         }
@@ -172,7 +174,7 @@ public final class ServiceProxy: Sendable {
                 guard let k = key(o) else { return }
                 s.slices[k, default: [:]][o.name] = o
                 s.dirty.insert(k)
-                if let text = o.annotations["endpoints.kubernetes.io/last-change-trigger-time"], let t = Self.parseTime(text) {
+                if let text = o.annotations["endpoints.kubernetes.io/last-change-trigger-time"], let t = Timestamp.parse(text) {
                     s.triggers[k] = max(s.triggers[k] ?? t, t)
                 }
             case let .deleted(o):
@@ -185,19 +187,6 @@ public final class ServiceProxy: Sendable {
             if s.pendingSince == nil { s.pendingSince = Date() }
         }
         changed.continuation.yield()
-    }
-
-    /// RFC 3339 with or without a fraction of any length (upstream writes nanoseconds).
-    static func parseTime(_ text: String) -> Date? {
-        var whole = text
-        var fraction = 0.0
-        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." }) {
-            fraction = Double("0" + text[dot..<end]) ?? 0
-            whole = String(text[..<dot] + text[end...])
-        }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: whole).map { $0.addingTimeInterval(fraction) }
     }
 
     /// Waits for changes, applies them, then rests `minSyncInterval` so bursts coalesce. Nothing
@@ -234,21 +223,25 @@ public final class ServiceProxy: Sendable {
         }
         var commands: [EngineCommand] = []
         var removedAddresses: [IPv4Address] = []
+        var healthChecksChanged = false
         for (key, plan) in work {
             let old = state.withLock { $0.plans[key] } ?? ServicePlan()
             let new = plan ?? ServicePlan()
             apply(key, from: old, to: new, &commands, &removedAddresses)
-            state.withLock { s in s.plans[key] = plan }
+            state.withLock { s in
+                s.plans[key] = plan
+                s.healthChecks[key] = new.healthCheck
+            }
+            healthChecksChanged = healthChecksChanged || old.healthCheck != new.healthCheck
             report(key, new.problems)
         }
         engine.send(commands)
         if config.role == .cloudLoadBalancer { reportBalancers(work.map(\.0)) }
-        if work.contains(where: { $0.1?.healthCheck != nil }) || !state.withLock({ $0.healthChecked.isEmpty }) {
+        if healthChecksChanged {
             healthChecks.update(state.withLock { s in
-                s.healthChecked = Set(s.plans.filter { $0.value.healthCheck != nil }.keys)
-                return Dictionary(s.healthChecked.compactMap { k in
-                    s.plans[k]?.healthCheck.map { ($0.port, HealthCheckServer.Entry(namespace: k.namespace, name: k.name, localEndpoints: $0.localEndpoints)) }
-                }, uniquingKeysWith: { a, _ in a })
+                Dictionary(s.healthChecks.map { ($0.value.port, HealthCheckServer.Entry(namespace: $0.key.namespace, name: $0.key.name,
+                                                                                       localEndpoints: $0.value.localEndpoints)) },
+                           uniquingKeysWith: { a, _ in a })
             })
         }
         for ip in removedAddresses {
@@ -344,9 +337,7 @@ public final class ServiceProxy: Sendable {
         }
         guard !due.isEmpty else { return }
         let events = APIResources.all.first { $0.resource == "events" }!
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        let now = formatter.string(from: Date())
+        let now = Timestamp.now()
         let client = self.client, logger = self.logger
         for (service, type, reason, message) in due {
             if type == "Warning" { logger.warning("service \(service.namespace)/\(service.name): \(message)") }

@@ -20,12 +20,17 @@ public enum Timestamp {
         return String(format: "%@.%09dZ", String(format(date).dropLast()), nanos)
     }
 
-    /// Parses `Z` and `+hh:mm` forms (the python client sends `+00:00`).
+    /// Parses `Z` and `+hh:mm` forms (the python client sends `+00:00`), with or without a
+    /// fraction of any length (upstream writes nanoseconds).
     public static func parse(_ text: String) -> Date? {
+        var whole = text
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: "."), let end = text[dot...].dropFirst().firstIndex(where: { !$0.isNumber }) {
+            fraction = Double("0" + text[dot..<end]) ?? 0
+            whole = String(text[..<dot] + text[end...])
+        }
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]
-        if let d = formatter.date(from: text) { return d }
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text)
+        return formatter.date(from: whole).map { $0.addingTimeInterval(fraction) }
     }
 }

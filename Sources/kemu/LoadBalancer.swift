@@ -29,13 +29,8 @@ struct LoadBalancer: AsyncParsableCommand {
         let namespace = NetworkNamespace(network.plan.namespace("lb"))
         if !namespace.isCurrent { try namespace.reexecInside() }
         let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/lb.kubeconfig")
-        var context = PlanContext(nodeName: "lb", nodeAddresses: [])
-        context.defaults.algorithm = options.algorithm
-        context.defaults.connectAttempts = max(options.connectAttempts, 1)
-        var proxyConfig = ProxyConfig(context: context)
+        var proxyConfig = options.config(nodeName: "lb", nodeAddresses: [])
         proxyConfig.role = .cloudLoadBalancer
-        proxyConfig.engine.idleTimeoutSeconds = options.idleTimeout
-        proxyConfig.engine.accessLog = options.accessLog
         proxyConfig.localRanges = [network.plan.network.loadBalancerPool]
         let balancer = try ServiceProxy(config: proxyConfig, client: try APIClient(kubeconfig: config), addresses: LoopbackAddresses())
         try await ServiceGroup(configuration: .init(services: [ProxyService(proxy: balancer)], gracefulShutdownSignals: [.sigterm, .sigint],

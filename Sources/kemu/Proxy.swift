@@ -43,15 +43,22 @@ struct ProxyOptions: ParsableArguments {
     @Option(help: "Seconds without a byte either way before a connection is closed (0: never).") var idleTimeout = 3600.0
     @Flag(help: "Log a line per proxied connection as it ends.") var accessLog = false
 
-    func makeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
-        let index = try NodeAgent.nodeIndex(node, in: network)
-        let plan = network.plan
-        var context = PlanContext(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
+    /// A proxy configuration with these options: for `nodeName`, listening for NodePorts on
+    /// `nodeAddresses`.
+    func config(nodeName: String, nodeAddresses: [IPv4Address]) -> ProxyConfig {
+        var context = PlanContext(nodeName: nodeName, nodeAddresses: nodeAddresses)
         context.defaults.algorithm = algorithm
         context.defaults.connectAttempts = max(connectAttempts, 1)
         var config = ProxyConfig(context: context)
         config.engine.idleTimeoutSeconds = idleTimeout
         config.engine.accessLog = accessLog
+        return config
+    }
+
+    func makeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
+        let index = try NodeAgent.nodeIndex(node, in: network)
+        let plan = network.plan
+        var config = config(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
         config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
         config.localRanges = [plan.network.serviceCIDR]
         config.reservedAddresses = [plan.dnsServiceIP]

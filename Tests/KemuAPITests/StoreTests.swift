@@ -120,6 +120,15 @@ func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async 
         #expect(store.list("services").items.isEmpty)
     }
 
+    @Test func timestampsParseWithAnyFractionAndOffset() {
+        let whole = Timestamp.parse("2026-11-22T01:37:30Z")!
+        #expect(whole.timeIntervalSince1970 == 1_795_311_450)
+        #expect(abs(Timestamp.parse("2026-11-22T01:37:30.123456789Z")!.timeIntervalSince(whole) - 0.123456789) < 1e-6)
+        #expect(Timestamp.parse("2026-11-22T02:37:30.5+01:00")!.timeIntervalSince(whole) == 0.5)
+        #expect(Timestamp.parse(Timestamp.formatNano(whole.addingTimeInterval(0.25)))!.timeIntervalSince(whole) == 0.25)
+        #expect(Timestamp.parse("yesterday") == nil)
+    }
+
     @Test func aListByLabelFollowsRelabelsAndDeletes() throws {
         let store = Store()
         for i in 0..<50 { try store.create("pods", pod("p\(i)", labels: ["app": i % 2 == 0 ? "web" : "db", "tier": "x"])) }

@@ -77,8 +77,10 @@ import Testing
         #expect(aaaa.responseCode == .noError && aaaa.answers.isEmpty)
         #expect(try ask(z, "default.svc.cluster.local").responseCode == .noError)
         #expect(try ask(z, "example.com").responseCode == .refused)
+        #expect(try ask(z, "_tcp.web.default.svc.cluster.local").responseCode == .noError)  // above an SRV name
         z.set(service: "default/web", nil, slices: [])
         #expect(try ask(z, "web.default.svc.cluster.local").responseCode == .nameError)
+        #expect(try ask(z, "_tcp.web.default.svc.cluster.local").responseCode == .nameError)
     }
 
     @Test func brokenQueriesGetFormatErrorsOrNothing() throws {

@@ -64,16 +64,23 @@ final class EchoBackend: Sendable {
     }
 }
 
-/// A blocking client: connects, sends `payload`, shuts its write side, reads to end of stream.
-func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], reset: Bool) {
+/// A blocking TCP connection to `address`; nil if the connect failed.
+func connectBlocking(_ address: SocketAddress) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(fd) }
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     a.sin_port = address.port.bigEndian
     a.sin_addr.s_addr = address.ip.value.bigEndian
     let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    if ok != 0 { return ([], true) }
+    if ok == 0 { return fd }
+    close(fd)
+    return nil
+}
+
+/// A blocking client: connects, sends `payload`, shuts its write side, reads to end of stream.
+func exchange(_ address: SocketAddress, _ payload: [UInt8]) -> (bytes: [UInt8], reset: Bool) {
+    guard let fd = connectBlocking(address) else { return ([], true) }
+    defer { close(fd) }
     let writer = Thread {
         var off = 0
         while off < payload.count {
@@ -245,13 +252,8 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
         defer { backend.stop() }
         try await withEngine([backend.address], { $0.drainSeconds = 0 }) { engine, address in
             // A client that keeps its connection open: it sends nothing and never shuts down.
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = try #require(connectBlocking(address))
             defer { close(fd) }
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = address.port.bigEndian
-            a.sin_addr.s_addr = address.ip.value.bigEndian
-            _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             var buffer = [UInt8](repeating: 0, count: 64)
             #expect(buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } == 4)
             var settings = PoolSettings()

@@ -120,12 +120,6 @@ import Testing
         #expect(bad.problems == ["annotation kemu.io/load-balancer: \"fastest\" is not one of round-robin, least-connections, random, p2c-ewma; using round-robin"])
     }
 
-    @Test func triggerTimesParseWithAnyFraction() {
-        let whole = ServiceProxy.parseTime("2026-11-22T01:37:30Z")!
-        #expect(whole.timeIntervalSince1970 == 1_795_311_450)
-        #expect(abs(ServiceProxy.parseTime("2026-11-22T01:37:30.123456789Z")!.timeIntervalSince(whole) - 0.123456789) < 1e-6)
-        #expect(ServiceProxy.parseTime("yesterday") == nil)
-    }
 
     @Test func theCloudLoadBalancerSendsIngressTrafficToNodePortsOfReadyNodes() {
         var s = Self.service("LoadBalancer")

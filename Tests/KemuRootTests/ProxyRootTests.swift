@@ -322,6 +322,10 @@ struct ProxyRootTests {
         #expect(try await eventually(10) { try await c.requests(from: "client-1", to: web, 80, count: 1).failures.isEmpty })
         let again = try await c.requests(from: "client-1", to: web, 80, count: 9)
         #expect(again.failures.isEmpty && again.counts.count == 3, "\(again)")
+        // A second proxy for the same node is refused before it opens any Service port.
+        let second = try await c.kemu(["proxy", "--node", "node-1"])
+        #expect(second.status != .exited(0) && second.output.contains("is another proxy serving this node?"), "\(second.output)")
+        #expect(try await c.requests(from: "client-1", to: web, 80, count: 6).counts.values.reduce(0, +) == 6)
     }
 
     @Test func anExhaustedLoadBalancerPoolLeavesTheServicePendingWithAnEvent() async throws {
