@@ -234,6 +234,11 @@ struct ProxyRootTests {
         // The proxy's own view: listeners on the ClusterIP and NodePorts, health, metrics.
         let metrics = try await c.metrics("node-2")
         #expect(metricSum(metrics, "kemu_proxy_endpoint_connections_opened_total", ["service=\"default/web\""]) >= 70)
+        // The EndpointSlice controller stamps each change, and proxies measure from the stamp.
+        let trigger = try await c.kubectl(["get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+                                           "-o", "jsonpath={.items[0].metadata.annotations.endpoints\\.kubernetes\\.io/last-change-trigger-time}"]).output
+        #expect(trigger.hasSuffix("Z") && trigger.contains("."), "\(trigger)")
+        #expect(metrics.split(separator: "\n").contains { $0.hasPrefix("kubeproxy_network_programming_duration_seconds_count ") && !$0.hasSuffix(" 0") })
         let health = try await runOff(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:10256/healthz"], in: "kemu-rproxy-node-1")
         #expect(health.output == "200")
         // Every ClusterIP is local to the node through one route for the service range.
