@@ -21,6 +21,17 @@ func rewatching(_ logger: Logger, _ follow: () async throws -> Void) async throw
 final class WorkQueue: Sendable {
     private let state = Mutex<(keys: [EndpointSliceController.Key], queued: Set<EndpointSliceController.Key>,
                                waiter: CheckedContinuation<EndpointSliceController.Key?, Never>?)>(([], [], nil))
+    /// Failures in a row per key, for the retry backoff.
+    private let failures = Mutex<[EndpointSliceController.Key: Int]>([:])
+
+    /// Adds `key` once `seconds` have passed (a condition that changes with time: minReadySeconds,
+    /// a progress deadline, a node's grace period).
+    func add(_ key: EndpointSliceController.Key, after seconds: Double) {
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int(max(seconds, 0) * 1000)))
+            self.add(key)
+        }
+    }
 
     func add(_ key: EndpointSliceController.Key) {
         let waiter: CheckedContinuation<EndpointSliceController.Key?, Never>? = state.withLock { s in
@@ -54,16 +65,22 @@ final class WorkQueue: Sendable {
     }
 
     /// Takes keys until the task is cancelled and runs `work` on each. A key whose work fails is
-    /// logged (`what` names it) and added again after 100 ms: retried, never in a hot loop.
+    /// logged (`what` names it) and added again after 100 ms, doubling with each failure in a
+    /// row up to 30 s: retried, never in a hot loop, while other keys go on.
     func process(_ logger: Logger, _ what: @Sendable (EndpointSliceController.Key) -> String,
                  _ work: @Sendable (EndpointSliceController.Key) throws -> Void) async throws {
         while !Task.isCancelled {
             guard let key = await next() else { return }
-            do { try work(key) } catch {
-                logger.warning("\(what(key)): \(error)")
-                try await Task.sleep(for: .milliseconds(100))
-                add(key)
+            do {
+                try work(key)
+                _ = failures.withLock { $0.removeValue(forKey: key) }
+            } catch {
+                let count = failures.withLock { f in f[key, default: 0] += 1; return f[key]! }
+                logger.warning("\(what(key)) (failure \(count)): \(error)")
+                add(key, after: Self.backoff(failures: count))
             }
         }
     }
+
+    static func backoff(failures: Int) -> Double { min(0.1 * Double(1 << min(failures - 1, 20)), 30) }
 }
