@@ -33,6 +33,13 @@ plug() {
   ip -n "$n" link set eth0 up
 }
 
+# A pod's MAC: 0a:58 then its IPv4 address, as kemu sets it (the same address, the same MAC).
+pod_mac() {
+  local IFS=.
+  # shellcheck disable=SC2086
+  printf '0a:58:%02x:%02x:%02x:%02x' $1
+}
+
 # The node-side veth of a pod: "veth" + FNV-1a (32 bit) of the pod name, as kemu names it.
 pod_veth() {
   local s=$1 h=2166136261 i c

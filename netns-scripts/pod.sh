@@ -17,6 +17,7 @@ add)
   addr=${5:?pod IP}
   # One veth: the node end is a port of cbr0, the pod end is the pod's eth0.
   plug "$N" cbr0 "$veth" "$P" "$addr/24"
+  ip -n "$P" link set eth0 address "$(pod_mac "$addr")"
   ip -n "$P" route replace default via "$pod_net.$index.1" dev eth0 proto static
   # Processes started with `ip netns exec` see this file as /etc/resolv.conf.
   mkdir -p "/etc/netns/$P"

@@ -23,6 +23,8 @@ public protocol Netlink: AnyObject, Sendable {
     func linkSetName(_ name: String, _ newName: String) throws
     /// `ip link set NAME mtu MTU`
     func linkSetMTU(_ name: String, _ mtu: UInt32) throws
+    /// `ip link set NAME address MAC` (six bytes)
+    func linkSetAddress(_ name: String, _ mac: [UInt8]) throws
     /// `ip link del NAME`
     func linkDelete(_ name: String) throws
 

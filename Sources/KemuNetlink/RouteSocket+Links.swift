@@ -97,6 +97,17 @@ extension RouteSocket {
         try change(name, "ip link set \(name) mtu \(mtu)") { rtnl_link_set_mtu($0, mtu) }
     }
 
+    // ip link set NAME address MAC
+    public func linkSetAddress(_ name: String, _ mac: [UInt8]) throws {
+        let text = mac.map { String(format: "%02x", $0) }.joined(separator: ":")
+        try change(name, "ip link set \(name) address \(text)") { change in
+            var bytes = mac
+            guard let address = nl_addr_build(AF_LLC, &bytes, bytes.count) else { return }
+            defer { nl_addr_put(address) }
+            rtnl_link_set_addr(change, address)
+        }
+    }
+
     // ip link del NAME
     public func linkDelete(_ name: String) throws {
         try request("ip link del \(name)") {

@@ -64,6 +64,10 @@ public struct AddressPlan: Sendable, Equatable {
         """
     }
 
+    /// A pod's MAC: 0a:58 (locally administered) then its IPv4 address, as OVN-Kubernetes does.
+    /// The same address always has the same MAC, so no neighbour entry ever goes stale.
+    public static func podMAC(_ ip: IPv4Address) -> [UInt8] { [0x0a, 0x58] + ip.octets }
+
     /// The host-side name of a pod's veth on its node: derived from the pod's name (FNV-1a), so it
     /// fits in 15 characters whatever the pod is called and can be found again from the name.
     public static func podVethName(_ pod: String) -> String {

@@ -38,6 +38,9 @@ extension ClusterNetwork {
             let nodeHandle = try netlink(plan.namespace(node))
             try addPodVeth(sandbox, on: nodeHandle)
             undo.append { try? nodeHandle.linkDelete(sandbox.hostVeth) }
+            // ip -n POD link set eth0 address 0a:58:IP — the MAC follows the address, so a pod that
+            // gets the address of one just deleted is reached at once, whatever neighbours cached.
+            try pod.linkSetAddress(AddressPlan.uplink, AddressPlan.podMAC(sandbox.ip))
             // ip -n POD link set lo up; ip -n POD addr add IP/24 dev eth0; ip -n POD link set eth0 up
             // ip -n POD route add default via GW dev eth0 proto static
             try pod.linkSetUp("lo", true)

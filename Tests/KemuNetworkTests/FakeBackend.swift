@@ -173,6 +173,10 @@ final class FakeNetlink: Netlink, @unchecked Sendable {
         try edit("link set \(name) mtu") { _, ns in try need(ns, name, "link set mtu"); ns.links[name]!.mtu = mtu }
     }
 
+    func linkSetAddress(_ name: String, _ mac: [UInt8]) throws {
+        try edit("link set \(name) address") { _, ns in try need(ns, name, "link set address") }
+    }
+
     func linkDelete(_ name: String) throws {
         try edit("link del \(name)") { m, ns in
             try need(ns, name, "link del")
