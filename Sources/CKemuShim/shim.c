@@ -129,6 +129,9 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
             if (mount(o->netns_name, "/sys", "sysfs", 0, NULL) != 0) child_fail(pipe_fd, "mount /sys");
         }
         if (bind_etc(o->netns_name) != 0) child_fail(pipe_fd, "bind /etc/netns");
+        for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL; b += 2) {
+            if (mount(b[0], b[1], "none", MS_BIND | MS_REC, NULL) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
+        }
     }
     if (o->stdin_fd >= 0 && dup2(o->stdin_fd, 0) < 0) child_fail(pipe_fd, "dup2 stdin");
     if (o->stdout_fd >= 0 && dup2(o->stdout_fd, 1) < 0) child_fail(pipe_fd, "dup2 stdout");

@@ -41,6 +41,8 @@ public enum APIResources {
               shortNames: ["ev"]),
         .init(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
               shortNames: ["cm"]),
+        .init(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim",
+              kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: ["status"]),
         .init(group: "", version: "v1", resource: "replicationcontrollers", singular: "replicationcontroller",
               kind: "ReplicationController", namespaced: true, shortNames: ["rc"], categories: ["all"], subresources: ["status", "scale"]),
         .init(group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment", namespaced: true,
@@ -49,6 +51,8 @@ public enum APIResources {
               shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"]),
         .init(group: "apps", version: "v1", resource: "statefulsets", singular: "statefulset", kind: "StatefulSet", namespaced: true,
               shortNames: ["sts"], categories: ["all"], subresources: ["status", "scale"]),
+        .init(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision", kind: "ControllerRevision",
+              namespaced: true),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
     ]

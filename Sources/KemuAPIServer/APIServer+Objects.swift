@@ -27,6 +27,8 @@ extension APIServer {
                 return try await patch(t, name, sub, request, query)
             case (.delete, let name?, nil):
                 return try await delete(t, name, request)
+            case (.post, let name?, "eviction") where r.resource == "pods":
+                return try await evict(t, name, request)
             default:
                 throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
             }
@@ -231,6 +233,25 @@ extension APIServer {
         if let buffer = try? await request.collectBody(upTo: maxBodyBytes), buffer.readableBytes > 0 {
             options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
         }
+        return Self.json(try delete(t, name, options: options))
+    }
+
+    /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options.
+    /// kemu has no PodDisruptionBudgets, so every eviction is allowed.
+    func evict(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
+        let eviction = try await body(request)
+        if let kind = eviction["kind"]?.string, kind != "Eviction" {
+            throw APIError.badRequest("the kind \(kind) is not Eviction")
+        }
+        if let named = eviction[path: "metadata.name"]?.string, !named.isEmpty, named != name {
+            throw APIError.badRequest("name in URL does not match name in Eviction object")
+        }
+        _ = try get(t, name)
+        _ = try delete(t, name, options: eviction["deleteOptions"] ?? [:])
+        return Self.json(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], status: .created)
+    }
+
+    func delete(_ t: Target, _ name: String, options: JSON) throws -> JSON {
         let qualified = t.resource.qualifiedName
         let namespace = t.namespace ?? ""
         let uid = options[path: "preconditions.uid"]?.string
@@ -249,7 +270,7 @@ extension APIServer {
             let node = pod[path: "spec.nodeName"]?.string ?? ""
             if grace > 0, !node.isEmpty, store.get("nodes", name: node) != nil, phase != "Succeeded", phase != "Failed" {
                 if let resourceVersion, resourceVersion != pod.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
-                return Self.json(try store.markForDeletion(qualified, namespace: namespace, name: name, gracePeriodSeconds: grace, uid: uid))
+                return try store.markForDeletion(qualified, namespace: namespace, name: name, gracePeriodSeconds: grace, uid: uid)
             }
         }
         if let owner = store.get(qualified, namespace: namespace, name: name), owner.deletionTimestamp == nil {
@@ -268,7 +289,7 @@ extension APIServer {
         }
         let gone = try store.delete(qualified, namespace: namespace, name: name, uid: uid, resourceVersion: resourceVersion)
         if t.resource.resource == "namespaces" { purgeNamespace(name) }
-        return Self.json(gone)
+        return gone
     }
 
     /// `propagationPolicy: Orphan`: dependents lose their reference to the owner and stay.

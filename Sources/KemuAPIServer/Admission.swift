@@ -29,6 +29,16 @@ enum Admission {
                 if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
                 if o[path: "spec.progressDeadlineSeconds"] == nil { o["spec", default: [:]]["progressDeadlineSeconds"] = 600 }
             }
+            if r.kind == "StatefulSet" {
+                if o[path: "spec.updateStrategy"] == nil {
+                    o["spec", default: [:]]["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["partition": 0]]
+                }
+                if o[path: "spec.podManagementPolicy"] == nil { o["spec", default: [:]]["podManagementPolicy"] = "OrderedReady" }
+                if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
+                if o[path: "spec.persistentVolumeClaimRetentionPolicy"] == nil {
+                    o["spec", default: [:]]["persistentVolumeClaimRetentionPolicy"] = ["whenDeleted": "Retain", "whenScaled": "Retain"]
+                }
+            }
         case "Service":
             if o[path: "spec.type"] == nil { o["spec", default: [:]]["type"] = "ClusterIP" }
             if o[path: "spec.sessionAffinity"] == nil { o["spec", default: [:]]["sessionAffinity"] = "None" }
@@ -140,8 +150,27 @@ enum Admission {
                 errors.append(.invalid("spec.strategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"))
             }
         }
-        if r.kind == "StatefulSet", (o[path: "spec.serviceName"]?.string ?? "").isEmpty {
-            // Upstream allows it; kemu's stable DNS names need the headless Service.
+        if r.kind == "StatefulSet" {
+            // An empty serviceName is allowed, as upstream; the controller says (an event) that
+            // the pods then have no stable DNS names.
+            let policy = o[path: "spec.podManagementPolicy"]?.string ?? "OrderedReady"
+            if !["OrderedReady", "Parallel"].contains(policy) {
+                errors.append(FieldError(field: "spec.podManagementPolicy", reason: "FieldValueNotSupported",
+                                         message: "Unsupported value: \"\(policy)\": supported values: \"OrderedReady\", \"Parallel\""))
+            }
+            let strategy = o[path: "spec.updateStrategy.type"]?.string ?? "RollingUpdate"
+            if !["RollingUpdate", "OnDelete"].contains(strategy) {
+                errors.append(FieldError(field: "spec.updateStrategy.type", reason: "FieldValueNotSupported",
+                                         message: "Unsupported value: \"\(strategy)\": supported values: \"OnDelete\", \"RollingUpdate\""))
+            }
+            if let partition = o[path: "spec.updateStrategy.rollingUpdate.partition"]?.int, partition < 0 {
+                errors.append(.invalid("spec.updateStrategy.rollingUpdate.partition", "\(partition)", "must be greater than or equal to 0"))
+            }
+            for (i, claim) in (o[path: "spec.volumeClaimTemplates"]?.array ?? []).enumerated() {
+                let name = claim[path: "metadata.name"]?.string ?? ""
+                if name.isEmpty { errors.append(.required("spec.volumeClaimTemplates[\(i)].metadata.name")) }
+                else if !isDNSLabel(name) { errors.append(.invalid("spec.volumeClaimTemplates[\(i)].metadata.name", "\"\(name)\"", "a lowercase RFC 1123 label")) }
+            }
         }
         return errors
     }

@@ -29,6 +29,7 @@ enum Discovery {
                 if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
                 entry["subresources"] = .array(r.subresources.map { sub in
                     let kind: JSON = sub == "scale" ? ["group": "autoscaling", "version": "v1", "kind": "Scale"]
+                        : sub == "eviction" ? ["group": "policy", "version": "v1", "kind": "Eviction"]
                         : ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]
                     return ["subresource": .string(sub), "responseKind": kind, "verbs": subresourceVerbs(sub)]
                 })
@@ -72,8 +73,9 @@ enum Discovery {
             resources.append(entry)
             for sub in r.subresources {
                 var s: JSON = ["name": .string("\(r.resource)/\(sub)"), "singularName": "", "namespaced": .bool(r.namespaced),
-                               "kind": .string(sub == "scale" ? "Scale" : r.kind), "verbs": subresourceVerbs(sub)]
+                               "kind": .string(sub == "scale" ? "Scale" : sub == "eviction" ? "Eviction" : r.kind), "verbs": subresourceVerbs(sub)]
                 if sub == "scale" { s["group"] = "autoscaling"; s["version"] = "v1" }
+                if sub == "eviction" { s["group"] = "policy"; s["version"] = "v1" }
                 resources.append(s)
             }
         }

@@ -16,14 +16,19 @@ public struct AgentConfig: Sendable {
     public var images: ImageCatalog
     /// Per-container logs: DIR/<namespace>_<pod>_<uid>/<container>.log
     public var logDirectory: String
+    /// PersistentVolumeClaims' data: DIR/<namespace>/<claim>/ (a symlink into `kemu up
+    /// --data-dir` when the cluster keeps its data).
+    public var volumeDirectory: String
 
-    public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String) {
+    public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String,
+                volumeDirectory: String) {
         self.nodeName = nodeName
         self.cpu = cpu
         self.memory = memory
         self.maxPods = maxPods
         self.images = images
         self.logDirectory = logDirectory
+        self.volumeDirectory = volumeDirectory
     }
 }
 
@@ -45,8 +50,9 @@ public final class NodeAgent: Sendable {
     /// Swift's cooperative pool.
     let networkQueue = DispatchQueue(label: "kemu.agent.network")
     let logger = Logger(label: "kemu.agent")
-    /// How often the Node's Ready condition is re-posted (upstream: nodeStatusUpdateFrequency).
-    public let heartbeat: Duration = .seconds(10)
+    /// How often the Node's Ready condition is re-posted (upstream: nodeStatusUpdateFrequency,
+    /// 10 s); the node lifecycle controller marks a node silent for 5 s Unknown.
+    public let heartbeat: Duration = .seconds(1)
 
     public init(config: AgentConfig, client: APIClient, network: ClusterNetwork, reaper: ProcessReaper = .shared) throws {
         let index = try Self.nodeIndex(config.nodeName, in: network)

@@ -125,6 +125,15 @@ public actor PodWorker {
     /// upstream only allows image updates; kemu keeps the running processes.
     func update(_ pod: JSON) async {
         self.pod = pod
+        // Someone else changed the readiness this worker reported (the node lifecycle controller
+        // while this node was cut off): report the truth again.
+        func ready(_ status: JSON?) -> String? {
+            status?["conditions"]?.array?.first { $0["type"]?.string == "Ready" }?["status"]?.string
+        }
+        if let reported, ready(pod["status"]) != ready(reported) {
+            self.reported = nil
+            await report()
+        }
     }
 
     func startContainer(_ i: Int) {
@@ -144,6 +153,7 @@ public actor PodWorker {
             options.stderr = log.raw
             options.newSession = true
             options.workingDirectory = spec["workingDir"]?.string
+            apply(try mounts(of: spec), to: &options, workingDir: spec["workingDir"]?.string)
             let name = containers[i].name
             let pid = try agent.reaper.spawn(argv, options) { [weak self] exit in
                 guard let self else { return }

@@ -119,6 +119,7 @@ public final class EndpointSliceController: Sendable {
                 let addresses: [JSON] = endpoints.filter { ($0[path: "conditions.ready"]?.bool ?? false) == ready }.map { e in
                     var a: JSON = ["ip": e[path: "addresses"]?.array?.first ?? .null, "targetRef": e["targetRef"] ?? .null]
                     if let node = e["nodeName"] { a["nodeName"] = node }
+                    if let hostname = e["hostname"] { a["hostname"] = hostname }
                     return a
                 }
                 if !addresses.isEmpty { subset[key] = .array(addresses) }
@@ -171,6 +172,10 @@ public final class EndpointSliceController: Sendable {
                                                  "serving": .bool(publishNotReady || podReady),
                                                  "terminating": .bool(terminating)]]
             if let node = pod[path: "spec.nodeName"]?.string { endpoint["nodeName"] = .string(node) }
+            // A pod whose subdomain is this Service is known by its hostname under it (StatefulSets).
+            if let hostname = pod[path: "spec.hostname"]?.string, !hostname.isEmpty, pod[path: "spec.subdomain"]?.string == service.name {
+                endpoint["hostname"] = .string(hostname)
+            }
             endpoint["targetRef"] = ["kind": "Pod", "namespace": .string(pod.namespace), "name": .string(pod.name), "uid": .string(pod.uid)]
             if let i = groups.firstIndex(where: { $0.0 == ports }) { groups[i].1.append(endpoint) } else { groups.append((ports, [endpoint])) }
         }

@@ -49,6 +49,11 @@ public enum FileSystem {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// ln -s TARGET PATH
+    public static func symlink(_ target: String, at path: String) throws {
+        if Glibc.symlink(target, path) != 0 { throw SystemError("symlink", "\(path) → \(target)", errno: errno) }
+    }
+
     /// rm -f
     public static func removeFile(_ path: String) throws {
         if unlink(path) != 0 && errno != ENOENT { throw SystemError("unlink", path, errno: errno) }

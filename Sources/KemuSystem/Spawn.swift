@@ -39,6 +39,9 @@ public enum Spawn {
         /// The child leads a new session and process group.
         public var newSession = false
         public var workingDirectory: String?
+        /// With `namespace` and `privateMounts`: directories bound over existing paths
+        /// (source, target), seen by the child alone. Targets that do not exist are skipped.
+        public var bindMounts: [(source: String, target: String)] = []
 
         public init(namespace: NetworkNamespace? = nil, environment: [String: String] = Spawn.inheritedEnvironment()) {
             self.namespace = namespace
@@ -66,8 +69,9 @@ public enum Spawn {
         }
         let nsFD = try options.namespace?.open()
         let env = options.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let binds = options.bindMounts.flatMap { [$0.source, $0.target] }
         return try withCStrings(argv) { cArgv in
-            try withCStrings(env) { cEnv in
+            try withCStrings(env) { cEnv in try withCStrings(binds) { cBinds in
                 var pid: pid_t = 0
                 var step = [CChar](repeating: 0, count: Int(KEMU_STEP_LEN))
                 let err = withOptionalCString(options.privateMounts ? options.namespace?.name : nil) { nsName in
@@ -75,7 +79,7 @@ public enum Spawn {
                         var o = kemu_spawn_options(
                             netns_fd: nsFD?.raw ?? -1, netns_name: nsName,
                             stdin_fd: options.stdin, stdout_fd: options.stdout, stderr_fd: options.stderr,
-                            new_session: options.newSession ? 1 : 0, cwd: cwd)
+                            new_session: options.newSession ? 1 : 0, cwd: cwd, binds: cBinds)
                         return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
                     }
                 }
@@ -85,7 +89,7 @@ public enum Spawn {
                     throw SystemError("spawn \(program)\(where_) (\(stepName))", "", errno: err)
                 }
                 return pid
-            }
+            } }
         }
     }
 

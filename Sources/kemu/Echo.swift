@@ -15,7 +15,10 @@ struct Echo: AsyncParsableCommand {
         discussion: """
         GET any path: who answered and what was asked, as JSON (or plain text with ?format=text or \
         Accept: text/plain). /healthz answers 200 until --fail-after, then 500; /readyz answers 503 \
-        until --ready-after, then 200. The TCP port echoes every byte back.
+        until --ready-after, then 200. The TCP port echoes every byte back. With --journal FILE, \
+        every start appends a line (pod name, start time) to FILE, relative to the working \
+        directory (a StatefulSet pod's volume), and GET /journal shows the file: what a pod wrote \
+        before it was deleted and came back.
         """)
 
     @Option(help: "HTTP port.") var port = 8080
@@ -24,6 +27,7 @@ struct Echo: AsyncParsableCommand {
     @Option(help: "Seconds before /readyz answers 200.") var readyAfter: Double = 0
     @Option(help: "Seconds after which /healthz answers 500 (0: never).") var failAfter: Double = 0
     @Option(help: "Seconds after which the process exits with status 1 (0: never).") var exitAfter: Double = 0
+    @Option(help: "Append a line to this file at every start; GET /journal shows it.") var journal: String?
 
     func validate() throws {
         for (name, value) in [("--port", port), ("--tcp-port", tcpPort)] where !(0...65535).contains(value) {
@@ -40,6 +44,20 @@ struct Echo: AsyncParsableCommand {
         let identity = EchoIdentity(ProcessInfo.processInfo.environment)
         let (readyAfter, failAfter) = (self.readyAfter, self.failAfter)
         let router = Router(context: EchoContext.self)
+        if let journal {
+            let line = "\(identity.pod) started \(ISO8601DateFormatter().string(from: Date()))\n"
+            guard let handle = FileHandle(forWritingAtPath: journal) ?? {
+                FileManager.default.createFile(atPath: journal, contents: nil) ? FileHandle(forWritingAtPath: journal) : nil
+            }() else {
+                throw ValidationError("--journal \(journal): cannot open it for writing in \(FileManager.default.currentDirectoryPath)")
+            }
+            handle.seekToEndOfFile()
+            handle.write(Data(line.utf8))
+            try handle.close()
+            router.get("/journal") { _, _ -> Response in
+                Self.text(.ok, (try? String(contentsOfFile: journal, encoding: .utf8)) ?? "")
+            }
+        }
         router.get("/healthz") { _, _ -> Response in
             let failing = failAfter > 0 && started.duration(to: .now) >= .seconds(failAfter)
             return Self.text(failing ? .internalServerError : .ok, failing ? "failing (--fail-after)\n" : "ok\n")

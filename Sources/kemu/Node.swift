@@ -40,7 +40,7 @@ struct Node: AsyncParsableCommand {
         let client = try APIClient(kubeconfig: config)
         let agent = try NodeAgent(
             config: AgentConfig(nodeName: name, cpu: cpu, memory: memory, maxPods: maxPods, images: catalog,
-                                logDirectory: "\(network.stateDirectory)/logs"),
+                                logDirectory: "\(network.stateDirectory)/logs", volumeDirectory: "\(network.stateDirectory)/volumes"),
             client: client, network: network)
         var services: [any Service] = [AgentService(agent: agent)]
         if !noProxy {

@@ -36,6 +36,8 @@ struct Server: AsyncParsableCommand {
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
+    @Option(help: "Seconds without a heartbeat before a node is NotReady (Unknown) and its pods unready.") var nodeGracePeriod: Double = 5
+    @Option(help: "Seconds a node stays NotReady before its pods are deleted and recreated elsewhere.") var podEvictionDelay: Double = 5
 
     func ranges() throws -> ServiceRanges {
         guard let cidr = IPv4Network(serviceCIDR), cidr.prefixLength <= 28 else {
@@ -74,6 +76,8 @@ struct Server: AsyncParsableCommand {
 
     func run() async throws {
         let ranges = try ranges()
+        guard nodeGracePeriod >= 2 else { throw ValidationError("--node-grace-period \(nodeGracePeriod): must be at least 2 seconds (agents post every second)") }
+        guard podEvictionDelay >= 0 else { throw ValidationError("--pod-eviction-delay \(podEvictionDelay): must not be negative") }
         let hosts = try validatedHosts()
         let store: Store
         do {
@@ -123,11 +127,15 @@ struct Server: AsyncParsableCommand {
         let scheduler = Scheduler(store: store)
         let replicaSets = ReplicaSetController(store: store, resource: "replicasets.apps")
         let replicationControllers = ReplicaSetController(store: store, resource: "replicationcontrollers")
+        let deployments = DeploymentController(store: store)
+        let statefulSets = StatefulSetController(store: store)
+        let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: nodeGracePeriod, evictionDelay: podEvictionDelay)
         let (served, dataDir, scheme) = (api, self.dataDir, insecure ? "http" : "https")
         let listeners = hosts.filter { $0.description != fabricAddress }.map(\.description)
         let advertise = fabricAddress.map { ($0, fabricPort) }
         background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
-                       { try await replicaSets.run() }, { try await replicationControllers.run() }]
+                       { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() }, { try await statefulSets.run() },
+                       { try await nodeLifecycle.run() }]
         try await served.run(hosts: listeners, port: port, tls: tls, podNamespacePrefix: podNetnsPrefix,
                              background: background) { [kubeconfig] bound in
             boundPort.withLock { $0 = bound }

@@ -26,6 +26,9 @@ struct Up: AsyncParsableCommand {
 
     @OptionGroup var options: ClusterOptions
     @Option(help: "Seconds to wait for every node to be Ready.") var timeout: Double = 30
+    @Option(help: ArgumentHelp("Keep the cluster's objects and volumes here, across `kemu down` and `kemu up`.",
+                               discussion: "Without it they live under /run/kemu/NAME and go with `kemu down`."))
+    var dataDir: String?
 
     func run() async throws {
         try requireRoot("kemu up")
@@ -39,6 +42,7 @@ struct Up: AsyncParsableCommand {
         let network = try ClusterNetwork(config: config)
         do {
             try network.up()
+            try keepData(files)
             say("network: fabric \(config.network.fabricCIDR), control plane \(network.plan.controlPlaneIP), \(config.nodes.count) nodes")
             try startServer(network, files)
             say("API server: https://\(network.plan.controlPlaneIP):6443 on the fabric (log \(files.log("server")))")
@@ -65,6 +69,21 @@ struct Up: AsyncParsableCommand {
         """)
     }
 
+    /// With --data-dir: the store (DIR/apiserver) and the volumes (DIR/volumes) live there, and
+    /// the state directory links to them, so every other command finds them where it always does.
+    func keepData(_ files: ClusterFiles) throws {
+        guard let dataDir else { return }
+        let root = dataDir.hasPrefix("/") ? dataDir : FileManager.default.currentDirectoryPath + "/" + dataDir
+        for part in ["apiserver", "volumes"] {
+            do {
+                try FileSystem.makeDirectories("\(root)/\(part)", mode: 0o700)
+            } catch {
+                throw KemuError(.invalidArgument, "--data-dir \(dataDir): cannot create \(root)/\(part)", cause: error)
+            }
+            try FileSystem.symlink("\(root)/\(part)", at: "\(files.state)/\(part)")
+        }
+    }
+
     static func isReady(_ node: JSON) -> Bool {
         let conditions = node[path: "status.conditions"]?.array ?? []
         return conditions.contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
@@ -78,6 +97,7 @@ struct Up: AsyncParsableCommand {
     /// host's fabric address; returns once it has written its kubeconfig.
     func startServer(_ network: ClusterNetwork, _ files: ClusterFiles) throws {
         try FileSystem.makeDirectories(files.dataDir, mode: 0o700)
+        try FileSystem.removeFile(files.kubeconfig)  // a kept data dir has the last run's
         let c = network.config.network
         let pid = try Daemon.start("server", files, [
             Executable.path, "server", "--data-dir", files.dataDir, "--port", "0",

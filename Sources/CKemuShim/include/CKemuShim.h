@@ -54,6 +54,9 @@ typedef struct kemu_spawn_options {
     int new_session;
     /// Working directory, or NULL.
     const char *cwd;
+    /// Bind mounts in the private mount namespace (needs netns_name): source, target, source,
+    /// target…, NULL-terminated. A target that does not exist is skipped.
+    char *const *binds;
 } kemu_spawn_options;
 
 /// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.

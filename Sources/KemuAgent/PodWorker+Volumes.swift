@@ -1,0 +1,54 @@
+import Foundation
+import KemuAPI
+import KemuSystem
+
+/// Volumes without a container engine: a PersistentVolumeClaim is a directory of the node
+/// agent's volume directory (`<namespace>/<claim>/`, made on first use, never removed with the
+/// pod), a hostPath is itself. Each one a container mounts is bound over its `mountPath` in the
+/// container's private mount namespace when that path exists on the machine, and is always
+/// named by `KEMU_VOLUME_<NAME>` (the volume's name upper-cased, '-' as '_'); the first one is
+/// the working directory unless the container sets `workingDir`.
+extension PodWorker {
+    struct Mount {
+        var name: String
+        var source: String
+        var target: String
+    }
+
+    func mounts(of container: JSON) throws -> [Mount] {
+        let volumes = pod[path: "spec.volumes"]?.array ?? []
+        return try (container["volumeMounts"]?.array ?? []).compactMap { mount in
+            guard let name = mount["name"]?.string, let target = mount["mountPath"]?.string else { return nil }
+            guard let volume = volumes.first(where: { $0["name"]?.string == name }) else {
+                throw ContainerError(reason: "CreateContainerConfigError", message: "volumeMounts: volume \"\(name)\" is not in spec.volumes")
+            }
+            let source: String
+            if let claim = volume[path: "persistentVolumeClaim.claimName"]?.string {
+                source = "\(agent.config.volumeDirectory)/\(pod.namespace)/\(claim)"
+                do {
+                    try FileSystem.makeDirectories(source, mode: 0o755)
+                } catch {
+                    throw ContainerError(reason: "CreateContainerConfigError", message: "volume \"\(name)\": cannot create \(source): \(error)")
+                }
+            } else if let path = volume[path: "hostPath.path"]?.string {
+                source = path
+            } else {
+                return nil  // emptyDir, configMap…: not emulated
+            }
+            return Mount(name: name, source: source, target: target)
+        }
+    }
+
+    static func environmentName(_ volume: String) -> String {
+        "KEMU_VOLUME_" + volume.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
+
+    /// The spawn options a container's mounts need.
+    func apply(_ mounts: [Mount], to options: inout Spawn.Options, workingDir: String?) {
+        for mount in mounts { options.environment[Self.environmentName(mount.name)] = mount.source }
+        options.bindMounts = mounts.filter { FileSystem.exists($0.target) }.map { ($0.source, $0.target) }
+        if workingDir == nil, let first = mounts.first {
+            options.workingDirectory = FileSystem.exists(first.target) ? first.target : first.source
+        }
+    }
+}
