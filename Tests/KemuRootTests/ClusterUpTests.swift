@@ -112,17 +112,10 @@ struct ClusterUpTests {
         // The agent of the victim's node dies (kill -9) and a new one starts: it takes the running
         // process over (same pid, same restart count) and still notices when it dies.
         let victimNode = pods[0][1]
-        let agentPIDFile = "/run/kemu/\(cluster)/node-\(victimNode).pid"
-        let oldAgent = Int32(try FileSystem.readFile(agentPIDFile).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let oldAgent = try c.daemonPID("node-\(victimNode)")
         let adoptedPID = try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID}")
         kill(oldAgent, SIGKILL)
-        var options = Spawn.Options(namespace: NetworkNamespace("kemu-\(cluster)-\(victimNode)"))
-        options.privateMounts = false
-        options.newSession = true
-        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
-        (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
-        let newAgent = try Spawn.spawn([kemu, "node", "--name", victimNode, "--cluster", cluster, "--images", "\(packageRoot)/configs/images.yaml"], options)
-        try FileSystem.writeFile(agentPIDFile, "\(newAgent)\n")
+        let newAgent = try c.restartAgent(victimNode)
         try await Task.sleep(for: .seconds(1))
         #expect(try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}")
                 == "\(adoptedPID) 1 true")

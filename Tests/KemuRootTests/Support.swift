@@ -194,6 +194,24 @@ struct TestCluster {
     func jsonpath(_ object: String, _ path: String) async throws -> String {
         try await kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
     }
+
+    /// The pid of a daemon `kemu up` started (`server`, `lb`, `node-NAME`).
+    func daemonPID(_ daemon: String) throws -> pid_t {
+        pid_t(try FileSystem.readFile("\(state)/\(daemon).pid").trimmingCharacters(in: .whitespacesAndNewlines))!
+    }
+
+    /// Starts `kemu node` for `node` again (after a test killed it), detached as `kemu up` does,
+    /// and records its pid where `kemu down` finds it.
+    func restartAgent(_ node: String) throws -> pid_t {
+        var options = Spawn.Options(namespace: NetworkNamespace("kemu-\(name)-\(node)"))
+        options.privateMounts = false
+        options.newSession = true
+        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
+        (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
+        let pid = try Spawn.spawn([kemu, "node", "--name", node, "--cluster", name, "--images", "\(packageRoot)/configs/images.yaml"], options)
+        try FileSystem.writeFile("\(state)/node-\(node).pid", "\(pid)\n")
+        return pid
+    }
 }
 
 /// Polls until `check` holds or `seconds` pass; returns whether it held.
