@@ -49,7 +49,9 @@ public final class DeploymentController: Sendable {
                 }
             }
             group.addTask {
-                try await self.queue.process(self.logger, { "Deployment \($0.namespace)/\($0.name)" }, self.reconcile)
+                try await self.queue.process(self.logger, { "Deployment \($0.namespace)/\($0.name)" }, self.reconcile) { key, error, count, retry in
+                    Workload.reportFailure(self.store, resource: Self.deployments, key, error, count: count, retry: retry, component: "deployment-controller")
+                }
             }
             try await group.next()
             group.cancelAll()

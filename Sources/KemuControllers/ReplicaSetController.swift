@@ -39,7 +39,9 @@ public final class ReplicaSetController: Sendable {
             group.addTask { for try await event in owners { self.queue.add(Key(namespace: event.object.namespace, name: event.object.name)) } }
             group.addTask { for try await event in pods { self.enqueueOwners(of: event.object) } }
             group.addTask {
-                try await self.queue.process(self.logger, { "\(self.kind) \($0.namespace)/\($0.name)" }, self.reconcile)
+                try await self.queue.process(self.logger, { "\(self.kind) \($0.namespace)/\($0.name)" }, self.reconcile) { key, error, count, retry in
+                    Workload.reportFailure(self.store, resource: self.resource, key, error, count: count, retry: retry, component: "replicaset-controller")
+                }
             }
             try await group.next()
             group.cancelAll()

@@ -67,8 +67,10 @@ final class WorkQueue: Sendable {
     /// Takes keys until the task is cancelled and runs `work` on each. A key whose work fails is
     /// logged (`what` names it) and added again after 100 ms, doubling with each failure in a
     /// row up to 30 s: retried, never in a hot loop, while other keys go on.
+    /// `failed` hears of each failure with the count in a row and the delay before the retry.
     func process(_ logger: Logger, _ what: @Sendable (EndpointSliceController.Key) -> String,
-                 _ work: @Sendable (EndpointSliceController.Key) throws -> Void) async throws {
+                 _ work: @Sendable (EndpointSliceController.Key) throws -> Void,
+                 failed: @Sendable (EndpointSliceController.Key, any Error, Int, Double) -> Void = { _, _, _, _ in }) async throws {
         while !Task.isCancelled {
             guard let key = await next() else { return }
             do {
@@ -77,6 +79,7 @@ final class WorkQueue: Sendable {
             } catch {
                 let count = failures.withLock { f in f[key, default: 0] += 1; return f[key]! }
                 logger.warning("\(what(key)) (failure \(count)): \(error)")
+                failed(key, error, count, Self.backoff(failures: count))
                 add(key, after: Self.backoff(failures: count))
             }
         }

@@ -57,7 +57,9 @@ public final class StatefulSetController: Sendable {
                 }
             }
             group.addTask {
-                try await self.queue.process(self.logger, { "StatefulSet \($0.namespace)/\($0.name)" }, self.reconcile)
+                try await self.queue.process(self.logger, { "StatefulSet \($0.namespace)/\($0.name)" }, self.reconcile) { key, error, count, retry in
+                    Workload.reportFailure(self.store, resource: Self.sets, key, error, count: count, retry: retry, component: "statefulset-controller")
+                }
             }
             try await group.next()
             group.cancelAll()

@@ -137,6 +137,15 @@ enum Workload {
         _ = try? store.create("events", event)
     }
 
+    /// A reconcile that failed, as a Warning event on the object: the first failure and then
+    /// every doubling of the count (1, 2, 4, 8…), so a stuck object is visible without flooding.
+    static func reportFailure(_ store: Store, resource: String, _ key: EndpointSliceController.Key, _ error: any Error,
+                              count: Int, retry: Double, component: String) {
+        guard count & (count - 1) == 0, let object = store.get(resource, namespace: key.namespace, name: key.name) else { return }
+        event(store, object, type: "Warning", reason: "ReconcileFailed",
+              message: "\(error) (failure \(count) in a row; retrying in \(String(format: "%.1f", retry)) s)", component: component)
+    }
+
     /// A status condition set to `status`/`reason`/`message`: lastTransitionTime moves only when
     /// the status changes, lastUpdateTime whenever anything does (or `touch` says progress).
     static func setCondition(_ conditions: inout [JSON], type: String, status: String, reason: String, message: String,

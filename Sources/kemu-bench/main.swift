@@ -23,6 +23,10 @@ if only == nil || only == "cluster" {
     try await ClusterBench.run(root: root)
 }
 if only == "cluster" { exit(0) }
+if only == nil || only == "workload" {
+    try await WorkloadBench.run(root: root)
+}
+if only == "workload" { exit(0) }
 if only == nil || only == "proxy" {
     try await ProxyBench.run(root: root)
 }

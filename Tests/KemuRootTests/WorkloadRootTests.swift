@@ -12,6 +12,7 @@ struct WorkloadRootTests {
     metadata: {name: web}
     spec:
       replicas: 4
+      minReadySeconds: 1
       selector: {matchLabels: {app: web}}
       strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}
       template:
@@ -61,14 +62,16 @@ struct WorkloadRootTests {
         let clusterIP = try await c.jsonpath("svc/web", "{.spec.clusterIP}")
 
         #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/tester", "--timeout=30s"]).status == .exited(0))
-        // A new image, with clients connecting all along: every request is answered.
+        // A new image, with clients connecting all along: every request is answered. (Each new
+        // pod counts after 1 s Ready, minReadySeconds, so the rollout takes a few seconds.)
+        async let traffic = c.requests(from: "tester", to: clusterIP, 80, count: 3000)
+        try await Task.sleep(for: .milliseconds(500))
         #expect(try await c.kubectl(["set", "image", "deploy/web", "echo=kemu/echo:v2"]).status == .exited(0))
-        async let traffic = c.requests(from: "tester", to: clusterIP, 80, count: 2000)
         let rolled = try await c.kubectl(["rollout", "status", "deploy/web", "--timeout=60s"])
         let during = try await traffic
         #expect(rolled.output.contains("successfully rolled out"), "\(rolled.output)")
         #expect(during.failures.count == 0, "\(during.failures.prefix(3))")
-        #expect(during.counts.values.reduce(0, +) == 2000)
+        #expect(during.counts.values.reduce(0, +) == 3000)
         let v2 = try await revisions(c)
         #expect(v2.count == 2 && v2["2"] != nil && v2["2"] != v1["1"])
         // The traffic spanned the rollout: old pods and new ones answered it.
