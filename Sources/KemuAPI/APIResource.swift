@@ -55,6 +55,8 @@ public enum APIResources {
               namespaced: true),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
+        // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
+        .init(group: "kemu.dev", version: "v1", resource: "faults", singular: "fault", kind: "Fault", namespaced: true),
     ]
 
     /// Groups in discovery order, with their versions.

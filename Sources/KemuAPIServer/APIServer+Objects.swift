@@ -115,7 +115,7 @@ extension APIServer {
         var o = try await incoming(t, request)
         try requireNamespace(t)
         o.resourceVersion = nil
-        try Admission.admit(&o, t.resource)
+        try admit(&o, t)
         return Self.json(try createAllocating(t.resource, o), status: .created)
     }
 
@@ -164,7 +164,7 @@ extension APIServer {
             return Self.json(try setReplicas(t, name, scale))
         }
         var o = try await incoming(t, request, name: name)
-        try Admission.admit(&o, t.resource)
+        try admit(&o, t)
         if t.resource.kind == "Service", sub == nil {
             let current = try get(t, name)
             try reallocate(t.resource, &o, current)
@@ -207,7 +207,7 @@ extension APIServer {
             var o = patch
             try conform(&o, t, name: name)
             try requireNamespace(t)
-            try Admission.admit(&o, t.resource)
+            try admit(&o, t)
             return Self.json(try createAllocating(t.resource, o), status: .created)
         }
         if sub == "scale" {
@@ -220,7 +220,7 @@ extension APIServer {
             try conform(&patched, t, name: name)
             if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
             patched.resourceVersion = o.resourceVersion
-            try Admission.admit(&patched, t.resource)
+            try admit(&patched, t)
             if sub == nil { try reallocate(t.resource, &patched, o) }
             o = patched
         }
@@ -307,6 +307,14 @@ extension APIServer {
             }
         }
     }
+    /// Defaults and validation (Admission), then what needs the other objects: a Fault must not
+    /// overlap another on the same Service.
+    func admit(_ o: inout JSON, _ t: Target) throws {
+        try Admission.admit(&o, t.resource)
+        if t.resource.kind == "Fault", let overlap = Admission.faultOverlaps(o, store.list(t.resource.qualifiedName, namespace: o.namespace).items) {
+            throw APIError.invalid(t.resource, name: o.name, [overlap])
+        }
+    }
 }
 
 /// autoscaling/v1 Scale, the view `kubectl scale` reads and writes.
@@ -324,4 +332,5 @@ enum Scale {
                 "spec": ["replicas": .int(o[path: "spec.replicas"]?.int ?? 0)],
                 "status": ["replicas": .int(o[path: "status.replicas"]?.int ?? 0), "selector": .string(selector)]]
     }
+
 }

@@ -150,6 +150,12 @@ enum Tables {
                     Column(name: "Reason") { s($0["reason"]?.string) },
                     Column(name: "Object") { o in .string("\((o[path: "involvedObject.kind"]?.string ?? "").lowercased())/\(o[path: "involvedObject.name"]?.string ?? "")") },
                     Column(name: "Message") { s($0["message"]?.string) }]
+        case "Fault":
+            return [name,
+                    Column(name: "Service") { s($0[path: "spec.service"]?.string) },
+                    Column(name: "Faults") { .string(Fault($0).summary) },
+                    Column(name: "Sources") { o in .string(Fault(o).sources.isEmpty ? "<all>" : Fault(o).sources.joined(separator: ",")) },
+                    age]
         case "ConfigMap":
             return [name, Column(name: "Data", type: "integer") { .int(Int64($0["data"]?.object?.count ?? 0)) }, age]
         default:

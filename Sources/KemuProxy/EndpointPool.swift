@@ -55,6 +55,8 @@ public struct PoolSettings: Sendable, Equatable {
     /// Connections to an endpoint that left the pool are closed after this many seconds; nil lets
     /// them finish.
     public var drainSeconds: Double?
+    /// Faults on the Service (kemu.dev/v1 Fault): aborts, hangs and delays before the dial.
+    public var faults: [FaultRule] = []
 
     public init() {}
 }
@@ -253,4 +255,8 @@ public struct PoolStats: Sendable, Equatable {
     public var rejected: UInt64 = 0
     public var retries: UInt64 = 0
     public var ejections: UInt64 = 0
+    /// Connections a Fault reset, held unanswered, or delayed.
+    public var faultAborts: UInt64 = 0
+    public var faultHangs: UInt64 = 0
+    public var faultDelays: UInt64 = 0
 }

@@ -17,6 +17,8 @@ final class Connection {
     var generation: UInt32 = 0
     var dialStarted: UInt64 = 0
     var connected = false
+    /// Held by a hang Fault: never dialled, closed when the client goes.
+    var hung = false
     var toUpstream = Direction()
     var toClient = Direction()
     var lastActive: UInt64
@@ -73,9 +75,32 @@ extension ProxyEngine {
                     TCPSocket.abort(fd)
                     continue
                 }
+                if let rule = pool.settings.faults.first(where: { $0.matches(peer.ip) }) {
+                    if injectFault(rule, c) { continue }
+                }
                 dial(c)
             }
         }
+    }
+
+    /// A Fault's action on a new connection; false when it should be dialled now.
+    private func injectFault(_ rule: FaultRule, _ c: Connection) -> Bool {
+        switch rule.action(roll: Double.random(in: 0..<100), spread: Double.random(in: -1...1)) {
+        case .pass:
+            return false
+        case .abort:
+            c.pool.stats.faultAborts += 1
+            finish(c, reset: true)
+        case .hang:
+            c.pool.stats.faultHangs += 1
+            c.hung = true
+        case let .delay(nanoseconds):
+            c.pool.stats.faultDelays += 1
+            dialSequence &+= 1
+            c.generation = dialSequence
+            timers.push(.init(deadline: now + nanoseconds, kind: .delayedDial, fd: c.client, generation: c.generation))
+        }
+        return true
     }
 
     /// Picks an endpoint and starts connecting; on an immediate failure tries the next. A client
@@ -141,6 +166,9 @@ extension ProxyEngine {
             switch t.kind {
             case .resumeAccept:
                 if listeners[t.fd] != nil { try? epoll.add(t.fd, events: Epoll.readable, token: Token.listener(t.fd)) }
+            case .delayedDial:
+                guard let c = connection(t.fd), c.client == t.fd, !c.connected, c.endpoint == nil, c.generation == t.generation else { continue }
+                dial(c)
             case .dial:
                 guard let c = connection(t.fd), c.client == t.fd, !c.connected, c.generation == t.generation, let e = c.endpoint else { continue }
                 dropUpstream(c)
@@ -152,6 +180,10 @@ extension ProxyEngine {
 
     func connectionEvent(_ fd: Int32, _ events: UInt32) {
         guard let c = connection(fd) else { return }
+        if c.hung {
+            if events & Epoll.peerClosed != 0 { finish(c, reset: false) }
+            return
+        }
         if !c.connected {
             if fd == c.upstream {
                 guard events & (Epoll.writable | Epoll.failed) != 0 else { return }

@@ -211,7 +211,7 @@ public final class ProxyEngine: @unchecked Sendable {
 
 /// A min-heap of deadlines: dial timeouts, and listeners paused after accept failed.
 struct TimerHeap {
-    enum Kind { case dial, resumeAccept }
+    enum Kind { case dial, delayedDial, resumeAccept }
     struct Entry {
         var deadline: UInt64
         var kind: Kind

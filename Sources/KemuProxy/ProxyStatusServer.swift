@@ -7,7 +7,8 @@ import NIOPosix
 
 /// kube-proxy's observable surface: `/healthz` and `/livez` on the health port (JSON with
 /// lastUpdated and currentTime; 503 until the first sync, or while a change has waited longer
-/// than `healthTimeout`), `/metrics` on the metrics port. The ports are bound before the proxy
+/// than `healthTimeout`), `/metrics` and `/endpoints` (when each Service's endpoints last changed
+/// here, for experiments) on the metrics port. The ports are bound before the proxy
 /// opens any listener: a second proxy for the same node fails there, before it could share
 /// (SO_REUSEPORT) the first one's Service ports.
 struct ProxyStatusServer {
@@ -20,7 +21,7 @@ struct ProxyStatusServer {
     init(proxy: ServiceProxy) async throws {
         self.proxy = proxy
         var channels: [any Channel] = []
-        for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics"])] {
+        for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics", "/endpoints"])] {
             guard let address else { continue }
             let proxy = self.proxy
             do {
@@ -65,6 +66,8 @@ struct ProxyStatusServer {
         case "/metrics":
             let snapshot = await proxy.snapshot()
             return (.ok, "text/plain; version=0.0.4", proxy.metrics.render(snapshot))
+        case "/endpoints":
+            return (.ok, "application/json", proxy.endpointHistory().text())
         default:
             return (.notFound, "text/plain", "404 page not found\n")
         }

@@ -44,6 +44,13 @@ public protocol LocalAddresses: Sendable {
     func addRange(_ network: IPv4Network) throws
 }
 
+/// Applies bandwidth Faults: each local endpoint pod listed gets its link limited to the rate,
+/// every other pod of the node none. Called with the whole wanted set whenever it changes (and
+/// at the first sync, so a restarted proxy clears what its predecessor left).
+public protocol PodShaper: Sendable {
+    func shape(_ wanted: [IPv4Address: UInt64])
+}
+
 /// kube-proxy's job for one node: follows Services and EndpointSlices, turns each changed
 /// Service into a `ServicePlan`, and applies the difference to the previous plan — addresses on
 /// `lo`, listening sockets, endpoint pools — to the byte-path engine. Changes are batched at
@@ -53,6 +60,7 @@ public final class ServiceProxy: Sendable {
     let client: APIClient
     let engine: ProxyEngine
     let addresses: any LocalAddresses
+    let shaper: (any PodShaper)?
     let logger = Logger(label: "kemu.proxy")
     let state = Mutex(State())
     let changed = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -88,12 +96,19 @@ public final class ServiceProxy: Sendable {
         var balancerReported: [Key: String] = [:]
         /// When the oldest change not yet applied arrived.
         var pendingSince: Date?
+        /// kemu.dev/v1 Faults by their own namespace/name.
+        var faults: [Key: Fault] = [:]
+        /// The last changes of each Service's endpoints as this proxy applied them (time, addresses).
+        var history: [Key: [(Date, [String])]] = [:]
+        /// The bandwidth limits last given to the shaper (nil: never yet).
+        var shaped: [IPv4Address: UInt64]?
     }
 
-    public init(config: ProxyConfig, client: APIClient, addresses: any LocalAddresses) throws {
+    public init(config: ProxyConfig, client: APIClient, addresses: any LocalAddresses, shaper: (any PodShaper)? = nil) throws {
         self.config = config
         self.client = client
         self.addresses = addresses
+        self.shaper = shaper
         engine = try ProxyEngine(settings: config.engine)
     }
 
@@ -124,6 +139,10 @@ public final class ServiceProxy: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }
+            if config.role == .node {
+                let faults = Informer(client, APIResources.all.first { $0.resource == "faults" }!)
+                group.addTask { try await faults.run { self.faultEvent($0) } }
+            }
             if config.role == .cloudLoadBalancer {
                 let nodes = Informer(client, APIResources.all.first { $0.resource == "nodes" }!)
                 group.addTask { try await nodes.run { self.nodeEvent($0) } }
@@ -141,6 +160,27 @@ public final class ServiceProxy: Sendable {
             case let .added(o), let .updated(_, o): s.services[Key(namespace: o.namespace, name: o.name)] = o; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
             case let .deleted(o): s.services[Key(namespace: o.namespace, name: o.name)] = nil; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
             case .synced: s.servicesSynced = true
+            }
+            if s.pendingSince == nil { s.pendingSince = Date() }
+        }
+        changed.continuation.yield()
+    }
+
+    /// A Fault came, changed or went: the Services it was and is about are planned again.
+    func faultEvent(_ event: InformerEvent) {
+        state.withLock { s in
+            func mark(_ fault: Fault?) {
+                if let fault { s.dirty.insert(Key(namespace: fault.namespace, name: fault.service)) }
+            }
+            switch event {
+            case let .added(o), let .updated(_, o):
+                let key = Key(namespace: o.namespace, name: o.name)
+                mark(s.faults[key])
+                s.faults[key] = Fault(o)
+                mark(s.faults[key])
+            case let .deleted(o):
+                mark(s.faults.removeValue(forKey: Key(namespace: o.namespace, name: o.name)))
+            case .synced: return
             }
             if s.pendingSince == nil { s.pendingSince = Date() }
         }
@@ -215,7 +255,10 @@ public final class ServiceProxy: Sendable {
                 (k, s.services[k].map { service in
                     let slices = Array((s.slices[k] ?? [:]).values).sorted { $0.name < $1.name }
                     switch config.role {
-                    case .node: return ServicePlan(service: service, slices: slices, context: config.context)
+                    case .node:
+                        var plan = ServicePlan(service: service, slices: slices, context: config.context)
+                        plan.inject(s.faults.values.filter { $0.namespace == k.namespace && $0.service == k.name })
+                        return plan
                     case .cloudLoadBalancer: return ServicePlan(loadBalancerFor: service, slices: slices, nodes: nodes, defaults: config.context.defaults)
                     }
                 })
@@ -231,11 +274,13 @@ public final class ServiceProxy: Sendable {
             state.withLock { s in
                 s.plans[key] = plan
                 s.healthChecks[key] = new.healthCheck
+                Self.remember(&s, key, new, at: started)
             }
             healthChecksChanged = healthChecksChanged || old.healthCheck != new.healthCheck
             report(key, new.problems)
         }
         engine.send(commands)
+        shapeBandwidth()
         if config.role == .cloudLoadBalancer { reportBalancers(work.map(\.0)) }
         if healthChecksChanged {
             healthChecks.update(state.withLock { s in
@@ -346,6 +391,52 @@ public final class ServiceProxy: Sendable {
                 do { _ = try await client.create(events, event) } catch { logger.warning("event \(reason): \(error)") }
             }
         }
+    }
+
+    /// How many changes of a Service's endpoints `/endpoints` keeps.
+    static let historyLength = 64
+
+    /// Records the plan's endpoints if they differ from the last ones recorded (only Services
+    /// that have endpoints or had some, so a large quiet cluster keeps nothing).
+    static func remember(_ s: inout State, _ key: Key, _ plan: ServicePlan, at time: Date) {
+        let endpoints = Set(plan.pools.values.flatMap { $0.endpoints.map(\.address.description) }).sorted()
+        let last = s.history[key]?.last?.1
+        guard last != endpoints, !(last == nil && endpoints.isEmpty) else { return }
+        s.history[key, default: []].append((time, endpoints))
+        if s.history[key]!.count > historyLength { s.history[key]!.removeFirst() }
+    }
+
+    /// `{"default/web": [{"time": 1700000000.123, "endpoints": ["10.244.1.2:8080"]}, …]}`
+    public func endpointHistory() -> JSON {
+        state.withLock { s in
+            var out = JSONObject()
+            for (key, changes) in s.history.sorted(by: { $0.key < $1.key }) {
+                out[key.description] = .array(changes.map { ["time": .double($0.0.timeIntervalSince1970), "endpoints": .array($0.1.map { .string($0) })] })
+            }
+            return .object(out)
+        }
+    }
+
+    /// Bandwidth Faults: the local endpoints of each Service with one, at its rate.
+    private func shapeBandwidth() {
+        guard let shaper else { return }
+        let wanted = state.withLock { s -> [IPv4Address: UInt64]? in
+            var wanted: [IPv4Address: UInt64] = [:]
+            for fault in s.faults.values {
+                guard let rate = fault.bytesPerSecond else { continue }
+                for slice in (s.slices[Key(namespace: fault.namespace, name: fault.service)] ?? [:]).values {
+                    for e in slice["endpoints"]?.array ?? [] where e["nodeName"]?.string == config.context.nodeName {
+                        if let ip = e["addresses"]?.array?.first?.string.flatMap(IPv4Address.init) { wanted[ip] = rate }
+                    }
+                }
+            }
+            // Unchanged and empty: nothing to do. Otherwise the shaper looks again (a pod recreated
+            // on the same address has a new, unshaped veth).
+            if s.shaped == wanted && wanted.isEmpty { return nil }
+            s.shaped = wanted
+            return wanted
+        }
+        if let wanted { shaper.shape(wanted) }
     }
 
     /// A problem is logged once, not at every sync.

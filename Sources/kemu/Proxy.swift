@@ -7,6 +7,7 @@ import KemuProxy
 import KemuSystem
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 struct Proxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,7 +63,41 @@ struct ProxyOptions: ParsableArguments {
         config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
         config.localRanges = [plan.network.serviceCIDR]
         config.reservedAddresses = [plan.dnsServiceIP]
-        return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses())
+        return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
+    }
+}
+
+/// Bandwidth Faults on one node's pods: tbf on both ends of each pod's veth (ClusterNetwork.shapePod).
+/// Remembers what it set per veth, so a pod is touched only when its limit changes; the first call
+/// clears every pod of the node, whatever an earlier proxy left.
+final class PodLinkShaper: PodShaper {
+    let network: ClusterNetwork
+    let node: String
+    private let applied = Mutex<[String: UInt64]?>(nil)
+    private let logger = Logger(label: "kemu.proxy.bandwidth")
+
+    init(network: ClusterNetwork, node: String) {
+        self.network = network
+        self.node = node
+    }
+
+    func shape(_ wanted: [IPv4Address: UInt64]) {
+        let pods = (try? network.pods().filter { $0.node == node }) ?? []
+        applied.withLock { applied in
+            var now: [String: UInt64] = [:]
+            for pod in pods {
+                let rate = wanted[pod.ip]
+                if let rate { now[pod.hostVeth] = rate }
+                if let before = applied, before[pod.hostVeth] == rate { continue }
+                do {
+                    try network.shapePod(pod, bytesPerSecond: rate)
+                    if let rate { logger.info("pod \(pod.name) (\(pod.ip)): link limited to \(rate) bytes/s") }
+                } catch {
+                    logger.warning("pod \(pod.name): bandwidth limit \(rate.map(String.init) ?? "removal"): \(error)")
+                }
+            }
+            applied = now
+        }
     }
 }
 

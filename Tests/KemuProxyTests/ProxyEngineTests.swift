@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KemuAPI
 import KemuIP
 import KemuSystem
 import Logging
@@ -264,6 +265,74 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             #expect(n == -1 && errno == ECONNRESET)
+        }
+    }
+}
+
+/// Faults in the byte path: what a matching client gets, and that others get none of it.
+@Suite(.serialized) struct ProxyFaultTests {
+    let engineTests = ProxyEngineTests()
+
+    func rule(abort: Double = 0, hang: Double = 0, latency: Int = 0, sources: [String] = []) -> FaultRule {
+        FaultRule(Fault(name: "f", service: "s", sources: sources, latencyMilliseconds: latency, abortPercent: abort, hangPercent: hang))
+    }
+
+    @Test func aRuleAbortsThenHangsThenDelaysByItsShares() {
+        let r = FaultRule(Fault(name: "f", service: "s", latencyMilliseconds: 100, jitterMilliseconds: 50, abortPercent: 30, hangPercent: 10))
+        #expect(r.action(roll: 29.9, spread: 0) == .abort)
+        #expect(r.action(roll: 30, spread: 0) == .hang && r.action(roll: 39.9, spread: 0) == .hang)
+        #expect(r.action(roll: 40, spread: -1) == .delay(50_000_000) && r.action(roll: 99, spread: 1) == .delay(150_000_000))
+        #expect(rule(abort: 5).action(roll: 50, spread: 0) == .pass)
+        #expect(rule(sources: ["10.244.1.0/24"]).matches(IPv4Address(10, 244, 1, 9)) && !rule(sources: ["10.244.1.0/24"]).matches(IPv4Address(127, 0, 0, 1)))
+    }
+
+    @Test func aFaultsPlanCarriesItsRulesToEveryPool() {
+        var plan = ServicePlan()
+        plan.pools = ["default/web": .init(settings: PoolSettings(), endpoints: []), "default/web@local": .init(settings: PoolSettings(), endpoints: [])]
+        plan.inject([Fault(name: "b", service: "web", bytesPerSecond: 1000), Fault(name: "a", service: "web", abortPercent: 10)])
+        #expect(plan.pools.values.allSatisfy { $0.settings.faults.map(\.origin) == ["default/a"] })  // bandwidth is not the proxy's
+    }
+
+    @Test func matchingClientsAreResetHeldOrDelayedAndOthersServed() async throws {
+        let backend = try EchoBackend("f")
+        defer { backend.stop() }
+        try await engineTests.withEngine([backend.address], { $0.faults = [rule(abort: 100)] }) { engine, address in
+            // Nothing sent: a send could take the reset's error first and leave recv an end of stream.
+            let fd = try #require(connectBlocking(address))
+            var byte: UInt8 = 0
+            let n = recv(fd, &byte, 1, 0)
+            #expect(n < 0 && errno == ECONNRESET)
+            close(fd)
+            #expect(await engine.snapshot().pools[0].stats.faultAborts == 1)
+            #expect(backend.accepted.load(ordering: .relaxed) == 0)
+        }
+        try await engineTests.withEngine([backend.address], { $0.faults = [rule(abort: 100, sources: ["10.0.0.0/8"])] }) { _, address in
+            #expect(String(decoding: exchange(address, Array("x".utf8)).bytes, as: UTF8.self) == "f\nx")
+        }
+        try await engineTests.withEngine([backend.address], { $0.faults = [rule(latency: 200)] }) { engine, address in
+            let started = ContinuousClock.now
+            #expect(String(decoding: exchange(address, Array("x".utf8)).bytes, as: UTF8.self) == "f\nx")
+            #expect(ContinuousClock.now - started >= .milliseconds(190))  // a lower bound: the delay happened
+            #expect(await engine.snapshot().pools[0].stats.faultDelays == 1)
+        }
+        let acceptedBefore = backend.accepted.load(ordering: .relaxed)
+        try await engineTests.withEngine([backend.address], { $0.faults = [rule(hang: 100)] }) { engine, address in
+            let fd = try #require(connectBlocking(address))
+            var wait = timeval(tv_sec: 0, tv_usec: 300_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+            _ = Array("x".utf8).withUnsafeBytes { send(fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+            var byte: UInt8 = 0
+            let n = recv(fd, &byte, 1, 0)
+            #expect(n < 0 && errno == EAGAIN)  // accepted, never answered, not closed
+            #expect(backend.accepted.load(ordering: .relaxed) == acceptedBefore)
+            #expect(await engine.snapshot().pools[0].stats.faultHangs == 1)
+            close(fd)
+            var open = 1
+            for _ in 0..<100 where open > 0 {
+                open = await engine.snapshot().openConnections
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(open == 0)  // the client left: so did the held connection
         }
     }
 }
