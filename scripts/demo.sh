@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: `kemu up` a 2-node cluster, apply four kemu/echo pods with real kubectl, and curl
-# every pod from a pod on the other node. KEEP=1 leaves the cluster up to play with.
+# every pod from a pod on the other node; then the failover story (an experiment: a pod killed and a
+# node partitioned under load, with its report). KEEP=1 leaves the cluster up to play with.
 set -euo pipefail
 kemu=$(realpath "${1:-.build/debug/kemu}")
 cluster=demo
@@ -63,6 +64,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 kubectl get pods -o wide
+step "the failover story: kemu experiment run configs/experiments/demo-failover.yaml"
+echo "curl loops from a pod (ClusterIP) and from the client host (load balancer); at 2 s a pod is"
+echo "killed, at 4 s node-2 is cut off the network, at 16 s it is healed."
+"$kemu" experiment run --cluster "$cluster" configs/experiments/demo-failover.yaml
+step "what the cluster recorded: kubectl get events --field-selector source=kemu-chaos"
+kubectl get events --field-selector source=kemu-chaos
 step "kemu status"
 "$kemu" status --cluster "$cluster"
 if [ "${KEEP:-0}" = 1 ]; then

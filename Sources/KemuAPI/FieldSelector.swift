@@ -37,7 +37,8 @@ public struct FieldSelector: Sendable, Equatable, CustomStringConvertible {
     /// Whether `object` matches every term.
     public func matches(_ object: JSON) -> Bool {
         terms.allSatisfy { term in
-            let actual = Self.fieldValue(object[path: term.field])
+            // An Event's `source` is its source.component, as upstream's event field selector has it.
+            let actual = Self.fieldValue(object[path: term.field == "source" ? "source.component" : term.field])
             return (actual == term.value) != term.negated
         }
     }

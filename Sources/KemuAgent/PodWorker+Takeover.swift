@@ -37,7 +37,11 @@ extension PodWorker {
             guard let entry = record[path: "containers"]?[c.name] else { continue }
             containers[i].restartCount = Int(entry["restartCount"]?.int ?? 0)
             guard let pid = entry["pid"]?.int.map({ pid_t($0) }), let start = entry["processStart"]?.string.flatMap({ UInt64($0) }),
-                  ProcessReaper.startTime(of: pid) == start else { continue }
+                  ProcessReaper.startTime(of: pid) == start else {
+                // It ran and died while no agent watched (a crashed node): its next start is a restart.
+                if entry["pid"] != nil { containers[i].restartCount += 1 }
+                continue
+            }
             alive.append((i, pid))
             containers[i].pid = pid
             containers[i].processStart = start

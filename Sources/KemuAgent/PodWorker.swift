@@ -243,20 +243,24 @@ public actor PodWorker {
         await report()
     }
 
-    /// The pod is gone from the API (or this node): SIGTERM to every container's process group,
-    /// SIGKILL after the grace period, then the sandbox goes.
+    /// The pod is gone from the API (or this node): the preStop sleep hooks (`lifecycle.preStop.
+    /// sleep.seconds`, the longest, within the grace period: the time for every proxy to stop
+    /// sending it connections), then SIGTERM to every container's process group, SIGKILL when the
+    /// grace period is over, then the sandbox goes.
     func stop(grace given: Int64? = nil) async {
         stopped = true
         await starting?.value
         for c in containers { c.restartTask?.cancel(); c.probeTask?.cancel() }
         let grace = min(max(given ?? pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
+        let deadline = ContinuousClock.now + .seconds(grace)
         let pids = containers.compactMap(\.pid)
-        for pid in pids { kill(-pid, SIGTERM) }
         if !pids.isEmpty {
             let running = containers.filter { $0.pid != nil }.map(\.name).joined(separator: ", ")
             await agent.event(pod, type: "Normal", reason: "Killing", message: "Stopping container \(running)")
+            let hook = containers.filter { $0.pid != nil }.compactMap { $0.spec[path: "lifecycle.preStop.sleep.seconds"]?.int }.max() ?? 0
+            if hook > 0 { try? await Task.sleep(for: .seconds(min(hook, grace))) }
         }
-        let deadline = ContinuousClock.now + .seconds(grace)
+        for pid in pids { kill(-pid, SIGTERM) }
         while containers.contains(where: { $0.pid != nil }) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }

@@ -72,7 +72,8 @@ enum ClusterBench {
         let agentPID = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
         let idlePID = pid_t((try FileSystem.readFile("\(state)/node-node-3.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
         let serverPID = pid_t((try FileSystem.readFile("\(state)/server.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
-        let busy = processMemory(agentPID), idle = processMemory(idlePID), server = processMemory(serverPID)
+        let proxyPID = pid_t((try FileSystem.readFile("\(state)/proxy-node-3.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let busy = processMemory(agentPID), idle = processMemory(idlePID), server = processMemory(serverPID), proxy = processMemory(proxyPID)
         try sh([kemu, "down", "--cluster", cluster])
 
         // What one more emulated node costs the machine: a 1-node and a 6-node cluster, idle,
@@ -96,9 +97,10 @@ enum ClusterBench {
         | `kemu up`, 3 nodes, until every node is Ready (median of 3) | \(String(format: "%.0f ms", ups[1])) | < 2 s (k3d 19.9 s, kind 33 s, minikube 50.8 s) |
         | pods created → Running + Ready on one node, `pause` image (80, 16 creates in flight) | \(String(format: "%.0f", pauseRate)) pods/s | ≥ 100/s |
         | the same with `kemu/echo` (20; each is a Swift HTTP server starting) | \(String(format: "%.0f", echoRate)) pods/s | |
-        | one more emulated node (node agent, namespace, links), machine memory used | \(perNode / 1024) MiB | ≤ 20 MB (k3s agent 275 MB, kubemark 220 MB) |
-        | node agent, idle: RSS / PSS / private | \(idle.rss / 1024) / \(idle.pss / 1024) / \(idle.uss / 1024) MiB | |
+        | one more emulated node (node agent, its proxy, namespace, links), machine memory used | \(perNode / 1024) MiB | ≤ 20 MB (k3s agent 275 MB, kubemark 220 MB) |
+        | node agent (with DNS), idle: RSS / PSS / private | \(idle.rss / 1024) / \(idle.pss / 1024) / \(idle.uss / 1024) MiB | |
         | node agent running 100 pods: RSS / PSS / private | \(busy.rss / 1024) / \(busy.pss / 1024) / \(busy.uss / 1024) MiB | |
+        | node proxy (its own process), idle: RSS / PSS / private | \(proxy.rss / 1024) / \(proxy.pss / 1024) / \(proxy.uss / 1024) MiB | |
         | kemu server (cluster): RSS / PSS / private | \(server.rss / 1024) / \(server.pss / 1024) / \(server.uss / 1024) MiB | |
 
         RSS counts every page a process maps, including the kemu binary and Foundation, which all

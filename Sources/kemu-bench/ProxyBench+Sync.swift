@@ -95,8 +95,8 @@ extension ProxyBench {
             }
             try await group.waitForAll()
         }
-        // A cold start: the node daemon goes, its addresses too, then the proxy alone.
-        let daemon = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        // A cold start: the node's proxy goes, its addresses too, then a new proxy alone.
+        let daemon = pid_t((try FileSystem.readFile("\(state)/proxy-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
         kill(daemon, SIGKILL)
         while kill(daemon, 0) == 0 { usleep(10_000) }
         let node = NetworkNamespace("kemu-\(cluster)-node-1")

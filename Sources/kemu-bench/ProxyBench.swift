@@ -108,7 +108,7 @@ enum ProxyBench {
             for pid in [haproxy, nio, nioIperf] { kill(pid, SIGTERM); _ = try? Spawn.wait(pid) }
         }
         try await Task.sleep(for: .milliseconds(500))
-        let proxyPID = pid_t((try FileSystem.readFile("\(state)/node-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))
+        let proxyPID = pid_t((try FileSystem.readFile("\(state)/proxy-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))
 
         let paths = [
             Path(name: "direct (pod → pod)", http: "http://\(httpIP):8080/", iperf: (iperfIP, "5201"), pid: nil),
@@ -144,7 +144,7 @@ enum ProxyBench {
         |---|---|---|---|---|---|---|
         \(rows)
         Medians of 3 rounds. kemu against the targets: throughput \(ratio(kemuResult.gbps, direct.gbps)) of direct (target ≥ 0.8×); new connections \(ratio(kemuResult.closeRate, haproxyResult.closeRate)) of HAProxy's (target ≥ 1.2×); keep-alive \(ratio(kemuResult.keepAlive, haproxyResult.keepAlive)) of HAProxy's (target ≥ 1×).
-        The server is HAProxy answering 200 by itself (1 thread); kemu's proxy RSS is the whole node daemon (agent and proxy).
+        The server is HAProxy answering 200 by itself (1 thread); kemu's proxy RSS is the node's proxy process (`kemu proxy`, beside the agent).
         \(errors.isEmpty ? "No socket errors." : "Socket errors: " + errors.joined(separator: "; "))
 
         ## Node proxy control plane

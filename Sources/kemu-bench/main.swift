@@ -27,6 +27,10 @@ if only == nil || only == "workload" {
     try await WorkloadBench.run(root: root)
 }
 if only == "workload" { exit(0) }
+if only == nil || only == "chaos" {
+    try await ChaosBench.run(root: root)
+}
+if only == "chaos" { exit(0) }
 if only == nil || only == "proxy" {
     try await ProxyBench.run(root: root)
 }

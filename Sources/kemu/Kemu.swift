@@ -5,7 +5,7 @@ struct Kemu: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kemu",
         abstract: "A Kubernetes networking emulator on one Linux machine.",
-        subcommands: [Up.self, Down.self, Status.self, Exec.self, Curl.self, Logs.self, Net.self, Server.self, Node.self, Proxy.self, LoadBalancer.self, Echo.self, Relay.self]
+        subcommands: [Up.self, Down.self, Status.self, Exec.self, Curl.self, Logs.self, Kill.self, Stop.self, Start.self, Partition.self, Heal.self, FaultCommand.self, ExperimentCommand.self, Net.self, LoadGen.self, Server.self, Node.self, Proxy.self, LoadBalancer.self, Echo.self, Relay.self]
     )
 }
 

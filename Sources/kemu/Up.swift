@@ -125,14 +125,29 @@ struct Up: AsyncParsableCommand {
         try FileSystem.writeFile(path, kubeconfig.render(), mode: 0o600)
     }
 
-    /// `kemu node` inside the node's namespace, with a client certificate for system:node:NAME.
+    /// `kemu node` inside the node's namespace, with a client certificate for system:node:NAME,
+    /// and the node's proxy beside it as a process of its own (so `kemu stop proxy` can stop it
+    /// alone, as kube-proxy is a process of its own).
     func startAgent(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles, _ pki: ClusterPKI) throws {
         try writeKubeconfig(files.nodeKubeconfig(node), user: "system:node:\(node)", groups: ["system:nodes"], network, pki)
+        try Self.startNodeDaemons(node, network, files)
+    }
+
+    /// The node's daemons, with the credentials `kemu up` wrote: the agent (with DNS) and the proxy.
+    static func startNodeDaemons(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles, proxy: Bool = true) throws {
+        let namespace = NetworkNamespace(network.plan.namespace(node))
         _ = try Daemon.start("node-\(node)", files, [
-            Executable.path, "node", "--name", node, "--cluster", network.plan.cluster,
+            Executable.path, "node", "--name", node, "--cluster", network.plan.cluster, "--no-proxy",
             "--kubeconfig", files.nodeKubeconfig(node), "--images", Executable.imageCatalog(),
             "--cpu", network.config.nodeResources.cpu, "--memory", network.config.nodeResources.memory,
             "--max-pods", String(network.config.nodeResources.pods),
+        ], namespace: namespace)
+        if proxy { try startProxy(node, network, files) }
+    }
+
+    static func startProxy(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles) throws {
+        _ = try Daemon.start("proxy-\(node)", files, [
+            Executable.path, "proxy", "--node", node, "--cluster", network.plan.cluster, "--kubeconfig", files.nodeKubeconfig(node),
         ], namespace: NetworkNamespace(network.plan.namespace(node)))
     }
 

@@ -192,11 +192,12 @@ struct ClusterUpTests {
         let daemons = ["server", "node-node-1", "node-node-2"].compactMap { try? FileSystem.readFile("/run/kemu/\(cluster)/\($0).pid") }
             .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         #expect(daemons.count == 3 && !survivors.isEmpty)
-        // kill -9 of the server and an agent: kemu down still finds and removes everything.
+        // kill -9 of the server and an agent: kemu down still finds and removes everything (and
+        // stops the other agent, the two proxies and the load balancer).
         for pid in daemons.prefix(2) { kill(pid, SIGKILL) }
         #expect(await eventually { daemons.prefix(2).allSatisfy { !FileManager.default.fileExists(atPath: "/proc/\($0)/cmdline") || (try? FileSystem.readFile("/proc/\($0)/cmdline"))?.isEmpty == true } })
         let down = try await runOff([kemu, "down", "--cluster", cluster])
-        #expect(down.status == .exited(0) && down.output.contains("stopped 2 daemons"), "\(down.output)")
+        #expect(down.status == .exited(0) && down.output.contains("stopped 4 daemons"), "\(down.output)")
         #expect(namespaces(of: cluster).isEmpty)
         #expect(!FileSystem.exists("/run/kemu/\(cluster)"))
         #expect(!FileSystem.list("/etc/netns").contains { $0.hasPrefix("kemu-\(cluster)-") })

@@ -305,28 +305,25 @@ struct ProxyRootTests {
         """
         #expect(try await c.kubectl(["apply"], stdin: taken).status == .exited(0))
         #expect(await eventually {
-            ((try? FileSystem.readFile("\(c.state)/node-node-1.log")) ?? "").contains("cannot listen on 172.31.0.11:30222")
+            ((try? FileSystem.readFile("\(c.state)/proxy-node-1.log")) ?? "").contains("cannot listen on 172.31.0.11:30222")
         })
         let viaNode2 = try await c.kemu(["curl", "--from", "client", "http://172.31.0.12:30222/?format=text"])
         #expect(viaNode2.output.hasPrefix("pod=web-"), "\(viaNode2.output)")
         #expect(try await c.requests(from: "client-1", to: web, 80, count: 6).failures.isEmpty)
 
-        // The proxy restarted by itself (kill -9 of node-1's daemon, then `kemu proxy`): the
-        // pods kept running, and the Service answers again from node-1.
-        let daemon = Int32(try FileSystem.readFile("\(c.state)/node-node-1.pid").trimmingCharacters(in: .whitespacesAndNewlines))!
-        kill(daemon, SIGKILL)
-        #expect(await eventually { kill(daemon, 0) != 0 })
+        // The proxy stopped alone (`kemu stop proxy`, SIGKILL): the pods keep running, the
+        // Service is refused from node-1 until `kemu start proxy`; both are Events on the node.
+        #expect(try await c.kemu(["stop", "proxy", "--signal", "KILL", "node-1"]).status == .exited(0))
         let down = try await c.requests(from: "client-1", to: web, 80, count: 1)
         #expect(down.failures.count == 1)
-        var options = Spawn.Options()
-        options.newSession = true
-        let log = try FileDescriptor(opening: "\(c.state)/proxy-node-1.log", flags: O_WRONLY | O_CREAT | O_TRUNC)
-        (options.stdout, options.stderr) = (log.raw, log.raw)
-        let proxy = try Spawn.spawn([c.kemu, "proxy", "--node", "node-1", "--cluster", c.name], options)
-        defer { kill(proxy, SIGTERM); _ = try? Spawn.wait(proxy) }
+        let stoppedTwice = try await c.kemu(["stop", "proxy", "node-1"])
+        #expect(stoppedTwice.status != .exited(0) && stoppedTwice.output.contains("the proxy of node-1 is not running"), "\(stoppedTwice.output)")
+        #expect(try await c.kemu(["start", "proxy", "node-1"]).status == .exited(0))
         #expect(try await eventually(10) { try await c.requests(from: "client-1", to: web, 80, count: 1).failures.isEmpty })
         let again = try await c.requests(from: "client-1", to: web, 80, count: 9)
         #expect(again.failures.isEmpty && again.counts.count == 3, "\(again)")
+        let reasons = try await c.kubectl(["get", "events", "--field-selector", "involvedObject.name=node-1,source=kemu-chaos", "-o", "jsonpath={.items[*].reason}"]).output
+        #expect(reasons.split(separator: " ").sorted() == ["ChaosProxyStarted", "ChaosProxyStopped"], "\(reasons)")
         // A second proxy for the same node is refused before it opens any Service port.
         let second = try await c.kemu(["proxy", "--node", "node-1"])
         #expect(second.status != .exited(0) && second.output.contains("is another proxy serving this node?"), "\(second.output)")

@@ -178,8 +178,10 @@ struct TestCluster {
         try? FileManager.default.removeItem(atPath: cacheDir)
     }
 
+    /// `kemu COMMAND --cluster NAME ARGS…` (`--cluster` after both words of `kemu stop node …`).
     func kemu(_ args: [String]) async throws -> (status: ProcessExit, output: String) {
-        try await runOff([kemu] + args.prefix(1) + ["--cluster", name] + args.dropFirst())
+        let words = ["stop", "start", "partition", "heal", "kill", "fault", "experiment", "net"].contains(args.first ?? "") ? 2 : 1
+        return try await runOff([kemu] + args.prefix(words) + ["--cluster", name] + args.dropFirst(words))
     }
 
     func kubectl(_ args: [String], stdin: String? = nil) async throws -> (status: ProcessExit, output: String) {
@@ -200,15 +202,16 @@ struct TestCluster {
         pid_t(try FileSystem.readFile("\(state)/\(daemon).pid").trimmingCharacters(in: .whitespacesAndNewlines))!
     }
 
-    /// Starts `kemu node` for `node` again (after a test killed it), detached as `kemu up` does,
-    /// and records its pid where `kemu down` finds it.
+    /// Starts `kemu node` for `node` again (after a test killed it), detached as `kemu up` does
+    /// (its proxy is a process of its own, left running), and records its pid where `kemu down`
+    /// finds it.
     func restartAgent(_ node: String) throws -> pid_t {
         var options = Spawn.Options(namespace: NetworkNamespace("kemu-\(name)-\(node)"))
         options.privateMounts = false
         options.newSession = true
         let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
         (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
-        let pid = try Spawn.spawn([kemu, "node", "--name", node, "--cluster", name, "--images", "\(packageRoot)/configs/images.yaml"], options)
+        let pid = try Spawn.spawn([kemu, "node", "--name", node, "--cluster", name, "--no-proxy", "--images", "\(packageRoot)/configs/images.yaml"], options)
         try FileSystem.writeFile("\(state)/node-\(node).pid", "\(pid)\n")
         return pid
     }

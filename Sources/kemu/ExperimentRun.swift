@@ -1,0 +1,506 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KemuAgent
+import KemuAPI
+import KemuClient
+import KemuIP
+import KemuNetwork
+import KemuStore
+import KemuSystem
+import Synchronization
+import Yams
+
+struct ExperimentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "experiment", abstract: "Scripted failover experiments: load, a timeline of chaos, and a report.",
+        subcommands: [ExperimentRunCommand.self])
+}
+
+struct ExperimentRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run an experiment file and report what the clients saw and how fast the cluster adapted.",
+        discussion: """
+        Samples: configs/experiments/. The report is printed, and saved in --output as report.json and timeline.svg \
+        (timeline.png too when rsvg-convert is installed). Whatever the experiment broke (partitions, stopped nodes or \
+        proxies, faults) is undone when it ends, also when it fails or is interrupted.
+        """)
+
+    @OptionGroup var options: ClusterOptions
+    @Option(help: "Directory for report.json and timeline.svg (default: experiment-results/NAME).") var output: String?
+    @Flag(help: "Only check the file.") var check = false
+    @Argument(help: "The experiment file.") var file: String
+
+    func run() async throws {
+        let experiment = try Experiment.load(path: file)
+        if check {
+            print("\(file): experiment \(experiment.name), \(experiment.loads.count) loads, \(experiment.actions.count) actions over \(Experiment.format(experiment.duration)): ok")
+            return
+        }
+        let runner = try ExperimentRunner(experiment, chaos: try Chaos(options, for: "kemu experiment run"))
+        let report = try await runner.run()
+        print(report.table())
+        let directory = output ?? "experiment-results/\(experiment.name)"
+        try FileSystem.makeDirectories(directory)
+        try FileSystem.writeFile("\(directory)/report.json", report.json().text() + "\n")
+        try FileSystem.writeFile("\(directory)/timeline.svg", report.svg())
+        var saved = ["\(directory)/report.json", "\(directory)/timeline.svg"]
+        if let png = TimelinePicture.convert("\(directory)/timeline.svg") { saved.append(png) }
+        print("saved: \(saved.joined(separator: ", "))")
+    }
+}
+
+/// Runs one experiment against a running cluster.
+final class ExperimentRunner: @unchecked Sendable {
+    let experiment: Experiment
+    let chaos: Chaos
+    var client: APIClient { chaos.cluster.client }
+    /// What to undo if the experiment ends with its damage in place: description → action.
+    private var undo: [(key: String, run: () async throws -> Void)] = []
+    private var children: [pid_t] = []
+    /// Set by SIGINT or SIGTERM: the timeline stops, and what it broke is undone.
+    private let interrupted = Atomic<Bool>(false)
+
+    struct Target {
+        var load: Experiment.Load
+        var address: SocketAddress
+        var namespace: NetworkNamespace
+        var service: String
+    }
+
+    init(_ experiment: Experiment, chaos: Chaos) throws {
+        self.experiment = experiment
+        self.chaos = chaos
+    }
+
+    func run() async throws -> ExperimentReport {
+        for path in experiment.apply { try await applyManifests(path) }
+        let targets = try await experiment.loads.asyncMap { try await self.resolve($0) }
+        let services = Set(targets.map(\.service))
+        var report = ExperimentReport(experiment: experiment, loads: targets.map { ($0.load, "\($0.address)") })
+        let retriesBefore = proxyCounter("kemu_proxy_connect_retries_total", services)
+        let signals = [SIGINT, SIGTERM].map { signo -> any DispatchSourceSignal in
+            signal(signo, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signo)
+            source.setEventHandler { self.interrupted.store(true, ordering: .relaxed) }
+            source.resume()
+            return source
+        }
+        defer { for s in signals { s.cancel() } }
+        let start = Date().timeIntervalSince1970
+        report.start = start
+        let outputs = try targets.map { try startLoad($0) }
+        let sampler = Task { await self.sampleEndpoints(services, until: start + experiment.duration + 1) }
+        var failure: (any Error)?
+        do {
+            for action in experiment.actions {
+                let wait = start + action.at - Date().timeIntervalSince1970
+                if wait > 0 { try await sleep(wait) }
+                let record = try await perform(action, services: services)
+                report.actions.append(record)
+            }
+            let left = start + experiment.duration - Date().timeIntervalSince1970
+            if left > 0 { try await sleep(left) }
+        } catch {
+            failure = error
+            for pid in children { kill(pid, SIGTERM) }
+        }
+        for (i, output) in outputs.enumerated() { report.requests[i] = output.finish() }
+        report.samples = await sampler.value
+        let healed = await healEverything()
+        report.healed = healed
+        report.retries = Self.growth(from: retriesBefore, to: proxyCounter("kemu_proxy_connect_retries_total", services))
+        report.histories = proxyHistories()
+        if let failure {
+            if !healed.isEmpty { FileHandle.standardError.write(Data("kemu: experiment stopped; undone: \(healed.joined(separator: "; "))\n".utf8)) }
+            throw failure
+        }
+        return report
+    }
+
+    private func sleep(_ seconds: Double) async throws {
+        let end = Date().timeIntervalSince1970 + seconds
+        while Date().timeIntervalSince1970 < end {
+            if interrupted.load(ordering: .relaxed) { throw KemuError(.invalidState, "interrupted") }
+            try await Task.sleep(for: .milliseconds(min(50, max(1, Int((end - Date().timeIntervalSince1970) * 1000)))))
+        }
+    }
+
+    // MARK: actions
+
+    /// Does one action of the timeline; returns what the report needs to judge the cluster's reaction.
+    func perform(_ action: Experiment.Action, services: Set<String>) async throws -> ExperimentReport.ActionRecord {
+        let ns = experiment.namespace
+        var record = ExperimentReport.ActionRecord(action: action, time: Date().timeIntervalSince1970)
+        do {
+            switch action.verb {
+            case .killPod:
+                let pod = action.target.isEmpty ? try await endpointPod(of: action.settings["service"]!) : action.target
+                record.detail = "pod \(pod)"
+                record.victims = try await endpoints(ofPod: pod, services: services)
+                record.time = Date().timeIntervalSince1970
+                try await chaos.killPod(pod, namespace: ns, signal: try Chaos.parseSignal(action.settings["signal"] ?? "KILL"))
+            case .stopNode:
+                record.victims = try await endpoints(onNode: action.target, services: services)
+                record.excludedNode = action.target
+                record.time = Date().timeIntervalSince1970
+                try await chaos.stopNode(action.target, mode: Chaos.StopMode(rawValue: action.settings["mode"] ?? "crash") ?? .crash)
+                remember("stop-node \(action.target)") { try await self.chaos.startNode(action.target) }
+            case .startNode:
+                try await chaos.startNode(action.target)
+                forget("stop-node \(action.target)")
+            case .partition:
+                record.victims = try await endpoints(onNode: action.target, services: services)
+                record.excludedNode = action.target
+                record.time = Date().timeIntervalSince1970
+                try await chaos.partition(action.target)
+                remember("partition \(action.target)") { try await self.chaos.heal(action.target) }
+            case .heal:
+                try await chaos.heal(action.target)
+                forget("partition \(action.target)")
+            case .stopProxy:
+                record.excludedNode = action.target
+                try await chaos.stopProxy(action.target, signal: try Chaos.parseSignal(action.settings["signal"] ?? "TERM"))
+                remember("stop-proxy \(action.target)") { try await self.chaos.startProxy(action.target) }
+            case .startProxy:
+                try await chaos.startProxy(action.target)
+                forget("stop-proxy \(action.target)")
+            case .fault:
+                let fault = try await makeFault(action)
+                record.detail = fault.summary
+                try await chaos.injectFault(fault)
+                remember("fault \(fault.name)") { try await self.chaos.removeFault(fault.name, namespace: ns) }
+            case .removeFault:
+                try await chaos.removeFault(action.target, namespace: ns)
+                forget("fault \(action.target)")
+            case .rollout:
+                try await patchDeployment(action.target, ["spec": ["template": ["metadata": ["annotations": ["kubectl.kubernetes.io/restartedAt": .string(Timestamp.now())]]]]])
+            case .setImage:
+                let deployment = try await client.get(resource("deployments"), namespace: ns, name: action.target)
+                var containers = deployment[path: "spec.template.spec.containers"]?.array ?? []
+                guard let i = containers.firstIndex(where: { action.settings["container"] == nil || $0["name"]?.string == action.settings["container"] }) else {
+                    throw KemuError(.notFound, "deployment \(action.target) has no container \(action.settings["container"] ?? "")")
+                }
+                containers[i]["image"] = .string(action.settings["image"]!)
+                try await patchDeployment(action.target, ["spec": ["template": ["spec": ["containers": .array(containers)]]]])
+            case .scale:
+                try await patchDeployment(action.target, ["spec": ["replicas": .int(Int64(action.settings["replicas"]!)!)]])
+            }
+        } catch {
+            throw KemuError(.invalidState, "\(experiment.source):\(action.line): \(action.description): \(error)")
+        }
+        return record
+    }
+
+    private func remember(_ key: String, _ run: @escaping () async throws -> Void) { undo.append((key, run)) }
+    private func forget(_ key: String) { undo.removeAll { $0.key == key } }
+
+    /// Undoes, newest first, whatever the timeline left broken; returns what it undid.
+    func healEverything() async -> [String] {
+        var done: [String] = []
+        for (key, run) in undo.reversed() {
+            do {
+                try await run()
+                done.append(key)
+            } catch {
+                FileHandle.standardError.write(Data("kemu: could not undo \(key): \(error)\n".utf8))
+            }
+        }
+        undo.removeAll()
+        return done
+    }
+
+    private func makeFault(_ action: Experiment.Action) async throws -> Fault {
+        let s = action.settings
+        var sources: [String] = []
+        for source in (s["sources"] ?? "").split(separator: ",") { sources.append(try await chaos.sourceRange(String(source), namespace: experiment.namespace)) }
+        return Fault(namespace: experiment.namespace, name: action.target.isEmpty ? "experiment-\(action.line)" : action.target,
+                     service: s["service"] ?? experiment.loads[0].service, sources: sources,
+                     latencyMilliseconds: Int((Experiment.seconds(s["latency"] ?? "0") ?? 0) * 1000),
+                     jitterMilliseconds: Int((Experiment.seconds(s["jitter"] ?? "0") ?? 0) * 1000),
+                     abortPercent: Double(s["abort"] ?? "0") ?? 0, hangPercent: Double(s["hang"] ?? "0") ?? 0,
+                     bytesPerSecond: s["bandwidth"].flatMap(Fault.parseRate))
+    }
+
+    private func patchDeployment(_ name: String, _ patch: JSON) async throws {
+        do {
+            _ = try await client.patch(resource("deployments"), namespace: experiment.namespace, name: name, patch)
+        } catch let error as ClientError where error.code == 404 {
+            throw KemuError(.notFound, "deployment \(experiment.namespace)/\(name) does not exist")
+        }
+    }
+
+    // MARK: endpoints
+
+    private func slices(_ service: String) async throws -> [JSON] {
+        try await client.list(resource("endpointslices"), namespace: experiment.namespace, labels: "kubernetes.io/service-name=\(service)").items
+    }
+
+    /// A ready endpoint's pod of a Service, chosen at random.
+    private func endpointPod(of service: String) async throws -> String {
+        let pods = try await slices(service).flatMap { $0["endpoints"]?.array ?? [] }
+            .filter { $0[path: "conditions.ready"]?.bool ?? true }.compactMap { $0[path: "targetRef.name"]?.string }
+        guard let pod = pods.randomElement() else { throw KemuError(.notFound, "service \(service) has no ready endpoint to kill") }
+        return pod
+    }
+
+    private func endpointAddresses(_ services: Set<String>, where include: (JSON) -> Bool) async throws -> Set<String> {
+        var result: Set<String> = []
+        for service in services {
+            for slice in try await slices(service) {
+                let ports = (slice["ports"]?.array ?? []).compactMap { $0["port"]?.int }
+                for e in slice["endpoints"]?.array ?? [] where include(e) {
+                    for ip in (e["addresses"]?.array ?? []).compactMap(\.string) { for p in ports { result.insert("\(ip):\(p)") } }
+                }
+            }
+        }
+        return result
+    }
+
+    private func endpoints(ofPod pod: String, services: Set<String>) async throws -> Set<String> {
+        try await endpointAddresses(services) { $0[path: "targetRef.name"]?.string == pod }
+    }
+
+    private func endpoints(onNode node: String, services: Set<String>) async throws -> Set<String> {
+        _ = try NodeAgent.nodeIndex(node, in: chaos.network)
+        return try await endpointAddresses(services) { $0["nodeName"]?.string == node }
+    }
+
+    /// Every 100 ms: the ready endpoints of the loads' Services, as the API has them.
+    func sampleEndpoints(_ services: Set<String>, until end: Double) async -> [(Double, Int)] {
+        var samples: [(Double, Int)] = []
+        while Date().timeIntervalSince1970 < end {
+            let now = Date().timeIntervalSince1970
+            if let ready = try? await endpointAddresses(services, where: { $0[path: "conditions.ready"]?.bool ?? true }) {
+                samples.append((now, ready.count))
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return samples
+    }
+
+    // MARK: proxies
+
+    /// Each node's `/endpoints` history (nil for a node whose proxy did not answer).
+    func proxyHistories() -> [String: JSON] {
+        var result: [String: JSON] = [:]
+        for (node, _) in chaos.network.nodes {
+            let text = capture(["curl", "-sS", "--max-time", "2", "http://127.0.0.1:10249/endpoints"], in: nodeNamespace(node))
+            if let text, let json = try? JSON.parse(Array(text.utf8)) { result[node] = json }
+        }
+        return result
+    }
+
+    /// A per-pool counter for `services`, per proxy (every node's and the load balancer's).
+    func proxyCounter(_ name: String, _ services: Set<String>) -> [String: Int] {
+        var totals: [String: Int] = [:]
+        for host in chaos.network.nodes.map(\.name) + ["lb"] {
+            let text = capture(["curl", "-sS", "--max-time", "2", "http://127.0.0.1:10249/metrics"], in: nodeNamespace(host)) ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {
+                guard services.contains(where: { line.contains("service=\"\(experiment.namespace)/\($0)\"") }) else { continue }
+                totals[host, default: 0] += Int(line.split(separator: " ").last ?? "") ?? 0
+            }
+        }
+        return totals
+    }
+
+    /// How much counters grew; a node whose proxy restarted counts from zero.
+    static func growth(from before: [String: Int], to after: [String: Int]) -> Int {
+        after.reduce(0) { sum, entry in sum + (entry.value >= (before[entry.key] ?? 0) ? entry.value - (before[entry.key] ?? 0) : entry.value) }
+    }
+
+    private func nodeNamespace(_ node: String) -> NetworkNamespace { NetworkNamespace(chaos.network.plan.namespace(node)) }
+
+    // MARK: load
+
+    /// Where a load's requests go and where they come from.
+    func resolve(_ load: Experiment.Load) async throws -> Target {
+        let ns = experiment.namespace
+        let fail = { (message: String) in KemuError(.invalidArgument, "\(self.experiment.source):\(load.line): \(message)") }
+        let service: JSON
+        do {
+            service = try await client.get(resource("services"), namespace: ns, name: load.service)
+        } catch let error as ClientError where error.code == 404 {
+            throw fail("load \(load.name): service \(ns)/\(load.service) does not exist")
+        }
+        let ports = service[path: "spec.ports"]?.array ?? []
+        guard let port = load.port.map({ p in ports.first { $0["port"]?.int == Int64(p) } }) ?? ports.first, let servicePort = port["port"]?.int else {
+            throw fail("load \(load.name): service \(load.service) has no port \(load.port.map(String.init) ?? "")")
+        }
+        let plan = chaos.network.plan
+        let address: SocketAddress?
+        switch load.via {
+        case "node-port":
+            guard let nodePort = port["nodePort"]?.int, let first = chaos.network.nodes.first else {
+                throw fail("load \(load.name): service \(load.service) has no NodePort (type \(service[path: "spec.type"]?.string ?? "ClusterIP"))")
+            }
+            address = SocketAddress(plan.nodeIP(first.index), UInt16(nodePort))
+        case "load-balancer":
+            guard let ip = service[path: "status.loadBalancer.ingress"]?.array?.first?["ip"]?.string else {
+                throw fail("load \(load.name): service \(load.service) has no load-balancer address (type LoadBalancer, and the pool not exhausted?)")
+            }
+            address = IPv4Address(ip).map { SocketAddress($0, UInt16(servicePort)) }
+        default:
+            address = service[path: "spec.clusterIP"]?.string.flatMap(IPv4Address.init).map { SocketAddress($0, UInt16(servicePort)) }
+        }
+        guard let address else { throw fail("load \(load.name): service \(load.service) has no address to reach via \(load.via)") }
+        return Target(load: load, address: address, namespace: try await source(load, fail), service: load.service)
+    }
+
+    /// The namespace a load runs in: a host, a pod, or the first ready pod a label selector picks.
+    private func source(_ load: Experiment.Load, _ fail: (String) -> KemuError) async throws -> NetworkNamespace {
+        let from = load.from
+        if from.contains("=") {
+            let pods = try await client.list(resource("pods"), namespace: experiment.namespace, labels: from).items
+            guard let pod = pods.first(where: { $0[path: "status.phase"]?.string == "Running" && $0[path: "status.podIP"] != nil }) else {
+                throw fail("load \(load.name): no running pod matches from: \(from)")
+            }
+            return try await chaos.cluster.namespace(of: pod.name, kubernetesNamespace: experiment.namespace)
+        }
+        do {
+            return try await chaos.cluster.namespace(of: from, kubernetesNamespace: experiment.namespace)
+        } catch {
+            throw fail("load \(load.name): from: \(from) is not a host (client, a node), a pod or a label selector: \(error)")
+        }
+    }
+
+    /// Starts `kemu loadgen` inside the load's namespace; its lines are collected as they come.
+    func startLoad(_ t: Target) throws -> LoadOutput {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw KemuError(.system, "pipe: \(String(cString: strerror(errno)))") }
+        var options = Spawn.Options(namespace: t.namespace)
+        options.stdout = fds[1]
+        let argv = [Executable.path, "loadgen", "--target", "\(t.address)", "--clients", String(t.load.clients), "--rate", String(t.load.rate),
+                    "--duration", String(experiment.duration), "--timeout", String(t.load.timeout)] + (t.load.keepAlive ? ["--keep-alive"] : [])
+        let pid: pid_t
+        do { pid = try Spawn.spawn(argv, options) } catch { close(fds[0]); close(fds[1]); throw error }
+        close(fds[1])
+        children.append(pid)
+        return LoadOutput(fd: fds[0], pid: pid)
+    }
+
+    // MARK: manifests
+
+    /// Creates or replaces every object of a YAML file, then waits until its Deployments are
+    /// available (at most 120 s).
+    func applyManifests(_ path: String) async throws {
+        let documents: [Yams.Node]
+        do {
+            documents = try Yams.compose_all(yaml: try FileSystem.readFile(path)).map { $0 }
+        } catch {
+            throw KemuError(.invalidArgument, "apply \(path): not valid YAML: \(error)")
+        }
+        var deployments: [String] = []
+        for document in documents {
+            var object = Self.json(document)
+            guard let apiVersion = object["apiVersion"]?.string, let kind = object["kind"]?.string,
+                  let r = APIResources.all.first(where: { $0.groupVersion == apiVersion && $0.kind == kind }) else {
+                throw KemuError(.invalidArgument, "apply \(path):\(document.mark?.line ?? 0): not an object kemu serves (apiVersion and kind)")
+            }
+            if r.namespaced && object.namespace.isEmpty { object.namespace = experiment.namespace }
+            do {
+                _ = try await client.create(r, object)
+            } catch let error as ClientError where error.code == 409 {
+                let current = try await client.get(r, namespace: r.namespaced ? object.namespace : nil, name: object.name)
+                if r.kind == "Service" {
+                    object["spec", default: [:]]["clusterIP"] = current[path: "spec.clusterIP"] ?? .null
+                    object["spec", default: [:]]["clusterIPs"] = current[path: "spec.clusterIPs"] ?? .null
+                }
+                object.resourceVersion = current.resourceVersion
+                _ = try await client.update(r, object)
+            } catch let error as ClientError {
+                throw KemuError(.invalidArgument, "apply \(path): \(kind) \(object.name): \(error.message)")
+            }
+            if kind == "Deployment" { deployments.append(object.name) }
+        }
+        let deadline = Date().addingTimeInterval(120)
+        for name in deployments {
+            while true {
+                let d = try await client.get(resource("deployments"), namespace: experiment.namespace, name: name)
+                let want = d[path: "spec.replicas"]?.int ?? 1
+                if d[path: "status.observedGeneration"]?.int == d[path: "metadata.generation"]?.int,
+                   d[path: "status.updatedReplicas"]?.int == want, d[path: "status.availableReplicas"]?.int == want, d[path: "status.replicas"]?.int == want { break }
+                guard Date() < deadline else { throw KemuError(.timeout, "apply \(path): deployment \(name) not available after 120 s") }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// A YAML node as JSON (scalars typed as YAML 1.2's core schema says).
+    static func json(_ node: Yams.Node) -> JSON {
+        switch node {
+        case let .mapping(m):
+            var o = JSONObject()
+            for (k, v) in m { o[k.string ?? ""] = json(v) }
+            return .object(o)
+        case let .sequence(s):
+            return .array(s.map(json))
+        case .scalar:
+            if node.null != nil, node.scalar?.style == .plain { return .null }
+            if let b = node.bool, node.scalar?.style == .plain { return .bool(b) }
+            if let i = node.int, node.scalar?.style == .plain { return .int(Int64(i)) }
+            if let f = node.float, node.scalar?.style == .plain { return .double(f) }
+            return .string(node.string ?? "")
+        case .alias:
+            return .null
+        }
+    }
+
+    private func resource(_ name: String) -> APIResource { APIResources.all.first { $0.resource == name }! }
+
+    /// Runs a command in a namespace and returns what it printed (nil if it failed).
+    func capture(_ argv: [String], in namespace: NetworkNamespace) -> String? {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return nil }
+        var options = Spawn.Options(namespace: namespace)
+        options.stdout = fds[1]
+        guard let pid = try? Spawn.spawn(argv, options) else { close(fds[0]); close(fds[1]); return nil }
+        close(fds[1])
+        let handle = FileHandle(fileDescriptor: fds[0], closeOnDealloc: true)
+        let data = handle.readDataToEndOfFile()
+        guard (try? Spawn.wait(pid)) == .exited(0) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// A load generator's lines as they arrive, read on a thread of their own.
+final class LoadOutput: @unchecked Sendable {
+    let pid: pid_t
+    private let lines = Mutex<[ExperimentReport.Request]>([])
+    private let done = DispatchSemaphore(value: 0)
+
+    init(fd: Int32, pid: pid_t) {
+        self.pid = pid
+        Thread { [self] in
+            let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            var pending = ""
+            while true {
+                let data = handle.availableData
+                if data.isEmpty { break }
+                pending += String(decoding: data, as: UTF8.self)
+                var parsed: [ExperimentReport.Request] = []
+                while let newline = pending.firstIndex(of: "\n") {
+                    if let r = ExperimentReport.Request(line: pending[..<newline]) { parsed.append(r) }
+                    pending = String(pending[pending.index(after: newline)...])
+                }
+                lines.withLock { $0 += parsed }
+            }
+            done.signal()
+        }.start()
+    }
+
+    /// Waits for the generator to end and returns every request it made.
+    func finish() -> [ExperimentReport.Request] {
+        done.wait()
+        _ = try? Spawn.wait(pid)
+        return lines.withLock { $0 }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for e in self { result.append(try await transform(e)) }
+        return result
+    }
+}
