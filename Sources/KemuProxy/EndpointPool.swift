@@ -255,6 +255,8 @@ public struct PoolStats: Sendable, Equatable {
     public var rejected: UInt64 = 0
     public var retries: UInt64 = 0
     public var ejections: UInt64 = 0
+    /// Connections replayed on another endpoint after theirs ended before answering.
+    public var replays: UInt64 = 0
     /// Connections a Fault reset, held unanswered, or delayed.
     public var faultAborts: UInt64 = 0
     public var faultHangs: UInt64 = 0

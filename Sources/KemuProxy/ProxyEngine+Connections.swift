@@ -19,6 +19,9 @@ final class Connection {
     var connected = false
     /// Held by a hang Fault: never dialled, closed when the client goes.
     var hung = false
+    /// What the client sent before the endpoint's first byte back, for a replay elsewhere; nil
+    /// once the endpoint answered, the bytes went by splice, or there were too many.
+    var firstFlight: [UInt8]? = []
     var toUpstream = Direction()
     var toClient = Direction()
     var lastActive: UInt64
@@ -222,12 +225,19 @@ extension ProxyEngine {
         let closing = events & Epoll.peerClosed != 0
         var up = 0, down = 0
         if all || (fd == c.client && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.upstream && c.toUpstream.waiting) {
-            up = move(&c.toUpstream, from: c.client, to: c.upstream, drain: all || fd != c.client || closing, otherDone: c.toClient.shutDown)
+            up = move(&c.toUpstream, from: c.client, to: c.upstream, drain: all || fd != c.client || closing, otherDone: c.toClient.shutDown,
+                      record: &c.firstFlight)
             if up < 0 { finish(c, reset: true); return }
         }
         if all || (fd == c.upstream && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.client && c.toClient.waiting) {
-            down = move(&c.toClient, from: c.upstream, to: c.client, drain: all || fd != c.upstream || closing, otherDone: c.toUpstream.shutDown)
+            var none: [UInt8]? = nil
+            down = move(&c.toClient, from: c.upstream, to: c.client, drain: all || fd != c.upstream || closing, otherDone: c.toUpstream.shutDown,
+                        record: &none, unanswered: c.bytesDown == 0 && c.firstFlight != nil,
+                        // A clean end with nothing said is an answer when the client had finished.
+                        unansweredEnd: c.bytesDown == 0 && c.firstFlight != nil && !c.toUpstream.endOfStream)
+            if down == Self.endedUnanswered { replay(c); return }
             if down < 0 { finish(c, reset: true); return }
+            if down > 0 { c.firstFlight = nil }
         }
         if up > 0 || down > 0 {
             c.lastActive = now
@@ -249,8 +259,14 @@ extension ProxyEngine {
     /// socket → pipe → socket inside the kernel. Without `drain`, a short read ends the turn (the
     /// next arrival raises a new edge); with it (the peer closed, or the edge was consumed
     /// earlier) reading goes on until the socket says EAGAIN or end of stream.
+    ///
+    /// `record` keeps a copy of what is copied (until more than `replayBytes`; splice ends it).
+    /// With `unanswered`, a source that fails before its first byte returns `endedUnanswered`
+    /// and nothing is passed on (the connection may be replayed); with `unansweredEnd`, one that
+    /// ends before it too.
     @inline(__always)
-    private func move(_ d: inout Connection.Direction, from src: Int32, to dst: Int32, drain: Bool, otherDone other: Bool) -> Int {
+    private func move(_ d: inout Connection.Direction, from src: Int32, to dst: Int32, drain: Bool, otherDone other: Bool,
+                      record: inout [UInt8]?, unanswered: Bool = false, unansweredEnd: Bool = false) -> Int {
         var written = 0
         while true {
             if d.pending > 0, let pipe = d.pipe {
@@ -282,6 +298,7 @@ extension ProxyEngine {
                 return written
             }
             if let pipe = d.pipe {
+                record = nil
                 let n = SplicePipe.move(from: src, to: pipe.writeEnd, length: Int(settings.pipeBytes))
                 if n > 0 {
                     d.pending = n
@@ -293,8 +310,16 @@ extension ProxyEngine {
                 continue
             }
             let n = TCPSocket.receive(src, into: scratch, count: Self.scratchBytes)
+            if n == 0 && unansweredEnd && written == 0 { return Self.endedUnanswered }
             if n == 0 { d.endOfStream = true; continue }
-            if n < 0 { return n == -Int(EAGAIN) ? written : -1 }
+            if n < 0 { return n == -Int(EAGAIN) ? written : unanswered && written == 0 ? Self.endedUnanswered : -1 }
+            if record != nil {
+                if record!.count + n <= settings.replayBytes {
+                    record!.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: n))
+                } else {
+                    record = nil
+                }
+            }
             let sent = TCPSocket.send(dst, from: scratch, count: n)
             if sent < 0 && sent != -Int(EAGAIN) { return -1 }
             let done = max(sent, 0)
@@ -309,6 +334,31 @@ extension ProxyEngine {
             }
             if !drain { return written }
         }
+    }
+
+    static let endedUnanswered = -2
+
+    /// The endpoint reset or closed the connection before its first byte back: it goes (counted
+    /// as a failure, towards ejection) and what the client sent is replayed on another endpoint,
+    /// within the pool's connect attempts. Reached only while `firstFlight` holds all the
+    /// client sent and nothing went back to the client.
+    private func replay(_ c: Connection) {
+        guard let flight = c.firstFlight, let e = c.endpoint else { finish(c, reset: true); return }
+        dropUpstream(c)
+        e.active -= 1
+        e.stats.closed += 1
+        c.endpoint = nil
+        c.connected = false
+        _ = c.pool.failed(e, now: now)
+        c.pool.stats.replays += 1
+        let clientEnded = c.toUpstream.endOfStream
+        if let pipe = c.toUpstream.pipe { givePipe(pipe, empty: false) }
+        c.toUpstream = Connection.Direction()
+        c.toUpstream.held = flight
+        c.toUpstream.endOfStream = clientEnded
+        c.bytesUp = 0
+        if settings.accessLog { logger.info("replay: \(c.clientAddress) → \(c.frontend): \(e.spec.address) ended before answering; \(flight.count) B again elsewhere") }
+        dial(c)
     }
 
     /// Closes both sockets (with a reset when `reset`), gives the endpoint's slot back and keeps

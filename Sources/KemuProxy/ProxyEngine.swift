@@ -28,6 +28,11 @@ public struct EngineSettings: Sendable {
     public var accessLog = false
     /// The splice pipe per direction (bounded buffer: reading stops while it is full).
     public var pipeBytes: Int32 = 256 * 1024
+    /// First-flight replay: a copy of what the client sent is kept until the endpoint's first
+    /// byte back (at most this much); an endpoint that resets or closes before answering (a
+    /// killed process) gets the connection replayed on another endpoint, the client none the
+    /// wiser. 0 turns it off.
+    public var replayBytes = 16 * 1024
     public init() {}
 }
 

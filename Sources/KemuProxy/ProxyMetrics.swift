@@ -69,6 +69,7 @@ final class ProxyMetrics: Sendable {
             ("kemu_proxy_connections_accepted_total", "Client connections accepted.", \.accepted),
             ("kemu_proxy_connections_rejected_total", "Client connections reset because no endpoint could be reached.", \.rejected),
             ("kemu_proxy_connect_retries_total", "Connects retried on another endpoint.", \.retries),
+            ("kemu_proxy_replays_total", "Connections replayed on another endpoint after theirs ended before answering.", \.replays),
             ("kemu_proxy_fault_aborts_total", "Client connections a Fault reset.", \.faultAborts),
             ("kemu_proxy_fault_hangs_total", "Client connections a Fault held unanswered.", \.faultHangs),
             ("kemu_proxy_fault_delays_total", "Client connections a Fault delayed.", \.faultDelays),

@@ -10,7 +10,7 @@ public enum FileSystem {
 
     /// mkdir -p
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
-        var current = ""
+        var current = path.hasPrefix("/") ? "" : "."  // a relative path stays relative
         for part in path.split(separator: "/") {
             current += "/" + part
             try makeDirectory(current, mode: mode)

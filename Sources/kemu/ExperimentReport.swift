@@ -42,6 +42,7 @@ struct ExperimentReport {
     var samples: [(Double, Int)] = []
     var histories: [String: JSON] = [:]
     var retries = 0
+    var replays = 0
     var healed: [String] = []
     static let bucketSeconds = 0.1
 
@@ -125,6 +126,14 @@ struct ExperimentReport {
         return counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
     }
 
+    /// p50, p99 and the slowest of the requests' times, ms.
+    static func latencies(_ requests: [Request]) -> (p50: Double, p99: Double, max: Double) {
+        let sorted = requests.map(\.milliseconds).sorted()
+        guard !sorted.isEmpty else { return (0, 0, 0) }
+        let at = { (p: Double) in sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        return (at(0.5), at(0.99), sorted.last!)
+    }
+
     func failureKinds(_ requests: [Request]) -> [(String, Int)] {
         var counts: [String: Int] = [:]
         for r in requests where !r.ok { counts[r.detail, default: 0] += 1 }
@@ -153,16 +162,18 @@ struct ExperimentReport {
 
     func table() -> String {
         var out = "experiment \(experiment.name): \(Experiment.format(experiment.duration)), \(loads.count) load\(loads.count == 1 ? "" : "s"), \(actions.count) actions\n\n"
-        out += Status.table(["LOAD", "TARGET", "MODE", "SENT", "OK", "FAILED", "FAILURES"], loads.indices.map { i in
+        out += Status.table(["LOAD", "TARGET", "MODE", "SENT", "OK", "FAILED", "FAILURES", "P50 / P99 / MAX"], loads.indices.map { i in
             let r = requests[i]
             let failed = r.filter { !$0.ok }.count
             let l = loads[i].load
+            let t = Self.latencies(r)
             return [l.name, "\(l.from) → \(loads[i].target) (\(l.service) via \(l.via))", l.keepAlive ? "keep-alive" : "connect",
-                    String(r.count), String(r.count - failed), String(failed), failureKinds(r).map { "\($0.0) \($0.1)" }.joined(separator: ", ").ifEmpty("-")]
+                    String(r.count), String(r.count - failed), String(failed), failureKinds(r).map { "\($0.0) \($0.1)" }.joined(separator: ", ").ifEmpty("-"),
+                    String(format: "%.1f / %.1f / %.0f ms", t.p50, t.p99, t.max)]
         })
         let total = max(all.filter(\.ok).count, 1)
         out += "\n" + Status.table(["ENDPOINT", "ANSWERS", "SHARE"], shares(all).map { [$0.0, String($0.1), String(format: "%.1f%%", Double($0.1) * 100 / Double(total))] })
-        out += "\nconnects the proxies retried on another endpoint (all nodes): \(retries)\n"
+        out += "\nthe proxies (every node's and the load balancer's) retried \(retries) connects on another endpoint and replayed \(replays) connections whose endpoint ended before answering\n"
         if !actions.isEmpty {
             out += "\n" + Status.table(["AT", "ACTION", "FAILED", "SLOWEST", "ERRORS STOPPED", "GONE FROM PROXIES", "READY AGAIN"], actions.indices.map { i in
                 let r = actions[i], a = adaptation(i)
@@ -179,8 +190,8 @@ struct ExperimentReport {
 
     func json() -> JSON {
         let loadsJSON: [JSON] = loads.indices.map { i in
-            let r = requests[i], l = loads[i].load
-            return ["name": .string(l.name), "service": .string(l.service), "via": .string(l.via), "from": .string(l.from),
+            let r = requests[i], l = loads[i].load, t = Self.latencies(r)
+            return ["name": .string(l.name), "p50Ms": .double(t.p50), "p99Ms": .double(t.p99), "maxMs": .double(t.max), "service": .string(l.service), "via": .string(l.via), "from": .string(l.from),
                     "target": .string(loads[i].target), "mode": .string(l.keepAlive ? "keep-alive" : "connect"),
                     "sent": .int(Int64(r.count)), "ok": .int(Int64(r.filter(\.ok).count)), "failed": .int(Int64(r.filter { !$0.ok }.count)),
                     "failures": .object(JSONObject(failureKinds(r).map { ($0.0, JSON.int(Int64($0.1))) })),
@@ -200,8 +211,12 @@ struct ExperimentReport {
             ["t": .double(Double(i) * Self.bucketSeconds), "ok": .int(Int64(b.ok)), "failed": .int(Int64(b.failed)),
              "endpoints": .object(JSONObject(b.pods.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) }))]
         }
-        return ["experiment": .string(experiment.name), "file": .string(experiment.source), "start": .double(start),
-                "durationSeconds": .double(experiment.duration), "loads": .array(loadsJSON), "proxyRetries": .int(Int64(retries)),
+        let slowest: [JSON] = requests.enumerated().flatMap { i, r in r.map { (loads[i].load.name, $0) } }
+            .sorted { $0.1.milliseconds > $1.1.milliseconds }.prefix(10).map { load, r in
+                ["load": .string(load), "at": .double(r.time - start), "ms": .double(r.milliseconds), "ok": .bool(r.ok), "detail": .string(r.detail)]
+            }
+        return ["experiment": .string(experiment.name), "file": .string(experiment.source), "start": .double(start), "slowest": .array(slowest),
+                "durationSeconds": .double(experiment.duration), "loads": .array(loadsJSON), "proxyRetries": .int(Int64(retries)), "proxyReplays": .int(Int64(replays)),
                 "actions": .array(actionsJSON), "undone": .array(healed.map { .string($0) }), "buckets": .array(bucketsJSON)]
     }
 

@@ -79,6 +79,7 @@ final class ExperimentRunner: @unchecked Sendable {
         let services = Set(targets.map(\.service))
         var report = ExperimentReport(experiment: experiment, loads: targets.map { ($0.load, "\($0.address)") })
         let retriesBefore = proxyCounter("kemu_proxy_connect_retries_total", services)
+        let replaysBefore = proxyCounter("kemu_proxy_replays_total", services)
         let signals = [SIGINT, SIGTERM].map { signo -> any DispatchSourceSignal in
             signal(signo, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signo)
@@ -110,6 +111,7 @@ final class ExperimentRunner: @unchecked Sendable {
         let healed = await healEverything()
         report.healed = healed
         report.retries = Self.growth(from: retriesBefore, to: proxyCounter("kemu_proxy_connect_retries_total", services))
+        report.replays = Self.growth(from: replaysBefore, to: proxyCounter("kemu_proxy_replays_total", services))
         report.histories = proxyHistories()
         if let failure {
             if !healed.isEmpty { FileHandle.standardError.write(Data("kemu: experiment stopped; undone: \(healed.joined(separator: "; "))\n".utf8)) }

@@ -336,3 +336,81 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
         }
     }
 }
+
+/// A backend that reads what a connection sends, then goes without a word: a reset (a killed
+/// process) or a plain close.
+final class SilentBackend: Sendable {
+    let listener: Int32
+    let address: SocketAddress
+    let accepted = Atomic<Int>(0)
+
+    init(reset: Bool) throws {
+        listener = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        address = TCPSocket.localAddress(listener)!
+        let fd = listener
+        Thread { [self] in
+            var flags = fcntl(fd, F_GETFL)
+            flags &= ~O_NONBLOCK
+            _ = fcntl(fd, F_SETFL, flags)
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                accepted.add(1, ordering: .relaxed)
+                var buffer = [UInt8](repeating: 0, count: 1024)
+                _ = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+                if reset { TCPSocket.abort(c) } else { close(c) }
+            }
+        }.start()
+    }
+
+    func stop() { shutdown(listener, Int32(SHUT_RDWR)); close(listener) }
+}
+
+@Suite(.serialized) struct FirstFlightReplayTests {
+    let engineTests = ProxyEngineTests()
+
+    /// Connects, sends `text`, keeps its side open, and reads `count` bytes (or to the end).
+    func ask(_ address: SocketAddress, _ text: String, count: Int) -> (String, reset: Bool) {
+        guard let fd = connectBlocking(address) else { return ("", true) }
+        defer { close(fd) }
+        _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var got: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while got.count < count {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { return (String(decoding: got, as: UTF8.self), true) }
+            if n == 0 { break }
+            got += buffer[..<n]
+        }
+        return (String(decoding: got, as: UTF8.self), false)
+    }
+
+    @Test func anEndpointThatResetsOrClosesBeforeAnsweringIsReplacedUnseen() async throws {
+        let good = try EchoBackend("good")
+        defer { good.stop() }
+        for reset in [true, false] {
+            let silent = try SilentBackend(reset: reset)
+            defer { silent.stop() }
+            try await engineTests.withEngine([silent.address, good.address]) { engine, address in
+                for _ in 0..<6 {
+                    let (reply, wasReset) = ask(address, "hello", count: 10)
+                    #expect(!wasReset && reply == "good\nhello", "reset: \(reset)")
+                }
+                let pool = await engine.snapshot().pools[0]
+                #expect(pool.stats.replays >= 1 && pool.stats.rejected == 0)
+                #expect(silent.accepted.load(ordering: .relaxed) >= 1)
+            }
+        }
+    }
+
+    @Test func aClientThatFinishedGetsTheEndpointsSilenceAsItsAnswer() async throws {
+        let silent = try SilentBackend(reset: false)
+        defer { silent.stop() }
+        try await engineTests.withEngine([silent.address]) { engine, address in
+            // Sent and half-closed: a plain close with nothing said is the answer, not a failure.
+            let reply = exchange(address, Array("bye".utf8))
+            #expect(reply.bytes.isEmpty && !reply.reset)
+            #expect(await engine.snapshot().pools[0].stats.replays == 0)
+        }
+    }
+}
