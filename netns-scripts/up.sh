@@ -31,6 +31,9 @@ for ((i = 1; i <= nodes; i++)); do
   ip netns exec "$n" sysctl -qw net.ipv4.tcp_tw_reuse=1
   # The pod bridge: every pod of this node hangs off cbr0, whose address is their gateway.
   have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge
+  # Its own fixed MAC (0a:58 + the gateway's address): else it takes its lowest port's, which
+  # changes as pods come and go, and the pods' ARP entries for their gateway go stale.
+  ip -n "$n" link set cbr0 address "$(pod_mac "$pod_net.$i.1")"
   ip -n "$n" link set cbr0 up
   ip -n "$n" addr replace "$pod_net.$i.1/24" dev cbr0
   # The control plane reaches this node's pods through it.

@@ -226,7 +226,8 @@ extension ProxyEngine {
         var up = 0, down = 0
         if all || (fd == c.client && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.upstream && c.toUpstream.waiting) {
             up = move(&c.toUpstream, from: c.client, to: c.upstream, drain: all || fd != c.client || closing, otherDone: c.toClient.shutDown,
-                      record: &c.firstFlight)
+                      record: &c.firstFlight, undeliverable: c.bytesDown == 0)
+            if up == Self.endedUnanswered { replay(c); return }
             if up < 0 { finish(c, reset: true); return }
         }
         if all || (fd == c.upstream && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.client && c.toClient.waiting) {
@@ -263,10 +264,12 @@ extension ProxyEngine {
     /// `record` keeps a copy of what is copied (until more than `replayBytes`; splice ends it).
     /// With `unanswered`, a source that fails before its first byte returns `endedUnanswered`
     /// and nothing is passed on (the connection may be replayed); with `unansweredEnd`, one that
-    /// ends before it too.
+    /// ends before it too. With `undeliverable` (and a complete `record`), a destination that
+    /// fails (an endpoint that reset the connection before reading it) returns `endedUnanswered`.
     @inline(__always)
     private func move(_ d: inout Connection.Direction, from src: Int32, to dst: Int32, drain: Bool, otherDone other: Bool,
-                      record: inout [UInt8]?, unanswered: Bool = false, unansweredEnd: Bool = false) -> Int {
+                      record: inout [UInt8]?, unanswered: Bool = false, unansweredEnd: Bool = false, undeliverable: Bool = false) -> Int {
+        let sendFailed = undeliverable && record != nil ? Self.endedUnanswered : -1
         var written = 0
         while true {
             if d.pending > 0, let pipe = d.pipe {
@@ -286,7 +289,7 @@ extension ProxyEngine {
                     continue
                 }
                 if n >= 0 { d.held.removeFirst(n); return written + n }
-                return n == -Int(EAGAIN) ? written : -1
+                return n == -Int(EAGAIN) ? written : sendFailed
             }
             if d.endOfStream {
                 if !d.shutDown {
@@ -321,7 +324,7 @@ extension ProxyEngine {
                 }
             }
             let sent = TCPSocket.send(dst, from: scratch, count: n)
-            if sent < 0 && sent != -Int(EAGAIN) { return -1 }
+            if sent < 0 && sent != -Int(EAGAIN) { return record != nil ? sendFailed : -1 }
             let done = max(sent, 0)
             written += done
             if done < n {

@@ -43,9 +43,9 @@ struct Chaos {
     // MARK: pods
 
     /// Sends `signal` to the processes of a pod's containers (all, or `container`); returns a line
-    /// per process signalled.
+    /// per process signalled, and when.
     @discardableResult
-    func killPod(_ name: String, namespace: String, signal: Int32, container: String? = nil) async throws -> [String] {
+    func killPod(_ name: String, namespace: String, signal: Int32, container: String? = nil) async throws -> (lines: [String], at: Date) {
         let pod = try await cluster.pod(name, namespace: namespace)
         let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
         if let container, !containers.contains(container) {
@@ -54,6 +54,7 @@ struct Chaos {
         let runtimeFile = PodWorker.logDirectory("\(cluster.files.state)/logs", pod) + "/runtime.json"
         let runtime = (try? FileSystem.readFile(runtimeFile)).flatMap { try? JSON.parse(Array($0.utf8)) }
         var done: [String] = []
+        let at = Date()
         for c in containers where container == nil || c == container {
             guard let entry = runtime?[path: "containers"]?[c], let pid = entry["pid"]?.int.map({ pid_t($0) }),
                   let start = entry["processStart"]?.string.flatMap(UInt64.init), ProcessReaper.startTime(of: pid) == start else { continue }
@@ -65,18 +66,21 @@ struct Chaos {
         }
         await record(pod, kind: "Pod", type: "Warning", reason: "ChaosPodKilled",
                      message: "kemu kill pod: \(Self.signalName(signal)) to \(done.joined(separator: ", "))")
-        return done
+        return (done, at)
     }
 
     // MARK: nodes
 
-    func stopNode(_ node: String, mode: StopMode) async throws {
+    /// Returns when the node was cut off (its link went down).
+    @discardableResult
+    func stopNode(_ node: String, mode: StopMode) async throws -> Date {
         var state = try nodeRecord(node)
         if let stopped = state.stopped {
             throw KemuError(.invalidState, "node \(node) is already stopped (\(stopped.rawValue)); start it with: kemu start node \(node)")
         }
         state.stopped = mode
         try save(state, node)  // first, so a start can undo whatever follows
+        let cut = Date()
         try network.setFabricLink(node, up: false)
         let daemons = ["node-\(node)", "proxy-\(node)"].compactMap { Daemon.pid($0, cluster.files) }.filter(Daemon.isKemu)
         let processes = daemons + (try network.podProcesses(on: node))
@@ -93,6 +97,7 @@ struct Chaos {
         let what = mode == .crash ? "killed (a crash)" : "frozen (SIGSTOP)"
         await recordNode(node, type: "Warning", reason: "ChaosNodeStopped",
                          message: "kemu stop node --mode \(mode.rawValue): fabric link down; agent, proxy and \(processes.count - daemons.count) pod processes \(what)")
+        return cut
     }
 
     func startNode(_ node: String) async throws {
@@ -115,14 +120,18 @@ struct Chaos {
                             + (state.partitioned ? "; still partitioned" : "; fabric link up"))
     }
 
-    func partition(_ node: String) async throws {
+    /// Returns when the node was cut off.
+    @discardableResult
+    func partition(_ node: String) async throws -> Date {
         var state = try nodeRecord(node)
         if state.partitioned { throw KemuError(.invalidState, "node \(node) is already partitioned; heal it with: kemu heal node \(node)") }
         state.partitioned = true
         try save(state, node)
+        let cut = Date()
         try network.setFabricLink(node, up: false)
         await recordNode(node, type: "Warning", reason: "ChaosNodePartitioned",
                          message: "kemu partition node: fabric link down (packets to and from \(node) are lost)")
+        return cut
     }
 
     func heal(_ node: String) async throws {

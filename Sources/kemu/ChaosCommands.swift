@@ -24,7 +24,7 @@ struct KillPod: AsyncParsableCommand {
     func run() async throws {
         let number = try Chaos.parseSignal(signal)
         let chaos = try Chaos(options, for: "kemu kill pod")
-        for line in try await chaos.killPod(pod, namespace: namespace, signal: number, container: container) {
+        for line in try await chaos.killPod(pod, namespace: namespace, signal: number, container: container).lines {
             print("\(Chaos.signalName(number)) → pod \(namespace)/\(pod) \(line)")
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KemuAPI
+import KemuIP
 import KemuSystem
 import Yams
 
@@ -10,7 +11,7 @@ import Yams
 /// apply: web.yaml                 # manifests applied first (relative to this file), waited for
 /// duration: 10s
 /// load:                           # one load or a list
-///   service: web                  # in `namespace` (default default)
+///   service: web                  # in `namespace` (default default); or address: IP:PORT
 ///   via: cluster-ip               # cluster-ip | node-port | load-balancer
 ///   from: app=client              # client (default), a node, a pod, or a label selector
 ///   clients: 4
@@ -24,7 +25,9 @@ import Yams
 struct Experiment {
     struct Load {
         var name: String
+        /// The Service, or "" when the load goes to `address`.
         var service: String
+        var address: SocketAddress?
         var via = "cluster-ip"
         var port: Int?
         var from = "client"
@@ -130,12 +133,17 @@ struct Experiment {
 
     private static func parseLoad(_ node: Yams.Node, index: Int, _ fail: (Yams.Node?, String) -> KemuError) throws -> Load {
         guard let m = node.mapping else { throw fail(node, "a load is a mapping (service, from, clients, rate, mode)") }
-        let known = ["name", "service", "via", "port", "from", "clients", "rate", "mode", "timeout"]
+        let known = ["name", "service", "address", "via", "port", "from", "clients", "rate", "mode", "timeout"]
         for (key, _) in m where !known.contains(key.string ?? "") {
             throw fail(key, "unknown load field \"\(key.string ?? "")\" (fields: \(known.joined(separator: ", ")))")
         }
-        guard let service = m["service"]?.string, !service.isEmpty else { throw fail(node, "load: service is required") }
+        let service = m["service"]?.string ?? ""
+        guard service.isEmpty != (m["address"] == nil) else { throw fail(node, "load: a service (by name) or an address (IP:PORT), one of them") }
         var load = Load(name: m["name"]?.string ?? "load-\(index + 1)", service: service, line: node.mark?.line ?? 0)
+        if let address = m["address"] {
+            guard let a = address.string.flatMap(Relay.parse) else { throw fail(address, "address: \"\(address.string ?? "")\" is not IP:PORT") }
+            load.address = a
+        }
         if let via = m["via"] {
             guard let v = via.string, ["cluster-ip", "node-port", "load-balancer"].contains(v) else {
                 throw fail(via, "via: \"\(via.string ?? "")\" is not cluster-ip, node-port or load-balancer")

@@ -85,7 +85,7 @@ struct ExperimentReport {
         a.slowestMs = window.map(\.milliseconds).max() ?? 0
         if let last = failed.map({ $0.time + $0.milliseconds / 1000 }).max() { a.errorsStoppedMs = (last - t) * 1000 }
         if !record.victims.isEmpty {
-            let keys = Set(loads.map { "\(experiment.namespace)/\($0.load.service)" })
+            let keys = Set(loads.filter { !$0.load.service.isEmpty }.map { "\(experiment.namespace)/\($0.load.service)" })
             var worst: Double?
             for (node, history) in histories where node != record.excludedNode {
                 guard let delay = Self.removal(history, keys: keys, victims: record.victims, after: t) else { continue }
@@ -167,7 +167,7 @@ struct ExperimentReport {
             let failed = r.filter { !$0.ok }.count
             let l = loads[i].load
             let t = Self.latencies(r)
-            return [l.name, "\(l.from) → \(loads[i].target) (\(l.service) via \(l.via))", l.keepAlive ? "keep-alive" : "connect",
+            return [l.name, "\(l.from) → \(loads[i].target)" + (l.service.isEmpty ? "" : " (\(l.service) via \(l.via))"), l.keepAlive ? "keep-alive" : "connect",
                     String(r.count), String(r.count - failed), String(failed), failureKinds(r).map { "\($0.0) \($0.1)" }.joined(separator: ", ").ifEmpty("-"),
                     String(format: "%.1f / %.1f / %.0f ms", t.p50, t.p99, t.max)]
         })

@@ -76,7 +76,7 @@ final class ExperimentRunner: @unchecked Sendable {
     func run() async throws -> ExperimentReport {
         for path in experiment.apply { try await applyManifests(path) }
         let targets = try await experiment.loads.asyncMap { try await self.resolve($0) }
-        let services = Set(targets.map(\.service))
+        let services = Set(targets.map(\.service).filter { !$0.isEmpty })
         var report = ExperimentReport(experiment: experiment, loads: targets.map { ($0.load, "\($0.address)") })
         let retriesBefore = proxyCounter("kemu_proxy_connect_retries_total", services)
         let replaysBefore = proxyCounter("kemu_proxy_replays_total", services)
@@ -130,7 +130,8 @@ final class ExperimentRunner: @unchecked Sendable {
 
     // MARK: actions
 
-    /// Does one action of the timeline; returns what the report needs to judge the cluster's reaction.
+    /// Does one action of the timeline; returns what the report needs to judge the cluster's
+    /// reaction, timed at the moment of the damage (the signal, the link going down).
     func perform(_ action: Experiment.Action, services: Set<String>) async throws -> ExperimentReport.ActionRecord {
         let ns = experiment.namespace
         var record = ExperimentReport.ActionRecord(action: action, time: Date().timeIntervalSince1970)
@@ -140,13 +141,11 @@ final class ExperimentRunner: @unchecked Sendable {
                 let pod = action.target.isEmpty ? try await endpointPod(of: action.settings["service"]!) : action.target
                 record.detail = "pod \(pod)"
                 record.victims = try await endpoints(ofPod: pod, services: services)
-                record.time = Date().timeIntervalSince1970
-                try await chaos.killPod(pod, namespace: ns, signal: try Chaos.parseSignal(action.settings["signal"] ?? "KILL"))
+                record.time = try await chaos.killPod(pod, namespace: ns, signal: try Chaos.parseSignal(action.settings["signal"] ?? "KILL")).at.timeIntervalSince1970
             case .stopNode:
                 record.victims = try await endpoints(onNode: action.target, services: services)
                 record.excludedNode = action.target
-                record.time = Date().timeIntervalSince1970
-                try await chaos.stopNode(action.target, mode: Chaos.StopMode(rawValue: action.settings["mode"] ?? "crash") ?? .crash)
+                record.time = try await chaos.stopNode(action.target, mode: Chaos.StopMode(rawValue: action.settings["mode"] ?? "crash") ?? .crash).timeIntervalSince1970
                 remember("stop-node \(action.target)") { try await self.chaos.startNode(action.target) }
             case .startNode:
                 try await chaos.startNode(action.target)
@@ -154,8 +153,7 @@ final class ExperimentRunner: @unchecked Sendable {
             case .partition:
                 record.victims = try await endpoints(onNode: action.target, services: services)
                 record.excludedNode = action.target
-                record.time = Date().timeIntervalSince1970
-                try await chaos.partition(action.target)
+                record.time = try await chaos.partition(action.target).timeIntervalSince1970
                 remember("partition \(action.target)") { try await self.chaos.heal(action.target) }
             case .heal:
                 try await chaos.heal(action.target)
@@ -214,10 +212,13 @@ final class ExperimentRunner: @unchecked Sendable {
 
     private func makeFault(_ action: Experiment.Action) async throws -> Fault {
         let s = action.settings
+        guard let service = s["service"] ?? experiment.loads.first(where: { !$0.service.isEmpty })?.service else {
+            throw KemuError(.invalidArgument, "which service? (no load names one: give fault a service)")
+        }
         var sources: [String] = []
         for source in (s["sources"] ?? "").split(separator: ",") { sources.append(try await chaos.sourceRange(String(source), namespace: experiment.namespace)) }
         return Fault(namespace: experiment.namespace, name: action.target.isEmpty ? "experiment-\(action.line)" : action.target,
-                     service: s["service"] ?? experiment.loads[0].service, sources: sources,
+                     service: service, sources: sources,
                      latencyMilliseconds: Int((Experiment.seconds(s["latency"] ?? "0") ?? 0) * 1000),
                      jitterMilliseconds: Int((Experiment.seconds(s["jitter"] ?? "0") ?? 0) * 1000),
                      abortPercent: Double(s["abort"] ?? "0") ?? 0, hangPercent: Double(s["hang"] ?? "0") ?? 0,
@@ -319,6 +320,9 @@ final class ExperimentRunner: @unchecked Sendable {
     func resolve(_ load: Experiment.Load) async throws -> Target {
         let ns = experiment.namespace
         let fail = { (message: String) in KemuError(.invalidArgument, "\(self.experiment.source):\(load.line): \(message)") }
+        if let address = load.address {
+            return Target(load: load, address: address, namespace: try await source(load, fail), service: "")
+        }
         let service: JSON
         do {
             service = try await client.get(resource("services"), namespace: ns, name: load.service)

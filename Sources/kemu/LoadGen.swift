@@ -8,7 +8,7 @@ import Synchronization
 /// the client host): `clients` threads send HTTP GETs to a target at a total `rate`, each over a
 /// new connection (`Connection: close`) or over one kept-alive connection per client, and print a
 /// line per request: `TIME OUTCOME DETAIL MILLISECONDS` — `ok POD` (the echo pod that answered)
-/// or `fail KIND` (refused, reset, timeout, unreachable, closed, http-CODE).
+/// or `fail KIND` (refused, reset, connect-timeout, timeout, unreachable, closed, http-CODE).
 struct LoadGen: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadgen", abstract: "HTTP load for experiments: a line per request on stdout.", shouldDisplay: false)
@@ -90,7 +90,7 @@ struct HTTPLoadClient {
         if s < 0 { return Self.kind(err) }
         fd = s
         if err != 0 {
-            guard wait(POLLOUT, deadline) else { close(); return "timeout" }
+            guard wait(POLLOUT, deadline) else { close(); return "connect-timeout" }
             let pending = TCPSocket.pendingError(fd)
             if pending != 0 { close(); return Self.kind(pending) }
         }

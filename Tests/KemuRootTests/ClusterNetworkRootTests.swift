@@ -109,6 +109,10 @@ struct ClusterNetworkRootTests {
         let network = try upCluster("rchurn")
         defer { _ = try? ClusterNetwork.teardown(cluster: "rchurn") }
         let client = try network.addPod("client", node: "node-2")
+        // The gateway's MAC is its own, not its lowest port's: pods coming and going never move it
+        // (the pods' ARP entries for 10.244.i.1 would point nowhere).
+        let gatewayMAC = { try? run(["ip", "-n", "kemu-rchurn-node-1", "-br", "link", "show", "cbr0"]).output.split(separator: " ", omittingEmptySubsequences: true).dropFirst(2).first.map(String.init) }
+        #expect(gatewayMAC() == "0a:58:0a:f4:01:01")
         for round in 0..<20 {
             // Same name, same node, same address, same veth name: the previous incarnation's veth
             // may not be freed yet when the next one is made.
@@ -116,6 +120,7 @@ struct ClusterNetworkRootTests {
             #expect(web.ip.description == "10.244.1.2")
             let seen = try TCP.exchange(from: client.namespace, server: web.namespace, ip: web.ip.description, port: UInt16(7300 + round))
             #expect(seen.peer == client.ip.description && seen.reply.hasPrefix("kemu-rchurn-p-web got"))
+            #expect(gatewayMAC() == "0a:58:0a:f4:01:01")
             try network.removePod("web")
             #expect(!NetworkNamespace(web.namespace).exists)
         }
