@@ -57,6 +57,10 @@ public struct PoolSettings: Sendable, Equatable {
     public var drainSeconds: Double?
     /// Faults on the Service (kemu.dev/v1 Fault): aborts, hangs and delays before the dial.
     public var faults: [FaultRule] = []
+    /// Active TCP health checks: every endpoint is connected to this often (seconds, 0: never);
+    /// two failed checks in a row (a connect refused, or unanswered within 1 s) take it out of
+    /// the choice until one succeeds.
+    public var healthCheckSeconds = 0
 
     public init() {}
 }
@@ -79,7 +83,13 @@ final class Endpoint {
 
     init(_ spec: EndpointSpec) { self.spec = spec }
 
-    func isEjected(at now: UInt64) -> Bool { ejectedUntil > now }
+    /// Set by active health checks; left out of the choice like an ejected endpoint.
+    var unhealthy = false
+    var healthCheckFailures = 0
+    /// When the check in flight started (0: none).
+    var checkStarted: UInt64 = 0
+
+    func isEjected(at now: UInt64) -> Bool { ejectedUntil > now || unhealthy }
 }
 
 public struct EndpointStats: Sendable, Equatable {
@@ -89,6 +99,7 @@ public struct EndpointStats: Sendable, Equatable {
     public var ejections: UInt64 = 0
     public var bytesToEndpoint: UInt64 = 0
     public var bytesFromEndpoint: UInt64 = 0
+    public var healthChecksFailed: UInt64 = 0
     /// Connect latency histogram over `ConnectLatency.bounds`, plus the sum in seconds.
     public var latencyBuckets = [UInt64](repeating: 0, count: ConnectLatency.bounds.count + 1)
     public var latencySum = 0.0
@@ -115,6 +126,8 @@ final class EndpointPool {
     private var affinity: [UInt32: (endpoint: Endpoint, lastUsed: UInt64)] = [:]
     var stats = PoolStats()
     var random = SystemRandomNumberGenerator()
+    /// When the next round of active health checks is due (monotonic ns).
+    var nextHealthCheck: UInt64 = 0
 
     init(name: String, settings: PoolSettings, endpoints: [EndpointSpec], now: UInt64) {
         self.name = name

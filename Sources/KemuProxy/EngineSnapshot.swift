@@ -6,6 +6,8 @@ public struct EngineSnapshot: Sendable {
         public var spec: EndpointSpec
         public var activeConnections: Int
         public var ejected: Bool
+        /// False while active health checks find it down.
+        public var healthy: Bool
         public var stats: EndpointStats
     }
 
@@ -28,7 +30,7 @@ extension ProxyEngine {
                 EngineSnapshot.PoolState(
                     name: pool.name, algorithm: pool.settings.algorithm, stats: pool.stats,
                     endpoints: pool.endpoints.map {
-                        .init(spec: $0.spec, activeConnections: $0.active, ejected: $0.isEjected(at: now), stats: $0.stats)
+                        .init(spec: $0.spec, activeConnections: $0.active, ejected: $0.isEjected(at: now), healthy: !$0.unhealthy, stats: $0.stats)
                     })
             },
             listeners: listeners.values.map(\.address).sorted { ($0.ip, $0.port) < ($1.ip, $1.port) },

@@ -65,6 +65,8 @@ public final class ProxyEngine: @unchecked Sendable {
     var sparePipes: [SplicePipe] = []
     var now: UInt64 = monotonicNanoseconds()
     var nextSweep: UInt64 = 0
+    /// Active health checks in flight, by descriptor.
+    var checks: [Int32: (pool: EndpointPool, endpoint: Endpoint)] = [:]
 
     struct Listener {
         let address: SocketAddress
@@ -122,6 +124,7 @@ public final class ProxyEngine: @unchecked Sendable {
         static let wake: UInt64 = 0
         static func listener(_ fd: Int32) -> UInt64 { 1 << 32 | UInt64(UInt32(fd)) }
         static func connection(_ fd: Int32) -> UInt64 { 2 << 32 | UInt64(UInt32(fd)) }
+        static func healthCheck(_ fd: Int32) -> UInt64 { 3 << 32 | UInt64(UInt32(fd)) }
     }
 
     private func loop() {
@@ -136,6 +139,7 @@ public final class ProxyEngine: @unchecked Sendable {
                 switch token >> 32 {
                 case 0: applyCommands()
                 case 1: acceptAll(fd)
+                case 3: healthCheckEvent(fd, events.events(i))
                 default: connectionEvent(fd, events.events(i))
                 }
             }
@@ -204,9 +208,11 @@ public final class ProxyEngine: @unchecked Sendable {
             }
         }
         for pool in pools.values { pool.expireAffinity(now: now) }
+        runHealthChecks()
     }
 
     private func shutdownAll() {
+        for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
         for fd in Array(listeners.keys) { closeListener(fd) }
         for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c { finish(c, reset: true) }
         for pipe in sparePipes { pipe.close() }

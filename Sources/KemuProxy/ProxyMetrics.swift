@@ -84,7 +84,9 @@ final class ProxyMetrics: Sendable {
             ("kemu_proxy_endpoint_connect_failures_total", "counter", "Connects to the endpoint that failed or timed out.", { "\($0.stats.connectFailures)" }),
             ("kemu_proxy_endpoint_ejections_total", "counter", "Times the endpoint was ejected after failed connects.", { "\($0.stats.ejections)" }),
             ("kemu_proxy_endpoint_active_connections", "gauge", "Connections open to the endpoint.", { "\($0.activeConnections)" }),
-            ("kemu_proxy_endpoint_ejected", "gauge", "1 while the endpoint is ejected.", { $0.ejected ? "1" : "0" }),
+            ("kemu_proxy_endpoint_ejected", "gauge", "1 while the endpoint is ejected (or failing active health checks).", { $0.ejected ? "1" : "0" }),
+            ("kemu_proxy_endpoint_healthy", "gauge", "0 while active health checks find the endpoint down.", { $0.healthy ? "1" : "0" }),
+            ("kemu_proxy_endpoint_health_checks_failed_total", "counter", "Active health checks of the endpoint that failed.", { "\($0.stats.healthChecksFailed)" }),
             ("kemu_proxy_endpoint_sent_bytes_total", "counter", "Bytes sent to the endpoint.", { "\($0.stats.bytesToEndpoint)" }),
             ("kemu_proxy_endpoint_received_bytes_total", "counter", "Bytes received from the endpoint.", { "\($0.stats.bytesFromEndpoint)" }),
         ]

@@ -49,6 +49,8 @@ public enum ServiceAnnotations {
     public static let connectAttempts = "kemu.io/connect-attempts"
     /// Seconds connections to a removed endpoint may go on; absent: until they end.
     public static let drainSeconds = "kemu.io/drain-seconds"
+    /// Seconds between active TCP health checks of every endpoint (absent: none).
+    public static let healthCheckSeconds = "kemu.io/health-check-seconds"
 }
 
 extension ServicePlan {
@@ -175,6 +177,11 @@ extension ServicePlan {
         if let value = annotations[ServiceAnnotations.drainSeconds] {
             if let n = Double(value), n >= 0 { s.drainSeconds = n } else {
                 problems.append("annotation \(ServiceAnnotations.drainSeconds): \"\(value)\" is not a number of seconds")
+            }
+        }
+        if let value = annotations[ServiceAnnotations.healthCheckSeconds] {
+            if let n = Int(value), (1...3600).contains(n) { s.healthCheckSeconds = n } else {
+                problems.append("annotation \(ServiceAnnotations.healthCheckSeconds): \"\(value)\" is not a whole number of seconds from 1 to 3600")
             }
         }
         if service[path: "spec.sessionAffinity"]?.string == "ClientIP" {

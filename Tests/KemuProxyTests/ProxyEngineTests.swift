@@ -414,3 +414,26 @@ final class SilentBackend: Sendable {
         }
     }
 }
+
+@Suite(.serialized) struct ActiveHealthCheckTests {
+    @Test func anEndpointFailingItsChecksGetsNoConnectionsTillItPasses() async throws {
+        let good = try EchoBackend("up")
+        defer { good.stop() }
+        let dead = EchoBackend.closedPort()
+        try await ProxyEngineTests().withEngine([dead, good.address], { $0.healthCheckSeconds = 1 }) { engine, address in
+            // Two failed checks (a sweep a second) and the dead endpoint is out of the choice.
+            var states: [Bool] = []
+            for _ in 0..<60 {
+                states = await engine.snapshot().pools[0].endpoints.map(\.healthy)
+                if states == [false, true] { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(states == [false, true])
+            for _ in 0..<6 { #expect(String(decoding: exchange(address, Array("x".utf8)).bytes, as: UTF8.self) == "up\nx") }
+            let pool = await engine.snapshot().pools[0]
+            #expect(pool.stats.retries == 0)  // no client connection was even tried on it
+            #expect(pool.endpoints[0].stats.connectFailures == 0 && pool.endpoints[0].stats.healthChecksFailed >= 2)
+            #expect(pool.endpoints[1].stats.healthChecksFailed == 0 && pool.endpoints[1].healthy)
+        }
+    }
+}

@@ -111,10 +111,14 @@ import Testing
 
     @Test func annotationsAndAffinityShapeThePool() {
         let s = Self.service(extra: ["sessionAffinity": "ClientIP"],
-                             annotations: [ServiceAnnotations.algorithm: "least-connections", ServiceAnnotations.connectAttempts: "2"])
+                             annotations: [ServiceAnnotations.algorithm: "least-connections", ServiceAnnotations.connectAttempts: "2",
+                                           ServiceAnnotations.healthCheckSeconds: "5"])
         let settings = ServicePlan(service: s, slices: [Self.mixed], context: Self.context).pools["default/web:http"]!.settings
         #expect(settings.algorithm == .leastConnections)
         #expect(settings.connectAttempts == 2)
+        #expect(settings.healthCheckSeconds == 5)
+        let noCheck = ServicePlan(service: Self.service(annotations: [ServiceAnnotations.healthCheckSeconds: "0.5"]), slices: [], context: Self.context)
+        #expect(noCheck.problems == ["annotation kemu.io/health-check-seconds: \"0.5\" is not a whole number of seconds from 1 to 3600"])
         #expect(settings.affinitySeconds == 10800)
         let bad = ServicePlan(service: Self.service(annotations: [ServiceAnnotations.algorithm: "fastest"]), slices: [], context: Self.context)
         #expect(bad.problems == ["annotation kemu.io/load-balancer: \"fastest\" is not one of round-robin, least-connections, random, p2c-ewma; using round-robin"])
