@@ -51,12 +51,27 @@ extension APIServer {
     func list(_ t: Target, _ request: Request, _ query: Query) throws -> Response {
         let labels = try query["labelSelector"].map(LabelSelector.init(parsing:)) ?? .everything
         let fields = try query["fieldSelector"].map(FieldSelector.init(parsing:)) ?? .everything
-        let (items, revision) = store.list(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields)
+        var items: [JSON], revision: Int64
+        var meta: JSON = [:]
+        if let page = try ListPage(query) {
+            let cut = store.listPage(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields,
+                                     after: page.after, limit: page.limit ?? Int.max)
+            (items, revision) = (cut.items, page.revision ?? cut.revision)
+            if cut.more, let last = items.last {
+                meta["continue"] = .string(ListPage.encode((last.namespace, last.name), revision))
+                if let remaining = cut.remaining { meta["remainingItemCount"] = .int(Int64(remaining)) }
+            }
+        } else {
+            (items, revision) = store.list(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields)
+        }
+        meta["resourceVersion"] = .string(String(revision))
         if Tables.wanted(request) {
-            return Self.json(Tables.table(items, t.resource, revision: revision, includeObject: query["includeObject"]))
+            var table = Tables.table(items, t.resource, revision: revision, includeObject: query["includeObject"])
+            table["metadata"] = meta
+            return Self.json(table)
         }
         let list: JSON = ["kind": .string(t.resource.listKind), "apiVersion": .string(t.resource.groupVersion),
-                          "metadata": ["resourceVersion": .string(String(revision))], "items": .array(items)]
+                          "metadata": meta, "items": .array(items)]
         return Self.json(list)
     }
 

@@ -80,6 +80,46 @@ public final class Store: Sendable {
         }
     }
 
+    /// One page of a list (`?limit=&continue=`): the matching objects after `after` (namespace,
+    /// name) in (namespace, name) order, at most `limit`. `more` says whether matching objects
+    /// follow; `remaining` counts them when nothing but the namespace selects (nil otherwise,
+    /// as upstream leaves remainingItemCount out under a selector).
+    public func listPage(_ resource: String, namespace: String? = nil, labels: LabelSelector = .everything,
+                         fields: FieldSelector = .everything, after: (String, String)?, limit: Int)
+        -> (items: [JSON], revision: Int64, more: Bool, remaining: Int?) {
+        let filter = WatchFilter(resource, namespace: namespace, labels: labels, fields: fields)
+        let counting = labels.isEmpty && fields.terms.isEmpty
+        return state.withLock { s in
+            let byNamespace = s.objects[resource] ?? [:]
+            let indexed = labels.requirements.first { $0.op == .equals || ($0.op == .in && $0.values.count == 1) }
+            var items: [JSON] = []
+            var more = false
+            var remaining = 0
+            for ns in namespace.map({ [$0] }) ?? byNamespace.keys.sorted() where after == nil || ns >= after!.0 {
+                guard let objects = byNamespace[ns] else { continue }
+                var names: [String]
+                if let name = fields.name {
+                    names = [name]
+                } else if let r = indexed {
+                    names = Array(s.labelIndex[resource]?[ns]?["\(r.key)=\(r.values[0])"] ?? [])
+                } else {
+                    names = Array(objects.keys)
+                }
+                if let after, ns == after.0 { names.removeAll { $0 <= after.1 } }
+                names.sort()
+                for (i, name) in names.enumerated() {
+                    guard let o = objects[name], filter.matches(o) else { continue }
+                    if items.count < limit { items.append(o); continue }
+                    more = true
+                    if counting { remaining += names.count - i }
+                    break
+                }
+                if more && !counting { break }
+            }
+            return (items, s.revision, more, counting && more ? remaining : nil)
+        }
+    }
+
     // MARK: writes
 
     /// Stores a new object. Sets resourceVersion, uid, creationTimestamp and generation 1; a

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KemuAPI
 import KemuClient
 import NIOCore
 import Testing
@@ -201,6 +202,18 @@ struct KubectlTests {
 
         #expect(try server.kubectl(["scale", "rs", "web", "--replicas=5"]).out == "replicaset.apps/web scaled\n")
         #expect(try server.kubectl(["get", "rs", "web", "-o", "jsonpath={.spec.replicas}"]).out == "5")
+        // kubectl pages its lists (--chunk-size, 500 by default): the pages together are the list.
+        let whole = try server.kubectl(["get", "pods", "-o", "name", "--chunk-size=0"]).out
+        #expect(whole.split(separator: "\n").count == 6)
+        #expect(try server.kubectl(["get", "pods", "-o", "name", "--chunk-size=4"]).out == whole)
+        #expect(try server.kubectl(["get", "pods", "--chunk-size=4", "--no-headers"]).out.split(separator: "\n").count == 6)
+        let page = try JSON.parse(try server.kubectl(["get", "--raw", "/api/v1/namespaces/default/pods?limit=4"]).out)
+        #expect(page["items"]?.array?.count == 4 && page[path: "metadata.remainingItemCount"]?.int == 2)
+        let token = page[path: "metadata.continue"]?.string ?? ""
+        let rest = try JSON.parse(try server.kubectl(["get", "--raw", "/api/v1/namespaces/default/pods?limit=4&continue=\(token)"]).out)
+        #expect(rest["items"]?.array?.count == 2 && rest[path: "metadata.continue"] == nil)
+        let forged = try server.kubectl(["get", "--raw", "/api/v1/namespaces/default/pods?limit=4&continue=bm90LWEtdG9rZW4"])
+        #expect(forged.code == 1 && forged.out.contains("continue: \"bm90LWEtdG9rZW4\" is not a continue token this server gave"))
         #expect(try server.kubectl(["expose", "rs", "web", "--port", "80", "--target-port", "8080"]).out == "service/web exposed\n")
         #expect(try server.kubectl(["get", "svc", "web", "-o", "jsonpath={.spec.selector.app} {.spec.ports[0].targetPort}"]).out == "web 8080")
 

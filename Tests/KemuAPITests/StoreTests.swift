@@ -28,6 +28,31 @@ func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async 
 }
 
 @Suite struct StoreTests {
+    @Test func listPagesFollowNamespaceThenNameOrder() throws {
+        let store = Store()
+        // "a" sorts before "a-b" as a namespace although "a-b/…" < "a/…" as text.
+        for (ns, name) in [("a-b", "x"), ("a", "z"), ("a", "y"), ("b", "w"), ("a-b", "v")] {
+            try store.create("pods", pod(name, namespace: ns, labels: ["tier": name == "y" || name == "v" ? "front" : "back"]))
+        }
+        var after: (String, String)?
+        var pages: [[String]] = []
+        var remaining: [Int?] = []
+        repeat {
+            let page = store.listPage("pods", after: after, limit: 2)
+            pages.append(page.items.map { "\($0.namespace)/\($0.name)" })
+            remaining.append(page.remaining)
+            after = page.more ? page.items.last.map { ($0.namespace, $0.name) } : nil
+        } while after != nil
+        #expect(pages == [["a/y", "a/z"], ["a-b/v", "a-b/x"], ["b/w"]])
+        #expect(remaining == [3, 1, nil])
+        #expect(pages.flatMap { $0 } == store.list("pods").items.map { "\($0.namespace)/\($0.name)" })
+        // Under a selector: pages of what matches, no count of the rest.
+        let front = store.listPage("pods", labels: try LabelSelector(parsing: "tier=front"), after: nil, limit: 1)
+        #expect(front.items.map(\.name) == ["y"] && front.more && front.remaining == nil)
+        let next = store.listPage("pods", labels: try LabelSelector(parsing: "tier=front"), after: ("a", "y"), limit: 1)
+        #expect(next.items.map(\.name) == ["v"] && !next.more)
+    }
+
     @Test func createSetsServerOwnedMetadata() throws {
         let store = Store()
         let created = try store.create("pods", pod("web"))
