@@ -178,7 +178,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuProxyTests",
-            dependencies: ["KemuAPI", "KemuDNS", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["KemuAPI", "KemuClient", "KemuDNS", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -65,6 +65,23 @@ public struct APIClient: Sendable {
         return (list["items"]?.array ?? [], list[path: "metadata.resourceVersion"]?.string ?? "")
     }
 
+    /// The list in pages of `limit` (client-go's pager: 500), each handed to `page` as it
+    /// comes, so a caller that keeps a compact form never holds the whole list's JSON. Returns
+    /// the revision to watch from (the first page's).
+    public func list(_ r: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil, limit: Int,
+                     page: ([JSON]) async throws -> Void) async throws -> String {
+        var token: String?
+        var revision: String?
+        repeat {
+            let query = Self.query(["labelSelector": labels, "fieldSelector": fields, "limit": String(limit), "continue": token])
+            let list = try await send(.GET, Self.path(r, namespace: namespace) + query)
+            if revision == nil { revision = list[path: "metadata.resourceVersion"]?.string ?? "" }
+            try await page(list["items"]?.array ?? [])
+            token = list[path: "metadata.continue"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+        } while token != nil
+        return revision ?? ""
+    }
+
     @discardableResult
     public func create(_ r: APIResource, _ object: JSON) async throws -> JSON {
         try await send(.POST, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace), body: object)

@@ -22,14 +22,26 @@ public final class Informer: Sendable {
     let labels: String?
     let fields: String?
     let transform: (@Sendable (JSON) -> JSON)?
+    let cache: Cache
     let logger: Logger
-    private let state = Mutex<(objects: [String: JSON], revision: String)>(([:], ""))
+    private let state = Mutex<(objects: [String: JSON], revisions: [String: Int64], revision: String)>(([:], [:], ""))
+
+    /// What the informer keeps of each object.
+    public enum Cache: Sendable {
+        /// The (transformed) objects: `get`, `items`, and the old object of every update.
+        case objects
+        /// Only each object's resourceVersion, for a handler that keeps its own compact form
+        /// (a proxy of 10,000 Services): after a re-list, an update's old object and a deleted
+        /// object are stubs with namespace, name and resourceVersion; `get` and `items` are empty.
+        case revisions
+    }
 
     /// `transform` trims each object before it is cached and handed on (client-go's
     /// SetTransform): a proxy of 10,000 Services keeps only what it reads.
     public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil,
-                transform: (@Sendable (JSON) -> JSON)? = nil) {
+                cache: Cache = .objects, transform: (@Sendable (JSON) -> JSON)? = nil) {
         self.client = client
+        self.cache = cache
         self.transform = transform
         self.resource = resource
         self.namespace = namespace
@@ -73,14 +85,29 @@ public final class Informer: Sendable {
         }
     }
 
-    /// Lists, replaces the cache, and reports what changed since the cache was last right.
+    /// Lists, replaces the cache, and reports what changed since the cache was last right. In
+    /// `.revisions` mode each page is reported as it comes (the whole list's JSON is never held).
     func relist(_ handler: @Sendable (InformerEvent) async -> Void) async throws {
-        let list = try await client.list(resource, namespace: namespace, labels: labels, fields: fields)
+        let keepObjects = cache == .objects
+        let transform = self.transform
+        let (old, oldRevisions) = state.withLock { ($0.objects, $0.revisions) }
         var fresh: [String: JSON] = [:]
-        for o in list.items { fresh[Self.key(o)] = transform?(o) ?? o }
-        let old = state.withLock { s in
-            defer { s = (fresh, list.resourceVersion) }
-            return s.objects
+        var freshRevisions: [String: Int64] = [:]
+        let revision = try await client.list(resource, namespace: namespace, labels: labels, fields: fields, limit: Self.pageSize) { items in
+            for item in items {
+                let o = transform?(item) ?? item
+                let key = Self.key(o)
+                if keepObjects { fresh[key] = o; continue }
+                freshRevisions[key] = o.resourceVersion ?? 0
+                if let before = oldRevisions[key] {
+                    if before != o.resourceVersion ?? 0 { await handler(.updated(old: Self.stub(key, before), new: o)) }
+                } else {
+                    await handler(.added(o))
+                }
+            }
+        }
+        state.withLock { s in
+            (s.objects, s.revisions, s.revision) = (fresh, freshRevisions, revision)
         }
         for (key, o) in fresh.sorted(by: { $0.key < $1.key }) {
             if let before = old[key] {
@@ -90,7 +117,20 @@ public final class Informer: Sendable {
             }
         }
         for (key, o) in old.sorted(by: { $0.key < $1.key }) where fresh[key] == nil { await handler(.deleted(o)) }
+        for (key, revision) in oldRevisions.sorted(by: { $0.key < $1.key }) where freshRevisions[key] == nil {
+            await handler(.deleted(Self.stub(key, revision)))
+        }
         await handler(.synced)
+    }
+
+    /// What `.revisions` hands on for an object it no longer holds.
+    static func stub(_ key: String, _ revision: Int64) -> JSON {
+        let (namespace, name) = key.firstIndex(of: "/").map { (String(key[..<$0]), String(key[key.index(after: $0)...])) } ?? ("", key)
+        var o: JSON = [:]
+        o.namespace = namespace
+        o.name = name
+        o.resourceVersion = revision
+        return o
     }
 
     func apply(_ event: WatchEvent, _ handler: @Sendable (InformerEvent) async -> Void) async {
@@ -98,11 +138,14 @@ public final class Informer: Sendable {
         if let transform { event.object = transform(event.object) }
         let key = Self.key(event.object)
         let revision = event.object[path: "metadata.resourceVersion"]?.string ?? ""
+        let keepObjects = cache == .objects
         let before: JSON? = state.withLock { s in
-            let before = s.objects[key]
-            switch event.type {
-            case "DELETED": s.objects[key] = nil
-            case "ADDED", "MODIFIED": s.objects[key] = event.object
+            let before = keepObjects ? s.objects[key] : s.revisions[key].map { Self.stub(key, $0) }
+            switch (event.type, keepObjects) {
+            case ("DELETED", true): s.objects[key] = nil
+            case ("DELETED", false): s.revisions[key] = nil
+            case ("ADDED", true), ("MODIFIED", true): s.objects[key] = event.object
+            case ("ADDED", false), ("MODIFIED", false): s.revisions[key] = event.object.resourceVersion ?? 0
             default: break
             }
             if !revision.isEmpty { s.revision = revision }
@@ -117,4 +160,8 @@ public final class Informer: Sendable {
     }
 
     static func key(_ o: JSON) -> String { o.namespace + "/" + o.name }
+
+    /// Objects per list request (client-go's pager): a re-list of 10,000 objects never holds
+    /// all their untrimmed JSON at once.
+    static let pageSize = 500
 }

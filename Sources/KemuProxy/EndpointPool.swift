@@ -100,12 +100,15 @@ public struct EndpointStats: Sendable, Equatable {
     public var bytesToEndpoint: UInt64 = 0
     public var bytesFromEndpoint: UInt64 = 0
     public var healthChecksFailed: UInt64 = 0
-    /// Connect latency histogram over `ConnectLatency.bounds`, plus the sum in seconds.
-    public var latencyBuckets = [UInt64](repeating: 0, count: ConnectLatency.bounds.count + 1)
+    /// Connect latency histogram over `ConnectLatency.bounds` (empty until the first connect: a
+    /// proxy of 50,000 endpoints most of which never see a connection keeps no buckets for them),
+    /// plus the sum in seconds.
+    public var latencyBuckets: [UInt64] = []
     public var latencySum = 0.0
 
     mutating func observe(latencySeconds: Double) {
         latencySum += latencySeconds
+        if latencyBuckets.isEmpty { latencyBuckets = [UInt64](repeating: 0, count: ConnectLatency.bounds.count + 1) }
         latencyBuckets[ConnectLatency.bounds.firstIndex { latencySeconds <= $0 } ?? ConnectLatency.bounds.count] += 1
     }
 }

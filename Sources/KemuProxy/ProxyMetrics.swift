@@ -101,7 +101,7 @@ final class ProxyMetrics: Sendable {
         for p in engine.pools {
             for e in p.endpoints {
                 var h = Histogram(ConnectLatency.bounds)
-                h.buckets = e.stats.latencyBuckets
+                if !e.stats.latencyBuckets.isEmpty { h.buckets = e.stats.latencyBuckets }
                 h.sum = e.stats.latencySum
                 h.count = e.stats.latencyBuckets.reduce(0, +)
                 series(&out, latency, ConnectLatency.bounds, h, labels: "\(Self.poolLabels(p.name)),\(Self.endpointLabels(e))")

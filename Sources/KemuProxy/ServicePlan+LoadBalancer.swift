@@ -22,17 +22,21 @@ extension ServicePlan {
     /// a cloud learns from `healthCheckNodePort`). The client's connection is then the node
     /// proxy's, as in a cloud.
     public init(loadBalancerFor service: JSON, slices: [JSON], nodes: [BalancedNode], defaults: PoolSettings) {
+        self.init(loadBalancerFor: ServiceInfo(service), slices: slices.map(SliceInfo.init), nodes: nodes, defaults: defaults)
+    }
+
+    public init(loadBalancerFor service: ServiceInfo, slices: [SliceInfo], nodes: [BalancedNode], defaults: PoolSettings) {
         self.init()
-        guard service[path: "spec.type"]?.string == "LoadBalancer" else { return }
-        let ingress = (service[path: "status.loadBalancer.ingress"]?.array ?? []).compactMap { $0["ip"]?.string.flatMap(IPv4Address.init) }
+        guard service.type == "LoadBalancer" else { return }
+        let ingress = service.loadBalancerIPs
         guard !ingress.isEmpty else { return }
-        let local = service[path: "spec.externalTrafficPolicy"]?.string == "Local"
+        let local = service.externalTrafficLocal
         let settings = Self.settings(service, defaults, &problems)
         let id = "\(service.namespace)/\(service.name)"
-        for port in service[path: "spec.ports"]?.array ?? [] {
-            guard (port["protocol"]?.string ?? "TCP") == "TCP", let servicePort = port["port"]?.int.flatMap(UInt16.init(exactly:)),
-                  let nodePort = port["nodePort"]?.int.flatMap(UInt16.init(exactly:)), nodePort > 0 else { continue }
-            let portName = port["name"]?.string ?? ""
+        for port in service.ports {
+            guard port.isTCP, let servicePort = port.port, port.nodePort > 0 else { continue }
+            let nodePort = port.nodePort
+            let portName = port.name
             var eligible = nodes.filter(\.ready)
             if local {
                 let (all, _) = Self.endpoints(for: portName, in: slices, node: "")

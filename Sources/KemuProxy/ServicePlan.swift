@@ -60,22 +60,23 @@ extension ServicePlan {
     /// The plan for `service` given the EndpointSlices labelled with its name. Headless and
     /// ExternalName Services are not proxied; only TCP ports are.
     public init(service: JSON, slices: [JSON], context: PlanContext) {
+        self.init(service: ServiceInfo(service), slices: slices.map(SliceInfo.init), context: context)
+    }
+
+    public init(service: ServiceInfo, slices: [SliceInfo], context: PlanContext) {
         self.init()
-        let spec = service["spec"] ?? [:]
-        let type = spec["type"]?.string ?? "ClusterIP"
-        let clusterIPs = ((spec["clusterIPs"]?.array ?? []).compactMap(\.string) + [spec["clusterIP"]?.string ?? ""])
-            .compactMap { IPv4Address($0) }.reduce(into: [IPv4Address]()) { if !$0.contains($1) { $0.append($1) } }
-        guard type != "ExternalName", !clusterIPs.isEmpty else { return }
-        let externalIPs = (spec["externalIPs"]?.array ?? []).compactMap { $0.string.flatMap(IPv4Address.init) }
-        let loadBalancerIPs = (service[path: "status.loadBalancer.ingress"]?.array ?? []).compactMap { $0["ip"]?.string.flatMap(IPv4Address.init) }
-        let internalLocal = spec["internalTrafficPolicy"]?.string == "Local"
-        let externalLocal = spec["externalTrafficPolicy"]?.string == "Local"
+        let clusterIPs = service.clusterIPs
+        guard service.type != "ExternalName", !clusterIPs.isEmpty else { return }
+        let externalIPs = service.externalIPs
+        let loadBalancerIPs = service.loadBalancerIPs
+        let internalLocal = service.internalTrafficLocal
+        let externalLocal = service.externalTrafficLocal
         let settings = Self.settings(service, context.defaults, &problems)
         let id = "\(service.namespace)/\(service.name)"
 
-        for port in spec["ports"]?.array ?? [] {
-            guard (port["protocol"]?.string ?? "TCP") == "TCP", let number = port["port"]?.int, let servicePort = UInt16(exactly: number) else { continue }
-            let portName = port["name"]?.string ?? ""
+        for port in service.ports {
+            guard port.isTCP, let servicePort = port.port else { continue }
+            let portName = port.name
             let (all, local) = Self.endpoints(for: portName, in: slices, node: context.nodeName)
             let clusterPool = portName.isEmpty ? id : "\(id):\(portName)"
             let localPool = clusterPool + "@local"
@@ -89,27 +90,27 @@ extension ServicePlan {
             for ip in externalIPs { route(SocketAddress(ip, servicePort), local: externalLocal) }
             // In-cluster clients reaching a load-balancer IP get Cluster semantics (the API's rule).
             for ip in loadBalancerIPs { route(SocketAddress(ip, servicePort), local: false) }
-            if type == "NodePort" || type == "LoadBalancer", let nodePort = port["nodePort"]?.int.flatMap(UInt16.init(exactly:)), nodePort > 0 {
-                for ip in context.nodeAddresses { route(SocketAddress(ip, nodePort), local: externalLocal) }
+            if service.type == "NodePort" || service.type == "LoadBalancer", port.nodePort > 0 {
+                for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal) }
             }
             if used.contains(clusterPool) { pools[clusterPool] = Pool(settings: settings, endpoints: all) }
             if used.contains(localPool) { pools[localPool] = Pool(settings: settings, endpoints: local) }
-            if all.isEmpty, Self.hasEndpoints(slices), !slices.contains(where: { Self.slicePort(portName, $0) != nil }) {
-                problems.append("port \(portName.isEmpty ? String(number) : portName): no endpoint has a port matching the Service's targetPort \(port["targetPort"].map { $0.string ?? String($0.int ?? 0) } ?? String(number))")
+            if all.isEmpty, slices.contains(where: { !$0.endpoints.isEmpty }), !slices.contains(where: { $0.port(named: portName) != nil }) {
+                problems.append("port \(portName.isEmpty ? String(port.number) : portName): no endpoint has a port matching the Service's targetPort \(port.targetPort)")
             }
         }
         localAddresses = Set(clusterIPs + externalIPs + loadBalancerIPs)
-        if type == "LoadBalancer", externalLocal, let port = spec["healthCheckNodePort"]?.int.flatMap(UInt16.init(exactly:)), port > 0 {
-            healthCheck = HealthCheck(port: port, localEndpoints: Self.readyLocalEndpoints(slices, node: context.nodeName))
+        if service.type == "LoadBalancer", externalLocal, service.healthCheckNodePort > 0 {
+            healthCheck = HealthCheck(port: service.healthCheckNodePort, localEndpoints: Self.readyLocalEndpoints(slices, node: context.nodeName))
         }
     }
 
     /// Ready endpoints (addresses) of the Service on `node`.
-    static func readyLocalEndpoints(_ slices: [JSON], node: String) -> Int {
-        var ips: Set<String> = []
+    static func readyLocalEndpoints(_ slices: [SliceInfo], node: String) -> Int {
+        var ips: Set<IPv4Address> = []
         for slice in slices {
-            for e in slice["endpoints"]?.array ?? [] where e["nodeName"]?.string == node && (e[path: "conditions.ready"]?.bool ?? true) {
-                if let ip = e["addresses"]?.array?.first?.string { ips.insert(ip) }
+            for e in slice.endpoints where e.nodeName == node && e.ready {
+                if let ip = e.address { ips.insert(ip) }
             }
         }
         return ips.count
@@ -117,21 +118,14 @@ extension ServicePlan {
 
     /// kube-proxy's endpoint categories for one port: ready endpoints, else serving and
     /// terminating ones (a rolling update's last pods keep serving); the same for this node only.
-    static func endpoints(for portName: String, in slices: [JSON], node: String) -> (all: [EndpointSpec], local: [EndpointSpec]) {
+    static func endpoints(for portName: String, in slices: [SliceInfo], node: String) -> (all: [EndpointSpec], local: [EndpointSpec]) {
         var ready: [(EndpointSpec, Bool)] = [], fallback: [(EndpointSpec, Bool)] = []
-        for slice in slices where (slice["addressType"]?.string ?? "IPv4") == "IPv4" {
-            guard let port = slicePort(portName, slice) else { continue }
-            for e in slice["endpoints"]?.array ?? [] {
-                guard let ip = e["addresses"]?.array?.first?.string.flatMap(IPv4Address.init) else { continue }
-                let conditions = e["conditions"] ?? [:]
-                // nil ready means unknown: treat as ready; nil serving defers to ready (KEP-1672).
-                let isReady = conditions["ready"]?.bool ?? true
-                let serving = conditions["serving"]?.bool ?? isReady
-                let terminating = conditions["terminating"]?.bool ?? false
-                let nodeName = e["nodeName"]?.string ?? ""
-                let target = e["targetRef"].map { "\($0["namespace"]?.string ?? "")/\($0["name"]?.string ?? "")" } ?? ""
-                let spec = EndpointSpec(SocketAddress(ip, port), target: target, nodeName: nodeName)
-                if isReady { ready.append((spec, nodeName == node)) } else if serving && terminating { fallback.append((spec, nodeName == node)) }
+        for slice in slices where slice.isIPv4 {
+            guard let port = slice.port(named: portName) else { continue }
+            for e in slice.endpoints {
+                guard let ip = e.address else { continue }
+                let spec = EndpointSpec(SocketAddress(ip, port), target: e.target, nodeName: e.nodeName)
+                if e.ready { ready.append((spec, e.nodeName == node)) } else if e.serving && e.terminating { fallback.append((spec, e.nodeName == node)) }
             }
         }
         func pick(_ localOnly: Bool) -> [EndpointSpec] {
@@ -146,20 +140,8 @@ extension ServicePlan {
         return specs.filter { seen.insert($0.address).inserted }
     }
 
-    /// The slice's number for a service port name ("" for an unnamed port).
-    static func slicePort(_ name: String, _ slice: JSON) -> UInt16? {
-        for p in slice["ports"]?.array ?? [] where (p["name"]?.string ?? "") == name && (p["protocol"]?.string ?? "TCP") == "TCP" {
-            return p["port"]?.int.flatMap(UInt16.init(exactly:))
-        }
-        return nil
-    }
-
-    private static func hasEndpoints(_ slices: [JSON]) -> Bool {
-        slices.contains { !($0["endpoints"]?.array ?? []).isEmpty }
-    }
-
     /// Pool settings from the cluster defaults, the Service's affinity and kemu's annotations.
-    static func settings(_ service: JSON, _ defaults: PoolSettings, _ problems: inout [String]) -> PoolSettings {
+    static func settings(_ service: ServiceInfo, _ defaults: PoolSettings, _ problems: inout [String]) -> PoolSettings {
         var s = defaults
         let annotations = service.annotations
         if let value = annotations[ServiceAnnotations.algorithm] {
@@ -184,9 +166,7 @@ extension ServicePlan {
                 problems.append("annotation \(ServiceAnnotations.healthCheckSeconds): \"\(value)\" is not a whole number of seconds from 1 to 3600")
             }
         }
-        if service[path: "spec.sessionAffinity"]?.string == "ClientIP" {
-            s.affinitySeconds = service[path: "spec.sessionAffinityConfig.clientIP.timeoutSeconds"]?.int.map(Double.init) ?? Self.defaultAffinitySeconds
-        }
+        if let seconds = service.affinitySeconds { s.affinitySeconds = seconds }
         return s
     }
 }

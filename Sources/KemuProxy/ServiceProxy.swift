@@ -76,8 +76,10 @@ public final class ServiceProxy: Sendable {
     }
 
     struct State {
-        var services: [Key: JSON] = [:]
-        var slices: [Key: [String: JSON]] = [:]
+        var services: [Key: ServiceInfo] = [:]
+        var slices: [Key: [String: SliceInfo]] = [:]
+        /// The Service each slice (by namespace and its own name) is labelled with.
+        var sliceOwners: [Key: Key] = [:]
         var plans: [Key: ServicePlan] = [:]
         var dirty: Set<Key> = []
         /// Newest EndpointSlice trigger time per dirty Service (for network programming latency).
@@ -99,7 +101,7 @@ public final class ServiceProxy: Sendable {
         /// kemu.dev/v1 Faults by their own namespace/name.
         var faults: [Key: Fault] = [:]
         /// The last changes of each Service's endpoints as this proxy applied them (time, addresses).
-        var history: [Key: [(Date, [String])]] = [:]
+        var history: [Key: [(Date, [SocketAddress])]] = [:]
         /// The bandwidth limits last given to the shaper (nil: never yet).
         var shaped: [IPv4Address: UInt64]?
     }
@@ -134,8 +136,10 @@ public final class ServiceProxy: Sendable {
             healthChecks.closeAll()
             Task { await engine.stop() }
         }
-        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
-        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
+        // The informers keep revisions only: the state below holds each object's compact form
+        // (ServiceInfo, SliceInfo), made straight from the object as it comes.
+        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, cache: .revisions)
+        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, cache: .revisions)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }
@@ -157,7 +161,7 @@ public final class ServiceProxy: Sendable {
     func serviceEvent(_ event: InformerEvent) {
         state.withLock { s in
             switch event {
-            case let .added(o), let .updated(_, o): s.services[Key(namespace: o.namespace, name: o.name)] = o; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
+            case let .added(o), let .updated(_, o): s.services[Key(namespace: o.namespace, name: o.name)] = ServiceInfo(o); s.dirty.insert(Key(namespace: o.namespace, name: o.name))
             case let .deleted(o): s.services[Key(namespace: o.namespace, name: o.name)] = nil; s.dirty.insert(Key(namespace: o.namespace, name: o.name))
             case .synced: s.servicesSynced = true
             }
@@ -211,14 +215,23 @@ public final class ServiceProxy: Sendable {
             func key(_ o: JSON) -> Key? { o.labels["kubernetes.io/service-name"].map { Key(namespace: o.namespace, name: $0) } }
             switch event {
             case let .added(o), let .updated(_, o):
-                guard let k = key(o) else { return }
-                s.slices[k, default: [:]][o.name] = o
+                let own = Key(namespace: o.namespace, name: o.name)
+                // A slice relabelled to another Service leaves the one it was with.
+                if let before = s.sliceOwners[own], before != key(o) {
+                    s.slices[before]?[o.name] = nil
+                    if s.slices[before]?.isEmpty == true { s.slices[before] = nil }
+                    s.dirty.insert(before)
+                }
+                guard let k = key(o) else { s.sliceOwners[own] = nil; return }
+                s.sliceOwners[own] = k
+                s.slices[k, default: [:]][o.name] = SliceInfo(o)
                 s.dirty.insert(k)
                 if let text = o.annotations["endpoints.kubernetes.io/last-change-trigger-time"], let t = Timestamp.parse(text) {
                     s.triggers[k] = max(s.triggers[k] ?? t, t)
                 }
             case let .deleted(o):
-                guard let k = key(o) else { return }
+                // After a re-list the object is a stub without labels: the owner is remembered.
+                guard let k = s.sliceOwners.removeValue(forKey: Key(namespace: o.namespace, name: o.name)) ?? key(o) else { return }
                 s.slices[k]?[o.name] = nil
                 if s.slices[k]?.isEmpty == true { s.slices[k] = nil }
                 s.dirty.insert(k)
@@ -358,14 +371,14 @@ public final class ServiceProxy: Sendable {
     /// served, a normal event. Each once per change of state.
     private func reportBalancers(_ keys: [Key]) {
         let pool = config.localRanges.first.map { " \($0)" } ?? ""
-        let due: [(JSON, String, String, String)] = state.withLock { s in
+        let due: [(ServiceInfo, String, String, String)] = state.withLock { s in
             keys.compactMap { key in
-                guard let service = s.services[key], service[path: "spec.type"]?.string == "LoadBalancer" else {
+                guard let service = s.services[key], service.type == "LoadBalancer" else {
                     s.balancerReported[key] = nil
                     return nil
                 }
                 let served = !(s.plans[key]?.frontends.isEmpty ?? true)
-                let pending = (service[path: "status.loadBalancer.ingress"]?.array ?? []).isEmpty
+                let pending = service.loadBalancerIPs.isEmpty
                 let (type, reason, message): (String, String, String)
                 if pending {
                     (type, reason, message) = ("Warning", "SyncLoadBalancerFailed",
@@ -386,7 +399,9 @@ public final class ServiceProxy: Sendable {
         let client = self.client, logger = self.logger
         for (service, type, reason, message) in due {
             if type == "Warning" { logger.warning("service \(service.namespace)/\(service.name): \(message)") }
-            let event = Events.make(for: service, kind: "Service", type: type, reason: reason, message: message, component: "service-controller", at: now)
+            var object: JSON = [:]
+            (object.namespace, object.name, object.uid) = (service.namespace, service.name, service.uid)
+            let event = Events.make(for: object, kind: "Service", type: type, reason: reason, message: message, component: "service-controller", at: now)
             Task {
                 do { _ = try await client.create(events, event) } catch { logger.warning("event \(reason): \(error)") }
             }
@@ -399,7 +414,7 @@ public final class ServiceProxy: Sendable {
     /// Records the plan's endpoints if they differ from the last ones recorded (only Services
     /// that have endpoints or had some, so a large quiet cluster keeps nothing).
     static func remember(_ s: inout State, _ key: Key, _ plan: ServicePlan, at time: Date) {
-        let endpoints = Set(plan.pools.values.flatMap { $0.endpoints.map(\.address.description) }).sorted()
+        let endpoints = Set(plan.pools.values.flatMap { $0.endpoints.map(\.address) }).sorted { ($0.ip, $0.port) < ($1.ip, $1.port) }
         let last = s.history[key]?.last?.1
         guard last != endpoints, !(last == nil && endpoints.isEmpty) else { return }
         s.history[key, default: []].append((time, endpoints))
@@ -411,7 +426,7 @@ public final class ServiceProxy: Sendable {
         state.withLock { s in
             var out = JSONObject()
             for (key, changes) in s.history.sorted(by: { $0.key < $1.key }) {
-                out[key.description] = .array(changes.map { ["time": .double($0.0.timeIntervalSince1970), "endpoints": .array($0.1.map { .string($0) })] })
+                out[key.description] = .array(changes.map { ["time": .double($0.0.timeIntervalSince1970), "endpoints": .array($0.1.map { .string($0.description) })] })
             }
             return .object(out)
         }
@@ -425,8 +440,8 @@ public final class ServiceProxy: Sendable {
             for fault in s.faults.values {
                 guard let rate = fault.bytesPerSecond else { continue }
                 for slice in (s.slices[Key(namespace: fault.namespace, name: fault.service)] ?? [:]).values {
-                    for e in slice["endpoints"]?.array ?? [] where e["nodeName"]?.string == config.context.nodeName {
-                        if let ip = e["addresses"]?.array?.first?.string.flatMap(IPv4Address.init) { wanted[ip] = rate }
+                    for e in slice.endpoints where e.nodeName == config.context.nodeName {
+                        if let ip = e.address { wanted[ip] = rate }
                     }
                 }
             }

@@ -1,6 +1,6 @@
 import Foundation
 import KemuAPI
-import KemuClient
+@testable import KemuClient
 import Synchronization
 import Testing
 
@@ -91,6 +91,38 @@ import Testing
         #expect(await eventually(followed + ["synced"]) == followed + ["synced"])
         try await client.create(pods, pod("after", tier: "x"))
         #expect(await eventually(followed + ["synced", "added after"]) == followed + ["synced", "added after"])
+    }
+}
+
+extension ClientTests {
+    /// A proxy's informers keep revisions only and list in pages: what a handler hears is the
+    /// same, old and deleted objects after a re-list are stubs, and nothing is cached.
+    @Test func revisionsOnlyInformerListsInPagesAndHandsOnStubs() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let client = try APIClient(kubeconfig: Kubeconfig.load(path: server.kubeconfig))
+        for i in 0..<(Informer.pageSize + 3) { try await client.create(pods, pod(String(format: "p%04d", i), tier: "x")) }
+        let informer = Informer(client, pods, namespace: "default", cache: .revisions)
+        let seen = Lines()
+        let handler: @Sendable (InformerEvent) async -> Void = { event in
+            switch event {
+            case .added(let o): seen.append("added \(o.name) \(o.labels["tier"] ?? "")")
+            case .updated(let old, let new): seen.append("updated \(old.name)@\(old.resourceVersion ?? 0) → \(new.labels["tier"] ?? "")")
+            case .deleted(let o): seen.append("deleted \(o.namespace)/\(o.name) labels \(o.labels.count)")
+            case .synced: seen.append("synced")
+            }
+        }
+        try await informer.relist(handler)
+        #expect(seen.all.count == Informer.pageSize + 4 && seen.all.first == "added p0000 x" && seen.all.last == "synced")
+        #expect(seen.all.dropLast().allSatisfy { $0.hasPrefix("added p") })
+        #expect(informer.items.isEmpty && informer.get(namespace: "default", name: "p0000") == nil)
+
+        let before = try await client.get(pods, namespace: "default", name: "p0001").resourceVersion ?? 0
+        _ = try await client.patch(pods, namespace: "default", name: "p0001", ["metadata": ["labels": ["tier": "y"]]])
+        try await client.delete(pods, namespace: "default", name: "p0002")
+        let mark = seen.all.count
+        try await informer.relist(handler)
+        #expect(Array(seen.all[mark...]) == ["updated p0001@\(before) → y", "deleted default/p0002 labels 0", "synced"])
     }
 }
 

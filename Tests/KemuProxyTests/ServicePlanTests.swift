@@ -1,4 +1,5 @@
 import KemuAPI
+import KemuClient
 import KemuIP
 import KemuSystem
 import Testing
@@ -154,5 +155,48 @@ import Testing
         node2.nodeName = "node-9"
         #expect(ServicePlan(service: s, slices: [Self.mixed], context: node2).healthCheck?.localEndpoints == 0)
         #expect(ServicePlan(service: Self.service("LoadBalancer"), slices: [Self.mixed], context: Self.context).healthCheck == nil)
+    }
+}
+
+/// The proxy's own record of Services and slices (it keeps compact forms, not the objects).
+@Suite struct ServiceProxyStateTests {
+    struct NoAddresses: LocalAddresses {
+        func add(_ ip: IPv4Address) throws {}
+        func remove(_ ip: IPv4Address) throws {}
+        func list() throws -> [IPv4Address] { [] }
+        func addRange(_ network: IPv4Network) throws {}
+    }
+
+    static func slice(_ name: String, service: String?, ip: String) -> JSON {
+        var s: JSON = ["apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                       "ports": [["name": "http", "port": 8080, "protocol": "TCP"]],
+                       "endpoints": [["addresses": [.string(ip)], "conditions": ["ready": true], "nodeName": "node-2",
+                                      "targetRef": ["kind": "Pod", "namespace": "default", "name": "web-1"]]]]
+        s.name = name
+        s.namespace = "default"
+        if let service { s.labels = ["kubernetes.io/service-name": service] }
+        return s
+    }
+
+    @Test func slicesFollowTheirLabelAndStubDeletesFindTheirService() throws {
+        let proxy = try ServiceProxy(config: ProxyConfig(context: ServicePlanTests.context),
+                                     client: APIClient(server: "http://127.0.0.1:1"), addresses: NoAddresses())
+        let web = ServiceProxy.Key(namespace: "default", name: "web"), api = ServiceProxy.Key(namespace: "default", name: "api")
+        proxy.serviceEvent(.added(ServicePlanTests.service()))
+        proxy.sliceEvent(.added(Self.slice("s-1", service: "web", ip: "10.244.2.7")))
+        let kept = proxy.state.withLock { $0.slices[web]?["s-1"] }
+        #expect(kept?.endpoints.first?.address == IPv4Address("10.244.2.7") && kept?.endpoints.first?.target == "default/web-1")
+        #expect(proxy.state.withLock { $0.services[web]?.clusterIPs } == [IPv4Address("10.96.0.20")!])
+
+        // Relabelled to another Service: it leaves the first, and both are planned again.
+        proxy.state.withLock { $0.dirty.removeAll() }
+        proxy.sliceEvent(.updated(old: Self.slice("s-1", service: "web", ip: "10.244.2.7"), new: Self.slice("s-1", service: "api", ip: "10.244.2.7")))
+        #expect(proxy.state.withLock { ($0.slices[web] == nil, $0.slices[api]?["s-1"] != nil, $0.dirty) } == (true, true, [web, api]))
+
+        // A re-list's delete is a stub without labels: the slice still leaves the right Service.
+        var stub: JSON = [:]
+        (stub.namespace, stub.name) = ("default", "s-1")
+        proxy.sliceEvent(.deleted(stub))
+        #expect(proxy.state.withLock { ($0.slices[api] == nil, $0.sliceOwners.isEmpty) } == (true, true))
     }
 }
