@@ -18,6 +18,15 @@ add_ns() {
   ip netns add "$1"
   ip netns exec "$1" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
 }
+# br_netfilter (loaded wherever Docker or a kubelet runs) sends every bridged frame through the
+# namespace's iptables hooks and a route lookup; no rule of kemu's is ever there. Off where it is loaded.
+no_bridge_netfilter() {
+  local t
+  for t in iptables ip6tables arptables; do
+    [ -e "/proc/sys/net/bridge/bridge-nf-call-$t" ] && ip netns exec "$1" sysctl -qw "net.bridge.bridge-nf-call-$t=0"
+  done
+  return 0
+}
 have_link() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
 
 # plug BRIDGE_NS BRIDGE PORT NS ADDR/N: a veth whose PORT end is a port of BRIDGE (in BRIDGE_NS)

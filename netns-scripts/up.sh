@@ -9,6 +9,7 @@ F=$(ns fabric)
 
 # The emulated LAN: one bridge in its own namespace.
 add_ns "$F"
+no_bridge_netfilter "$F"
 ip -n "$F" link set lo up
 have_link "$F" br0 || ip -n "$F" link add br0 type bridge
 ip -n "$F" link set br0 up
@@ -29,6 +30,7 @@ for ((i = 1; i <= nodes; i++)); do
   ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
   # The node's proxy may reuse its ports in TIME_WAIT for new connections to endpoints.
   ip netns exec "$n" sysctl -qw net.ipv4.tcp_tw_reuse=1
+  no_bridge_netfilter "$n"
   # The pod bridge: every pod of this node hangs off cbr0, whose address is their gateway.
   have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge
   # Its own fixed MAC (0a:58 + the gateway's address): else it takes its lowest port's, which

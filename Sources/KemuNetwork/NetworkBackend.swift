@@ -16,6 +16,8 @@ public protocol NetworkBackend: Sendable {
     func netlink(_ namespace: String) throws -> any Netlink
     /// `ip netns exec NS sysctl -w KEY=VALUE`
     func setSysctl(_ namespace: String, _ key: String, _ value: String) throws
+    /// Whether the kernel has the parameter (`net.bridge.*` only while br_netfilter is loaded).
+    func hasSysctl(_ key: String) -> Bool
     /// Writes /etc/netns/NS/FILE, seen as /etc/FILE by processes in the namespace.
     func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws
     /// Names under /etc/netns (left-overs are found there even when the namespace is gone).
@@ -54,6 +56,8 @@ public struct KernelBackend: NetworkBackend {
         let fd = try NetworkNamespace(namespace).open()
         try thread.run(in: fd) { try Sysctl.write(key, value) }
     }
+
+    public func hasSysctl(_ key: String) -> Bool { Sysctl.exists(key) }
 
     public func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws {
         try NetworkNamespace(namespace).writeEtcFile(file, contents)

@@ -7,6 +7,9 @@ public enum Sysctl {
         try fd.write(value + "\n")
     }
 
+    /// Whether the parameter exists (in the caller's namespace; the `net.bridge.*` ones exist in
+    /// every namespace or none, as br_netfilter is loaded or not).
+    public static func exists(_ key: String) -> Bool { access(path(key), F_OK) == 0 }
 
     static func path(_ key: String) -> String {
         "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")

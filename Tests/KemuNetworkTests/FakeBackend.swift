@@ -76,6 +76,9 @@ final class FakeBackend: NetworkBackend, @unchecked Sendable {
         machine.withLock { $0.namespaces[namespace]?.sysctls[key] = value }
     }
 
+    /// As on a machine where br_netfilter is loaded (Docker, a kubelet).
+    func hasSysctl(_ key: String) -> Bool { true }
+
     func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws {
         try step("write /etc/netns/\(namespace)/\(file)")
         machine.withLock { $0.namespaces[namespace]?.etc[file] = contents }

@@ -48,6 +48,10 @@ import Testing
         ])
         #expect(fake.state.namespaces["kemu-lab-node-1"]?.sysctls["net.ipv4.ip_forward"] == "1")
         #expect(fake.state.namespaces["kemu-lab-node-1"]?.sysctls["net.ipv4.tcp_tw_reuse"] == "1")
+        // Bridged frames skip br_netfilter's iptables hooks where it is loaded.
+        for ns in ["kemu-lab-node-1", "kemu-lab-fabric"] {
+            #expect(fake.state.namespaces[ns]?.sysctls["net.bridge.bridge-nf-call-iptables"] == "0")
+        }
         #expect(routes(fake.snapshot("kemu-lab-client")) == [
             "172.31.0.0/24 dev eth0 proto kernel", "172.31.1.0/24 via 172.31.0.4 dev eth0 proto static",
         ])

@@ -113,6 +113,12 @@ struct ClusterNetworkRootTests {
         // (the pods' ARP entries for 10.244.i.1 would point nowhere).
         let gatewayMAC = { try? run(["ip", "-n", "kemu-rchurn-node-1", "-br", "link", "show", "cbr0"]).output.split(separator: " ", omittingEmptySubsequences: true).dropFirst(2).first.map(String.init) }
         #expect(gatewayMAC() == "0a:58:0a:f4:01:01")
+        // Where br_netfilter is loaded, the cluster's bridges do not call iptables.
+        if FileManager.default.fileExists(atPath: "/proc/sys/net/bridge/bridge-nf-call-iptables") {
+            for ns in ["kemu-rchurn-node-1", "kemu-rchurn-fabric"] {
+                #expect(try run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]).output == "0\n")
+            }
+        }
         for round in 0..<20 {
             // Same name, same node, same address, same veth name: the previous incarnation's veth
             // may not be freed yet when the next one is made.
