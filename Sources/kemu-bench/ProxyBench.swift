@@ -101,9 +101,13 @@ enum ProxyBench {
               server s1 \(iperfIP):5201
 
             """)
-        let haproxy = try Spawn.spawn(["haproxy", "-db", "-f", peerConfig], Spawn.Options(namespace: node1))
-        let nio = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):28080", "--to", "\(httpIP):8080"], Spawn.Options(namespace: node1))
-        let nioIperf = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):25201", "--to", "\(iperfIP):5201"], Spawn.Options(namespace: node1))
+        // Each peer leads its own session, as kemu's proxy (a daemon) does: with the scheduler's
+        // autogroups on, a proxy in the bench's session would share one group's CPU with wrk.
+        var peer = Spawn.Options(namespace: node1)
+        peer.newSession = true
+        let haproxy = try Spawn.spawn(["haproxy", "-db", "-f", peerConfig], peer)
+        let nio = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):28080", "--to", "\(httpIP):8080"], peer)
+        let nioIperf = try Spawn.spawn([kemu, "relay", "--listen", "\(gateway):25201", "--to", "\(iperfIP):5201"], peer)
         defer {
             for pid in [haproxy, nio, nioIperf] { kill(pid, SIGTERM); _ = try? Spawn.wait(pid) }
         }
