@@ -23,6 +23,7 @@ public final class Informer: Sendable {
     let fields: String?
     let transform: (@Sendable (JSON) -> JSON)?
     let cache: Cache
+    let pageSize: Int
     let logger: Logger
     private let state = Mutex<(objects: [String: JSON], revisions: [String: Int64], revision: String)>(([:], [:], ""))
 
@@ -37,11 +38,13 @@ public final class Informer: Sendable {
     }
 
     /// `transform` trims each object before it is cached and handed on (client-go's
-    /// SetTransform): a proxy of 10,000 Services keeps only what it reads.
+    /// SetTransform): a proxy of 10,000 Services keeps only what it reads. Lists come in pages of
+    /// `pageSize` (client-go's pager: 500), so a re-list never holds all the objects' JSON at once.
     public init(_ client: APIClient, _ resource: APIResource, namespace: String? = nil, labels: String? = nil, fields: String? = nil,
-                cache: Cache = .objects, transform: (@Sendable (JSON) -> JSON)? = nil) {
+                cache: Cache = .objects, pageSize: Int = 500, transform: (@Sendable (JSON) -> JSON)? = nil) {
         self.client = client
         self.cache = cache
+        self.pageSize = pageSize
         self.transform = transform
         self.resource = resource
         self.namespace = namespace
@@ -93,7 +96,7 @@ public final class Informer: Sendable {
         let (old, oldRevisions) = state.withLock { ($0.objects, $0.revisions) }
         var fresh: [String: JSON] = [:]
         var freshRevisions: [String: Int64] = [:]
-        let revision = try await client.list(resource, namespace: namespace, labels: labels, fields: fields, limit: Self.pageSize) { items in
+        let revision = try await client.list(resource, namespace: namespace, labels: labels, fields: fields, limit: pageSize) { items in
             for item in items {
                 let o = transform?(item) ?? item
                 let key = Self.key(o)
@@ -160,8 +163,4 @@ public final class Informer: Sendable {
     }
 
     static func key(_ o: JSON) -> String { o.namespace + "/" + o.name }
-
-    /// Objects per list request (client-go's pager): a re-list of 10,000 objects never holds
-    /// all their untrimmed JSON at once.
-    static let pageSize = 500
 }
