@@ -33,6 +33,9 @@ public struct EngineSettings: Sendable {
     /// killed process) gets the connection replayed on another endpoint, the client none the
     /// wiser. 0 turns it off.
     public var replayBytes = 16 * 1024
+    /// When the engine stops (SIGTERM), listeners close at once (new connections are refused)
+    /// and connections under way get this long to finish before they are reset.
+    public var stopDrainSeconds = 2.0
     public init() {}
 }
 
@@ -59,6 +62,8 @@ public final class ProxyEngine: @unchecked Sendable {
     var timers = TimerHeap()
     var dialSequence: UInt32 = 0
     var closing: [Int32] = []
+    /// Stopping: listeners are closed and no new one opens.
+    var draining = false
     /// The copy buffer every connection shares on this thread (see `move`).
     static let scratchBytes = 64 * 1024
     let scratch = UnsafeMutableRawPointer.allocate(byteCount: ProxyEngine.scratchBytes, alignment: 64)
@@ -98,7 +103,8 @@ public final class ProxyEngine: @unchecked Sendable {
         thread.start()
     }
 
-    /// Stops the thread and closes every socket it owns (connections end with a reset).
+    /// Stops the thread: listeners close at once, connections under way get
+    /// `stopDrainSeconds` to finish, then every socket left is closed (with a reset).
     public func stop() async {
         guard running.load(ordering: .acquiring) else { return }
         await withCheckedContinuation { continuation in
@@ -129,25 +135,35 @@ public final class ProxyEngine: @unchecked Sendable {
 
     private func loop() {
         let events = Epoll.Events(capacity: 512)
-        while running.load(ordering: .relaxed) {
-            let timeout = timers.first.map { $0.deadline > now ? Int32(min(($0.deadline - now) / 1_000_000 + 1, 1000)) : 0 } ?? 1000
-            let n = epoll.wait(events, timeoutMilliseconds: timeout)
-            now = monotonicNanoseconds()
-            for i in 0..<n {
-                let token = events.token(i)
-                let fd = Int32(truncatingIfNeeded: token & 0xffff_ffff)
-                switch token >> 32 {
-                case 0: applyCommands()
-                case 1: acceptAll(fd)
-                case 3: healthCheckEvent(fd, events.events(i))
-                default: connectionEvent(fd, events.events(i))
-                }
-            }
-            runTimers()
-            if now >= nextSweep { sweep() }
-            closeDeferred()
-        }
+        while running.load(ordering: .relaxed) { turn(events) }
+        // Draining: nothing new is accepted; what is under way may finish.
+        draining = true
+        for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
+        for fd in Array(listeners.keys) { closeListener(fd) }
+        let deadline = now + UInt64(max(settings.stopDrainSeconds, 0) * 1e9)
+        while openConnections > 0 && now < deadline { turn(events, wakeBy: deadline) }
         shutdownAll()
+        closeDeferred()
+    }
+
+    /// One wait for events and what they ask for, timers and the sweep included.
+    private func turn(_ events: Epoll.Events, wakeBy limit: UInt64 = .max) {
+        let next = min(timers.first?.deadline ?? .max, limit)
+        let timeout = next == .max ? 1000 : next > now ? Int32(min((next - now) / 1_000_000 + 1, 1000)) : 0
+        let n = epoll.wait(events, timeoutMilliseconds: timeout)
+        now = monotonicNanoseconds()
+        for i in 0..<n {
+            let token = events.token(i)
+            let fd = Int32(truncatingIfNeeded: token & 0xffff_ffff)
+            switch token >> 32 {
+            case 0: applyCommands()
+            case 1: acceptAll(fd)
+            case 3: healthCheckEvent(fd, events.events(i))
+            default: connectionEvent(fd, events.events(i))
+            }
+        }
+        runTimers()
+        if now >= nextSweep { sweep() }
         closeDeferred()
     }
 
@@ -168,6 +184,7 @@ public final class ProxyEngine: @unchecked Sendable {
         case let .removePool(name):
             if let pool = pools.removeValue(forKey: name) { pool.update(settings: pool.settings, endpoints: [], now: now) }
         case let .listen(fd, address, pool):
+            if draining { close(fd); return }
             if let old = listenerByAddress[address] { closeListener(old) }
             TCPSocket.setNoDelay(fd)  // accepted sockets inherit it
             do {

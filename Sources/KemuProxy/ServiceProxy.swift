@@ -132,10 +132,6 @@ public final class ServiceProxy: Sendable {
         let status = try await ProxyStatusServer(proxy: self)
         for range in config.localRanges { try addresses.addRange(range) }
         engine.start()
-        defer {
-            healthChecks.closeAll()
-            Task { await engine.stop() }
-        }
         // The informers keep revisions only: the state below holds each object's compact form
         // (ServiceInfo, SliceInfo), made straight from the object as it comes.
         let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, cache: .revisions)
@@ -153,9 +149,19 @@ public final class ServiceProxy: Sendable {
             }
             group.addTask { try await self.syncLoop() }
             group.addTask { try await status.run() }
-            try await group.next()
-            group.cancelAll()
+            defer { group.cancelAll() }
+            do { try await group.next() } catch {
+                await stopServing()
+                throw error
+            }
         }
+        await stopServing()
+    }
+
+    /// Listeners close, connections under way get the engine's drain time, then the rest go.
+    private func stopServing() async {
+        healthChecks.closeAll()
+        await engine.stop()
     }
 
     func serviceEvent(_ event: InformerEvent) {

@@ -269,6 +269,63 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
     }
 }
 
+/// SIGTERM to a proxy: listeners close at once, what is under way may finish.
+@Suite(.serialized) struct ProxyStopTests {
+    func engine(drain: Double, to backend: EchoBackend) throws -> (ProxyEngine, SocketAddress) {
+        var settings = EngineSettings()
+        settings.stopDrainSeconds = drain
+        let engine = try ProxyEngine(settings: settings)
+        engine.start()
+        let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = TCPSocket.localAddress(fd)!
+        engine.send([.setPool("test", PoolSettings(), [EndpointSpec(backend.address)]), .listen(fd, address, pool: "test")])
+        return (engine, address)
+    }
+
+    func read(_ fd: Int32) -> (String, reset: Bool) {
+        var out: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return (String(decoding: out, as: UTF8.self), n < 0) }
+            out += buffer[0..<n]
+        }
+    }
+
+    @Test func newConnectionsAreRefusedAndOnesUnderWayFinish() async throws {
+        let backend = try EchoBackend("b")
+        defer { backend.stop() }
+        let (engine, address) = try engine(drain: 10, to: backend)
+        let fd = try #require(connectBlocking(address))
+        defer { close(fd) }
+        var greeting = [UInt8](repeating: 0, count: 2)
+        #expect(greeting.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 2, Int32(MSG_WAITALL)) } == 2)
+        let stopping = Task { await engine.stop() }
+        var refused = false
+        for _ in 0..<100 where !refused {
+            if let probe = connectBlocking(address) { close(probe); try await Task.sleep(for: .milliseconds(10)) } else { refused = true }
+        }
+        #expect(refused, "the listener still accepts after stop()")
+        // The connection made before goes on to its natural end, answered and not reset.
+        _ = Array("hello".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        shutdown(fd, Int32(SHUT_WR))
+        let (echo, reset) = read(fd)
+        #expect(echo == "hello" && !reset)
+        await stopping.value  // returns once the last connection ended, long before the 10 s
+    }
+
+    @Test func connectionsStillOpenAfterTheDrainAreReset() async throws {
+        let backend = try EchoBackend("b")
+        defer { backend.stop() }
+        let (engine, address) = try engine(drain: 0.3, to: backend)
+        let fd = try #require(connectBlocking(address))
+        defer { close(fd) }
+        var greeting = [UInt8](repeating: 0, count: 2)
+        #expect(greeting.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 2, Int32(MSG_WAITALL)) } == 2)
+        await engine.stop()
+        #expect(read(fd).reset)
+    }
+}
+
 /// Faults in the byte path: what a matching client gets, and that others get none of it.
 @Suite(.serialized) struct ProxyFaultTests {
     let engineTests = ProxyEngineTests()
