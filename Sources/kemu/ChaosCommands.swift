@@ -78,7 +78,7 @@ struct StopProxy: AsyncParsableCommand {
         commandName: "proxy", abstract: "Stop a node's Service proxy alone (its pods keep running).")
 
     @OptionGroup var options: ClusterOptions
-    @Option(name: .shortAndLong, help: "TERM (default: listeners close), KILL, STOP (hangs, accepting nothing), …") var signal = "TERM"
+    @Option(name: .shortAndLong, help: "TERM (default: listeners close, connections under way get 2 s to finish), KILL (all at once), STOP (hangs, accepting nothing), …") var signal = "TERM"
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
