@@ -148,7 +148,7 @@ enum ProxyBench {
         |---|---|---|---|---|---|---|
         \(rows)
         Medians of 3 rounds. kemu against the targets: throughput \(ratio(kemuResult.gbps, direct.gbps)) of direct (target ≥ 0.8×); new connections \(ratio(kemuResult.closeRate, haproxyResult.closeRate)) of HAProxy's (target ≥ 1.2×); keep-alive \(ratio(kemuResult.keepAlive, haproxyResult.keepAlive)) of HAProxy's (target ≥ 1×).
-        The server is HAProxy answering 200 by itself (1 thread); kemu's proxy RSS is the node's proxy process (`kemu proxy`, beside the agent).
+        The server is HAProxy answering 200 by itself (1 thread); kemu's proxy RSS is the node's proxy process (`kemu proxy`, beside the agent). Every proxy runs in a session of its own (the scheduler's autogroups would otherwise give a peer sharing wrk's session half the CPU).
         \(errors.isEmpty ? "No socket errors." : "Socket errors: " + errors.joined(separator: "; "))
 
         ## Node proxy control plane
