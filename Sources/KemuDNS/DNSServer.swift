@@ -26,7 +26,19 @@ public final class DNSServer: Sendable {
     public let config: Config
     let client: APIClient
     let zone: Mutex<DNSZone>
-    let objects = Mutex<(services: [String: JSON], slices: [String: [String: JSON]])>(([:], [:]))
+    let objects = Mutex(Sources())
+    /// What the names are made from, by Service key (namespace/name): each Service and its
+    /// slices in compact form, and which Service each slice (namespace/name) belongs to.
+    struct Sources {
+        var services: [String: ServiceNames] = [:]
+        var slices: [String: [String: SliceNames]] = [:]
+        var sliceOwners: [String: String] = [:]
+
+        mutating func removeSlice(_ name: String, of service: String) {
+            slices[service]?[name] = nil
+            if slices[service]?.isEmpty == true { slices[service] = nil }
+        }
+    }
     let logger = Logger(label: "kemu.dns")
     /// Classic DNS over UDP without EDNS: answers beyond this are cut and flagged TC (the client
     /// then asks over TCP, where they are not).
@@ -57,8 +69,9 @@ public final class DNSServer: Sendable {
             throw KemuError(.exists, "cluster DNS cannot listen on tcp \(config.address): \(error)")
         }
         defer { tcp.close(promise: nil) }
-        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, transform: Trim.service)
-        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, transform: Trim.endpointSlice)
+        // Revisions only: `objects` keeps the compact forms the names are made from.
+        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, cache: .revisions)
+        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, cache: .revisions)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }
@@ -69,7 +82,7 @@ public final class DNSServer: Sendable {
 
     func serviceEvent(_ event: InformerEvent) {
         switch event {
-        case let .added(o), let .updated(_, o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = o }
+        case let .added(o), let .updated(_, o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = ServiceNames(o) }
         case let .deleted(o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = nil }
         case .synced: break
         }
@@ -79,20 +92,32 @@ public final class DNSServer: Sendable {
         func key(_ o: JSON) -> String? { o.labels["kubernetes.io/service-name"].map { o.namespace + "/" + $0 } }
         switch event {
         case let .added(o), let .updated(_, o):
-            if let k = key(o) { update(key: k) { $0.slices[$1, default: [:]][o.name] = o } }
+            let own = o.namespace + "/" + o.name
+            // Relabelled to another Service: it leaves the one it was with.
+            if let before = objects.withLock({ $0.sliceOwners[own] }), before != key(o) {
+                update(key: before) { $0.removeSlice(o.name, of: $1) }
+            }
+            guard let k = key(o) else { objects.withLock { $0.sliceOwners[own] = nil }; return }
+            update(key: k) { s, k in
+                s.sliceOwners[own] = k
+                s.slices[k, default: [:]][o.name] = SliceNames(o)
+            }
         case let .deleted(o):
-            if let k = key(o) { update(key: k) { $0.slices[$1]?[o.name] = nil } }
+            // After a re-list the object is a stub without labels: the owner is remembered.
+            let own = o.namespace + "/" + o.name
+            guard let k = objects.withLock({ $0.sliceOwners.removeValue(forKey: own) }) ?? key(o) else { return }
+            update(key: k) { $0.removeSlice(o.name, of: $1) }
         case .synced: break
         }
     }
 
-    /// Applies a change to the cached objects, then re-derives that one Service's names.
-    private func update(key: String, _ change: (inout (services: [String: JSON], slices: [String: [String: JSON]]), String) -> Void) {
+    /// Applies a change to the compact sources, then re-derives that one Service's names.
+    private func update(key: String, _ change: (inout Sources, String) -> Void) {
         let (service, slices) = objects.withLock { o in
             change(&o, key)
             return (o.services[key], Array((o.slices[key] ?? [:]).values))
         }
-        zone.withLock { $0.set(service: key, service, slices: slices) }
+        zone.withLock { $0.set(service: key, names: service, slices: slices) }
     }
 
     /// The responder's loop, on its own thread: one datagram in, one out.

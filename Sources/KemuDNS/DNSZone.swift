@@ -23,6 +23,10 @@ public struct DNSZone: Sendable {
 
     /// Replaces the records of one Service (nil: it is gone).
     public mutating func set(service key: String, _ service: JSON?, slices: [JSON]) {
+        set(service: key, names: service.map(ServiceNames.init), slices: slices.map(SliceNames.init))
+    }
+
+    public mutating func set(service key: String, names service: ServiceNames?, slices: [SliceNames]) {
         for (name, data) in byService.removeValue(forKey: key) ?? [] {
             names[name]?.removeAll { $0 == data }
             if names[name]?.isEmpty == true {
@@ -53,39 +57,29 @@ public struct DNSZone: Sendable {
         return out
     }
 
-    static func records(_ service: JSON, slices: [JSON], domain: String) -> [(String, DNSMessage.RecordData)] {
+    static func records(_ service: ServiceNames, slices: [SliceNames], domain: String) -> [(String, DNSMessage.RecordData)] {
         let base = "\(service.name).\(service.namespace).svc.\(domain)".lowercased()
-        let spec = service["spec"] ?? [:]
         var out: [(String, DNSMessage.RecordData)] = []
-        if spec["type"]?.string == "ExternalName", let target = spec["externalName"]?.string {
+        if let target = service.externalName {
             return [(base, .cname(target.lowercased()))]
         }
-        let clusterIP = spec["clusterIP"]?.string ?? ""
-        let ports = (spec["ports"]?.array ?? []).compactMap { p -> (String, String, UInt16)? in
-            guard let name = p["name"]?.string, !name.isEmpty, let port = p["port"]?.int.flatMap(UInt16.init(exactly:)) else { return nil }
-            return (name, (p["protocol"]?.string ?? "TCP").lowercased(), port)
-        }
-        if let ip = IPv4Address(clusterIP) {
+        if let ip = IPv4Address(service.clusterIP) {
             out.append((base, .a(ip)))
             out.append((reverse(ip), .ptr(base)))
-            for (name, proto, port) in ports { out.append(("_\(name)._\(proto).\(base)", .srv(priority: 0, weight: 100, port: port, target: base))) }
+            for p in service.ports { out.append(("_\(p.name)._\(p.proto).\(base)", .srv(priority: 0, weight: 100, port: p.port, target: base))) }
             return out
         }
-        guard clusterIP == "None" else { return [] }
+        guard service.clusterIP == "None" else { return [] }
         // Headless: every ready endpoint (publishNotReadyAddresses makes them all ready).
         for slice in slices {
-            let slicePorts = (slice["ports"]?.array ?? []).compactMap { p -> (String, String, UInt16)? in
-                guard let name = p["name"]?.string, !name.isEmpty, let port = p["port"]?.int.flatMap(UInt16.init(exactly:)) else { return nil }
-                return (name, (p["protocol"]?.string ?? "TCP").lowercased(), port)
-            }
-            for e in slice["endpoints"]?.array ?? [] where e[path: "conditions.ready"]?.bool ?? true {
-                for ip in (e["addresses"]?.array ?? []).compactMap({ $0.string.flatMap(IPv4Address.init) }) {
+            for e in slice.endpoints where e.ready {
+                for ip in e.addresses {
                     out.append((base, .a(ip)))
-                    let host = (e["hostname"]?.string ?? ip.description.replacingOccurrences(of: ".", with: "-")).lowercased()
+                    let host = (e.hostname ?? ip.description.replacingOccurrences(of: ".", with: "-")).lowercased()
                     let named = "\(host).\(base)"
                     out.append((named, .a(ip)))
-                    if e["hostname"] != nil { out.append((reverse(ip), .ptr(named))) }
-                    for (name, proto, port) in slicePorts { out.append(("_\(name)._\(proto).\(base)", .srv(priority: 0, weight: 100, port: port, target: named))) }
+                    if e.hostname != nil { out.append((reverse(ip), .ptr(named))) }
+                    for p in slice.ports { out.append(("_\(p.name)._\(p.proto).\(base)", .srv(priority: 0, weight: 100, port: p.port, target: named))) }
                 }
             }
         }

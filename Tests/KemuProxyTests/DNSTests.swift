@@ -93,6 +93,34 @@ import Testing
         #expect(throws: DNSMessage.ParseError.malformed(id: 1)) { try DNSMessage.parse(loop) }
     }
 
+    /// The server's own record (compact forms): a headless Service's names follow its slices,
+    /// a relabelled slice leaves the Service it was with, and a re-list's stub delete (no labels)
+    /// still finds its Service.
+    @Test func headlessNamesFollowSlicesThroughRelabelsAndStubDeletes() throws {
+        let server = DNSServer(config: .init(address: SocketAddress(IPv4Address(10, 96, 0, 10), 53)), client: APIClient(server: "http://127.0.0.1:1"))
+        func names(_ name: String) throws -> [DNSMessage.RecordData] {
+            try server.zone.withLock { try ask($0, name).answers.map(\.data) }
+        }
+        func slice(for service: String) -> JSON {
+            var s: JSON = ["endpoints": [["addresses": ["10.244.1.5"], "hostname": "db-0", "conditions": ["ready": true]]]]
+            (s.namespace, s.name) = ("default", "db-abc")
+            s.labels = ["kubernetes.io/service-name": service]
+            return s
+        }
+        server.serviceEvent(.added(Self.service("db", clusterIP: "None", ports: [])))
+        server.serviceEvent(.added(Self.service("other", clusterIP: "None", ports: [])))
+        server.sliceEvent(.added(slice(for: "db")))
+        #expect(try names("db-0.db.default.svc.cluster.local") == [.a(IPv4Address("10.244.1.5")!)])
+        server.sliceEvent(.updated(old: slice(for: "db"), new: slice(for: "other")))
+        #expect(try names("db.default.svc.cluster.local").isEmpty)
+        #expect(try names("db-0.other.default.svc.cluster.local") == [.a(IPv4Address("10.244.1.5")!)])
+        var stub: JSON = [:]
+        (stub.namespace, stub.name) = ("default", "db-abc")
+        server.sliceEvent(.deleted(stub))
+        #expect(try names("other.default.svc.cluster.local").isEmpty)
+        #expect(server.objects.withLock { $0.sliceOwners.isEmpty && $0.slices.isEmpty })
+    }
+
     @Test func bigAnswersAreCutOverUDPAndWholeOverTCP() throws {
         let server = DNSServer(config: .init(address: SocketAddress(IPv4Address(10, 96, 0, 10), 53)), client: APIClient(server: "http://127.0.0.1:1"))
         let endpoints: [JSON] = (1...60).map { ["addresses": [.string("10.244.1.\($0)")], "conditions": ["ready": true]] }
