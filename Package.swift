@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // libnl-3 / libnl-route-3 headers (apt: libnl-3-dev libnl-route-3-dev).
@@ -102,7 +103,7 @@ let package = Package(
         .target(
             name: "KemuAgent",
             dependencies: [
-                "KemuAPI", "KemuClient", "KemuNetwork", "KemuStore", "KemuSystem",
+                "KemuAPI", "KemuClient", "KemuNetwork", "KemuSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -113,7 +114,7 @@ let package = Package(
         .target(
             name: "KemuProxy",
             dependencies: [
-                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuStore", "KemuSystem",
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -150,19 +151,45 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "kemu",
+        // A whole cluster: bringing it up and down, daemon supervision, control-plane and node
+        // daemon assembly, the fabric relay, pod link shaping, which cluster a command means.
+        .target(
+            name: "KemuCluster",
             dependencies: [
-                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuDNS", "KemuPKI", "KemuProxy", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink",
-                "KemuSystem",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Yams", package: "Yams"),
+                "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuDNS", "KemuIP", "KemuNetlink",
+                "KemuNetwork", "KemuPKI", "KemuProxy", "KemuStore", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        // The failover lab: chaos verbs, experiments (file, run, report), the load generator and
+        // the echo workload it measures.
+        .target(
+            name: "KemuLab",
+            dependencies: [
+                "KemuAgent", "KemuAPI", "KemuClient", "KemuCluster", "KemuIP", "KemuNetwork", "KemuSystem",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        // The one executable: argument parsing, each command a thin call into a library.
+        .executableTarget(
+            name: "kemu",
+            dependencies: [
+                "KemuAPI", "KemuAPIServer", "KemuCluster", "KemuIP", "KemuLab", "KemuNetwork", "KemuProxy", "KemuSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -184,6 +211,16 @@ let package = Package(
         .testTarget(
             name: "KemuAPITests",
             dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuLabTests",
+            dependencies: ["KemuAPI", "KemuCluster", "KemuIP", "KemuLab", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuClusterTests",
+            dependencies: ["KemuAPI", "KemuCluster", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

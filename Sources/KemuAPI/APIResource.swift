@@ -73,6 +73,21 @@ public enum APIResources {
     public static func find(group: String, version: String, resource: String) -> APIResource? {
         all.first { $0.group == group && $0.version == version && $0.resource == resource }
     }
+
+    public static let namespaces = builtIn("namespaces")
+    public static let pods = builtIn("pods")
+    public static let services = builtIn("services")
+    public static let nodes = builtIn("nodes")
+    public static let events = builtIn("events")
+    public static let deployments = builtIn("deployments")
+    public static let endpointSlices = builtIn("endpointslices")
+    public static let faults = builtIn("faults")
+
+    /// One of `all` by its plural; only for the names above, which are kemu's own constants.
+    private static func builtIn(_ plural: String) -> APIResource {
+        guard let resource = all.first(where: { $0.resource == plural }) else { preconditionFailure("no built-in resource \(plural)") }
+        return resource
+    }
 }
 
 /// Names kemu derives from a pod, shared by the node agent (which makes the sandbox) and the API

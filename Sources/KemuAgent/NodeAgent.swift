@@ -2,7 +2,6 @@ import Foundation
 import KemuAPI
 import KemuClient
 import KemuNetwork
-import KemuStore
 import KemuSystem
 import Logging
 import Synchronization
@@ -42,9 +41,9 @@ public final class NodeAgent: Sendable {
     let reaper: ProcessReaper
     let nodeIndex: Int
     let nodeIP: String
-    let pods = APIResources.all.first { $0.resource == "pods" }!
-    let nodes = APIResources.all.first { $0.resource == "nodes" }!
-    let events = APIResources.all.first { $0.resource == "events" }!
+    let pods = APIResources.pods
+    let nodes = APIResources.nodes
+    let events = APIResources.events
     let workers = Mutex<[String: PodWorker]>([:])
     /// Sandbox creation and removal are synchronous netlink work: one thread does them, off
     /// Swift's cooperative pool.

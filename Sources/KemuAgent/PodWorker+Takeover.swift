@@ -3,7 +3,6 @@ import Glibc
 import KemuAPI
 import KemuClient
 import KemuNetwork
-import KemuStore
 import KemuSystem
 
 /// Taking over from an earlier run of the agent: the runtime record beside the logs, and adoption.

@@ -3,7 +3,6 @@ import Glibc
 import KemuAPI
 import KemuClient
 import KemuNetwork
-import KemuStore
 import KemuSystem
 import Logging
 

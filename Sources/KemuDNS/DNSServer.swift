@@ -70,8 +70,8 @@ public final class DNSServer: Sendable {
         }
         defer { tcp.close(promise: nil) }
         // Revisions only: `objects` keeps the compact forms the names are made from.
-        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, cache: .revisions)
-        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, cache: .revisions)
+        let services = Informer(client, APIResources.services, cache: .revisions)
+        let slices = Informer(client, APIResources.endpointSlices, cache: .revisions)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }

@@ -48,7 +48,7 @@ extension ClusterConfig {
             fail("network.nodePodPrefixLength", "\(n.nodePodPrefixLength) must be between podCIDR's prefix length (\(n.podCIDR.prefixLength)) and 29")
         } else {
             let subnets = 1 << (n.nodePodPrefixLength - n.podCIDR.prefixLength)
-            // Node i uses subnet i; subnet 0 stays unused, as in DESIGN.md (node-1 = 10.244.1.0/24).
+            // Node i uses subnet i; subnet 0 stays unused, as in README.md's topology (node-1 = 10.244.1.0/24).
             if subnets - 1 < nodes.count {
                 fail("network.podCIDR", "\(n.podCIDR) holds \(subnets - 1) node subnets of /\(n.nodePodPrefixLength), the config has \(nodes.count) nodes")
             }

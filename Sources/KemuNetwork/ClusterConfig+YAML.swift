@@ -1,3 +1,4 @@
+import KemuSystem
 import KemuIP
 import Yams
 
@@ -117,5 +118,26 @@ private struct Fields {
         for key in mapping?.keys.compactMap({ $0.scalar?.string }) ?? [] where !used.contains(key) {
             errors.append(ConfigError(field(key), "unknown key"))
         }
+    }
+}
+
+extension ClusterConfig {
+    /// The config in `file` (nil: the defaults), renamed `name` if given; errors name the file or
+    /// `--cluster`.
+    public static func load(file: String?, name: String?) throws -> ClusterConfig {
+        var config = ClusterConfig()
+        if let file {
+            let text: String
+            do { text = try FileSystem.readFile(file) } catch {
+                throw KemuError(.notFound, "cannot read cluster config \(file)", cause: error)
+            }
+            config = try ClusterConfig.parse(yaml: text, source: file)
+        }
+        if let name {
+            config.name = name
+            let errors = config.validate()
+            if !errors.isEmpty { throw ConfigErrors(source: "--cluster", errors: errors) }
+        }
+        return config
     }
 }

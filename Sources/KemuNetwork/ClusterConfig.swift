@@ -1,7 +1,7 @@
 import KemuIP
 
 /// One emulated cluster, as `configs/cluster.yaml` describes it. Every field has a default
-/// (DESIGN.md §1), so an empty file is a valid 2-node cluster named `kemu`.
+/// (README.md, "The topology"), so an empty file is a valid 2-node cluster named `kemu`.
 public struct ClusterConfig: Sendable, Equatable, Codable {
     /// Lower-case letters and digits, starting with a letter, at most 12 characters. Every namespace
     /// is `kemu-<name>-…`; a name without '-' keeps that prefix unambiguous, so tearing down cluster

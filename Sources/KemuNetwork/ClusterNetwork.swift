@@ -4,7 +4,7 @@ import KemuNetlink
 import KemuSystem
 import Synchronization
 
-/// One cluster's emulated network (DESIGN.md §1): the fabric LAN, the cp / client / lb hosts, the
+/// One cluster's emulated network (README.md, "The topology"): the fabric LAN, the cp / client / lb hosts, the
 /// nodes with their pod bridges and routes, and pod sandboxes.
 ///
 /// Everything it creates is named `kemu-<cluster>-…`, so `teardown` finds and removes all of it by

@@ -1,5 +1,5 @@
+import KemuAPI
 import Foundation
-import KemuStore
 import KemuSystem
 import NIOCore
 import NIOHTTP1

@@ -2,7 +2,6 @@ import Foundation
 import KemuAPI
 import KemuClient
 import KemuIP
-import KemuStore
 import KemuSystem
 import Logging
 import Synchronization
@@ -134,17 +133,17 @@ public final class ServiceProxy: Sendable {
         engine.start()
         // The informers keep revisions only: the state below holds each object's compact form
         // (ServiceInfo, SliceInfo), made straight from the object as it comes.
-        let services = Informer(client, APIResources.all.first { $0.resource == "services" }!, cache: .revisions)
-        let slices = Informer(client, APIResources.all.first { $0.resource == "endpointslices" }!, cache: .revisions)
+        let services = Informer(client, APIResources.services, cache: .revisions)
+        let slices = Informer(client, APIResources.endpointSlices, cache: .revisions)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }
             if config.role == .node {
-                let faults = Informer(client, APIResources.all.first { $0.resource == "faults" }!)
+                let faults = Informer(client, APIResources.faults)
                 group.addTask { try await faults.run { self.faultEvent($0) } }
             }
             if config.role == .cloudLoadBalancer {
-                let nodes = Informer(client, APIResources.all.first { $0.resource == "nodes" }!)
+                let nodes = Informer(client, APIResources.nodes)
                 group.addTask { try await nodes.run { self.nodeEvent($0) } }
             }
             group.addTask { try await self.syncLoop() }
@@ -400,7 +399,7 @@ public final class ServiceProxy: Sendable {
             }
         }
         guard !due.isEmpty else { return }
-        let events = APIResources.all.first { $0.resource == "events" }!
+        let events = APIResources.events
         let now = Timestamp.now()
         let client = self.client, logger = self.logger
         for (service, type, reason, message) in due {

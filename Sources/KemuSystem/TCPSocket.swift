@@ -14,6 +14,13 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(ip):\(port)" }
 
+    /// `IP:PORT`, such as `10.96.0.10:53`; nil for anything else.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let ip = IPv4Address(parts[0]), let port = UInt16(parts[1]) else { return nil }
+        self.init(ip, port)
+    }
+
     var sockaddr: sockaddr_in {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)

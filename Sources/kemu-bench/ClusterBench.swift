@@ -29,7 +29,7 @@ enum ClusterBench {
         }
         ups.sort()
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
-        let pods = APIResources.all.first { $0.resource == "pods" }!
+        let pods = APIResources.pods
 
         /// Creates `count` pods on node-1 and returns pods/s until the last is Ready, followed by a
         /// watch (a polling list would cost the server more than the pods do).

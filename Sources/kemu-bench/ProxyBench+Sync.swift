@@ -8,8 +8,8 @@ import KemuSystem
 /// The proxy's control plane: how soon every node serves an EndpointSlice change, and one
 /// node's first sync of 10,000 Services with 50,000 endpoints.
 extension ProxyBench {
-    static let slicesResource = APIResources.all.first { $0.resource == "endpointslices" }!
-    static let servicesResource = APIResources.all.first { $0.resource == "services" }!
+    static let slicesResource = APIResources.endpointSlices
+    static let servicesResource = APIResources.services
 
     /// A selectorless Service and its hand-written slice of `endpoints` addresses.
     static func manualService(_ name: String, endpoints: [String], trigger: Date? = nil) -> (JSON, JSON) {

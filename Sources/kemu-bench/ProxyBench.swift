@@ -62,8 +62,8 @@ enum ProxyBench {
             let resource = APIResources.all.first { $0.kind == object.kind && $0.group == "" }!
             try await client.create(resource, object)
         }
-        let pods = APIResources.all.first { $0.resource == "pods" }!
-        let services = APIResources.all.first { $0.resource == "services" }!
+        let pods = APIResources.pods
+        let services = APIResources.services
         var ips: [String: String] = [:]
         for _ in 0..<200 {
             for name in ["http", "iperf", "client"] {
@@ -214,7 +214,7 @@ enum ProxyBench {
 
     /// The network namespace of a pod: kemu-CLUSTER-p-NAME-UID8.
     static func podNamespace(_ client: APIClient, _ name: String) async throws -> NetworkNamespace {
-        let pod = try await client.get(APIResources.all.first { $0.resource == "pods" }!, namespace: "default", name: name)
+        let pod = try await client.get(APIResources.pods, namespace: "default", name: name)
         return NetworkNamespace("kemu-\(cluster)-p-\(name)-\(pod.uid.prefix(8))")
     }
 

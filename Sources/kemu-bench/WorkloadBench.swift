@@ -38,8 +38,8 @@ enum WorkloadBench {
         try ClusterBench.sh([kemu, "up", "-f", config])
         let state = "/run/kemu/\(cluster)"
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
-        let pods = APIResources.all.first { $0.resource == "pods" }!
-        let deployments = APIResources.all.first { $0.resource == "deployments" }!
+        let pods = APIResources.pods
+        let deployments = APIResources.deployments
 
         let seen = ReadyPods()
         let listed = try await client.list(pods, namespace: "default", labels: "app=bench")

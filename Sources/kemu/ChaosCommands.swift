@@ -1,5 +1,7 @@
 import ArgumentParser
 import Glibc
+import KemuCluster
+import KemuLab
 import KemuSystem
 
 // The chaos verbs: `kemu kill pod`, `kemu stop|start node`, `kemu partition|heal node`,
@@ -23,7 +25,7 @@ struct KillPod: AsyncParsableCommand {
 
     func run() async throws {
         let number = try Chaos.parseSignal(signal)
-        let chaos = try Chaos(options, for: "kemu kill pod")
+        let chaos = try options.chaos(for: "kemu kill pod")
         for line in try await chaos.killPod(pod, namespace: namespace, signal: number, container: container).lines {
             print("\(Chaos.signalName(number)) → pod \(namespace)/\(pod) \(line)")
         }
@@ -56,7 +58,7 @@ struct StopNode: AsyncParsableCommand {
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
-        try await Chaos(options, for: "kemu stop node").stopNode(node, mode: mode)
+        try await options.chaos(for: "kemu stop node").stopNode(node, mode: mode)
         print("node \(node) stopped (\(mode.rawValue)); undo with: kemu start node \(node)")
     }
 }
@@ -68,7 +70,7 @@ struct StartNode: AsyncParsableCommand {
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
-        try await Chaos(options, for: "kemu start node").startNode(node)
+        try await options.chaos(for: "kemu start node").startNode(node)
         print("node \(node) started")
     }
 }
@@ -83,7 +85,7 @@ struct StopProxy: AsyncParsableCommand {
 
     func run() async throws {
         let number = try Chaos.parseSignal(signal)
-        try await Chaos(options, for: "kemu stop proxy").stopProxy(node, signal: number)
+        try await options.chaos(for: "kemu stop proxy").stopProxy(node, signal: number)
         print("proxy of \(node) stopped (\(Chaos.signalName(number))); undo with: kemu start proxy \(node)")
     }
 }
@@ -95,7 +97,7 @@ struct StartProxy: AsyncParsableCommand {
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
-        try await Chaos(options, for: "kemu start proxy").startProxy(node)
+        try await options.chaos(for: "kemu start proxy").startProxy(node)
         print("proxy of \(node) started")
     }
 }
@@ -117,7 +119,7 @@ struct PartitionNode: AsyncParsableCommand {
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
-        try await Chaos(options, for: "kemu partition node").partition(node)
+        try await options.chaos(for: "kemu partition node").partition(node)
         print("node \(node) partitioned; undo with: kemu heal node \(node)")
     }
 }
@@ -129,7 +131,7 @@ struct HealNode: AsyncParsableCommand {
     @Argument(help: "Node.") var node: String
 
     func run() async throws {
-        try await Chaos(options, for: "kemu heal node").heal(node)
+        try await options.chaos(for: "kemu heal node").heal(node)
         print("node \(node) healed")
     }
 }

@@ -1,50 +1,48 @@
 import ArgumentParser
-import Glibc
+import KemuCluster
 import KemuNetwork
+import KemuLab
 import KemuSystem
 
-/// Which cluster a command is about: `--cluster NAME`, or the name in `-f FILE`, or in
-/// `configs/cluster.yaml` when run from the project, or `kemu`.
+/// Which cluster a command is about. `kemu up` builds the one `-f FILE` describes (default:
+/// configs/cluster.yaml if present, else the defaults), named `--cluster` if given. Every other
+/// command means `--cluster NAME`, or the name in `-f FILE`, or else what ClusterSelection finds:
+/// the current cluster (the last one `kemu up` built, or `kemu use NAME`), the only one running.
 struct ClusterOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Cluster config file (default: configs/cluster.yaml if present).")
     var file: String?
 
-    @Option(name: .long, help: "Cluster name (overrides the config file's).")
+    @Option(name: .long, help: "Cluster name (default: the current cluster, or the only one running).")
     var cluster: String?
 
     static let defaultFile = "configs/cluster.yaml"
 
-    /// The config: the file's (or the defaults), with `--cluster` applied.
+    /// The config to build: the file's (or the defaults), with `--cluster` applied.
     func config() throws -> ClusterConfig {
-        var config = ClusterConfig()
-        let path = file ?? (FileSystem.exists(Self.defaultFile) ? Self.defaultFile : nil)
-        if let path {
-            let text: String
-            do { text = try FileSystem.readFile(path) } catch {
-                throw KemuError(.notFound, "cannot read cluster config \(path)", cause: error)
-            }
-            config = try ClusterConfig.parse(yaml: text, source: path)
-        }
-        if let cluster {
-            config.name = cluster
-            let errors = config.validate()
-            if !errors.isEmpty { throw ConfigErrors(source: "--cluster", errors: errors) }
-        }
-        return config
+        try ClusterConfig.load(file: file ?? (FileSystem.exists(Self.defaultFile) ? Self.defaultFile : nil), name: cluster)
     }
 
-    func clusterName() throws -> String { try cluster ?? config().name }
+    /// The cluster a command about a running cluster means.
+    func clusterName() throws -> String {
+        if let cluster { return cluster }
+        if let file { return try ClusterConfig.load(file: file, name: nil).name }
+        let projectDefault = FileSystem.exists(Self.defaultFile) ? try? ClusterConfig.load(file: Self.defaultFile, name: nil).name : nil
+        return try ClusterSelection().resolve(named: nil, projectDefault: projectDefault)
+    }
 
     /// The running cluster's network, for `command` (which needs root).
     func runningNetwork(for command: String) throws -> ClusterNetwork {
         try requireRoot(command)
         return try ClusterNetwork.load(cluster: try clusterName())
     }
+
+    /// The running cluster and an admin client of it, for `command` (which needs root).
+    func running(for command: String) throws -> RunningCluster {
+        try RunningCluster(name: try clusterName(), for: command)
+    }
 }
 
-/// Everything under `kemu net` changes namespaces: refuse early, before touching anything.
-func requireRoot(_ what: String) throws {
-    guard geteuid() == 0 else {
-        throw KemuError(.permissionDenied, "\(what) needs root: it creates and enters network namespaces (try: sudo kemu …)")
-    }
+extension ClusterOptions {
+    /// The failover lab's hands on the running cluster, for `command` (which needs root).
+    func chaos(for command: String) throws -> Chaos { try Chaos(cluster: try clusterName(), for: command) }
 }

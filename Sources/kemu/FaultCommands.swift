@@ -1,5 +1,7 @@
 import ArgumentParser
 import KemuAPI
+import KemuCluster
+import KemuLab
 import KemuSystem
 
 struct FaultCommand: ParsableCommand {
@@ -35,7 +37,7 @@ struct FaultAdd: AsyncParsableCommand {
             guard let parsed = Fault.parseRate(bandwidth) else { throw ValidationError("--bandwidth \(bandwidth): not a rate such as 1mbit, 500kbit or 100kbps") }
             rate = parsed
         }
-        let chaos = try Chaos(options, for: "kemu fault add")
+        let chaos = try options.chaos(for: "kemu fault add")
         var sources: [String] = []
         for s in source { sources.append(try await chaos.sourceRange(s, namespace: namespace)) }
         let fault = Fault(namespace: namespace, name: name, service: service, sources: sources, latencyMilliseconds: latency,
@@ -55,8 +57,8 @@ struct FaultDelete: AsyncParsableCommand {
 
     func run() async throws {
         guard all != !names.isEmpty else { throw ValidationError("name the Faults to delete, or give --all") }
-        let chaos = try Chaos(options, for: "kemu fault delete")
-        let targets = all ? try await chaos.cluster.client.list(Chaos.faults, namespace: namespace).items.map(\.name) : names
+        let chaos = try options.chaos(for: "kemu fault delete")
+        let targets = all ? try await chaos.cluster.client.list(APIResources.faults, namespace: namespace).items.map(\.name) : names
         for name in targets {
             try await chaos.removeFault(name, namespace: namespace)
             print("fault \(namespace)/\(name) deleted")
@@ -70,9 +72,9 @@ struct FaultList: AsyncParsableCommand {
     @OptionGroup var options: ClusterOptions
 
     func run() async throws {
-        let cluster = try RunningCluster(options, for: "kemu fault list")
-        let faults = try await cluster.client.list(Chaos.faults).items.map(Fault.init)
-        print(Status.table(["NAMESPACE", "FAULT", "SERVICE", "FAULTS", "SOURCES"], faults.map {
+        let cluster = try options.running(for: "kemu fault list")
+        let faults = try await cluster.client.list(APIResources.faults).items.map(Fault.init)
+        print(TextTable.render(["NAMESPACE", "FAULT", "SERVICE", "FAULTS", "SOURCES"], faults.map {
             [$0.namespace, $0.name, $0.service, $0.summary, $0.sources.isEmpty ? "<all>" : $0.sources.joined(separator: ",")]
         }), terminator: "")
     }

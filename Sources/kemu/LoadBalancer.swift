@@ -1,11 +1,5 @@
 import ArgumentParser
-import KemuClient
-import KemuIP
-import KemuNetwork
-import KemuProxy
-import KemuSystem
-import Logging
-import ServiceLifecycle
+import KemuCluster
 
 /// The emulated cloud load balancer: `kemu up` runs it on the `lb` host.
 struct LoadBalancer: AsyncParsableCommand {
@@ -24,16 +18,6 @@ struct LoadBalancer: AsyncParsableCommand {
     @OptionGroup var options: ProxyOptions
 
     func run() async throws {
-        try requireRoot("kemu lb")
-        let network = try ClusterNetwork.load(cluster: cluster)
-        let namespace = NetworkNamespace(network.plan.namespace("lb"))
-        if !namespace.isCurrent { try namespace.reexecInside() }
-        let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/lb.kubeconfig")
-        var proxyConfig = options.config(nodeName: "lb", nodeAddresses: [])
-        proxyConfig.role = .cloudLoadBalancer
-        proxyConfig.localRanges = [network.plan.network.loadBalancerPool]
-        let balancer = try ServiceProxy(config: proxyConfig, client: try APIClient(kubeconfig: config), addresses: LoopbackAddresses())
-        try await ServiceGroup(configuration: .init(services: [ProxyService(proxy: balancer)], gracefulShutdownSignals: [.sigterm, .sigint],
-                                                    logger: Logger(label: "kemu.lb"))).run()
+        try await NodeDaemons.runLoadBalancer(cluster: cluster, kubeconfig: kubeconfig, settings: options.settings)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KemuCluster
 import KemuNetwork
 
 struct NetDown: ParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KemuCluster
 import KemuNetwork
 
 struct NetStatus: ParsableCommand {
@@ -8,6 +9,6 @@ struct NetStatus: ParsableCommand {
 
     func run() throws {
         let network = try options.runningNetwork(for: "kemu net status")
-        print(try StatusTable.render(network.status()))
+        print(try NetworkStatusTable.render(network.status()))
     }
 }

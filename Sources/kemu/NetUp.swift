@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KemuCluster
 import KemuNetwork
 
 struct NetUp: ParsableCommand {
@@ -15,6 +16,6 @@ struct NetUp: ParsableCommand {
         try network.up()
         let ms = Int(Date().timeIntervalSince(start) * 1000)
         print("cluster \(config.name): network up in \(ms) ms — fabric \(config.network.fabricCIDR), \(config.nodes.count) nodes, pods \(config.network.podCIDR)")
-        print(try StatusTable.render(network.status()))
+        print(try NetworkStatusTable.render(network.status()))
     }
 }

@@ -1,13 +1,6 @@
 import ArgumentParser
-import KemuAgent
-import KemuClient
-import KemuIP
-import KemuNetwork
+import KemuCluster
 import KemuProxy
-import KemuSystem
-import Logging
-import ServiceLifecycle
-import Synchronization
 
 struct Proxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,19 +17,11 @@ struct Proxy: AsyncParsableCommand {
     @OptionGroup var options: ProxyOptions
 
     func run() async throws {
-        try requireRoot("kemu proxy")
-        let network = try ClusterNetwork.load(cluster: cluster)
-        _ = try NodeAgent.nodeIndex(node, in: network)
-        let namespace = NetworkNamespace(network.plan.namespace(node))
-        if !namespace.isCurrent { try namespace.reexecInside() }
-        let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(node).kubeconfig")
-        let proxy = try options.makeProxy(node: node, network: network, client: try APIClient(kubeconfig: config))
-        try await ServiceGroup(configuration: .init(services: [ProxyService(proxy: proxy)], gracefulShutdownSignals: [.sigterm, .sigint],
-                                                    logger: Logger(label: "kemu.proxy"))).run()
+        try await NodeDaemons.runProxy(cluster: cluster, node: node, kubeconfig: kubeconfig, settings: options.settings)
     }
 }
 
-/// The proxy's settings on the command line of `kemu node` and `kemu proxy`.
+/// The proxy's settings on the command line of `kemu node`, `kemu proxy` and `kemu lb`.
 struct ProxyOptions: ParsableArguments {
     @Option(help: "Default load-balancing algorithm: \(BalancingAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")) (a Service's kemu.io/load-balancer annotation overrides it).")
     var algorithm: BalancingAlgorithm = .roundRobin
@@ -44,72 +29,14 @@ struct ProxyOptions: ParsableArguments {
     @Option(help: "Seconds without a byte either way before a connection is closed (0: never).") var idleTimeout = 3600.0
     @Flag(help: "Log a line per proxied connection as it ends.") var accessLog = false
 
-    /// A proxy configuration with these options: for `nodeName`, listening for NodePorts on
-    /// `nodeAddresses`.
-    func config(nodeName: String, nodeAddresses: [IPv4Address]) -> ProxyConfig {
-        var context = PlanContext(nodeName: nodeName, nodeAddresses: nodeAddresses)
-        context.defaults.algorithm = algorithm
-        context.defaults.connectAttempts = max(connectAttempts, 1)
-        var config = ProxyConfig(context: context)
-        config.engine.idleTimeoutSeconds = idleTimeout
-        config.engine.accessLog = accessLog
-        return config
-    }
-
-    func makeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
-        let index = try NodeAgent.nodeIndex(node, in: network)
-        let plan = network.plan
-        var config = config(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
-        config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
-        config.localRanges = [plan.network.serviceCIDR]
-        config.reservedAddresses = [plan.dnsServiceIP]
-        return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
-    }
-}
-
-/// Bandwidth Faults on one node's pods: tbf on both ends of each pod's veth (ClusterNetwork.shapePod).
-/// Remembers what it set per veth, so a pod is touched only when its limit changes; the first call
-/// clears every pod of the node, whatever an earlier proxy left.
-final class PodLinkShaper: PodShaper {
-    let network: ClusterNetwork
-    let node: String
-    private let applied = Mutex<[String: UInt64]?>(nil)
-    private let logger = Logger(label: "kemu.proxy.bandwidth")
-
-    init(network: ClusterNetwork, node: String) {
-        self.network = network
-        self.node = node
-    }
-
-    func shape(_ wanted: [IPv4Address: UInt64]) {
-        let pods = (try? network.pods().filter { $0.node == node }) ?? []
-        applied.withLock { applied in
-            var now: [String: UInt64] = [:]
-            for pod in pods {
-                let rate = wanted[pod.ip]
-                if let rate { now[pod.hostVeth] = rate }
-                if let before = applied, before[pod.hostVeth] == rate { continue }
-                do {
-                    try network.shapePod(pod, bytesPerSecond: rate)
-                    if let rate { logger.info("pod \(pod.name) (\(pod.ip)): link limited to \(rate) bytes/s") }
-                } catch {
-                    logger.warning("pod \(pod.name): bandwidth limit \(rate.map(String.init) ?? "removal"): \(error)")
-                }
-            }
-            applied = now
-        }
+    var settings: ProxySettings {
+        var s = ProxySettings()
+        s.algorithm = algorithm
+        s.connectAttempts = connectAttempts
+        s.idleTimeout = idleTimeout
+        s.accessLog = accessLog
+        return s
     }
 }
 
 extension BalancingAlgorithm: ExpressibleByArgument {}
-
-/// The proxy as a lifecycle service: SIGTERM stops it (listeners close; the pods keep running).
-struct ProxyService: Service {
-    let proxy: ServiceProxy
-
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do { try await proxy.run() } catch is CancellationError {}
-        }
-    }
-}

@@ -1,14 +1,7 @@
 import ArgumentParser
-import Foundation
 import KemuAPIServer
-import KemuClient
-import KemuControllers
+import KemuCluster
 import KemuIP
-import KemuPKI
-import KemuStore
-import KemuSystem
-import NIOSSL
-import Synchronization
 
 struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -75,93 +68,18 @@ struct Server: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let ranges = try ranges()
         guard nodeGracePeriod >= 2 else { throw ValidationError("--node-grace-period \(nodeGracePeriod): must be at least 2 seconds (agents post every second)") }
         guard podEvictionDelay >= 0 else { throw ValidationError("--pod-eviction-delay \(podEvictionDelay): must not be negative") }
-        let hosts = try validatedHosts()
-        let store: Store
-        do {
-            store = try Store(directory: dataDir)
-        } catch {
-            throw KemuError(.invalidState, "cannot open the store in \(dataDir)", cause: error)
-        }
-        var api = try APIServer(store: store, ranges: ranges)
-        api.podLogDirectory = podLogs
-        var tls: TLSConfiguration?
-        var kubeconfig = Kubeconfig(server: "")
-        if !insecure {
-            let pki = try ClusterPKI.loadOrCreate(directory: "\(dataDir)/pki")
-            let serving = try pki.issueServing(
-                dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
-                addresses: (hosts + [ranges.serviceCIDR.host(1)!]).map(\.octets))
-            tls = try Self.serverTLS(serving: serving, ca: pki.ca.certificatePEM)
-            api.authenticator = Authenticator(tokens: pki.tokens)
-            kubeconfig.certificateAuthorityPEM = pki.ca.certificatePEM
-            kubeconfig.clientCertificatePEM = pki.admin.certificatePEM
-            kubeconfig.clientKeyPEM = pki.admin.privateKeyPEM
-        }
-        // The fabric listener is bound before anything starts, so a missing namespace fails early.
-        var background: [@Sendable () async throws -> Void] = []
-        let boundPort = Mutex(0)
-        if let fabricNetns, let fabricAddress {
-            let socket: Int32
-            do {
-                socket = try NetworkNamespace(fabricNetns).listeningSocket(host: fabricAddress, port: fabricPort)
-            } catch {
-                throw KemuError(.invalidState, "cannot listen on \(fabricAddress):\(fabricPort) in namespace \(fabricNetns)", cause: error)
-            }
-            background.append { try await FabricListener(socket: socket, target: { boundPort.withLock { $0 } }).run() }
-        }
-        if stopWithParent {
-            // For test harnesses: a server whose parent died (a crashed test run) stops itself
-            // instead of lingering.
-            let parent = getppid()
-            background.append {
-                while getppid() == parent { try await Task.sleep(for: .milliseconds(500)) }
-                kill(getpid(), SIGTERM)  // the usual graceful stop, which cancels this loop
-                while true { try await Task.sleep(for: .seconds(60)) }
-            }
-        }
-        let endpointSlices = EndpointSliceController(store: store)
-        let collector = GarbageCollector(store: store)
-        let scheduler = Scheduler(store: store)
-        let replicaSets = ReplicaSetController(store: store, resource: "replicasets.apps")
-        let replicationControllers = ReplicaSetController(store: store, resource: "replicationcontrollers")
-        let deployments = DeploymentController(store: store)
-        let statefulSets = StatefulSetController(store: store)
-        let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: nodeGracePeriod, evictionDelay: podEvictionDelay)
-        let (served, dataDir, scheme) = (api, self.dataDir, insecure ? "http" : "https")
-        let listeners = hosts.filter { $0.description != fabricAddress }.map(\.description)
-        let advertise = fabricAddress.map { ($0, fabricPort) }
-        background += [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
-                       { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() }, { try await statefulSets.run() },
-                       { try await nodeLifecycle.run() }]
-        try await served.run(hosts: listeners, port: port, tls: tls, podNamespacePrefix: podNetnsPrefix,
-                             background: background) { [kubeconfig] bound in
-            boundPort.withLock { $0 = bound }
-            var kubeconfig = kubeconfig
-            kubeconfig.server = "\(scheme)://127.0.0.1:\(bound)"
-            do {
-                try served.publishEndpoints(address: advertise?.0 ?? listeners.last!, port: advertise?.1 ?? bound)
-                try FileSystem.writeFile("\(dataDir)/kubeconfig", kubeconfig.render(), mode: 0o600)
-                FileHandle.standardOutput.write(Data("kemu API server on \(kubeconfig.server) — kubectl --kubeconfig \(dataDir)/kubeconfig get namespaces\n".utf8))
-            } catch {
-                FileHandle.standardError.write(Data("kemu: cannot write \(dataDir)/kubeconfig: \(error)\n".utf8))
-            }
-        }
-    }
-
-    /// The serving certificate, and client certificates checked against the cluster CA when a
-    /// client presents one (optional, so bearer-token clients can connect too).
-    static func serverTLS(serving: KeyPair, ca: String) throws -> TLSConfiguration {
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(serving.certificatePEM.utf8)).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(serving.privateKeyPEM.utf8), format: .pem)))
-        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.utf8)))
-        configuration.certificateVerification = .optionalVerification
-        // Closing a connection waits this long for the peer's close_notify; AsyncHTTPClient's idle
-        // pooled connections never send one, which held SIGTERM up for NIOSSL's default 5 s.
-        configuration.shutdownTimeout = .milliseconds(200)
-        return configuration
+        var settings = ControlPlane.Settings(dataDir: dataDir, ranges: try ranges())
+        settings.hosts = try validatedHosts()
+        settings.port = port
+        settings.insecure = insecure
+        if let fabricNetns, let fabricAddress { settings.fabric = (fabricNetns, fabricAddress, fabricPort) }
+        settings.podLogs = podLogs
+        settings.podNetnsPrefix = podNetnsPrefix
+        settings.stopWithParent = stopWithParent
+        settings.nodeGracePeriod = nodeGracePeriod
+        settings.podEvictionDelay = podEvictionDelay
+        try await ControlPlane(settings).run()
     }
 }

@@ -2,10 +2,10 @@ import KemuNetlink
 import KemuNetwork
 
 /// `kemu net status`: one row per link, then the routes kemu added.
-enum StatusTable {
-    static func render(_ hosts: [ClusterNetwork.HostStatus]) -> String {
-        var links = [["HOST", "LINK", "KIND", "STATE", "MASTER", "ADDRESSES"]]
-        var routes = [["HOST", "ROUTE"]]
+public enum NetworkStatusTable {
+    public static func render(_ hosts: [ClusterNetwork.HostStatus]) -> String {
+        var links: [[String]] = []
+        var routes: [[String]] = []
         for host in hosts {
             for link in host.snapshot.links where link.name != "lo" {
                 let addresses = host.snapshot.addresses(on: link.name).map(\.description).joined(separator: " ")
@@ -16,17 +16,7 @@ enum StatusTable {
                 routes.append([host.host, route.description])
             }
         }
-        return format(links) + "\n" + format(routes)
-    }
-
-    static func format(_ rows: [[String]]) -> String {
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { i, cell in
-                i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ")
-        }.joined(separator: "\n") + "\n"
+        return TextTable.render(["HOST", "LINK", "KIND", "STATE", "MASTER", "ADDRESSES"], links, separator: "  ") + "\n"
+            + TextTable.render(["HOST", "ROUTE"], routes, separator: "  ")
     }
 }
-
-import Foundation

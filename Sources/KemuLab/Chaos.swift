@@ -1,11 +1,11 @@
 import Foundation
 import Glibc
 import KemuAgent
+import KemuCluster
 import KemuAPI
 import KemuClient
 import KemuIP
 import KemuNetwork
-import KemuStore
 import KemuSystem
 
 /// The failover lab's actions on a running cluster. Each one is reversible and is told to the
@@ -14,30 +14,31 @@ import KemuSystem
 ///
 /// A stopped or partitioned node is remembered in the state directory (`chaos/NODE.json`), so
 /// `kemu start node` / `kemu heal node` undo exactly what was done, from any later command.
-struct Chaos {
-    let cluster: RunningCluster
-    let network: ClusterNetwork
+public struct Chaos: Sendable {
+    public let cluster: RunningCluster
+    public let network: ClusterNetwork
     static let component = "kemu-chaos"
 
-    init(_ options: ClusterOptions, for command: String) throws {
-        cluster = try RunningCluster(options, for: command)
-        network = try ClusterNetwork.load(cluster: try options.clusterName())
+    /// The lab's hands on the running cluster `name`; `command` names what needs them, for errors.
+    public init(cluster name: String, for command: String) throws {
+        cluster = try RunningCluster(name: name, for: command)
+        network = try ClusterNetwork.load(cluster: name)
     }
 
     /// How a stopped node stops. `crash`: its agent, proxy and pod processes are killed and its
     /// fabric link goes down, as a machine that lost power (`start` boots it: the agent starts
     /// again and restarts the containers). `freeze`: the same processes are stopped (SIGSTOP) and
     /// the link goes down, as a hung or paused machine (`start` resumes them where they were).
-    enum StopMode: String, CaseIterable, Codable {
+    public enum StopMode: String, CaseIterable, Codable, Sendable {
         case crash, freeze
     }
 
     /// What was done to a node, to be undone.
-    struct NodeRecord: Codable {
-        var stopped: StopMode?
+    public struct NodeRecord: Codable, Sendable {
+        public var stopped: StopMode?
         /// Processes a freeze stopped: pid and kernel start time (a recycled pid is left alone).
-        var frozen: [[UInt64]] = []
-        var partitioned = false
+        public var frozen: [[UInt64]] = []
+        public var partitioned = false
     }
 
     // MARK: pods
@@ -45,7 +46,7 @@ struct Chaos {
     /// Sends `signal` to the processes of a pod's containers (all, or `container`); returns a line
     /// per process signalled, and when.
     @discardableResult
-    func killPod(_ name: String, namespace: String, signal: Int32, container: String? = nil) async throws -> (lines: [String], at: Date) {
+    public func killPod(_ name: String, namespace: String, signal: Int32, container: String? = nil) async throws -> (lines: [String], at: Date) {
         let pod = try await cluster.pod(name, namespace: namespace)
         let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
         if let container, !containers.contains(container) {
@@ -73,7 +74,7 @@ struct Chaos {
 
     /// Returns when the node was cut off (its link went down).
     @discardableResult
-    func stopNode(_ node: String, mode: StopMode) async throws -> Date {
+    public func stopNode(_ node: String, mode: StopMode) async throws -> Date {
         var state = try nodeRecord(node)
         if let stopped = state.stopped {
             throw KemuError(.invalidState, "node \(node) is already stopped (\(stopped.rawValue)); start it with: kemu start node \(node)")
@@ -100,12 +101,12 @@ struct Chaos {
         return cut
     }
 
-    func startNode(_ node: String) async throws {
+    public func startNode(_ node: String) async throws {
         var state = try nodeRecord(node)
         guard let mode = state.stopped else { throw KemuError(.invalidState, "node \(node) is not stopped") }
         switch mode {
         case .crash:
-            try Up.startNodeDaemons(node, network, cluster.files)
+            try ClusterLauncher.startNodeDaemons(node, network, cluster.files)
         case .freeze:
             for entry in state.frozen where entry.count == 2 && ProcessReaper.startTime(of: pid_t(entry[0])) == entry[1] {
                 Glibc.kill(pid_t(entry[0]), SIGCONT)
@@ -122,7 +123,7 @@ struct Chaos {
 
     /// Returns when the node was cut off.
     @discardableResult
-    func partition(_ node: String) async throws -> Date {
+    public func partition(_ node: String) async throws -> Date {
         var state = try nodeRecord(node)
         if state.partitioned { throw KemuError(.invalidState, "node \(node) is already partitioned; heal it with: kemu heal node \(node)") }
         state.partitioned = true
@@ -134,7 +135,7 @@ struct Chaos {
         return cut
     }
 
-    func heal(_ node: String) async throws {
+    public func heal(_ node: String) async throws {
         var state = try nodeRecord(node)
         guard state.partitioned else { throw KemuError(.invalidState, "node \(node) is not partitioned") }
         state.partitioned = false
@@ -146,7 +147,7 @@ struct Chaos {
 
     // MARK: proxies
 
-    func stopProxy(_ node: String, signal: Int32 = SIGTERM) async throws {
+    public func stopProxy(_ node: String, signal: Int32 = SIGTERM) async throws {
         _ = try NodeAgent.nodeIndex(node, in: network)
         guard let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) else {
             throw KemuError(.invalidState, "the proxy of \(node) is not running; start it with: kemu start proxy \(node)")
@@ -157,7 +158,7 @@ struct Chaos {
         await recordNode(node, type: "Warning", reason: "ChaosProxyStopped", message: "kemu stop proxy: \(Self.signalName(signal)) to pid \(pid)")
     }
 
-    func startProxy(_ node: String) async throws {
+    public func startProxy(_ node: String) async throws {
         _ = try NodeAgent.nodeIndex(node, in: network)
         if let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) {
             throw KemuError(.invalidState, "the proxy of \(node) is already running (pid \(pid))")
@@ -165,13 +166,13 @@ struct Chaos {
         if try nodeRecord(node).stopped != nil {
             throw KemuError(.invalidState, "node \(node) is stopped; start it (and its proxy) with: kemu start node \(node)")
         }
-        try Up.startProxy(node, network, cluster.files)
+        try ClusterLauncher.startProxy(node, network, cluster.files)
         await recordNode(node, type: "Normal", reason: "ChaosProxyStarted", message: "kemu start proxy: started again")
     }
 
     // MARK: records
 
-    func nodeRecord(_ node: String) throws -> NodeRecord {
+    public func nodeRecord(_ node: String) throws -> NodeRecord {
         _ = try NodeAgent.nodeIndex(node, in: network)
         guard let text = try? FileSystem.readFile(recordPath(node)) else { return NodeRecord() }
         return (try? JSONDecoder().decode(NodeRecord.self, from: Data(text.utf8))) ?? NodeRecord()
@@ -193,14 +194,14 @@ struct Chaos {
         let event = Events.make(for: object, kind: kind, type: type, reason: reason, message: message,
                                 component: Self.component, at: Timestamp.now())
         do {
-            _ = try await cluster.client.create(APIResources.all.first { $0.resource == "events" }!, event)
+            _ = try await cluster.client.create(APIResources.events, event)
         } catch {
             FileHandle.standardError.write(Data("kemu: could not record event \(reason): \(error)\n".utf8))
         }
     }
 
     private func recordNode(_ node: String, type: String, reason: String, message: String) async {
-        let nodes = APIResources.all.first { $0.resource == "nodes" }!
+        let nodes = APIResources.nodes
         var object = (try? await cluster.client.get(nodes, name: node)) ?? [:]
         object.name = node
         await record(object, kind: "Node", type: type, reason: reason, message: message)
@@ -208,91 +209,18 @@ struct Chaos {
 
     // MARK: signals
 
-    static let signals: [String: Int32] = ["HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "KILL": SIGKILL, "USR1": SIGUSR1,
+    public static let signals: [String: Int32] = ["HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "KILL": SIGKILL, "USR1": SIGUSR1,
                                            "USR2": SIGUSR2, "TERM": SIGTERM, "STOP": SIGSTOP, "CONT": SIGCONT]
 
     /// `KILL`, `SIGKILL`, `kill` or `9`.
-    static func parseSignal(_ text: String) throws -> Int32 {
+    public static func parseSignal(_ text: String) throws -> Int32 {
         let upper = text.uppercased()
         if let n = Int32(text), n > 0, n < 65 { return n }
         if let n = signals[upper.hasPrefix("SIG") ? String(upper.dropFirst(3)) : upper] { return n }
         throw KemuError(.invalidArgument, "--signal \(text): not a signal (one of \(signals.keys.sorted().joined(separator: ", ")), or a number)")
     }
 
-    static func signalName(_ signal: Int32) -> String {
+    public static func signalName(_ signal: Int32) -> String {
         signals.first { $0.value == signal }.map { "SIG" + $0.key } ?? "signal \(signal)"
-    }
-}
-
-extension Daemon {
-    /// Waits (up to 5 s) until a daemon this command signalled is gone, so a start that follows
-    /// does not meet the old one on its ports.
-    static func reap(_ pid: pid_t) {
-        let deadline = Date().addingTimeInterval(5)
-        while isKemu(pid), !isZombie(pid), Date() < deadline {
-            _ = waitpid(pid, nil, WNOHANG)  // ours (an experiment started it): reaped here
-            usleep(5000)
-        }
-    }
-
-    static func isZombie(_ pid: pid_t) -> Bool {
-        ((try? FileSystem.readFile("/proc/\(pid)/stat")) ?? "").split(separator: ")").last?.split(separator: " ").first == "Z"
-    }
-}
-
-// MARK: faults
-
-extension Chaos {
-    static let faults = APIResources.all.first { $0.resource == "faults" }!
-
-    /// Creates a Fault (the API validates it and refuses one that overlaps another); the
-    /// Service must exist. Every node's proxy applies it within milliseconds.
-    func injectFault(_ fault: Fault) async throws {
-        let services = APIResources.all.first { $0.resource == "services" }!
-        let service: JSON
-        do {
-            service = try await cluster.client.get(services, namespace: fault.namespace, name: fault.service)
-        } catch let error as ClientError where error.code == 404 {
-            throw KemuError(.notFound, "service \(fault.namespace)/\(fault.service) does not exist")
-        }
-        do {
-            _ = try await cluster.client.create(Self.faults, fault.object)
-        } catch let error as ClientError {
-            throw KemuError(.invalidArgument, "fault \(fault.name): \(error.message)")
-        }
-        await record(service, kind: "Service", type: "Warning", reason: "ChaosFaultInjected",
-                     message: "Fault \(fault.name): \(fault.summary)" + (fault.sources.isEmpty ? "" : " for clients in \(fault.sources.joined(separator: ", "))"))
-    }
-
-    func removeFault(_ name: String, namespace: String) async throws {
-        let removed: JSON
-        do {
-            removed = try await cluster.client.get(Self.faults, namespace: namespace, name: name)
-            _ = try await cluster.client.delete(Self.faults, namespace: namespace, name: name)
-        } catch let error as ClientError where error.code == 404 {
-            throw KemuError(.notFound, "fault \(namespace)/\(name) does not exist")
-        }
-        let fault = Fault(removed)
-        var service: JSON = [:]
-        service.name = fault.service
-        service.namespace = namespace
-        await record(service, kind: "Service", type: "Normal", reason: "ChaosFaultRemoved", message: "Fault \(name) removed (\(fault.summary))")
-    }
-
-    /// A `--source`: a CIDR, an address, or a pod or host whose address is meant.
-    func sourceRange(_ text: String, namespace: String) async throws -> String {
-        if IPv4Network(text) != nil { return text }
-        if IPv4Address(text) != nil { return "\(text)/32" }
-        let plan = cluster.plan
-        let hosts = ["client": plan.clientIP, "lb": plan.loadBalancerIP, "cp": plan.controlPlaneIP]
-        if let ip = hosts[text] { return "\(ip)/32" }
-        if let index = network.nodes.first(where: { $0.name == text })?.index { return "\(plan.nodeIP(index))/32" }
-        do {
-            let pod = try await cluster.pod(text, namespace: namespace)
-            guard let ip = pod[path: "status.podIP"]?.string else { throw KemuError(.invalidState, "--source \(text): the pod has no address yet") }
-            return "\(ip)/32"
-        } catch let error as KemuError where error.code == .notFound {
-            throw KemuError(.notFound, "--source \(text): not a CIDR, an address, a host (client, lb, cp, a node) or a pod in \(namespace)")
-        }
     }
 }

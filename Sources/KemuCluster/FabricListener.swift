@@ -8,12 +8,20 @@ import ServiceLifecycle
 /// inside the cluster: this service owns a socket listening there, made inside the cp
 /// namespace, and splices each connection to the server's loopback port. TLS passes through
 /// untouched, so clients see the server's own certificate.
-struct FabricListener: Service {
+public struct FabricListener: Service {
     let socket: Int32
     let target: @Sendable () -> Int
     var targetHost = "127.0.0.1"
 
-    func run() async throws {
+    /// Relays every connection accepted on `socket` to `targetHost`:`target()` (the port is asked
+    /// per connection: the server's port is known only once it listens).
+    public init(socket: Int32, target: @escaping @Sendable () -> Int, targetHost: String = "127.0.0.1") {
+        self.socket = socket
+        self.target = target
+        self.targetHost = targetHost
+    }
+
+    public func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let target = self.target
         let host = targetHost
@@ -23,7 +31,7 @@ struct FabricListener: Service {
                     .connect(host: host, port: target())
                     .flatMapThrowing { outbound in
                         // Both channels live on the inbound connection's event loop, where this runs.
-                        let (left, right) = Glue.pair()
+                        let (left, right) = RelayHandler.pair()
                         try inbound.pipeline.syncOperations.addHandler(left)
                         try outbound.pipeline.syncOperations.addHandler(right)
                     }
@@ -41,17 +49,17 @@ struct FabricListener: Service {
 /// reading (NIO's autoRead) pauses while the other side cannot take more (backpressure), and a
 /// close on either side closes both. The accepted connection is registered, and starts reading,
 /// only once the initializer has connected its partner and added both handlers.
-final class Glue: ChannelDuplexHandler {
+final class RelayHandler: ChannelDuplexHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
     typealias OutboundOut = NIOAny
 
-    private var partner: Glue?
+    private var partner: RelayHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
 
-    static func pair() -> (Glue, Glue) {
-        let a = Glue(), b = Glue()
+    static func pair() -> (RelayHandler, RelayHandler) {
+        let a = RelayHandler(), b = RelayHandler()
         a.partner = b
         b.partner = a
         return (a, b)

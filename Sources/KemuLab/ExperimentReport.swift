@@ -1,30 +1,15 @@
 import Foundation
 import KemuAPI
+import KemuCluster
 import KemuSystem
 
 /// What an experiment measured: every request, every action with the time it happened, the
 /// ready-endpoint samples, and each proxy's history of endpoint changes; and what follows from
 /// them (failures, shares, and for each action how long the cluster took to adapt).
-struct ExperimentReport {
-    struct Request {
-        var time: Double
-        var ok: Bool
-        /// The pod that answered, or the failure's kind.
-        var detail: String
-        var milliseconds: Double
+public struct ExperimentReport: Sendable {
+    public typealias Request = LoadResult
 
-        /// A `kemu loadgen` line: `TIME ok POD MS` or `TIME fail KIND MS`.
-        init?(line: Substring) {
-            let f = line.split(separator: " ")
-            guard f.count == 4, let t = Double(f[0]), let ms = Double(f[3]) else { return nil }
-            time = t
-            ok = f[1] == "ok"
-            detail = String(f[2])
-            milliseconds = ms
-        }
-    }
-
-    struct ActionRecord {
+    public struct ActionRecord: Sendable {
         var action: Experiment.Action
         var time: Double
         var detail = ""
@@ -58,8 +43,9 @@ struct ExperimentReport {
 
     struct Adaptation {
         var failures = 0
-        /// The slowest request started in the action's window, ms.
+        /// The slowest request due in the action's window, ms from when it was due, and from when it went out.
         var slowestMs: Double = 0
+        var slowestRawMs: Double = 0
         /// Until the last failed request after the action (and before the next), ms; 0: none failed.
         var errorsStoppedMs: Double = 0
         /// Until no proxy (but the cut-off node's) had the action's endpoints, ms, and how many
@@ -79,11 +65,12 @@ struct ExperimentReport {
         let end = index + 1 < actions.count ? actions[index + 1].time : start + experiment.duration + 5
         var a = Adaptation()
         // Requests started in the action's window; when they failed is when the client saw it.
-        let window = all.filter { $0.time >= t && $0.time < end }
+        let window = all.filter { $0.intended >= t && $0.intended < end }
         let failed = window.filter { !$0.ok }
         a.failures = failed.count
-        a.slowestMs = window.map(\.milliseconds).max() ?? 0
-        if let last = failed.map({ $0.time + $0.milliseconds / 1000 }).max() { a.errorsStoppedMs = (last - t) * 1000 }
+        a.slowestMs = window.map(\.correctedMs).max() ?? 0
+        a.slowestRawMs = window.map(\.rawMs).max() ?? 0
+        if let last = failed.map({ $0.intended + $0.correctedMs / 1000 }).max() { a.errorsStoppedMs = (last - t) * 1000 }
         if !record.victims.isEmpty {
             let keys = Set(loads.filter { !$0.load.service.isEmpty }.map { "\(experiment.namespace)/\($0.load.service)" })
             var worst: Double?
@@ -126,13 +113,11 @@ struct ExperimentReport {
         return counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
     }
 
-    /// p50, p99 and the slowest of the requests' times, ms.
-    static func latencies(_ requests: [Request]) -> (p50: Double, p99: Double, max: Double) {
-        let sorted = requests.map(\.milliseconds).sorted()
-        guard !sorted.isEmpty else { return (0, 0, 0) }
-        let at = { (p: Double) in sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        return (at(0.5), at(0.99), sorted.last!)
-    }
+    /// The requests' latencies from when each was due (open loop: what a user waited).
+    static func latencies(_ requests: [Request]) -> LatencySummary { LatencySummary(milliseconds: requests.map(\.correctedMs)) }
+
+    /// The same from when each actually went out (what a closed-loop tool would report).
+    static func rawLatencies(_ requests: [Request]) -> LatencySummary { LatencySummary(milliseconds: requests.map(\.rawMs)) }
 
     func failureKinds(_ requests: [Request]) -> [(String, Int)] {
         var counts: [String: Int] = [:]
@@ -150,7 +135,8 @@ struct ExperimentReport {
         let count = Int((experiment.duration / Self.bucketSeconds).rounded(.up))
         var buckets = Array(repeating: Bucket(), count: max(count, 1))
         for r in all {
-            let i = min(max(Int((r.time - start) / Self.bucketSeconds), 0), buckets.count - 1)
+            let offset = (r.intended - start) / Self.bucketSeconds
+            let i = offset.isFinite ? Int(min(max(offset, 0), Double(buckets.count - 1))) : 0
             if r.ok { buckets[i].ok += 1; buckets[i].pods[r.detail, default: 0] += 1 } else { buckets[i].failed += 1 }
         }
         return buckets
@@ -160,22 +146,23 @@ struct ExperimentReport {
 
     static func ms(_ v: Double?) -> String { v.map { String(format: "%.0f ms", $0) } ?? "-" }
 
-    func table() -> String {
+    public func table() -> String {
         var out = "experiment \(experiment.name): \(Experiment.format(experiment.duration)), \(loads.count) load\(loads.count == 1 ? "" : "s"), \(actions.count) actions\n\n"
-        out += Status.table(["LOAD", "TARGET", "MODE", "SENT", "OK", "FAILED", "FAILURES", "P50 / P99 / MAX"], loads.indices.map { i in
+        out += TextTable.render(["LOAD", "TARGET", "MODE", "SENT", "OK", "FAILED", "FAILURES", "P50 / P99 / MAX", "RAW P99"], loads.indices.map { i in
             let r = requests[i]
             let failed = r.filter { !$0.ok }.count
             let l = loads[i].load
-            let t = Self.latencies(r)
+            let t = Self.latencies(r), raw = Self.rawLatencies(r)
             return [l.name, "\(l.from) → \(loads[i].target)" + (l.service.isEmpty ? "" : " (\(l.service) via \(l.via))"), l.keepAlive ? "keep-alive" : "connect",
                     String(r.count), String(r.count - failed), String(failed), failureKinds(r).map { "\($0.0) \($0.1)" }.joined(separator: ", ").ifEmpty("-"),
-                    String(format: "%.1f / %.1f / %.0f ms", t.p50, t.p99, t.max)]
+                    String(format: "%.1f / %.1f / %.0f ms", t.p50, t.p99, t.max), String(format: "%.1f ms", raw.p99)]
         })
+        out += "latencies count from when each request was due on the load's schedule (open loop, as wrk2); RAW from when it went out\n"
         let total = max(all.filter(\.ok).count, 1)
-        out += "\n" + Status.table(["ENDPOINT", "ANSWERS", "SHARE"], shares(all).map { [$0.0, String($0.1), String(format: "%.1f%%", Double($0.1) * 100 / Double(total))] })
+        out += "\n" + TextTable.render(["ENDPOINT", "ANSWERS", "SHARE"], shares(all).map { [$0.0, String($0.1), String(format: "%.1f%%", Double($0.1) * 100 / Double(total))] })
         out += "\nthe proxies (every node's and the load balancer's) retried \(retries) connects on another endpoint and replayed \(replays) connections whose endpoint ended before answering\n"
         if !actions.isEmpty {
-            out += "\n" + Status.table(["AT", "ACTION", "FAILED", "SLOWEST", "ERRORS STOPPED", "GONE FROM PROXIES", "READY AGAIN"], actions.indices.map { i in
+            out += "\n" + TextTable.render(["AT", "ACTION", "FAILED", "SLOWEST", "ERRORS STOPPED", "GONE FROM PROXIES", "READY AGAIN"], actions.indices.map { i in
                 let r = actions[i], a = adaptation(i)
                 let gone = r.victims.isEmpty ? "-" : a.proxiesLagging > 0 ? "\(a.proxiesLagging) of \(a.proxiesMeasured) still had it"
                     : a.proxiesMeasured == 0 ? "already gone" : "\(Self.ms(a.goneFromProxiesMs)) (\(a.proxiesMeasured) proxies)"
@@ -188,10 +175,11 @@ struct ExperimentReport {
         return out
     }
 
-    func json() -> JSON {
+    public func json() -> JSON {
         let loadsJSON: [JSON] = loads.indices.map { i in
-            let r = requests[i], l = loads[i].load, t = Self.latencies(r)
-            return ["name": .string(l.name), "p50Ms": .double(t.p50), "p99Ms": .double(t.p99), "maxMs": .double(t.max), "service": .string(l.service), "via": .string(l.via), "from": .string(l.from),
+            let r = requests[i], l = loads[i].load, t = Self.latencies(r), raw = Self.rawLatencies(r)
+            return ["name": .string(l.name), "p50Ms": .double(t.p50), "p90Ms": .double(t.p90), "p99Ms": .double(t.p99), "p999Ms": .double(t.p999), "maxMs": .double(t.max),
+                    "rawP50Ms": .double(raw.p50), "rawP99Ms": .double(raw.p99), "rawMaxMs": .double(raw.max), "service": .string(l.service), "via": .string(l.via), "from": .string(l.from),
                     "target": .string(loads[i].target), "mode": .string(l.keepAlive ? "keep-alive" : "connect"),
                     "sent": .int(Int64(r.count)), "ok": .int(Int64(r.filter(\.ok).count)), "failed": .int(Int64(r.filter { !$0.ok }.count)),
                     "failures": .object(JSONObject(failureKinds(r).map { ($0.0, JSON.int(Int64($0.1))) })),
@@ -201,6 +189,7 @@ struct ExperimentReport {
             let r = actions[i], a = adaptation(i)
             var o: JSON = ["at": .double(r.time - start), "line": .int(Int64(r.action.line)), "action": .string(r.action.description),
                            "failed": .int(Int64(a.failures)), "errorsStoppedMs": .double(a.errorsStoppedMs), "slowestMs": .double(a.slowestMs),
+                           "slowestRawMs": .double(a.slowestRawMs),
                            "victims": .array(r.victims.sorted().map { .string($0) }), "proxiesMeasured": .int(Int64(a.proxiesMeasured))]
             if !r.detail.isEmpty { o["detail"] = .string(r.detail) }
             if let g = a.goneFromProxiesMs { o["goneFromProxiesMs"] = .double(g) }
@@ -212,15 +201,17 @@ struct ExperimentReport {
              "endpoints": .object(JSONObject(b.pods.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) }))]
         }
         let slowest: [JSON] = requests.enumerated().flatMap { i, r in r.map { (loads[i].load.name, $0) } }
-            .sorted { $0.1.milliseconds > $1.1.milliseconds }.prefix(10).map { load, r in
-                ["load": .string(load), "at": .double(r.time - start), "ms": .double(r.milliseconds), "ok": .bool(r.ok), "detail": .string(r.detail)]
+            .sorted { $0.1.correctedMs > $1.1.correctedMs }.prefix(10).map { load, r in
+                ["load": .string(load), "at": .double(r.intended - start), "sentAt": .double(r.sent - start), "ms": .double(r.correctedMs),
+                 "rawMs": .double(r.rawMs), "ok": .bool(r.ok), "detail": .string(r.detail)]
             }
-        return ["experiment": .string(experiment.name), "file": .string(experiment.source), "start": .double(start), "slowest": .array(slowest),
+        return ["experiment": .string(experiment.name),
+                "latency": "ms from each request's intended send time (open loop); raw: from when it was sent", "file": .string(experiment.source), "start": .double(start), "slowest": .array(slowest),
                 "durationSeconds": .double(experiment.duration), "loads": .array(loadsJSON), "proxyRetries": .int(Int64(retries)), "proxyReplays": .int(Int64(replays)),
                 "actions": .array(actionsJSON), "undone": .array(healed.map { .string($0) }), "buckets": .array(bucketsJSON)]
     }
 
-    func svg() -> String { TimelinePicture(report: self).svg() }
+    public func svg() -> String { TimelinePicture(report: self).svg() }
 }
 
 extension String {
@@ -231,90 +222,5 @@ extension JSONObject {
     init(_ pairs: [(String, JSON)]) {
         self.init()
         for (k, v) in pairs { self[k] = v }
-    }
-}
-
-/// The report as a picture: requests per 100 ms (answered / failed) above, each endpoint's share
-/// of the answers below, actions as marked vertical lines across both.
-struct TimelinePicture {
-    let report: ExperimentReport
-    let width = 1000.0, left = 60.0, right = 20.0, panel = 170.0, gap = 50.0, top = 40.0
-    static let palette = ["#4e79a7", "#f28e2b", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6"]
-
-    func svg() -> String {
-        let buckets = report.buckets
-        let plotWidth = width - left - right
-        let step = plotWidth / Double(buckets.count)
-        let height = top + 2 * panel + gap + 60
-        let peak = Double(max(buckets.map { $0.ok + $0.failed }.max() ?? 1, 1))
-        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
-        out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        out += text(left, 20, "kemu experiment \(report.experiment.name): requests per 100 ms (answered, failed) and endpoint shares", size: 13)
-        // Requests: answered (green) under failed (red).
-        let base1 = top + panel
-        for (i, b) in buckets.enumerated() {
-            let x = left + Double(i) * step
-            let okH = Double(b.ok) / peak * panel, failH = Double(b.failed) / peak * panel
-            if b.ok > 0 { out += rect(x, base1 - okH, step, okH, "#59a14f") }
-            if b.failed > 0 { out += rect(x, base1 - okH - failH, step, failH, "#e15759") }
-        }
-        out += axis(base1, label: "requests", peak: Int(peak))
-        // Shares: each pod's fraction of the bucket's answers, stacked.
-        let pods = report.shares(report.all).map(\.0).sorted()
-        let color = Dictionary(uniqueKeysWithValues: pods.enumerated().map { ($1, Self.palette[$0 % Self.palette.count]) })
-        let base2 = top + 2 * panel + gap
-        for (i, b) in buckets.enumerated() where b.ok > 0 {
-            var y = base2
-            for pod in pods {
-                guard let n = b.pods[pod] else { continue }
-                let h = Double(n) / Double(b.ok) * panel
-                y -= h
-                out += rect(left + Double(i) * step, y, step, h, color[pod]!)
-            }
-        }
-        out += axis(base2, label: "share", peak: nil)
-        for (k, pod) in pods.enumerated() {
-            let x = left + Double(k % 4) * 230, y = base2 + 35 + Double(k / 4) * 14
-            out += rect(x, y - 9, 10, 10, color[pod]!) + text(x + 14, y, pod)
-        }
-        // Seconds along the bottom of both panels, actions across them.
-        let seconds = Int(report.experiment.duration)
-        for s in 0...max(seconds, 1) where Double(s) <= report.experiment.duration {
-            let x = left + Double(s) / ExperimentReport.bucketSeconds * step
-            out += text(x - 4, base1 + 14, "\(s)s") + text(x - 4, base2 + 14, "\(s)s")
-        }
-        for (i, a) in report.actions.enumerated() {
-            let x = left + (a.time - report.start) / ExperimentReport.bucketSeconds * step
-            out += "<line x1=\"\(f(x))\" y1=\"\(f(top - 6))\" x2=\"\(f(x))\" y2=\"\(f(base2))\" stroke=\"#333\" stroke-dasharray=\"4,3\"/>\n"
-            out += text(x + 3, top + 4 + Double(i % 4) * 12, a.action.description)
-        }
-        return out + "</svg>\n"
-    }
-
-    private func axis(_ base: Double, label: String, peak: Int?) -> String {
-        var out = "<line x1=\"\(f(left))\" y1=\"\(f(base))\" x2=\"\(f(width - right))\" y2=\"\(f(base))\" stroke=\"#999\"/>\n"
-        out += "<line x1=\"\(f(left))\" y1=\"\(f(base - panel))\" x2=\"\(f(left))\" y2=\"\(f(base))\" stroke=\"#999\"/>\n"
-        out += text(6, base - panel / 2, label)
-        out += text(left - 30, base - panel + 8, peak.map(String.init) ?? "100%")
-        return out
-    }
-
-    private func rect(_ x: Double, _ y: Double, _ w: Double, _ h: Double, _ fill: String) -> String {
-        "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(w))\" height=\"\(f(h))\" fill=\"\(fill)\"/>\n"
-    }
-
-    private func text(_ x: Double, _ y: Double, _ s: String, size: Int = 11) -> String {
-        let escaped = s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-        return "<text x=\"\(f(x))\" y=\"\(f(y))\" font-size=\"\(size)\">\(escaped)</text>\n"
-    }
-
-    private func f(_ v: Double) -> String { String(format: "%.1f", v) }
-
-    /// timeline.png beside the SVG when rsvg-convert is installed; its path, or nil.
-    static func convert(_ svg: String) -> String? {
-        guard let tool = ["/usr/bin/rsvg-convert", "/usr/local/bin/rsvg-convert"].first(where: FileSystem.exists) else { return nil }
-        let png = String(svg.dropLast(4)) + ".png"
-        guard let pid = try? Spawn.spawn([tool, "-o", png, svg], Spawn.Options()), (try? Spawn.wait(pid)) == .exited(0) else { return nil }
-        return png
     }
 }

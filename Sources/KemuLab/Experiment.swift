@@ -22,49 +22,49 @@ import Yams
 ///   - {at: 5s, partition: node-2}
 ///   - {at: 8s, heal: node-2}
 /// ```
-struct Experiment {
-    struct Load {
-        var name: String
+public struct Experiment: Sendable {
+    public struct Load: Sendable {
+        public var name: String
         /// The Service, or "" when the load goes to `address`.
-        var service: String
-        var address: SocketAddress?
-        var via = "cluster-ip"
-        var port: Int?
-        var from = "client"
-        var clients = 4
-        var rate = 100.0
-        var keepAlive = false
-        var timeout = 2.0
-        var line: Int
+        public var service: String
+        public var address: SocketAddress?
+        public var via = "cluster-ip"
+        public var port: Int?
+        public var from = "client"
+        public var clients = 4
+        public var rate = 100.0
+        public var keepAlive = false
+        public var timeout = 2.0
+        public var line: Int
     }
 
-    enum Verb: String, CaseIterable {
+    public enum Verb: String, CaseIterable, Sendable {
         case killPod = "kill-pod", stopNode = "stop-node", startNode = "start-node", partition, heal
         case stopProxy = "stop-proxy", startProxy = "start-proxy", fault, removeFault = "remove-fault"
         case rollout, setImage = "set-image", scale
     }
 
-    struct Action {
-        var at: Double
-        var verb: Verb
+    public struct Action: Sendable {
+        public var at: Double
+        public var verb: Verb
         /// The verb's argument: a name, or a mapping of settings.
-        var target: String
-        var settings: [String: String]
-        var line: Int
+        public var target: String
+        public var settings: [String: String]
+        public var line: Int
 
-        var description: String {
+        public var description: String {
             let extra = settings.filter { $0.key != "service" || target.isEmpty }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
             return ([verb.rawValue, target] + extra).filter { !$0.isEmpty }.joined(separator: " ")
         }
     }
 
-    var name: String
-    var namespace = "default"
-    var duration: Double
-    var apply: [String] = []
-    var loads: [Load] = []
-    var actions: [Action] = []
-    let source: String
+    public var name: String
+    public var namespace = "default"
+    public var duration: Double
+    public var apply: [String] = []
+    public var loads: [Load] = []
+    public var actions: [Action] = []
+    public let source: String
 
     static let verbSettings: [Verb: [String]] = [
         .killPod: ["pod", "service", "signal"], .stopNode: ["node", "mode"], .startNode: ["node"], .partition: ["node"], .heal: ["node"],
@@ -79,13 +79,13 @@ struct Experiment {
     ]
 
     /// Parses and checks a file; every error names its line.
-    static func load(path: String) throws -> Experiment {
+    public static func load(path: String) throws -> Experiment {
         let text: String
         do { text = try FileSystem.readFile(path) } catch { throw KemuError(.notFound, "cannot read experiment \(path)", cause: error) }
         return try parse(text, source: path)
     }
 
-    static func parse(_ text: String, source: String) throws -> Experiment {
+    public static func parse(_ text: String, source: String) throws -> Experiment {
         func fail(_ node: Yams.Node?, _ message: String) -> KemuError {
             KemuError(.invalidArgument, "\(source):\(node?.mark?.line ?? 1): \(message)")
         }
@@ -141,7 +141,7 @@ struct Experiment {
         guard service.isEmpty != (m["address"] == nil) else { throw fail(node, "load: a service (by name) or an address (IP:PORT), one of them") }
         var load = Load(name: m["name"]?.string ?? "load-\(index + 1)", service: service, line: node.mark?.line ?? 0)
         if let address = m["address"] {
-            guard let a = address.string.flatMap(Relay.parse) else { throw fail(address, "address: \"\(address.string ?? "")\" is not IP:PORT") }
+            guard let a = address.string.flatMap({ SocketAddress($0) }) else { throw fail(address, "address: \"\(address.string ?? "")\" is not IP:PORT") }
             load.address = a
         }
         if let via = m["via"] {
@@ -224,7 +224,7 @@ struct Experiment {
     }
 
     /// "2s", "1500ms", "1.5s", "1m", or a plain number of seconds.
-    static func seconds(_ text: String) -> Double? {
+    public static func seconds(_ text: String) -> Double? {
         let t = text.trimmingCharacters(in: .whitespaces)
         for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0)] where t.hasSuffix(suffix) {
             return Double(t.dropLast(suffix.count)).map { $0 * scale }
@@ -232,7 +232,7 @@ struct Experiment {
         return Double(t)
     }
 
-    static func format(_ seconds: Double) -> String {
+    public static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? "\(Int(seconds))s" : "\(Int((seconds * 1000).rounded()))ms"
     }
 

@@ -1,57 +1,17 @@
-import ArgumentParser
 import Foundation
 import Glibc
 import KemuAgent
+import KemuCluster
 import KemuAPI
 import KemuClient
 import KemuIP
 import KemuNetwork
-import KemuStore
 import KemuSystem
 import Synchronization
 import Yams
 
-struct ExperimentCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "experiment", abstract: "Scripted failover experiments: load, a timeline of chaos, and a report.",
-        subcommands: [ExperimentRunCommand.self])
-}
-
-struct ExperimentRunCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run", abstract: "Run an experiment file and report what the clients saw and how fast the cluster adapted.",
-        discussion: """
-        Samples: configs/experiments/. The report is printed, and saved in --output as report.json and timeline.svg \
-        (timeline.png too when rsvg-convert is installed). Whatever the experiment broke (partitions, stopped nodes or \
-        proxies, faults) is undone when it ends, also when it fails or is interrupted.
-        """)
-
-    @OptionGroup var options: ClusterOptions
-    @Option(help: "Directory for report.json and timeline.svg (default: experiment-results/NAME).") var output: String?
-    @Flag(help: "Only check the file.") var check = false
-    @Argument(help: "The experiment file.") var file: String
-
-    func run() async throws {
-        let experiment = try Experiment.load(path: file)
-        if check {
-            print("\(file): experiment \(experiment.name), \(experiment.loads.count) loads, \(experiment.actions.count) actions over \(Experiment.format(experiment.duration)): ok")
-            return
-        }
-        let runner = try ExperimentRunner(experiment, chaos: try Chaos(options, for: "kemu experiment run"))
-        let report = try await runner.run()
-        print(report.table())
-        let directory = output ?? "experiment-results/\(experiment.name)"
-        try FileSystem.makeDirectories(directory)
-        try FileSystem.writeFile("\(directory)/report.json", report.json().text() + "\n")
-        try FileSystem.writeFile("\(directory)/timeline.svg", report.svg())
-        var saved = ["\(directory)/report.json", "\(directory)/timeline.svg"]
-        if let png = TimelinePicture.convert("\(directory)/timeline.svg") { saved.append(png) }
-        print("saved: \(saved.joined(separator: ", "))")
-    }
-}
-
 /// Runs one experiment against a running cluster.
-final class ExperimentRunner: @unchecked Sendable {
+public final class ExperimentRunner: @unchecked Sendable {
     let experiment: Experiment
     let chaos: Chaos
     var client: APIClient { chaos.cluster.client }
@@ -68,12 +28,12 @@ final class ExperimentRunner: @unchecked Sendable {
         var service: String
     }
 
-    init(_ experiment: Experiment, chaos: Chaos) throws {
+    public init(_ experiment: Experiment, chaos: Chaos) {
         self.experiment = experiment
         self.chaos = chaos
     }
 
-    func run() async throws -> ExperimentReport {
+    public func run() async throws -> ExperimentReport {
         for path in experiment.apply { try await applyManifests(path) }
         let targets = try await experiment.loads.asyncMap { try await self.resolve($0) }
         let services = Set(targets.map(\.service).filter { !$0.isEmpty })
@@ -138,7 +98,7 @@ final class ExperimentRunner: @unchecked Sendable {
         do {
             switch action.verb {
             case .killPod:
-                let pod = action.target.isEmpty ? try await endpointPod(of: action.settings["service"]!) : action.target
+                let pod = action.target.isEmpty ? try await endpointPod(of: action.settings["service"] ?? "") : action.target
                 record.detail = "pod \(pod)"
                 record.victims = try await endpoints(ofPod: pod, services: services)
                 record.time = try await chaos.killPod(pod, namespace: ns, signal: try Chaos.parseSignal(action.settings["signal"] ?? "KILL")).at.timeIntervalSince1970
@@ -176,15 +136,18 @@ final class ExperimentRunner: @unchecked Sendable {
             case .rollout:
                 try await patchDeployment(action.target, ["spec": ["template": ["metadata": ["annotations": ["kubectl.kubernetes.io/restartedAt": .string(Timestamp.now())]]]]])
             case .setImage:
-                let deployment = try await client.get(resource("deployments"), namespace: ns, name: action.target)
+                let deployment = try await client.get(APIResources.deployments, namespace: ns, name: action.target)
                 var containers = deployment[path: "spec.template.spec.containers"]?.array ?? []
                 guard let i = containers.firstIndex(where: { action.settings["container"] == nil || $0["name"]?.string == action.settings["container"] }) else {
                     throw KemuError(.notFound, "deployment \(action.target) has no container \(action.settings["container"] ?? "")")
                 }
-                containers[i]["image"] = .string(action.settings["image"]!)
+                containers[i]["image"] = .string(action.settings["image"] ?? "")
                 try await patchDeployment(action.target, ["spec": ["template": ["spec": ["containers": .array(containers)]]]])
             case .scale:
-                try await patchDeployment(action.target, ["spec": ["replicas": .int(Int64(action.settings["replicas"]!)!)]])
+                guard let replicas = action.settings["replicas"].flatMap({ Int32($0) }), replicas >= 0 else {
+                    throw KemuError(.invalidArgument, "scale: replicas \"\(action.settings["replicas"] ?? "")\" is not a number from 0 to \(Int32.max)")
+                }
+                try await patchDeployment(action.target, ["spec": ["replicas": .int(Int64(replicas))]])
             }
         } catch {
             throw KemuError(.invalidState, "\(experiment.source):\(action.line): \(action.description): \(error)")
@@ -227,7 +190,7 @@ final class ExperimentRunner: @unchecked Sendable {
 
     private func patchDeployment(_ name: String, _ patch: JSON) async throws {
         do {
-            _ = try await client.patch(resource("deployments"), namespace: experiment.namespace, name: name, patch)
+            _ = try await client.patch(APIResources.deployments, namespace: experiment.namespace, name: name, patch)
         } catch let error as ClientError where error.code == 404 {
             throw KemuError(.notFound, "deployment \(experiment.namespace)/\(name) does not exist")
         }
@@ -236,7 +199,7 @@ final class ExperimentRunner: @unchecked Sendable {
     // MARK: endpoints
 
     private func slices(_ service: String) async throws -> [JSON] {
-        try await client.list(resource("endpointslices"), namespace: experiment.namespace, labels: "kubernetes.io/service-name=\(service)").items
+        try await client.list(APIResources.endpointSlices, namespace: experiment.namespace, labels: "kubernetes.io/service-name=\(service)").items
     }
 
     /// A ready endpoint's pod of a Service, chosen at random.
@@ -325,7 +288,7 @@ final class ExperimentRunner: @unchecked Sendable {
         }
         let service: JSON
         do {
-            service = try await client.get(resource("services"), namespace: ns, name: load.service)
+            service = try await client.get(APIResources.services, namespace: ns, name: load.service)
         } catch let error as ClientError where error.code == 404 {
             throw fail("load \(load.name): service \(ns)/\(load.service) does not exist")
         }
@@ -357,7 +320,7 @@ final class ExperimentRunner: @unchecked Sendable {
     private func source(_ load: Experiment.Load, _ fail: (String) -> KemuError) async throws -> NetworkNamespace {
         let from = load.from
         if from.contains("=") {
-            let pods = try await client.list(resource("pods"), namespace: experiment.namespace, labels: from).items
+            let pods = try await client.list(APIResources.pods, namespace: experiment.namespace, labels: from).items
             guard let pod = pods.first(where: { $0[path: "status.phase"]?.string == "Running" && $0[path: "status.podIP"] != nil }) else {
                 throw fail("load \(load.name): no running pod matches from: \(from)")
             }
@@ -422,7 +385,7 @@ final class ExperimentRunner: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(120)
         for name in deployments {
             while true {
-                let d = try await client.get(resource("deployments"), namespace: experiment.namespace, name: name)
+                let d = try await client.get(APIResources.deployments, namespace: experiment.namespace, name: name)
                 let want = d[path: "spec.replicas"]?.int ?? 1
                 if d[path: "status.observedGeneration"]?.int == d[path: "metadata.generation"]?.int,
                    d[path: "status.updatedReplicas"]?.int == want, d[path: "status.availableReplicas"]?.int == want, d[path: "status.replicas"]?.int == want { break }
@@ -451,8 +414,6 @@ final class ExperimentRunner: @unchecked Sendable {
             return .null
         }
     }
-
-    private func resource(_ name: String) -> APIResource { APIResources.all.first { $0.resource == name }! }
 
     /// Runs a command in a namespace and returns what it printed (nil if it failed).
     func capture(_ argv: [String], in namespace: NetworkNamespace) -> String? {
@@ -486,7 +447,7 @@ final class LoadOutput: @unchecked Sendable {
                 pending += String(decoding: data, as: UTF8.self)
                 var parsed: [ExperimentReport.Request] = []
                 while let newline = pending.firstIndex(of: "\n") {
-                    if let r = ExperimentReport.Request(line: pending[..<newline]) { parsed.append(r) }
+                    if let r = LoadResult(line: pending[..<newline]) { parsed.append(r) }
                     pending = String(pending[pending.index(after: newline)...])
                 }
                 lines.withLock { $0 += parsed }

@@ -1,0 +1,17 @@
+import KemuNetwork
+import KemuSystem
+
+/// The files of a running cluster under its state directory (/run/kemu/NAME): the API server's
+/// data and kubeconfig, one pid file and one log per daemon, the node agents' kubeconfigs.
+public struct ClusterFiles: Sendable {
+    public let state: String
+    public var dataDir: String { "\(state)/apiserver" }
+    public var kubeconfig: String { "\(dataDir)/kubeconfig" }
+    public func pidFile(_ daemon: String) -> String { "\(state)/\(daemon).pid" }
+    public func log(_ daemon: String) -> String { "\(state)/\(daemon).log" }
+    public func nodeKubeconfig(_ node: String) -> String { "\(state)/nodes/\(node).kubeconfig" }
+    /// Every daemon with a pid file.
+    public var daemons: [String] { FileSystem.list(state).filter { $0.hasSuffix(".pid") }.map { String($0.dropLast(4)) } }
+
+    public init(cluster: String) { state = ClusterNetwork.defaultStateDirectory(cluster) }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Glibc
+import KemuSystem
+
+/// Background processes of a cluster: started detached (own session, stdout/stderr to a log),
+/// recorded by pid file, stopped by that pid only.
+public enum Daemon {
+    public static func start(_ name: String, _ files: ClusterFiles, _ argv: [String], namespace: NetworkNamespace?) throws -> pid_t {
+        let log = try FileDescriptor(opening: files.log(name), flags: O_WRONLY | O_CREAT | O_APPEND)
+        let null = try FileDescriptor(opening: "/dev/null", flags: O_RDONLY)
+        var options = Spawn.Options(namespace: namespace)
+        options.privateMounts = false  // agents create pod namespaces: their mounts must be the host's
+        options.stdin = null.raw
+        options.stdout = log.raw
+        options.stderr = log.raw
+        options.newSession = true
+        let pid = try Spawn.spawn(argv, options)
+        try FileSystem.writeFile(files.pidFile(name), "\(pid)\n")
+        return pid
+    }
+
+    public static func pid(_ name: String, _ files: ClusterFiles) -> pid_t? {
+        (try? FileSystem.readFile(files.pidFile(name))).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Whether `pid` still runs kemu (a recycled pid belongs to someone else: never signal it).
+    public static func isKemu(_ pid: pid_t) -> Bool {
+        guard let cmdline = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: "\0").first.map { $0.hasSuffix("/kemu") || $0 == "kemu" } ?? false
+    }
+
+    /// Waits until the daemon `pid` has written `file`; throws with its log's tail if it exits
+    /// first or takes longer than `seconds`.
+    public static func waitFor(file: String, pid: pid_t, name: String, files: ClusterFiles, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !FileSystem.exists(file) {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw KemuError(.invalidState, "kemu \(name) exited:\n" + tail(files.log(name)))
+            }
+            guard Date() < deadline else { throw KemuError(.timeout, "kemu \(name) did not start within \(Int(seconds)) s (log \(files.log(name)))") }
+            usleep(5000)
+        }
+    }
+
+    /// The last lines of a log, indented, for an error message.
+    public static func tail(_ path: String, lines: Int = 15) -> String {
+        ((try? FileSystem.readFile(path)) ?? "").split(separator: "\n").suffix(lines).map { "  " + $0 }.joined(separator: "\n")
+    }
+
+    /// Waits (up to 5 s) until a daemon this command signalled is gone, so a start that follows
+    /// does not meet the old one on its ports.
+    public static func reap(_ pid: pid_t) {
+        let deadline = Date().addingTimeInterval(5)
+        while isKemu(pid), !isZombie(pid), Date() < deadline {
+            _ = waitpid(pid, nil, WNOHANG)  // ours (an experiment started it): reaped here
+            usleep(5000)
+        }
+    }
+
+    static func isZombie(_ pid: pid_t) -> Bool {
+        ((try? FileSystem.readFile("/proc/\(pid)/stat")) ?? "").split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+
+    /// SIGTERM to every daemon with a pid file (agents first, the server last), SIGKILL to any
+    /// still running after 5 s. Only pids that still run kemu are signalled. Returns the names of
+    /// the daemons signalled.
+    @discardableResult
+    public static func stopAll(_ files: ClusterFiles) -> [String] {
+        let names = files.daemons.sorted { ($0 == "server" ? 1 : 0, $0) < ($1 == "server" ? 1 : 0, $1) }
+        var signalled: [(String, pid_t)] = []
+        for name in names {
+            guard let pid = pid(name, files), isKemu(pid) else { continue }
+            kill(pid, SIGTERM)
+            signalled.append((name, pid))
+        }
+        let deadline = Date().addingTimeInterval(5)
+        for (_, pid) in signalled {
+            while isKemu(pid) && Date() < deadline {
+                _ = waitpid(pid, nil, WNOHANG)
+                usleep(10_000)
+            }
+            if isKemu(pid) { kill(pid, SIGKILL) }
+        }
+        for name in names { try? FileSystem.removeFile(files.pidFile(name)) }
+        return signalled.map(\.0)
+    }
+}

@@ -1,0 +1,105 @@
+import KemuAgent
+import KemuClient
+import KemuDNS
+import KemuIP
+import KemuNetwork
+import KemuProxy
+import KemuSystem
+import Logging
+import ServiceLifecycle
+
+/// The daemons a node (or the lb host) runs, put together from a running cluster's files: each
+/// enters its host's namespace by itself (re-executing inside it), reaches the API with the
+/// credentials `kemu up` wrote, and runs until SIGTERM.
+public enum NodeDaemons {
+    /// The node agent, with the node's proxy (unless `proxy` is nil) and its cluster DNS responder
+    /// (unless `dnsTTL` is nil).
+    public static func runAgent(cluster: String, node: String, kubeconfig: String?, images: String?, resources: (cpu: String, memory: String, maxPods: Int),
+                                proxy: ProxySettings?, dnsTTL: UInt32?) async throws {
+        let (network, client) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu node")
+        let catalog = try ImageCatalog.load(path: images ?? Executable.imageCatalog(), kemuExecutable: Executable.path)
+        let agent = try NodeAgent(
+            config: AgentConfig(nodeName: node, cpu: resources.cpu, memory: resources.memory, maxPods: resources.maxPods, images: catalog,
+                                logDirectory: "\(network.stateDirectory)/logs", volumeDirectory: "\(network.stateDirectory)/volumes"),
+            client: client, network: network)
+        var services: [any Service] = [AgentService(agent: agent)]
+        if let proxy {
+            services.append(ProxyService(proxy: try proxy.nodeProxy(node: node, network: network, client: client)))
+        }
+        if let dnsTTL {
+            let dns = DNSServer(config: .init(address: SocketAddress(network.plan.dnsServiceIP, 53), domain: network.plan.network.clusterDomain, ttl: dnsTTL),
+                                client: client)
+            services.append(DNSService(dns: dns))
+        }
+        try await runGroup(services, label: "kemu.node")
+    }
+
+    /// A node's proxy by itself.
+    public static func runProxy(cluster: String, node: String, kubeconfig: String?, settings: ProxySettings) async throws {
+        let (network, client) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu proxy")
+        try await runGroup([ProxyService(proxy: try settings.nodeProxy(node: node, network: network, client: client))], label: "kemu.proxy")
+    }
+
+    /// The emulated cloud load balancer on the lb host.
+    public static func runLoadBalancer(cluster: String, kubeconfig: String?, settings: ProxySettings) async throws {
+        let (network, client) = try enter(cluster: cluster, host: "lb", kubeconfig: kubeconfig, command: "kemu lb")
+        var config = settings.config(nodeName: "lb", nodeAddresses: [])
+        config.role = .cloudLoadBalancer
+        config.localRanges = [network.plan.network.loadBalancerPool]
+        let balancer = try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses())
+        try await runGroup([ProxyService(proxy: balancer)], label: "kemu.lb")
+    }
+
+    /// Checks the host is the cluster's, enters its namespace (when started from outside it) and
+    /// makes a client with the host's kubeconfig (default: the one `kemu up` wrote for it).
+    static func enter(cluster: String, host: String, kubeconfig: String?, command: String) throws -> (ClusterNetwork, APIClient) {
+        try requireRoot(command)
+        let network = try ClusterNetwork.load(cluster: cluster)
+        if host != "lb" { _ = try NodeAgent.nodeIndex(host, in: network) }  // a wrong name is the first thing to say
+        let namespace = NetworkNamespace(network.plan.namespace(host))
+        if !namespace.isCurrent { try namespace.reexecInside() }
+        let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(host).kubeconfig")
+        return (network, try APIClient(kubeconfig: config))
+    }
+
+    static func runGroup(_ services: [any Service], label: String) async throws {
+        try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                    logger: Logger(label: label))).run()
+    }
+}
+
+/// The proxy's settings from the command line of `kemu node`, `kemu proxy` and `kemu lb`.
+public struct ProxySettings: Sendable {
+    public var algorithm: BalancingAlgorithm = .roundRobin
+    /// Endpoints tried per connection before the client is reset.
+    public var connectAttempts = 4
+    /// Seconds without a byte either way before a connection is closed (0: never).
+    public var idleTimeout = 3600.0
+    public var accessLog = false
+
+    public init() {}
+
+    /// A proxy configuration with these settings: for `nodeName`, listening for NodePorts on
+    /// `nodeAddresses`.
+    public func config(nodeName: String, nodeAddresses: [IPv4Address]) -> ProxyConfig {
+        var context = PlanContext(nodeName: nodeName, nodeAddresses: nodeAddresses)
+        context.defaults.algorithm = algorithm
+        context.defaults.connectAttempts = max(connectAttempts, 1)
+        var config = ProxyConfig(context: context)
+        config.engine.idleTimeoutSeconds = idleTimeout
+        config.engine.accessLog = accessLog
+        return config
+    }
+
+    /// Node `node`'s proxy: NodePorts on the node's addresses, ClusterIPs and LB IPs on its `lo`,
+    /// bandwidth Faults on its pods' links.
+    public func nodeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
+        let index = try NodeAgent.nodeIndex(node, in: network)
+        let plan = network.plan
+        var config = config(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
+        config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
+        config.localRanges = [plan.network.serviceCIDR]
+        config.reservedAddresses = [plan.dnsServiceIP]
+        return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
+    }
+}
