@@ -26,19 +26,9 @@ public final class DNSServer: Sendable {
     public let config: Config
     let client: APIClient
     let zone: Mutex<DNSZone>
-    let objects = Mutex(Sources())
-    /// What the names are made from, by Service key (namespace/name): each Service and its
-    /// slices in compact form, and which Service each slice (namespace/name) belongs to.
-    struct Sources {
-        var services: [String: ServiceNames] = [:]
-        var slices: [String: [String: SliceNames]] = [:]
-        var sliceOwners: [String: String] = [:]
-
-        mutating func removeSlice(_ name: String, of service: String) {
-            slices[service]?[name] = nil
-            if slices[service]?.isEmpty == true { slices[service] = nil }
-        }
-    }
+    /// What the names are made from: each Service and its slices in compact form (the same
+    /// watch-fed index the node proxy keeps, with the DNS's own compact forms).
+    let objects = Mutex(ServiceSliceIndex(service: { ServiceNames($0) }, slice: { SliceNames($0) }))
     let logger = Logger(label: "kemu.dns")
     /// Classic DNS over UDP without EDNS: answers beyond this are cut and flagged TC (the client
     /// then asks over TCP, where they are not).
@@ -81,43 +71,22 @@ public final class DNSServer: Sendable {
     }
 
     func serviceEvent(_ event: InformerEvent) {
-        switch event {
-        case let .added(o), let .updated(_, o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = ServiceNames(o) }
-        case let .deleted(o): update(key: o.namespace + "/" + o.name) { $0.services[$1] = nil }
-        case .synced: break
-        }
+        update { $0.apply(service: event) }
     }
 
     func sliceEvent(_ event: InformerEvent) {
-        func key(_ o: JSON) -> String? { o.labels["kubernetes.io/service-name"].map { o.namespace + "/" + $0 } }
-        switch event {
-        case let .added(o), let .updated(_, o):
-            let own = o.namespace + "/" + o.name
-            // Relabelled to another Service: it leaves the one it was with.
-            if let before = objects.withLock({ $0.sliceOwners[own] }), before != key(o) {
-                update(key: before) { $0.removeSlice(o.name, of: $1) }
-            }
-            guard let k = key(o) else { objects.withLock { $0.sliceOwners[own] = nil }; return }
-            update(key: k) { s, k in
-                s.sliceOwners[own] = k
-                s.slices[k, default: [:]][o.name] = SliceNames(o)
-            }
-        case let .deleted(o):
-            // After a re-list the object is a stub without labels: the owner is remembered.
-            let own = o.namespace + "/" + o.name
-            guard let k = objects.withLock({ $0.sliceOwners.removeValue(forKey: own) }) ?? key(o) else { return }
-            update(key: k) { $0.removeSlice(o.name, of: $1) }
-        case .synced: break
-        }
+        update { $0.apply(slice: event) }
     }
 
-    /// Applies a change to the compact sources, then re-derives that one Service's names.
-    private func update(key: String, _ change: (inout Sources, String) -> Void) {
-        let (service, slices) = objects.withLock { o in
-            change(&o, key)
-            return (o.services[key], Array((o.slices[key] ?? [:]).values))
+    /// Applies an event to the compact sources, then re-derives the names of the Services it changed.
+    private func update(_ change: (inout ServiceSliceIndex<ServiceNames, SliceNames>) -> [ServiceKey]) {
+        let changed = objects.withLock { o in
+            change(&o).map { ($0.description, o.services[$0], o.slices(of: $0)) }
         }
-        zone.withLock { $0.set(service: key, names: service, slices: slices) }
+        guard !changed.isEmpty else { return }
+        zone.withLock { zone in
+            for (key, service, slices) in changed { zone.set(service: key, names: service, slices: slices) }
+        }
     }
 
     /// The responder's loop, on its own thread: one datagram in, one out.

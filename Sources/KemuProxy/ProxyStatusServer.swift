@@ -6,15 +6,13 @@ import NIOHTTP1
 import NIOPosix
 
 /// kube-proxy's observable surface: `/healthz` and `/livez` on the health port (JSON with
-/// lastUpdated and currentTime; 503 until the first sync, or while a change has waited longer
-/// than `healthTimeout`), `/metrics` and `/endpoints` (when each Service's endpoints last changed
+/// lastUpdated and currentTime; 503 until the first successful sync, and when the last one is
+/// older than the maximum sync interval plus a grace: syncs stopped, or keep failing), `/metrics` and `/endpoints` (when each Service's endpoints last changed
 /// here, for experiments) on the metrics port. The ports are bound before the proxy
 /// opens any listener: a second proxy for the same node fails there, before it could share
 /// (SO_REUSEPORT) the first one's Service ports.
 struct ProxyStatusServer {
     let proxy: ServiceProxy
-    /// kube-proxy: 2 × syncPeriod (30 s).
-    static let healthTimeout = 60.0
     let channels: [any Channel]
 
     /// Binds the ports; throws, naming the port, when one is taken.
@@ -59,8 +57,7 @@ struct ProxyStatusServer {
     static func respond(_ proxy: ServiceProxy, path: String) async -> (HTTPResponseStatus, String, String) {
         switch path {
         case "/healthz", "/livez":
-            let (last, waiting) = proxy.health()
-            let healthy = last != nil && (waiting ?? 0) < healthTimeout
+            let (healthy, last) = proxy.health()
             let body = "{\"lastUpdated\":\"\(last.map(Timestamp.formatNano) ?? "")\",\"currentTime\":\"\(Timestamp.formatNano(Date()))\"}"
             return (healthy ? .ok : .serviceUnavailable, "application/json", body)
         case "/metrics":

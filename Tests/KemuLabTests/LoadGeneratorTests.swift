@@ -63,23 +63,29 @@ import Testing
         }
     }
 
-    func run(_ settings: LoadGenerator.Settings) -> [LoadResult] {
-        let results = Mutex<[LoadResult]>([])
-        LoadGenerator(settings).run { result in results.withLock { $0.append(result) } }
-        return results.withLock { $0 }
+    /// Runs a load on a thread of its own: the generator blocks until it is over, and a blocked
+    /// thread of Swift's small cooperative pool would starve every other test running beside it.
+    func run(_ settings: LoadGenerator.Settings) async -> [LoadResult] {
+        await withCheckedContinuation { continuation in
+            Thread {
+                let results = Mutex<[LoadResult]>([])
+                LoadGenerator(settings).run { result in results.withLock { $0.append(result) } }
+                continuation.resume(returning: results.withLock { $0 })
+            }.start()
+        }
     }
 
     /// The test: a fixed-rate load against an endpoint frozen for 1 s. Timed from when
     /// each request was due, the stall shows in p99 (about the freeze itself); timed from when each
     /// went out, the backlog sent after the thaw looks fast and hides it.
-    @Test func aFrozenEndpointShowsInTheOpenLoopP99() throws {
+    @Test func aFrozenEndpointShowsInTheOpenLoopP99() async throws {
         let endpoint = try FreezableEndpoint()
         defer { endpoint.stop() }
         var settings = LoadGenerator.Settings(target: SocketAddress(IPv4Address(127, 0, 0, 1), endpoint.port))
         (settings.clients, settings.rate, settings.duration, settings.timeout, settings.keepAlive) = (4, 200, 3, 5, true)
         let freezer = Thread { usleep(800_000); endpoint.freeze(seconds: 1) }
         freezer.start()
-        let results = run(settings)
+        let results = await run(settings)
         #expect(results.count >= 550, "a 3 s load at 200/s sends its 600 requests, backlog included (sent \(results.count))")
         #expect(results.allSatisfy { $0.ok })
         #expect(Set(results.map(\.detail)) == ["web-1"])
@@ -91,24 +97,24 @@ import Testing
         #expect(results.allSatisfy { $0.correctedMs >= $0.rawMs - 0.01 && $0.sent >= $0.intended - 0.001 })
     }
 
-    @Test func aClosedLoopLoadTimesFromTheSend() throws {
+    @Test func aClosedLoopLoadTimesFromTheSend() async throws {
         let endpoint = try FreezableEndpoint()
         defer { endpoint.stop() }
         var settings = LoadGenerator.Settings(target: SocketAddress(IPv4Address(127, 0, 0, 1), endpoint.port))
         (settings.clients, settings.rate, settings.duration) = (2, 0, 0.3)
-        let results = run(settings)
+        let results = await run(settings)
         #expect(results.count > 10)
         #expect(results.allSatisfy { $0.ok && abs($0.correctedMs - $0.rawMs) < 0.01 })
     }
 
-    @Test func failuresAreNamed() throws {
+    @Test func failuresAreNamed() async throws {
         // Nothing listens on a port just freed: refused, each time, and the load goes on.
         let endpoint = try FreezableEndpoint()
         let port = endpoint.port
         endpoint.stop()
         var settings = LoadGenerator.Settings(target: SocketAddress(IPv4Address(127, 0, 0, 1), port))
         (settings.clients, settings.rate, settings.duration) = (1, 50, 0.2)
-        let results = run(settings)
+        let results = await run(settings)
         #expect(results.count >= 9)
         #expect(results.allSatisfy { !$0.ok && $0.detail == "refused" })
     }

@@ -118,7 +118,7 @@ import Testing
         (stub.namespace, stub.name) = ("default", "db-abc")
         server.sliceEvent(.deleted(stub))
         #expect(try names("other.default.svc.cluster.local").isEmpty)
-        #expect(server.objects.withLock { $0.sliceOwners.isEmpty && $0.slices.isEmpty })
+        #expect(server.objects.withLock { $0.sliceCount == 0 && $0.slices.isEmpty })
     }
 
     @Test func bigAnswersAreCutOverUDPAndWholeOverTCP() throws {

@@ -1,0 +1,98 @@
+import Synchronization
+
+/// kube-proxy's `async.BoundedFrequencyRunner`: runs a sync function when asked, but never more
+/// often than once per `minInterval` (a burst of changes is applied together), at least once per
+/// `maxInterval` even when nobody asks (a periodic resync that also retries whatever is left), and
+/// again `retryInterval` after a sync that reports failure, without waiting for another change.
+public final class BoundedFrequencyRunner: Sendable {
+    public struct Intervals: Sendable {
+        public var min: Duration
+        public var max: Duration
+        public var retry: Duration
+
+        public init(min: Duration, max: Duration, retry: Duration) {
+            self.min = min
+            self.max = max
+            self.retry = retry
+        }
+    }
+
+    public let intervals: Intervals
+
+    private struct Signal {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let signal = Mutex(Signal())
+
+    public init(_ intervals: Intervals) { self.intervals = intervals }
+
+    /// Asks for a sync: the next one starts as soon as the minimum interval allows.
+    public func request() {
+        let waiter = signal.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard let w = s.waiter else { s.pending = true; return nil }
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
+    /// Calls `sync` (never two at once) until cancelled; `sync` returns whether it succeeded.
+    public func run(_ sync: @Sendable () async -> Bool) async {
+        let clock = ContinuousClock()
+        var last: ContinuousClock.Instant?
+        var failed = false
+        while !Task.isCancelled {
+            if let last {
+                await wait(until: last + (failed ? intervals.retry : intervals.max))
+                let earliest = last + intervals.min
+                if clock.now < earliest { try? await Task.sleep(until: earliest, clock: clock) }
+            } else {
+                await wait(until: clock.now + intervals.max)
+            }
+            if Task.isCancelled { return }
+            signal.withLock { $0.pending = false }  // the sync about to run covers every request so far
+            last = clock.now
+            failed = !(await sync())
+        }
+    }
+
+    /// Returns at `deadline`, at a request (also one made before the call), or when cancelled.
+    private func wait(until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    self.wakeWaiter()
+                } catch {}  // cancelled: the request or the caller's cancellation came first
+            }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    // Checked under the lock the timer and cancellation wake through: whichever
+                    // came before the waiter was in place is seen here.
+                    let now = signal.withLock { s -> Bool in
+                        if s.pending || Task.isCancelled || ContinuousClock.now >= deadline {
+                            return true
+                        }
+                        s.waiter = continuation
+                        return false
+                    }
+                    if now { continuation.resume() }
+                }
+            } onCancel: {
+                self.wakeWaiter()
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Resumes a waiting `wait` without leaving a request behind.
+    private func wakeWaiter() {
+        let waiter = signal.withLock { s -> CheckedContinuation<Void, Never>? in
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+}
