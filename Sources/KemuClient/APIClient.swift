@@ -136,7 +136,7 @@ public struct APIClient: Sendable {
                         // Every complete line, then the consumed bytes dropped once per chunk.
                         var start = pending.startIndex
                         while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
-                            if newline > start { continuation.yield(try WatchEvent(try JSON.parse(pending[start..<newline]))) }
+                            if newline > start, let event = try WatchEvent.decode(try JSON.parse(pending[start..<newline])) { continuation.yield(event) }
                             start = newline + 1
                         }
                         pending.removeSubrange(..<start)
@@ -181,19 +181,16 @@ public struct APIClient: Sendable {
     }
 }
 
-/// One watch event: ADDED, MODIFIED, DELETED (or BOOKMARK), with the object.
-public struct WatchEvent: Sendable {
-    public var type: String
-    public var object: JSON
-
-    init(_ event: JSON) throws {
+extension WatchEvent {
+    /// A watch line as the server sends it; nil for an event type this client does not know
+    /// (skipped, as client-go does). The server reports a watch that cannot go on (410 Expired)
+    /// as an ERROR event: thrown as the ClientError it carries.
+    static func decode(_ event: JSON) throws -> WatchEvent? {
         guard let type = event["type"]?.string, let object = event["object"] else {
             throw ClientError(code: 0, reason: "BadWatchEvent", message: "a watch line without type and object")
         }
-        // The server reports a watch that cannot go on (410 Expired) as an ERROR event.
         if type == "ERROR" { throw ClientError(object) }
-        self.type = type
-        self.object = object
+        return Kind(rawValue: type).map { WatchEvent($0, object) }
     }
 }
 

@@ -145,20 +145,20 @@ public final class Informer: Sendable {
         let before: JSON? = state.withLock { s in
             let before = keepObjects ? s.objects[key] : s.revisions[key].map { Self.stub(key, $0) }
             switch (event.type, keepObjects) {
-            case ("DELETED", true): s.objects[key] = nil
-            case ("DELETED", false): s.revisions[key] = nil
-            case ("ADDED", true), ("MODIFIED", true): s.objects[key] = event.object
-            case ("ADDED", false), ("MODIFIED", false): s.revisions[key] = event.object.resourceVersion ?? 0
-            default: break
+            case (.deleted, true): s.objects[key] = nil
+            case (.deleted, false): s.revisions[key] = nil
+            case (.added, true), (.modified, true): s.objects[key] = event.object
+            case (.added, false), (.modified, false): s.revisions[key] = event.object.resourceVersion ?? 0
+            case (.bookmark, _): break
             }
             if !revision.isEmpty { s.revision = revision }
             return before
         }
         switch (event.type, before) {
-        case ("DELETED", _): await handler(.deleted(event.object))
-        case ("ADDED", nil), ("MODIFIED", nil): await handler(.added(event.object))
-        case ("ADDED", let old?), ("MODIFIED", let old?): await handler(.updated(old: old, new: event.object))
-        default: break
+        case (.deleted, _): await handler(.deleted(event.object))
+        case (.added, nil), (.modified, nil): await handler(.added(event.object))
+        case (.added, let old?), (.modified, let old?): await handler(.updated(old: old, new: event.object))
+        case (.bookmark, _): break
         }
     }
 

@@ -45,7 +45,7 @@ enum WorkloadBench {
         let listed = try await client.list(pods, namespace: "default", labels: "app=bench")
         let watcher = Task {
             for try await event in client.watch(pods, namespace: "default", labels: "app=bench", from: listed.resourceVersion) {
-                seen.apply(event.object, deleted: event.type == "DELETED")
+                seen.apply(event.object, deleted: event.type == .deleted)
             }
         }
         defer { watcher.cancel() }
