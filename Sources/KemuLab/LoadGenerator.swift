@@ -59,10 +59,11 @@ public struct LoadGenerator: Sendable {
                     if due >= start + s.duration { break }
                     if due > now { usleep(UInt32(min((due - now) * 1e6, 1e6))) ; continue }
                     let sent = Date().timeIntervalSince1970
+                    let intended = s.rate > 0 ? due : sent  // closed loop: due when it goes
                     let outcome = client.request()
                     let end = Date().timeIntervalSince1970
-                    record(LoadResult(intended: due, sent: sent, ok: outcome.ok, detail: outcome.detail,
-                                      correctedMs: (end - due) * 1000, rawMs: (end - sent) * 1000))
+                    record(LoadResult(intended: intended, sent: sent, ok: outcome.ok, detail: outcome.detail,
+                                      correctedMs: (end - intended) * 1000, rawMs: (end - sent) * 1000))
                     n += 1
                 }
                 client.close()
