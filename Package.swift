@@ -198,6 +198,17 @@ let package = Package(
             dependencies: ["KemuAPI", "KemuClient", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
+        // What the API-side test targets share: a real `kemu server` process and fixtures.
+        .target(
+            name: "KemuTestSupport",
+            dependencies: [
+                "KemuAPI", "KemuClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/KemuTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "KemuNetworkTests",
             dependencies: ["KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
@@ -205,12 +216,56 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuProxyTests",
-            dependencies: ["KemuAPI", "KemuClient", "KemuDNS", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuAgentTests",
+            dependencies: ["KemuAgent", "KemuAPI"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuDNSTests",
+            dependencies: ["KemuAPI", "KemuClient", "KemuDNS", "KemuIP", "KemuSystem", "KemuTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "KemuAPITests",
-            dependencies: ["KemuAPI", "KemuStore", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuPKI"],
+            dependencies: ["KemuAPI"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuStoreTests",
+            dependencies: ["KemuAPI", "KemuStore", "KemuTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuControllersTests",
+            dependencies: ["KemuAPI", "KemuControllers", "KemuStore", "KemuTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuAPIServerTests",
+            dependencies: [
+                "KemuAPI", "KemuAPIServer", "KemuClient", "KemuIP", "KemuPKI", "KemuStore", "KemuTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuClientTests",
+            dependencies: ["KemuAPI", "KemuClient", "KemuTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // kubectl and the python client against a real `kemu server`.
+        .testTarget(
+            name: "KemuIntegrationTests",
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuControllers", "KemuStore", "KemuIP", "KemuAPIServer", "KemuTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

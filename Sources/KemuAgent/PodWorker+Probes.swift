@@ -22,28 +22,22 @@ extension PodWorker {
         let loop = { @Sendable (probe: Probe, kind: String) async -> Bool in
             // Returns false when the probe gave up on the container (it is being killed).
             try? await Task.sleep(for: probe.initialDelay)
-            var (passes, failures) = (0, 0)
-            var verdict: Bool?
+            var verdicts = ProbeVerdicts(probe)
             while !Task.isCancelled {
                 let failure = await probe.run(ip: ip, namespace: namespace, environment: environment, reaper: reaper)
                 if Task.isCancelled { return false }
-                if let failure {
-                    (passes, failures) = (0, failures + 1)
-                    await self.probeFailed(i, pid: pid, kind: kind, message: failure)
-                    if failures >= probe.failureThreshold && verdict != false {
-                        verdict = false
-                        if kind == "Readiness" { await self.setReady(i, pid: pid, false) } else {
-                            await self.unhealthy(i, pid: pid, kind: kind)
-                            return false
-                        }
+                if let failure { await self.probeFailed(i, pid: pid, kind: kind, message: failure) }
+                switch verdicts.record(passed: failure == nil) {
+                case false?:
+                    if kind == "Readiness" { await self.setReady(i, pid: pid, false) } else {
+                        await self.unhealthy(i, pid: pid, kind: kind)
+                        return false
                     }
-                } else {
-                    (passes, failures) = (passes + 1, 0)
-                    if passes >= probe.successThreshold && verdict != true {
-                        verdict = true
-                        if kind == "Readiness" { await self.setReady(i, pid: pid, true) }
-                        if kind == "Startup" { await self.startupPassed(i, pid: pid); return true }
-                    }
+                case true?:
+                    if kind == "Readiness" { await self.setReady(i, pid: pid, true) }
+                    if kind == "Startup" { await self.startupPassed(i, pid: pid); return true }
+                case nil:
+                    break
                 }
                 try? await Task.sleep(for: probe.period)
             }

@@ -28,29 +28,37 @@ extension PodWorker {
         } while reportAgain
     }
 
+    /// The pod's phase as kubelet derives it from its containers: every one ended under
+    /// `Never` (or all with 0 under `OnFailure`) is Succeeded or Failed; every one started at
+    /// least once is Running; otherwise Pending. `exitCodes`: each container's, nil while it runs.
+    static func phase(restartPolicy: String, exitCodes: [Int64?], allStarted: Bool) -> String {
+        let exits = exitCodes.compactMap { $0 }
+        let allEnded = !exitCodes.isEmpty && exits.count == exitCodes.count
+        if allEnded && restartPolicy == "Never" { return exits.allSatisfy { $0 == 0 } ? "Succeeded" : "Failed" }
+        if allEnded && restartPolicy == "OnFailure" && exits.allSatisfy({ $0 == 0 }) { return "Succeeded" }
+        return !exitCodes.isEmpty && allStarted ? "Running" : "Pending"
+    }
+
+    /// A pod condition; its lastTransitionTime stays what `previous` says while the status is
+    /// unchanged (so an unchanged pod reports an unchanged status, and nothing is written).
+    static func condition(_ type: String, _ value: Bool, reason: String? = nil, previous: [JSON], now: String) -> JSON {
+        let status = value ? "True" : "False"
+        let old = previous.first { $0["type"]?.string == type }
+        let since = old?["status"]?.string == status ? (old?["lastTransitionTime"] ?? .string(now)) : .string(now)
+        var c: JSON = ["type": .string(type), "status": .string(status), "lastProbeTime": .null, "lastTransitionTime": since]
+        if let reason, !value { c["reason"] = .string(reason) }
+        return c
+    }
+
     func status() -> JSON {
-        let policy = pod[path: "spec.restartPolicy"]?.string ?? "Always"
-        let exits = containers.compactMap { $0.state["terminated"]?["exitCode"]?.int }
-        let allEnded = !containers.isEmpty && exits.count == containers.count
-        let phase: String
-        if allEnded && policy == "Never" {
-            phase = exits.allSatisfy { $0 == 0 } ? "Succeeded" : "Failed"
-        } else if allEnded && policy == "OnFailure" && exits.allSatisfy({ $0 == 0 }) {
-            phase = "Succeeded"
-        } else if !containers.isEmpty && containers.allSatisfy(\.everStarted) {
-            phase = "Running"
-        } else {
-            phase = "Pending"
-        }
+        let phase = Self.phase(restartPolicy: pod[path: "spec.restartPolicy"]?.string ?? "Always",
+                               exitCodes: containers.map { $0.state["terminated"]?["exitCode"]?.int },
+                               allStarted: containers.allSatisfy(\.everStarted))
         let ready = !containers.isEmpty && containers.allSatisfy { $0.ready && $0.pid != nil }
         let previous = pod[path: "status.conditions"]?.array ?? []
+        let now = Timestamp.now()
         func condition(_ type: String, _ value: Bool, reason: String? = nil) -> JSON {
-            let status = value ? "True" : "False"
-            let old = previous.first { $0["type"]?.string == type }
-            let since = old?["status"]?.string == status ? (old?["lastTransitionTime"] ?? .string(Timestamp.now())) : .string(Timestamp.now())
-            var c: JSON = ["type": .string(type), "status": .string(status), "lastProbeTime": .null, "lastTransitionTime": since]
-            if let reason, !value { c["reason"] = .string(reason) }
-            return c
+            Self.condition(type, value, reason: reason, previous: previous, now: now)
         }
         let notReady = containers.filter { !($0.ready && $0.pid != nil) }.map(\.name)
         var conditions: [JSON] = [

@@ -40,8 +40,7 @@ public actor PodWorker {
         var restartCount = 0
         var ready = false
         var everStarted = false
-        /// The next pause before a restart (10 s doubling to 300 s); reset after 10 min of running.
-        var backoff: Duration = .zero
+        var backoff = RestartBackoff()
         var startedAt: ContinuousClock.Instant?
         var restartTask: Task<Void, Never>?
         /// The probes of the running instance; cancelled when it ends.
@@ -217,9 +216,7 @@ public actor PodWorker {
     /// 5 min (kubelet's numbers), reset once it has run 10 min. While it waits the container shows
     /// CrashLoopBackOff.
     func scheduleRestart(_ i: Int, failed: Bool) {
-        if let started = containers[i].startedAt, started.duration(to: .now) > .seconds(600) { containers[i].backoff = .zero }
-        let pause = containers[i].backoff
-        containers[i].backoff = pause == .zero ? .seconds(10) : min(pause * 2, .seconds(300))
+        let pause = containers[i].backoff.pause(ranFor: containers[i].startedAt.map { $0.duration(to: .now) })
         if containers[i].state["terminated"] != nil { containers[i].lastState = containers[i].state }
         if pause > .zero {
             let name = containers[i].name
@@ -295,5 +292,23 @@ public actor PodWorker {
             }
         }
         return out + rest
+    }
+}
+
+/// kubelet's CrashLoopBackOff: the first restart at once, then pauses of 10 s doubling to 5 min;
+/// a container that ran 10 min before it ended starts over.
+struct RestartBackoff: Sendable, Equatable {
+    static let initial: Duration = .seconds(10)
+    static let cap: Duration = .seconds(300)
+    static let resetAfter: Duration = .seconds(600)
+    /// The pause the next restart waits.
+    private(set) var next: Duration = .zero
+
+    /// The pause before this restart of a container that ran `ranFor` (nil: never started).
+    mutating func pause(ranFor: Duration?) -> Duration {
+        if let ranFor, ranFor > Self.resetAfter { next = .zero }
+        let pause = next
+        next = pause == .zero ? Self.initial : min(pause * 2, Self.cap)
+        return pause
     }
 }

@@ -3,6 +3,35 @@ import Glibc
 import KemuAPI
 import KemuSystem
 
+/// A probe's results turned into a verdict as kubelet does: `successThreshold` passes in a row
+/// make it pass, `failureThreshold` failures in a row make it fail; a verdict is reported once,
+/// when it changes.
+struct ProbeVerdicts: Sendable {
+    let successThreshold: Int
+    let failureThreshold: Int
+    private var passes = 0
+    private var failures = 0
+    private(set) var verdict: Bool?
+
+    init(_ probe: Probe) {
+        successThreshold = probe.successThreshold
+        failureThreshold = probe.failureThreshold
+    }
+
+    /// Records one result; returns the new verdict when this result changes it.
+    mutating func record(passed: Bool) -> Bool? {
+        if passed {
+            (passes, failures) = (passes + 1, 0)
+            guard passes >= successThreshold, verdict != true else { return nil }
+        } else {
+            (passes, failures) = (0, failures + 1)
+            guard failures >= failureThreshold, verdict != false else { return nil }
+        }
+        verdict = passed
+        return passed
+    }
+}
+
 /// One of a container's probes (startup, liveness, readiness) as kubelet reads it: the action
 /// (tcpSocket, httpGet, exec) and its timing, with upstream's defaults.
 struct Probe: Sendable {

@@ -1,4 +1,5 @@
 import KemuAPI
+import KemuTestSupport
 import Testing
 
 @testable import KemuAPIServer

@@ -1,31 +1,8 @@
 import Foundation
 import KemuAPI
 @testable import KemuStore
+import KemuTestSupport
 import Testing
-
-func pod(_ name: String, namespace: String = "default", labels: [String: String] = [:], node: String? = nil) -> JSON {
-    var p: JSON = ["apiVersion": "v1", "kind": "Pod"]
-    p.name = name
-    p.namespace = namespace
-    p.labels = labels
-    p["spec"] = ["containers": [["name": "c", "image": "kemu/echo"]]]
-    if let node { p["spec"]?["nodeName"] = .string(node) }
-    return p
-}
-
-func temporaryDirectory() -> String {
-    NSTemporaryDirectory() + "kemu-store-\(UUID().uuidString)"
-}
-
-/// Collects the next `n` events of a stream (or fewer if it ends).
-func next(_ n: Int, _ stream: AsyncThrowingStream<WatchEvent, any Error>) async throws -> [WatchEvent] {
-    var out: [WatchEvent] = []
-    for try await e in stream {
-        out.append(e)
-        if out.count == n { break }
-    }
-    return out
-}
 
 @Suite struct StoreTests {
     @Test func listPagesFollowNamespaceThenNameOrder() throws {

@@ -2,6 +2,7 @@ import Foundation
 import KemuAPI
 import KemuControllers
 import KemuStore
+import KemuTestSupport
 import Testing
 
 @Suite struct SchedulerTests {

@@ -2,6 +2,7 @@ import KemuAPI
 import KemuClient
 import KemuSystem
 import KemuIP
+import KemuTestSupport
 import Testing
 
 @testable import KemuDNS

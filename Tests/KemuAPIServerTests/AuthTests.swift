@@ -4,6 +4,7 @@ import KemuAPI
 import KemuClient
 import KemuPKI
 import NIOSSL
+import KemuTestSupport
 import Testing
 
 /// The API server's https side against a real `kemu server`: who gets in, who does not, and what

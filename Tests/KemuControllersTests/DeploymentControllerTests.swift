@@ -2,6 +2,7 @@ import Foundation
 import KemuAPI
 import KemuControllers
 import KemuStore
+import KemuTestSupport
 import Testing
 
 /// The Deployment controller against a store, with the ReplicaSet controller beside it and a

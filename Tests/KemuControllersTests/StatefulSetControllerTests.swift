@@ -2,6 +2,7 @@ import Foundation
 import KemuAPI
 import KemuControllers
 import KemuStore
+import KemuTestSupport
 import Testing
 
 /// The StatefulSet controller against a store, with a stand-in kubelet that runs pods (Ready at

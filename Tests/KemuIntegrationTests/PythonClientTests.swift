@@ -1,4 +1,5 @@
 import Foundation
+import KemuTestSupport
 import Testing
 
 /// The official python `kubernetes` client (32.x, for Kubernetes 1.32), installed by `make deps`

@@ -2,6 +2,7 @@ import Foundation
 import KemuAPI
 @testable import KemuClient
 import Synchronization
+import KemuTestSupport
 import Testing
 
 /// KemuClient against a real `kemu server`: CRUD with the server's errors, and an informer that
@@ -125,9 +126,3 @@ extension ClientTests {
     }
 }
 
-/// Lines a handler appends from any task.
-final class Lines: Sendable {
-    private let lines = Mutex<[String]>([])
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
-}

@@ -1,0 +1,52 @@
+import Foundation
+import KemuAPI
+import KemuControllers
+import KemuStore
+import KemuTestSupport
+import Testing
+
+extension KubectlTests {
+    @Test func deleteCascadesToOwnedObjectsUnlessOrphaned() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        // The owner is a ConfigMap: a ReplicaSet's own controller would adopt and count the pods.
+        let bundle = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {a: b}\n"
+        try server.kubectl(["create", "-f", "-"], stdin: bundle)
+        let uid = try server.kubectl(["get", "configmap", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        func ownedPod(_ name: String) -> String {
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: \(name)
+              labels: {app: web}
+              ownerReferences: [{apiVersion: v1, kind: ConfigMap, name: web, uid: \(uid), controller: true}]
+            spec: {containers: [{name: echo, image: kemu/echo}]}
+            """
+        }
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-1"))
+        #expect(try server.kubectl(["delete", "configmap", "web", "--cascade=orphan"]).code == 0)
+        #expect(try server.kubectl(["get", "pod", "web-1", "-o", "jsonpath={.metadata.ownerReferences}"]).out == "")
+
+        try server.kubectl(["create", "-f", "-"], stdin: bundle)
+        let uid2 = try server.kubectl(["get", "configmap", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-2").replacingOccurrences(of: uid, with: uid2))
+        #expect(try server.kubectl(["delete", "configmap", "web"]).code == 0)
+        var pods = ""
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            pods = try server.kubectl(["get", "pods", "-o", "name"]).out
+            if pods == "pod/web-1\n" { break }
+            usleep(50_000)
+        } while Date() < deadline
+        #expect(pods == "pod/web-1\n")  // web-2 went with its owner; the orphan stayed
+
+        // Foreground: kubectl waits until the owner is gone, and its pods went first.
+        try server.kubectl(["create", "-f", "-"], stdin: bundle)
+        let uid3 = try server.kubectl(["get", "configmap", "web", "-o", "jsonpath={.metadata.uid}"]).out
+        try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-3").replacingOccurrences(of: uid, with: uid3))
+        let foreground = try server.kubectl(["delete", "configmap", "web", "--cascade=foreground", "--timeout=10s"])
+        #expect(foreground.out == "configmap \"web\" deleted\n")
+        #expect(try server.kubectl(["get", "configmaps,pods", "-o", "name"]).out == "pod/web-1\n")
+    }
+}
