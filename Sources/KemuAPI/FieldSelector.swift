@@ -21,14 +21,14 @@ public struct FieldSelector: Sendable, Equatable, CustomStringConvertible {
             let chars = Array(raw)
             let isOperator = { (i: Int) in chars[i] == "=" || (chars[i] == "!" && i + 1 < chars.count && chars[i + 1] == "=") }
             guard let opStart = chars.indices.first(where: isOperator) else {
-                throw SelectorError(message: "invalid selector: '\(text)'; can't understand '\(raw)'")
+                throw InputError.selector("invalid selector: '\(text)'; can't understand '\(raw)'")
             }
             let negated = chars[opStart] == "!"
             let doubled = negated || (opStart + 1 < chars.count && chars[opStart + 1] == "=")
             let opEnd = opStart + (doubled ? 2 : 1)
             let parts = [String(chars[..<opStart]), String(chars[opEnd...])]
             let field = parts[0].trimmingSpaces
-            guard !field.isEmpty else { throw SelectorError(message: "invalid selector: '\(text)'; field name missing in '\(raw)'") }
+            guard !field.isEmpty else { throw InputError.selector("invalid selector: '\(text)'; field name missing in '\(raw)'") }
             terms.append(Term(field: field, value: Self.unescape(parts[1]), negated: negated))
         }
         self.init(terms)

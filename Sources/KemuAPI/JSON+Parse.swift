@@ -1,10 +1,3 @@
-/// A body that is not valid JSON, with the byte offset where reading stopped.
-public struct JSONSyntaxError: Error, CustomStringConvertible, Sendable, Equatable {
-    public let offset: Int
-    public let reason: String
-    public var description: String { "invalid JSON at byte \(offset): \(reason)" }
-}
-
 extension JSON {
     /// Nesting deeper than this is refused, so a hostile body cannot exhaust the stack.
     public static let maxDepth = 128
@@ -30,7 +23,7 @@ struct JSONParser {
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
-    func fail(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(offset: at, reason: reason) }
+    func fail(_ reason: String) -> InputError { .json(offset: at, reason) }
 
     mutating func skipSpace() {
         while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x0A || bytes[at] == 0x0D || bytes[at] == 0x09 { at += 1 }

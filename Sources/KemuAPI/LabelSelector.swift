@@ -56,12 +56,6 @@ public struct LabelSelector: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// A selector that does not parse, with the reason; the API answers 400 BadRequest with it.
-public struct SelectorError: Error, CustomStringConvertible, Sendable, Equatable {
-    public let message: String
-    public var description: String { message }
-}
-
 extension LabelSelector {
     /// Parses `app=web,tier!=db,env in (prod,staging),!legacy,release`.
     public init(parsing text: String) throws {
@@ -72,9 +66,9 @@ extension LabelSelector {
             requirements.append(try lexer.requirement(in: text))
             lexer.skipSpace()
             if lexer.atEnd { break }
-            guard lexer.take(",") else { throw SelectorError(message: "unable to parse requirement: found '\(lexer.rest)', expected: ','") }
+            guard lexer.take(",") else { throw InputError.selector("unable to parse requirement: found '\(lexer.rest)', expected: ','") }
             lexer.skipSpace()
-            if lexer.atEnd { throw SelectorError(message: "unable to parse requirement: found '', expected: identifier after ','") }
+            if lexer.atEnd { throw InputError.selector("unable to parse requirement: found '', expected: identifier after ','") }
         }
         self.init(requirements)
     }
@@ -83,16 +77,16 @@ extension LabelSelector {
     /// A missing selector (nil) selects nothing; `{}` selects everything.
     public init(json: JSON?) throws {
         guard let json, !json.isNull else { self = .nothing; return }
-        guard json.object != nil else { throw SelectorError(message: "selector must be an object") }
+        guard json.object != nil else { throw InputError.selector("selector must be an object") }
         var requirements: [Requirement] = []
         for (key, value) in json["matchLabels"]?.object ?? JSONObject() {
-            guard let v = value.string else { throw SelectorError(message: "matchLabels.\(key): must be a string") }
+            guard let v = value.string else { throw InputError.selector("matchLabels.\(key): must be a string") }
             try validateKey(key)
             try validateValue(v)
             requirements.append(Requirement(key: key, op: .equals, values: [v]))
         }
         for (i, e) in (json["matchExpressions"]?.array ?? []).enumerated() {
-            guard let key = e["key"]?.string else { throw SelectorError(message: "matchExpressions[\(i)].key: Required value") }
+            guard let key = e["key"]?.string else { throw InputError.selector("matchExpressions[\(i)].key: Required value") }
             try validateKey(key)
             let values = (e["values"]?.array ?? []).compactMap(\.string)
             let op: Operator
@@ -101,13 +95,13 @@ extension LabelSelector {
             case "NotIn": op = .notIn
             case "Exists": op = .exists
             case "DoesNotExist": op = .doesNotExist
-            default: throw SelectorError(message: "matchExpressions[\(i)].operator: \"\(e["operator"]?.string ?? "")\" is not a valid label selector operator")
+            default: throw InputError.selector("matchExpressions[\(i)].operator: \"\(e["operator"]?.string ?? "")\" is not a valid label selector operator")
             }
             if (op == .in || op == .notIn) && values.isEmpty {
-                throw SelectorError(message: "matchExpressions[\(i)].values: must be specified when `operator` is 'In' or 'NotIn'")
+                throw InputError.selector("matchExpressions[\(i)].values: must be specified when `operator` is 'In' or 'NotIn'")
             }
             if (op == .exists || op == .doesNotExist) && !values.isEmpty {
-                throw SelectorError(message: "matchExpressions[\(i)].values: may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+                throw InputError.selector("matchExpressions[\(i)].values: may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
             }
             requirements.append(Requirement(key: key, op: op, values: values))
         }
@@ -125,13 +119,13 @@ public func validateKey(_ key: String) throws {
     let parts = key.split(separator: "/", omittingEmptySubsequences: false)
     guard parts.count <= 2, let name = parts.last, isQualifiedName(name),
           parts.count == 1 || (parts[0].count <= 253 && parts[0].split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNSLabelPart($0) }) else {
-        throw SelectorError(message: "invalid label key \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63), with an optional DNS subdomain prefix and '/'")
+        throw InputError.selector("invalid label key \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63), with an optional DNS subdomain prefix and '/'")
     }
 }
 
 public func validateValue(_ value: String) throws {
     guard value.isEmpty || isQualifiedName(Substring(value)) else {
-        throw SelectorError(message: "invalid label value: \"\(value)\": must be 63 characters or less, alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric character")
+        throw InputError.selector("invalid label value: \"\(value)\": must be 63 characters or less, alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric character")
     }
 }
 
@@ -183,7 +177,7 @@ struct SelectorLexer {
             return .init(key: key, op: .doesNotExist, values: [])
         }
         let key = word()
-        guard !key.isEmpty else { throw SelectorError(message: "unable to parse requirement: found '\(rest)', expected: identifier") }
+        guard !key.isEmpty else { throw InputError.selector("unable to parse requirement: found '\(rest)', expected: identifier") }
         try validateKey(key)
         skipSpace()
         if atEnd || peek(",") { return .init(key: key, op: .exists, values: []) }
@@ -197,10 +191,10 @@ struct SelectorLexer {
             switch w {
             case "in": op = .in
             case "notin": op = .notIn
-            default: throw SelectorError(message: "unable to parse requirement: found '\(w)', expected: in, notin, =, ==, !=, gt, lt")
+            default: throw InputError.selector("unable to parse requirement: found '\(w)', expected: in, notin, =, ==, !=, gt, lt")
             }
             skipSpace()
-            guard take("(") else { throw SelectorError(message: "unable to parse requirement: found '\(rest)', expected: '('") }
+            guard take("(") else { throw InputError.selector("unable to parse requirement: found '\(rest)', expected: '('") }
             var values: [String] = []
             while true {
                 skipSpace()
@@ -209,7 +203,7 @@ struct SelectorLexer {
                 if !v.isEmpty { values.append(v) }
                 skipSpace()
                 if take(")") { break }
-                guard take(",") else { throw SelectorError(message: "unable to parse requirement: found '\(rest)', expected: ',' or ')'") }
+                guard take(",") else { throw InputError.selector("unable to parse requirement: found '\(rest)', expected: ',' or ')'") }
             }
             return .init(key: key, op: op, values: values)
         }
@@ -217,7 +211,7 @@ struct SelectorLexer {
         let value = word()
         try validateValue(value)
         if op == .greaterThan || op == .lessThan, Int64(value) == nil {
-            throw SelectorError(message: "unable to parse requirement: for 'gt', 'lt' operators, the value must be an integer")
+            throw InputError.selector("unable to parse requirement: for 'gt', 'lt' operators, the value must be an integer")
         }
         return .init(key: key, op: op, values: [value])
     }

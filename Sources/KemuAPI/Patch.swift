@@ -1,9 +1,3 @@
-/// A patch that cannot be applied, with why; the API answers 422 (or 400 for a malformed patch).
-public struct PatchError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public var description: String { message }
-}
-
 public enum Patch {
     /// RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces.
     public static func merge(_ target: JSON, _ patch: JSON) -> JSON {
@@ -21,11 +15,11 @@ public enum Patch {
 
     /// RFC 6902 JSON patch: add, remove, replace, move, copy, test.
     public static func jsonPatch(_ target: JSON, _ patch: JSON) throws -> JSON {
-        guard let operations = patch.array else { throw PatchError(message: "a JSON patch must be an array of operations") }
+        guard let operations = patch.array else { throw InputError.patch("a JSON patch must be an array of operations") }
         var doc = target
         for (i, op) in operations.enumerated() {
             guard let name = op["op"]?.string, let path = op["path"]?.string else {
-                throw PatchError(message: "operation \(i): needs \"op\" and \"path\"")
+                throw InputError.patch("operation \(i): needs \"op\" and \"path\"")
             }
             let pointer = try JSONPointer(path)
             switch name {
@@ -35,21 +29,21 @@ public enum Patch {
                 _ = try pointer.get(doc)
                 doc = try pointer.set(try value(op, i), in: doc)
             case "move", "copy":
-                guard let from = op["from"]?.string else { throw PatchError(message: "operation \(i): \(name) needs \"from\"") }
+                guard let from = op["from"]?.string else { throw InputError.patch("operation \(i): \(name) needs \"from\"") }
                 let source = try JSONPointer(from)
                 let v = try source.get(doc)
                 if name == "move" { doc = try source.remove(from: doc) }
                 doc = try pointer.add(v, to: doc)
             case "test":
-                guard try pointer.get(doc) == (try value(op, i)) else { throw PatchError(message: "operation \(i): test failed at \(path)") }
-            default: throw PatchError(message: "operation \(i): unknown op \"\(name)\"")
+                guard try pointer.get(doc) == (try value(op, i)) else { throw InputError.patch("operation \(i): test failed at \(path)") }
+            default: throw InputError.patch("operation \(i): unknown op \"\(name)\"")
             }
         }
         return doc
     }
 
     private static func value(_ op: JSON, _ i: Int) throws -> JSON {
-        guard let v = op["value"] else { throw PatchError(message: "operation \(i): needs \"value\"") }
+        guard let v = op["value"] else { throw InputError.patch("operation \(i): needs \"value\"") }
         return v
     }
 
@@ -127,7 +121,7 @@ public enum Patch {
         }
         var result = current
         for element in patch {
-            guard let k = element[key] else { throw PatchError(message: "\(field): every element needs its merge key \"\(key)\"") }
+            guard let k = element[key] else { throw InputError.patch("\(field): every element needs its merge key \"\(key)\"") }
             let index = result.firstIndex { $0[key] == k }
             if element["$patch"]?.string == "delete" {
                 if let index { result.remove(at: index) }
@@ -147,7 +141,7 @@ struct JSONPointer {
 
     init(_ text: String) throws {
         if text.isEmpty { tokens = []; return }
-        guard text.hasPrefix("/") else { throw PatchError(message: "path \"\(text)\" must start with /") }
+        guard text.hasPrefix("/") else { throw InputError.patch("path \"\(text)\" must start with /") }
         tokens = text.dropFirst().split(separator: "/", omittingEmptySubsequences: false).map {
             String($0).replacingAll("~1", "/").replacingAll("~0", "~")
         }
@@ -165,7 +159,7 @@ struct JSONPointer {
         return current
     }
 
-    func missing() -> PatchError { PatchError(message: "path /\(tokens.joined(separator: "/")) does not exist") }
+    func missing() -> InputError { .patch( "path /\(tokens.joined(separator: "/")) does not exist") }
 
     func set(_ value: JSON, in doc: JSON) throws -> JSON { try edit(doc, tokens[...]) { _ in value } }
 
@@ -186,7 +180,7 @@ struct JSONPointer {
     }
 
     func remove(from doc: JSON) throws -> JSON {
-        guard let last = tokens.last else { throw PatchError(message: "cannot remove the whole document") }
+        guard let last = tokens.last else { throw InputError.patch("cannot remove the whole document") }
         return try JSONPointer(parentOf: self).editContainer(doc) { container in
             switch container {
             case .object(var o): guard o[last] != nil else { throw missing() }; o[last] = nil; return .object(o)

@@ -55,20 +55,44 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-extension APIError {
+/// An error the API answers with a Status of its own: handlers throw the store's or KemuAPI's
+/// errors as they come, and the one catch at the top renders them (no ladder of conversions).
+protocol StatusConvertible: Error {
+    /// The Status for a request about `resource` (nil: not about one, or not known here).
+    func apiError(about resource: APIResource?) -> APIError
+}
+
+extension APIError: StatusConvertible {
+    func apiError(about resource: APIResource?) -> APIError { self }
+}
+
+extension StoreError: StatusConvertible {
     /// The store's failures, named the upstream way.
-    init(_ error: StoreError, _ resource: APIResource) {
-        switch error {
+    func apiError(about resource: APIResource?) -> APIError {
+        let (kind, group) = (resource?.resource, resource?.group)
+        switch self {
         case .notFound(_, let name):
-            self = APIError(code: 404, reason: "NotFound", message: error.description, name: name, kind: resource.resource, group: resource.group)
+            return APIError(code: 404, reason: "NotFound", message: description, name: name, kind: kind, group: group)
         case .alreadyExists(_, let name):
-            self = APIError(code: 409, reason: "AlreadyExists", message: error.description, name: name, kind: resource.resource, group: resource.group)
+            return APIError(code: 409, reason: "AlreadyExists", message: description, name: name, kind: kind, group: group)
         case .conflict(_, let name):
-            self = APIError(code: 409, reason: "Conflict", message: error.description, name: name, kind: resource.resource, group: resource.group)
+            return APIError(code: 409, reason: "Conflict", message: description, name: name, kind: kind, group: group)
         case .expired:
-            self = APIError(code: 410, reason: "Expired", message: error.description)
+            return APIError(code: 410, reason: "Expired", message: description)
         case .invalid(let message):
-            self = APIError(code: 422, reason: "Invalid", message: message)
+            return APIError(code: 422, reason: "Invalid", message: message)
+        }
+    }
+}
+
+extension InputError: StatusConvertible {
+    /// A body that is not JSON and a selector that does not parse are bad requests; a patch that
+    /// cannot be applied is an invalid object.
+    func apiError(about resource: APIResource?) -> APIError {
+        switch kind {
+        case .json: .badRequest("the request body is not valid JSON: \(self)")
+        case .selector: .badRequest(message)
+        case .patch: APIError(code: 422, reason: "Invalid", message: message)
         }
     }
 }

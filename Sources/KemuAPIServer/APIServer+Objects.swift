@@ -32,12 +32,8 @@ extension APIServer {
             default:
                 throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
             }
-        } catch let error as StoreError {
-            throw APIError(error, r)
-        } catch let error as SelectorError {
-            throw APIError.badRequest(error.message)
-        } catch let error as PatchError {
-            throw APIError(code: 422, reason: "Invalid", message: error.message)
+        } catch let error as any StatusConvertible {
+            throw error.apiError(about: r)
         }
     }
 

@@ -22,7 +22,7 @@ extension APIServer {
             events = try store.watch(filter, from: revision)
         } catch let error as StoreError {
             // Upstream answers a too-old revision inside the watch: 200, one ERROR event, done.
-            let line = Self.line(["type": "ERROR", "object": APIError(error, resource).status])
+            let line = Self.line(["type": "ERROR", "object": error.apiError(about: resource).status])
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: line)))
         }
         let lines = Self.lines(events, timeout: timeout, registry: watches) { event, first in

@@ -97,10 +97,8 @@ public struct APIServer: HTTPResponder {
             }
             guard let path else { throw APIError.notFound("the server could not find the requested resource") }
             return try await route(path, request, query)
-        } catch let error as APIError {
-            return Self.status(error)
-        } catch let error as StoreError {
-            return Self.status(APIError(code: 500, reason: "InternalError", message: error.description))
+        } catch let error as any StatusConvertible {
+            return Self.status(error.apiError(about: nil))
         } catch {
             logger.error("\(request.method) \(request.uri): \(error)")
             return Self.status(APIError(code: 500, reason: "InternalError", message: "\(error)"))
@@ -150,11 +148,7 @@ public struct APIServer: HTTPResponder {
             throw APIError.tooLarge("the request body is larger than \(maxBodyBytes) bytes")
         }
         if type.contains("protobuf") { return try Protobuf.decode(Array(buffer.readableBytesView)) }
-        do {
-            return try JSON.parse(buffer.readableBytesView)
-        } catch let error as JSONSyntaxError {
-            throw APIError.badRequest("the request body is not valid JSON: \(error)")
-        }
+        return try JSON.parse(buffer.readableBytesView)  // InputError: a 400 naming the byte
     }
 }
 

@@ -83,7 +83,7 @@ enum Admission {
                 : "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"))
         }
         for (key, value) in o.labels {
-            do { try validateKey(key); try validateValue(value) } catch let e as SelectorError {
+            do { try validateKey(key); try validateValue(value) } catch let e as InputError {
                 errors.append(.invalid("metadata.labels", "\"\(key)\"", e.message))
             } catch {}
         }
@@ -139,7 +139,7 @@ enum Admission {
                 else if !selector.matches(templateLabels) {
                     errors.append(.invalid("spec.template.metadata.labels", "\(templateLabels)", "`selector` does not match template `labels`"))
                 }
-            } catch let e as SelectorError {
+            } catch let e as InputError {
                 errors.append(.invalid("spec.selector", o[path: "spec.selector"]!.text(), e.message))
             } catch {}
         }

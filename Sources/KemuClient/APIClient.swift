@@ -37,7 +37,7 @@ public struct APIClient: Sendable {
                     configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
                 }
             } catch {
-                throw KubeconfigError(path: kubeconfig.cluster, message: "has a certificate or key that does not load: \(error)")
+                throw ClientError.kubeconfig(kubeconfig.cluster, "has a certificate or key that does not load: \(error)")
             }
             tls = configuration
         }
@@ -194,9 +194,10 @@ extension WatchEvent {
     }
 }
 
-/// A request the server refused, with its metav1.Status.
+/// KemuClient's one error: a request the server refused, with its metav1.Status; or (code 0) a
+/// failure on this side: a kubeconfig that cannot be used, a watch line that makes no sense.
 public struct ClientError: Error, CustomStringConvertible {
-    /// HTTP status: 404 NotFound, 409 Conflict, 410 Expired, 422 Invalid…
+    /// HTTP status: 404 NotFound, 409 Conflict, 410 Expired, 422 Invalid…; 0 for a local failure.
     public var code: Int
     public var reason: String
     public var message: String
@@ -220,5 +221,10 @@ public struct ClientError: Error, CustomStringConvertible {
         }
     }
 
-    public var description: String { "\(code) \(reason): \(message)" }
+    /// A kubeconfig (by its path) that cannot be read or used.
+    static func kubeconfig(_ path: String, _ problem: String) -> ClientError {
+        ClientError(code: 0, reason: "Kubeconfig", message: "kubeconfig \(path) \(problem)")
+    }
+
+    public var description: String { code == 0 ? message : "\(code) \(reason): \(message)" }
 }

@@ -64,18 +64,18 @@ public struct Kubeconfig: Sendable, Equatable {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw KubeconfigError(path: path, message: "cannot be read: \(error.localizedDescription)")
+            throw ClientError.kubeconfig(path, "cannot be read: \(error.localizedDescription)")
         }
         return try parse(text, path: path)
     }
 
     public static func parse(_ text: String, path: String = "kubeconfig") throws -> Kubeconfig {
-        let fail = { (message: String) in KubeconfigError(path: path, message: message) }
+        let fail = { (message: String) in ClientError.kubeconfig(path, message) }
         let root: [String: Any]
         do {
             guard let loaded = try Yams.load(yaml: text) as? [String: Any] else { throw fail("is not a YAML mapping") }
             root = loaded
-        } catch let error as KubeconfigError {
+        } catch let error as ClientError {
             throw error
         } catch {
             throw fail("is not valid YAML: \(error)")
@@ -109,10 +109,4 @@ public struct Kubeconfig: Sendable, Equatable {
             token: user["token"] as? String,
             namespace: context["namespace"] as? String ?? "default")
     }
-}
-
-public struct KubeconfigError: Error, CustomStringConvertible {
-    public var path: String
-    public var message: String
-    public var description: String { "kubeconfig \(path) \(message)" }
 }

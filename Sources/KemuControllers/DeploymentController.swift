@@ -160,7 +160,7 @@ public final class DeploymentController: Sendable {
             try store.modify(Self.deployments, namespace: d.namespace, name: d.name, part: .status) {
                 $0["status", default: [:]]["collisionCount"] = .int(collisions + 1)
             }
-            throw KemuControllerError("ReplicaSet \(rs.name) exists with another template; collisionCount is now \(collisions + 1)")
+            throw ControllerError("ReplicaSet \(rs.name) exists with another template; collisionCount is now \(collisions + 1)")
         }
         Workload.event(store, d, reason: "ScalingReplicaSet", message: "Scaled up replica set \(created.name) from 0 to \(replicas)",
                        component: "deployment-controller")
@@ -210,8 +210,9 @@ public final class DeploymentController: Sendable {
     }
 }
 
-/// A controller's failure, retried with backoff.
-struct KemuControllerError: Error, CustomStringConvertible {
+/// KemuControllers' one error of its own (the store's errors pass through as they are): a state
+/// the controller cannot resolve this time, retried with back-off and told in a Warning event.
+struct ControllerError: Error, CustomStringConvertible {
     let description: String
     init(_ message: String) { description = message }
 }

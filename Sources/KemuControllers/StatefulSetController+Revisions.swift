@@ -36,7 +36,7 @@ extension StatefulSetController {
                 try store.modify(Self.sets, namespace: set.namespace, name: set.name, part: .status) {
                     $0["status", default: [:]]["collisionCount"] = .int(($0[path: "status.collisionCount"]?.int ?? 0) + 1)
                 }
-                throw KemuControllerError("ControllerRevision \(revision.name) exists with another template; collisionCount raised")
+                throw ControllerError("ControllerRevision \(revision.name) exists with another template; collisionCount raised")
             }
         }
         let currentName = set[path: "status.currentRevision"]?.string

@@ -163,7 +163,7 @@ public final class StatefulSetController: Sendable {
         do {
             return try store.create("pods", pod)
         } catch StoreError.alreadyExists {
-            throw KemuControllerError("pod \(name) exists and is not this StatefulSet's (or is still going)")
+            throw ControllerError("pod \(name) exists and is not this StatefulSet's (or is still going)")
         }
     }
 

@@ -130,11 +130,11 @@ import Testing
         let config = Kubeconfig(server: "https://127.0.0.1:6443", cluster: "c1", certificateAuthorityPEM: "CA\n",
                                 clientCertificatePEM: "CERT\n", clientKeyPEM: "KEY\n", token: "t0k", namespace: "web")
         #expect(try Kubeconfig.parse(config.render()) == config)
-        let missing = #expect(throws: KubeconfigError.self) {
+        let missing = #expect(throws: ClientError.self) {
             try Kubeconfig.parse("apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts: []\n", path: "/k")
         }
         #expect(missing?.description == #"kubeconfig /k contexts: no entry named "x""#)
-        let noServer = #expect(throws: KubeconfigError.self) {
+        let noServer = #expect(throws: ClientError.self) {
             try Kubeconfig.parse("current-context: a\ncontexts: [{name: a, context: {cluster: c}}]\nclusters: [{name: c, cluster: {}}]\n")
         }
         #expect(noServer?.description.contains("clusters[c].cluster.server is missing") == true)

@@ -31,13 +31,13 @@ import Testing
         ("\"\\ud800\"", 7), ("tru", 0), ("{} x", 3), ("", 0), ("-", 1), ("1.", 2), ("\"\\x\"", 3),
     ])
     func malformedInputIsRefusedAtItsOffset(text: String, offset: Int) {
-        let error = #expect(throws: JSONSyntaxError.self) { try JSON.parse(text) }
+        let error = #expect(throws: InputError.self) { try JSON.parse(text) }
         #expect(error?.offset == offset, "\(text): \(String(describing: error))")
     }
 
     @Test func deepNestingIsRefusedNotACrash() {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
-        #expect(throws: JSONSyntaxError.self) { try JSON.parse(deep) }
+        #expect(throws: InputError.self) { try JSON.parse(deep) }
         let ok = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect((try? JSON.parse(ok)) != nil)
     }
@@ -62,7 +62,7 @@ import Testing
                 let json = try JSON.parse(bytes)
                 parsed += 1
                 #expect(try JSON.parse(json.bytes()) == json)  // what we print, we read back
-            } catch is JSONSyntaxError {
+            } catch is InputError {
             } catch {
                 Issue.record("unexpected error \(error)")
             }

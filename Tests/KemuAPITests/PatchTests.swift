@@ -26,10 +26,10 @@ import Testing
         #expect(try Patch.jsonPatch(doc, j(#"[{"op":"remove","path":"/b/c~0d"}]"#))["b"] == j(#"{"e/f":2}"#))
         #expect(try Patch.jsonPatch(doc, j(#"[{"op":"move","from":"/b/e~1f","path":"/g"}]"#))["g"] == j("2"))
         #expect(try Patch.jsonPatch(doc, j(#"[{"op":"copy","from":"/a","path":"/h"},{"op":"test","path":"/h/0","value":1}]"#))["h"] == j("[1,2]"))
-        #expect(throws: PatchError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"replace","path":"/zz","value":1}]"#)) }
-        #expect(throws: PatchError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"test","path":"/a/0","value":5}]"#)) }
-        #expect(throws: PatchError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"jump","path":"/a"}]"#)) }
-        #expect(throws: PatchError.self) { try Patch.jsonPatch(doc, j(#"{"op":"add"}"#)) }
+        #expect(throws: InputError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"replace","path":"/zz","value":1}]"#)) }
+        #expect(throws: InputError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"test","path":"/a/0","value":5}]"#)) }
+        #expect(throws: InputError.self) { try Patch.jsonPatch(doc, j(#"[{"op":"jump","path":"/a"}]"#)) }
+        #expect(throws: InputError.self) { try Patch.jsonPatch(doc, j(#"{"op":"add"}"#)) }
     }
 
     @Test func strategicMergeAsKubectlApplySendsIt() throws {
@@ -54,6 +54,6 @@ import Testing
         #expect(replaced["containers"] == j(#"[{"name":"only","image":"o"}]"#))
         let order = try Patch.strategicMerge(j(#"{"env":[{"name":"A"},{"name":"B"}]}"#), j(#"{"$setElementOrder/env":[{"name":"B"},{"name":"A"}]}"#))
         #expect(order["env"] == j(#"[{"name":"B"},{"name":"A"}]"#))
-        #expect(throws: PatchError.self) { try Patch.strategicMerge(live, j(#"{"containers":[{"image":"no-name"}]}"#)) }
+        #expect(throws: InputError.self) { try Patch.strategicMerge(live, j(#"{"containers":[{"image":"no-name"}]}"#)) }
     }
 }

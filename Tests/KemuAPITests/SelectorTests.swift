@@ -23,7 +23,7 @@ import Testing
 
     @Test(arguments: ["a=b,", "a in (b", "a in b", "a b", "!", "bad key=1", "a=" + String(repeating: "x", count: 64), "a>b", "-a=1"])
     func badLabelSelectorsAreErrors(text: String) {
-        #expect(throws: SelectorError.self) { try LabelSelector(parsing: text) }
+        #expect(throws: InputError.self) { try LabelSelector(parsing: text) }
     }
 
     @Test func emptyValuesAreAllowed() throws {
@@ -39,9 +39,9 @@ import Testing
         #expect(try LabelSelector(json: nil).matches(labels) == false)
         #expect(try LabelSelector(json: [:]).matches(labels))
         #expect(LabelSelector(matchLabels: ["app": "web"]).matches(labels))
-        let bad = #expect(throws: SelectorError.self) { try LabelSelector(json: try JSON.parse(#"{"matchExpressions":[{"key":"a","operator":"Maybe"}]}"#)) }
+        let bad = #expect(throws: InputError.self) { try LabelSelector(json: try JSON.parse(#"{"matchExpressions":[{"key":"a","operator":"Maybe"}]}"#)) }
         #expect(bad?.message.contains("matchExpressions[0].operator") == true)
-        #expect(throws: SelectorError.self) { try LabelSelector(json: try JSON.parse(#"{"matchExpressions":[{"key":"a","operator":"In"}]}"#)) }
+        #expect(throws: InputError.self) { try LabelSelector(json: try JSON.parse(#"{"matchExpressions":[{"key":"a","operator":"In"}]}"#)) }
     }
 
     @Test func fieldSelectorsAsKubectlSendsThem() throws {
@@ -54,7 +54,7 @@ import Testing
         #expect(try FieldSelector(parsing: "involvedObject.name=node-1,involvedObject.namespace=").matches(event))
         #expect(try FieldSelector(parsing: #"metadata.name=a\,b"#).terms.first?.value == "a,b")
         #expect(try FieldSelector(parsing: "a=b!=c").terms.first?.value == "b!=c")
-        #expect(throws: SelectorError.self) { try FieldSelector(parsing: "nonsense") }
-        #expect(throws: SelectorError.self) { try FieldSelector(parsing: "=x") }
+        #expect(throws: InputError.self) { try FieldSelector(parsing: "nonsense") }
+        #expect(throws: InputError.self) { try FieldSelector(parsing: "=x") }
     }
 }
