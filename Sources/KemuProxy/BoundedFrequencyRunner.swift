@@ -22,6 +22,8 @@ public final class BoundedFrequencyRunner: Sendable {
     private struct Signal {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
+        /// Counts waits, so a timer left over from an earlier one cannot wake a later one.
+        var generation: UInt64 = 0
     }
 
     private let signal = Mutex(Signal())
@@ -59,37 +61,37 @@ public final class BoundedFrequencyRunner: Sendable {
     }
 
     /// Returns at `deadline`, at a request (also one made before the call), or when cancelled.
+    /// The timer is not awaited when a request comes first: waking the caller costs one hop.
     private func wait(until deadline: ContinuousClock.Instant) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    try await Task.sleep(until: deadline, clock: .continuous)
-                    self.wakeWaiter()
-                } catch {}  // cancelled: the request or the caller's cancellation came first
-            }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    // Checked under the lock the timer and cancellation wake through: whichever
-                    // came before the waiter was in place is seen here.
-                    let now = signal.withLock { s -> Bool in
-                        if s.pending || Task.isCancelled || ContinuousClock.now >= deadline {
-                            return true
-                        }
-                        s.waiter = continuation
-                        return false
-                    }
-                    if now { continuation.resume() }
+        let generation = signal.withLock { s -> UInt64 in
+            s.generation &+= 1
+            return s.generation
+        }
+        let timer = Task {
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            if !Task.isCancelled { self.wakeWaiter(generation) }
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Checked under the lock the timer and cancellation wake through: whichever
+                // came before the waiter was in place is seen here.
+                let now = signal.withLock { s -> Bool in
+                    if s.pending || Task.isCancelled || ContinuousClock.now >= deadline { return true }
+                    s.waiter = continuation
+                    return false
                 }
-            } onCancel: {
-                self.wakeWaiter()
+                if now { continuation.resume() }
             }
-            group.cancelAll()
+        } onCancel: {
+            self.wakeWaiter(nil)
         }
     }
 
-    /// Resumes a waiting `wait` without leaving a request behind.
-    private func wakeWaiter() {
+    /// Resumes a waiting `wait` (of `generation`, or any) without leaving a request behind.
+    private func wakeWaiter(_ generation: UInt64?) {
         let waiter = signal.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard generation == nil || generation == s.generation else { return nil }
             defer { s.waiter = nil }
             return s.waiter
         }

@@ -16,10 +16,7 @@ struct ServiceChangeTracker {
         var faults: [Fault]
     }
 
-    struct Change {
-        var previous: Inputs
-        var current: Inputs
-    }
+    static let noInputs = Inputs(service: nil, slices: [], faults: [])
 
     private(set) var index = ServiceSliceIndex(service: { ServiceInfo($0) }, slice: { SliceInfo($0) })
     /// kemu.dev/v1 Faults by their own namespace/name.
@@ -30,6 +27,9 @@ struct ServiceChangeTracker {
     private(set) var slicesSynced = false
     /// Touched Services, with their inputs at the last checkout.
     private var pending: [ServiceKey: Inputs] = [:]
+    /// Whether anything was checked out yet: before that every Service's previous inputs are
+    /// none (nothing was applied), and the first lists' 20,000 events need not look them up.
+    private var checkedOut = false
     /// Services to plan again whatever changed (a failed apply, a changed node list).
     private var forced: Set<ServiceKey> = []
     /// Newest EndpointSlice trigger time per touched Service (network programming latency).
@@ -46,13 +46,12 @@ struct ServiceChangeTracker {
     var hasPending: Bool { !pending.isEmpty || !forced.isEmpty }
 
     func inputs(_ key: ServiceKey) -> Inputs {
-        Inputs(service: index.services[key], slices: index.slices(of: key),
-               faults: faults.values.filter { $0.namespace == key.namespace && $0.service == key.name }.sorted { $0.name < $1.name })
+        Inputs(service: index.services[key], slices: index.slices(of: key), faults: faults(on: key))
     }
 
     /// Notes `keys` as touched, keeping the inputs they had before the first touch.
     private mutating func touch(_ keys: [ServiceKey]) {
-        for key in keys where pending[key] == nil { pending[key] = inputs(key) }
+        for key in keys where pending[key] == nil { pending[key] = checkedOut ? inputs(key) : Self.noInputs }
         if pendingSince == nil && !keys.isEmpty { pendingSince = Date() }
     }
 
@@ -80,11 +79,12 @@ struct ServiceChangeTracker {
         switch event {
         case let .added(o), let .updated(_, o), let .deleted(o):
             // The slice's Service before and after (a relabelled slice touches both).
-            let own = ServiceKey(namespace: o.namespace, name: o.name)
-            touch([index.owner(ofSlice: own), ServiceSliceIndex<ServiceInfo, SliceInfo>.owner(of: o)].compactMap { $0 })
-            if case .deleted = event {} else if let key = ServiceSliceIndex<ServiceInfo, SliceInfo>.owner(of: o),
+            let owner = ServiceSliceIndex<ServiceInfo, SliceInfo>.owner(of: o)
+            let before = index.owner(ofSlice: ServiceKey(namespace: o.namespace, name: o.name))
+            touch(before == owner ? owner.map { [$0] } ?? [] : [before, owner].compactMap { $0 })
+            if case .deleted = event {} else if let owner,
                 let text = o.annotations["endpoints.kubernetes.io/last-change-trigger-time"], let t = Timestamp.parse(text), t >= startedAt {
-                triggers[key] = max(triggers[key] ?? t, t)
+                triggers[owner] = max(triggers[owner] ?? t, t)
             }
         case .synced: slicesSynced = true
         }
@@ -128,21 +128,36 @@ struct ServiceChangeTracker {
     }
 
     /// Everything touched since the last checkout that really changed (or was forced), in key
-    /// order, with the newest trigger time of each.
-    mutating func checkout() -> (changes: [(ServiceKey, Change)], triggers: [ServiceKey: Date]) {
-        var changes: [(ServiceKey, Change)] = []
-        for key in Set(pending.keys).union(forced).sorted() {
-            let current = inputs(key)
-            let previous = pending[key] ?? current
-            if previous != current || forced.contains(key) { changes.append((key, Change(previous: previous, current: current))) }
+    /// order, each with its inputs at the last checkout (`inputs(key)` is what they are now), and
+    /// the newest trigger time of each.
+    mutating func checkout() -> (changes: [(key: ServiceKey, previous: Inputs)], triggers: [ServiceKey: Date]) {
+        var changes: [(key: ServiceKey, previous: Inputs)] = []
+        let keys = forced.isEmpty ? Array(pending.keys) : Array(Set(pending.keys).union(forced))
+        for key in keys.sorted() {
+            let previous = pending[key] ?? Self.noInputs
+            // Nothing before (the first lists, a new Service): changed if there is anything now,
+            // found without building the inputs (20,000 of them at the first sync).
+            let changed = forced.contains(key) || (previous == Self.noInputs ? hasInputs(key) : inputs(key) != previous)
+            if changed { changes.append((key, previous)) }
         }
-        let changed = Set(changes.map(\.0))
         defer {
+            checkedOut = true
             pending.removeAll()
             forced.removeAll()
             triggers.removeAll()
             pendingSince = nil
         }
+        guard !triggers.isEmpty else { return (changes, [:]) }
+        let changed = Set(changes.map(\.key))
         return (changes, triggers.filter { changed.contains($0.key) })
+    }
+
+    private func hasInputs(_ key: ServiceKey) -> Bool {
+        index.services[key] != nil || index.slices[key] != nil || faults.values.contains { $0.namespace == key.namespace && $0.service == key.name }
+    }
+
+    /// The Faults on a Service, in name order.
+    func faults(on key: ServiceKey) -> [Fault] {
+        faults.isEmpty ? [] : faults.values.filter { $0.namespace == key.namespace && $0.service == key.name }.sorted { $0.name < $1.name }
     }
 }

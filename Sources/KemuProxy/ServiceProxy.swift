@@ -181,17 +181,19 @@ public final class ServiceProxy: Sendable {
             guard t.synced else { return nil }
             let (changes, triggers) = t.checkout()
             let nodes = t.nodes.values.sorted { $0.name < $1.name }
-            let plans = changes.map { key, change -> (ServiceKey, ServicePlan?, ServiceInfo?) in
-                (key, change.current.service.map { service in
+            let plans = changes.map { key, _ -> (ServiceKey, ServicePlan?, ServiceInfo?) in
+                let service = t.index.services[key]
+                return (key, service.map { service in
+                    let slices = t.index.slices(of: key)
                     switch config.role {
                     case .node:
-                        var plan = ServicePlan(service: service, slices: change.current.slices, context: config.context)
-                        plan.inject(change.current.faults)
+                        var plan = ServicePlan(service: service, slices: slices, context: config.context)
+                        plan.inject(t.faults(on: key))
                         return plan
                     case .cloudLoadBalancer:
-                        return ServicePlan(loadBalancerFor: service, slices: change.current.slices, nodes: nodes, defaults: config.context.defaults)
+                        return ServicePlan(loadBalancerFor: service, slices: slices, nodes: nodes, defaults: config.context.defaults)
                     }
-                }, change.current.service)
+                }, service)
             }
             let wanted = bandwidth.map { b in BandwidthShaping.wanted(faults: t.faults.values, slices: { t.index.slices(of: $0) }, node: b.nodeName) }
             return (plans, triggers, wanted)
@@ -211,7 +213,7 @@ public final class ServiceProxy: Sendable {
                 healthChecksChanged = healthChecksChanged || old.healthCheck != new.healthCheck
                 if !failures.isEmpty { failed.append(key) }
                 report(key, new.problems + failures, &a.reported)
-                served.append((key, service, !new.frontends.isEmpty))
+                if balancerEvents != nil { served.append((key, service, !new.frontends.isEmpty)) }
             }
             a.applier.backend.commit()
             defer { a.firstSyncDone = true }

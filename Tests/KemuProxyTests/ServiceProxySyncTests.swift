@@ -183,7 +183,7 @@ struct FakeLoopback: LocalAddresses {
         t.apply(service: .synced)
         t.apply(slice: .synced)
         t.apply(service: .added(Self.service()))
-        #expect(t.checkout().changes.map(\.0) == [Self.web])
+        #expect(t.checkout().changes.map(\.key) == [Self.web])
         // A slice that came and went, an update that restored the object: nothing to do.
         t.apply(slice: .added(Self.slice()))
         t.apply(slice: .deleted(Self.slice()))
@@ -193,11 +193,11 @@ struct FakeLoopback: LocalAddresses {
         #expect(t.checkout().changes.isEmpty)
         // A real change carries what it was and what it is.
         t.apply(slice: .added(Self.slice()))
-        let change = t.checkout().changes.first?.1
-        #expect(change?.previous.slices.isEmpty == true && change?.current.slices.count == 1)
+        let change = t.checkout().changes.first
+        #expect(change?.previous.slices.isEmpty == true && t.inputs(Self.web).slices.count == 1)
         // Forced (after a failed apply): planned again though nothing changed.
         t.force([Self.web])
-        #expect(t.checkout().changes.map(\.0) == [Self.web])
+        #expect(t.checkout().changes.map(\.key) == [Self.web])
     }
 
     @Test func slicesFollowTheirLabelAndStubDeletesFindTheirService() {
@@ -208,13 +208,13 @@ struct FakeLoopback: LocalAddresses {
         // Relabelled to another Service: it leaves the first, and both change.
         t.apply(slice: .updated(old: Self.slice(service: "web"), new: Self.slice(service: "api")))
         #expect(t.index.slices[Self.web] == nil && t.index.slices[api]?["web-abc"] != nil)
-        #expect(t.checkout().changes.map(\.0) == [api, Self.web])
+        #expect(t.checkout().changes.map(\.key) == [api, Self.web])
         // A re-list's delete is a stub without labels: the slice still leaves the right Service.
         var stub: JSON = [:]
         (stub.namespace, stub.name) = ("default", "web-abc")
         t.apply(slice: .deleted(stub))
         #expect(t.index.slices[api] == nil && t.index.sliceCount == 0)
-        #expect(t.checkout().changes.map(\.0) == [api])
+        #expect(t.checkout().changes.map(\.key) == [api])
     }
 
     @Test func triggerTimesFromBeforeTheProxyStartedAreIgnored() {
