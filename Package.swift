@@ -220,6 +220,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "KemuSystemTests",
+            dependencies: ["KemuIP", "KemuSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuPKITests",
+            dependencies: ["KemuPKI", "KemuSystem", .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "KemuAgentTests",
             dependencies: ["KemuAgent", "KemuAPI"],
             swiftSettings: swiftSettings

@@ -1,0 +1,47 @@
+import Foundation
+import Glibc
+import KemuIP
+import KemuSystem
+import Testing
+
+/// The syscall layer's small pieces, without root: addresses parsed from text, errors that name
+/// the operation, and files written whole or not at all.
+@Suite struct SystemTests {
+    @Test func socketAddressesParseWithoutTrustingTheirInput() {
+        #expect(SocketAddress("10.96.0.10:53")?.description == "10.96.0.10:53")
+        #expect(SocketAddress("10.96.0.10:65535")?.port == 65535)
+        for bad in ["", "10.96.0.10", "10.96.0.10:", ":53", "10.96.0.10:65536", "10.96.0.10:-1", "10.96.0.10:53:1", "999.1.1.1:80",
+                    "10.96.0.10:99999999999999999999999", "host:80", "10.96.0.10: 53"] {
+            #expect(SocketAddress(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func aFailedCallNamesWhatItDidAndTo() {
+        do {
+            _ = try FileSystem.readFile("/nonexistent/kemu-test")
+            Issue.record("read a file that does not exist")
+        } catch let error as SystemError {
+            #expect(error.errno == ENOENT)
+            #expect("\(error)".contains("/nonexistent/kemu-test") && "\(error)".contains("No such file"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+        let error = KemuError(.notFound, "cluster x is not up", cause: SystemError("open", "/run/kemu/x/network.json", errno: ENOENT))
+        #expect(error.description == "cluster x is not up: open /run/kemu/x/network.json: No such file or directory")
+    }
+
+    @Test func filesAreReplacedWholeWithTheirMode() throws {
+        let dir = NSTemporaryDirectory() + "kemu-fs-\(UUID().uuidString)"
+        defer { try? FileSystem.removeTree(dir) }
+        try FileSystem.makeDirectories("\(dir)/a/b", mode: 0o700)
+        try FileSystem.writeFile("\(dir)/a/b/f", "one", mode: 0o600)
+        try FileSystem.writeFile("\(dir)/a/b/f", "two", mode: 0o600)
+        #expect(try FileSystem.readFile("\(dir)/a/b/f") == "two")
+        #expect(FileSystem.list("\(dir)/a/b") == ["f"], "no temporary file left beside it")
+        var info = stat()
+        #expect(stat("\(dir)/a/b/f", &info) == 0 && info.st_mode & 0o777 == 0o600)
+        #expect(try FileSystem.createExclusive("\(dir)/claim", "x"))
+        #expect(try !FileSystem.createExclusive("\(dir)/claim", "y"))
+        try FileSystem.removeFile("\(dir)/nothing-here")  // rm -f: not an error
+    }
+}
