@@ -220,6 +220,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "KemuIPTests",
+            dependencies: ["KemuIP"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "KemuSystemTests",
             dependencies: ["KemuIP", "KemuSystem"],
             swiftSettings: swiftSettings
