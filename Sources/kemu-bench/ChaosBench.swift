@@ -91,7 +91,8 @@ enum ChaosBench {
         | failed client connections during a rolling update (maxSurge 3, maxUnavailable 0) | \(clients(rollReport)) | 0 |
         | failed client connections with node-2 partitioned (a request in flight at the cut may be lost) | \(clients(partitionReport)) | |
         | node-2 partitioned → its endpoints gone from every other proxy | \(String(format: "%.0f ms", partition["goneFromProxiesMs"].flatMap(Fault.number) ?? -1)) | node grace 5 s |
-        | … slowest request started after the cut | \(String(format: "%.0f ms", partition["slowestMs"].flatMap(Fault.number) ?? -1)) | one dial timeout: 250 ms |
+        | … slowest request after the cut, from when it went out | \(String(format: "%.0f ms", partition["slowestRawMs"].flatMap(Fault.number) ?? -1)) | one dial timeout: 250 ms |
+        | … the same from when it was due (open loop: the backlog a stalled client built counts too) | \(String(format: "%.0f ms", partition["slowestMs"].flatMap(Fault.number) ?? -1)) | |
 
         """
         print(table)
