@@ -10,6 +10,8 @@ extension APIServer {
     /// proxies to the kubelet). `follow` streams what is appended until the pod goes or the
     /// server stops; `tailLines` and `limitBytes` as upstream.
     func logs(_ t: Target, _ name: String, _ query: Query) throws -> Response {
+        let tail = try query.integer("tailLines", in: 0...Int64.max)
+        let limit = try query.integer("limitBytes", in: 1...Int64.max)
         let pod = try get(t, name)
         guard let directory = podLogDirectory else {
             throw APIError.badRequest("pod logs are not available: this API server runs without nodes (start a cluster with kemu up)")
@@ -31,9 +33,15 @@ extension APIServer {
             let reason = (pod[path: "status.containerStatuses"]?.array ?? []).first { $0["name"]?.string == container }?[path: "state.waiting.reason"]?.string
             throw APIError.badRequest("container \"\(container)\" in pod \"\(name)\" is waiting to start: \(reason ?? "ContainerCreating")")
         }
-        var text = handle.readDataToEndOfFile()
-        if let tail = query["tailLines"].flatMap(Int.init), tail >= 0 { text = Self.lastLines(text, tail) }
-        if let limit = query["limitBytes"].flatMap(Int.init), limit > 0, text.count > limit { text = text.prefix(limit) }
+        var text: Data
+        do {
+            text = try handle.readToEnd() ?? Data()
+        } catch {
+            try? handle.close()
+            throw APIError(code: 500, reason: "InternalError", message: "reading the log of container \(container): \(error)")
+        }
+        if let tail { text = Self.lastLines(text, Int(clamping: tail)) }
+        if let limit, text.count > limit { text = text.prefix(Int(clamping: limit)) }
         let headers: HTTPFields = [.contentType: "text/plain"]
         guard query.flag("follow") else {
             try? handle.close()
@@ -43,11 +51,16 @@ extension APIServer {
         let chunks = AsyncStream<ByteBuffer> { continuation in
             let id = watches.add(continuation)
             continuation.yield(ByteBuffer(bytes: text))
+            // The follower alone reads and closes the file: a client that goes away (Ctrl-C on
+            // kubectl logs -f) only cancels it, so nothing reads a handle closed under it.
             let follower = Task {
+                defer { try? handle.close() }
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
-                    let more = handle.readDataToEndOfFile()
-                    if !more.isEmpty { continuation.yield(ByteBuffer(bytes: more)) }
+                    if Task.isCancelled { break }
+                    let more: Data?
+                    do { more = try handle.readToEnd() } catch { break }  // nil: nothing new yet
+                    if let more, !more.isEmpty { continuation.yield(ByteBuffer(bytes: more)) }
                     // Ends with the pod (the agent's final delete), as kubectl logs -f does.
                     if store.get("pods", namespace: namespace, name: name)?.uid != uid { break }
                 }
@@ -56,7 +69,6 @@ extension APIServer {
             continuation.onTermination = { [watches] _ in
                 watches.remove(id)
                 follower.cancel()
-                try? handle.close()
             }
         }
         return Response(status: .ok, headers: headers, body: .init(asyncSequence: chunks))

@@ -12,7 +12,8 @@ extension APIServer {
         let filter = WatchFilter(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields)
         // "" and "0" both mean: the current state first, then changes.
         let revision = query["resourceVersion"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
-        let timeout = query["timeoutSeconds"].flatMap { Double($0) }
+        // Any length a client asks for is served (at most a day: it watches again after).
+        let timeout = try query.integer("timeoutSeconds", in: 0...Int64.max).map { Double(min($0, Self.longestWatch)) }
         let table = Tables.wanted(request)
         let includeObject = query["includeObject"]
         let resource = t.resource
@@ -40,6 +41,8 @@ extension APIServer {
         bytes.append(0x0A)
         return bytes
     }
+
+    static let longestWatch: Int64 = 86_400
 
     /// The watch as chunks, ending cleanly after `timeout` seconds, or when the store ends it
     /// (a watcher that fell behind gets a final ERROR 410 event).

@@ -86,8 +86,7 @@ enum Protobuf {
             switch key & 7 {
             case 0: return (field, .varint(try varint()))
             case 2:
-                let n = Int(try varint())
-                guard n >= 0, n <= bytes.count else { throw APIError.badRequest("truncated protobuf body") }
+                guard let n = Int(exactly: try varint()), n <= bytes.count else { throw APIError.badRequest("truncated protobuf body") }
                 let value = bytes.prefix(n)
                 bytes = bytes.dropFirst(n)
                 return (field, .bytes(value))

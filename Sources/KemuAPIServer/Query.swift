@@ -14,6 +14,19 @@ struct Query {
     /// `watch=True`).
     func flag(_ key: String) -> Bool { ["1", "t", "T", "true", "TRUE", "True"].contains(self[key] ?? "") }
 
+    /// A whole-number parameter (as upstream's int64 parameters), nil when absent; anything
+    /// else, or a number outside `range`, is a 400 naming the parameter.
+    func integer(_ key: String, in range: ClosedRange<Int64>) throws -> Int64? {
+        guard let text = self[key] else { return nil }
+        guard let value = Int64(text) else {
+            throw APIError.badRequest("\(key): \"\(text.prefix(64))\" is not a whole number")
+        }
+        guard range.contains(value) else {
+            throw APIError.badRequest("\(key): \(value) must be \(range.upperBound == .max ? "at least \(range.lowerBound)" : "from \(range.lowerBound) to \(range.upperBound)")")
+        }
+        return value
+    }
+
     static func decode(_ s: Substring) -> String {
         var bytes: [UInt8] = []
         var i = s.utf8.startIndex

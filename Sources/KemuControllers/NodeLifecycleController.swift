@@ -111,7 +111,7 @@ public final class NodeLifecycleController: Sendable {
     }
 
     func pods(on node: JSON) -> [JSON] {
-        store.list("pods", fields: try! FieldSelector(parsing: "spec.nodeName=\(node.name)")).items
+        store.list("pods").items.filter { $0[path: "spec.nodeName"]?.string == node.name }
     }
 
     func evictPods(_ node: JSON) {

@@ -15,6 +15,8 @@ public final class ServerProcess: @unchecked Sendable {
     public let dataDir: String
     public let insecure: Bool
     public let cacheDir: String
+    /// More `kemu server` arguments (such as `--pod-logs DIR`).
+    public let extraArguments: [String]
     public private(set) var process: Process?
     public private(set) var kubeconfig: String
     /// The loopback port the server bound, read from the kubeconfig it wrote.
@@ -28,8 +30,9 @@ public final class ServerProcess: @unchecked Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
-    public init(insecure: Bool = false) throws {
+    public init(insecure: Bool = false, arguments: [String] = []) throws {
         self.insecure = insecure
+        extraArguments = arguments
         dataDir = NSTemporaryDirectory() + "kemu-api-\(UUID().uuidString)"
         cacheDir = dataDir + "-kubectl-cache"
         kubeconfig = dataDir + "/kubeconfig"
@@ -41,7 +44,7 @@ public final class ServerProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: kubeconfig)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(Self.root)/.build/debug/kemu")
-        p.arguments = ["server", "--port", String(port), "--data-dir", dataDir, "--stop-with-parent"] + (insecure ? ["--insecure"] : [])
+        p.arguments = ["server", "--port", String(port), "--data-dir", dataDir, "--stop-with-parent"] + (insecure ? ["--insecure"] : []) + extraArguments
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
