@@ -204,6 +204,18 @@ extension APIServer {
     func patch(_ t: Target, _ name: String, _ sub: String?, _ request: Request, _ query: Query) async throws -> Response {
         let contentType = request.headers[.contentType]?.split(separator: ";").first.map(String.init) ?? ""
         let patch = try await body(request)
+        // Upstream reads merge and strategic patches into a map, and a JSON patch as a list of
+        // operations on fields: a patch of null, "x" or [1,2], or an operation on the root,
+        // would replace the whole object (wiping its spec or data) and is refused.
+        switch contentType {
+        case "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml":
+            guard patch.object != nil else { throw InputError.patch("a merge patch must be a JSON object, not \(patch.text().prefix(40))") }
+        case "application/json-patch+json":
+            for (i, op) in (patch.array ?? []).enumerated() where op["path"]?.string == "" {
+                throw InputError.patch("operation \(i): path \"\" would replace the whole object; patch its fields")
+            }
+        default: break
+        }
         let apply: (JSON) throws -> JSON
         switch contentType {
         case "application/merge-patch+json", "application/apply-patch+yaml": apply = { Patch.merge($0, patch) }
@@ -228,6 +240,7 @@ extension APIServer {
         let pinned = patch.resourceVersion
         let updated = try store.modify(qualified, namespace: t.namespace ?? "", name: name, part: part(t.resource, sub)) { o in
             var patched = try apply(o)
+            guard patched.object != nil else { throw InputError.patch("the patched object is not a JSON object") }
             try conform(&patched, t, name: name)
             if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
             patched.resourceVersion = o.resourceVersion
@@ -263,6 +276,11 @@ extension APIServer {
     }
 
     func delete(_ t: Target, _ name: String, options: JSON) throws -> JSON {
+        // Upstream's NamespaceLifecycle admission: the system namespaces stay.
+        if t.resource.resource == "namespaces", ["default", "kube-system", "kube-public", "kube-node-lease"].contains(name) {
+            throw APIError(code: 403, reason: "Forbidden", message: "namespaces \"\(name)\" is forbidden: this namespace may not be deleted",
+                           name: name, kind: "namespaces")
+        }
         let qualified = t.resource.qualifiedName
         let namespace = t.namespace ?? ""
         let uid = options[path: "preconditions.uid"]?.string

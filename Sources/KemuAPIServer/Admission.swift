@@ -100,6 +100,13 @@ enum Admission {
     static func validatePodSpec(_ spec: JSON?, at path: String) -> [FieldError] {
         guard let containers = spec?["containers"]?.array, !containers.isEmpty else { return [.required("\(path).containers")] }
         var errors: [FieldError] = []
+        if let policy = spec?["restartPolicy"], !["Always", "OnFailure", "Never"].contains(policy.string ?? "") {
+            errors.append(FieldError(field: "\(path).restartPolicy", reason: "FieldValueNotSupported",
+                                     message: "Unsupported value: \(policy.text()): supported values: \"Always\", \"OnFailure\", \"Never\""))
+        }
+        if let node = spec?["nodeName"], node != .null, !isDNSSubdomain(node.string ?? "") || node.string == "" {
+            errors.append(.invalid("\(path).nodeName", node.text(), "a lowercase RFC 1123 subdomain (a node's name)"))
+        }
         var names: Set<String> = []
         for (i, c) in containers.enumerated() {
             let at = "\(path).containers[\(i)]"
@@ -121,8 +128,12 @@ enum Admission {
 
     static func validateWorkload(_ o: JSON, _ r: APIResource) -> [FieldError] {
         var errors: [FieldError] = []
-        if let replicas = o[path: "spec.replicas"]?.int, replicas < 0 {
-            errors.append(.invalid("spec.replicas", "\(replicas)", "must be greater than or equal to 0"))
+        if let value = o[path: "spec.replicas"] {
+            if let replicas = value.int, replicas < 0 {
+                errors.append(.invalid("spec.replicas", "\(replicas)", "must be greater than or equal to 0"))
+            } else if value.int.map({ $0 > Int64(Int32.max) }) ?? (value != .null) {
+                errors.append(.invalid("spec.replicas", value.text(), "must be a whole number from 0 to \(Int32.max) (int32)"))
+            }
         }
         let templateLabels = o.object.map { _ in JSON.stringMap(o[path: "spec.template.metadata.labels"]) } ?? [:]
         if r.kind == "ReplicationController" {
@@ -189,18 +200,49 @@ enum Admission {
         let ports = o[path: "spec.ports"]?.array ?? []
         if ports.isEmpty && type != "ExternalName" && o[path: "spec.clusterIP"]?.string != "None" { errors.append(.required("spec.ports")) }
         var names: Set<String> = []
+        var seen: Set<String> = []
         for (i, p) in ports.enumerated() {
             if let port = p["port"]?.int {
                 if !(1...65535).contains(port) { errors.append(.invalid("spec.ports[\(i)].port", "\(port)", "must be between 1 and 65535, inclusive")) }
             } else {
                 errors.append(.required("spec.ports[\(i)].port"))
             }
+            let at = "spec.ports[\(i)]"
+            let proto = p["protocol"]?.string ?? "TCP"
+            if !["TCP", "UDP", "SCTP"].contains(proto) {
+                errors.append(FieldError(field: "\(at).protocol", reason: "FieldValueNotSupported",
+                                         message: "Unsupported value: \(p["protocol"]?.text() ?? "null"): supported values: \"SCTP\", \"TCP\", \"UDP\""))
+            }
+            if let port = p["port"]?.int, !seen.insert("\(port)/\(proto)").inserted {
+                errors.append(FieldError(field: "\(at)", reason: "FieldValueDuplicate", message: "Duplicate value: {port: \(port), protocol: \(proto)}"))
+            }
+            if let target = p["targetPort"] {
+                if let n = target.int {
+                    if !(1...65535).contains(n) { errors.append(.invalid("\(at).targetPort", "\(n)", "must be between 1 and 65535, inclusive")) }
+                } else if let name = target.string {
+                    if !isPortName(name) { errors.append(.invalid("\(at).targetPort", "\"\(name)\"", "must be a port number or an IANA_SVC_NAME (at most 15 lower-case letters, digits and '-', with a letter)")) }
+                } else {
+                    errors.append(.invalid("\(at).targetPort", target.text(), "must be a port number or a port name"))
+                }
+            }
+            if let nodePort = p["nodePort"], nodePort != .null, nodePort.int == nil {
+                errors.append(.invalid("\(at).nodePort", nodePort.text(), "must be a port number"))
+            }
             if ports.count > 1 && (p["name"]?.string ?? "").isEmpty { errors.append(.required("spec.ports[\(i)].name")) }
             if let n = p["name"]?.string, !n.isEmpty, !names.insert(n).inserted {
                 errors.append(FieldError(field: "spec.ports[\(i)].name", reason: "FieldValueDuplicate", message: "Duplicate value: \"\(n)\""))
             }
         }
+        for (i, ip) in (o[path: "spec.externalIPs"]?.array ?? []).enumerated() where IPv4Address(ip.string ?? "") == nil {
+            errors.append(.invalid("spec.externalIPs[\(i)]", ip.text(), "must be a valid IP address, (e.g. 10.9.8.7)"))
+        }
         return errors
+    }
+
+    /// IANA_SVC_NAME: 1-15 lower-case letters, digits and '-', at least one letter, no '--', not at either end.
+    static func isPortName(_ s: String) -> Bool {
+        guard (1...15).contains(s.count), s.first != "-", s.last != "-", !s.contains("--") else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") } && s.contains { $0.isLetter }
     }
 
     static func isDNSLabel(_ s: String) -> Bool {

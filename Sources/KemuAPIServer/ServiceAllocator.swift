@@ -59,7 +59,8 @@ final class ServiceAllocator: Sendable {
 
     /// An update: `old`'s values count as free for `new` (so it keeps its own), in one step.
     func reallocate(_ service: inout JSON, replacing old: JSON) -> [FieldError] {
-        used.withLock { u in
+        Self.dropNodePorts(&service, keptFrom: old)
+        return used.withLock { u in
             var taken = u
             Self.remove(old, from: &taken)
             let errors = assign(&service, &taken)
@@ -68,8 +69,25 @@ final class ServiceAllocator: Sendable {
         }
     }
 
+    /// A Service changed to a type without node ports keeps none of those it had (upstream's
+    /// dropTypeDependentFields): a client that only changed the type sends the old ones back.
+    static func dropNodePorts(_ service: inout JSON, keptFrom old: JSON) {
+        let type = service[path: "spec.type"]?.string ?? "ClusterIP"
+        guard type == "ClusterIP" || type == "ExternalName", var ports = service[path: "spec.ports"]?.array else { return }
+        let before = Set((old[path: "spec.ports"]?.array ?? []).compactMap { $0["nodePort"]?.int })
+        for i in ports.indices where ports[i]["nodePort"]?.int.map(before.contains) == true { ports[i]["nodePort"] = nil }
+        service["spec", default: [:]]["ports"] = .array(ports)
+    }
+
     private func assign(_ service: inout JSON, _ taken: inout Taken) -> [FieldError] {
         let type = service[path: "spec.type"]?.string ?? "ClusterIP"
+        if type == "ClusterIP" || type == "ExternalName" {
+            let asked = (service[path: "spec.ports"]?.array ?? []).enumerated().filter { ($0.element["nodePort"]?.int ?? 0) != 0 }
+            if !asked.isEmpty {
+                return asked.map { FieldError(field: "spec.ports[\($0.offset)].nodePort", reason: "FieldValueForbidden",
+                                              message: "Forbidden: may not be used when `type` is '\(type)'") }
+            }
+        }
         if type == "ExternalName" { return [] }
         var errors: [FieldError] = []
         do {
