@@ -24,7 +24,8 @@ public struct ProxyConfig: Sendable {
     public var healthGrace: Duration = .seconds(30)
     /// kube-proxy's health port (/healthz, /livez) and metrics port (/metrics); nil: not served.
     public var healthAddress: SocketAddress? = SocketAddress(IPv4Address(0), 10256)
-    public var metricsAddress: SocketAddress? = SocketAddress(IPv4Address(0), 10249)
+    /// Loopback only, as kube-proxy's: pods and other hosts cannot read the counters.
+    public var metricsAddress: SocketAddress? = SocketAddress(IPv4Address(127, 0, 0, 1), 10249)
     /// Addresses on `lo` in these ranges that no Service claims are removed at start (a previous
     /// proxy's leftovers); others are never touched.
     public var managedRanges: [IPv4Network] = []

@@ -18,12 +18,17 @@ final class WriteAheadLog: @unchecked Sendable {
     init(directory: String, compactAfterBytes: Int) throws {
         self.directory = directory
         self.compactAfterBytes = compactAfterBytes
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // The cluster's objects (Secrets among them) are the server's alone: 0700 and 0600, also
+        // for a data directory an earlier version left readable.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         if !FileManager.default.fileExists(atPath: "\(directory)/log.jsonl") {
-            guard FileManager.default.createFile(atPath: "\(directory)/log.jsonl", contents: nil) else {
+            guard FileManager.default.createFile(atPath: "\(directory)/log.jsonl", contents: nil, attributes: [.posixPermissions: 0o600]) else {
                 throw StoreError.invalid("cannot create \(directory)/log.jsonl")
             }
         }
+        chmod(directory, 0o700)
+        for file in ["log.jsonl", "snapshot.jsonl"] { chmod("\(directory)/\(file)", 0o600) }
         guard let handle = FileHandle(forUpdatingAtPath: "\(directory)/log.jsonl") else {
             throw StoreError.invalid("cannot open \(directory)/log.jsonl for writing")
         }
@@ -102,13 +107,22 @@ final class WriteAheadLog: @unchecked Sendable {
             (["resource": .string(resource), "object": object] as JSON).write(to: &out)
             out.append(0x0A)
         }
+        // New snapshot beside the old, synced, renamed over it (rename(2) replaces atomically:
+        // there is always a whole snapshot on disk), then the directory synced so the rename
+        // itself survives a power loss.
         let temporary = snapshotPath + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(out)),
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(out), attributes: [.posixPermissions: 0o600]),
               let handle = FileHandle(forUpdatingAtPath: temporary) else { throw StoreError.invalid("cannot write \(temporary)") }
         try handle.synchronize()
         try handle.close()
-        if FileManager.default.fileExists(atPath: snapshotPath) { try FileManager.default.removeItem(atPath: snapshotPath) }
-        try FileManager.default.moveItem(atPath: temporary, toPath: snapshotPath)
+        guard rename(temporary, snapshotPath) == 0 else {
+            throw StoreError.invalid("cannot rename \(temporary) over \(snapshotPath): \(String(cString: strerror(errno)))")
+        }
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY)
+        if directoryFD >= 0 {
+            _ = fsync(directoryFD)
+            close(directoryFD)
+        }
         // Only now is the log redundant: a crash before this line replays it over the new snapshot,
         // skipping what the snapshot already holds.
         try log.truncate(atOffset: 0)

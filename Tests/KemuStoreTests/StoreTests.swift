@@ -317,4 +317,26 @@ import Testing
         #expect(again.revision == 60)
         #expect(again.list("pods").items.map(\.name) == (20..<40).map { "p\($0)" }.sorted())
     }
+
+    @Test func theDataIsTheServersAloneAndCompactionNeverLeavesItWithoutASnapshot() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mode = { (path: String) in ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int) ?? -1 }
+        do {
+            let store = try Store(directory: dir, compactAfterBytes: 1_000)
+            for i in 0..<30 { try store.create("pods", pod("p\(i)")) }
+        }
+        #expect(mode(dir) == 0o700)
+        #expect(mode("\(dir)/log.jsonl") == 0o600)
+        #expect(mode("\(dir)/snapshot.jsonl") == 0o600)
+        // A directory an earlier version left readable is closed at the next start.
+        chmod(dir, 0o755)
+        chmod("\(dir)/log.jsonl", 0o644)
+        let again = try Store(directory: dir, compactAfterBytes: 1_000)
+        #expect(mode(dir) == 0o700 && mode("\(dir)/log.jsonl") == 0o600)
+        // Compacting again replaces the snapshot in place: no temporary is left, nothing lost.
+        for i in 30..<60 { try again.create("pods", pod("p\(i)")) }
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/snapshot.jsonl.tmp"))
+        #expect(try Store(directory: dir).list("pods").items.count == 60)
+    }
 }
