@@ -22,14 +22,15 @@ public enum NodeDaemons {
             config: AgentConfig(nodeName: node, cpu: resources.cpu, memory: resources.memory, maxPods: resources.maxPods, images: catalog,
                                 logDirectory: "\(network.stateDirectory)/logs", volumeDirectory: "\(network.stateDirectory)/volumes"),
             client: client, network: network)
-        var services: [any Service] = [AgentService(agent: agent)]
+        var services: [any Service] = [DaemonLoop { try await agent.run() }]
         if let proxy {
-            services.append(ProxyService(proxy: try proxy.nodeProxy(node: node, network: network, client: client)))
+            let serviceProxy = try proxy.nodeProxy(node: node, network: network, client: client)
+            services.append(DaemonLoop { try await serviceProxy.run() })
         }
         if let dnsTTL {
             let dns = DNSServer(config: .init(address: SocketAddress(network.plan.dnsServiceIP, 53), domain: network.plan.network.clusterDomain, ttl: dnsTTL),
                                 client: client)
-            services.append(DNSService(dns: dns))
+            services.append(DaemonLoop { try await dns.run() })
         }
         try await runGroup(services, label: "kemu.node")
     }
@@ -37,7 +38,8 @@ public enum NodeDaemons {
     /// A node's proxy by itself.
     public static func runProxy(cluster: String, node: String, kubeconfig: String?, settings: ProxySettings) async throws {
         let (network, client) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu proxy")
-        try await runGroup([ProxyService(proxy: try settings.nodeProxy(node: node, network: network, client: client))], label: "kemu.proxy")
+        let proxy = try settings.nodeProxy(node: node, network: network, client: client)
+        try await runGroup([DaemonLoop { try await proxy.run() }], label: "kemu.proxy")
     }
 
     /// The emulated cloud load balancer on the lb host.
@@ -47,7 +49,7 @@ public enum NodeDaemons {
         config.role = .cloudLoadBalancer
         config.localRanges = [network.plan.network.loadBalancerPool]
         let balancer = try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses())
-        try await runGroup([ProxyService(proxy: balancer)], label: "kemu.lb")
+        try await runGroup([DaemonLoop { try await balancer.run() }], label: "kemu.lb")
     }
 
     /// Checks the host is the cluster's, enters its namespace (when started from outside it) and
