@@ -12,6 +12,12 @@ public struct APIResource: Sendable, Equatable {
     public var categories: [String] = []
     /// `status`, `scale`, `log`, `exec`, `binding`, `eviction`
     public var subresources: [String] = []
+    /// What may be done to it: every verb for stored kinds; only `create` for the reviews
+    /// (SelfSubjectAccessReview, …), which are questions answered at once and never stored.
+    public var verbs: [String] = APIResource.allVerbs
+
+    /// Whether objects of it live in the store (false for the create-only reviews).
+    public var stored: Bool { verbs != ["create"] }
 
     /// `v1` or `apps/v1`.
     public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
@@ -21,7 +27,7 @@ public struct APIResource: Sendable, Equatable {
     public var qualifiedKind: String { group.isEmpty ? kind : "\(kind).\(group)" }
     public var listKind: String { kind + "List" }
 
-    public static let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    public static let allVerbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 }
 
 /// Every resource kemu serves.
@@ -53,6 +59,23 @@ public enum APIResources {
               shortNames: ["sts"], categories: ["all"], subresources: ["status", "scale"]),
         .init(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision", kind: "ControllerRevision",
               namespaced: true),
+        .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
+              kind: "ClusterRole", namespaced: false),
+        .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings", singular: "clusterrolebinding",
+              kind: "ClusterRoleBinding", namespaced: false),
+        .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "roles", singular: "role", kind: "Role", namespaced: true),
+        .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "rolebindings", singular: "rolebinding",
+              kind: "RoleBinding", namespaced: true),
+        .init(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview",
+              kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),
+        .init(group: "authorization.k8s.io", version: "v1", resource: "selfsubjectrulesreviews", singular: "selfsubjectrulesreview",
+              kind: "SelfSubjectRulesReview", namespaced: false, verbs: ["create"]),
+        .init(group: "authorization.k8s.io", version: "v1", resource: "subjectaccessreviews", singular: "subjectaccessreview",
+              kind: "SubjectAccessReview", namespaced: false, verbs: ["create"]),
+        .init(group: "authorization.k8s.io", version: "v1", resource: "localsubjectaccessreviews", singular: "localsubjectaccessreview",
+              kind: "LocalSubjectAccessReview", namespaced: true, verbs: ["create"]),
+        .init(group: "authentication.k8s.io", version: "v1", resource: "selfsubjectreviews", singular: "selfsubjectreview",
+              kind: "SelfSubjectReview", namespaced: false, verbs: ["create"]),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
@@ -82,6 +105,10 @@ public enum APIResources {
     public static let deployments = builtIn("deployments")
     public static let endpointSlices = builtIn("endpointslices")
     public static let faults = builtIn("faults")
+    public static let roles = builtIn("roles")
+    public static let clusterRoles = builtIn("clusterroles")
+    public static let roleBindings = builtIn("rolebindings")
+    public static let clusterRoleBindings = builtIn("clusterrolebindings")
 
     /// One of `all` by its plural; only for the names above, which are kemu's own constants.
     private static func builtIn(_ plural: String) -> APIResource {

@@ -27,7 +27,15 @@ struct PodExec: Sendable {
         guard let chosen = Self.protocols.first(where: offered.contains) else { return .dontUpgrade }
         if let authenticator = server.authenticator {
             let token = request.headerFields[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
-            guard await authenticator.identify(token: token, channel: channel) != nil else { return .dontUpgrade }
+            // Refused callers are not upgraded; the plain request then gets its 401 or 403.
+            guard let caller = await authenticator.identify(token: token, channel: channel),
+                  let user = try? server.impersonated(caller, request.headerFields) else { return .dontUpgrade }
+            let asked = RequestAttributes(verb: "create", resource: "pods", subresource: "exec", namespace: exec.namespace, name: exec.pod)
+            let decision = server.authorizer.authorize(user, asked)
+            guard decision.allowed else { return .dontUpgrade }
+            server.audit?.record(.init(attributes: asked, user: user, impersonatedBy: user != caller ? caller : nil, uri: target,
+                                       sourceIP: channel.remoteAddress?.ipAddress, userAgent: request.headerFields[.userAgent],
+                                       code: 101, received: Date(), decision: decision.reason))
         }
         let headers: HTTPFields = [.secWebSocketProtocol: chosen]
         return .upgrade(headers) { inbound, outbound, _ in

@@ -10,6 +10,7 @@ extension APIServer {
             throw APIError.notFound("the server could not find the requested resource")
         }
         do {
+            if !r.stored { return try await review(t, request) }
             switch (request.method, t.name, t.subresource) {
             case (.get, nil, _):
                 return query.flag("watch") ? try watch(t, request, query) : try list(t, request, query)
@@ -180,6 +181,7 @@ extension APIServer {
             let current = try get(t, name)
             try reallocate(t.resource, &o, current)
         }
+        if t.resource.kind.hasSuffix("RoleBinding") { try Admission.validateUpdate(o, try get(t, name), t.resource) }
         return Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))
     }
 
@@ -245,6 +247,7 @@ extension APIServer {
             if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
             patched.resourceVersion = o.resourceVersion
             try admit(&patched, t)
+            try Admission.validateUpdate(patched, o, t.resource)
             if sub == nil { try reallocate(t.resource, &patched, o) }
             o = patched
         }
@@ -330,7 +333,7 @@ extension APIServer {
 
     /// A deleted namespace takes everything in it along (the namespace controller's job).
     func purgeNamespace(_ namespace: String) {
-        for r in APIResources.all where r.namespaced {
+        for r in APIResources.all where r.namespaced && r.stored {
             for o in store.list(r.qualifiedName, namespace: namespace).items {
                 _ = try? store.delete(r.qualifiedName, namespace: namespace, name: o.name)
             }
@@ -339,6 +342,7 @@ extension APIServer {
     /// Defaults and validation (Admission), then what needs the other objects: a Fault must not
     /// overlap another on the same Service.
     func admit(_ o: inout JSON, _ t: Target) throws {
+        try restrictWriter(o, t)
         try Admission.admit(&o, t.resource)
         if t.resource.kind == "Fault", let overlap = Admission.faultOverlaps(o, store.list(t.resource.qualifiedName, namespace: o.namespace).items) {
             throw APIError.invalid(t.resource, name: o.name, [overlap])

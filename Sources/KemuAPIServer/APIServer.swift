@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import KemuAPI
+import KemuPKI
 import KemuStore
 import Logging
 import NIOCore
@@ -19,9 +20,13 @@ public struct APIServer: HTTPResponder {
     let watches = WatchRegistry()
 
     let services: ServiceAllocator
+    /// Node authorizer and RBAC over the stored roles; asked whenever `authenticator` is set.
+    public let authorizer: Authorizer
     /// nil serves everyone (plain http on loopback, `--insecure`); otherwise anonymous requests
     /// get 401 except the health endpoints.
     public var authenticator: Authenticator?
+    /// Where writes, execs and refusals are recorded (`kemu server` keeps DATA-DIR/audit.log).
+    public var audit: AuditLog?
     /// Where node agents write container logs (`kemu up` passes its cluster's), for pods/log.
     public var podLogDirectory: String?
 
@@ -29,6 +34,7 @@ public struct APIServer: HTTPResponder {
         self.store = store
         let services = ServiceAllocator(ranges, existing: store.list("services").items)
         self.services = services
+        authorizer = Authorizer(store: store)
         // Whoever deletes a Service (a client, the namespace purge, the garbage collector), its
         // addresses and ports are free again in the same step.
         store.onDelete("services") { services.release($0) }
@@ -57,6 +63,7 @@ public struct APIServer: HTTPResponder {
             if !errors.isEmpty { throw APIError(code: 500, reason: "InternalError", message: "cannot allocate the kubernetes Service: \(errors)") }
             try store.create("services", svc)
         }
+        try BootstrapPolicy.reconcile(store)
     }
 
     /// Points the `kubernetes` Service at this server: its targetPort, its Endpoints and its
@@ -89,23 +96,39 @@ public struct APIServer: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
+        let received = Date()
         let query = Query(request.uri.query)
+        let path = APIPath(request.uri.path)
+        let attributes = Self.attributes(path, rawPath: request.uri.path, method: request.method, watch: query.flag("watch"))
+        var caller: Identity?, user: Identity?, decision: String?
+        let response: Response
         do {
-            let path = APIPath(request.uri.path)
-            if let authenticator, path?.isHealth != true, await authenticator.identify(request, channel: context.channel) == nil {
-                throw APIError.unauthorized
+            if let authenticator, path?.isHealth != true {
+                guard let identified = await authenticator.identify(request, channel: context.channel) else { throw APIError.unauthorized }
+                caller = identified
+                let acting = try impersonated(identified, request.headers)
+                decision = try authorize(acting, attributes)
+                user = acting
             }
             guard let path else { throw APIError.notFound("the server could not find the requested resource") }
-            return try await route(path, request, query)
+            response = try await route(path, request, query, user: user)
         } catch let error as any StatusConvertible {
-            return Self.status(error.apiError(about: nil))
+            response = Self.status(error.apiError(about: nil))
         } catch {
             logger.error("\(request.method) \(request.uri): \(error)")
-            return Self.status(APIError(code: 500, reason: "InternalError", message: "\(error)"))
+            response = Self.status(APIError(code: 500, reason: "InternalError", message: "\(error)"))
         }
+        let code = Int(response.status.code)
+        if let audit, AuditLog.wanted(attributes, code: code) {
+            audit.record(.init(attributes: attributes, user: user ?? caller,
+                               impersonatedBy: user != nil && user != caller ? caller : nil,
+                               uri: request.uri.description, sourceIP: context.channel.remoteAddress?.ipAddress,
+                               userAgent: request.headers[.userAgent], code: code, received: received, decision: decision))
+        }
+        return response
     }
 
-    func route(_ path: APIPath, _ request: Request, _ query: Query) async throws -> Response {
+    func route(_ path: APIPath, _ request: Request, _ query: Query, user: Identity?) async throws -> Response {
         switch path {
         case .version: return Self.json(Discovery.version)
         case .healthz: return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
@@ -119,7 +142,7 @@ public struct APIServer: HTTPResponder {
         case .openAPIRoot: return Self.json(OpenAPI.root)
         case .openAPI(let group, let version): return Self.json(OpenAPI.document(group: group, version: version))
         case .object(let resource, let namespace, let name, let subresource):
-            let target = Target(resource: resource, namespace: namespace, name: name, subresource: subresource)
+            let target = Target(resource: resource, namespace: namespace, name: name, subresource: subresource, user: user)
             return try await serve(target, request, query)
         }
     }
@@ -158,4 +181,6 @@ struct Target {
     var namespace: String?
     var name: String?
     var subresource: String?
+    /// Who asks (nil when the server authenticates nobody: plain http, `--insecure`).
+    var user: Identity? = nil
 }

@@ -77,6 +77,11 @@ enum Admission {
         let labelName = ["Namespace", "Service"].contains(r.kind)
         if name.isEmpty {
             errors.append(.required("metadata.name"))
+        } else if r.group == "rbac.authorization.k8s.io" {
+            // RBAC names are path segments (`system:node-proxier`), as upstream's ValidateRBACName.
+            if [".", ".."].contains(name) || name.contains("/") || name.contains("%") {
+                errors.append(.invalid("metadata.name", "\"\(name)\"", "may not be '.' or '..' and may not contain '/' or '%'"))
+            }
         } else if labelName ? !isDNSLabel(name) : !isDNSSubdomain(name) {
             errors.append(.invalid("metadata.name", "\"\(name)\"", labelName
                 ? "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
@@ -92,6 +97,8 @@ enum Admission {
         case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController": errors += validateWorkload(o, r)
         case "Service": errors += validateService(o)
         case "Fault": errors += validateFault(o)
+        case "Role", "ClusterRole": errors += validateRules(o, r)
+        case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         default: break
         }
         return errors

@@ -23,7 +23,7 @@ enum Discovery {
                     "resource": .string(r.resource), "singularResource": .string(r.singular),
                     "scope": r.namespaced ? "Namespaced" : "Cluster",
                     "responseKind": ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)],
-                    "verbs": .array(APIResource.verbs.map { .string($0) }),
+                    "verbs": .array(r.verbs.map { .string($0) }),
                 ]
                 if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
                 if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
@@ -67,7 +67,7 @@ enum Discovery {
         var resources: [JSON] = []
         for r in APIResources.all where r.group == group && r.version == version {
             var entry: JSON = ["name": .string(r.resource), "singularName": .string(r.singular), "namespaced": .bool(r.namespaced),
-                               "kind": .string(r.kind), "verbs": .array(APIResource.verbs.map { .string($0) })]
+                               "kind": .string(r.kind), "verbs": .array(r.verbs.map { .string($0) })]
             if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
             if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
             resources.append(entry)

@@ -14,10 +14,12 @@ public struct Kubeconfig: Sendable, Equatable {
     public var token: String?
     /// The context's default namespace.
     public var namespace: String
+    /// Who the credentials are for, naming the kubeconfig's user entry (default: the admin).
+    public var user: String?
 
     public init(server: String, cluster: String = "kemu", certificateAuthorityPEM: String? = nil,
                 clientCertificatePEM: String? = nil, clientKeyPEM: String? = nil, token: String? = nil,
-                namespace: String = "default") {
+                namespace: String = "default", user: String? = nil) {
         self.server = server
         self.cluster = cluster
         self.certificateAuthorityPEM = certificateAuthorityPEM
@@ -25,6 +27,7 @@ public struct Kubeconfig: Sendable, Equatable {
         self.clientKeyPEM = clientKeyPEM
         self.token = token
         self.namespace = namespace
+        self.user = user
     }
 
     public func render() -> String {
@@ -34,6 +37,7 @@ public struct Kubeconfig: Sendable, Equatable {
         if let certificate = clientCertificatePEM { userLines.append("    client-certificate-data: \(Self.base64(certificate))") }
         if let key = clientKeyPEM { userLines.append("    client-key-data: \(Self.base64(key))") }
         if let token { userLines.append("    token: \(token)") }
+        let entry = "\(cluster)-" + String((user ?? "admin").map { $0.isLetter || $0.isNumber ? $0 : "-" })
         return """
         apiVersion: v1
         kind: Config
@@ -42,13 +46,13 @@ public struct Kubeconfig: Sendable, Equatable {
           cluster:
         \(clusterLines.joined(separator: "\n"))
         users:
-        - name: \(cluster)-admin
+        - name: \(entry)
           user:\(userLines.isEmpty ? " {}" : "\n" + userLines.joined(separator: "\n"))
         contexts:
         - name: \(cluster)
           context:
             cluster: \(cluster)
-            user: \(cluster)-admin
+            user: \(entry)
             namespace: \(namespace)
         current-context: \(cluster)
 

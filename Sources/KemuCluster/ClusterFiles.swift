@@ -10,6 +10,8 @@ public struct ClusterFiles: Sendable {
     public func pidFile(_ daemon: String) -> String { "\(state)/\(daemon).pid" }
     public func log(_ daemon: String) -> String { "\(state)/\(daemon).log" }
     public func nodeKubeconfig(_ node: String) -> String { "\(state)/nodes/\(node).kubeconfig" }
+    /// Every node's proxy is `system:kube-proxy`, bound to system:node-proxier (reads only).
+    public var proxyKubeconfig: String { "\(state)/nodes/kube-proxy.kubeconfig" }
     /// Every daemon with a pid file.
     public var daemons: [String] { FileSystem.list(state).filter { $0.hasSuffix(".pid") }.map { String($0.dropLast(4)) } }
 

@@ -39,6 +39,7 @@ public struct ClusterLauncher {
             say("API server: https://\(network.plan.controlPlaneIP):6443 on the fabric (log \(files.log("server")))")
             let pki = try ClusterPKI.loadOrCreate(directory: "\(files.dataDir)/pki", clusterName: config.name)
             try FileSystem.makeDirectories("\(files.state)/nodes", mode: 0o700)
+            try writeKubeconfig(files.proxyKubeconfig, user: "system:kube-proxy", groups: [], network, pki)
             for (node, _) in network.nodes {
                 try writeKubeconfig(files.nodeKubeconfig(node), user: "system:node:\(node)", groups: ["system:nodes"], network, pki)
                 try Self.startNodeDaemons(node, network, files)
@@ -146,7 +147,7 @@ public struct ClusterLauncher {
 
     public static func startProxy(_ node: String, _ network: ClusterNetwork, _ files: ClusterFiles) throws {
         _ = try Daemon.start("proxy-\(node)", files, [
-            Executable.path, "proxy", "--node", node, "--cluster", network.plan.cluster, "--kubeconfig", files.nodeKubeconfig(node),
+            Executable.path, "proxy", "--node", node, "--cluster", network.plan.cluster, "--kubeconfig", files.proxyKubeconfig,
         ], namespace: NetworkNamespace(network.plan.namespace(node)))
     }
 

@@ -28,6 +28,8 @@ public struct ControlPlane {
         public var ranges: ServiceRanges
         public var nodeGracePeriod: Double = 5
         public var podEvictionDelay: Double = 5
+        /// When the store flushes its log to disk: `batch` (default) or `always` (SyncPolicy).
+        public var sync = SyncPolicy.batch.rawValue
 
         public init(dataDir: String, ranges: ServiceRanges) {
             self.dataDir = dataDir
@@ -39,16 +41,27 @@ public struct ControlPlane {
 
     public init(_ settings: Settings) { self.settings = settings }
 
+    /// The `--sync` values: `always` (fdatasync before each write is acknowledged) and `batch`.
+    public static let syncPolicies = SyncPolicy.allCases.map(\.rawValue)
+
     public func run() async throws {
         let s = settings
         let store: Store
         do {
-            store = try Store(directory: s.dataDir)
+            guard let sync = SyncPolicy(rawValue: s.sync) else {
+                throw KemuError(.invalidArgument, "--sync \(s.sync): one of \(Self.syncPolicies.joined(separator: ", "))")
+            }
+            store = try Store(directory: s.dataDir, sync: sync)
         } catch {
             throw KemuError(.invalidState, "cannot open the store in \(s.dataDir)", cause: error)
         }
         var api = try APIServer(store: store, ranges: s.ranges)
         api.podLogDirectory = s.podLogs
+        do {
+            api.audit = try AuditLog(path: "\(s.dataDir)/audit.log")
+        } catch {
+            throw KemuError(.invalidState, "cannot open the audit log in \(s.dataDir)", cause: error)
+        }
         var tls: TLSConfiguration?
         var kubeconfig = Kubeconfig(server: "")
         if !s.insecure {

@@ -24,7 +24,7 @@ public final class GarbageCollector: Sendable {
         // Watch first, then sweep once (dependents whose owners vanished while the server was
         // down, foreground deletions left half done), so no change falls between the two.
         let revision = store.revision
-        let streams = try APIResources.all.map { r in (r.qualifiedName, try store.watch(WatchFilter(r.qualifiedName), from: revision)) }
+        let streams = try APIResources.all.filter(\.stored).map { r in (r.qualifiedName, try store.watch(WatchFilter(r.qualifiedName), from: revision)) }
         collect()
         advanceForeground()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -47,7 +47,7 @@ public final class GarbageCollector: Sendable {
 
     /// Moves every foreground deletion on by one step.
     func advanceForeground() {
-        for r in APIResources.all {
+        for r in APIResources.all where r.stored {
             for o in store.list(r.qualifiedName).items where o.deletionTimestamp != nil && o.finalizers.contains(Self.foreground) {
                 advance(r.qualifiedName, o)
             }
@@ -94,7 +94,7 @@ public final class GarbageCollector: Sendable {
     /// those referring to `owner`, when given).
     public func collect(owner: String? = nil) {
         var live: Set<String>?
-        for r in APIResources.all {
+        for r in APIResources.all where r.stored {
             for o in store.list(r.qualifiedName).items {
                 let owners = o.ownerUIDs
                 guard !owners.isEmpty, owner.map(owners.contains) ?? true else { continue }

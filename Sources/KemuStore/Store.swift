@@ -18,6 +18,8 @@ public final class Store: Sendable {
         var log: WriteAheadLog?
         /// resource → what runs, under the lock, as each of its objects goes.
         var deleteHooks: [String: [@Sendable (JSON) -> Void]] = [:]
+        /// resource → the revision of its last write since this process started.
+        var lastWrite: [String: Int64] = [:]
     }
 
     let state: Mutex<State>
@@ -28,8 +30,8 @@ public final class Store: Sendable {
     }
 
     /// A store kept in `directory` (created if missing): loads the last snapshot and log.
-    public init(directory: String, historyLimit: Int = 10_000, compactAfterBytes: Int = 64 << 20) throws {
-        let log = try WriteAheadLog(directory: directory, compactAfterBytes: compactAfterBytes)
+    public init(directory: String, historyLimit: Int = 10_000, compactAfterBytes: Int = 64 << 20, sync: SyncPolicy = .batch) throws {
+        let log = try WriteAheadLog(directory: directory, compactAfterBytes: compactAfterBytes, sync: sync)
         var s = State(history: EventHistory(limit: historyLimit))
         let loaded = try log.load()
         s.revision = loaded.revision
@@ -45,6 +47,12 @@ public final class Store: Sendable {
 
     /// The revision of the last write.
     public var revision: Int64 { state.withLock { $0.revision } }
+
+    /// The revision of the last write to any of `resources` in this process (0: none yet), for
+    /// caches of what those objects say (the RBAC authorizer's compiled rules).
+    public func lastWrite(to resources: [String]) -> Int64 {
+        state.withLock { s in resources.map { s.lastWrite[$0] ?? 0 }.max() ?? 0 }
+    }
 
     // MARK: reads
 
@@ -299,6 +307,7 @@ public final class Store: Sendable {
         object.resourceVersion = revision
         try s.log?.append(revision: revision, resource: resource, object: object, deleted: deleting)
         s.revision = revision
+        s.lastWrite[resource] = revision
         if let previous = s.objects[resource]?[object.namespace]?[object.name] { Self.index(&s, resource, previous, present: false) }
         if deleting {
             s.objects[resource]?[object.namespace]?[object.name] = nil

@@ -1,23 +1,38 @@
 import Foundation
 import KemuAPI
 
+/// When the store's log reaches the disk itself, not only the page cache.
+public enum SyncPolicy: String, Sendable, CaseIterable {
+    /// fdatasync(2) after every write, before it is acknowledged (etcd's behaviour): a power loss
+    /// loses nothing acknowledged; each write costs a disk flush.
+    case always
+    /// fdatasync(2) at most once a second, on the write that finds the last one older: a kill -9
+    /// loses nothing acknowledged (write(2) came first), a power loss the writes since the last
+    /// sync — at most about a second's worth while writes keep coming, and what the kernel had not
+    /// yet written back (≤ 30 s by default) after the last write of a quiet spell.
+    case batch
+}
+
 /// The store on disk: `snapshot.jsonl` (a header line with the revision, then one line per object)
 /// and `log.jsonl` (one line per write since the snapshot). Each write is appended with one write(2)
 /// before the store acknowledges it, so it survives kill -9 of the process (the page cache keeps
-/// it); an fsync per write would also cover power loss at the cost of milliseconds each, and is not
-/// done. A torn last line (a crash mid-append) is dropped on load.
+/// it); `SyncPolicy` says when it is also flushed to the disk. A torn last line (a crash
+/// mid-append, a power loss) is dropped on load.
 final class WriteAheadLog: @unchecked Sendable {
     let directory: String
     let compactAfterBytes: Int
+    let sync: SyncPolicy
+    private var lastSync = ContinuousClock.now
     private var log: FileHandle
     private(set) var bytes = 0
 
     var logPath: String { "\(directory)/log.jsonl" }
     var snapshotPath: String { "\(directory)/snapshot.jsonl" }
 
-    init(directory: String, compactAfterBytes: Int) throws {
+    init(directory: String, compactAfterBytes: Int, sync: SyncPolicy = .batch) throws {
         self.directory = directory
         self.compactAfterBytes = compactAfterBytes
+        self.sync = sync
         // The cluster's objects (Secrets among them) are the server's alone: 0700 and 0600, also
         // for a data directory an earlier version left readable.
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -96,6 +111,13 @@ final class WriteAheadLog: @unchecked Sendable {
         line.append(0x0A)
         try log.write(contentsOf: line)
         bytes += line.count
+        let now = ContinuousClock.now
+        if sync == .always || now - lastSync >= .seconds(1) {
+            guard fdatasync(log.fileDescriptor) == 0 else {
+                throw StoreError.invalid("cannot sync \(logPath): \(String(cString: strerror(errno)))")
+            }
+            lastSync = now
+        }
     }
 
     /// Writes every object as the new snapshot, durably, then empties the log.

@@ -26,6 +26,8 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Where node agents write container logs, for kubectl logs.") var podLogs: String?
     @Option(help: "Pod sandboxes' namespace prefix (kemu-CLUSTER-p-), for kubectl exec.") var podNetnsPrefix: String?
     @Flag(help: .hidden) var stopWithParent = false
+    @Option(help: "When the store's log reaches the disk: batch (fdatasync at most every second; kill -9 loses nothing) or always (fdatasync before each write is acknowledged, as etcd; power loss loses nothing).")
+    var sync = "batch"
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
@@ -80,6 +82,10 @@ struct Server: AsyncParsableCommand {
         settings.stopWithParent = stopWithParent
         settings.nodeGracePeriod = nodeGracePeriod
         settings.podEvictionDelay = podEvictionDelay
+        guard ControlPlane.syncPolicies.contains(sync) else {
+            throw ValidationError("--sync \(sync): one of \(ControlPlane.syncPolicies.joined(separator: ", "))")
+        }
+        settings.sync = sync
         try await ControlPlane(settings).run()
     }
 }

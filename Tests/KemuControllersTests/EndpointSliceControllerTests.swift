@@ -42,7 +42,7 @@ import Testing
 
     /// The controller converges asynchronously; wait (bounded) for the expected state.
     func eventually(_ store: Store, _ service: String, _ expected: [String]) async -> [String] {
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(20)  // generous: other suites share the cooperative pool
         while endpoints(store, service) != expected && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
         return endpoints(store, service)
     }
@@ -60,7 +60,7 @@ import Testing
         try store.create("pods", pod("d", ip: "10.244.1.5", ready: true, labels: ["app": "db"]))  // not selected
         #expect(await eventually(store, "web", ["10.244.1.2:8080 RS-", "10.244.1.3:8080 ---"]) == ["10.244.1.2:8080 RS-", "10.244.1.3:8080 ---"])
 
-        let slice = store.list("endpointslices.discovery.k8s.io").items.first!
+        let slice = try #require(store.list("endpointslices.discovery.k8s.io").items.first)
         #expect(slice.labels["endpointslice.kubernetes.io/managed-by"] == EndpointSliceController.managedBy)
         #expect(slice[path: "metadata.ownerReferences"]?.array?.first?["kind"]?.string == "Service")
         #expect(slice["endpoints"]?.array?.first?[path: "targetRef.name"]?.string == "a")
@@ -80,7 +80,7 @@ import Testing
         #expect(await eventually(store, "web", []) == [])
 
         try store.delete("services", namespace: "default", name: "web")
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(20)  // generous: other suites share the cooperative pool
         while (!store.list("endpointslices.discovery.k8s.io").items.isEmpty || store.get("endpoints", namespace: "default", name: "web") != nil)
             && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(store.list("endpointslices.discovery.k8s.io").items.isEmpty)

@@ -15,9 +15,12 @@ struct KubectlTests {
         #expect(try server.kubectl(["version"]).out.contains("Server Version: v1.32.0-kemu"))
         let ns = try server.kubectl(["get", "namespaces"]).out
         #expect(ns.hasPrefix("NAME              STATUS   AGE\ndefault           Active"))
-        let resources = try server.kubectl(["api-resources"]).out
-        #expect(resources.contains("deployments              deploy       apps/v1               true         Deployment"))
-        #expect(resources.contains("endpointslices                        discovery.k8s.io/v1   true         EndpointSlice"))
+        // Rows with their columns (widths follow the longest name).
+        let rows = try server.kubectl(["api-resources"]).out.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
+        #expect(rows.contains("deployments deploy apps/v1 true Deployment"))
+        #expect(rows.contains("endpointslices discovery.k8s.io/v1 true EndpointSlice"))
+        #expect(rows.contains("clusterroles rbac.authorization.k8s.io/v1 false ClusterRole"))
+        #expect(rows.contains("selfsubjectaccessreviews authorization.k8s.io/v1 false SelfSubjectAccessReview"))
     }
 
     @Test func createApplyGetScaleExposeDelete() throws {
