@@ -102,6 +102,7 @@ public enum APIResources {
     public static let services = builtIn("services")
     public static let nodes = builtIn("nodes")
     public static let events = builtIn("events")
+    public static let configMaps = builtIn("configmaps")
     public static let deployments = builtIn("deployments")
     public static let endpointSlices = builtIn("endpointslices")
     public static let faults = builtIn("faults")

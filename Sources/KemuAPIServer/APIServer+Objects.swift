@@ -11,30 +11,36 @@ extension APIServer {
         }
         do {
             if !r.stored { return try await review(t, request) }
-            switch (request.method, t.name, t.subresource) {
-            case (.get, nil, _):
-                return query.flag("watch") ? try watch(t, request, query) : try list(t, request, query)
-            case (.get, let name?, "scale"):
-                return Self.json(Scale.of(try get(t, name), r))
-            case (.get, let name?, "log") where r.resource == "pods":
-                return try logs(t, name, query)
-            case (.get, let name?, nil), (.get, let name?, "status"):
-                return respond(try get(t, name), t, request, query)
-            case (.post, nil, nil):
-                return try await create(t, request)
-            case (.put, let name?, let sub):
-                return try await replace(t, name, sub, request)
-            case (.patch, let name?, let sub):
-                return try await patch(t, name, sub, request, query)
-            case (.delete, let name?, nil):
-                return try await delete(t, name, request)
-            case (.post, let name?, "eviction") where r.resource == "pods":
-                return try await evict(t, name, request)
-            default:
-                throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
-            }
+            let dryRun = request.method == .get ? false : try query.dryRun()  // reads ignore it, as upstream
+            return try await Store.$dryRun.withValue(dryRun) { try await dispatch(t, request, query) }
         } catch let error as any StatusConvertible {
             throw error.apiError(about: r)
+        }
+    }
+
+    func dispatch(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
+        let r = t.resource
+        switch (request.method, t.name, t.subresource) {
+        case (.get, nil, _):
+            return query.flag("watch") ? try watch(t, request, query) : try list(t, request, query)
+        case (.get, let name?, "scale"):
+            return Self.json(Scale.of(try get(t, name), r))
+        case (.get, let name?, "log") where r.resource == "pods":
+            return try logs(t, name, query)
+        case (.get, let name?, nil), (.get, let name?, "status"):
+            return respond(try get(t, name), t, request, query)
+        case (.post, nil, nil):
+            return try await create(t, request)
+        case (.put, let name?, let sub):
+            return try await replace(t, name, sub, request)
+        case (.patch, let name?, let sub):
+            return try await patch(t, name, sub, request, query)
+        case (.delete, let name?, nil):
+            return try await delete(t, name, request)
+        case (.post, let name?, "eviction") where r.resource == "pods":
+            return try await evict(t, name, request)
+        default:
+            throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
         }
     }
 
@@ -260,7 +266,13 @@ extension APIServer {
         if let buffer = try? await request.collectBody(upTo: maxBodyBytes), buffer.readableBytes > 0 {
             options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
         }
-        return Self.json(try delete(t, name, options: options))
+        // kubectl delete --dry-run=server says so in the DeleteOptions, not the query.
+        var dryRun = Store.dryRun
+        for value in options["dryRun"]?.array ?? [] {
+            guard value.string == "All" else { throw APIError.badRequest("dryRun: Unsupported value: \(value.text().prefix(64)): supported values: \"All\"") }
+            dryRun = true
+        }
+        return try Store.$dryRun.withValue(dryRun) { Self.json(try delete(t, name, options: options)) }
     }
 
     /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options.

@@ -111,7 +111,7 @@ public struct APIServer: HTTPResponder {
                 user = acting
             }
             guard let path else { throw APIError.notFound("the server could not find the requested resource") }
-            response = try await route(path, request, query, user: user)
+            response = try await route(path, request, query, user: user, channel: context.channel)
         } catch let error as any StatusConvertible {
             response = Self.status(error.apiError(about: nil))
         } catch {
@@ -128,7 +128,7 @@ public struct APIServer: HTTPResponder {
         return response
     }
 
-    func route(_ path: APIPath, _ request: Request, _ query: Query, user: Identity?) async throws -> Response {
+    func route(_ path: APIPath, _ request: Request, _ query: Query, user: Identity?, channel: (any Channel)? = nil) async throws -> Response {
         switch path {
         case .version: return Self.json(Discovery.version)
         case .healthz: return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok")))
@@ -142,7 +142,7 @@ public struct APIServer: HTTPResponder {
         case .openAPIRoot: return Self.json(OpenAPI.root)
         case .openAPI(let group, let version): return Self.json(OpenAPI.document(group: group, version: version))
         case .object(let resource, let namespace, let name, let subresource):
-            let target = Target(resource: resource, namespace: namespace, name: name, subresource: subresource, user: user)
+            let target = Target(resource: resource, namespace: namespace, name: name, subresource: subresource, user: user, channel: channel)
             return try await serve(target, request, query)
         }
     }
@@ -183,4 +183,6 @@ struct Target {
     var subresource: String?
     /// Who asks (nil when the server authenticates nobody: plain http, `--insecure`).
     var user: Identity? = nil
+    /// The client's connection, for a watch to cut off a client that stopped reading.
+    var channel: (any Channel)? = nil
 }

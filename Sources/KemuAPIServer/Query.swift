@@ -27,6 +27,16 @@ struct Query {
         return value
     }
 
+    /// `dryRun=All` (kubectl --dry-run=server): true; absent: false; anything else is a 400, as
+    /// upstream supports no other value.
+    func dryRun() throws -> Bool {
+        guard let values = values["dryRun"] else { return false }
+        for value in values where value != "All" {
+            throw APIError.badRequest("dryRun: Unsupported value: \"\(value.prefix(64))\": supported values: \"All\"")
+        }
+        return true
+    }
+
     static func decode(_ s: Substring) -> String {
         var bytes: [UInt8] = []
         var i = s.utf8.startIndex

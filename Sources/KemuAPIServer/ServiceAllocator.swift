@@ -52,7 +52,7 @@ final class ServiceAllocator: Sendable {
         used.withLock { u in
             var taken = u
             let errors = assign(&service, &taken)
-            if errors.isEmpty { u = taken }
+            if errors.isEmpty && !Store.dryRun { u = taken }  // a dry run shows what it would take
             return errors
         }
     }
@@ -64,7 +64,7 @@ final class ServiceAllocator: Sendable {
             var taken = u
             Self.remove(old, from: &taken)
             let errors = assign(&service, &taken)
-            if errors.isEmpty { u = taken }
+            if errors.isEmpty && !Store.dryRun { u = taken }  // a dry run shows what it would take
             return errors
         }
     }

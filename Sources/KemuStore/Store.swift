@@ -24,6 +24,11 @@ public final class Store: Sendable {
 
     let state: Mutex<State>
 
+    /// True for the length of a `?dryRun=All` request (upstream's server-side dry run): every
+    /// check runs and every write returns what it would have stored, but nothing is written,
+    /// logged, published to watchers or handed to delete hooks.
+    @TaskLocal public static var dryRun = false
+
     /// A store in memory only. `historyLimit` is how many events a watch can resume across.
     public init(historyLimit: Int = 10_000) {
         state = Mutex(State(history: EventHistory(limit: historyLimit)))
@@ -303,6 +308,10 @@ public final class Store: Sendable {
     /// Assigns the next revision, logs, applies and publishes one change. Called with the lock held,
     /// so revisions, the log and every watcher see changes in one order.
     func commit(_ s: inout State, _ resource: String, old: JSON?, new object: inout JSON, deleting: Bool = false) throws {
+        if Self.dryRun {
+            object.resourceVersion = old?.resourceVersion  // nothing new was written
+            return
+        }
         let revision = s.revision + 1
         object.resourceVersion = revision
         try s.log?.append(revision: revision, resource: resource, object: object, deleted: deleting)

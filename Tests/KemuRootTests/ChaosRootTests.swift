@@ -93,8 +93,9 @@ struct ChaosRootTests {
         """)
         #expect(first.ok, "\(first.output)")
         #expect(first.action(0, "failed") == 0 && first.action(1, "failed") == 0, "\(first.output)")
-        // Requests that started before the deleted Fault reached the proxies (milliseconds) may be reset.
-        #expect((first.action(3, "errorsStoppedMs") ?? 9999) < 200, "\(first.output)")
+        // Requests that started before the deleted Fault reached the proxies (milliseconds) may be
+        // reset; errors must stop then (the bound is loose: make bench measures how fast).
+        #expect((first.action(3, "errorsStoppedMs") ?? 9999) < 1000, "\(first.output)")
         let killed = first.action(0, "goneFromProxiesMs")
         #expect(killed != nil && killed! < 2000, "\(first.output)")
         let windowRequests = 150.0 * 3
