@@ -195,7 +195,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kemu-bench",
-            dependencies: ["KemuAPI", "KemuClient", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
+            dependencies: ["KemuAPI", "KemuClient", "KemuPKI", "KemuStore", "KemuIP", "KemuNetwork", "KemuNetlink", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         // What the API-side test targets share: a real `kemu server` process and fixtures.

@@ -25,6 +25,8 @@ public struct APIServer: HTTPResponder {
     /// nil serves everyone (plain http on loopback, `--insecure`); otherwise anonymous requests
     /// get 401 except the health endpoints.
     public var authenticator: Authenticator?
+    /// Seats for requests in flight, a lane for the cluster's components (nil: no limits).
+    public var lanes: PriorityLanes? = PriorityLanes()
     /// Where writes, execs and refusals are recorded (`kemu server` keeps DATA-DIR/audit.log).
     public var audit: AuditLog?
     /// Where node agents write container logs (`kemu up` passes its cluster's), for pods/log.
@@ -111,7 +113,15 @@ public struct APIServer: HTTPResponder {
                 user = acting
             }
             guard let path else { throw APIError.notFound("the server could not find the requested resource") }
-            response = try await route(path, request, query, user: user, channel: context.channel)
+            if let lanes, !Self.longRunning(attributes, query) {
+                let lane = PriorityLanes.lane(of: user)
+                let flow = user?.user ?? context.channel.remoteAddress?.ipAddress ?? "anonymous"
+                response = try await lanes.withSeat(lane, flow: flow) {
+                    try await route(path, request, query, user: user, channel: context.channel)
+                }
+            } else {
+                response = try await route(path, request, query, user: user, channel: context.channel)
+            }
         } catch let error as any StatusConvertible {
             response = Self.status(error.apiError(about: nil))
         } catch {
@@ -154,7 +164,15 @@ public struct APIServer: HTTPResponder {
     }
 
     static func status(_ error: APIError) -> Response {
-        json(error.status, status: HTTPResponse.Status(code: error.code))
+        var response = json(error.status, status: HTTPResponse.Status(code: error.code))
+        if error.code == 429 { response.headers[.retryAfter] = "1" }  // client-go waits and retries
+        return response
+    }
+
+    /// Requests that hold no seat: watches, followed logs, exec/attach/port-forward (upstream's
+    /// long-running requests), which would otherwise pin seats for as long as they last.
+    static func longRunning(_ a: RequestAttributes, _ query: Query) -> Bool {
+        a.verb == "watch" || ["exec", "attach", "portforward"].contains(a.subresource) || (a.subresource == "log" && query.flag("follow"))
     }
 
     /// The request body as JSON: 413 past the limit, 400 for anything that does not parse.

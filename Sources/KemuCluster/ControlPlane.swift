@@ -30,6 +30,8 @@ public struct ControlPlane {
         public var podEvictionDelay: Double = 5
         /// When the store flushes its log to disk: `batch` (default) or `always` (SyncPolicy).
         public var sync = SyncPolicy.batch.rawValue
+        /// Seats per lane for requests in flight (false: unlimited, for benchmarks' comparison).
+        public var priorityLanes = true
 
         public init(dataDir: String, ranges: ServiceRanges) {
             self.dataDir = dataDir
@@ -57,6 +59,7 @@ public struct ControlPlane {
         }
         var api = try APIServer(store: store, ranges: s.ranges)
         api.podLogDirectory = s.podLogs
+        if !s.priorityLanes { api.lanes = nil }
         do {
             api.audit = try AuditLog(path: "\(s.dataDir)/audit.log")
         } catch {

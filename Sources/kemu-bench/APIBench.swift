@@ -80,6 +80,8 @@ enum APIBench {
                 try big.create("endpointslices.discovery.k8s.io", slice(i))
             }
         }
+        // The same objects for the heartbeat runs, which start servers of their own.
+        try FileManager.default.copyItem(atPath: dir + "/big", toPath: dir + "/beats")
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "\(root)/.build/release/kemu")
         server.arguments = ["server", "--port", "0", "--data-dir", dir + "/big"]
@@ -105,6 +107,10 @@ enum APIBench {
             .split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?
             .split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
 
+        let withLanes = try await heartbeats(root: root, dataDir: dir + "/beats", lanes: true)
+        let withoutLanes = try await heartbeats(root: root, dataDir: dir + "/beats", lanes: false)
+        let beat = { (h: Heartbeats) in String(format: "%.1f / %.1f / %.0f ms (%d lists served)", h.p50, h.p99, h.worst, h.lists) }
+
         let table = """
         ## Control plane (store and API server)
 
@@ -116,6 +122,8 @@ enum APIBench {
         | list 10,000 Services over https with a client certificate (\(bytes / 1024) KiB, new connection each), median / worst of 7 | \(String(format: "%.0f / %.0f ms", listTimes[3], listTimes[6])) | < 200 ms |
         | kemu server RSS with 10k Services + 50k endpoints | \(rssKB / 1024) MiB | |
         | kemu server start (load 20k objects) until serving | \(String(format: "%.0f ms", startup)) | |
+        | node status patch while 12 clients list 10k Services in a loop, p50 / p99 / worst: priority lanes | \(beat(withLanes)) | |
+        | the same without lanes (--no-priority-lanes) | \(beat(withoutLanes)) | |
 
         """
         print(table)

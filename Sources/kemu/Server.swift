@@ -26,6 +26,7 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Where node agents write container logs, for kubectl logs.") var podLogs: String?
     @Option(help: "Pod sandboxes' namespace prefix (kemu-CLUSTER-p-), for kubectl exec.") var podNetnsPrefix: String?
     @Flag(help: .hidden) var stopWithParent = false
+    @Flag(help: .hidden) var noPriorityLanes = false
     @Option(help: "When the store's log reaches the disk: batch (fdatasync at most every second; kill -9 loses nothing) or always (fdatasync before each write is acknowledged, as etcd; power loss loses nothing).")
     var sync = "batch"
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
@@ -86,6 +87,7 @@ struct Server: AsyncParsableCommand {
             throw ValidationError("--sync \(sync): one of \(ControlPlane.syncPolicies.joined(separator: ", "))")
         }
         settings.sync = sync
+        settings.priorityLanes = !noPriorityLanes
         try await ControlPlane(settings).run()
     }
 }
