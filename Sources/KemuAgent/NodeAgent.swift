@@ -71,9 +71,21 @@ public final class NodeAgent: Sendable {
         return index
     }
 
-    /// Registers the node, then runs until cancelled: heartbeats and pods.
+    /// Registers the node, then runs until cancelled: heartbeats and pods. While the API server
+    /// cannot be reached (it is restarting too) registration is retried, as kubelet does, rather
+    /// than given up; what the server refuses ends the agent.
     public func run() async throws {
-        try await register()
+        var pause = Duration.milliseconds(200)
+        while true {
+            do {
+                try await register()
+                break
+            } catch let error where !(error is ClientError) && !(error is CancellationError) {
+                logger.warning("cannot register with the API server (\(error)); retrying in \(pause)")
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(2))
+            }
+        }
         let informer = Informer(client, pods, fields: "spec.nodeName=\(config.nodeName)")
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

@@ -15,7 +15,18 @@ public struct APIClient: Sendable {
     public let tls: TLSConfiguration?
     let http: HTTPClient
 
-    public init(server: String, bearerToken: String? = nil, tls: TLSConfiguration? = nil, http: HTTPClient = .shared) {
+    /// The HTTP client kemu's API clients share. A connect that fails fails its request at once and
+    /// the caller retries on its own schedule (an agent's heartbeat every second): AsyncHTTPClient's
+    /// shared client retries a refused connect until the request's deadline, which kept node
+    /// agents silent for up to 30 s after the API server came back.
+    public static let sharedHTTP: HTTPClient = {
+        var configuration = HTTPClient.Configuration.singletonConfiguration
+        configuration.timeout.connect = .seconds(2)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    public init(server: String, bearerToken: String? = nil, tls: TLSConfiguration? = nil, http: HTTPClient = APIClient.sharedHTTP) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
         self.bearerToken = bearerToken
         self.tls = tls
@@ -24,7 +35,7 @@ public struct APIClient: Sendable {
 
     /// A client for the kubeconfig's current context: its CA as the only trust root, its client
     /// certificate if it has one, else its bearer token.
-    public init(kubeconfig: Kubeconfig, http: HTTPClient = .shared) throws {
+    public init(kubeconfig: Kubeconfig, http: HTTPClient = APIClient.sharedHTTP) throws {
         var tls: TLSConfiguration?
         if kubeconfig.server.hasPrefix("https://") {
             var configuration = TLSConfiguration.makeClientConfiguration()

@@ -83,8 +83,10 @@ public final class Informer: Sendable {
             } catch {
                 logger.debug("\(resource.qualifiedName): \(error); retrying in \(pause)")
             }
-            try? await Task.sleep(for: pause)
-            pause = min(pause * 2, .seconds(5))
+            // Jittered, and capped at 1 s: after an API-server restart every informer is back
+            // within a second, without all of them knocking at the same instant.
+            try? await Task.sleep(for: pause * Double.random(in: 0.8...1.2))
+            pause = min(pause * 2, .seconds(1))
         }
     }
 

@@ -47,6 +47,7 @@ public struct ClusterLauncher {
             say("node agents started: \(network.nodes.map(\.name).joined(separator: ", "))")
             try startLoadBalancer(network, pki)
             try await waitForReadyNodes(network.nodes.map(\.name))
+            _ = try Daemon.start(Supervisor.name, files, [Executable.path, "supervise", "--cluster", config.name], namespace: nil)
             say("all \(network.nodes.count) nodes Ready; load balancer on \(network.plan.loadBalancerIP) for \(config.network.loadBalancerPool)")
         } catch {
             FileHandle.standardError.write(Data("kemu up failed; removing what was built…\n".utf8))
@@ -102,6 +103,11 @@ public struct ClusterLauncher {
     /// `kemu server` in the host's namespace (loopback for kubectl) relaying from the cp
     /// host's fabric address; returns once it has written its kubeconfig.
     func startServer(_ network: ClusterNetwork) throws {
+        try Self.startServer(network, files)
+    }
+
+    /// The same for a running cluster whose server was stopped (`kemu start server`).
+    public static func startServer(_ network: ClusterNetwork, _ files: ClusterFiles) throws {
         try FileSystem.makeDirectories(files.dataDir, mode: 0o700)
         try FileSystem.removeFile(files.kubeconfig)  // a kept data dir has the last run's
         let c = network.config.network

@@ -1,12 +1,37 @@
+import Foundation
 import KemuAPI
+import KemuClient
 
 /// `kemu status`: the nodes, pods and Services of a running cluster at a glance.
 public enum ClusterSummary {
+    /// The daemons first (read from their pid files and the supervisor's records, so they show
+    /// while the API server is down too), then what the API says.
     public static func render(_ cluster: RunningCluster) async throws -> String {
-        let nodes = try await cluster.client.list(APIResources.nodes).items
-        let pods = try await cluster.client.list(APIResources.pods).items
-        let services = try await cluster.client.list(APIResources.services).items
-        return render(nodes: nodes, pods: pods, services: services)
+        let daemons = daemonTable(cluster.files)
+        do {
+            let nodes = try await cluster.client.list(APIResources.nodes).items
+            let pods = try await cluster.client.list(APIResources.pods).items
+            let services = try await cluster.client.list(APIResources.services).items
+            return daemons + "\n" + render(nodes: nodes, pods: pods, services: services)
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            return daemons + "\nthe API server does not answer (\(error)); see the daemons above and \(cluster.files.log("server"))\n"
+        }
+    }
+
+    /// DAEMON PID STATE RESTARTS LAST-RESTART for every daemon `kemu up` started.
+    public static func daemonTable(_ files: ClusterFiles, now: Date = Date()) -> String {
+        let records = Supervisor.records(files)
+        let rows = Daemon.specs(files).map { name -> [String] in
+            let pid = Daemon.pid(name, files)
+            let running = pid.map { Daemon.isKemu($0) && !Daemon.isZombie($0) } ?? false
+            let record = records[name] ?? Supervisor.Record()
+            let state = pid == nil ? "stopped" : record.state(running: running, now: now)
+            let last = record.lastRestart.map { "\(Int(now.timeIntervalSince($0)))s ago" } ?? "-"
+            return [name, pid.map(String.init) ?? "-", state, String(record.restarts), last]
+        }
+        return TextTable.render(["DAEMON", "PID", "STATE", "RESTARTS", "LAST-RESTART"], rows)
     }
 
     public static func render(nodes: [JSON], pods: [JSON], services: [JSON]) -> String {

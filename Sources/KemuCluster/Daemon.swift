@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KemuAPI
 import KemuSystem
 
 /// Background processes of a cluster: started detached (own session, stdout/stderr to a log),
@@ -16,6 +17,37 @@ public enum Daemon {
         options.newSession = true
         let pid = try Spawn.spawn(argv, options)
         try FileSystem.writeFile(files.pidFile(name), "\(pid)\n")
+        // How to start it again, for the supervisor.
+        let spec: JSON = ["argv": .array(argv.map { .string($0) }), "namespace": namespace.map { .string($0.name) } ?? .null]
+        try FileSystem.writeFile(specFile(name, files), spec.text(), mode: 0o600)
+        return pid
+    }
+
+    static func specFile(_ name: String, _ files: ClusterFiles) -> String { "\(files.state)/\(name).spec.json" }
+
+    /// Every daemon this cluster has started (the supervisor restarts those whose pid file says
+    /// they should run).
+    public static func specs(_ files: ClusterFiles) -> [String] {
+        FileSystem.list(files.state).filter { $0.hasSuffix(".spec.json") }.map { String($0.dropLast(".spec.json".count)) }.sorted()
+    }
+
+    /// Starts a daemon again as it was started last.
+    static func restart(_ name: String, _ files: ClusterFiles) throws -> pid_t {
+        let spec = try JSON.parse(Array(try FileSystem.readFile(specFile(name, files)).utf8))
+        let argv = (spec["argv"]?.array ?? []).compactMap(\.string)
+        guard !argv.isEmpty else { throw KemuError(.invalidState, "\(specFile(name, files)) has no argv") }
+        return try start(name, files, argv, namespace: spec["namespace"]?.string.map(NetworkNamespace.init))
+    }
+
+    /// Stops a daemon on purpose: its pid file goes first, so the supervisor leaves it stopped.
+    /// Returns the pid signalled, nil when it was not running.
+    @discardableResult
+    public static func stop(_ name: String, _ files: ClusterFiles, signal: Int32 = SIGTERM) -> pid_t? {
+        let pid = pid(name, files)
+        try? FileSystem.removeFile(files.pidFile(name))
+        guard let pid, isKemu(pid) else { return nil }
+        kill(pid, signal)
+        if signal != SIGSTOP { reap(pid) }
         return pid
     }
 
@@ -58,7 +90,7 @@ public enum Daemon {
         }
     }
 
-    static func isZombie(_ pid: pid_t) -> Bool {
+    public static func isZombie(_ pid: pid_t) -> Bool {
         ((try? FileSystem.readFile("/proc/\(pid)/stat")) ?? "").split(separator: ")").last?.split(separator: " ").first == "Z"
     }
 
@@ -67,10 +99,15 @@ public enum Daemon {
     /// the daemons signalled.
     @discardableResult
     public static func stopAll(_ files: ClusterFiles) -> [String] {
+        // The supervisor first, so nothing is restarted behind our back; then every pid file
+        // goes before its daemon is signalled.
+        let supervisor = stop(Supervisor.name, files)
         let names = files.daemons.sorted { ($0 == "server" ? 1 : 0, $0) < ($1 == "server" ? 1 : 0, $1) }
-        var signalled: [(String, pid_t)] = []
-        for name in names {
-            guard let pid = pid(name, files), isKemu(pid) else { continue }
+        let pids = names.map { pid($0, files) }
+        for name in names { try? FileSystem.removeFile(files.pidFile(name)) }
+        var signalled: [(String, pid_t)] = supervisor.map { [(Supervisor.name, $0)] } ?? []
+        for (name, pid) in zip(names, pids) {
+            guard let pid, isKemu(pid) else { continue }
             kill(pid, SIGTERM)
             signalled.append((name, pid))
         }
@@ -82,7 +119,6 @@ public enum Daemon {
             }
             if isKemu(pid) { kill(pid, SIGKILL) }
         }
-        for name in names { try? FileSystem.removeFile(files.pidFile(name)) }
         return signalled.map(\.0)
     }
 }

@@ -47,7 +47,15 @@ public struct Chaos: Sendable {
     /// per process signalled, and when.
     @discardableResult
     public func killPod(_ name: String, namespace: String, signal: Int32, container: String? = nil) async throws -> (lines: [String], at: Date) {
-        let pod = try await cluster.pod(name, namespace: namespace)
+        let pod: JSON
+        do {
+            pod = try await cluster.pod(name, namespace: namespace)
+        } catch where !(error is ClientError) && !(error is KemuError) {
+            // The API server is down (no connection, no answer): the node agents' own records say
+            // which processes the pod runs, so the lab works without the control plane.
+            guard let local = localPod(name, namespace: namespace) else { throw error }
+            pod = local
+        }
         let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
         if let container, !containers.contains(container) {
             throw KemuError(.notFound, "container \(container) is not in pod \(namespace)/\(name) (containers: \(containers.joined(separator: ", ")))")
@@ -70,6 +78,51 @@ public struct Chaos: Sendable {
         return (done, at)
     }
 
+    /// A pod as its agent recorded it (`logs/NS_NAME_UID/runtime.json`): name, namespace, uid
+    /// and containers, for when the API cannot be asked. nil when no agent ran it.
+    func localPod(_ name: String, namespace: String) -> JSON? {
+        let base = "\(cluster.files.state)/logs"
+        let prefix = "\(namespace)_\(name)_"
+        for directory in FileSystem.list(base) where directory.hasPrefix(prefix) {
+            guard let text = try? FileSystem.readFile("\(base)/\(directory)/runtime.json"),
+                  let runtime = try? JSON.parse(Array(text.utf8)), let containers = runtime["containers"]?.object else { continue }
+            var pod: JSON = ["apiVersion": "v1", "kind": "Pod",
+                             "spec": ["containers": .array(containers.keys.map { ["name": .string($0)] })]]
+            pod.name = name
+            pod.namespace = namespace
+            pod["metadata", default: [:]]["uid"] = .string(String(directory.dropFirst(prefix.count)))
+            return pod
+        }
+        return nil
+    }
+
+    // MARK: the API server
+
+    /// Stops the cluster's API server (and with it the controllers): node agents and proxies keep
+    /// running on what they last knew, as a control-plane outage leaves a real cluster.
+    public func stopServer(signal: Int32 = SIGTERM) async throws {
+        guard let pid = Daemon.pid("server", cluster.files), Daemon.isKemu(pid) else {
+            throw KemuError(.invalidState, "the API server of \(cluster.name) is not running; start it with: kemu start server")
+        }
+        var object: JSON = ["apiVersion": "v1", "kind": "Namespace"]
+        object.name = "kube-system"
+        await record(object, kind: "Namespace", type: "Warning", reason: "ChaosAPIServerStopped",
+                     message: "kemu stop server: \(Self.signalName(signal)) to pid \(pid)")
+        Daemon.stop("server", cluster.files, signal: signal)
+    }
+
+    public func startServer() async throws {
+        if let pid = Daemon.pid("server", cluster.files), Daemon.isKemu(pid) {
+            throw KemuError(.invalidState, "the API server of \(cluster.name) is already running (pid \(pid))")
+        }
+        try ClusterLauncher.startServer(network, cluster.files)
+        // It listens on a new loopback port: a client of the new kubeconfig tells it.
+        let again = try Chaos(cluster: cluster.name, for: "kemu start server")
+        var object: JSON = ["apiVersion": "v1", "kind": "Namespace"]
+        object.name = "kube-system"
+        await again.record(object, kind: "Namespace", type: "Normal", reason: "ChaosAPIServerStarted", message: "kemu start server: serving again")
+    }
+
     // MARK: nodes
 
     /// Returns when the node was cut off (its link went down).
@@ -87,6 +140,9 @@ public struct Chaos: Sendable {
         let processes = daemons + (try network.podProcesses(on: node))
         switch mode {
         case .crash:
+            // Their pid files first: a crashed machine's daemons stay down until it boots, the
+            // supervisor must not restart them.
+            for name in ["node-\(node)", "proxy-\(node)"] { try? FileSystem.removeFile(cluster.files.pidFile(name)) }
             for pid in processes { Glibc.kill(pid, SIGKILL) }
             for pid in daemons { Daemon.reap(pid) }
         case .freeze:
@@ -152,9 +208,7 @@ public struct Chaos: Sendable {
         guard let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) else {
             throw KemuError(.invalidState, "the proxy of \(node) is not running; start it with: kemu start proxy \(node)")
         }
-        Glibc.kill(pid, signal)
-        if signal != SIGSTOP { Daemon.reap(pid) }
-        try? FileSystem.removeFile(cluster.files.pidFile("proxy-\(node)"))
+        Daemon.stop("proxy-\(node)", cluster.files, signal: signal)
         await recordNode(node, type: "Warning", reason: "ChaosProxyStopped", message: "kemu stop proxy: \(Self.signalName(signal)) to pid \(pid)")
     }
 

@@ -44,8 +44,10 @@ public final class Store: Sendable {
             s.objects[resource, default: [:]][object.namespace, default: [:]][object.name] = object
             Self.index(&s, resource, object, present: true)
         }
-        // Nothing before this revision can be replayed to a watch.
-        s.history.compacted = loaded.revision
+        // What the log holds since the snapshot can be replayed to a watch resuming after a
+        // restart (an informer's last revision); nothing before the snapshot can.
+        s.history.compacted = loaded.snapshotRevision
+        for change in loaded.changes { s.history.append(change) }
         s.log = log
         state = Mutex(s)
     }

@@ -52,9 +52,11 @@ final class WriteAheadLog: @unchecked Sendable {
 
     var wantsCompaction: Bool { bytes > compactAfterBytes }
 
-    /// Everything on disk: the snapshot, then the log replayed over it.
-    func load() throws -> (revision: Int64, objects: [(String, JSON)]) {
+    /// Everything on disk: the snapshot, then the log replayed over it, with the changes the log
+    /// holds (so watches can resume across a restart from any revision since the snapshot).
+    func load() throws -> (revision: Int64, snapshotRevision: Int64, objects: [(String, JSON)], changes: [Change]) {
         var revision: Int64 = 0
+        var changes: [Change] = []
         var objects: [String: JSON] = [:]  // "resource/namespace/name" → object
         var resources: [String: String] = [:]
         func key(_ r: String, _ o: JSON) -> String { "\(r)/\(o.namespace)/\(o.name)" }
@@ -68,6 +70,7 @@ final class WriteAheadLog: @unchecked Sendable {
                 resources[key(r, o)] = r
             }
         }
+        let snapshotRevision = revision
         let data = try log.readToEnd() ?? Data()
         var good = 0
         let lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
@@ -82,7 +85,10 @@ final class WriteAheadLog: @unchecked Sendable {
             guard let rev = record["revision"]?.int, rev > revision,
                   let r = record["resource"]?.string, let o = record["object"] else { continue }
             revision = rev
-            if record["deleted"]?.bool == true {
+            let old = objects[key(r, o)]
+            let deleted = record["deleted"]?.bool == true
+            changes.append(Change(revision: rev, resource: r, old: old, new: deleted ? nil : o, deleted: deleted ? o : nil))
+            if deleted {
                 objects[key(r, o)] = nil
             } else {
                 objects[key(r, o)] = o
@@ -94,7 +100,7 @@ final class WriteAheadLog: @unchecked Sendable {
         }
         try log.seekToEnd()
         bytes = good
-        return (revision, objects.map { (resources[$0.key]!, $0.value) })
+        return (revision, snapshotRevision, objects.compactMap { entry in resources[entry.key].map { ($0, entry.value) } }, changes)
     }
 
     private func parse(_ line: Data.SubSequence, file: String, line number: Int) throws -> JSON {

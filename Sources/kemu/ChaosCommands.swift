@@ -33,13 +33,13 @@ struct KillPod: AsyncParsableCommand {
 }
 
 struct Stop: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop a node or a node's proxy (undo with kemu start).",
-                                                    subcommands: [StopNode.self, StopProxy.self])
+    static let configuration = CommandConfiguration(abstract: "Stop a node, a node's proxy or the API server (undo with kemu start).",
+                                                    subcommands: [StopNode.self, StopProxy.self, StopServer.self])
 }
 
 struct Start: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Start again a node or a proxy that kemu stop stopped.",
-                                                    subcommands: [StartNode.self, StartProxy.self])
+    static let configuration = CommandConfiguration(abstract: "Start again a node, a proxy or the API server that kemu stop stopped.",
+                                                    subcommands: [StartNode.self, StartProxy.self, StartServer.self])
 }
 
 extension Chaos.StopMode: ExpressibleByArgument {}
@@ -99,6 +99,35 @@ struct StartProxy: AsyncParsableCommand {
     func run() async throws {
         try await options.chaos(for: "kemu start proxy").startProxy(node)
         print("proxy of \(node) started")
+    }
+}
+
+struct StopServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server", abstract: "Stop the API server (and its controllers): a control-plane outage.",
+        discussion: """
+        Node agents and proxies keep running and forwarding to what they last knew; kemu kill pod still works. \
+        When it starts again, agents post status within a second or two and resume their watches from their last revision.
+        """)
+
+    @OptionGroup var options: ClusterOptions
+    @Option(name: .shortAndLong, help: "TERM (default: a graceful stop), KILL (a crash), …") var signal = "TERM"
+
+    func run() async throws {
+        let number = try Chaos.parseSignal(signal)
+        try await options.chaos(for: "kemu stop server").stopServer(signal: number)
+        print("API server stopped (\(Chaos.signalName(number))); undo with: kemu start server")
+    }
+}
+
+struct StartServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "server", abstract: "Start the API server again.")
+
+    @OptionGroup var options: ClusterOptions
+
+    func run() async throws {
+        try await options.chaos(for: "kemu start server").startServer()
+        print("API server started")
     }
 }
 

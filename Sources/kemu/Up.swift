@@ -42,7 +42,7 @@ struct Down: ParsableCommand {
         if removed.isEmpty {
             print("cluster \(cluster): nothing to remove")
         } else {
-            print("cluster \(cluster): stopped \(removed.daemons.count) daemons, removed \(removed.teardown.namespaces.count) namespaces, killed \(removed.teardown.killedProcesses.count) processes")
+            print("cluster \(cluster): stopped \(removed.daemons.count) daemons (\(removed.daemons.sorted().joined(separator: " "))), removed \(removed.teardown.namespaces.count) namespaces, killed \(removed.teardown.killedProcesses.count) processes")
         }
     }
 }

@@ -112,9 +112,8 @@ struct ClusterUpTests {
         // The agent of the victim's node dies (kill -9) and a new one starts: it takes the running
         // process over (same pid, same restart count) and still notices when it dies.
         let victimNode = pods[0][1]
-        let oldAgent = try c.daemonPID("node-\(victimNode)")
         let adoptedPID = try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID}")
-        kill(oldAgent, SIGKILL)
+        try c.killDaemon("node-\(victimNode)")
         let newAgent = try c.restartAgent(victimNode)
         try await Task.sleep(for: .seconds(1))
         #expect(try await jsonpath("pod/\(victim)", "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}")
@@ -192,18 +191,34 @@ struct ClusterUpTests {
         let daemons = ["server", "node-node-1", "node-node-2"].compactMap { try? FileSystem.readFile("/run/kemu/\(cluster)/\($0).pid") }
             .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         #expect(daemons.count == 3 && !survivors.isEmpty)
-        // kill -9 of the server and an agent: kemu down still finds and removes everything (and
-        // stops the other agent, the two proxies and the load balancer).
+        // kill -9 of the server and an agent: the supervisor starts both again, kemu status
+        // counts the restarts, an Event tells, and kemu down still finds and removes everything
+        // (the supervisor, server, two agents, two proxies and the load balancer).
         for pid in daemons.prefix(2) { kill(pid, SIGKILL) }
-        #expect(await eventually { daemons.prefix(2).allSatisfy { !FileManager.default.fileExists(atPath: "/proc/\($0)/cmdline") || (try? FileSystem.readFile("/proc/\($0)/cmdline"))?.isEmpty == true } })
+        let pidOf = { (name: String) in (try? FileSystem.readFile("/run/kemu/\(cluster)/\(name).pid")).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        let supervised = await eventually(15) {
+            ["server", "node-node-1"].allSatisfy { name in pidOf(name).map { !daemons.contains($0) && kill($0, 0) == 0 } ?? false }
+        }
+        #expect(supervised, "the supervisor did not restart the server and node-1's agent")
+        let status = try await runOff([kemu, "status", "--cluster", cluster]).output
+        for name in ["server", "node-node-1"] {
+            let row = status.split(separator: "\n").first { $0.hasPrefix(name + " ") }?.split(separator: " ").map(String.init) ?? []
+            #expect(row.count >= 4 && row[2] == "running" && (Int(row[3]) ?? 0) >= 1, "\(name): \(status)")
+        }
+        let told = try await eventually(20) {
+            let messages = try await kubectl(["get", "events", "-A", "--field-selector", "reason=DaemonRestarted", "-o", "jsonpath={.items[*].message}"]).output
+            return messages.contains("kemu server exited unexpectedly") && messages.contains("kemu node (node-1) exited unexpectedly")
+        }
+        #expect(told, "no DaemonRestarted Events for the server and node-1's agent")
+        let restartedPIDs = ["server", "node-node-1"].compactMap(pidOf)
         let down = try await runOff([kemu, "down", "--cluster", cluster])
-        #expect(down.status == .exited(0) && down.output.contains("stopped 4 daemons"), "\(down.output)")
+        #expect(down.status == .exited(0) && down.output.contains("lb node-node-1 node-node-2 proxy-node-1 proxy-node-2 server supervisor)"), "\(down.output)")
         #expect(namespaces(of: cluster).isEmpty)
         #expect(!FileSystem.exists("/run/kemu/\(cluster)"))
         #expect(!FileSystem.list("/etc/netns").contains { $0.hasPrefix("kemu-\(cluster)-") })
         // The agent this test started is its child: collect it, or it would linger as a zombie.
         #expect(await eventually(5) { waitpid(newAgent, nil, WNOHANG) == newAgent })
-        for pid in survivors + daemons { #expect(kill(pid, 0) != 0, "pid \(pid) still runs") }
+        for pid in survivors + daemons + restartedPIDs { #expect(kill(pid, 0) != 0, "pid \(pid) still runs") }
     }
 
     @Test func probesRestartAndGateReadinessAndDeletionIsGraceful() async throws {

@@ -9,13 +9,19 @@ import Testing
 /// request and goes straight on once it is dead, so the next connections race the endpoint's
 /// removal. (A connection that reached the endpoint's accept queue in the instant it died is
 /// reset, through any L4 proxy: the kill waits for the death so the test is about what follows.)
+/// With `DURATION=s` it runs for that long instead, a request every 20 ms.
 let requestLoop = """
-import json, os, socket, sys
+import json, os, socket, sys, time
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 victim, at = (os.environ.get('KILL', '0:-1').split(':') + ['-1'])[:2]
 hold = [socket.create_connection((ip, port), 5) for _ in range(int(os.environ.get('HOLD', '0')))]
 counts, failures = {}, []
-for i in range(n):
+seconds = float(os.environ.get('DURATION', '0'))
+end = time.time() + seconds
+i = -1
+while (i + 1 < n) if seconds == 0 else (time.time() < end):
+    i += 1
+    if seconds: time.sleep(0.02)
     if i == int(at):
         os.kill(int(victim), 9)
         # Dead, its sockets closed, once reaped: a leader turns zombie while its other threads

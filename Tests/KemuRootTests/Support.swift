@@ -202,6 +202,14 @@ struct TestCluster {
         pid_t(try FileSystem.readFile("\(state)/\(daemon).pid").trimmingCharacters(in: .whitespacesAndNewlines))!
     }
 
+    /// kill -9 of a daemon that is to stay down: its pid file goes first, as `kemu stop` does,
+    /// so the supervisor leaves it alone (a daemon killed with its pid file in place is restarted).
+    func killDaemon(_ daemon: String) throws {
+        let pid = try daemonPID(daemon)
+        try FileSystem.removeFile("\(state)/\(daemon).pid")
+        kill(pid, SIGKILL)
+    }
+
     /// Starts `kemu node` for `node` again (after a test killed it), detached as `kemu up` does
     /// (its proxy is a process of its own, left running), and records its pid where `kemu down`
     /// finds it.

@@ -107,7 +107,7 @@ struct WorkloadRootTests {
         #expect(bad.status != .exited(0) && bad.output.contains("spec.strategy.rollingUpdate.maxUnavailable"), "\(bad.output)")
 
         // node-2's agent dies: the node goes NotReady and its pods come back on node-1.
-        kill(try c.daemonPID("node-node-2"), SIGKILL)
+        try c.killDaemon("node-node-2")
         let moved = try await eventually(40) {
             let now = try await c.webPods()
             return now.count == 4 && now.allSatisfy { $0.node == "node-1" }
