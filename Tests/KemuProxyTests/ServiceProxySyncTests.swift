@@ -132,7 +132,7 @@ struct FakeLoopback: LocalAddresses {
         Self.synced(proxy)
         proxy.event(.services, .added(Self.service(externalIP: nil)))
         proxy.event(.slices, .added(Self.slice()))
-        let served = await eventually(10) { proxy.listening.contains(taken) }
+        let served = await eventually(60) { proxy.listening.contains(taken) }
         #expect(served, "\(log.lines.withLock { $0 })")
         let calls = log.take()
         #expect(calls.filter { $0.hasPrefix("listen") } == ["listen-failed 10.96.0.20:80", "listen 10.96.0.20:80"])
@@ -246,9 +246,9 @@ struct FakeLoopback: LocalAddresses {
         let task = Task { await runner.run { counter.sync() } }
         defer { task.cancel() }
         for _ in 0..<50 { runner.request() }
-        #expect(await eventually(10) { counter.count >= 1 })
+        #expect(await eventually(60) { counter.count >= 1 })
         for _ in 0..<50 { runner.request() }
-        #expect(await eventually(10) { counter.count >= 2 })
+        #expect(await eventually(60) { counter.count >= 2 })
         try await Task.sleep(for: .milliseconds(300))
         let runs = counter.runs.withLock { $0 }
         // The first request runs at once; what came after it (the rest of its burst, the second
@@ -262,7 +262,7 @@ struct FakeLoopback: LocalAddresses {
         let counter = Counter()
         let began = ContinuousClock.now
         let task = Task { await runner.run { counter.sync() } }
-        #expect(await eventually(10) { counter.count >= 4 })
+        #expect(await eventually(60) { counter.count >= 4 })
         task.cancel()
         await task.value
         let runs = counter.runs.withLock { $0 }
@@ -277,7 +277,7 @@ struct FakeLoopback: LocalAddresses {
         let task = Task { await runner.run { counter.sync() } }
         defer { task.cancel() }
         runner.request()
-        #expect(await eventually(10) { counter.count == 3 })
+        #expect(await eventually(60) { counter.count == 3 })
         try await Task.sleep(for: .milliseconds(150))
         #expect(counter.count == 3, "after the success it waits for a request (or the maximum interval)")
     }
