@@ -9,7 +9,7 @@ BENCH_PACKAGES := iperf3 wrk haproxy
 PY_CLIENT := kubernetes==32.0.1
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps bench-deps apt-install build check release test unit bench demo clean
+.PHONY: deps bench-deps apt-install build check release test unit bench demo clean fuzz
 
 deps:
 	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
@@ -47,6 +47,12 @@ release: deps
 test: build
 	scripts/check-architecture.py
 	scripts/test.sh
+	scripts/fuzz.sh 10
+
+# Every decoder of outside input under libFuzzer, FUZZ_SECONDS each (make test runs 10 s each).
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 unit: build
 	scripts/test.sh --skip KemuRootTests

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# make fuzz (and make test's short run): every decoder that reads input from outside, under
+# libFuzzer (swiftc -sanitize=fuzzer), for SECONDS each, from the committed seed corpus
+# (Tests/Fuzz/corpus/TARGET) plus what earlier runs found (.build/fuzz/TARGET/corpus).
+# A trap is a failure: the input that caused it is left in .build/fuzz/TARGET/ (crash-…); make
+# it a regression test, fix, run again.
+#   scripts/fuzz.sh [SECONDS] [TARGET…]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-60}
+shift || true
+out=$root/.build/fuzz
+api="Sources/KemuAPI"
+server="$api Sources/KemuStore/StoreError.swift Sources/KemuAPIServer/APIError.swift Sources/KemuAPIServer/Protobuf.swift Sources/KemuAPIServer/Query.swift Sources/KemuAPIServer/ListPage.swift"
+declare -A sources=(
+    [json]=$api [selectors]=$api [patch]=$api
+    [protobuf]=$server [query]=$server
+    [dns]="Sources/KemuIP Sources/KemuDNS/DNSMessage.swift"
+)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(json selectors patch protobuf query dns)
+for target in "${targets[@]}"; do
+    [ -n "${sources[$target]:-}" ] || { echo "fuzz: no target $target (one of: ${!sources[*]})" >&2; exit 2; }
+    dir=$out/$target
+    rm -rf "$dir/src"
+    mkdir -p "$dir/src" "$dir/corpus"
+    # One module of the sources the decoder needs (kemu's own imports dropped) and the harness.
+    for s in ${sources[$target]}; do
+        find "$root/$s" -name '*.swift' | while read -r f; do sed '/^import Kemu/d' "$f" > "$dir/src/$(basename "$f")"; done
+    done
+    swiftc -O -sanitize=fuzzer -parse-as-library -module-name Fuzz "$dir"/src/*.swift "$root/Tests/Fuzz/$target.swift" -o "$dir/fuzz"
+    if ! "$dir/fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$dir/" "$dir/corpus" "$root/Tests/Fuzz/corpus/$target" > "$dir/log" 2>&1; then
+        tail -40 "$dir/log"
+        echo "fuzz: $target FAILED; the input is in $dir/ (crash-*, timeout-* or oom-*)" >&2
+        exit 1
+    fi
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/log" | grep -o '[0-9]*$' || echo "?")
+    echo "fuzz: $target ok, $runs inputs in ${seconds}s, corpus $(ls "$dir/corpus" | wc -l)"
+done
