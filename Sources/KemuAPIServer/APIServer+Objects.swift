@@ -30,9 +30,9 @@ extension APIServer {
         case (.get, let name?, nil), (.get, let name?, "status"):
             return respond(try get(t, name), t, request, query)
         case (.post, nil, nil):
-            return try await create(t, request)
+            return try await create(t, request, query)
         case (.put, let name?, let sub):
-            return try await replace(t, name, sub, request)
+            return try await replace(t, name, sub, request, query)
         case (.patch, let name?, let sub):
             return try await patch(t, name, sub, request, query)
         case (.delete, let name?, nil):
@@ -129,12 +129,22 @@ extension APIServer {
         if store.get("namespaces", name: ns) == nil { throw StoreError.notFound(resource: "namespaces", name: ns) }
     }
 
-    func create(_ t: Target, _ request: Request) async throws -> Response {
+    func create(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
+        let validation = try FieldValidation(query)
         var o = try await incoming(t, request)
+        let warnings = try validation.check(o, t.resource)
         try requireNamespace(t)
         o.resourceVersion = nil
         try admit(&o, t)
-        return Self.json(try createAllocating(t.resource, o), status: .created)
+        return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
+    }
+
+    /// A response with upstream's `Warning: 299 - "…"` headers (kubectl prints them).
+    static func warned(_ response: Response, _ warnings: [String]) -> Response {
+        guard !warnings.isEmpty, let name = HTTPField.Name("Warning") else { return response }
+        var response = response
+        for warning in warnings { response.headers.append(HTTPField(name: name, value: warning)) }
+        return response
     }
 
     /// Stores a new object; a Service first gets its ClusterIP, NodePorts and LB IP, which go back
@@ -176,19 +186,21 @@ extension APIServer {
         if !errors.isEmpty { throw APIError.invalid(r, name: new.name, errors) }
     }
 
-    func replace(_ t: Target, _ name: String, _ sub: String?, _ request: Request) async throws -> Response {
+    func replace(_ t: Target, _ name: String, _ sub: String?, _ request: Request, _ query: Query) async throws -> Response {
+        let validation = try FieldValidation(query)
         if sub == "scale" {
             let scale = try await body(request)
             return Self.json(try setReplicas(t, name, scale))
         }
         var o = try await incoming(t, request, name: name)
+        let warnings = sub == nil ? try validation.check(o, t.resource) : []
         try admit(&o, t)
         if t.resource.kind == "Service", sub == nil {
             let current = try get(t, name)
             try reallocate(t.resource, &o, current)
         }
         if t.resource.kind.hasSuffix("RoleBinding") { try Admission.validateUpdate(o, try get(t, name), t.resource) }
-        return Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))
+        return Self.warned(Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub))), warnings)
     }
 
     /// PUT on an object leaves its status alone and PUT on /status touches only status, for every
@@ -211,6 +223,7 @@ extension APIServer {
 
     func patch(_ t: Target, _ name: String, _ sub: String?, _ request: Request, _ query: Query) async throws -> Response {
         let contentType = request.headers[.contentType]?.split(separator: ";").first.map(String.init) ?? ""
+        let validation = try FieldValidation(query)
         let patch = try await body(request)
         // Upstream reads merge and strategic patches into a map, and a JSON patch as a list of
         // operations on fields: a patch of null, "x" or [1,2], or an operation on the root,
@@ -237,27 +250,30 @@ extension APIServer {
         if contentType == "application/apply-patch+yaml", sub == nil, store.get(qualified, namespace: t.namespace ?? "", name: name) == nil {
             var o = patch
             try conform(&o, t, name: name)
+            let warnings = try validation.check(o, t.resource)
             try requireNamespace(t)
             try admit(&o, t)
-            return Self.json(try createAllocating(t.resource, o), status: .created)
+            return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
         }
         if sub == "scale" {
             let current = Scale.of(try get(t, name), t.resource)
             return Self.json(try setReplicas(t, name, try apply(current)))
         }
         let pinned = patch.resourceVersion
+        var warnings: [String] = []
         let updated = try store.modify(qualified, namespace: t.namespace ?? "", name: name, part: part(t.resource, sub)) { o in
             var patched = try apply(o)
             guard patched.object != nil else { throw InputError.patch("the patched object is not a JSON object") }
             try conform(&patched, t, name: name)
             if let pinned, pinned != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
             patched.resourceVersion = o.resourceVersion
+            if sub == nil { warnings = try validation.check(patched, t.resource) }
             try admit(&patched, t)
             try Admission.validateUpdate(patched, o, t.resource)
             if sub == nil { try reallocate(t.resource, &patched, o) }
             o = patched
         }
-        return Self.json(updated)
+        return Self.warned(Self.json(updated), warnings)
     }
 
     func delete(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
