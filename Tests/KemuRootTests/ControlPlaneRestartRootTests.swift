@@ -54,6 +54,20 @@ struct ControlPlaneRestartRootTests {
         #expect(unknown.isEmpty, "\(unknown)")
         #expect(try await c.kubectl(["get", "events", "-A", "--field-selector", "reason=ChaosAPIServerStarted", "-o", "name"]).output.contains("event/"))
 
+        // kill -9 under load, nobody starting it: the supervisor does, and no request fails.
+        let server = try c.daemonPID("server")
+        async let more = c.requests(from: client, to: clusterIP, 80, count: 0, environment: ["DURATION=6"])
+        try await Task.sleep(for: .seconds(1))
+        Glibc.kill(server, SIGKILL)
+        let back = try await eventually(20) {
+            let restarted = (try? c.daemonPID("server")).map { $0 != server && Glibc.kill($0, 0) == 0 } == true
+            guard restarted else { return false }
+            return try await c.kubectl(["get", "nodes", "--request-timeout=2s"]).status == .exited(0)
+        }
+        #expect(back, "the API server did not come back by itself")
+        let during = try await more
+        #expect(during.failures.isEmpty && during.counts.values.reduce(0, +) > 100, "\(during.failures.prefix(3)) of \(during.counts)")
+
         // A Service made afterwards is served.
         #expect(try await c.kubectl(["expose", "deploy/web", "--name", "web-again", "--port", "81", "--target-port", "8080"]).status == .exited(0))
         let again = try await c.jsonpath("svc/web-again", "{.spec.clusterIP}")
