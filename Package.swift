@@ -202,7 +202,7 @@ let package = Package(
         .target(
             name: "KemuTestSupport",
             dependencies: [
-                "KemuAPI", "KemuClient",
+                "KemuAPI", "KemuClient", "KemuPKI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -98,15 +98,20 @@ public struct Chaos: Sendable {
 
     // MARK: the API server
 
+    /// What Events about the control plane are about: the kube-system Namespace.
+    static var controlPlane: JSON {
+        var object: JSON = ["apiVersion": "v1", "kind": "Namespace"]
+        object.name = "kube-system"
+        return object
+    }
+
     /// Stops the cluster's API server (and with it the controllers): node agents and proxies keep
     /// running on what they last knew, as a control-plane outage leaves a real cluster.
     public func stopServer(signal: Int32 = SIGTERM) async throws {
         guard let pid = Daemon.pid("server", cluster.files), Daemon.isKemu(pid) else {
             throw KemuError(.invalidState, "the API server of \(cluster.name) is not running; start it with: kemu start server")
         }
-        var object: JSON = ["apiVersion": "v1", "kind": "Namespace"]
-        object.name = "kube-system"
-        await record(object, kind: "Namespace", type: "Warning", reason: "ChaosAPIServerStopped",
+        await record(Self.controlPlane, kind: "Namespace", type: "Warning", reason: "ChaosAPIServerStopped",
                      message: "kemu stop server: \(Self.signalName(signal)) to pid \(pid)")
         Daemon.stop("server", cluster.files, signal: signal)
     }
@@ -118,9 +123,7 @@ public struct Chaos: Sendable {
         try ClusterLauncher.startServer(network, cluster.files)
         // It listens on a new loopback port: a client of the new kubeconfig tells it.
         let again = try Chaos(cluster: cluster.name, for: "kemu start server")
-        var object: JSON = ["apiVersion": "v1", "kind": "Namespace"]
-        object.name = "kube-system"
-        await again.record(object, kind: "Namespace", type: "Normal", reason: "ChaosAPIServerStarted", message: "kemu start server: serving again")
+        await again.record(Self.controlPlane, kind: "Namespace", type: "Normal", reason: "ChaosAPIServerStarted", message: "kemu start server: serving again")
     }
 
     // MARK: nodes

@@ -10,13 +10,7 @@ import Testing
 @Suite(.serialized) struct RBACTests {
     /// A client with a certificate the server's CA signed for `user` in `groups`.
     static func client(_ server: ServerProcess, user: String, groups: [String] = []) throws -> APIClient {
-        let pki = try ClusterPKI.loadOrCreate(directory: server.dataDir + "/pki")
-        let pair = try pki.ca.issueClient(user: user, groups: groups)
-        var config = try Kubeconfig.load(path: server.kubeconfig)
-        config.clientCertificatePEM = pair.certificatePEM
-        config.clientKeyPEM = pair.privateKeyPEM
-        config.token = nil
-        return try APIClient(kubeconfig: config)
+        try APIClient(kubeconfig: server.kubeconfig(user: user, groups: groups))
     }
 
     static func object(_ text: String) throws -> JSON { try JSON.parse(Array(text.utf8)) }

@@ -11,15 +11,8 @@ import Testing
 extension KubectlTests {
     /// A kubeconfig for `user` in `groups`, beside the server's.
     func kubeconfig(_ server: ServerProcess, user: String, groups: [String] = []) throws -> String {
-        let pki = try ClusterPKI.loadOrCreate(directory: server.dataDir + "/pki")
-        let pair = try pki.ca.issueClient(user: user, groups: groups)
-        var config = try Kubeconfig.load(path: server.kubeconfig)
-        config.clientCertificatePEM = pair.certificatePEM
-        config.clientKeyPEM = pair.privateKeyPEM
-        config.token = nil
-        config.user = user
         let path = "\(server.dataDir)/\(user).kubeconfig"
-        try config.render().write(toFile: path, atomically: true, encoding: .utf8)
+        try server.kubeconfig(user: user, groups: groups).render().write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import KemuAPI
 import KemuClient
+import KemuPKI
 import NIOCore
 import Synchronization
 import Testing
@@ -58,6 +59,18 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// A client with the credentials of the kubeconfig the server wrote.
     public func client() throws -> APIClient { try APIClient(kubeconfig: Kubeconfig.load(path: kubeconfig)) }
+
+    /// The server's kubeconfig with a certificate its CA signs for `user` in `groups` instead of
+    /// the admin's: another identity, for authorization tests.
+    public func kubeconfig(user: String, groups: [String] = []) throws -> Kubeconfig {
+        let pair = try ClusterPKI.loadOrCreate(directory: dataDir + "/pki").ca.issueClient(user: user, groups: groups)
+        var config = try Kubeconfig.load(path: kubeconfig)
+        config.clientCertificatePEM = pair.certificatePEM
+        config.clientKeyPEM = pair.privateKeyPEM
+        config.token = nil
+        config.user = user
+        return config
+    }
 
     /// kill -9: no chance to flush or close anything.
     public func crash() {
