@@ -2,6 +2,9 @@
 #include "CKemuShim.h"
 
 #include <dirent.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -110,6 +113,102 @@ static int bind_etc(const char *name) {
     return 0;
 }
 
+// Keeps only `keep` in the bounding set, the inheritable set and the ambient set: what a program
+// started afterwards can ever hold, whatever its user or file capabilities.
+static int limit_capabilities(unsigned long long keep) {
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ULL << cap)) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    data[0].inheritable &= (unsigned)(keep & 0xffffffffULL);
+    data[1].inheritable &= (unsigned)(keep >> 32);
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+// Enters the namespaces of a running process: network, UTS, then mount (opened first, since
+// entering the mount namespace changes what /proc/<pid> names).
+static int join_namespaces(pid_t pid) {
+    static const char *const kinds[3] = { "net", "uts", "mnt" };
+    static const int types[3] = { CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWNS };
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kinds[i]);
+        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (fds[i] < 0) { int err = errno; for (int j = 0; j < i; j++) close(fds[j]); errno = err; return -1; }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (setns(fds[i], types[i]) != 0) { int err = errno; for (int j = 0; j < 3; j++) close(fds[j]); errno = err; return -1; }
+    }
+    for (int i = 0; i < 3; i++) close(fds[i]);
+    return 0;
+}
+
+// mkdir -p inside the child, with a stack buffer. 0 or -1 with errno.
+static int make_path(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char saved = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+#define KEMU_MAX_BINDS 64
+
+static void private_mounts(const kemu_spawn_options *o, int pipe_fd, int sources[KEMU_MAX_BINDS]) {
+    if (unshare(CLONE_NEWNS | (o->hostname != NULL ? CLONE_NEWUTS : 0)) != 0) child_fail(pipe_fd, "unshare");
+    if (o->hostname != NULL && sethostname(o->hostname, strlen(o->hostname)) != 0) child_fail(pipe_fd, "sethostname");
+    if (mount("", "/", "none", MS_SLAVE | MS_REC, NULL) != 0) child_fail(pipe_fd, "mount");
+    // /sys shows the namespace's own links only when sysfs is mounted from inside it.
+    if (umount2("/sys", MNT_DETACH) == 0) {
+        if (mount(o->netns_name, "/sys", "sysfs", 0, NULL) != 0) child_fail(pipe_fd, "mount /sys");
+    }
+    if (bind_etc(o->netns_name) != 0) child_fail(pipe_fd, "bind /etc/netns");
+    int i = 0;
+    for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL; b += 2, i++) {
+        if (i >= KEMU_MAX_BINDS) { errno = E2BIG; child_fail(pipe_fd, "bind volume"); }
+        // Held for hide_paths, which binds each source again where its path is covered.
+        sources[i] = open(b[0], O_PATH | O_CLOEXEC);
+        if (mount(b[0], b[1], "none", MS_BIND | MS_REC, NULL) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
+    }
+}
+
+// Last of the mounts: each hidden directory is covered by an empty tmpfs, made read-only once
+// the bind sources under it are bound again at their own paths inside it (so a volume's
+// directory, its $KEMU_VOLUME_ path and a working directory there stay as they were, and
+// nothing else of the directory shows). A source is bound from its held descriptor, as runc
+// mounts through /proc/self/fd: its path no longer leads to it.
+static void hide_paths(const kemu_spawn_options *o, int pipe_fd, const int sources[KEMU_MAX_BINDS]) {
+    for (char *const *h = o->hidden; h != NULL && h[0] != NULL; h++) {
+        if (mount("kemu-hidden", h[0], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755") != 0) {
+            if (errno == ENOENT) continue;
+            child_fail(pipe_fd, "hide");
+        }
+        size_t len = strlen(h[0]);
+        int i = 0;
+        for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL && i < KEMU_MAX_BINDS; b += 2, i++) {
+            if (sources[i] < 0 || strncmp(b[0], h[0], len) != 0 || b[0][len] != '/') continue;
+            char held[64];
+            snprintf(held, sizeof held, "/proc/self/fd/%d", sources[i]);
+            if (make_path(b[0]) != 0) child_fail(pipe_fd, "hide: mkdir");
+            if (mount(held, b[0], "none", MS_BIND | MS_REC, NULL) != 0) child_fail(pipe_fd, "hide: bind");
+        }
+        if (mount("none", h[0], NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) child_fail(pipe_fd, "hide: read-only");
+    }
+    for (int i = 0; i < KEMU_MAX_BINDS; i++) if (sources[i] >= 0) close(sources[i]);
+}
+
 static void child_main(const char *file, char *const argv[], char *const envp[],
                        const kemu_spawn_options *o, int pipe_fd) {
     sigset_t all;
@@ -120,29 +219,39 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
         signal(s, SIG_DFL);
     }
     if (o->new_session && setsid() < 0) child_fail(pipe_fd, "setsid");
-    if (o->netns_fd >= 0 && setns(o->netns_fd, CLONE_NEWNET) != 0) child_fail(pipe_fd, "setns");
-    if (o->netns_name != NULL) {
-        if (unshare(CLONE_NEWNS) != 0) child_fail(pipe_fd, "unshare");
-        if (mount("", "/", "none", MS_SLAVE | MS_REC, NULL) != 0) child_fail(pipe_fd, "mount");
-        // /sys shows the namespace's own links only when sysfs is mounted from inside it.
-        if (umount2("/sys", MNT_DETACH) == 0) {
-            if (mount(o->netns_name, "/sys", "sysfs", 0, NULL) != 0) child_fail(pipe_fd, "mount /sys");
-        }
-        if (bind_etc(o->netns_name) != 0) child_fail(pipe_fd, "bind /etc/netns");
-        for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL; b += 2) {
-            if (mount(b[0], b[1], "none", MS_BIND | MS_REC, NULL) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
+    int sources[KEMU_MAX_BINDS];
+    for (int i = 0; i < KEMU_MAX_BINDS; i++) sources[i] = -1;
+    if (o->join_pid > 0) {
+        if (join_namespaces(o->join_pid) != 0) child_fail(pipe_fd, "join namespaces");
+    } else {
+        if (o->netns_fd >= 0 && setns(o->netns_fd, CLONE_NEWNET) != 0) child_fail(pipe_fd, "setns");
+        if (o->netns_name != NULL) {
+            private_mounts(o, pipe_fd, sources);
+            hide_paths(o, pipe_fd, sources);
         }
     }
+    // Opened while the child may still reach it, for an exec the new user could not make by path.
+    int program = o->resolved != NULL ? open(o->resolved, O_PATH | O_CLOEXEC) : -1;
     if (o->stdin_fd >= 0 && dup2(o->stdin_fd, 0) < 0) child_fail(pipe_fd, "dup2 stdin");
     if (o->stdout_fd >= 0 && dup2(o->stdout_fd, 1) < 0) child_fail(pipe_fd, "dup2 stdout");
     if (o->stderr_fd >= 0 && dup2(o->stderr_fd, 2) < 0) child_fail(pipe_fd, "dup2 stderr");
     if (o->cwd != NULL && chdir(o->cwd) != 0) child_fail(pipe_fd, "chdir");
+    if (o->set_identity) {
+        if (limit_capabilities(o->capabilities) != 0) child_fail(pipe_fd, "capabilities");
+        if (setgroups((size_t)o->group_count, o->groups) != 0) child_fail(pipe_fd, "setgroups");
+        if (setgid(o->gid) != 0) child_fail(pipe_fd, "setgid");
+        if (setuid(o->uid) != 0) child_fail(pipe_fd, "setuid");
+    }
+    if (o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pipe_fd, "no_new_privs");
     // Nothing but stdio crosses into the new program: libraries (SwiftNIO among them) open
     // descriptors without O_CLOEXEC, and a pod holding its agent's listening socket keeps the port
     // taken after the agent dies. Marked close-on-exec rather than closed, so the error pipe
     // still reports a failed exec.
     if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) child_fail(pipe_fd, "close_range");
     execvpe(file, argv, envp);
+    if (program >= 0 && (errno == EACCES || errno == ENOENT)) {
+        syscall(SYS_execveat, program, "", argv, envp, AT_EMPTY_PATH);
+    }
     child_fail(pipe_fd, "exec");
 }
 

@@ -42,6 +42,18 @@ public enum Spawn {
         /// With `namespace` and `privateMounts`: directories bound over existing paths
         /// (source, target), seen by the child alone. Targets that do not exist are skipped.
         public var bindMounts: [(source: String, target: String)] = []
+        /// With `namespace` and `privateMounts`: a UTS namespace of the child's own with this
+        /// hostname (at most 64 bytes).
+        public var hostname: String?
+        /// With `namespace` and `privateMounts`: directories the child sees empty (an empty
+        /// read-only tmpfs over each, after the bind mounts).
+        public var hiddenPaths: [String] = []
+        /// Run inside the network, UTS and mount namespaces of this running process instead
+        /// (`namespace` is then ignored): a command executed in a container.
+        public var joinProcess: pid_t?
+        /// The user, group and supplementary groups the child runs as, with only `capabilities`
+        /// left in its bounding set. nil: the caller's, with every capability.
+        public var identity: ProcessIdentity?
 
         public init(namespace: NetworkNamespace? = nil, environment: [String: String] = Spawn.inheritedEnvironment()) {
             self.namespace = namespace
@@ -70,17 +82,33 @@ public enum Spawn {
         let nsFD = try options.namespace?.open()
         let env = options.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let binds = options.bindMounts.flatMap { [$0.source, $0.target] }
+        let identity = options.identity
+        // Resolved while this process can still see every directory: a child whose new user cannot
+        // reach the program's path (kemu's own binary under /root) executes it from a descriptor.
+        let resolved = identity == nil ? nil : resolve(program, path: options.environment["PATH"])
+        let groups = (identity?.groups ?? []).map { gid_t($0) }
         return try withCStrings(argv) { cArgv in
-            try withCStrings(env) { cEnv in try withCStrings(binds) { cBinds in
+            try withCStrings(env) { cEnv in try withCStrings(binds) { cBinds in try withCStrings(options.hiddenPaths) { cHidden in
                 var pid: pid_t = 0
                 var step = [CChar](repeating: 0, count: Int(KEMU_STEP_LEN))
                 let err = withOptionalCString(options.privateMounts ? options.namespace?.name : nil) { nsName in
                     withOptionalCString(options.workingDirectory) { cwd in
+                    withOptionalCString(options.hostname) { hostname in
+                    withOptionalCString(resolved) { cResolved in
+                    groups.withUnsafeBufferPointer { cGroups in
                         var o = kemu_spawn_options(
-                            netns_fd: nsFD?.raw ?? -1, netns_name: nsName,
+                            netns_fd: options.joinProcess == nil ? nsFD?.raw ?? -1 : -1, netns_name: nsName,
                             stdin_fd: options.stdin, stdout_fd: options.stdout, stderr_fd: options.stderr,
-                            new_session: options.newSession ? 1 : 0, cwd: cwd, binds: cBinds)
+                            new_session: options.newSession ? 1 : 0, cwd: cwd, binds: cBinds,
+                            hostname: hostname, hidden: cHidden, join_pid: options.joinProcess ?? 0,
+                            set_identity: identity == nil ? 0 : 1, uid: uid_t(identity?.user ?? 0), gid: gid_t(identity?.group ?? 0),
+                            group_count: Int32(groups.count), groups: cGroups.baseAddress,
+                            capabilities: identity?.capabilities.bits ?? ~0, no_new_privs: identity?.noNewPrivileges == true ? 1 : 0,
+                            resolved: cResolved)
                         return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
+                    }
+                    }
+                    }
                     }
                 }
                 if err != 0 {
@@ -89,8 +117,17 @@ public enum Spawn {
                     throw SystemError("spawn \(program)\(where_) (\(stepName))", "", errno: err)
                 }
                 return pid
-            } }
+            } } }
         }
+    }
+
+    /// `program` as execvp would find it in `path`, or nil.
+    static func resolve(_ program: String, path: String?) -> String? {
+        if program.contains("/") { return program }
+        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where access("\(directory)/\(program)", X_OK) == 0 {
+            return "\(directory)/\(program)"
+        }
+        return nil
     }
 
     /// Waits for `pid` to end.

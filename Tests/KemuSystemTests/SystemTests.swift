@@ -45,3 +45,26 @@ import Testing
         try FileSystem.removeFile("\(dir)/nothing-here")  // rm -f: not an error
     }
 }
+
+/// Who spawned processes run as: capability names as Kubernetes writes them, and a process's
+/// identity read back from /proc.
+@Suite struct ProcessIdentityTests {
+    @Test func capabilitiesByNameAddDropAndAll() {
+        let base = CapabilitySet.containerDefault
+        #expect(base.contains("NET_BIND_SERVICE") && base.contains("CAP_KILL") && !base.contains("SYS_ADMIN") && !base.contains("NET_ADMIN"))
+        let added = base.adding(["NET_ADMIN", "cap_sys_time"], dropping: ["KILL"])
+        #expect(added.contains("NET_ADMIN") && added.contains("SYS_TIME") && !added.contains("KILL"))
+        #expect(base.adding([], dropping: ["ALL"]) == .none)
+        #expect(base.adding(["NET_RAW"], dropping: ["ALL"]).description == "NET_RAW")
+        #expect(base.adding(["ALL"], dropping: []) == .all)
+        #expect(base.adding(["NOT_A_CAPABILITY"], dropping: []) == base)
+        #expect(CapabilitySet.number(of: "CHECKPOINT_RESTORE") == 40 && CapabilitySet.number(of: "bogus") == nil)
+    }
+
+    @Test func aProcessIdentityIsReadFromProc() throws {
+        let me = try #require(ProcessIdentity.of(process: getpid()))
+        #expect(me.user == geteuid() && me.group == getegid())
+        #expect(ProcessIdentity.of(process: -1) == nil)
+        #expect(ProcessIdentity.of(process: 0x7fff_fff0) == nil)
+    }
+}

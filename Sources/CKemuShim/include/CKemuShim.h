@@ -57,6 +57,29 @@ typedef struct kemu_spawn_options {
     /// Bind mounts in the private mount namespace (needs netns_name): source, target, source,
     /// target…, NULL-terminated. A target that does not exist is skipped.
     char *const *binds;
+    /// With netns_name: a private UTS namespace with this hostname. NULL: the host's.
+    const char *hostname;
+    /// With netns_name: directories covered, after the binds, by an empty read-only tmpfs, so
+    /// the child cannot see what is in them. NULL-terminated; a missing one is skipped.
+    char *const *hidden;
+    /// > 0: join this running process's network, UTS and mount namespaces instead of netns_fd /
+    /// netns_name (a command run inside a container).
+    pid_t join_pid;
+    /// Change to uid/gid with these supplementary groups before exec.
+    int set_identity;
+    uid_t uid;
+    gid_t gid;
+    int group_count;
+    const gid_t *groups;
+    /// Capabilities the child keeps in its bounding set, one bit each (bit n = capability n);
+    /// with set_identity, the rest are dropped (a root child keeps only these).
+    unsigned long long capabilities;
+    /// PR_SET_NO_NEW_PRIVS: no setuid program or file capability raises the child's privileges.
+    int no_new_privs;
+    /// The program as the parent resolved it: opened before the identity changes and executed
+    /// from that descriptor when the new user cannot reach its path (a binary under /root).
+    /// NULL: none.
+    const char *resolved;
 } kemu_spawn_options;
 
 /// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.
