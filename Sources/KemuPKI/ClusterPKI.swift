@@ -10,6 +10,7 @@ import KemuSystem
 ///     admin.crt admin.key       kemu-admin in system:masters, for the kubeconfig
 ///     tokens.csv                bearer tokens, upstream's static token file format:
 ///                               token,user,uid,"group1,group2"
+///     sa.key                    the ServiceAccount token signing key (ES256)
 ///
 /// Keys are written 0600. A directory left half-made by a crash is completed, not trusted: a
 /// missing CA file means a new CA and a new admin certificate.
@@ -21,6 +22,8 @@ public struct ClusterPKI: Sendable {
     public let tokens: [String: Identity]
     /// The token of the first kemu-admin line, for clients that cannot present a certificate.
     public let adminToken: String
+    /// Signs and verifies ServiceAccount tokens.
+    public let serviceAccounts: TokenSigner
 
     public static let adminIdentity = Identity(user: "kemu-admin", groups: ["system:masters"])
 
@@ -53,7 +56,7 @@ public struct ClusterPKI: Sendable {
         }
         return ClusterPKI(directory: directory, ca: ca, admin: admin,
                           tokens: Dictionary(lines.map { ($0.token, $0.identity) }, uniquingKeysWith: { first, _ in first }),
-                          adminToken: adminToken)
+                          adminToken: adminToken, serviceAccounts: try TokenSigner.loadOrCreate(path("sa.key")))
     }
 
     /// Issues the API server's serving certificate for these names and addresses and writes it
