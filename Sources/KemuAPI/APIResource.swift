@@ -47,6 +47,8 @@ public enum APIResources {
               shortNames: ["ev"]),
         .init(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
               shortNames: ["cm"]),
+        .init(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true,
+              shortNames: ["sa"], subresources: ["token"]),
         .init(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim",
               kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: ["status"]),
         .init(group: "", version: "v1", resource: "replicationcontrollers", singular: "replicationcontroller",
@@ -103,6 +105,7 @@ public enum APIResources {
     public static let nodes = builtIn("nodes")
     public static let events = builtIn("events")
     public static let configMaps = builtIn("configmaps")
+    public static let serviceAccounts = builtIn("serviceaccounts")
     public static let deployments = builtIn("deployments")
     public static let endpointSlices = builtIn("endpointslices")
     public static let faults = builtIn("faults")
@@ -126,11 +129,28 @@ public enum PodNames {
         let base = String(pod.name.map { $0 == "." ? "-" : $0 }.prefix(50))
         return "\(base)-\(pod.uid.prefix(8))".lowercased()
     }
+
+    /// The process of a running container, from its status (`containerID: kemu://PID`, which
+    /// the node agent writes): the named container's, or else the first container's.
+    public static func containerProcess(_ pod: JSON, container: String?) -> Int32? {
+        let name = container ?? pod[path: "spec.containers"]?.array?.first?["name"]?.string
+        let status = (pod[path: "status.containerStatuses"]?.array ?? []).first { $0["name"]?.string == name }
+        guard let id = status?["containerID"]?.string, id.hasPrefix("kemu://"), status?["state"]?["running"] != nil else { return nil }
+        return Int32(id.dropFirst("kemu://".count))
+    }
 }
 
 /// The defaults upstream's API server gives a pod spec, shared by admission (pods and pod
 /// templates) and the controllers that make pods, so both kinds of pod look the same.
 public enum PodDefaults {
+    /// The ServiceAccount every namespace has, which pods run as unless they name another.
+    public static func defaultServiceAccount(namespace: String) -> JSON {
+        var account: JSON = ["apiVersion": "v1", "kind": "ServiceAccount"]
+        account.name = "default"
+        account.namespace = namespace
+        return account
+    }
+
     public static func apply(to spec: inout JSON) {
         for (key, value) in [("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler")] as [(String, JSON)]
         where spec[key] == nil { spec[key] = value }

@@ -25,6 +25,8 @@ public struct APIServer: HTTPResponder {
     /// nil serves everyone (plain http on loopback, `--insecure`); otherwise anonymous requests
     /// get 401 except the health endpoints.
     public var authenticator: Authenticator?
+    /// Issues ServiceAccount tokens (TokenRequest); nil without authentication.
+    public var serviceAccountTokens: ServiceAccountTokens?
     /// Seats for requests in flight, a lane for the cluster's components (nil: no limits).
     public var lanes: PriorityLanes? = PriorityLanes()
     /// Where writes, execs and refusals are recorded (`kemu server` keeps DATA-DIR/audit.log).

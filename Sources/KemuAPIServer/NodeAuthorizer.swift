@@ -33,6 +33,9 @@ struct NodeAuthorizer {
             return a.verb == "delete" && boundHere(a)
         case ("events", ""):
             return ["create", "update", "patch"].contains(a.verb)
+        case ("serviceaccounts", "token"):
+            // Only tokens bound to a pod that runs here: the TokenRequest handler checks the binding.
+            return a.verb == "create"
         case ("configmaps", ""), ("secrets", ""), ("persistentvolumeclaims", ""):
             return a.verb == "get" && referencedHere(a)
         default:

@@ -18,6 +18,9 @@ enum Protobuf {
         case messages(String, [Int: Field])
         /// map<string, string>: entries of {key 1, value 2}.
         case stringMap(String)
+        /// A varint: int32/int64 (two's complement) and bool.
+        case int(String)
+        case bool(String)
     }
 
     static let resourceAttributes: [Int: Field] = [1: .string("namespace"), 2: .string("verb"), 3: .string("group"), 4: .string("version"),
@@ -42,6 +45,11 @@ enum Protobuf {
         "RoleBinding": binding,
         "ClusterRoleBinding": binding,
         "Namespace": [1: .metadata],
+        "ServiceAccount": [1: .metadata, 2: .messages("secrets", [1: .string("kind"), 2: .string("namespace"), 3: .string("name")]),
+                           3: .messages("imagePullSecrets", [1: .string("name")]), 4: .bool("automountServiceAccountToken")],
+        "TokenRequest": [1: .metadata, 2: .message("spec", [1: .strings("audiences"), 4: .int("expirationSeconds"),
+                                                            3: .message("boundObjectRef", [1: .string("kind"), 2: .string("apiVersion"),
+                                                                                           3: .string("name"), 4: .string("uid")])])],
         "SelfSubjectReview": [1: .metadata],
         "SelfSubjectAccessReview": [1: .metadata, 2: .message("spec", [1: .message("resourceAttributes", resourceAttributes),
                                                                        2: .message("nonResourceAttributes", nonResourceAttributes)])],
@@ -79,8 +87,18 @@ enum Protobuf {
         var object = JSONObject()
         var r = Reader(bytes)
         while let (number, value) = try r.next() {
-            guard let field = schema[number], case .bytes(let b) = value else { continue }
+            guard let field = schema[number] else { continue }
+            if case .varint(let v) = value {
+                switch field {
+                case .int(let name): object[name] = .int(Int64(bitPattern: v))
+                case .bool(let name): object[name] = .bool(v != 0)
+                default: break
+                }
+                continue
+            }
+            guard case .bytes(let b) = value else { continue }
             switch field {
+            case .int, .bool: continue
             case .string(let name): if !b.isEmpty { object[name] = .string(b.string) }  // Go's omitempty
             case .strings(let name): object[name] = .array((object[name]?.array ?? []) + [.string(b.string)])
             case .metadata: object["metadata"] = try objectMeta(b)

@@ -98,6 +98,11 @@ public struct APIClient: Sendable {
         try await send(.POST, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace), body: object)
     }
 
+    /// POST to an object's subresource (`serviceaccounts/NAME/token`, `pods/NAME/eviction`): the answer.
+    public func create(_ r: APIResource, namespace: String?, name: String, subresource: String, _ body: JSON) async throws -> JSON {
+        try await send(.POST, Self.path(r, namespace: namespace, name: name, subresource: subresource), body: body)
+    }
+
     /// PUT: fails with 409 when the object's resourceVersion is stale.
     public func update(_ r: APIResource, _ object: JSON, subresource: String? = nil) async throws -> JSON {
         try await send(.PUT, Self.path(r, namespace: object.namespace.isEmpty ? nil : object.namespace, name: object.name,

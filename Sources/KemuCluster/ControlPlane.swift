@@ -73,7 +73,9 @@ public struct ControlPlane {
                 dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
                 addresses: (s.hosts + [s.ranges.serviceCIDR.host(1)].compactMap { $0 }).map(\.octets))
             tls = try Self.serverTLS(serving: serving, ca: pki.ca.certificatePEM)
-            api.authenticator = Authenticator(tokens: pki.tokens)
+            let serviceAccounts = ServiceAccountTokens(signer: pki.serviceAccounts)
+            api.serviceAccountTokens = serviceAccounts
+            api.authenticator = Authenticator(tokens: pki.tokens, serviceAccounts: (serviceAccounts, store))
             kubeconfig.certificateAuthorityPEM = pki.ca.certificatePEM
             kubeconfig.clientCertificatePEM = pki.admin.certificatePEM
             kubeconfig.clientKeyPEM = pki.admin.privateKeyPEM
@@ -100,7 +102,7 @@ public struct ControlPlane {
                 while true { try await Task.sleep(for: .seconds(60)) }
             }
         }
-        background += Self.controllers(store, s)
+        background += Self.controllers(store, s, rootCA: kubeconfig.certificateAuthorityPEM)
         let (served, dataDir, scheme) = (api, s.dataDir, s.insecure ? "http" : "https")
         let listeners = s.hosts.map(\.description).filter { $0 != s.fabric?.address }
         let advertise = s.fabric.map { ($0.address, $0.port) }
@@ -120,7 +122,8 @@ public struct ControlPlane {
     }
 
     /// Every controller of the control plane, each a loop over the store's watches.
-    static func controllers(_ store: Store, _ s: Settings) -> [@Sendable () async throws -> Void] {
+    static func controllers(_ store: Store, _ s: Settings, rootCA: String?) -> [@Sendable () async throws -> Void] {
+        let serviceAccounts = ServiceAccountController(store: store, rootCA: rootCA)
         let endpointSlices = EndpointSliceController(store: store)
         let collector = GarbageCollector(store: store)
         let scheduler = Scheduler(store: store)
@@ -131,7 +134,7 @@ public struct ControlPlane {
         let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
-                { try await statefulSets.run() }, { try await nodeLifecycle.run() }]
+                { try await statefulSets.run() }, { try await nodeLifecycle.run() }, { try await serviceAccounts.run() }]
     }
 
     /// The serving certificate, and client certificates checked against the cluster CA when a

@@ -47,6 +47,6 @@ extension KubectlTests {
         try server.kubectl(["create", "-f", "-"], stdin: ownedPod("web-3").replacingOccurrences(of: uid, with: uid3))
         let foreground = try server.kubectl(["delete", "configmap", "web", "--cascade=foreground", "--timeout=10s"])
         #expect(foreground.out == "configmap \"web\" deleted\n")
-        #expect(try server.kubectl(["get", "configmaps,pods", "-o", "name"]).out == "pod/web-1\n")
+        #expect(try server.kubectl(["get", "configmaps,pods", "--field-selector=metadata.name!=kube-root-ca.crt", "-o", "name"]).out == "pod/web-1\n")
     }
 }

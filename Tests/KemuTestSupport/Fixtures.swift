@@ -34,3 +34,13 @@ public final class Lines: Sendable {
     public func append(_ line: String) { lines.withLock { $0.append(line) } }
     public var all: [String] { lines.withLock { $0 } }
 }
+
+/// Polls `check` every 50 ms until it holds or `seconds` pass; whether it held.
+public func eventually(_ seconds: Double = 10, _ check: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await check() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await check()
+}

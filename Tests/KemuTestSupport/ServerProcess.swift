@@ -72,6 +72,16 @@ public final class ServerProcess: @unchecked Sendable {
         return config
     }
 
+    /// The server's kubeconfig with only a bearer token for credentials (a ServiceAccount's).
+    public func kubeconfig(token: String) throws -> Kubeconfig {
+        var config = try Kubeconfig.load(path: kubeconfig)
+        config.clientCertificatePEM = nil
+        config.clientKeyPEM = nil
+        config.token = token
+        config.user = "token"
+        return config
+    }
+
     /// kill -9: no chance to flush or close anything.
     public func crash() {
         guard let p = process else { return }
@@ -134,11 +144,13 @@ public final class ServerProcess: @unchecked Sendable {
 }
 
 /// Any request through `client`'s TLS settings (and token), for bodies no typed call would send.
-public func send(_ client: APIClient, _ method: String, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json")
-    async throws -> (code: Int, body: String) {
+/// `authorization` is sent as the Authorization header as it is.
+public func send(_ client: APIClient, _ method: String, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json",
+                 authorization: String? = nil) async throws -> (code: Int, body: String) {
     var request = HTTPClientRequest(url: client.server + path)
     request.method = .init(rawValue: method)
     request.tlsConfiguration = client.tls
+    if let authorization { request.headers.add(name: "Authorization", value: authorization) }
     if let body {
         request.headers.add(name: "Content-Type", value: contentType)
         request.body = .bytes(ByteBuffer(bytes: body))
