@@ -26,7 +26,7 @@ struct PodExec: Sendable {
         let offered = (request.headerFields[.secWebSocketProtocol] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard let chosen = Self.protocols.first(where: offered.contains) else { return .dontUpgrade }
         if let authenticator = server.authenticator {
-            let token = request.headerFields[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let token = Authenticator.bearerToken(request.headerFields[.authorization])
             // Refused callers are not upgraded; the plain request then gets its 401 or 403.
             guard let caller = await authenticator.identify(token: token, channel: channel),
                   let user = try? server.impersonated(caller, request.headerFields) else { return .dontUpgrade }
@@ -65,10 +65,14 @@ struct PodExec: Sendable {
         guard namespace.exists else {
             return await finish(APIError.badRequest("pod \(exec.pod) has no running sandbox (phase \(pod[path: "status.phase"]?.string ?? "Pending"))").status)
         }
+        // Inside the container: its namespaces, its user, its environment (never root on the host).
+        guard let pid = PodNames.containerProcess(pod, container: exec.container),
+              var options = Spawn.Options.inContainer(pid: pid, sandbox: namespace) else {
+            let name = exec.container ?? containers.first ?? ""
+            return await finish(APIError.badRequest("container \(name) is not running in pod \(exec.pod)").status)
+        }
         var pipes: [[Int32]] = [[-1, -1], [-1, -1], [-1, -1]]
         for i in 0..<3 { _ = kemu_pipe_cloexec(&pipes[i]) }
-        var options = Spawn.Options(namespace: namespace, environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                                                       "HOSTNAME": pod.name, "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace])
         options.stdin = exec.stdin ? pipes[0][0] : -1
         options.stdout = pipes[1][1]
         options.stderr = pipes[2][1]

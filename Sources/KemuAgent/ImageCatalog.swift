@@ -7,7 +7,23 @@ public struct ImageCatalog: Sendable, Equatable {
     public struct Image: Sendable, Equatable {
         public var command: [String]
         public var args: [String]
+        /// The image's user (Dockerfile `USER`): uid, and gid if given; nil: `ImageCatalog.defaultUser`.
+        public var user: (uid: UInt32, gid: UInt32?)?
+
+        public init(command: [String], args: [String], user: (uid: UInt32, gid: UInt32?)? = nil) {
+            self.command = command
+            self.args = args
+            self.user = user
+        }
+
+        public static func == (a: Image, b: Image) -> Bool {
+            a.command == b.command && a.args == b.args && a.user?.uid == b.user?.uid && a.user?.gid == b.user?.gid
+        }
     }
+
+    /// Who a container runs as when neither its image nor its securityContext says: `nobody`,
+    /// never root.
+    public static let defaultUser: (uid: UInt32, gid: UInt32) = (65534, 65534)
 
     public var images: [String: Image]
     /// What `kemu` in a command means: the running kemu binary.
@@ -35,15 +51,24 @@ public struct ImageCatalog: Sendable, Equatable {
         var images: [String: Image] = [:]
         for (name, value) in entries {
             guard let fields = value as? [String: Any] else { throw KemuError(.invalidArgument, "\(source): \(name): expected {command, args}") }
-            for key in fields.keys where !["command", "args"].contains(key) {
-                throw KemuError(.invalidArgument, "\(source): \(name).\(key): unknown field (command, args)")
+            for key in fields.keys where !["command", "args", "user"].contains(key) {
+                throw KemuError(.invalidArgument, "\(source): \(name).\(key): unknown field (command, args, user)")
             }
             func strings(_ key: String) throws -> [String] {
                 guard let raw = fields[key] else { return [] }
                 guard let list = raw as? [Any] else { throw KemuError(.invalidArgument, "\(source): \(name).\(key): expected a list") }
                 return list.map { "\($0)" }
             }
-            let image = Image(command: try strings("command"), args: try strings("args"))
+            var user: (uid: UInt32, gid: UInt32?)?
+            if let raw = fields["user"] {
+                let parts = "\(raw)".split(separator: ":", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let uid = UInt32(parts[0]), uid <= Int32.max,
+                      parts.count == 1 || (UInt32(parts[1]).map { $0 <= Int32.max } ?? false) else {
+                    throw KemuError(.invalidArgument, "\(source): \(name).user: \"\(raw)\" is not UID or UID:GID (numbers up to 2147483647)")
+                }
+                user = (uid, parts.count == 2 ? UInt32(parts[1]) : nil)
+            }
+            let image = Image(command: try strings("command"), args: try strings("args"), user: user)
             if image.command.isEmpty { throw KemuError(.invalidArgument, "\(source): \(name).command: required") }
             images[name] = image
         }

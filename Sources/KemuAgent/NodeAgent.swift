@@ -18,9 +18,16 @@ public struct AgentConfig: Sendable {
     /// PersistentVolumeClaims' data: DIR/<namespace>/<claim>/ (a symlink into `kemu up
     /// --data-dir` when the cluster keeps its data).
     public var volumeDirectory: String
+    /// Per-pod files the agent makes (ServiceAccount token volumes): DIR/<uid>/.
+    public var podDirectory: String
+    /// Directories no container sees (an empty tmpfs over each in its mount namespace): kemu's
+    /// state, keys and kubeconfigs.
+    public var hiddenPaths: [String]
+    /// The CA that signed the API server's certificate: `ca.crt` in every token volume.
+    public var clusterCA: String?
 
     public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String,
-                volumeDirectory: String) {
+                volumeDirectory: String, podDirectory: String? = nil, hiddenPaths: [String] = [], clusterCA: String? = nil) {
         self.nodeName = nodeName
         self.cpu = cpu
         self.memory = memory
@@ -28,6 +35,9 @@ public struct AgentConfig: Sendable {
         self.images = images
         self.logDirectory = logDirectory
         self.volumeDirectory = volumeDirectory
+        self.podDirectory = podDirectory ?? "\(logDirectory)/../pod-files"
+        self.hiddenPaths = hiddenPaths
+        self.clusterCA = clusterCA
     }
 }
 
@@ -262,7 +272,9 @@ public final class NodeAgent: Sendable {
             "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": podIP, "NODE_NAME": config.nodeName,
             "POD_UID": pod.uid, "HOST_IP": nodeIP,
             "KUBERNETES_SERVICE_HOST": network.plan.kubernetesServiceIP.description, "KUBERNETES_SERVICE_PORT": "443",
-            "KUBERNETES_PORT": "tcp://\(network.plan.kubernetesServiceIP):443",
+            "KUBERNETES_PORT": "tcp://\(network.plan.kubernetesServiceIP):443", "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+            "KUBERNETES_PORT_443_TCP": "tcp://\(network.plan.kubernetesServiceIP):443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+            "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": network.plan.kubernetesServiceIP.description,
         ]
         for variable in container["env"]?.array ?? [] {
             guard let name = variable["name"]?.string else { continue }

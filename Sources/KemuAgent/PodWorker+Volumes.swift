@@ -13,6 +13,8 @@ extension PodWorker {
         var name: String
         var source: String
         var target: String
+        /// A PersistentVolumeClaim's directory, which the container's user is given.
+        var claim = false
     }
 
     func mounts(of container: JSON) throws -> [Mount] {
@@ -23,8 +25,10 @@ extension PodWorker {
                 throw ContainerError(reason: "CreateContainerConfigError", message: "volumeMounts: volume \"\(name)\" is not in spec.volumes")
             }
             let source: String
+            var isClaim = false
             if let claim = volume[path: "persistentVolumeClaim.claimName"]?.string {
                 source = "\(agent.config.volumeDirectory)/\(pod.namespace)/\(claim)"
+                isClaim = true
                 do {
                     try FileSystem.makeDirectories(source, mode: 0o755)
                 } catch {
@@ -35,7 +39,7 @@ extension PodWorker {
             } else {
                 return nil  // emptyDir, configMap…: not emulated
             }
-            return Mount(name: name, source: source, target: target)
+            return Mount(name: name, source: source, target: target, claim: isClaim)
         }
     }
 
@@ -46,7 +50,9 @@ extension PodWorker {
     /// The spawn options a container's mounts need.
     func apply(_ mounts: [Mount], to options: inout Spawn.Options, workingDir: String?) {
         for mount in mounts { options.environment[Self.environmentName(mount.name)] = mount.source }
-        options.bindMounts = mounts.filter { FileSystem.exists($0.target) }.map { ($0.source, $0.target) }
+        // Every one, also those whose mountPath the machine lacks (the bind is skipped there): the
+        // source stays reachable at its own path when kemu's state is covered (Spawn's hiddenPaths).
+        options.bindMounts = mounts.map { ($0.source, $0.target) }
         if workingDir == nil, let first = mounts.first {
             options.workingDirectory = FileSystem.exists(first.target) ? first.target : first.source
         }

@@ -27,6 +27,8 @@ public actor PodWorker {
     /// is re-entered while a write waits for the server).
     var reporting = false
     var reportAgain = false
+    /// Renews the ServiceAccount token (PodWorker+ServiceAccount.swift).
+    var tokenTask: Task<Void, Never>?
     let logger: Logger
 
     /// What kubelet tracks per container.
@@ -83,6 +85,7 @@ public actor PodWorker {
         // A sandbox left by an earlier run of this agent: take over its running processes.
         if let existing = try? await agent.onNetworkThread({ [pod] network in try network.pod(Self.sandboxName(pod)) }),
            adopt(existing) {
+            if mountsToken { renewToken(after: .zero) }  // how old the files are is unknown: renew now
             await report()
             return
         }
@@ -106,6 +109,7 @@ public actor PodWorker {
             return
         }
         if stopped { return }  // deleted while its sandbox was being made: stop() removes it
+        if mountsToken, !(await mountServiceAccount()) { return }
         for i in containers.indices { startContainer(i) }
         await report()
     }
@@ -144,6 +148,9 @@ public actor PodWorker {
                 command: spec["command"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
                 args: spec["args"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
                 path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")
+            let identity = try identity(of: spec)
+            var environment = environment
+            if !(spec["env"]?.array ?? []).contains(where: { $0["name"]?.string == "HOME" }) { environment["HOME"] = Self.home(of: identity) }
             let log = try FileDescriptor(opening: "\(logDirectory)/\(containers[i].name).log", flags: O_WRONLY | O_CREAT | O_APPEND)
             var options = Spawn.Options(namespace: NetworkNamespace(sandbox.namespace), environment: environment)
             options.stdin = -1
@@ -151,7 +158,14 @@ public actor PodWorker {
             options.stderr = log.raw
             options.newSession = true
             options.workingDirectory = spec["workingDir"]?.string
-            apply(try mounts(of: spec), to: &options, workingDir: spec["workingDir"]?.string)
+            let mounts = try mounts(of: spec)
+            own(mounts, for: identity)
+            apply(mounts, to: &options, workingDir: spec["workingDir"]?.string)
+            if mountsToken { options.bindMounts.append((tokenDirectory, Self.tokenMountPath)) }
+            // The container's own hostname; kemu's state out of sight; its user, not root.
+            options.hostname = hostname
+            options.hiddenPaths = agent.config.hiddenPaths
+            options.identity = identity
             let name = containers[i].name
             let pid = try agent.reaper.spawn(argv, options) { [weak self] exit in
                 guard let self else { return }
@@ -175,7 +189,10 @@ public actor PodWorker {
             Task { await agent.event(pod, type: "Warning", reason: error.reason == "ErrImagePull" ? "Failed" : "FailedStart", message: error.message) }
             if error.reason == "RunContainerError" { scheduleRestart(i, failed: true) }
         } catch {
+            logger.error("starting \(containers[i].name): \(error)")
             containers[i].state = ["waiting": ["reason": "RunContainerError", "message": .string("\(error)")]]
+            let (pod, agent, name) = (self.pod, self.agent, containers[i].name)
+            Task { await agent.event(pod, type: "Warning", reason: "Failed", message: "Error: cannot start container \(name): \(error)") }
             scheduleRestart(i, failed: true)
         }
     }
@@ -261,6 +278,7 @@ public actor PodWorker {
             try? await Task.sleep(for: .milliseconds(20))
         }
         for c in containers { if let pid = c.pid { kill(-pid, SIGKILL) } }
+        removePodFiles()
         guard sandbox != nil else { return }
         let name = Self.sandboxName(pod)
         do {

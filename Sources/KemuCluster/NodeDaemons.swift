@@ -1,3 +1,4 @@
+import Foundation
 import KemuAgent
 import KemuClient
 import KemuDNS
@@ -16,11 +17,13 @@ public enum NodeDaemons {
     /// (unless `dnsTTL` is nil).
     public static func runAgent(cluster: String, node: String, kubeconfig: String?, images: String?, resources: (cpu: String, memory: String, maxPods: Int),
                                 proxy: ProxySettings?, dnsTTL: UInt32?) async throws {
-        let (network, client) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu node")
+        let (network, client, credentials) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu node")
         let catalog = try ImageCatalog.load(path: images ?? Executable.imageCatalog(), kemuExecutable: Executable.path)
+        let state = network.stateDirectory
         let agent = try NodeAgent(
             config: AgentConfig(nodeName: node, cpu: resources.cpu, memory: resources.memory, maxPods: resources.maxPods, images: catalog,
-                                logDirectory: "\(network.stateDirectory)/logs", volumeDirectory: "\(network.stateDirectory)/volumes"),
+                                logDirectory: "\(state)/logs", volumeDirectory: "\(state)/volumes", podDirectory: "\(state)/pod-files",
+                                hiddenPaths: hiddenPaths(state: state, kubeconfig: kubeconfig), clusterCA: credentials.certificateAuthorityPEM),
             client: client, network: network)
         var services: [any Service] = [DaemonLoop { try await agent.run() }]
         if let proxy {
@@ -37,14 +40,14 @@ public enum NodeDaemons {
 
     /// A node's proxy by itself.
     public static func runProxy(cluster: String, node: String, kubeconfig: String?, settings: ProxySettings) async throws {
-        let (network, client) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu proxy")
+        let (network, client, _) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu proxy")
         let proxy = try settings.nodeProxy(node: node, network: network, client: client)
         try await runGroup([DaemonLoop { try await proxy.run() }], label: "kemu.proxy")
     }
 
     /// The emulated cloud load balancer on the lb host.
     public static func runLoadBalancer(cluster: String, kubeconfig: String?, settings: ProxySettings) async throws {
-        let (network, client) = try enter(cluster: cluster, host: "lb", kubeconfig: kubeconfig, command: "kemu lb")
+        let (network, client, _) = try enter(cluster: cluster, host: "lb", kubeconfig: kubeconfig, command: "kemu lb")
         var config = settings.config(nodeName: "lb", nodeAddresses: [])
         config.role = .cloudLoadBalancer
         config.localRanges = [network.plan.network.loadBalancerPool]
@@ -54,14 +57,28 @@ public enum NodeDaemons {
 
     /// Checks the host is the cluster's, enters its namespace (when started from outside it) and
     /// makes a client with the host's kubeconfig (default: the one `kemu up` wrote for it).
-    static func enter(cluster: String, host: String, kubeconfig: String?, command: String) throws -> (ClusterNetwork, APIClient) {
+    static func enter(cluster: String, host: String, kubeconfig: String?, command: String) throws -> (ClusterNetwork, APIClient, Kubeconfig) {
         try requireRoot(command)
         let network = try ClusterNetwork.load(cluster: cluster)
         if host != "lb" { _ = try NodeAgent.nodeIndex(host, in: network) }  // a wrong name is the first thing to say
         let namespace = NetworkNamespace(network.plan.namespace(host))
         if !namespace.isCurrent { try namespace.reexecInside() }
         let config = try Kubeconfig.load(path: kubeconfig ?? "\(network.stateDirectory)/nodes/\(host).kubeconfig")
-        return (network, try APIClient(kubeconfig: config))
+        return (network, try APIClient(kubeconfig: config), config)
+    }
+
+    /// What no container may see: every cluster's state (`/run/kemu`: keys, kubeconfigs, logs,
+    /// the store), where `--data-dir` keeps the API server's data, and the agent's own kubeconfig.
+    static func hiddenPaths(state: String, kubeconfig: String?) -> [String] {
+        func real(_ path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+        var paths = [(state as NSString).deletingLastPathComponent, state, real("\(state)/apiserver")]
+        // A kubeconfig's own directory, unless it is one that programs need (/tmp): there the
+        // file's mode (0600, root) is what keeps containers, which run as other users, out.
+        if let kubeconfig { paths.append((real(kubeconfig) as NSString).deletingLastPathComponent) }
+        var seen: Set<String> = ["", "/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/etc", "/usr", "/var", "/run"]
+        let wanted = paths.filter { seen.insert($0).inserted }
+        // One cover is enough where another is inside it.
+        return wanted.filter { path in !wanted.contains { path != $0 && path.hasPrefix($0 + "/") } }
     }
 
     static func runGroup(_ services: [any Service], label: String) async throws {

@@ -43,6 +43,21 @@ public struct RunningCluster: Sendable {
         return namespace
     }
 
+    /// How `kemu exec TARGET` runs a command: on a host (cp, client, lb, a node) as root in its
+    /// namespace; in a pod inside its container (`container`, or the first), as `kubectl exec`
+    /// does: the container's namespaces, user and environment.
+    public func execOptions(of target: String, container: String?, kubernetesNamespace: String) async throws -> Spawn.Options {
+        let namespace = try await namespace(of: target, kubernetesNamespace: kubernetesNamespace)
+        if namespace.name == plan.namespace(target) || namespace.name == target { return Spawn.Options(namespace: namespace) }
+        let pod = try await pod(target, namespace: kubernetesNamespace)
+        guard let pid = PodNames.containerProcess(pod, container: container),
+              let options = Spawn.Options.inContainer(pid: pid, sandbox: namespace) else {
+            let name = container ?? pod[path: "spec.containers"]?.array?.first?["name"]?.string ?? ""
+            throw KemuError(.invalidState, "container \(name) is not running in pod \(kubernetesNamespace)/\(target)")
+        }
+        return options
+    }
+
     /// The path of a container's log, as its node agent writes it.
     public func logPath(pod: JSON, container: String) -> String {
         PodWorker.logDirectory("\(files.state)/logs", pod) + "/\(container).log"

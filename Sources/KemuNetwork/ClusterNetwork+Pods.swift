@@ -34,6 +34,12 @@ extension ClusterNetwork {
 
             let pod = try backend.createNamespace(sandbox.namespace)
             undo.append { try? self.backend.deleteNamespace(sandbox.namespace) }
+            // As container runtimes do: containers run as unprivileged users, who may still listen
+            // on port 80 and ping inside their own pod's namespace.
+            // ip netns exec POD sysctl -w net.ipv4.ip_unprivileged_port_start=0
+            // ip netns exec POD sysctl -w net.ipv4.ping_group_range="0 2147483647"
+            try backend.setSysctl(sandbox.namespace, "net.ipv4.ip_unprivileged_port_start", "0")
+            try backend.setSysctl(sandbox.namespace, "net.ipv4.ping_group_range", "0 2147483647")
             // ip -n NODE link add vethX master cbr0 up type veth peer name eth0 netns POD
             let nodeHandle = try netlink(plan.namespace(node))
             try addPodVeth(sandbox, on: nodeHandle)

@@ -46,11 +46,30 @@ extension ClusterNetwork {
             }
         }
         try FileSystem.removeTree(stateDirectory ?? defaultStateDirectory(cluster))
+        if stateDirectory == nil { removeMountPoints() }
         waitUntilGone(report.killedProcesses)
         if !failures.isEmpty {
             throw KemuError(.system, "tearing down cluster \(cluster) left things behind:\n  " + failures.joined(separator: "\n  "))
         }
         return report
+    }
+
+    /// Where every container finds its ServiceAccount files: an empty directory on the machine
+    /// (made by the first node agent that needs it), bound over in each container's mount namespace.
+    public static let serviceAccountMountPoint = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    /// The mount point goes with the last cluster (removing it while another runs would detach
+    /// its containers' token mounts), and only while empty.
+    static func removeMountPoints() {
+        let root = (defaultStateDirectory("x") as NSString).deletingLastPathComponent
+        var info = stat()
+        // Another cluster's state directory (files there, such as the current cluster's name, are not clusters).
+        guard !FileSystem.list(root).contains(where: { stat("\(root)/\($0)", &info) == 0 && info.st_mode & S_IFMT == S_IFDIR }) else { return }
+        var path = serviceAccountMountPoint
+        while path != "/var/run" && path != "/" {
+            guard rmdir(path) == 0 else { return }
+            path = (path as NSString).deletingLastPathComponent
+        }
     }
 
     private static func rank(_ namespace: String, _ prefix: String) -> Int {

@@ -35,9 +35,13 @@ struct NetExec: ParsableCommand {
 /// Runs `argv` inside `namespace` (seeing its /etc/netns files, as `ip netns exec` does) and
 /// ends kemu with its status: 127 for a command that is not there, as a shell does.
 func execute(_ argv: [String], in namespace: NetworkNamespace) throws {
+    try execute(argv, Spawn.Options(namespace: namespace))
+}
+
+func execute(_ argv: [String], _ options: Spawn.Options) throws {
     let pid: pid_t
     do {
-        pid = try Spawn.spawn(argv, Spawn.Options(namespace: namespace))
+        pid = try Spawn.spawn(argv, options)
     } catch let error as SystemError where error.errno == ENOENT {
         FileHandle.standardError.write(Data("kemu: \(error)\n".utf8))
         throw ExitCode(127)

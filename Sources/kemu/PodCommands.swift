@@ -5,18 +5,19 @@ import KemuSystem
 
 struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a command inside a pod's (or a host's) network namespace.",
+        abstract: "Run a command inside a pod's container (as kubectl exec: its namespaces and user), or as root on a host.",
         discussion: "TARGET: a pod name, or cp, client, lb, a node name.  Example: kemu exec echo-1 -- ip addr")
 
     @OptionGroup var options: ClusterOptions
     @Option(name: .shortAndLong, help: "The pod's Kubernetes namespace.") var namespace = "default"
+    @Option(help: "The pod's container (default: its first).") var container: String?
     @Argument(help: "Pod or host.") var target: String
     @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
 
     func run() async throws {
         guard !command.isEmpty else { throw ValidationError("no command: kemu exec \(target) -- COMMAND …") }
         let cluster = try options.running(for: "kemu exec")
-        try execute(command, in: try await cluster.namespace(of: target, kubernetesNamespace: namespace))
+        try execute(command, try await cluster.execOptions(of: target, container: container, kubernetesNamespace: namespace))
     }
 }
 

@@ -92,3 +92,22 @@ import Testing
         #expect(PodWorker.condition("Initialized", true, previous: previous, now: "t")["lastTransitionTime"]?.string == "t")
     }
 }
+
+/// images.yaml's `user`: the image's USER, checked as it is read.
+@Suite struct ImageUserTests {
+    @Test func anImageNamesItsUserOrRunsAsNobody() throws {
+        let catalog = try ImageCatalog.parse("""
+            nginx: {command: [nginx], user: 0}
+            app: {command: [app], user: "1000:2000"}
+            plain: {command: [sleep]}
+            """, source: "images.yaml", kemuExecutable: "/bin/true")
+        #expect(catalog.lookup("nginx")?.user?.uid == 0 && catalog.lookup("nginx")?.user?.gid == nil)
+        #expect(catalog.lookup("app")?.user?.uid == 1000 && catalog.lookup("app")?.user?.gid == 2000)
+        #expect(catalog.lookup("plain")?.user == nil && ImageCatalog.defaultUser == (65534, 65534))
+        for bad in ["-1", "root", "1:x", "1:2:3", "4294967295", "99999999999999999999"] {
+            #expect(throws: (any Error).self, "\(bad)") {
+                try ImageCatalog.parse("x: {command: [sh], user: \"\(bad)\"}", source: "images.yaml", kemuExecutable: "/bin/true")
+            }
+        }
+    }
+}

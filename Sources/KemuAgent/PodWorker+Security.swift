@@ -1,0 +1,74 @@
+import Foundation
+import Glibc
+import KemuAPI
+import KemuSystem
+
+/// Who a container's process runs as, from its `securityContext` over the pod's over its image's
+/// user (kubelet and the container runtime's rules): runAsUser / runAsGroup, supplementalGroups
+/// and fsGroup as extra groups, runAsNonRoot checked, capabilities add/drop over the runtime's
+/// default set (all of them when `privileged`), allowPrivilegeEscalation: false as no_new_privs.
+/// With none of these, an unprivileged user (`ImageCatalog.defaultUser`), never root.
+extension PodWorker {
+    func identity(of container: JSON) throws -> ProcessIdentity {
+        let pod = self.pod[path: "spec.securityContext"]
+        let own = container["securityContext"]
+        let image = agent.config.images.lookup(container["image"]?.string ?? "")?.user
+        func id(_ key: String) throws -> UInt32? {
+            guard let value = own?[key] ?? pod?[key], value != .null else { return nil }
+            guard let n = value.int, (0...Int64(Int32.max)).contains(n) else {
+                throw ContainerError(reason: "CreateContainerConfigError", message: "securityContext.\(key): \(value.text()) is not a user or group id (0-2147483647)")
+            }
+            return UInt32(n)
+        }
+        let user = try id("runAsUser") ?? image?.uid ?? ImageCatalog.defaultUser.uid
+        let group = try id("runAsGroup") ?? image?.gid ?? (image == nil ? ImageCatalog.defaultUser.gid : Self.primaryGroup(of: user))
+        if user == 0, (own?["runAsNonRoot"] ?? pod?["runAsNonRoot"])?.bool == true {
+            throw ContainerError(reason: "CreateContainerConfigError", message: "container has runAsNonRoot and image will run as root (pod: \"\(name)_\(namespace)(\(uid))\", container: \(container["name"]?.string ?? ""))")
+        }
+        var groups: [UInt32] = []
+        for value in (pod?["supplementalGroups"]?.array ?? []) + [pod?["fsGroup"]].compactMap({ $0 }) where value != .null {
+            guard let n = value.int, (0...Int64(Int32.max)).contains(n) else {
+                throw ContainerError(reason: "CreateContainerConfigError", message: "securityContext: group \(value.text()) is not a group id (0-2147483647)")
+            }
+            if !groups.contains(UInt32(n)) { groups.append(UInt32(n)) }
+        }
+        let names = { (key: String) in (own?[path: "capabilities.\(key)"]?.array ?? []).compactMap(\.string) }
+        let capabilities = own?["privileged"]?.bool == true
+            ? CapabilitySet.all : CapabilitySet.containerDefault.adding(names("add"), dropping: names("drop"))
+        return ProcessIdentity(user: user, group: group, groups: groups, capabilities: capabilities,
+                               noNewPrivileges: own?["allowPrivilegeEscalation"]?.bool == false)
+    }
+
+    /// The user's group in /etc/passwd, or a group of the same number (a uid with no entry).
+    static func primaryGroup(of user: UInt32) -> UInt32 {
+        guard let entry = getpwuid(user) else { return user }
+        return entry.pointee.pw_gid
+    }
+
+    /// The pod's hostname as its UTS namespace has it: the name cut to 63 bytes, as kubelet does.
+    var hostname: String {
+        var name = String(self.name.prefix(63))
+        while name.hasSuffix("-") || name.hasSuffix(".") { name.removeLast() }
+        return name.isEmpty ? "pod" : name
+    }
+
+    /// The home directory a container's user gets: root's, or `/` for anyone else (as container
+    /// runtimes do for users the image does not list).
+    static func home(of identity: ProcessIdentity) -> String { identity.user == 0 ? "/root" : "/" }
+
+    /// Gives the container's user its PersistentVolumeClaim directories (a fresh one is root's),
+    /// or, with `fsGroup`, the group (setgid, group-writable), as kubelet does with volume ownership.
+    func own(_ mounts: [Mount], for identity: ProcessIdentity) {
+        let fsGroup = pod[path: "spec.securityContext.fsGroup"]?.int.flatMap { UInt32(exactly: $0) }
+        for mount in mounts where mount.claim {
+            var info = stat()
+            guard stat(mount.source, &info) == 0 else { continue }
+            if let fsGroup {
+                if info.st_gid != fsGroup { _ = chown(mount.source, uid_t.max, fsGroup) }
+                _ = chmod(mount.source, (info.st_mode & 0o7777) | 0o2070)
+            } else if info.st_uid == 0 && identity.user != 0 {
+                _ = chown(mount.source, identity.user, identity.group)
+            }
+        }
+    }
+}
