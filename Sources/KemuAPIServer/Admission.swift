@@ -114,9 +114,14 @@ enum Admission {
         if let node = spec?["nodeName"], node != .null, !isDNSSubdomain(node.string ?? "") || node.string == "" {
             errors.append(.invalid("\(path).nodeName", node.text(), "a lowercase RFC 1123 subdomain (a node's name)"))
         }
+        errors += validateIDs(spec?["securityContext"], at: "\(path).securityContext", keys: ["runAsUser", "runAsGroup", "fsGroup"])
+        for (j, group) in (spec?[path: "securityContext.supplementalGroups"]?.array ?? []).enumerated() {
+            errors += validateIDs(["id": group], at: "\(path).securityContext.supplementalGroups[\(j)]", keys: ["id"], bare: true)
+        }
         var names: Set<String> = []
         for (i, c) in containers.enumerated() {
             let at = "\(path).containers[\(i)]"
+            errors += validateIDs(c["securityContext"], at: "\(at).securityContext", keys: ["runAsUser", "runAsGroup"])
             if let n = c["name"]?.string, !n.isEmpty {
                 if !isDNSLabel(n) { errors.append(.invalid("\(at).name", "\"\(n)\"", "a lowercase RFC 1123 label")) }
                 if !names.insert(n).inserted { errors.append(FieldError(field: "\(at).name", reason: "FieldValueDuplicate", message: "Duplicate value: \"\(n)\"")) }
@@ -131,6 +136,15 @@ enum Admission {
             }
         }
         return errors
+    }
+
+    /// User and group ids: integers from 0 to 2147483647, as upstream's.
+    static func validateIDs(_ context: JSON?, at path: String, keys: [String], bare: Bool = false) -> [FieldError] {
+        keys.compactMap { key in
+            guard let value = context?[key], value != .null else { return nil }
+            if let n = value.int, (0...Int64(Int32.max)).contains(n) { return nil }
+            return .invalid(bare ? path : "\(path).\(key)", value.text(), "must be between 0 and 2147483647, inclusive")
+        }
     }
 
     static func validateWorkload(_ o: JSON, _ r: APIResource) -> [FieldError] {

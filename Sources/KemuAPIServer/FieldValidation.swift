@@ -2,9 +2,9 @@ import KemuAPI
 
 /// `?fieldValidation=Strict|Warn|Ignore`, as upstream: what to do with fields the kind does not
 /// have — refuse the request (400, kubectl's default since 1.27), answer with a Warning header
-/// (the default without the parameter), or say nothing. kemu knows every kind's top-level fields
-/// and ObjectMeta's; fields deeper inside a spec are not checked yet (a typo there is kept, as
-/// with Ignore), since refusing a field kemu merely does not list would break valid manifests.
+/// (the default without the parameter), or say nothing. Each kind's fields are `FieldSchema.kinds`:
+/// every field of the structures users write (pod specs, containers, probes, Services, workload
+/// specs) down to where it lists `.any`.
 enum FieldValidation: String {
     case strict = "Strict", warn = "Warn", ignore = "Ignore"
 
@@ -16,40 +16,13 @@ enum FieldValidation: String {
         self = value
     }
 
-    static let common: Set<String> = ["apiVersion", "kind", "metadata"]
-    static let specAndStatus: Set<String> = ["spec", "status"]
-
-    /// Kind → its fields besides apiVersion, kind and metadata.
-    static let topLevel: [String: Set<String>] = {
-        var fields: [String: Set<String>] = [:]
-        for kind in ["Namespace", "Pod", "Service", "Node", "PersistentVolumeClaim", "ReplicationController", "Deployment", "ReplicaSet",
-                     "StatefulSet", "Fault", "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview",
-                     "LocalSubjectAccessReview", "SelfSubjectReview"] {
-            fields[kind] = specAndStatus
-        }
-        fields["ConfigMap"] = ["data", "binaryData", "immutable"]
-        fields["Endpoints"] = ["subsets"]
-        fields["EndpointSlice"] = ["addressType", "endpoints", "ports"]
-        fields["ControllerRevision"] = ["data", "revision"]
-        fields["Event"] = ["involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type", "eventTime",
-                           "series", "action", "related", "reportingComponent", "reportingInstance"]
-        fields["Role"] = ["rules"]
-        fields["ClusterRole"] = ["rules", "aggregationRule"]
-        fields["RoleBinding"] = ["subjects", "roleRef"]
-        fields["ClusterRoleBinding"] = ["subjects", "roleRef"]
-        return fields
-    }()
-
-    static let metadata: Set<String> = ["name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-                                        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-                                        "ownerReferences", "finalizers", "managedFields"]
-
-    /// The fields of `o` its kind does not have, as paths (`spec2`, `metadata.lables`).
+    /// The fields of `o` its kind does not have, as paths (`spec2`, `metadata.lables`,
+    /// `spec.template.spec.containers[0].imagee`), in the order they appear.
     static func unknownFields(_ o: JSON, _ r: APIResource) -> [String] {
-        guard let known = topLevel[r.kind], let object = o.object else { return [] }
-        var unknown = object.keys.filter { !common.contains($0) && !known.contains($0) }
-        if let meta = o["metadata"]?.object { unknown += meta.keys.filter { !metadata.contains($0) }.map { "metadata.\($0)" } }
-        return unknown
+        guard let schema = FieldSchema.kinds[r.kind] else { return [] }
+        var found: [String] = []
+        schema.unknownFields(in: o, at: "", into: &found)
+        return found
     }
 
     /// Throws for Strict; returns the Warning header values for Warn.

@@ -42,6 +42,11 @@ import Testing
         let pods = "/api/v1/namespaces/default/pods"
         #expect(try await refused(client, pods, pod(["restartPolicy": "Sometimes"]), field: "spec.restartPolicy"))
         #expect(try await refused(client, pods, pod(["nodeName": "../../etc"]), field: "spec.nodeName"))
+        #expect(try await refused(client, pods, pod(["securityContext": ["runAsUser": -1]]), field: "spec.securityContext.runAsUser"))
+        #expect(try await refused(client, pods, pod(["securityContext": ["supplementalGroups": [1, 4_294_967_296]]]),
+                                  field: "spec.securityContext.supplementalGroups[1]"))
+        #expect(try await refused(client, pods, pod(["containers": [["name": "c", "image": "kemu/echo", "securityContext": ["runAsGroup": "0"]]]]),
+                                  field: "spec.containers[0].securityContext.runAsGroup"))
         var deployment: JSON = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "d"],
                                 "spec": ["selector": ["matchLabels": ["app": "d"]],
                                          "template": ["metadata": ["labels": ["app": "d"]], "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]]]
