@@ -28,6 +28,7 @@ public struct ControlPlane {
         public var ranges: ServiceRanges
         public var nodeGracePeriod: Double = 5
         public var podEvictionDelay: Double = 5
+        public var eviction = EvictionPolicy()
         /// When the store flushes its log to disk: `batch` (default) or `always` (SyncPolicy).
         public var sync = SyncPolicy.batch.rawValue
         /// Seats per lane for requests in flight (false: unlimited, for benchmarks' comparison).
@@ -131,7 +132,8 @@ public struct ControlPlane {
         let replicationControllers = ReplicaSetController(store: store, resource: "replicationcontrollers")
         let deployments = DeploymentController(store: store)
         let statefulSets = StatefulSetController(store: store)
-        let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay)
+        let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay,
+                                                    policy: s.eviction)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
                 { try await statefulSets.run() }, { try await nodeLifecycle.run() }, { try await serviceAccounts.run() }]

@@ -2,9 +2,10 @@ import Foundation
 import KemuAPI
 import KemuStore
 import Logging
+import Synchronization
 
-/// Watches the nodes' heartbeats (the Ready condition's lastHeartbeatTime, which each node agent
-/// posts every second). A node silent for longer than `gracePeriod` — its agent killed, or its
+/// Watches the nodes' heartbeats (their Leases in kube-node-lease, which each node agent renews
+/// every second, and the Ready condition's lastHeartbeatTime, posted at least every 10 s). A node silent for longer than `gracePeriod` — its agent killed, or its
 /// fabric link down — has its conditions set to Unknown ("Kubelet stopped posting node
 /// status."), gets the `node.kubernetes.io/unreachable` taints, and its pods are marked not Ready
 /// at once, so their endpoints leave every Service. Still silent `evictionDelay` later, its pods
@@ -13,19 +14,31 @@ import Logging
 /// cannot reach: an emulated node can be treated as fenced, and a StatefulSet pod can then move
 /// too. A node that posts again is Ready and loses the taints; its agent removes the processes of
 /// pods deleted meanwhile.
+///
+/// Evictions are rate-limited per zone as upstream's are (`EvictionPolicy`): a machine that is
+/// merely overloaded, where many nodes miss their heartbeats at once, must not evict its way into
+/// a storm of pod re-creations. A zone with more than `unhealthyZoneThreshold` of its nodes (and
+/// more than two) NotReady is partially disrupted: evictions slow to the secondary rate in a large
+/// zone and stop in a small one; when every zone is fully disrupted the cause is taken to be on
+/// the control plane's side and nothing is evicted.
 public final class NodeLifecycleController: Sendable {
     public static let unreachable = "node.kubernetes.io/unreachable"
+    public static let zoneLabels = ["topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"]
     let store: Store
     let gracePeriod: Double
     let evictionDelay: Double
+    let policy: EvictionPolicy
     let logger = Logger(label: "kemu.nodelifecycle")
+    /// Per zone: its state last seen and its eviction budget.
+    let zones = Mutex<[String: (state: ZoneState, limiter: TokenBucket)]>([:])
 
     /// Upstream's node-monitor-grace-period is 40 s and its eviction 300 s; an emulator that
     /// tests failover wants seconds.
-    public init(store: Store, gracePeriod: Double = 5, evictionDelay: Double = 5) {
+    public init(store: Store, gracePeriod: Double = 5, evictionDelay: Double = 5, policy: EvictionPolicy = EvictionPolicy()) {
         self.store = store
         self.gracePeriod = gracePeriod
         self.evictionDelay = evictionDelay
+        self.policy = policy
     }
 
     /// Checks every node twice a second until cancelled. Heartbeats older than the controller
@@ -39,34 +52,86 @@ public final class NodeLifecycleController: Sendable {
     }
 
     public func check(now: Date, notBefore: Date = .distantPast) {
+        var health: [String: (ready: Int, notReady: Int)] = [:]
+        var due: [(node: JSON, zone: String)] = []
         for node in store.list("nodes").items where node.deletionTimestamp == nil {
-            do { try check(node, now: now, notBefore: notBefore) } catch { logger.warning("node \(node.name): \(error)") }
+            let zone = Self.zone(of: node)
+            do {
+                switch try check(node, now: now, notBefore: notBefore) {
+                case .ready: health[zone, default: (0, 0)].ready += 1
+                case .notReady(let evictionDue):
+                    health[zone, default: (0, 0)].notReady += 1
+                    if evictionDue { due.append((node, zone)) }
+                case .unknown: break
+                }
+            } catch {
+                logger.warning("node \(node.name): \(error)")
+            }
         }
+        let states = health.mapValues { ZoneState(ready: $0.ready, notReady: $0.notReady, threshold: policy.unhealthyZoneThreshold) }
+        let allDisrupted = !states.isEmpty && states.values.allSatisfy { $0 == .fullDisruption }
+        let allowed: Set<String> = zones.withLock { zones in
+            var allowed: Set<String> = []
+            for (zone, state) in states {
+                let size = (health[zone]?.ready ?? 0) + (health[zone]?.notReady ?? 0)
+                let rate = allDisrupted ? 0 : policy.rate(for: state, zoneSize: size)
+                var entry = zones[zone] ?? (ZoneState.normal, TokenBucket(rate: rate, now: now))
+                if entry.state != state {
+                    logger.warning("zone \"\(zone)\" is now \(state) (\(health[zone]?.notReady ?? 0) of \(size) nodes not ready); evictions at \(rate)/s")
+                }
+                entry.state = state
+                entry.limiter.rate = rate
+                for (node, nodeZone) in due where nodeZone == zone && !pods(on: node).isEmpty {
+                    if entry.limiter.take(now: now) { allowed.insert(node.name) }
+                }
+                zones[zone] = entry
+            }
+            return allowed
+        }
+        if allDisrupted && !due.isEmpty {
+            logger.warning("every node is not ready: taken for a control-plane-side disruption, no pod is evicted")
+        }
+        for (node, _) in due where allowed.contains(node.name) { evictPods(node) }
     }
+
+    /// The node's zone label, or "" (one zone for the whole cluster).
+    static func zone(of node: JSON) -> String {
+        zoneLabels.lazy.compactMap { node.labels[$0] }.first ?? ""
+    }
+
+    enum Health { case ready, notReady(evictionDue: Bool), unknown }
 
     static func readyCondition(_ node: JSON) -> JSON? {
         (node[path: "status.conditions"]?.array ?? []).first { $0["type"]?.string == "Ready" }
     }
 
-    func check(_ node: JSON, now: Date, notBefore: Date) throws {
-        guard let ready = Self.readyCondition(node) else { return }
+    func check(_ node: JSON, now: Date, notBefore: Date) throws -> Health {
+        guard let ready = Self.readyCondition(node) else { return .unknown }
         let status = ready["status"]?.string ?? "Unknown"
         let tainted = Self.taints(node).contains { $0["key"]?.string == Self.unreachable }
+        // The node's Lease renewal (agents renew it every second and post their status only on a
+        // change or every 10 s).
+        let renewed = store.get("leases.coordination.k8s.io", namespace: "kube-node-lease", name: node.name)?[path: "spec.renewTime"]?
+            .string.flatMap(Timestamp.parse) ?? .distantPast
         if status == "True" {
-            let heartbeat = max(ready["lastHeartbeatTime"]?.string.flatMap(Timestamp.parse) ?? now, notBefore)
+            let posted = ready["lastHeartbeatTime"]?.string.flatMap(Timestamp.parse) ?? now
+            let heartbeat = max(posted, renewed, notBefore)
             if now.timeIntervalSince(heartbeat) > gracePeriod {
                 try markUnknown(node, now: now)
+                return .notReady(evictionDue: evictionDelay <= 0)
             } else if tainted {
                 try Workload.modify(store, "nodes", node, part: .main) { n in
                     n["spec", default: [:]]["taints"] = Self.withoutUnreachable(n)
                 }
                 logger.info("node \(node.name) is posting status again")
             }
-            return
+            return .ready
         }
-        // NotReady or Unknown: its pods go once the node has been so for evictionDelay.
+        // NotReady or Unknown: its pods go once the node has been so for evictionDelay — unless
+        // its Lease is fresh again (an agent that was only slow is about to post Ready).
+        if now.timeIntervalSince(renewed) <= gracePeriod { return .notReady(evictionDue: false) }
         let since = max(ready["lastTransitionTime"]?.string.flatMap(Timestamp.parse) ?? now, notBefore)
-        if now.timeIntervalSince(since) >= evictionDelay { evictPods(node) }
+        return .notReady(evictionDue: now.timeIntervalSince(since) >= evictionDelay)
     }
 
     static func taints(_ node: JSON) -> [JSON] { node[path: "spec.taints"]?.array ?? [] }
@@ -121,5 +186,64 @@ public final class NodeLifecycleController: Sendable {
             _ = try? store.delete("pods", namespace: pod.namespace, name: pod.name, uid: pod.uid)
             logger.info("evicted \(pod.namespace)/\(pod.name) from unreachable node \(node.name)")
         }
+    }
+}
+
+/// Upstream's eviction limits (kube-controller-manager's flags of the same names).
+public struct EvictionPolicy: Sendable, Equatable {
+    /// Nodes per second whose pods are evicted in a healthy zone (`--node-eviction-rate`).
+    public var rate: Double = 0.1
+    /// The same in a partially disrupted large zone (`--secondary-node-eviction-rate`).
+    public var secondaryRate: Double = 0.01
+    /// The share of a zone's nodes NotReady (with more than two) that makes it partially disrupted.
+    public var unhealthyZoneThreshold: Double = 0.55
+    /// Above this many nodes a partially disrupted zone evicts at the secondary rate; below, not at all.
+    public var largeClusterSizeThreshold: Int = 50
+
+    public init() {}
+
+    func rate(for state: ZoneState, zoneSize: Int) -> Double {
+        switch state {
+        case .normal, .fullDisruption: rate
+        case .partialDisruption: zoneSize > largeClusterSizeThreshold ? secondaryRate : 0
+        }
+    }
+}
+
+/// upstream's ComputeZoneState.
+enum ZoneState: String, Sendable, CustomStringConvertible {
+    case normal = "Normal", partialDisruption = "PartialDisruption", fullDisruption = "FullDisruption"
+
+    init(ready: Int, notReady: Int, threshold: Double) {
+        if ready == 0 && notReady > 0 {
+            self = .fullDisruption
+        } else if notReady > 2 && Double(notReady) / Double(ready + notReady) >= threshold {
+            self = .partialDisruption
+        } else {
+            self = .normal
+        }
+    }
+
+    var description: String { rawValue }
+}
+
+/// A token bucket of one token (upstream's rate-limited eviction queue): at most one eviction
+/// at once, then one per 1/rate seconds; rate 0 evicts nothing.
+struct TokenBucket: Sendable {
+    var rate: Double
+    var tokens: Double = 1
+    var last: Date
+
+    init(rate: Double, now: Date) {
+        self.rate = rate
+        last = now
+    }
+
+    mutating func take(now: Date) -> Bool {
+        tokens = min(1, tokens + max(0, now.timeIntervalSince(last)) * rate)
+        last = now
+        guard rate > 0, tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }

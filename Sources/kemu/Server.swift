@@ -34,6 +34,11 @@ struct Server: AsyncParsableCommand {
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
     @Option(help: "Seconds without a heartbeat before a node is NotReady (Unknown) and its pods unready.") var nodeGracePeriod: Double = 5
     @Option(help: "Seconds a node stays NotReady before its pods are deleted and recreated elsewhere.") var podEvictionDelay: Double = 5
+    @Option(help: "Nodes per second whose pods may be evicted in a healthy zone (upstream's default).") var nodeEvictionRate: Double = 0.1
+    @Option(help: "The same in a partially disrupted zone larger than --large-cluster-size-threshold.") var secondaryNodeEvictionRate: Double = 0.01
+    @Option(help: "Share of a zone's nodes NotReady (more than 2) past which it is partially disrupted: evictions slow or stop.")
+    var unhealthyZoneThreshold: Double = 0.55
+    @Option(help: "Nodes in a zone above which a partial disruption slows evictions rather than stopping them.") var largeClusterSizeThreshold = 50
 
     func ranges() throws -> ServiceRanges {
         guard let cidr = IPv4Network(serviceCIDR), cidr.prefixLength <= 28 else {
@@ -73,6 +78,13 @@ struct Server: AsyncParsableCommand {
     func run() async throws {
         guard nodeGracePeriod >= 2 else { throw ValidationError("--node-grace-period \(nodeGracePeriod): must be at least 2 seconds (agents post every second)") }
         guard podEvictionDelay >= 0 else { throw ValidationError("--pod-eviction-delay \(podEvictionDelay): must not be negative") }
+        for (flag, rate) in [("--node-eviction-rate", nodeEvictionRate), ("--secondary-node-eviction-rate", secondaryNodeEvictionRate)] {
+            guard rate.isFinite, rate >= 0 else { throw ValidationError("\(flag) \(rate): a number of nodes per second, 0 or more") }
+        }
+        guard unhealthyZoneThreshold > 0, unhealthyZoneThreshold <= 1 else {
+            throw ValidationError("--unhealthy-zone-threshold \(unhealthyZoneThreshold): a share of the zone's nodes, above 0 and at most 1")
+        }
+        guard largeClusterSizeThreshold >= 0 else { throw ValidationError("--large-cluster-size-threshold \(largeClusterSizeThreshold): must not be negative") }
         var settings = ControlPlane.Settings(dataDir: dataDir, ranges: try ranges())
         settings.hosts = try validatedHosts()
         settings.port = port
@@ -83,6 +95,10 @@ struct Server: AsyncParsableCommand {
         settings.stopWithParent = stopWithParent
         settings.nodeGracePeriod = nodeGracePeriod
         settings.podEvictionDelay = podEvictionDelay
+        settings.eviction.rate = nodeEvictionRate
+        settings.eviction.secondaryRate = secondaryNodeEvictionRate
+        settings.eviction.unhealthyZoneThreshold = unhealthyZoneThreshold
+        settings.eviction.largeClusterSizeThreshold = largeClusterSizeThreshold
         guard ControlPlane.syncPolicies.contains(sync) else {
             throw ValidationError("--sync \(sync): one of \(ControlPlane.syncPolicies.joined(separator: ", "))")
         }
