@@ -78,6 +78,7 @@ public enum APIResources {
               kind: "LocalSubjectAccessReview", namespaced: true, verbs: ["create"]),
         .init(group: "authentication.k8s.io", version: "v1", resource: "selfsubjectreviews", singular: "selfsubjectreview",
               kind: "SelfSubjectReview", namespaced: false, verbs: ["create"]),
+        .init(group: "coordination.k8s.io", version: "v1", resource: "leases", singular: "lease", kind: "Lease", namespaced: true),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
@@ -106,6 +107,7 @@ public enum APIResources {
     public static let events = builtIn("events")
     public static let configMaps = builtIn("configmaps")
     public static let serviceAccounts = builtIn("serviceaccounts")
+    public static let leases = builtIn("leases")
     public static let deployments = builtIn("deployments")
     public static let endpointSlices = builtIn("endpointslices")
     public static let faults = builtIn("faults")

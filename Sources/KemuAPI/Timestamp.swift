@@ -20,6 +20,13 @@ public enum Timestamp {
         return String(format: "%@.%09dZ", String(format(date).dropLast()), nanos)
     }
 
+    /// With microseconds, as upstream's MicroTime (a Lease's renewTime): `2026-11-22T01:37:30.123456Z`.
+    public static func formatMicro(_ date: Date) -> String {
+        let seconds = date.timeIntervalSince1970.rounded(.down)
+        let micros = min(Int((date.timeIntervalSince1970 - seconds) * 1e6), 999_999)
+        return String(format: "%@.%06dZ", String(format(date).dropLast()), micros)
+    }
+
     /// Parses `Z` and `+hh:mm` forms (the python client sends `+00:00`), with or without a
     /// fraction of any length (upstream writes nanoseconds).
     public static func parse(_ text: String) -> Date? {

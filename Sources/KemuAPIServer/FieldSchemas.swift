@@ -140,6 +140,8 @@ extension FieldSchema {
             "RoleBinding": kind(["subjects", "roleRef"]),
             "ClusterRoleBinding": kind(["subjects", "roleRef"]),
             "Fault": kind(["spec", "status"]),
+            "Lease": kind([], ["spec": fields(["holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",
+                                               "strategy", "preferredHolder"])]),
         ]
         for review in ["SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectReview"] {
             kinds[review] = kind(["spec", "status"])

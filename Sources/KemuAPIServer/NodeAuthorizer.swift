@@ -33,6 +33,10 @@ struct NodeAuthorizer {
             return a.verb == "delete" && boundHere(a)
         case ("events", ""):
             return ["create", "update", "patch"].contains(a.verb)
+        case ("leases", ""):
+            // Its own heartbeat Lease in kube-node-lease (a create names it in the body, which `restrict` checks).
+            return a.namespace == "kube-node-lease" && ["get", "create", "update", "patch"].contains(a.verb)
+                && (a.name == node || (a.verb == "create" && a.name.isEmpty))
         case ("serviceaccounts", "token"):
             // Only tokens bound to a pod that runs here: the TokenRequest handler checks the binding.
             return a.verb == "create"
@@ -49,6 +53,8 @@ struct NodeAuthorizer {
         switch resource.resource {
         case "nodes" where object.name != node:
             throw Self.refusal("node \"\(node)\" is not allowed to modify node \"\(object.name)\"", resource, object.name)
+        case "leases" where object.name != node:
+            throw Self.refusal("node \"\(node)\" may only write its own lease", resource, object.name)
         case "pods" where object[path: "spec.nodeName"]?.string != node:
             throw Self.refusal("node \"\(node)\" can only update pods bound to it", resource, object.name)
         default: break

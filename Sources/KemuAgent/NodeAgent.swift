@@ -25,6 +25,8 @@ public struct AgentConfig: Sendable {
     public var hiddenPaths: [String]
     /// The CA that signed the API server's certificate: `ca.crt` in every token volume.
     public var clusterCA: String?
+    /// Pods started at once (sandbox, token, processes); more wait their turn.
+    public var parallelStarts = 8
 
     public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String,
                 volumeDirectory: String, podDirectory: String? = nil, hiddenPaths: [String] = [], clusterCA: String? = nil) {
@@ -59,9 +61,16 @@ public final class NodeAgent: Sendable {
     /// Swift's cooperative pool.
     let networkQueue = DispatchQueue(label: "kemu.agent.network")
     let logger = Logger(label: "kemu.agent")
-    /// How often the Node's Ready condition is re-posted (upstream: nodeStatusUpdateFrequency,
-    /// 10 s); the node lifecycle controller marks a node silent for 5 s Unknown.
+    /// How often the node's Lease is renewed (upstream: a quarter of its 40 s duration); the node
+    /// lifecycle controller marks a node silent for its grace period (5 s) Unknown.
     public let heartbeat: Duration = .seconds(1)
+    /// How often the Node's status is posted when nothing in it changed (upstream's
+    /// nodeStatusReportFrequency, 5 min; kemu's Ready heartbeat time stays meaningful at 10 s).
+    public let statusReportFrequency: Duration = .seconds(10)
+    /// Pods whose sandbox and containers are being started at once; the rest wait their turn.
+    let starts: StartGate
+    /// The Node was marked not Ready by someone else: post the status at the next heartbeat.
+    let repost = Mutex(false)
 
     public init(config: AgentConfig, client: APIClient, network: ClusterNetwork, reaper: ProcessReaper = .shared) throws {
         let index = try Self.nodeIndex(config.nodeName, in: network)
@@ -71,6 +80,7 @@ public final class NodeAgent: Sendable {
         self.reaper = reaper
         nodeIndex = index
         nodeIP = network.plan.nodeIP(index).description
+        starts = StartGate(limit: config.parallelStarts)
     }
 
     /// The node's index in the cluster, or an error naming the nodes there are.
@@ -98,12 +108,8 @@ public final class NodeAgent: Sendable {
         }
         let informer = Informer(client, pods, fields: "spec.nodeName=\(config.nodeName)")
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: self.heartbeat)
-                    do { try await self.postStatus() } catch { self.logger.warning("heartbeat: \(error)") }
-                }
-            }
+            group.addTask { try await self.keepHeartbeat() }
+            group.addTask { try await self.watchOwnNode() }
             group.addTask {
                 try await informer.run { event in await self.handle(event, informer) }
             }
@@ -206,7 +212,10 @@ public final class NodeAgent: Sendable {
         return node
     }
 
+    func pressure() -> NodePressure { NodePressure.read(waitingStarts: starts.waiting) }
+
     func nodeStatus() -> JSON {
+        let pressure = pressure()
         let resources: JSON = ["cpu": .string(config.cpu), "memory": .string(config.memory), "pods": .string(String(config.maxPods))]
         let now = JSON.string(Timestamp.now())
         var kernel = utsname()
@@ -214,10 +223,10 @@ public final class NodeAgent: Sendable {
         let release = withUnsafeBytes(of: kernel.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         return [
             "capacity": resources, "allocatable": resources,
-            "conditions": [
-                ["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kemu node agent is posting ready status",
+            "conditions": .array([
+                ["type": "Ready", "status": "True", "reason": "KubeletReady", "message": .string(pressure.readyMessage),
                  "lastHeartbeatTime": now, "lastTransitionTime": now],
-            ],
+            ] + pressure.conditions(at: now)),
             "addresses": [["type": "InternalIP", "address": .string(nodeIP)], ["type": "Hostname", "address": .string(config.nodeName)]],
             "daemonEndpoints": ["kubeletEndpoint": ["Port": 10250]],
             "nodeInfo": ["kubeletVersion": "v1.32.0-kemu", "kubeProxyVersion": "v1.32.0-kemu", "operatingSystem": "linux",
@@ -241,16 +250,72 @@ public final class NodeAgent: Sendable {
         logger.info("node \(config.nodeName) registered (\(nodeIP), pods \(network.plan.podCIDR(nodeIndex)))")
     }
 
-    /// The heartbeat: Ready=True with a fresh lastHeartbeatTime (the transition time is kept).
+    /// Heartbeats as kubelet's: the Lease renewed every `heartbeat` (one small write), the Node's
+    /// status posted when its conditions change or every `statusReportFrequency`.
+    func keepHeartbeat() async throws {
+        var posted = ContinuousClock.now
+        var reported = pressure()
+        while !Task.isCancelled {
+            try await Task.sleep(for: heartbeat)
+            do { try await renewLease() } catch { logger.warning("lease: \(error)") }
+            let now = pressure()
+            let owed = repost.withLock { owed in defer { owed = false }; return owed }
+            guard owed || now.differs(from: reported) || posted.duration(to: .now) >= statusReportFrequency else { continue }
+            do {
+                try await postStatus()
+                (posted, reported) = (.now, now)
+            } catch {
+                logger.warning("heartbeat: \(error)")
+            }
+        }
+    }
+
+    /// Its own Node, watched: when someone else marks it not Ready (the lifecycle controller, after
+    /// heartbeats came late), the status is posted at the next heartbeat rather than in 10 s, as
+    /// kubelet compares the server's Node with its own.
+    func watchOwnNode() async throws {
+        let informer = Informer(client, nodes, fields: "metadata.name=\(config.nodeName)")
+        try await informer.run { event in
+            guard case .updated(_, let node) = event,
+                  let ready = node[path: "status.conditions"]?.array?.first(where: { $0["type"]?.string == "Ready" }),
+                  ready["status"]?.string != "True" else { return }
+            self.repost.withLock { $0 = true }
+        }
+    }
+
+    /// kube-node-lease/NODE: renewTime now, made on first use (owned by the Node, so it goes
+    /// with it).
+    func renewLease() async throws {
+        let spec: JSON = ["holderIdentity": .string(config.nodeName), "leaseDurationSeconds": 40,
+                          "renewTime": .string(Timestamp.formatMicro(Date()))]
+        do {
+            _ = try await client.patch(APIResources.leases, namespace: "kube-node-lease", name: config.nodeName, ["spec": spec])
+        } catch let error as ClientError where error.code == 404 {
+            var lease: JSON = ["apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec]
+            lease.name = config.nodeName
+            lease.namespace = "kube-node-lease"
+            if let node = try? await client.get(nodes, name: config.nodeName) {
+                lease["metadata", default: [:]]["ownerReferences"] = [["apiVersion": "v1", "kind": "Node", "name": .string(node.name),
+                                                                       "uid": .string(node.uid)]]
+            }
+            do { _ = try await client.create(APIResources.leases, lease) } catch let error as ClientError where error.code == 409 {}
+        }
+    }
+
+    /// The Node's status: fresh heartbeat times, each condition's transition time kept while its
+    /// status stays.
     func postStatus() async throws {
         var status = nodeStatus()
         let current = try? await client.get(nodes, name: config.nodeName)
-        if let old = current?[path: "status.conditions"]?.array?.first(where: { $0["type"]?.string == "Ready" }),
-           old["status"]?.string == "True", let since = old["lastTransitionTime"] {
-            var conditions = status["conditions"]?.array ?? []
-            if !conditions.isEmpty { conditions[0]["lastTransitionTime"] = since }
-            status["conditions"] = .array(conditions)
+        let old = current?[path: "status.conditions"]?.array ?? []
+        var conditions = status["conditions"]?.array ?? []
+        for i in conditions.indices {
+            if let before = old.first(where: { $0["type"] == conditions[i]["type"] }), before["status"] == conditions[i]["status"],
+               let since = before["lastTransitionTime"] {
+                conditions[i]["lastTransitionTime"] = since
+            }
         }
+        status["conditions"] = .array(conditions)
         _ = try await client.patch(nodes, name: config.nodeName, ["status": status], subresource: "status")
     }
 

@@ -89,6 +89,10 @@ public actor PodWorker {
             await report()
             return
         }
+        // Its turn among the pods this node is starting (a burst waits rather than taking the machine).
+        await agent.starts.enter()
+        defer { agent.starts.leave() }
+        if stopped { return }
         do {
             sandbox = try await agent.onNetworkThread { [pod] network in
                 // Left behind with nothing to adopt: start afresh.
