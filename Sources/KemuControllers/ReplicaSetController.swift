@@ -97,7 +97,7 @@ public final class ReplicaSetController: Sendable {
         let active = owned.filter(Workload.active)
         let wanted = Int(owner[path: "spec.replicas"]?.int ?? 1)
         if active.count < wanted {
-            for _ in 0..<(wanted - active.count) { try store.create("pods", newPod(owner)) }
+            try createPods(wanted - active.count, for: owner, key)
         } else if active.count > wanted {
             // Not scheduled first, then not ready, then the newest.
             let ranked = active.sorted { a, b in
@@ -111,6 +111,32 @@ public final class ReplicaSetController: Sendable {
         try updateStatus(owner, owned: store.list("pods", namespace: key.namespace).items.filter {
             Workload.controllerReference($0)?["uid"]?.string == owner.uid && Workload.active($0)
         }, selector: selector)
+    }
+
+    /// Upstream's burstReplicas: pods created by one sync at most; the rest come with the next.
+    static let burst = 500
+
+    /// Creates `missing` pods in slow-start batches (1, 2, 4, 8 … as upstream's slowStartBatch), at
+    /// most `burst` per sync: the first failure ends the sync (a FailedCreate event, retried with
+    /// back-off), so a template the server refuses costs one request, not a thousand.
+    func createPods(_ missing: Int, for owner: JSON, _ key: Key) throws {
+        let count = min(missing, Self.burst)
+        var created = 0, batch = 1
+        while created < count {
+            let size = min(batch, count - created)
+            for _ in 0..<size {
+                do {
+                    try store.create("pods", newPod(owner))
+                } catch {
+                    Workload.event(store, owner, type: "Warning", reason: "FailedCreate", message: "Error creating: \(error)",
+                                   component: "replicaset-controller")
+                    throw error
+                }
+                created += 1
+            }
+            batch *= 2
+        }
+        if missing > count { queue.add(key) }  // the rest at the next sync
     }
 
     /// A pod from the template, named `<owner>-<5 random characters>` as generateName would.

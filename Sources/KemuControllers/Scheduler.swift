@@ -47,6 +47,8 @@ public final class Scheduler: Sendable {
         var name: String
         var labels: [String: String]
         var ready: Bool
+        /// The condition taints the node has (memory or PID pressure).
+        var pressure: [String] = []
         var allocatable: (cpu: Int64, memory: Int64, pods: Int64)
         var used: (cpu: Int64, memory: Int64, pods: Int64) = (0, 0, 0)
 
@@ -67,8 +69,18 @@ public final class Scheduler: Sendable {
             let ready = (node[path: "status.conditions"]?.array ?? []).contains {
                 $0["type"]?.string == "Ready" && $0["status"]?.string == "True"
             } && node[path: "spec.unschedulable"]?.bool != true && node.deletionTimestamp == nil
+            // upstream's TaintNodesByCondition: a node under memory or PID pressure takes no new pods
+            // that do not tolerate it, so an overloaded machine is not loaded further.
+            let pressed = (node[path: "status.conditions"]?.array ?? []).compactMap { condition -> String? in
+                guard condition["status"]?.string == "True" else { return nil }
+                switch condition["type"]?.string {
+                case "MemoryPressure": return "node.kubernetes.io/memory-pressure"
+                case "PIDPressure": return "node.kubernetes.io/pid-pressure"
+                default: return nil
+                }
+            }
             rooms[node.name] = Room(
-                name: node.name, labels: node.labels, ready: ready,
+                name: node.name, labels: node.labels, ready: ready, pressure: pressed,
                 allocatable: (Quantity.milli(allocatable?["cpu"]) ?? 0, Quantity.milli(allocatable?["memory"]) ?? 0,
                               Quantity.milli(allocatable?["pods"]) ?? 110_000))
         }
@@ -98,6 +110,10 @@ public final class Scheduler: Sendable {
                     reasons["node(s) had untolerated taint {node.kubernetes.io/not-ready: }", default: 0] += 1
                     continue
                 }
+                if let taint = room.pressure.first(where: { !Self.tolerates(pod, $0) }) {
+                    reasons["node(s) had untolerated taint {\(taint): }", default: 0] += 1
+                    continue
+                }
                 if !selector.allSatisfy({ room.labels[$0.key] == $0.value }) { misfits.append("node(s) didn't match Pod's node affinity/selector") }
                 if r.cpu > room.freeCPU { misfits.append("Insufficient cpu") }
                 if r.memory > room.freeMemory { misfits.append("Insufficient memory") }
@@ -118,6 +134,17 @@ public final class Scheduler: Sendable {
                 let detail = reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
                 try markUnschedulable(pod, message: "0/\(rooms.count) nodes are available" + (detail.isEmpty ? "." : ": \(detail)."))
             }
+        }
+    }
+
+    /// Whether the pod tolerates a NoSchedule taint with this key (a toleration of the key, or
+    /// `operator: Exists` without one).
+    static func tolerates(_ pod: JSON, _ key: String) -> Bool {
+        (pod[path: "spec.tolerations"]?.array ?? []).contains { t in
+            let effect = t["effect"]?.string ?? ""
+            guard effect.isEmpty || effect == "NoSchedule" else { return false }
+            if let k = t["key"]?.string, !k.isEmpty { return k == key }
+            return t["operator"]?.string == "Exists"
         }
     }
 

@@ -22,6 +22,18 @@ import Testing
         }
     }
 
+    @Test func aLargeScaleUpComesInBurstsOfAtMostFiveHundred() throws {
+        let store = Store()
+        let controller = ReplicaSetController(store: store)
+        let key = EndpointSliceController.Key(namespace: "default", name: "big")
+        try store.create("replicasets.apps", replicaSet("big", replicas: 1200, app: "big"))
+        try controller.reconcile(key)
+        #expect(pods(store, owner: "big").count == 500, "one sync creates upstream's burstReplicas")
+        try controller.reconcile(key)
+        try controller.reconcile(key)
+        #expect(pods(store, owner: "big").count == 1200)
+    }
+
     @Test func keepsReplicasReplacesAdoptsReleasesAndReports() throws {
         let store = Store()
         let controller = ReplicaSetController(store: store)

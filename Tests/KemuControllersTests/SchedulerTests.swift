@@ -38,6 +38,23 @@ import Testing
         Dictionary(uniqueKeysWithValues: store.list("pods").items.map { ($0.name, $0[path: "spec.nodeName"]?.string ?? "-") })
     }
 
+    @Test func aNodeUnderPressureTakesOnlyPodsThatTolerateIt() throws {
+        try withStore { store in
+            var pressed = node("pressed", cpu: "8", memory: "16Gi")
+            pressed["status", default: [:]]["conditions"] = [["type": "Ready", "status": "True"], ["type": "MemoryPressure", "status": "True"]]
+            try store.create("nodes", pressed)
+            let scheduler = Scheduler(store: store)
+            try store.create("pods", pod("plain"))
+            var tolerant = pod("tolerant")
+            tolerant["spec", default: [:]]["tolerations"] = [["key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"]]
+            try store.create("pods", tolerant)
+            try scheduler.schedulePending()
+            #expect(placement(store) == ["plain": "-", "tolerant": "pressed"])
+            let message = store.get("pods", namespace: "default", name: "plain")?[path: "status.conditions"]?.array?.first?["message"]?.string
+            #expect(message == "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/memory-pressure: }.", "\(message ?? "")")
+        }
+    }
+
     @Test func podsGoWhereTheMostRoomIsAndStopWhenNothingFits() throws {
         try withStore { store in
             try store.create("nodes", node("big", cpu: "4", memory: "8Gi"))
