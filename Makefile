@@ -9,7 +9,7 @@ BENCH_PACKAGES := iperf3 wrk haproxy
 PY_CLIENT := kubernetes==32.0.1
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps bench-deps apt-install build check release test unit bench demo clean fuzz
+.PHONY: deps bench-deps apt-install build check release test unit bench bench-scale demo clean fuzz
 
 deps:
 	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
@@ -59,6 +59,12 @@ unit: build
 
 bench: bench-deps release
 	$(SUDO) .build/release/kemu-bench
+
+# Issue 18's scale run: NODES nodes, a Deployment of PODS kemu/echo pods, minutes long.
+NODES ?= 100
+PODS  ?= 1000
+bench-scale: bench-deps release
+	$(SUDO) .build/release/kemu-bench scale --nodes $(NODES) --pods $(PODS)
 
 demo: deps
 	$(SWIFT) build --product kemu

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -50,6 +51,8 @@ int kemu_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 void kemu_malloc_trim(void) { (void)malloc_trim(0); }
 
 pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int kemu_set_nice(int nice) { return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : errno; }
 
 int kemu_make_shared_mountpoint(const char *path) {
     // First try: already a mount point, just mark it shared.
@@ -236,6 +239,11 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
     if (o->stdout_fd >= 0 && dup2(o->stdout_fd, 1) < 0) child_fail(pipe_fd, "dup2 stdout");
     if (o->stderr_fd >= 0 && dup2(o->stderr_fd, 2) < 0) child_fail(pipe_fd, "dup2 stderr");
     if (o->cwd != NULL && chdir(o->cwd) != 0) child_fail(pipe_fd, "chdir");
+    if (o->nice != 0) {
+        errno = 0;
+        int current = getpriority(PRIO_PROCESS, 0);
+        if (errno == 0 && setpriority(PRIO_PROCESS, 0, current + o->nice) != 0) child_fail(pipe_fd, "setpriority");
+    }
     if (o->set_identity) {
         if (limit_capabilities(o->capabilities) != 0) child_fail(pipe_fd, "capabilities");
         if (setgroups((size_t)o->group_count, o->groups) != 0) child_fail(pipe_fd, "setgroups");

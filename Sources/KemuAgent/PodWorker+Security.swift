@@ -39,6 +39,33 @@ extension PodWorker {
                                noNewPrivileges: own?["allowPrivilegeEscalation"]?.bool == false)
     }
 
+    /// The pod's QoS class, as upstream computes it: no requests or limits in any container is
+    /// BestEffort; cpu and memory limits in every container, equal to their requests where given,
+    /// is Guaranteed; anything else Burstable.
+    static func qosClass(_ pod: JSON) -> String {
+        let containers = pod[path: "spec.containers"]?.array ?? []
+        let resources = containers.map { ($0[path: "resources.requests"]?.object, $0[path: "resources.limits"]?.object) }
+        if resources.allSatisfy({ ($0.0?.isEmpty ?? true) && ($0.1?.isEmpty ?? true) }) { return "BestEffort" }
+        let guaranteed = resources.allSatisfy { requests, limits in
+            ["cpu", "memory"].allSatisfy { key in
+                guard let limit = limits?[key] else { return false }
+                return requests?[key].map { Quantity.milli($0) == Quantity.milli(limit) } ?? true
+            }
+        }
+        return guaranteed ? "Guaranteed" : "Burstable"
+    }
+
+    /// How much a container's processes yield the CPU, by QoS class, as kubelet's cgroup weights
+    /// make them yield: BestEffort +10, Burstable +5, Guaranteed 0. kemu's daemons run at 0 (the
+    /// API server at −5), so a burst of starting pods cannot starve heartbeats and the API.
+    static func niceness(_ qos: String) -> Int32 {
+        switch qos {
+        case "BestEffort": 10
+        case "Burstable": 5
+        default: 0
+        }
+    }
+
     /// The user's group in /etc/passwd, or a group of the same number (a uid with no entry).
     static func primaryGroup(of user: UInt32) -> UInt32 {
         guard let entry = getpwuid(user) else { return user }

@@ -23,9 +23,31 @@ extension PodWorker {
             } catch let error as ClientError where error.code == 404 {
                 return  // deleted meanwhile: the watch brings the delete
             } catch {
-                logger.warning("status: \(error)")
+                logger.warning("status: \(error); retrying")
+                retryReport()
             }
         } while reportAgain
+    }
+
+    /// A status write that failed (the server busy or restarting) is tried again after a pause,
+    /// doubling to 10 s, as kubelet's status manager re-syncs: a pod never stays shown as it was.
+    func retryReport() {
+        guard !retryingReport else { return }
+        retryingReport = true
+        let pause = reportRetryPause
+        reportRetryPause = min(reportRetryPause * 2, .seconds(10))
+        Task { [weak self] in
+            try? await Task.sleep(for: pause + .milliseconds(Int.random(in: 0...250)))
+            guard let self else { return }
+            await self.retried()
+        }
+    }
+
+    func retried() async {
+        retryingReport = false
+        reported = nil  // write the state of now, whatever was last sent
+        await report()
+        if retryingReport == false { reportRetryPause = .milliseconds(500) }
     }
 
     /// The pod's phase as kubelet derives it from its containers: every one ended under
@@ -77,7 +99,7 @@ extension PodWorker {
             "hostIP": .string(agent.nodeIP),
             "hostIPs": [["ip": .string(agent.nodeIP)]],
             "startTime": .string(startTime ?? Timestamp.now()),
-            "qosClass": "BestEffort",
+            "qosClass": .string(Self.qosClass(pod)),
         ]
         if let sandbox {
             status["podIP"] = .string(sandbox.ip.description)

@@ -27,6 +27,9 @@ public actor PodWorker {
     /// is re-entered while a write waits for the server).
     var reporting = false
     var reportAgain = false
+    /// A failed status write waits to be retried (PodWorker+Status.swift).
+    var retryingReport = false
+    var reportRetryPause: Duration = .milliseconds(500)
     /// Renews the ServiceAccount token (PodWorker+ServiceAccount.swift).
     var tokenTask: Task<Void, Never>?
     let logger: Logger
@@ -170,6 +173,7 @@ public actor PodWorker {
             options.hostname = hostname
             options.hiddenPaths = agent.config.hiddenPaths
             options.identity = identity
+            options.nice = Self.niceness(Self.qosClass(pod))
             let name = containers[i].name
             let pid = try agent.reaper.spawn(argv, options) { [weak self] exit in
                 guard let self else { return }

@@ -21,8 +21,14 @@ public struct APIClient: Sendable {
     /// agents silent for up to 30 s after the API server came back.
     public static let sharedHTTP: HTTPClient = {
         var configuration = HTTPClient.Configuration.singletonConfiguration
-        configuration.timeout.connect = .seconds(2)
+        // Refused at once when the server is down (loopback); the timeout bounds a TLS handshake
+        // with a server short of CPU, which 2 s cut off under a burst of pod starts.
+        configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.retryConnectionEstablishment = false
+        // A node agent starting a burst of pods writes many statuses, events and token requests at
+        // once beside its long-running watches: the default 8 connections per host made requests
+        // wait for a connection past the connect timeout (getConnectionFromPoolTimeout).
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 

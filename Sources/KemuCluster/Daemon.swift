@@ -15,6 +15,9 @@ public enum Daemon {
         options.stdout = log.raw
         options.stderr = log.raw
         options.newSession = true
+        // The API server first when the machine is short of CPU (pods run at +5/+10): heartbeats
+        // and watches keep being answered through a burst of starting pods.
+        if name == "server" { options.nice = -5 }
         let pid = try Spawn.spawn(argv, options)
         try FileSystem.writeFile(files.pidFile(name), "\(pid)\n")
         // How to start it again, for the supervisor.

@@ -54,6 +54,9 @@ public enum Spawn {
         /// The user, group and supplementary groups the child runs as, with only `capabilities`
         /// left in its bounding set. nil: the caller's, with every capability.
         public var identity: ProcessIdentity?
+        /// Added to the child's niceness: a container runs at a lower CPU priority than the
+        /// daemons that keep the cluster alive.
+        public var nice: Int32 = 0
 
         public init(namespace: NetworkNamespace? = nil, environment: [String: String] = Spawn.inheritedEnvironment()) {
             self.namespace = namespace
@@ -104,7 +107,7 @@ public enum Spawn {
                             set_identity: identity == nil ? 0 : 1, uid: uid_t(identity?.user ?? 0), gid: gid_t(identity?.group ?? 0),
                             group_count: Int32(groups.count), groups: cGroups.baseAddress,
                             capabilities: identity?.capabilities.bits ?? ~0, no_new_privs: identity?.noNewPrivileges == true ? 1 : 0,
-                            resolved: cResolved)
+                            resolved: cResolved, nice: options.nice)
                         return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
                     }
                     }

@@ -31,6 +31,10 @@ if only == nil || only == "chaos" {
     try await ChaosBench.run(root: root)
 }
 if only == "chaos" { exit(0) }
+if only == "scale" {  // make bench-scale: minutes, so never part of the plain run
+    try await ScaleBench.run(root: root, nodes: option("--nodes", 100), pods: option("--pods", 1000))
+    exit(0)
+}
 if only == nil || only == "proxy" {
     try await ProxyBench.run(root: root)
 }

@@ -30,6 +30,9 @@ int kemu_pipe_nonblock(int fds[2], int size);
 int kemu_eventfd(void);
 // malloc_trim(0): hands memory malloc has freed back to the system.
 void kemu_malloc_trim(void);
+/// setpriority(PRIO_PROCESS, 0, nice) for the calling thread (Linux niceness is per thread; threads
+/// made afterwards inherit it). 0 or an errno value.
+int kemu_set_nice(int nice);
 /// gettid(2).
 pid_t kemu_gettid(void);
 
@@ -80,6 +83,8 @@ typedef struct kemu_spawn_options {
     /// from that descriptor when the new user cannot reach its path (a binary under /root).
     /// NULL: none.
     const char *resolved;
+    /// Added to the child's niceness (setpriority) before exec; 0 keeps the caller's.
+    int nice;
 } kemu_spawn_options;
 
 /// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.
