@@ -32,6 +32,9 @@ extension APIServer {
             var object = event.object
             if table {
                 object = Tables.table([object], resource, revision: object.resourceVersion ?? 0, includeObject: includeObject, headers: first)
+            } else if let encoding = event.encoding {
+                // Made once for every watcher of this change.
+                return encoding.bytes(event.type.rawValue) { Self.line(["type": .string(event.type.rawValue), "object": object]) }
             }
             return Self.line(["type": .string(event.type.rawValue), "object": object])
         }

@@ -9,7 +9,10 @@ import Synchronization
 /// ready (pod Ready, and not terminating), serving (pod Ready, even while terminating),
 /// terminating (deletionTimestamp set); publishNotReadyAddresses makes every endpoint ready.
 /// Named targetPorts are resolved per pod; pods whose ports resolve differently land in
-/// different slices. Slices are labelled `kubernetes.io/service-name` and owned by the Service.
+/// different slices, and a slice holds at most 100 endpoints (upstream's default); an endpoint
+/// stays in the slice it is in, so a pod's change rewrites one slice, and newcomers fill slices
+/// with room before new ones are made. Slices are labelled `kubernetes.io/service-name` and owned
+/// by the Service.
 /// The same pods are mirrored into the Service's v1 Endpoints (ready addresses and
 /// notReadyAddresses per port set), for clients that still read the old API.
 public final class EndpointSliceController: Sendable {
@@ -87,27 +90,59 @@ public final class EndpointSliceController: Sendable {
         }
         let desired = desiredSlices(service)
         try mirror(service, desired)
+        // Each port set's slices: first those that carry it already, each keeping the endpoints
+        // it has (so one pod's change rewrites one slice of at most 100, not all of them).
         var unused = existing
+        var plans: [(ports: JSON, slices: [(slice: JSON?, endpoints: [JSON])], rest: [JSON])] = []
         for (ports, endpoints) in desired {
-            // Reuse the slice that already carries these ports, else any spare one, else a new one.
-            let index = unused.firstIndex { $0["ports"] == ports } ?? unused.indices.first
-            var slice = index.map { unused.remove(at: $0) } ?? newSlice(service)
-            let before = slice
-            slice["ports"] = ports
-            slice["endpoints"] = .array(endpoints)
-            if slice != before {
+            var pending: [String: JSON] = [:]
+            for e in endpoints { pending[Self.identity(e)] = e }
+            var slices: [(slice: JSON?, endpoints: [JSON])] = []
+            while let i = unused.firstIndex(where: { $0["ports"] == ports }) {
+                let slice = unused.remove(at: i)
+                let kept = (slice["endpoints"]?.array ?? []).compactMap { pending.removeValue(forKey: Self.identity($0)) }
+                slices.append((slice, kept))
+            }
+            plans.append((ports, slices, endpoints.filter { pending[Self.identity($0)] != nil }))
+        }
+        for (ports, planned, newcomers) in plans {
+            var slices = planned
+            var rest = newcomers[...]
+            // Newcomers fill slices with room, then spare slices (of ports no longer used), then new ones.
+            for i in slices.indices where !rest.isEmpty {
+                let room = max(0, Self.maxEndpointsPerSlice - slices[i].endpoints.count)
+                slices[i].endpoints += rest.prefix(room)
+                rest = rest.dropFirst(room)
+            }
+            while !rest.isEmpty {
+                slices.append((unused.isEmpty ? nil : unused.removeFirst(), Array(rest.prefix(Self.maxEndpointsPerSlice))))
+                rest = rest.dropFirst(Self.maxEndpointsPerSlice)
+            }
+            for (current, endpoints) in slices {
+                guard !endpoints.isEmpty || current == nil else {
+                    if let current { unused.append(current) }  // emptied: deleted below
+                    continue
+                }
+                var slice = current ?? newSlice(service)
+                slice["ports"] = ports
+                slice["endpoints"] = .array(endpoints)
+                guard slice != current else { continue }
                 // When the change was seen: proxies measure network programming latency from it.
                 var annotations = slice.annotations
                 annotations[Self.triggerTime] = Timestamp.formatNano(Date())
                 slice.annotations = annotations
-            }
-            if index == nil {
-                try store.create(Self.slices, slice)
-            } else if slice != before {
-                try store.update(Self.slices, slice)
+                if current == nil { try store.create(Self.slices, slice) } else { try store.update(Self.slices, slice) }
             }
         }
         for slice in unused { _ = try? store.delete(Self.slices, namespace: key.namespace, name: slice.name) }
+    }
+
+    /// Upstream's default `--max-endpoints-per-slice`.
+    public static let maxEndpointsPerSlice = 100
+
+    /// An endpoint's pod (its uid), which keeps it in the slice it is in.
+    static func identity(_ endpoint: JSON) -> String {
+        endpoint[path: "targetRef.uid"]?.string ?? endpoint[path: "addresses"]?.array?.first?.string ?? ""
     }
 
     /// Writes the v1 Endpoints named after the Service: one subset per port set, ready endpoints

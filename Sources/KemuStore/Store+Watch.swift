@@ -61,9 +61,11 @@ extension Store {
     func publish(_ s: inout State, _ change: Change) {
         guard let watchers = s.watchers[change.resource] else { return }
         var gone: [Int] = []
+        let encoding = EncodingCache()
         for (id, w) in watchers {
             if w.cancelled.load(ordering: .relaxed) { gone.append(id); continue }
-            guard let event = w.filter.event(old: change.old, new: change.new, deletedAs: change.deleted) else { continue }
+            guard var event = w.filter.event(old: change.old, new: change.new, deletedAs: change.deleted) else { continue }
+            event.encoding = encoding
             switch w.continuation.yield(event) {
             case .enqueued: break
             case .dropped:
