@@ -47,6 +47,31 @@ import Testing
         return endpoints(store, service)
     }
 
+    @Test func aLargeServiceIsCutIntoSlicesOfAHundredAndAPodsChangeRewritesOne() throws {
+        let store = Store()
+        let controller = EndpointSliceController(store: store)
+        try store.create("services", service("big", selector: ["app": "big"]))
+        for i in 0..<250 {
+            try store.create("pods", pod("p\(i)", ip: "10.244.\(i / 200 + 1).\(i % 200 + 2)", ready: true, labels: ["app": "big"]))
+        }
+        let key = EndpointSliceController.Key(namespace: "default", name: "big")
+        try controller.reconcile(key)
+        let slices = { store.list("endpointslices.discovery.k8s.io", namespace: "default").items }
+        #expect(slices().map { $0["endpoints"]?.array?.count ?? 0 }.sorted() == [50, 100, 100])
+        let before = Dictionary(uniqueKeysWithValues: slices().map { ($0.name, $0.resourceVersion ?? 0) })
+        // One pod turns unready: only the slice it is in is written.
+        _ = try store.modify("pods", namespace: "default", name: "p7") { $0["status", default: [:]]["conditions"] = [["type": "Ready", "status": "False"]] }
+        try controller.reconcile(key)
+        let changed = slices().filter { before[$0.name] != $0.resourceVersion }
+        #expect(changed.count == 1)
+        #expect(endpoints(store, "big").filter { $0.hasSuffix("-S-") || $0.hasSuffix("--") }.count == 1)
+        // Newcomers fill the slice with room before a new slice is made.
+        for i in 250..<260 { try store.create("pods", pod("p\(i)", ip: "10.244.3.\(i - 240)", ready: true, labels: ["app": "big"])) }
+        try controller.reconcile(key)
+        #expect(slices().map { $0["endpoints"]?.array?.count ?? 0 }.sorted() == [60, 100, 100])
+        #expect(Set(slices().map(\.name)) == Set(before.keys), "the same three slices")
+    }
+
     @Test func slicesFollowPodsReadinessAndDeletion() async throws {
         let store = Store()
         let controller = EndpointSliceController(store: store)
