@@ -1,3 +1,4 @@
+import Glibc
 import KemuAgent
 import KemuAPI
 import KemuClient
@@ -47,15 +48,43 @@ public struct RunningCluster: Sendable {
     /// namespace; in a pod inside its container (`container`, or the first), as `kubectl exec`
     /// does: the container's namespaces, user and environment.
     public func execOptions(of target: String, container: String?, kubernetesNamespace: String) async throws -> Spawn.Options {
-        let namespace = try await namespace(of: target, kubernetesNamespace: kubernetesNamespace)
-        if namespace.name == plan.namespace(target) || namespace.name == target { return Spawn.Options(namespace: namespace) }
+        for host in [plan.namespace(target), target] where NetworkNamespace(host).exists { return Spawn.Options(namespace: NetworkNamespace(host)) }
+        // The container as its node agent recorded it: no API round trip, and it works while the
+        // API server is down, as `kemu kill pod` does.
+        if let (pid, sandbox) = localContainer(target, namespace: kubernetesNamespace, container: container),
+           let options = Spawn.Options.inContainer(pid: pid, sandbox: sandbox) {
+            return options
+        }
         let pod = try await pod(target, namespace: kubernetesNamespace)
+        let sandbox = NetworkNamespace(plan.podNamespace(PodWorker.sandboxName(pod)))
         guard let pid = PodNames.containerProcess(pod, container: container),
-              let options = Spawn.Options.inContainer(pid: pid, sandbox: namespace) else {
+              let options = Spawn.Options.inContainer(pid: pid, sandbox: sandbox) else {
             let name = container ?? pod[path: "spec.containers"]?.array?.first?["name"]?.string ?? ""
             throw KemuError(.invalidState, "container \(name) is not running in pod \(kubernetesNamespace)/\(target)")
         }
         return options
+    }
+
+    /// A running container's process and its pod's network namespace, from the agent's
+    /// `logs/NS_NAME_UID/runtime.json` (the named container, else the first recorded); nil when no
+    /// record names a live one.
+    func localContainer(_ name: String, namespace: String, container: String?) -> (pid_t, NetworkNamespace)? {
+        let base = "\(files.state)/logs"
+        let prefix = "\(namespace)_\(name)_"
+        for directory in FileSystem.list(base) where directory.hasPrefix(prefix) {
+            guard let text = try? FileSystem.readFile("\(base)/\(directory)/runtime.json"),
+                  let containers = (try? JSON.parse(Array(text.utf8)))?["containers"]?.object else { continue }
+            var pod: JSON = ["apiVersion": "v1", "kind": "Pod"]
+            pod.name = name
+            pod["metadata", default: [:]]["uid"] = .string(String(directory.dropFirst(prefix.count)))
+            let sandbox = NetworkNamespace(plan.podNamespace(PodWorker.sandboxName(pod)))
+            guard let entry = container.flatMap({ containers[$0] }) ?? (container == nil ? containers.keys.first.flatMap { containers[$0] } : nil),
+                  let pid = entry["pid"]?.int.flatMap({ pid_t(exactly: $0) }),
+                  let start = entry["processStart"]?.string.flatMap(UInt64.init), ProcessReaper.startTime(of: pid) == start,
+                  sandbox.exists else { continue }
+            return (pid, sandbox)
+        }
+        return nil
     }
 
     /// The path of a container's log, as its node agent writes it.
