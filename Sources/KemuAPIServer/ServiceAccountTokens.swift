@@ -127,4 +127,25 @@ extension APIServer {
         review["status"] = ["token": .string(issued.token), "expirationTimestamp": .string(Timestamp.format(issued.expires))]
         return Self.json(review, status: .created)
     }
+
+    /// Upstream's ServiceAccount admission for a new pod: its account defaults to `default` (made
+    /// now if the controller has not yet), must exist, and its `automountServiceAccountToken:
+    /// false` carries over to a pod that does not say.
+    func admitServiceAccount(_ pod: inout JSON) throws {
+        let name = pod[path: "spec.serviceAccountName"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+            ?? pod[path: "spec.serviceAccount"]?.string.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        if name == "default", store.get("serviceaccounts", namespace: pod.namespace, name: name) == nil {
+            do { _ = try store.create("serviceaccounts", PodDefaults.defaultServiceAccount(namespace: pod.namespace)) } catch StoreError.alreadyExists {}
+        }
+        guard let account = store.get("serviceaccounts", namespace: pod.namespace, name: name) else {
+            throw APIError(code: 403, reason: "Forbidden",
+                           message: "pods \"\(pod.name)\" is forbidden: error looking up service account \(pod.namespace)/\(name): serviceaccount \"\(name)\" not found",
+                           name: pod.name, kind: "pods")
+        }
+        pod["spec", default: [:]]["serviceAccountName"] = .string(name)
+        pod["spec", default: [:]]["serviceAccount"] = .string(name)
+        if pod[path: "spec.automountServiceAccountToken"] == nil, account["automountServiceAccountToken"]?.bool == false {
+            pod["spec", default: [:]]["automountServiceAccountToken"] = false
+        }
+    }
 }

@@ -16,6 +16,15 @@ struct ContainerSecurityRootTests {
         return "\(lib)/\(version)/site-packages"
     }
 
+    /// A pod of `account` with the python client at /mnt (PYTHONPATH), idle until exec'd into.
+    static func clientPod(_ name: String, account: String, sitePackages: String) -> String {
+        """
+        {apiVersion: v1, kind: Pod, metadata: {name: \(name)}, spec: {serviceAccountName: \(account),
+         volumes: [{name: client, hostPath: {path: \(sitePackages)}}],
+         containers: [{name: c, image: pause, env: [{name: PYTHONPATH, value: /mnt}], volumeMounts: [{name: client, mountPath: /mnt}]}]}}
+        """
+    }
+
     static func manifest(sitePackages: String) -> String {
         """
         apiVersion: v1
@@ -33,22 +42,9 @@ struct ContainerSecurityRootTests {
         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
         subjects: [{kind: ServiceAccount, name: reader, namespace: default}]
         ---
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: reader}
-        spec:
-          serviceAccountName: reader
-          volumes: [{name: client, hostPath: {path: \(sitePackages)}}]
-          containers:
-          - {name: c, image: pause, env: [{name: PYTHONPATH, value: /mnt}], volumeMounts: [{name: client, mountPath: /mnt}]}
+        \(clientPod("reader", account: "reader", sitePackages: sitePackages))
         ---
-        apiVersion: v1
-        kind: Pod
-        metadata: {name: plain}
-        spec:
-          volumes: [{name: client, hostPath: {path: \(sitePackages)}}]
-          containers:
-          - {name: c, image: pause, env: [{name: PYTHONPATH, value: /mnt}], volumeMounts: [{name: client, mountPath: /mnt}]}
+        \(clientPod("plain", account: "default", sitePackages: sitePackages))
         ---
         apiVersion: v1
         kind: Pod
