@@ -41,6 +41,7 @@ check: deps
 
 release: deps
 	$(SWIFT) build -c release --product kemu
+	$(SWIFT) build -c release --product kemu-echo
 	$(SWIFT) build -c release --product kemu-bench
 
 # Unit tests need no root; the root suites (real namespaces and packets) run when uid is 0.
@@ -68,6 +69,7 @@ bench-scale: bench-deps release
 
 demo: deps
 	$(SWIFT) build --product kemu
+	$(SWIFT) build --product kemu-echo
 	$(SUDO) scripts/demo.sh .build/debug/kemu
 
 clean:

@@ -91,6 +91,7 @@ let package = Package(
                 "KemuAPI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
@@ -174,11 +175,6 @@ let package = Package(
             dependencies: [
                 "KemuAgent", "KemuAPI", "KemuClient", "KemuCluster", "KemuIP", "KemuNetwork", "KemuSystem",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
             exclude: ["README.md"],
@@ -191,6 +187,11 @@ let package = Package(
                 "KemuAPI", "KemuAPIServer", "KemuCluster", "KemuIP", "KemuLab", "KemuNetwork", "KemuProxy", "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The program of image kemu/echo: the C library only, so a pod costs the machine little.
+        .executableTarget(
+            name: "kemu-echo",
             swiftSettings: swiftSettings
         ),
         .executableTarget(

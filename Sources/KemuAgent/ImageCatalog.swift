@@ -100,16 +100,25 @@ public struct ImageCatalog: Sendable, Equatable {
                                      message: "image \"\(image)\" is not in configs/images.yaml (known: \(images.keys.sorted().joined(separator: ", "))); give the container a command instead")
             }
             argv = entry.command + (args ?? entry.args)
-            guard Self.which(argv[0] == "kemu" ? kemuExecutable : argv[0], path: path) != nil else {
+            guard Self.which(ownProgram(argv[0]) ?? argv[0], path: path) != nil else {
                 throw ContainerError(reason: "ErrImagePull", message: "image \"\(image)\" runs \(argv[0]), which is not installed on this machine")
             }
         }
-        if argv[0] == "kemu" { argv[0] = kemuExecutable }
+        if let own = ownProgram(argv[0]) { argv[0] = own }
         guard Self.which(argv[0], path: path) != nil else {
             throw ContainerError(reason: "RunContainerError",
                                  message: "exec: \"\(argv[0])\": executable file not found in $PATH")
         }
         return argv
+    }
+
+    /// kemu's own programs by their bare names: `kemu` (this binary) and `kemu-echo` (beside it).
+    func ownProgram(_ name: String) -> String? {
+        switch name {
+        case "kemu": kemuExecutable
+        case "kemu-echo": (kemuExecutable as NSString).deletingLastPathComponent + "/kemu-echo"
+        default: nil
+        }
     }
 
     /// The executable `program` names: itself when it has a '/', else the first in PATH.

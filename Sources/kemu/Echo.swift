@@ -1,5 +1,7 @@
 import ArgumentParser
-import KemuLab
+import Foundation
+import KemuCluster
+import KemuSystem
 
 /// `kemu/echo`: the sample workload. An HTTP server that says who answered (pod, namespace, pod
 /// IP, node, from the downward-API environment) and what it was asked, and a raw TCP port that
@@ -34,10 +36,15 @@ struct Echo: AsyncParsableCommand {
         }
     }
 
+    /// The server is `kemu-echo`, built beside this binary (what image kemu/echo runs): this
+    /// command replaces itself with it, so both spellings are one program.
     func run() async throws {
-        var settings = EchoServer.Settings()
-        (settings.port, settings.tcpPort, settings.address) = (port, tcpPort, address)
-        (settings.readyAfter, settings.failAfter, settings.exitAfter, settings.journal) = (readyAfter, failAfter, exitAfter, journal)
-        try await EchoServer(settings).run()
+        var arguments = ["--port", String(port), "--tcp-port", String(tcpPort), "--address", address,
+                         "--ready-after", String(readyAfter), "--fail-after", String(failAfter), "--exit-after", String(exitAfter)]
+        if let journal { arguments += ["--journal", journal] }
+        let program = (Executable.path as NSString).deletingLastPathComponent + "/kemu-echo"
+        let argv: [UnsafeMutablePointer<CChar>?] = ([program] + arguments).map { strdup($0) } + [nil]
+        execv(program, argv)
+        throw KemuError(.notFound, "\(program): \(String(cString: strerror(errno))) (build it: swift build --product kemu-echo)")
     }
 }
