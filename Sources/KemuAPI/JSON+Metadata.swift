@@ -1,53 +1,56 @@
 /// `metadata` of a Kubernetes object, read and written in place on its JSON tree.
 extension JSON {
+    /// `metadata.KEY`, read without parsing a path (these are read for every object a list filters).
+    @inline(__always) func metadataField(_ key: String) -> JSON? { self.object?["metadata"]?.object?[key] }
+
     public var name: String {
-        get { self[path: "metadata.name"]?.string ?? "" }
+        get { metadataField("name")?.string ?? "" }
         set { self["metadata", default: [:]]["name"] = .string(newValue) }
     }
 
     /// "" for cluster-scoped objects.
     public var namespace: String {
-        get { self[path: "metadata.namespace"]?.string ?? "" }
+        get { metadataField("namespace")?.string ?? "" }
         set { self["metadata", default: [:]]["namespace"] = newValue.isEmpty ? nil : .string(newValue) }
     }
 
     public var uid: String {
-        get { self[path: "metadata.uid"]?.string ?? "" }
+        get { metadataField("uid")?.string ?? "" }
         set { self["metadata", default: [:]]["uid"] = .string(newValue) }
     }
 
     /// The decimal resourceVersion, or nil when absent or not a number.
     public var resourceVersion: Int64? {
-        get { self[path: "metadata.resourceVersion"]?.string.flatMap { Int64($0) } }
+        get { metadataField("resourceVersion")?.string.flatMap { Int64($0) } }
         set { self["metadata", default: [:]]["resourceVersion"] = newValue.map { .string(String($0)) } }
     }
 
     public var generation: Int64 {
-        get { self[path: "metadata.generation"]?.int ?? 0 }
+        get { metadataField("generation")?.int ?? 0 }
         set { self["metadata", default: [:]]["generation"] = .int(newValue) }
     }
 
     public var labels: [String: String] {
-        get { Self.stringMap(self[path: "metadata.labels"]) }
+        get { Self.stringMap(metadataField("labels")) }
         set { self["metadata", default: [:]]["labels"] = newValue.isEmpty ? nil : Self.stringMapJSON(newValue) }
     }
 
     public var annotations: [String: String] {
-        get { Self.stringMap(self[path: "metadata.annotations"]) }
+        get { Self.stringMap(metadataField("annotations")) }
         set { self["metadata", default: [:]]["annotations"] = newValue.isEmpty ? nil : Self.stringMapJSON(newValue) }
     }
 
-    public var deletionTimestamp: String? { self[path: "metadata.deletionTimestamp"]?.string }
+    public var deletionTimestamp: String? { metadataField("deletionTimestamp")?.string }
     /// The uids in `metadata.ownerReferences`.
-    public var ownerUIDs: [String] { (self[path: "metadata.ownerReferences"]?.array ?? []).compactMap { $0["uid"]?.string } }
+    public var ownerUIDs: [String] { (metadataField("ownerReferences")?.array ?? []).compactMap { $0["uid"]?.string } }
     /// Drops the ownerReference to `uid` (and the list, once empty).
     public mutating func removeOwnerReference(_ uid: String) {
-        let kept = (self[path: "metadata.ownerReferences"]?.array ?? []).filter { $0["uid"]?.string != uid }
+        let kept = (metadataField("ownerReferences")?.array ?? []).filter { $0["uid"]?.string != uid }
         self["metadata", default: [:]]["ownerReferences"] = kept.isEmpty ? nil : .array(kept)
     }
     /// `metadata.finalizers`: what must happen before a deleted object goes.
     public var finalizers: [String] {
-        get { (self[path: "metadata.finalizers"]?.array ?? []).compactMap(\.string) }
+        get { (metadataField("finalizers")?.array ?? []).compactMap(\.string) }
         set { self["metadata", default: [:]]["finalizers"] = newValue.isEmpty ? nil : .array(newValue.map { .string($0) }) }
     }
     public var kind: String { self["kind"]?.string ?? "" }

@@ -35,12 +35,18 @@ public enum JSON: Sendable {
     }
 
     /// The value at a dotted path: `json[path: "metadata.name"]`.
+    /// Hot (every controller and list filter reads fields by path): walks the path in place, no
+    /// array of parts; short keys are small strings, so a lookup allocates nothing.
     public subscript(path path: String) -> JSON? {
-        var current: JSON? = self
-        for part in path.split(separator: ".", omittingEmptySubsequences: false) {
-            current = current?[String(part)]
+        var current = self
+        var start = path.startIndex
+        while true {
+            let end = path[start...].firstIndex(of: ".") ?? path.endIndex
+            guard let next = current.object?[String(path[start..<end])] else { return nil }
+            if end == path.endIndex { return next }
+            current = next
+            start = path.index(after: end)
         }
-        return current
     }
 }
 

@@ -32,13 +32,25 @@ public final class Scheduler: Sendable {
         let nodes = try store.watch(WatchFilter("nodes"))
         let pass = EndpointSliceController.Key(namespace: "", name: "pass")
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { for try await _ in pods { self.queue.add(pass) } }
+            group.addTask { for try await event in pods where Self.mattersToScheduling(event) { self.queue.add(pass) } }
             group.addTask { for try await _ in nodes { self.queue.add(pass) } }
             group.addTask {
                 try await self.queue.process(self.logger, { _ in "scheduling pass" }) { _ in try self.schedulePending() }
             }
             try await group.next()
             group.cancelAll()
+        }
+    }
+
+    /// A pod event a pass must follow: a pod to place, one gone or finished (its room is free
+    /// again), one bound at creation. A running pod's status changing (Ready, restarts) — most of
+    /// a storm's events — changes no room, and a pass costs a walk over every pod.
+    static func mattersToScheduling(_ event: WatchEvent) -> Bool {
+        let pod = event.object
+        switch event.type {
+        case .added, .deleted: return true
+        case .bookmark: return false
+        case .modified: return (pod[path: "spec.nodeName"]?.string ?? "").isEmpty || pod.deletionTimestamp != nil || finished(pod)
         }
     }
 
