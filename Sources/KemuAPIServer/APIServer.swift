@@ -116,7 +116,7 @@ public struct APIServer: HTTPResponder {
             }
             guard let path else { throw APIError.notFound("the server could not find the requested resource") }
             if let lanes, !Self.longRunning(attributes, query) {
-                let lane = PriorityLanes.lane(of: user)
+                let lane = PriorityLanes.lane(of: user, attributes)
                 let flow = user?.user ?? context.channel.remoteAddress?.ipAddress ?? "anonymous"
                 response = try await lanes.withSeat(lane, flow: flow) {
                     try await route(path, request, query, user: user, channel: context.channel)

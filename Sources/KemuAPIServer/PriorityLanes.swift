@@ -21,6 +21,11 @@ public final class PriorityLanes: Sendable {
     }
 
     public enum Lane: String, Sendable, CaseIterable {
+        /// A node's heartbeat: its Lease and its Node (upstream's system-node-high level). Apart
+        /// from the node's other requests: an agent starting a burst of pods queues dozens of
+        /// status writes, events and token requests in its own flow, and a Lease renewal behind
+        /// them came later than the lifecycle controller's grace — a busy node was marked NotReady.
+        case heartbeat
         /// Node agents, proxies, the load balancer: what keeps the cluster's state fresh.
         case system
         /// Everyone else: users, their tools, in-cluster clients.
@@ -51,15 +56,21 @@ public final class PriorityLanes: Sendable {
     public static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     public init(system: Limits = Limits(seats: 4 * PriorityLanes.cores, perFlow: 2 * PriorityLanes.cores, queuePerFlow: 500),
-                workload: Limits = Limits(seats: max(2, PriorityLanes.cores), perFlow: max(1, PriorityLanes.cores / 2), queuePerFlow: 1_000)) {
-        state = Mutex(([.system: LaneState(limits: system), .workload: LaneState(limits: workload)], 0))
+                workload: Limits = Limits(seats: max(2, PriorityLanes.cores), perFlow: max(1, PriorityLanes.cores / 2), queuePerFlow: 1_000),
+                heartbeat: Limits = Limits(seats: 2 * PriorityLanes.cores, perFlow: 2, queuePerFlow: 20)) {
+        state = Mutex(([.system: LaneState(limits: system), .workload: LaneState(limits: workload),
+                        .heartbeat: LaneState(limits: heartbeat)], 0))
     }
 
     static let componentUsers: Set<String> = ["system:kube-proxy", "system:kemu-lb", "system:kube-controller-manager", "system:kube-scheduler"]
 
     /// Which lane a caller's requests take.
-    public static func lane(of user: Identity?) -> Lane {
+    public static func lane(of user: Identity?, _ attributes: RequestAttributes? = nil) -> Lane {
         guard let user else { return .workload }
+        if user.groups.contains("system:nodes"), let attributes, attributes.verb != "list",
+           attributes.group == "coordination.k8s.io" && attributes.resource == "leases" || attributes.group.isEmpty && attributes.resource == "nodes" {
+            return .heartbeat
+        }
         if user.groups.contains("system:nodes") || componentUsers.contains(user.user) { return .system }
         return .workload
     }

@@ -245,24 +245,34 @@ public final class NodeAgent: Sendable {
             existing["spec"] = fresh["spec"]
             existing["metadata", default: [:]]["labels"] = fresh[path: "metadata.labels"]
             existing = try await client.update(nodes, existing)
-            try await postStatus()
+            try await postStatus(via: client)
         }
+        // The Lease from the start, as kubelet's: made later, by the first heartbeat, it cost a
+        // node busy with its first pods three requests (patch, get, create) and came too late.
+        do { try await renewLease(via: client) } catch { logger.warning("lease: \(error)") }
         logger.info("node \(config.nodeName) registered (\(nodeIP), pods \(network.plan.podCIDR(nodeIndex)))")
     }
 
     /// Heartbeats as kubelet's: the Lease renewed every `heartbeat` (one small write), the Node's
     /// status posted when its conditions change or every `statusReportFrequency`.
     func keepHeartbeat() async throws {
+        try await client.withOwnConnection { heartbeat in try await keepHeartbeat(via: heartbeat) }
+    }
+
+    func keepHeartbeat(via client: APIClient) async throws {
         var posted = ContinuousClock.now
         var reported = pressure()
         while !Task.isCancelled {
             try await Task.sleep(for: heartbeat)
-            do { try await renewLease() } catch { logger.warning("lease: \(error)") }
+            let renewing = ContinuousClock.now
+            do { try await renewLease(via: client) } catch { logger.warning("lease: \(error)") }
+            let took = renewing.duration(to: .now)
+            if took > .seconds(2) { logger.warning("lease renewal took \(took): the lifecycle controller allows 5 s") }
             let now = pressure()
             let owed = repost.withLock { owed in defer { owed = false }; return owed }
             guard owed || now.differs(from: reported) || posted.duration(to: .now) >= statusReportFrequency else { continue }
             do {
-                try await postStatus()
+                try await postStatus(via: client)
                 (posted, reported) = (.now, now)
             } catch {
                 logger.warning("heartbeat: \(error)")
@@ -285,7 +295,7 @@ public final class NodeAgent: Sendable {
 
     /// kube-node-lease/NODE: renewTime now, made on first use (owned by the Node, so it goes
     /// with it).
-    func renewLease() async throws {
+    func renewLease(via client: APIClient) async throws {
         let spec: JSON = ["holderIdentity": .string(config.nodeName), "leaseDurationSeconds": 40,
                           "renewTime": .string(Timestamp.formatMicro(Date()))]
         do {
@@ -304,7 +314,7 @@ public final class NodeAgent: Sendable {
 
     /// The Node's status: fresh heartbeat times, each condition's transition time kept while its
     /// status stays.
-    func postStatus() async throws {
+    func postStatus(via client: APIClient) async throws {
         var status = nodeStatus()
         let current = try? await client.get(nodes, name: config.nodeName)
         let old = current?[path: "status.conditions"]?.array ?? []

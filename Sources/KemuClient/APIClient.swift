@@ -3,6 +3,7 @@ import Foundation
 import KemuAPI
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 
 /// A Kubernetes API client for one server: CRUD on any resource in `APIResources`, and watch as a
@@ -31,6 +32,26 @@ public struct APIClient: Sendable {
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
+
+    /// Runs `body` with a copy of this client that has a connection of its own: its own event-loop
+    /// thread and pool, kept alive by use. A node agent's heartbeats go this way, as kubelet's have
+    /// a client of their own: under a storm of pod starts the shared pool's connections are busy
+    /// and a new one waits for a TLS handshake with a server short of CPU — the heartbeat came
+    /// late and a healthy node was marked NotReady.
+    public func withOwnConnection<T: Sendable>(_ body: (APIClient) async throws -> T) async throws -> T {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 2
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+        let own = APIClient(server: server, bearerToken: bearerToken, tls: tls, http: http)
+        let result: Result<T, any Error>
+        do { result = .success(try await body(own)) } catch { result = .failure(error) }
+        try? await http.shutdown()
+        try? await group.shutdownGracefully()
+        return try result.get()
+    }
 
     public init(server: String, bearerToken: String? = nil, tls: TLSConfiguration? = nil, http: HTTPClient = APIClient.sharedHTTP) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server

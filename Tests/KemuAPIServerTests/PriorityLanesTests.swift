@@ -51,6 +51,13 @@ import Testing
         #expect(PriorityLanes.lane(of: Identity(user: "system:node:n1", groups: ["system:nodes"])) == .system)
         #expect(PriorityLanes.lane(of: Identity(user: "system:kube-proxy", groups: [])) == .system)
         #expect(PriorityLanes.lane(of: Identity(user: "kemu-admin", groups: ["system:masters"])) == .workload)
+        // A node's Lease and Node writes are its heartbeat, apart from its pods' traffic.
+        let node = Identity(user: "system:node:n1", groups: ["system:nodes"])
+        #expect(PriorityLanes.lane(of: node, RequestAttributes(verb: "patch", group: "coordination.k8s.io", resource: "leases", name: "n1")) == .heartbeat)
+        #expect(PriorityLanes.lane(of: node, RequestAttributes(verb: "patch", resource: "nodes", subresource: "status", name: "n1")) == .heartbeat)
+        #expect(PriorityLanes.lane(of: node, RequestAttributes(verb: "patch", resource: "pods", subresource: "status", name: "p")) == .system)
+        #expect(PriorityLanes.lane(of: Identity(user: "kemu-admin", groups: ["system:masters"]),
+                                   RequestAttributes(verb: "update", group: "coordination.k8s.io", resource: "leases")) == .workload)
         #expect(PriorityLanes.lane(of: Identity(user: "system:node:n1", groups: [])) == .workload)
         #expect(PriorityLanes.lane(of: nil) == .workload)
     }
