@@ -22,7 +22,9 @@ public final class EndpointSliceController: Sendable {
 
     let store: Store
     let logger = Logger(label: "kemu.endpointslices")
-    private let queue = WorkQueue()
+    /// A Service's slices are rewritten at most every half second: under a storm of pod starts
+    /// every proxy and watcher decodes each rewrite, so 100 ready flips become a few writes.
+    private let queue = WorkQueue(spacing: 0.5)
 
     public init(store: Store) { self.store = store }
 
@@ -124,6 +126,7 @@ public final class EndpointSliceController: Sendable {
                     continue
                 }
                 var slice = current ?? newSlice(service)
+                slice.labels = Self.labels(of: slice, for: service)
                 slice["ports"] = ports
                 slice["endpoints"] = .array(endpoints)
                 guard slice != current else { continue }
@@ -174,6 +177,19 @@ public final class EndpointSliceController: Sendable {
             try store.create("endpoints", endpoints)
         }
     }
+
+    /// upstream's labels: the Service's name, the managing controller, and
+    /// `service.kubernetes.io/headless` on a headless Service's slices — the only slices the
+    /// cluster DNS needs, so it watches those and not every endpoint change of every Service.
+    static func labels(of slice: JSON, for service: JSON) -> [String: String] {
+        var labels = slice.labels
+        labels["kubernetes.io/service-name"] = service.name
+        labels["endpointslice.kubernetes.io/managed-by"] = managedBy
+        labels[headless] = service[path: "spec.clusterIP"]?.string == "None" ? "" : nil
+        return labels
+    }
+
+    public static let headless = "service.kubernetes.io/headless"
 
     func newSlice(_ service: JSON) -> JSON {
         var slice: JSON = ["apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4"]

@@ -23,6 +23,14 @@ final class WorkQueue: Sendable {
                                waiter: CheckedContinuation<EndpointSliceController.Key?, Never>?)>(([], [], nil))
     /// Failures in a row per key, for the retry backoff.
     private let failures = Mutex<[EndpointSliceController.Key: Int]>([:])
+    /// Seconds between two runs of one key (0: none). A key added sooner after its last run waits
+    /// out the rest, once, gathering every change meanwhile into that run: upstream's
+    /// `--endpointslice-updates-batch-period`. The first change after a quiet spell runs at once.
+    let spacing: Double
+    /// When each key last ran, and the keys waiting out their spacing.
+    private let paced = Mutex<(lastRun: [EndpointSliceController.Key: ContinuousClock.Instant], deferred: Set<EndpointSliceController.Key>)>(([:], []))
+
+    init(spacing: Double = 0) { self.spacing = spacing }
 
     /// Adds `key` once `seconds` have passed (a condition that changes with time: minReadySeconds,
     /// a progress deadline, a node's grace period).
@@ -34,6 +42,28 @@ final class WorkQueue: Sendable {
     }
 
     func add(_ key: EndpointSliceController.Key) {
+        if spacing > 0 {
+            let wait: Duration? = paced.withLock { p in
+                guard let last = p.lastRun[key] else { return nil }
+                let left = last.advanced(by: .milliseconds(Int(spacing * 1000))) - .now
+                guard left > .zero else { p.lastRun[key] = nil; return nil }
+                return p.deferred.insert(key).inserted ? left : .zero
+            }
+            if let wait {
+                if wait > .zero {
+                    Task {
+                        try? await Task.sleep(for: wait)
+                        _ = self.paced.withLock { $0.deferred.remove(key) }
+                        self.enqueue(key)
+                    }
+                }
+                return
+            }
+        }
+        enqueue(key)
+    }
+
+    private func enqueue(_ key: EndpointSliceController.Key) {
         let waiter: CheckedContinuation<EndpointSliceController.Key?, Never>? = state.withLock { s in
             if let w = s.waiter {
                 s.waiter = nil
@@ -73,6 +103,7 @@ final class WorkQueue: Sendable {
                  failed: @Sendable (EndpointSliceController.Key, any Error, Int, Double) -> Void = { _, _, _, _ in }) async throws {
         while !Task.isCancelled {
             guard let key = await next() else { return }
+            if spacing > 0 { paced.withLock { $0.lastRun[key] = .now } }
             do {
                 try work(key)
                 _ = failures.withLock { $0.removeValue(forKey: key) }

@@ -61,7 +61,9 @@ public final class DNSServer: Sendable {
         defer { tcp.close(promise: nil) }
         // Revisions only: `objects` keeps the compact forms the names are made from.
         let services = Informer(client, APIResources.services, cache: .revisions)
-        let slices = Informer(client, APIResources.endpointSlices, cache: .revisions)
+        // Only a headless Service's slices make records (upstream labels them so): a ClusterIP
+        // Service's endpoints churning under a rollout cost the DNS nothing.
+        let slices = Informer(client, APIResources.endpointSlices, labels: "service.kubernetes.io/headless", cache: .revisions)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run { self.serviceEvent($0) } }
             group.addTask { try await slices.run { self.sliceEvent($0) } }

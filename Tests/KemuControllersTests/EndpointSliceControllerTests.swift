@@ -3,6 +3,7 @@ import KemuAPI
 import KemuControllers
 import KemuStore
 import KemuTestSupport
+import Synchronization
 import Testing
 
 @Suite struct EndpointSliceControllerTests {
@@ -110,6 +111,45 @@ import Testing
             && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(store.list("endpointslices.discovery.k8s.io").items.isEmpty)
         #expect(store.get("endpoints", namespace: "default", name: "web") == nil)
+    }
+
+    @Test func aStormOfReadinessChangesIsGatheredIntoFewWritesAndHeadlessSlicesAreLabelled() async throws {
+        let store = Store()
+        let controller = EndpointSliceController(store: store)
+        let running = Task { try await controller.run() }
+        defer { running.cancel() }
+        var headless = service("db", selector: ["app": "db"])
+        headless["spec"]?["clusterIP"] = "None"
+        try store.create("services", headless)
+        try store.create("services", service("web", selector: ["app": "web"]))
+        try store.create("pods", pod("w0", ip: "10.244.1.2", ready: true))
+        try store.create("pods", pod("d0", ip: "10.244.2.2", ready: true, labels: ["app": "db"]))
+        #expect(await eventually(store, "web", ["10.244.1.2:8080 RS-"]) == ["10.244.1.2:8080 RS-"])
+        #expect(await eventually(store, "db", ["10.244.2.2:8080 RS-"]) == ["10.244.2.2:8080 RS-"])
+        // The cluster DNS watches only headless Services' slices, by this label (upstream's).
+        let slices = store.list("endpointslices.discovery.k8s.io").items
+        #expect(slices.filter { $0.labels[EndpointSliceController.headless] != nil }.map { $0.labels["kubernetes.io/service-name"] } == ["db"])
+
+        // 40 pods become ready one after another: every change arrives, in a handful of writes
+        // (a half-second batch each), not 40 — every proxy decodes each write.
+        let writes = try store.watch(WatchFilter("endpointslices.discovery.k8s.io", labels: LabelSelector(matchLabels: ["kubernetes.io/service-name": "web"])))
+        let count = Mutex(0)
+        let counted = Task { for try await _ in writes { count.withLock { $0 += 1 } } }
+        let began = ContinuousClock.now
+        for i in 1...40 {
+            try store.create("pods", pod("w\(i)", ip: "10.244.1.\(i + 2)", ready: true))
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // At most one write per half second while they came (and one to finish): on a loaded
+        // machine the 40 creations take longer than 0.4 s, and the bound grows with them.
+        let window = began.duration(to: .now) / .milliseconds(500)
+        let bound = Int(window.rounded(.up)) + 3
+        let expected = (0...40).map { "10.244.1.\($0 + 2):8080 RS-" }.sorted()
+        #expect(await eventually(store, "web", expected) == expected)
+        try await Task.sleep(for: .milliseconds(700))
+        counted.cancel()
+        let n = count.withLock { $0 }
+        #expect(n >= 1 && n <= min(bound, 39), "slice writes for 40 pods: \(n) (bound \(bound))")
     }
 
     @Test func namedPortsResolvePerPodAndNotReadyCanBePublished() async throws {
