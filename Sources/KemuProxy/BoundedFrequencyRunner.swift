@@ -9,11 +9,18 @@ public final class BoundedFrequencyRunner: Sendable {
         public var min: Duration
         public var max: Duration
         public var retry: Duration
+        /// The gap after a sync is at least this many times the sync's own duration (0: off), so
+        /// syncing takes at most 1/(1 + busy) of the time: a proxy whose syncs grow slow (a
+        /// Service of 1,000 endpoints re-planned, a machine short of CPU) gathers more changes
+        /// into each instead of syncing back to back while a storm of changes lasts. The gap this
+        /// makes is at most 1 s, kube-proxy's default minSyncPeriod.
+        public var busy: Double
 
-        public init(min: Duration, max: Duration, retry: Duration) {
+        public init(min: Duration, max: Duration, retry: Duration, busy: Double = 0) {
             self.min = min
             self.max = max
             self.retry = retry
+            self.busy = busy
         }
     }
 
@@ -44,19 +51,25 @@ public final class BoundedFrequencyRunner: Sendable {
     public func run(_ sync: @Sendable () async -> Bool) async {
         let clock = ContinuousClock()
         var last: ContinuousClock.Instant?
+        // The earliest the next sync may start: a minimum interval after the last one began, and
+        // its busy gap after it ended.
+        var earliest = clock.now
         var failed = false
         while !Task.isCancelled {
             if let last {
                 await wait(until: last + (failed ? intervals.retry : intervals.max))
-                let earliest = last + intervals.min
                 if clock.now < earliest { try? await Task.sleep(until: earliest, clock: clock) }
             } else {
                 await wait(until: clock.now + intervals.max)
             }
             if Task.isCancelled { return }
             signal.withLock { $0.pending = false }  // the sync about to run covers every request so far
-            last = clock.now
+            let began = clock.now
+            last = began
             failed = !(await sync())
+            let ended = clock.now
+            // The busy gap is never longer than kube-proxy's own default minSyncPeriod (1 s).
+            earliest = Swift.max(began + intervals.min, ended + Swift.min((ended - began) * intervals.busy, .seconds(1)))
         }
     }
 

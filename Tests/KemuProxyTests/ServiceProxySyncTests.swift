@@ -257,6 +257,26 @@ struct FakeLoopback: LocalAddresses {
         #expect(zip(runs, runs.dropFirst()).allSatisfy { $0.duration(to: $1) >= .milliseconds(99) })
     }
 
+    @Test func slowSyncsSpaceThemselvesOut() async throws {
+        // Each sync takes 20 ms; with busy 5 the next may start no sooner than 100 ms after.
+        let runner = BoundedFrequencyRunner(.init(min: .milliseconds(1), max: .seconds(10), retry: .seconds(10), busy: 5))
+        let runs = Mutex<[ContinuousClock.Instant]>([])
+        let task = Task {
+            await runner.run {
+                runs.withLock { $0.append(.now) }
+                try? await Task.sleep(for: .milliseconds(20))
+                return true
+            }
+        }
+        defer { task.cancel() }
+        let feeding = Task { while !Task.isCancelled { runner.request(); try? await Task.sleep(for: .milliseconds(2)) } }
+        defer { feeding.cancel() }
+        #expect(await eventually(60) { runs.withLock { $0.count } >= 4 })
+        let seen = runs.withLock { $0 }
+        // Start to start: the 20 ms sync and a gap of 5 × its duration.
+        #expect(zip(seen, seen.dropFirst()).allSatisfy { $0.duration(to: $1) >= .milliseconds(115) }, "\(zip(seen, seen.dropFirst()).map { $0.duration(to: $1) })")
+    }
+
     @Test func withNoRequestItStillSyncsEveryMaximumInterval() async throws {
         let runner = BoundedFrequencyRunner(.init(min: .milliseconds(1), max: .milliseconds(50), retry: .seconds(10)))
         let counter = Counter()
