@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import KemuAPI
 import KemuStore
+import KemuSystem
 
 extension APIServer {
     func serve(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
@@ -215,6 +216,9 @@ extension APIServer {
     func setReplicas(_ t: Target, _ name: String, _ scale: JSON) throws -> JSON {
         guard let replicas = scale[path: "spec.replicas"]?.int, replicas >= 0 else {
             throw APIError.invalid(t.resource, name: name, [.invalid("spec.replicas", "\(scale[path: "spec.replicas"]?.text() ?? "null")", "must be greater than or equal to 0")])
+        }
+        if let problem = MachineBudget.current.replicasProblem(replicas) {
+            throw APIError.invalid(t.resource, name: name, [.invalid("spec.replicas", "\(replicas)", problem)])
         }
         let expected = scale.resourceVersion
         let updated = try store.modify(t.resource.qualifiedName, namespace: t.namespace ?? "", name: name, part: .main) { o in

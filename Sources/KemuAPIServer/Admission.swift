@@ -1,5 +1,6 @@
 import KemuAPI
 import KemuIP
+import KemuSystem
 
 /// What the API server does to an object before storing it: fill in upstream's defaults and refuse
 /// what upstream refuses, naming each field at fault (422 Invalid with causes).
@@ -154,6 +155,10 @@ enum Admission {
                 errors.append(.invalid("spec.replicas", "\(replicas)", "must be greater than or equal to 0"))
             } else if value.int.map({ $0 > Int64(Int32.max) }) ?? (value != .null) {
                 errors.append(.invalid("spec.replicas", value.text(), "must be a whole number from 0 to \(Int32.max) (int32)"))
+            } else if let replicas = value.int, let problem = MachineBudget.current.replicasProblem(replicas) {
+                // Not upstream's rule: one machine runs every pod, and a workload it cannot hold
+                // would flood the store and the scheduler with pods that can never run.
+                errors.append(.invalid("spec.replicas", "\(replicas)", problem))
             }
         }
         let templateLabels = o.object.map { _ in JSON.stringMap(o[path: "spec.template.metadata.labels"]) } ?? [:]

@@ -28,6 +28,8 @@ public struct ClusterLauncher {
         if FileSystem.exists("\(files.state)/network.json") || NetworkNamespace(AddressPlan(config).fabricNamespace).exists {
             throw KemuError(.exists, "cluster \(config.name) is already up; remove it first with: kemu down --cluster \(config.name)")
         }
+        let budget = MachineBudget.current
+        try budget.check(nodes: config.nodes.count)
         let started = ContinuousClock.now
         let say = { (line: String) in self.say("[\(Self.elapsed(since: started))] \(line)") }
         let network = try ClusterNetwork(config: config)
@@ -35,6 +37,10 @@ public struct ClusterLauncher {
             try network.up()
             try keepData()
             say("network: fabric \(config.network.fabricCIDR), control plane \(network.plan.controlPlaneIP), \(config.nodes.count) nodes")
+            let perNode = budget.podsPerNode(configured: config.nodeResources.pods, nodes: config.nodes.count)
+            if perNode < config.nodeResources.pods {
+                say("pods: at most \(perNode) per node (nodeResources.pods asks \(config.nodeResources.pods)): this machine (\(budget.cores) cores, \(budget.memoryText)) holds about \(budget.maxPods) pods")
+            }
             try startServer(network)
             say("API server: https://\(network.plan.controlPlaneIP):6443 on the fabric (log \(files.log("server")))")
             let pki = try ClusterPKI.loadOrCreate(directory: "\(files.dataDir)/pki", clusterName: config.name)
@@ -146,7 +152,7 @@ public struct ClusterLauncher {
             Executable.path, "node", "--name", node, "--cluster", network.plan.cluster, "--no-proxy",
             "--kubeconfig", files.nodeKubeconfig(node), "--images", Executable.imageCatalog(),
             "--cpu", network.config.nodeResources.cpu, "--memory", network.config.nodeResources.memory,
-            "--max-pods", String(network.config.nodeResources.pods),
+            "--max-pods", String(MachineBudget.current.podsPerNode(configured: network.config.nodeResources.pods, nodes: network.nodes.count)),
         ], namespace: namespace)
         if proxy { try startProxy(node, network, files) }
     }

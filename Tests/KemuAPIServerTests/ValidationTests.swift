@@ -60,6 +60,28 @@ import Testing
         #expect(try await client.list(APIResources.deployments, namespace: "default").items.isEmpty)
     }
 
+    @Test func moreReplicasThanTheMachineRunsAreRefusedAtCreateAndScale() async throws {
+        let server = try ServerProcess(insecure: true)
+        defer { server.stop() }
+        let client = try server.client()
+        var deployment: JSON = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "huge"],
+                                "spec": ["replicas": 100_000, "selector": ["matchLabels": ["app": "h"]],
+                                         "template": ["metadata": ["labels": ["app": "h"]], "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]]]
+        let (status, body) = try await send(client, "POST", "/apis/apps/v1/namespaces/default/deployments", body: Array(deployment.text().utf8))
+        #expect(status == 422 && body.contains("spec.replicas") && body.contains("this machine"), "\(status) \(body)")
+        #expect(try await client.list(APIResources.deployments, namespace: "default").items.isEmpty)
+        // Within the budget it is made; scaling it past the budget is refused the same way and changes nothing.
+        deployment["spec", default: [:]]["replicas"] = 2
+        _ = try await client.create(APIResources.deployments, deployment.withNamespace("default"))
+        let scale: JSON = ["apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": ["name": "huge", "namespace": "default"], "spec": ["replicas": 100_000]]
+        let (scaled, answer) = try await send(client, "PUT", "/apis/apps/v1/namespaces/default/deployments/huge/scale", body: Array(scale.text().utf8))
+        #expect(scaled == 422 && answer.contains("spec.replicas"), "\(scaled) \(answer)")
+        let patched = try await send(client, "PATCH", "/apis/apps/v1/namespaces/default/deployments/huge", body: Array(#"{"spec":{"replicas":100000}}"#.utf8),
+                                     contentType: "application/merge-patch+json")
+        #expect(patched.0 == 422, "\(patched)")
+        #expect(try await client.get(APIResources.deployments, namespace: "default", name: "huge")[path: "spec.replicas"]?.int == 2)
+    }
+
     @Test func aServiceTurnedClusterIPDropsTheNodePortsItHad() async throws {
         let server = try ServerProcess(insecure: true)
         defer { server.stop() }
