@@ -1,6 +1,7 @@
 import KemuAPI
 import KemuStore
 import Logging
+import Synchronization
 
 /// Deletes objects whose owners are all gone (ownerReferences): when a ReplicaSet is deleted its
 /// Pods follow, and their dependents after them, through the same watches. Foreground
@@ -12,6 +13,9 @@ public final class GarbageCollector: Sendable {
     public static let foreground = "foregroundDeletion"
     let store: Store
     let logger = Logger(label: "kemu.gc")
+    /// Owners being deleted in the foreground (uid → where they are): a dependent's deletion
+    /// moves on only its own owners, instead of a walk over every object at every delete.
+    private let foregroundOwners = Mutex<[String: (resource: String, namespace: String, name: String)]>([:])
 
     public init(store: Store) { self.store = store }
 
@@ -32,8 +36,9 @@ public final class GarbageCollector: Sendable {
                 group.addTask {
                     for try await event in stream {
                         if event.type == .deleted {
+                            _ = self.foregroundOwners.withLock { $0.removeValue(forKey: event.object.uid) }
                             self.collect(owner: event.object.uid)
-                            if !event.object.ownerUIDs.isEmpty { self.advanceForeground() }
+                            self.advanceForeground(ownersOf: event.object)
                         } else if event.object.deletionTimestamp != nil, event.object.finalizers.contains(Self.foreground) {
                             self.advance(resource, event.object)
                         }
@@ -45,7 +50,20 @@ public final class GarbageCollector: Sendable {
         }
     }
 
-    /// Moves every foreground deletion on by one step.
+    /// Moves on the foreground deletions of a deleted object's owners.
+    func advanceForeground(ownersOf object: JSON) {
+        for uid in object.ownerUIDs {
+            guard let at = foregroundOwners.withLock({ $0[uid] }) else { continue }
+            guard let owner = store.get(at.resource, namespace: at.namespace, name: at.name), owner.uid == uid,
+                  owner.finalizers.contains(Self.foreground) else {
+                _ = foregroundOwners.withLock { $0.removeValue(forKey: uid) }
+                continue
+            }
+            advance(at.resource, owner)
+        }
+    }
+
+    /// Moves every foreground deletion on by one step (the sweep at start).
     func advanceForeground() {
         for r in APIResources.all where r.stored {
             for o in store.list(r.qualifiedName).items where o.deletionTimestamp != nil && o.finalizers.contains(Self.foreground) {
@@ -58,6 +76,7 @@ public final class GarbageCollector: Sendable {
     /// reference from those another live owner keeps), or, once none is left, lifts the
     /// finalizer so the owner goes.
     func advance(_ resource: String, _ owner: JSON) {
+        foregroundOwners.withLock { $0[owner.uid] = (resource, owner.namespace, owner.name) }
         let dependents = store.dependents(of: owner.uid)
         do {
             guard !dependents.isEmpty else {
@@ -93,21 +112,33 @@ public final class GarbageCollector: Sendable {
     /// Deletes every object that has owner references, all of whose owners are gone (or only
     /// those referring to `owner`, when given).
     public func collect(owner: String? = nil) {
+        if let owner {
+            // Only the objects that name it (the store indexes owner references).
+            let dependents = store.dependents(of: owner)
+            guard !dependents.isEmpty else { return }
+            let live = liveUIDs()
+            for (r, o) in dependents where o.ownerUIDs.allSatisfy({ !live.contains($0) }) { delete(r, o) }
+            return
+        }
         var live: Set<String>?
         for r in APIResources.all where r.stored {
             for o in store.list(r.qualifiedName).items {
                 let owners = o.ownerUIDs
                 guard !owners.isEmpty, owner.map(owners.contains) ?? true else { continue }
                 if live == nil { live = liveUIDs() }
-                guard owners.allSatisfy({ !live!.contains($0) }) else { continue }
-                do {
-                    try store.delete(r.qualifiedName, namespace: o.namespace, name: o.name, uid: o.uid)
-                    logger.debug("deleted \(r.qualifiedName) \(o.namespace)/\(o.name): its owners are gone")
-                } catch StoreError.notFound {
-                } catch {
-                    logger.warning("cannot delete \(r.qualifiedName) \(o.namespace)/\(o.name): \(error)")
-                }
+                guard let uids = live, owners.allSatisfy({ !uids.contains($0) }) else { continue }
+                delete(r.qualifiedName, o)
             }
+        }
+    }
+
+    private func delete(_ resource: String, _ o: JSON) {
+        do {
+            try store.delete(resource, namespace: o.namespace, name: o.name, uid: o.uid)
+            logger.debug("deleted \(resource) \(o.namespace)/\(o.name): its owners are gone")
+        } catch StoreError.notFound {
+        } catch {
+            logger.warning("cannot delete \(resource) \(o.namespace)/\(o.name): \(error)")
         }
     }
 

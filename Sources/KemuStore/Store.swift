@@ -12,6 +12,9 @@ public final class Store: Sendable {
         /// resource → namespace → "key=value" → names: a list by label (an EndpointSlice's
         /// Service, a ReplicaSet's pods) reads only the objects that carry the label.
         var labelIndex: [String: [String: [String: Set<String>]]] = [:]
+        /// Owner uid → the objects naming it in ownerReferences (resource, namespace, name): the
+        /// garbage collector's question at every delete, which was a walk over every object.
+        var ownerIndex: [String: Set<ObjectRef>] = [:]
         var history: EventHistory
         var watchers: [String: [Int: Watcher]] = [:]
         var nextWatcherID = 0
@@ -282,10 +285,15 @@ public final class Store: Sendable {
     /// Every object, of any resource, with an ownerReference to `uid`.
     public func dependents(of uid: String) -> [(resource: String, object: JSON)] {
         state.withLock { s in
-            s.objects.flatMap { resource, byNamespace in
-                byNamespace.values.flatMap(\.values).filter { $0.ownerUIDs.contains(uid) }.map { (resource, $0) }
+            (s.ownerIndex[uid] ?? []).sorted().compactMap { ref in
+                s.objects[ref.resource]?[ref.namespace]?[ref.name].map { (ref.resource, $0) }
             }
         }
+    }
+
+    struct ObjectRef: Hashable, Comparable {
+        var resource, namespace, name: String
+        static func < (a: ObjectRef, b: ObjectRef) -> Bool { (a.resource, a.namespace, a.name) < (b.resource, b.namespace, b.name) }
     }
 
     /// Runs `hook` with every `resource` object as it is deleted, whoever deletes it, before the
@@ -296,6 +304,15 @@ public final class Store: Sendable {
     }
 
     static func index(_ s: inout State, _ resource: String, _ object: JSON, present: Bool) {
+        let ref = ObjectRef(resource: resource, namespace: object.namespace, name: object.name)
+        for owner in object.ownerUIDs {
+            if present {
+                s.ownerIndex[owner, default: []].insert(ref)
+            } else {
+                s.ownerIndex[owner]?.remove(ref)
+                if s.ownerIndex[owner]?.isEmpty == true { s.ownerIndex[owner] = nil }
+            }
+        }
         for (key, value) in object.labels {
             let label = "\(key)=\(value)"
             if present {

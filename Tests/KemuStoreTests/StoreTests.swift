@@ -30,6 +30,24 @@ import Testing
         #expect(next.items.map(\.name) == ["v"] && !next.more)
     }
 
+    @Test func dependentsFollowOwnerReferencesAsTheyChange() throws {
+        let store = Store()
+        func owned(_ name: String, by uids: [String]) -> JSON {
+            var p = pod(name)
+            p["metadata", default: [:]]["ownerReferences"] = .array(uids.map { ["apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": .string($0)] })
+            return p
+        }
+        try store.create("pods", owned("a", by: ["u1"]))
+        try store.create("pods", owned("b", by: ["u1", "u2"]))
+        try store.create("pods", owned("c", by: []))
+        #expect(store.dependents(of: "u1").map(\.object.name) == ["a", "b"])
+        #expect(store.dependents(of: "u2").map(\.object.name) == ["b"])
+        try store.modify("pods", namespace: "default", name: "b") { $0.removeOwnerReference("u1") }
+        #expect(store.dependents(of: "u1").map(\.object.name) == ["a"])
+        try store.delete("pods", namespace: "default", name: "a")
+        #expect(store.dependents(of: "u1").isEmpty && store.dependents(of: "u2").map(\.object.name) == ["b"])
+    }
+
     @Test func createSetsServerOwnedMetadata() throws {
         let store = Store()
         let created = try store.create("pods", pod("web"))
