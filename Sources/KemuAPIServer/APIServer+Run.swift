@@ -3,6 +3,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import HummingbirdWebSocket
 import KemuStore
+import KemuSystem
 import Logging
 import NIOCore
 import NIOSSL
@@ -45,13 +46,17 @@ extension APIServer {
     }
 }
 
-/// A controller loop as a lifecycle service: cancelled when the server starts shutting down.
+/// A controller loop as a lifecycle service: cancelled when the server starts shutting down. The
+/// loops run on a thread of their own, so the cooperative pool is the requests'.
 struct BackgroundLoop: Service {
+    static let controllers = DedicatedExecutor(name: "kemu-controllers")
     let body: @Sendable () async throws -> Void
 
     func run() async throws {
         try await cancelWhenGracefulShutdown {
-            do { try await body() } catch is CancellationError {}
+            try await withTaskExecutorPreference(Self.controllers) {
+                do { try await body() } catch is CancellationError {}
+            }
         }
     }
 }
