@@ -26,10 +26,10 @@ final class EndpointHistory: Sendable {
     }
 
     /// `{"default/web": [{"time": 1700000000.123, "endpoints": ["10.244.1.2:8080"]}, …]}`
-    func json() -> JSON {
+    func json(service: String? = nil) -> JSON {
         changes.withLock { history in
             var out = JSONObject()
-            for (key, list) in history.sorted(by: { $0.key < $1.key }) {
+            for (key, list) in history.sorted(by: { $0.key < $1.key }) where service == nil || key.description == service {
                 out[key.description] = .array(list.map { ["time": .double($0.0.timeIntervalSince1970), "endpoints": .array($0.1.map { .string($0.description) })] })
             }
             return .object(out)

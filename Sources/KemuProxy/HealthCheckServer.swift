@@ -34,7 +34,7 @@ final class HealthCheckServer: Sendable {
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { [self] channel in
                     channel.pipeline.configureHTTPServerPipeline().flatMapThrowing { [self] in
-                        try channel.pipeline.syncOperations.addHandler(StatusHandler { [self] _ in
+                        try channel.pipeline.syncOperations.addHandler(StatusHandler { [self] _, _ in
                             guard let e = self.entries.withLock({ $0[port] }) else { return (.notFound, "text/plain", "404 page not found\n") }
                             return Self.respond(e)
                         })

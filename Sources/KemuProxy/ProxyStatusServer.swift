@@ -27,8 +27,8 @@ struct ProxyStatusServer {
                     .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                     .childChannelInitializer { channel in
                         channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                            try channel.pipeline.syncOperations.addHandler(StatusHandler { path in
-                                await ProxyStatusServer.respond(proxy, path: paths.contains(path) ? path : "/404")
+                            try channel.pipeline.syncOperations.addHandler(StatusHandler { path, query in
+                                await ProxyStatusServer.respond(proxy, path: paths.contains(path) ? path : "/404", query: query)
                             })
                         }
                     }
@@ -54,7 +54,7 @@ struct ProxyStatusServer {
     }
 
     /// (status, content type, body) for a path.
-    static func respond(_ proxy: ServiceProxy, path: String) async -> (HTTPResponseStatus, String, String) {
+    static func respond(_ proxy: ServiceProxy, path: String, query: String = "") async -> (HTTPResponseStatus, String, String) {
         switch path {
         case "/healthz", "/livez":
             let (healthy, last) = proxy.health()
@@ -64,7 +64,9 @@ struct ProxyStatusServer {
             let snapshot = await proxy.snapshot()
             return (.ok, "text/plain; version=0.0.4", proxy.metrics.render(snapshot))
         case "/endpoints":
-            return (.ok, "application/json", proxy.endpointHistory().text())
+            // ?service=NS/NAME: that Service's history only (a big cluster's whole history is megabytes).
+            let service = query.split(separator: "&").first { $0.hasPrefix("service=") }.map { String($0.dropFirst("service=".count)) }
+            return (.ok, "application/json", proxy.endpointHistory(service: service?.removingPercentEncoding ?? service).text())
         default:
             return (.notFound, "text/plain", "404 page not found\n")
         }
@@ -75,25 +77,28 @@ struct ProxyStatusServer {
 final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-    typealias Respond = @Sendable (String) async -> (HTTPResponseStatus, String, String)
+    typealias Respond = @Sendable (_ path: String, _ query: String) async -> (HTTPResponseStatus, String, String)
     let respond: Respond
     private var path = ""
+    private var query = ""
 
     init(_ respond: @escaping Respond) { self.respond = respond }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case let .head(head):
-            path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+            let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+            path = String(parts.first ?? "")
+            query = parts.count > 1 ? String(parts[1]) : ""
         case .body:
             break
         case .end:
-            let path = self.path
+            let (path, query) = (self.path, self.query)
             let respond = self.respond
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             Task {
-                let (status, type, body) = await respond(path)
+                let (status, type, body) = await respond(path, query)
                 loop.execute {
                     let (handler, context) = bound.value
                     handler.write(context, status, type, body)

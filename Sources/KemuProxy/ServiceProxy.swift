@@ -259,7 +259,7 @@ public final class ServiceProxy: Sendable {
     }
 
     /// `{"default/web": [{"time": 1700000000.123, "endpoints": ["10.244.1.2:8080"]}, …]}`
-    public func endpointHistory() -> JSON { history.json() }
+    public func endpointHistory(service: String? = nil) -> JSON { history.json(service: service) }
 
     /// A problem is logged once, not at every sync.
     private func report(_ key: ServiceKey, _ problems: [String], _ reported: inout [ServiceKey: [String]]) {
