@@ -256,8 +256,18 @@ public final class NodeAgent: Sendable {
     /// Heartbeats as kubelet's: the Lease renewed every `heartbeat` (one small write), the Node's
     /// status posted when its conditions change or every `statusReportFrequency`.
     func keepHeartbeat() async throws {
-        try await client.withOwnConnection { heartbeat in try await keepHeartbeat(via: heartbeat) }
+        try await withTaskExecutorPreference(Self.heartbeatThread) {
+            try await client.withOwnConnection(nice: Self.heartbeatNice) { heartbeat in try await keepHeartbeat(via: heartbeat) }
+        }
     }
+
+    /// The heartbeat's own threads (its loop, its connection's event loop), ahead of everything
+    /// else on a machine short of CPU: pod starts keep the agent's cooperative pool busy with
+    /// sandboxes and spawns, and with a hundred agents and a thousand starting pods at the same
+    /// niceness a renewal came later than the 5 s grace. They wake once a second, so their
+    /// priority costs the rest nothing.
+    static let heartbeatNice: Int32 = -10
+    static let heartbeatThread = DedicatedExecutor(name: "kemu-heartbeat", nice: heartbeatNice)
 
     func keepHeartbeat(via client: APIClient) async throws {
         var posted = ContinuousClock.now

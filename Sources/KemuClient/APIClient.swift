@@ -38,12 +38,16 @@ public struct APIClient: Sendable {
     /// a client of their own: under a storm of pod starts the shared pool's connections are busy
     /// and a new one waits for a TLS handshake with a server short of CPU — the heartbeat came
     /// late and a healthy node was marked NotReady.
-    public func withOwnConnection<T: Sendable>(_ body: (APIClient) async throws -> T) async throws -> T {
+    /// `nice`, when given, is its event-loop thread's niceness (root only; skipped without).
+    public func withOwnConnection<T: Sendable>(nice: Int32? = nil, _ body: (APIClient) async throws -> T) async throws -> T {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 2
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        if let nice {
+            try? await group.next().submit { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }.get()
+        }
         let http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
         let own = APIClient(server: server, bearerToken: bearerToken, tls: tls, http: http)
         let result: Result<T, any Error>

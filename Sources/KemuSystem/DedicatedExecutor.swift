@@ -13,9 +13,14 @@ public final class DedicatedExecutor: TaskExecutor, @unchecked Sendable {
     /// Guarded by `condition`.
     private var jobs: [UnownedJob] = []
 
-    /// Starts the thread; it lives as long as the process.
-    public init(name: String) {
-        let thread = Thread { [self] in serve() }
+    /// Starts the thread; it lives as long as the process. `nice`, when given, is the thread's
+    /// own niceness (on Linux PRIO_PROCESS 0 is the calling thread; lowering it needs root, and
+    /// is skipped without).
+    public init(name: String, nice: Int32? = nil) {
+        let thread = Thread { [self] in
+            if let nice { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
+            serve()
+        }
         thread.name = name
         thread.start()
     }
