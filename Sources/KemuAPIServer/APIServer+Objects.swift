@@ -2,7 +2,6 @@ import HTTPTypes
 import Hummingbird
 import KemuAPI
 import KemuStore
-import KemuSystem
 
 extension APIServer {
     func serve(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
@@ -214,12 +213,8 @@ extension APIServer {
     }
 
     func setReplicas(_ t: Target, _ name: String, _ scale: JSON) throws -> JSON {
-        guard let replicas = scale[path: "spec.replicas"]?.int, replicas >= 0 else {
-            throw APIError.invalid(t.resource, name: name, [.invalid("spec.replicas", "\(scale[path: "spec.replicas"]?.text() ?? "null")", "must be greater than or equal to 0")])
-        }
-        if let problem = MachineBudget.current.replicasProblem(replicas) {
-            throw APIError.invalid(t.resource, name: name, [.invalid("spec.replicas", "\(replicas)", problem)])
-        }
+        let errors = Admission.validateReplicas(scale[path: "spec.replicas"] ?? .null, required: true)
+        guard errors.isEmpty, let replicas = scale[path: "spec.replicas"]?.int else { throw APIError.invalid(t.resource, name: name, errors) }
         let expected = scale.resourceVersion
         let updated = try store.modify(t.resource.qualifiedName, namespace: t.namespace ?? "", name: name, part: .main) { o in
             if let expected, expected != o.resourceVersion { throw StoreError.conflict(resource: t.resource.qualifiedName, name: name) }
