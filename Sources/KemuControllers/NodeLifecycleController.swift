@@ -117,7 +117,7 @@ public final class NodeLifecycleController: Sendable {
             let posted = ready["lastHeartbeatTime"]?.string.flatMap(Timestamp.parse) ?? now
             let heartbeat = max(posted, renewed, notBefore)
             if now.timeIntervalSince(heartbeat) > gracePeriod {
-                logger.info("node \(node.name): last heartbeat \(Int(now.timeIntervalSince(heartbeat) * 1000)) ms ago (Lease renewed \(Int(now.timeIntervalSince(renewed) * 1000)) ms ago, status posted \(Int(now.timeIntervalSince(posted) * 1000)) ms ago)")
+                logger.info("node \(node.name): last heartbeat \(Int(now.timeIntervalSince(heartbeat) * 1000)) ms ago (\(renewed == .distantPast ? "no Lease" : "Lease renewed \(Int(now.timeIntervalSince(renewed) * 1000)) ms ago"), status posted \(Int(now.timeIntervalSince(posted) * 1000)) ms ago)")
                 try markUnknown(node, now: now)
                 return .notReady(evictionDue: evictionDelay <= 0)
             } else if tainted {

@@ -139,10 +139,11 @@ public final class ReplicaSetController: Sendable {
         if missing > count { queue.add(key) }  // the rest at the next sync
     }
 
-    /// A pod from the template, named `<owner>-<5 random characters>` as generateName would.
+    /// A pod from the template with `generateName: <owner>-`: the store picks the five random
+    /// characters under its lock, so two pods never race for one name (upstream's server retries a
+    /// taken generated name for the same reason; 1,200 pods made a collision likely enough to fail).
     func newPod(_ owner: JSON) -> JSON {
-        let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
-        var pod = Workload.pod(from: owner, name: "\(owner.name)-\(String((0..<5).map { _ in alphabet.randomElement()! }))")
+        var pod = Workload.pod(from: owner, name: "")
         pod["metadata", default: [:]]["generateName"] = .string("\(owner.name)-")
         return pod
     }
