@@ -7,6 +7,6 @@ trap 'rm -f "$log"' EXIT
 swift test --skip-build "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -E '^✔ Test .* passed' "$log" | grep -vc '^✔ Test run with')
-failed=$(grep -E '^✘ Test .* failed' "$log" | grep -vc '^✘ Test run with')
+failed=$(grep -E '^✘ Test .* failed after ' "$log" | grep -vc '^✘ Test run with')
 echo "tests: $passed passed, $failed failed"
 exit "$status"

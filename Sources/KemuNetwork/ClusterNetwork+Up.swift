@@ -11,6 +11,7 @@ extension ClusterNetwork {
             throw KemuError(.exists, "cluster \(plan.cluster) already exists (\(leftovers.prefix(3).joined(separator: ", "))\(leftovers.count > 3 ? ", …" : "")); remove it first with: kemu net down --cluster \(plan.cluster)")
         }
         do {
+            try backend.raiseHostLimits(Self.neighbourLimits)
             try buildFabric()
             try addHost("cp", plan.controlPlaneIP)
             try addHost("client", plan.clientIP)
@@ -34,6 +35,20 @@ extension ClusterNetwork {
             throw error
         }
     }
+
+    /// The kernel keeps one ARP table for all namespaces, 1,024 entries at most by default. A
+    /// cluster fills it fast: every node's proxy dials pods on every other node (nodes² entries
+    /// in the node namespaces), every pod knows its gateway and every node bridge its pods. At
+    /// 100 nodes and 1,000 pods that is over 12,000, and a full table drops the packet that
+    /// needed a new entry (3 % of first connections to pods timed out, /proc/net/stat/arp_cache
+    /// counted the table_fulls). Raised as OpenShift tunes its nodes; these are limits, costing
+    /// nothing until used, and the last `kemu down` on the machine puts the old ones back.
+    // sysctl -w net.ipv4.neigh.default.gc_thresh1=8192 gc_thresh2=32768 gc_thresh3=65536 (when lower)
+    static let neighbourLimits: [(key: String, atLeast: Int)] = [
+        ("net.ipv4.neigh.default.gc_thresh1", 8192),
+        ("net.ipv4.neigh.default.gc_thresh2", 32768),
+        ("net.ipv4.neigh.default.gc_thresh3", 65536),
+    ]
 
     // ip netns add kemu-C-fabric; ip -n kemu-C-fabric link set lo up
     // ip -n kemu-C-fabric link add br0 type bridge; ip -n kemu-C-fabric link set br0 up

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import KemuNetlink
 import KemuSystem
@@ -18,6 +19,11 @@ public protocol NetworkBackend: Sendable {
     func setSysctl(_ namespace: String, _ key: String, _ value: String) throws
     /// Whether the kernel has the parameter (`net.bridge.*` only while br_netfilter is loaded).
     func hasSysctl(_ key: String) -> Bool
+    /// Raises machine-wide kernel limits (ones that exist only outside every namespace) to at
+    /// least the given values, remembering the machine's own value of each the first time.
+    func raiseHostLimits(_ limits: [(key: String, atLeast: Int)]) throws
+    /// Puts back what `raiseHostLimits` remembered, and forgets it.
+    func restoreHostLimits() throws
     /// Writes /etc/netns/NS/FILE, seen as /etc/FILE by processes in the namespace.
     func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws
     /// Names under /etc/netns (left-overs are found there even when the namespace is gone).
@@ -58,6 +64,38 @@ public struct KernelBackend: NetworkBackend {
     }
 
     public func hasSysctl(_ key: String) -> Bool { Sysctl.exists(key) }
+
+    /// The machine's own values, one `key value` per line, kept until the last cluster goes.
+    static let hostLimitsFile = "/run/kemu/host-limits"
+
+    /// The calling thread is outside every namespace (only `thread` enters them).
+    public func raiseHostLimits(_ limits: [(key: String, atLeast: Int)]) throws {
+        var original = Self.savedHostLimits()
+        for (key, target) in limits {
+            guard let current = Sysctl.readInt(key), current < target else { continue }
+            if original[key] == nil {
+                original[key] = current
+                try FileSystem.makeDirectories((Self.hostLimitsFile as NSString).deletingLastPathComponent)
+                try FileSystem.writeFile(Self.hostLimitsFile, original.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)\n" }.joined())
+            }
+            try Sysctl.write(key, String(target))
+        }
+    }
+
+    public func restoreHostLimits() throws {
+        for (key, value) in Self.savedHostLimits() { try Sysctl.write(key, String(value)) }
+        try FileSystem.removeFile(Self.hostLimitsFile)
+    }
+
+    static func savedHostLimits() -> [String: Int] {
+        guard let text = try? FileSystem.readFile(hostLimitsFile) else { return [:] }
+        var saved: [String: Int] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Int(parts[1]) { saved[String(parts[0])] = value }
+        }
+        return saved
+    }
 
     public func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws {
         try NetworkNamespace(namespace).writeEtcFile(file, contents)

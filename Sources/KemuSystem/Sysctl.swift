@@ -7,6 +7,12 @@ public enum Sysctl {
         try fd.write(value + "\n")
     }
 
+    /// `sysctl -n key` as a number; nil when missing or not a number.
+    public static func readInt(_ key: String) -> Int? {
+        guard let text = try? FileSystem.readFile(path(key)) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// Whether the parameter exists (in the caller's namespace; the `net.bridge.*` ones exist in
     /// every namespace or none, as br_netfilter is loaded or not).
     public static func exists(_ key: String) -> Bool { access(path(key), F_OK) == 0 }

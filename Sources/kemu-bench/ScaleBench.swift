@@ -29,6 +29,7 @@ enum ScaleBench {
         let upSeconds = Double(APIBench.now() - start) / 1e9
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
         let baseline = memory().used
+        let tableFullsBefore = neighbourTableFulls()
 
         // Deployment at 0 behind a Service, then scaled to `pods`.
         var deployment: JSON = ["apiVersion": "apps/v1", "kind": "Deployment",
@@ -146,6 +147,7 @@ enum ScaleBench {
         let answer = (try? ProxyBench.output(["python3", "-c", loop, clusterIP, String(3 * pods)], in: NetworkNamespace("kemu-\(cluster)-node-1"))) ?? ""
         let numbers = answer.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         let (answered, failedRequests) = numbers.count == 2 ? (numbers[0], numbers[1]) : (0, 3 * pods)
+        let tableFulls = neighbourTableFulls() - tableFullsBefore
 
         // One node killed: its pods Ready elsewhere, no other node evicted.
         let victim = "node-\(max(1, nodes / 2))"
@@ -189,6 +191,7 @@ enum ScaleBench {
         | peak RSS: server / one agent / one proxy | \(serverPeak / 1024) / \(agentPeak / 1024) / \(proxyPeak / 1024) MiB | |
         | machine memory in use: before the Deployment / peak | \(baseline / 1024) / \(peak.withLock { $0 } / 1024) MiB | < 8 GiB |
         | pods that answered through the ClusterIP (\(3 * pods) requests, \(failedRequests) failed) | \(answered) of \(owned.count) | all |
+        | packets dropped for a full ARP table (the machine's, storm and check) | \(tableFulls) | 0 |
         | \(victim) killed (\(before.count) pods): all Ready elsewhere | \(f(movedSeconds)) | |
         | nodes whose pods were evicted after the kill | \(evictedNodes.sorted().joined(separator: ", ")) | \(victim) only |
         | `kemu down` | \(f(downSeconds)) | < 30 s |

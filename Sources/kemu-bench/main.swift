@@ -64,6 +64,13 @@ func memory() -> (used: Int, slab: Int) {
     return (values["MemTotal", default: 0] - values["MemAvailable", default: 0], values["Slab", default: 0])
 }
 
+/// Times the machine's ARP table was full and a packet waiting on a new entry was dropped: the
+/// last column of /proc/net/stat/arp_cache (hex, one row per CPU).
+func neighbourTableFulls() -> Int {
+    let rows = ((try? FileSystem.readFile("/proc/net/stat/arp_cache")) ?? "").split(separator: "\n").dropFirst()
+    return rows.compactMap { $0.split(separator: " ").last.flatMap { Int($0, radix: 16) } }.reduce(0, +)
+}
+
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()

@@ -79,6 +79,28 @@ final class FakeBackend: NetworkBackend, @unchecked Sendable {
     /// As on a machine where br_netfilter is loaded (Docker, a kubelet).
     func hasSysctl(_ key: String) -> Bool { true }
 
+    /// Machine-wide sysctls, starting from the kernel's defaults, and what `raiseHostLimits` saved.
+    let host = Mutex((values: ["net.ipv4.neigh.default.gc_thresh1": 128, "net.ipv4.neigh.default.gc_thresh2": 512,
+                               "net.ipv4.neigh.default.gc_thresh3": 1024], saved: [String: Int]()))
+
+    func raiseHostLimits(_ limits: [(key: String, atLeast: Int)]) throws {
+        try step("raise host limits")
+        host.withLock { h in
+            for (key, target) in limits {
+                guard let current = h.values[key], current < target else { continue }
+                if h.saved[key] == nil { h.saved[key] = current }
+                h.values[key] = target
+            }
+        }
+    }
+
+    func restoreHostLimits() throws {
+        host.withLock { h in
+            h.values.merge(h.saved) { $1 }
+            h.saved = [:]
+        }
+    }
+
     func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws {
         try step("write /etc/netns/\(namespace)/\(file)")
         machine.withLock { $0.namespaces[namespace]?.etc[file] = contents }

@@ -193,4 +193,21 @@ import Testing
         #expect(fake.namespaceNames().count == 6)
         #expect((#expect(throws: KemuError.self) { try ClusterNetwork.teardown(cluster: "a-b", backend: fake) })?.code == .invalidArgument)
     }
+
+    /// The ARP table is the machine's, shared by every namespace: its limits go up with the first
+    /// cluster and back to the machine's own values with the last, not before.
+    @Test func theSharedNeighbourTableGrowsWithTheFirstClusterAndShrinksWithTheLast() throws {
+        let fake = FakeBackend()
+        let (a, _) = try cluster("a", backend: fake)
+        let (b, _) = try cluster("b", backend: fake)
+        let limit = "net.ipv4.neigh.default.gc_thresh3"
+        try a.up()
+        try b.up()
+        #expect(fake.host.withLock { $0.values[limit] } == 65536)
+        try ClusterNetwork.teardown(cluster: "a", backend: fake, stateDirectory: a.stateDirectory)
+        #expect(fake.host.withLock { $0.values[limit] } == 65536, "cluster b still runs")
+        try ClusterNetwork.teardown(cluster: "b", backend: fake, stateDirectory: b.stateDirectory)
+        #expect(fake.host.withLock { $0.values } == ["net.ipv4.neigh.default.gc_thresh1": 128,
+                                                   "net.ipv4.neigh.default.gc_thresh2": 512, limit: 1024])
+    }
 }
