@@ -49,7 +49,7 @@ extension APIServer {
 /// A controller loop as a lifecycle service: cancelled when the server starts shutting down. The
 /// loops run on a thread of their own, so the cooperative pool is the requests'.
 struct BackgroundLoop: Service {
-    static let controllers = DedicatedExecutor(name: "kemu-controllers")
+    static let controllers = DedicatedExecutor(name: "kemu-ctrl")
     let body: @Sendable () async throws -> Void
 
     func run() async throws {

@@ -57,7 +57,8 @@ extension PodWorker {
 
     /// How much a container's processes yield the CPU, by QoS class, as kubelet's cgroup weights
     /// make them yield: BestEffort +10, Burstable +5, Guaranteed 0. kemu's daemons run at 0 (the
-    /// API server at −5), so a burst of starting pods cannot starve heartbeats and the API.
+    /// API server at −10), so a burst of starting pods cannot starve heartbeats and the API. Each
+    /// runs in a session whose autogroup has the same niceness, so it counts across sessions too.
     static func niceness(_ qos: String) -> Int32 {
         switch qos {
         case "BestEffort": 10

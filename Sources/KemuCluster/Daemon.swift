@@ -16,8 +16,9 @@ public enum Daemon {
         options.stderr = log.raw
         options.newSession = true
         // The API server first when the machine is short of CPU (pods run at +5/+10): heartbeats
-        // and watches keep being answered through a burst of starting pods. -10: at -5 a hundred
-        // busy node daemons at 0 still outweighed it, and a `get` took up to 1.7 s in the storm.
+        // and watches keep being answered through a burst of starting pods. The niceness reaches
+        // the session's autogroup (see Spawn.Options.nice): with the thread's alone, a `get` took
+        // up to 3 s in a storm of 1,000 pods, each pod's session an equal of the server's.
         if name == "server" { options.nice = -10 }
         let pid = try Spawn.spawn(argv, options)
         try FileSystem.writeFile(files.pidFile(name), "\(pid)\n")

@@ -55,7 +55,9 @@ public enum Spawn {
         /// left in its bounding set. nil: the caller's, with every capability.
         public var identity: ProcessIdentity?
         /// Added to the child's niceness: a container runs at a lower CPU priority than the
-        /// daemons that keep the cluster alive.
+        /// daemons that keep the cluster alive. With `newSession`, the session's autogroup gets
+        /// the same niceness, so it also counts against other sessions where the kernel
+        /// schedules by autogroup (Debian's does).
         public var nice: Int32 = 0
 
         public init(namespace: NetworkNamespace? = nil, environment: [String: String] = Spawn.inheritedEnvironment()) {
