@@ -116,11 +116,12 @@ struct ChaosRootTests {
         actions:
           - {at: 1s, partition: node-2}
         """)
-        // The one request that may be lost is the one already on node-2 at the cut: it times out
-        // (2 s), and is then also the slowest; every other waits at most a dial timeout and a retry.
+        // The requests that may be lost are those already on node-2 at the cut, at most one per
+        // client (4): each times out (2 s), and is then also the slowest; every other waits at
+        // most a dial timeout and a retry. (With 4 clients two were in flight there once in CI.)
         let lost = partition.action(0, "failed") ?? 9
-        #expect(partition.ok && lost <= 1 && partition.load(0, "failed") <= 1, "\(partition.output)")
-        #expect(lost == 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 750, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
+        #expect(partition.ok && lost <= 4 && partition.load(0, "failed") <= 4, "\(partition.output)")
+        #expect(lost >= 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 750, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
         let gone = partition.action(0, "goneFromProxiesMs")
         #expect(gone != nil && gone! > 3000 && gone! < 9000, "\(partition.output)")
         #expect(partition.output.contains("undone at the end: partition node-2"))
