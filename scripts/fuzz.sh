@@ -11,7 +11,7 @@ seconds=${1:-60}
 shift || true
 out=$root/.build/fuzz
 api="Sources/KemuAPI"
-server="$api Sources/KemuStore/StoreError.swift Sources/KemuAPIServer/APIError.swift Sources/KemuAPIServer/Protobuf.swift Sources/KemuAPIServer/Query.swift Sources/KemuAPIServer/ListPage.swift"
+server="$api Sources/KemuStore/StoreError.swift Sources/KemuAPIServer/APIError.swift Sources/KemuAPIServer/Protobuf.swift Sources/KemuAPIServer/Protobuf+Messages.swift Sources/KemuAPIServer/Query.swift Sources/KemuAPIServer/ListPage.swift"
 declare -A sources=(
     [json]=$api [selectors]=$api [patch]=$api
     [protobuf]=$server [query]=$server

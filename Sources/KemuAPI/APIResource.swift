@@ -47,6 +47,7 @@ public enum APIResources {
               shortNames: ["ev"]),
         .init(group: "", version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
               shortNames: ["cm"]),
+        .init(group: "", version: "v1", resource: "secrets", singular: "secret", kind: "Secret", namespaced: true),
         .init(group: "", version: "v1", resource: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true,
               shortNames: ["sa"], subresources: ["token"]),
         .init(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim",
@@ -107,6 +108,7 @@ public enum APIResources {
     public static let events = builtIn("events")
     public static let configMaps = builtIn("configmaps")
     public static let serviceAccounts = builtIn("serviceaccounts")
+    public static let secrets = builtIn("secrets")
     public static let leases = builtIn("leases")
     public static let deployments = builtIn("deployments")
     public static let endpointSlices = builtIn("endpointslices")

@@ -202,7 +202,9 @@ extension APIServer {
             let current = try get(t, name)
             try reallocate(t.resource, &o, current)
         }
-        if t.resource.kind.hasSuffix("RoleBinding") { try Admission.validateUpdate(o, try get(t, name), t.resource) }
+        if t.resource.kind.hasSuffix("RoleBinding") || ["ConfigMap", "Secret"].contains(t.resource.kind) {
+            try Admission.validateUpdate(o, try get(t, name), t.resource)
+        }
         return Self.warned(Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub))), warnings)
     }
 

@@ -66,9 +66,12 @@ extension Admission {
     }
 
     /// A binding's roleRef cannot change (upstream: delete and recreate it).
+    /// What an update may not change, beyond the create-time rules.
     static func validateUpdate(_ new: JSON, _ old: JSON, _ r: APIResource) throws {
+        var errors = validateConfigurationUpdate(new, old, r)
         if r.kind.hasSuffix("RoleBinding"), new["roleRef"] != old["roleRef"] {
-            throw APIError.invalid(r, name: new.name, [.invalid("roleRef", new["roleRef"]?.text() ?? "null", "cannot change roleRef")])
+            errors.append(.invalid("roleRef", new["roleRef"]?.text() ?? "null", "cannot change roleRef"))
         }
+        if !errors.isEmpty { throw APIError.invalid(r, name: new.name, errors) }
     }
 }

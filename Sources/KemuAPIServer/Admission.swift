@@ -25,16 +25,29 @@ enum Admission {
             }
             if o[path: "spec.template.spec"] != nil { defaultPodSpec(&o, at: ["spec", "template", "spec"]) }
             if r.kind == "Deployment" {
-                if o[path: "spec.strategy"] == nil {
-                    o["spec", default: [:]]["strategy"] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": "25%", "maxSurge": "25%"]]
+                // Field by field, as upstream: `strategy: {}` (what `kubectl create deployment`
+                // sends) is a RollingUpdate of 25 % / 25 %.
+                var strategy = o[path: "spec.strategy"] ?? [:]
+                if strategy["type"] == nil { strategy["type"] = "RollingUpdate" }
+                if strategy["type"]?.string == "RollingUpdate" {
+                    var rolling = strategy["rollingUpdate"] ?? [:]
+                    if rolling["maxUnavailable"] == nil { rolling["maxUnavailable"] = "25%" }
+                    if rolling["maxSurge"] == nil { rolling["maxSurge"] = "25%" }
+                    strategy["rollingUpdate"] = rolling
                 }
+                o["spec", default: [:]]["strategy"] = strategy
                 if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
                 if o[path: "spec.progressDeadlineSeconds"] == nil { o["spec", default: [:]]["progressDeadlineSeconds"] = 600 }
             }
             if r.kind == "StatefulSet" {
-                if o[path: "spec.updateStrategy"] == nil {
-                    o["spec", default: [:]]["updateStrategy"] = ["type": "RollingUpdate", "rollingUpdate": ["partition": 0]]
+                var strategy = o[path: "spec.updateStrategy"] ?? [:]
+                if strategy["type"] == nil { strategy["type"] = "RollingUpdate" }
+                if strategy["type"]?.string == "RollingUpdate" {
+                    var rolling = strategy["rollingUpdate"] ?? [:]
+                    if rolling["partition"] == nil { rolling["partition"] = 0 }
+                    strategy["rollingUpdate"] = rolling
                 }
+                o["spec", default: [:]]["updateStrategy"] = strategy
                 if o[path: "spec.podManagementPolicy"] == nil { o["spec", default: [:]]["podManagementPolicy"] = "OrderedReady" }
                 if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
                 if o[path: "spec.persistentVolumeClaimRetentionPolicy"] == nil {
@@ -53,6 +66,7 @@ enum Admission {
             }
         case "Namespace":
             if o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Active" }
+        case "Secret": defaultSecret(&o)
         default: break
         }
     }
@@ -100,6 +114,8 @@ enum Admission {
         case "Fault": errors += validateFault(o)
         case "Role", "ClusterRole": errors += validateRules(o, r)
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
+        case "ConfigMap": errors += validateConfigMap(o)
+        case "Secret": errors += validateSecret(o)
         default: break
         }
         return errors

@@ -129,6 +129,7 @@ extension FieldSchema {
             "Node": kind(["status"], ["spec": fields(["podCIDR", "podCIDRs", "providerID", "unschedulable", "configSource", "externalID"],
                                                      ["taints": .list(fields(["key", "value", "effect", "timeAdded"]))])]),
             "ConfigMap": kind(["data", "binaryData", "immutable"]),
+            "Secret": kind(["data", "stringData", "type", "immutable"]),
             "ServiceAccount": kind(["secrets", "imagePullSecrets", "automountServiceAccountToken"]),
             "Endpoints": kind(["subsets"]),
             "EndpointSlice": kind(["addressType", "endpoints", "ports"]),

@@ -65,6 +65,7 @@ enum Tables {
                     Column(name: "Type") { s($0[path: "spec.type"]?.string) },
                     Column(name: "Cluster-IP") { s($0[path: "spec.clusterIP"]?.string) },
                     Column(name: "External-IP") { o in
+                        if o[path: "spec.type"]?.string == "ExternalName" { return s(o[path: "spec.externalName"]?.string) }
                         let ips = (o[path: "status.loadBalancer.ingress"]?.array ?? []).compactMap { $0["ip"]?.string }
                             + (o[path: "spec.externalIPs"]?.array ?? []).compactMap(\.string)
                         if !ips.isEmpty { return .string(ips.joined(separator: ",")) }
@@ -157,7 +158,12 @@ enum Tables {
                     Column(name: "Sources") { o in .string(Fault(o).sources.isEmpty ? "<all>" : Fault(o).sources.joined(separator: ",")) },
                     age]
         case "ConfigMap":
-            return [name, Column(name: "Data", type: "integer") { .int(Int64($0["data"]?.object?.count ?? 0)) }, age]
+            return [name, Column(name: "Data", type: "integer") { o in
+                .int(Int64((o["data"]?.object?.count ?? 0) + (o["binaryData"]?.object?.count ?? 0)))
+            }, age]
+        case "Secret":
+            return [name, Column(name: "Type") { s($0["type"]?.string) },
+                    Column(name: "Data", type: "integer") { .int(Int64($0["data"]?.object?.count ?? 0)) }, age]
         default:
             return [name, Column(name: "Created At", type: "date") { s($0[path: "metadata.creationTimestamp"]?.string) }]
         }
