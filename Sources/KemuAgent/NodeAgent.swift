@@ -348,8 +348,9 @@ public final class NodeAgent: Sendable {
     }
 
     /// A container's environment: PATH and HOME from the agent, the downward-API basics, the
-    /// kubernetes Service, then the container's own `env` (values and fieldRefs).
-    func environment(for pod: JSON, container: JSON, podIP: String) -> [String: String] {
+    /// kubernetes Service, what its ConfigMaps and Secrets give (`configured`, envFrom and
+    /// key refs, read by the worker), then the container's own `env` values and fieldRefs.
+    func environment(for pod: JSON, container: JSON, podIP: String, configured: [(name: String, value: String)] = []) -> [String: String] {
         let inherited = ProcessInfo.processInfo.environment
         var env: [String: String] = [
             "PATH": inherited["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -361,9 +362,15 @@ public final class NodeAgent: Sendable {
             "KUBERNETES_PORT_443_TCP": "tcp://\(network.plan.kubernetesServiceIP):443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
             "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": network.plan.kubernetesServiceIP.description,
         ]
+        // envFrom first; an `env` entry of the same name wins, in order.
+        let fromSources = Set((container["env"]?.array ?? []).compactMap { $0["name"]?.string })
+        for (name, value) in configured where !fromSources.contains(name) { env[name] = value }
+        let fromKeys = Dictionary(configured.filter { fromSources.contains($0.name) }.map { ($0.name, $0.value) }) { _, last in last }
         for variable in container["env"]?.array ?? [] {
             guard let name = variable["name"]?.string else { continue }
-            if let value = variable["value"]?.string {
+            if let value = fromKeys[name], variable["valueFrom"] != nil {
+                env[name] = value
+            } else if let value = variable["value"]?.string {
                 env[name] = PodWorker.expand(value, env)
             } else if let path = variable[path: "valueFrom.fieldRef.fieldPath"]?.string {
                 env[name] = fieldValue(path, pod: pod, podIP: podIP)

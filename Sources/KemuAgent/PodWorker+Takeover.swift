@@ -29,7 +29,7 @@ extension PodWorker {
     /// Takes over a sandbox and the container processes an earlier run of this agent left: each
     /// recorded process still alive (same pid, same kernel start time) is watched through a pidfd;
     /// containers whose process is gone start again. False when nothing is left to adopt.
-    func adopt(_ existing: PodSandbox) -> Bool {
+    func adopt(_ existing: PodSandbox) async -> Bool {
         guard let text = try? FileSystem.readFile(runtimeRecord), let record = try? JSON.parse(Array(text.utf8)) else { return false }
         var alive: [(Int, pid_t)] = []
         for (i, c) in containers.enumerated() {
@@ -66,7 +66,7 @@ extension PodWorker {
         }
         for i in containers.indices where containers[i].pid == nil {
             containers[i].restartCount += containers[i].everStarted ? 1 : 0
-            startContainer(i)
+            await startContainer(i)
         }
         saveRuntime()
         return true

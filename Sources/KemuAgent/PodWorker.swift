@@ -48,6 +48,8 @@ public actor PodWorker {
         var backoff = RestartBackoff()
         var startedAt: ContinuousClock.Instant?
         var restartTask: Task<Void, Never>?
+        /// The pause before ConfigMaps and Secrets are looked for again (nil: not waiting on them).
+        var configRetry: Duration?
         /// The probes of the running instance; cancelled when it ends.
         var probeTask: Task<Void, Never>?
         /// The startup probe passed (or there is none): liveness and readiness probes run.
@@ -87,7 +89,7 @@ public actor PodWorker {
         containers = (pod[path: "spec.containers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
         // A sandbox left by an earlier run of this agent: take over its running processes.
         if let existing = try? await agent.onNetworkThread({ [pod] network in try network.pod(Self.sandboxName(pod)) }),
-           adopt(existing) {
+           await adopt(existing) {
             if mountsToken { renewToken(after: .zero) }  // how old the files are is unknown: renew now
             await report()
             return
@@ -117,7 +119,7 @@ public actor PodWorker {
         }
         if stopped { return }  // deleted while its sandbox was being made: stop() removes it
         if mountsToken, !(await mountServiceAccount()) { return }
-        for i in containers.indices { startContainer(i) }
+        for i in containers.indices { await startContainer(i) }
         await report()
     }
 
@@ -145,10 +147,38 @@ public actor PodWorker {
         }
     }
 
-    func startContainer(_ i: Int) {
-        guard !stopped, let sandbox else { return }
+    /// Reads what the container's environment needs from ConfigMaps and Secrets, then starts
+    /// it; a missing one holds it in CreateContainerConfigError and is looked for again (2 s,
+    /// doubling to 10 s).
+    func startContainer(_ i: Int) async {
+        guard !stopped, sandbox != nil, containers[i].pid == nil else { return }
+        switch await configuredVariables(containers[i].spec) {
+        case .success(let configured):
+            containers[i].configRetry = nil
+            startContainer(i, configured: configured)
+        case .failure(let error):
+            guard !stopped, containers[i].pid == nil else { return }
+            let first = containers[i].state["waiting"]?["reason"]?.string != error.reason
+            containers[i].state = ["waiting": ["reason": .string(error.reason), "message": .string(error.message)]]
+            if first {
+                let (pod, agent) = (self.pod, self.agent)
+                Task { await agent.event(pod, type: "Warning", reason: "Failed", message: "Error: \(error.message)") }
+            }
+            let pause = containers[i].configRetry.map { min($0 * 2, .seconds(10)) } ?? .seconds(2)
+            containers[i].configRetry = pause
+            containers[i].restartTask = Task { [weak self] in
+                try? await Task.sleep(for: pause)
+                guard !Task.isCancelled, let self else { return }
+                await self.startContainer(i)
+                await self.report()
+            }
+        }
+    }
+
+    func startContainer(_ i: Int, configured: [(name: String, value: String)]) {
+        guard !stopped, let sandbox, containers[i].pid == nil else { return }
         let spec = containers[i].spec
-        let environment = agent.environment(for: pod, container: spec, podIP: sandbox.ip.description)
+        let environment = agent.environment(for: pod, container: spec, podIP: sandbox.ip.description, configured: configured)
         do {
             let argv = try agent.config.images.argv(
                 image: spec["image"]?.string ?? "",
@@ -260,7 +290,7 @@ public actor PodWorker {
     func restart(_ i: Int) async {
         guard !stopped, containers[i].pid == nil else { return }
         containers[i].restartCount += 1
-        startContainer(i)
+        await startContainer(i)
         await report()
     }
 
