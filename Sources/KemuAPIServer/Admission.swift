@@ -67,6 +67,7 @@ enum Admission {
         case "Namespace":
             if o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Active" }
         case "Secret": defaultSecret(&o)
+        case "NetworkPolicy", "PriorityClass": defaultPolicyKinds(&o, r)
         default: break
         }
     }
@@ -116,6 +117,8 @@ enum Admission {
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         case "ConfigMap": errors += validateConfigMap(o)
         case "Secret": errors += validateSecret(o)
+        case "Ingress", "IngressClass", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "ResourceQuota":
+            errors += validatePolicyKinds(o, r)
         default: break
         }
         return errors

@@ -68,6 +68,8 @@ enum BootstrapPolicy {
             "replicasets", "replicasets/scale", "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status",
         ]),
         PolicyRule(verbs: reads, apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"]),
+        PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["ingresses", "ingresses/status", "networkpolicies"]),
+        PolicyRule(verbs: reads, apiGroups: ["policy"], resources: ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
     ]
 
@@ -86,6 +88,8 @@ enum BootstrapPolicy {
             "statefulsets", "statefulsets/scale",
         ]),
         PolicyRule(verbs: writes, apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"]),
+        PolicyRule(verbs: writes, apiGroups: ["networking.k8s.io"], resources: ["ingresses", "networkpolicies"]),
+        PolicyRule(verbs: writes, apiGroups: ["policy"], resources: ["poddisruptionbudgets"]),
         PolicyRule(verbs: writes, apiGroups: ["kemu.dev"], resources: ["faults"]),
     ]
 

@@ -8,13 +8,15 @@ extension Protobuf {
         "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Endpoints", "Event", "PersistentVolumeClaim", "Pod",
         "ReplicationController", "Deployment", "ReplicaSet", "StatefulSet", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
         "TokenRequest", "SelfSubjectReview", "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview",
-        "LocalSubjectAccessReview", "Lease", "EndpointSlice",
+        "LocalSubjectAccessReview", "Lease", "EndpointSlice", "ResourceQuota", "Ingress", "IngressClass", "NetworkPolicy",
+        "PodDisruptionBudget", "PriorityClass",
     ]
 
     static let messages: [String: [Int: Field]] = metaV1.merging(coreV1) { a, _ in a }
         .merging(workloads) { a, _ in a }
         .merging(accessControl) { a, _ in a }
         .merging(clusterState) { a, _ in a }
+        .merging(networkingAndPolicy) { a, _ in a }
 
     // MARK: apimachinery
 
@@ -267,5 +269,43 @@ extension Protobuf {
         "EndpointHints": [1: .messages("forZones", "ForZone")],
         "ForZone": [1: .string("name")],
         "EndpointPort": [1: .string("name"), 2: .string("protocol"), 3: .optionalInt("port"), 4: .string("appProtocol")],
+    ]
+
+    // MARK: networking, policy, scheduling, quotas
+
+    static let networkingAndPolicy: [String: [Int: Field]] = [
+        "ResourceQuota": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "ResourceQuotaSpec"), 3: .status],
+        "ResourceQuotaSpec": [1: .quantityMap("hard"), 2: .strings("scopes"), 3: .message("scopeSelector", "ScopeSelector")],
+        "ScopeSelector": [1: .messages("matchExpressions", "ScopedResourceSelectorRequirement")],
+        "ScopedResourceSelectorRequirement": [1: .string("scopeName"), 2: .string("operator"), 3: .strings("values")],
+        "Ingress": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "IngressSpec"), 3: .status],
+        "IngressSpec": [1: .message("defaultBackend", "IngressBackend"), 2: .messages("tls", "IngressTLS"), 3: .messages("rules", "IngressRule"),
+                        4: .string("ingressClassName")],
+        "IngressBackend": [3: .message("resource", "TypedLocalObjectReference"), 4: .message("service", "IngressServiceBackend")],
+        "IngressServiceBackend": [1: .string("name"), 2: .message("port", "ServiceBackendPort")],
+        "ServiceBackendPort": [1: .string("name"), 2: .int("number")],
+        "IngressTLS": [1: .strings("hosts"), 2: .string("secretName")],
+        "IngressRule": [1: .string("host"), 2: .inline("IngressRuleValue")],
+        "IngressRuleValue": [1: .message("http", "HTTPIngressRuleValue")],
+        "HTTPIngressRuleValue": [1: .messages("paths", "HTTPIngressPath")],
+        "HTTPIngressPath": [1: .string("path"), 2: .message("backend", "IngressBackend"), 3: .string("pathType")],
+        "IngressClass": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "IngressClassSpec")],
+        "IngressClassSpec": [1: .string("controller"), 2: .message("parameters", "IngressClassParametersReference")],
+        "IngressClassParametersReference": [1: .string("apiGroup"), 2: .string("kind"), 3: .string("name"), 4: .string("scope"),
+                                            5: .string("namespace")],
+        "NetworkPolicy": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "NetworkPolicySpec")],
+        "NetworkPolicySpec": [1: .message("podSelector", "LabelSelector"), 2: .messages("ingress", "NetworkPolicyIngressRule"),
+                              3: .messages("egress", "NetworkPolicyEgressRule"), 4: .strings("policyTypes")],
+        "NetworkPolicyIngressRule": [1: .messages("ports", "NetworkPolicyPort"), 2: .messages("from", "NetworkPolicyPeer")],
+        "NetworkPolicyEgressRule": [1: .messages("ports", "NetworkPolicyPort"), 2: .messages("to", "NetworkPolicyPeer")],
+        "NetworkPolicyPeer": [1: .message("podSelector", "LabelSelector"), 2: .message("namespaceSelector", "LabelSelector"),
+                              3: .message("ipBlock", "IPBlock")],
+        "IPBlock": [1: .string("cidr"), 2: .strings("except")],
+        "NetworkPolicyPort": [1: .string("protocol"), 2: .intOrString("port"), 3: .optionalInt("endPort")],
+        "PodDisruptionBudget": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "PodDisruptionBudgetSpec"), 3: .status],
+        "PodDisruptionBudgetSpec": [1: .intOrString("minAvailable"), 2: .message("selector", "LabelSelector"),
+                                    3: .intOrString("maxUnavailable"), 4: .string("unhealthyPodEvictionPolicy")],
+        "PriorityClass": [1: .message("metadata", "ObjectMeta"), 2: .optionalInt("value"), 3: .bool("globalDefault"),
+                          4: .string("description"), 5: .string("preemptionPolicy")],
     ]
 }

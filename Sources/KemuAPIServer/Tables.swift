@@ -161,6 +161,35 @@ enum Tables {
             return [name, Column(name: "Data", type: "integer") { o in
                 .int(Int64((o["data"]?.object?.count ?? 0) + (o["binaryData"]?.object?.count ?? 0)))
             }, age]
+        case "Ingress":
+            return [name, Column(name: "Class") { s($0[path: "spec.ingressClassName"]?.string) },
+                    Column(name: "Hosts") { o in
+                        let hosts = (o[path: "spec.rules"]?.array ?? []).map { $0["host"]?.string ?? "*" }
+                        return .string(hosts.isEmpty ? "*" : hosts.joined(separator: ","))
+                    },
+                    Column(name: "Address") { o in
+                        .string((o[path: "status.loadBalancer.ingress"]?.array ?? []).compactMap { $0["ip"]?.string ?? $0["hostname"]?.string }.joined(separator: ","))
+                    },
+                    Column(name: "Ports") { .string(($0[path: "spec.tls"]?.array ?? []).isEmpty ? "80" : "80, 443") }, age]
+        case "IngressClass":
+            return [name, Column(name: "Controller") { s($0[path: "spec.controller"]?.string) },
+                    Column(name: "Parameters") { o in
+                        guard let p = o[path: "spec.parameters"] else { return "<none>" }
+                        return .string("\(p["kind"]?.string ?? "")/\(p["name"]?.string ?? "")")
+                    }, age]
+        case "NetworkPolicy":
+            return [name, Column(name: "Pod-Selector") { o in
+                let labels = JSON.stringMap(o[path: "spec.podSelector.matchLabels"])
+                return .string(labels.isEmpty ? "<none>" : labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
+            }, age]
+        case "PodDisruptionBudget":
+            return [name, Column(name: "Min Available") { o in .string(o[path: "spec.minAvailable"].map { $0.string ?? $0.text() } ?? "N/A") },
+                    Column(name: "Max Unavailable") { o in .string(o[path: "spec.maxUnavailable"].map { $0.string ?? $0.text() } ?? "N/A") },
+                    Column(name: "Allowed Disruptions", type: "integer") { .int($0[path: "status.disruptionsAllowed"]?.int ?? 0) }, age]
+        case "PriorityClass":
+            return [name, Column(name: "Value", type: "integer") { .int($0["value"]?.int ?? 0) },
+                    Column(name: "Global-Default") { .string($0["globalDefault"]?.bool == true ? "true" : "false") }, age,
+                    Column(name: "PreemptionPolicy") { s($0["preemptionPolicy"]?.string) }]
         case "Secret":
             return [name, Column(name: "Type") { s($0["type"]?.string) },
                     Column(name: "Data", type: "integer") { .int(Int64($0["data"]?.object?.count ?? 0)) }, age]

@@ -83,4 +83,52 @@ extension KubectlTests {
         #expect(bad.code == 1 && bad.out.contains("data[tls.key]: Required value") && bad.out.contains("data[no good]: Invalid value"), "\(bad.out)")
         #expect(try server.kubectl(["get", "secret", "bad"]).code == 1)
     }
+
+    @Test func ingressesBudgetsPriorityClassesQuotasAndPoliciesAreServedAndChecked() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let creates: [([String], String)] = [
+            (["ingress", "simple", "--rule=foo.com/bar=svc1:8080,tls=my-cert", "--class=default"], "ingress.networking.k8s.io/simple created\n"),
+            (["pdb", "web", "--selector=app=web", "--min-available=1"], "poddisruptionbudget.policy/web created\n"),
+            (["priorityclass", "high", "--value=1000", "--description=important"], "priorityclass.scheduling.k8s.io/high created\n"),
+            (["quota", "small", "--hard=cpu=1,memory=1G,pods=2"], "resourcequota/small created\n"),
+        ]
+        for (args, out) in creates { #expect(try server.kubectl(["create"] + args).out == out, "\(args)") }
+        #expect(try server.kubectl(["get", "ingress", "simple", "-o", "jsonpath={.spec.rules[0].http.paths[0]}"]).out
+            == #"{"backend":{"service":{"name":"svc1","port":{"number":8080}}},"path":"/bar","pathType":"Exact"}"#)
+        #expect(try server.kubectl(["get", "pdb", "web", "-o", "jsonpath={.spec.minAvailable}"]).out == "1")
+        #expect(try server.kubectl(["get", "priorityclass", "high", "-o", "jsonpath={.value}/{.preemptionPolicy}"]).out == "1000/PreemptLowerPriority")
+        #expect(try server.kubectl(["get", "quota", "small", "-o", "jsonpath={.spec.hard.memory}"]).out == "1G")
+
+        // Upstream's refusals, each naming its field.
+        let high = try server.kubectl(["create", "priorityclass", "top", "--value=2000000000"])
+        #expect(high.code == 1 && high.out.contains("value: Forbidden: maximum allowed value of a user defined priority is 1000000000"), "\(high.out)")
+        let both = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: policy/v1
+            kind: PodDisruptionBudget
+            metadata: {name: both}
+            spec: {minAvailable: 1, maxUnavailable: "10%", selector: {matchLabels: {app: web}}}
+            """)
+        #expect(both.code == 1 && both.out.contains("minAvailable and maxUnavailable cannot be both set"), "\(both.out)")
+        let policy = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: db}
+            spec:
+              podSelector: {matchLabels: {app: db}}
+              ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}], ports: [{port: 5432, endPort: 5000}]}]
+            """)
+        #expect(policy.code == 1 && policy.out.contains("spec.ingress[0].from[0].ipBlock.cidr: Invalid value: \"10.0.0.0/33\"")
+            && policy.out.contains("spec.ingress[0].ports[0].endPort: Invalid value: 5000"), "\(policy.out)")
+        // A valid one is stored with upstream's defaults.
+        #expect(try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: db}
+            spec:
+              podSelector: {matchLabels: {app: db}}
+              ingress: [{ports: [{port: 5432}]}]
+            """).out == "networkpolicy.networking.k8s.io/db created\n")
+        #expect(try server.kubectl(["get", "netpol", "db", "-o", "jsonpath={.spec.policyTypes}/{.spec.ingress[0].ports[0].protocol}"]).out == #"["Ingress"]/TCP"#)
+    }
 }
