@@ -77,6 +77,8 @@ extension StoreError: StatusConvertible {
             return APIError(code: 409, reason: "AlreadyExists", message: description, name: name, kind: kind, group: group)
         case .conflict(_, let name):
             return APIError(code: 409, reason: "Conflict", message: description, name: name, kind: kind, group: group)
+        case .ownerGone(_, let name):
+            return APIError(code: 409, reason: "Conflict", message: description, name: name, kind: kind, group: group)
         case .expired:
             return APIError(code: 410, reason: "Expired", message: description)
         case .invalid(let message):

@@ -339,8 +339,18 @@ extension APIServer {
         }
         if let owner = store.get(qualified, namespace: namespace, name: name), owner.deletionTimestamp == nil {
             let dependents = store.dependents(of: owner.uid)
-            if policy == "Orphan" {
-                orphan(dependents, of: owner.uid)
+            if policy == "Orphan", !dependents.isEmpty {
+                // Upstream's order: the owner is marked first (the `orphan` finalizer holds it),
+                // so no controller adopts a dependent back while the references go; then it goes.
+                _ = try store.modify(qualified, namespace: namespace, name: name) { o in
+                    if let uid, uid != o.uid { throw StoreError.conflict(resource: qualified, name: name) }
+                    if let resourceVersion, resourceVersion != o.resourceVersion { throw StoreError.conflict(resource: qualified, name: name) }
+                    if !o.finalizers.contains("orphan") { o.finalizers.append("orphan") }
+                }
+                let marked = try store.delete(qualified, namespace: namespace, name: name)
+                orphan(store.dependents(of: owner.uid), of: owner.uid)
+                _ = try? store.modify(qualified, namespace: namespace, name: name) { o in o.finalizers.removeAll { $0 == "orphan" } }
+                return marked
             } else if policy == "Foreground", !dependents.isEmpty {
                 // The owner stays, marked, until the garbage collector has deleted its dependents.
                 _ = try store.modify(qualified, namespace: namespace, name: name) { o in

@@ -98,7 +98,8 @@ public final class DeploymentController: Sendable {
             } else if mine {
                 owned.append(rs)
             } else if reference == nil, matches, rs.deletionTimestamp == nil,
-                      let adopted = try? store.modify(Self.replicaSets, namespace: rs.namespace, name: rs.name, { o in
+                      let adopted = try? store.modify(Self.replicaSets, namespace: rs.namespace, name: rs.name,
+                                                      whileAlive: Store.Owner(Self.deployments, d), { o in
                           guard Workload.controllerReference(o) == nil else { return }
                           var references = o[path: "metadata.ownerReferences"]?.array ?? []
                           references.append(Workload.reference(to: d))

@@ -84,7 +84,7 @@ public final class ReplicaSetController: Sendable {
                 owned.append(pod)
             } else if reference == nil, matches, Workload.active(pod) {
                 // Adopted: an orphan that matches.
-                if let adopted = try? store.modify("pods", namespace: pod.namespace, name: pod.name, { p in
+                if let adopted = try? store.modify("pods", namespace: pod.namespace, name: pod.name, whileAlive: Store.Owner(resource, owner), { p in
                     guard Workload.controllerReference(p) == nil else { return }
                     var references = p[path: "metadata.ownerReferences"]?.array ?? []
                     references.append(Workload.reference(to: owner))

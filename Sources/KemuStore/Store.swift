@@ -178,11 +178,17 @@ public final class Store: Sendable {
     /// one (else `.conflict`); without one the update is unconditional. uid and creationTimestamp
     /// cannot change; generation goes up by one when `spec` changes.
     @discardableResult
-    public func update(_ resource: String, _ object: JSON, part: UpdatePart = .all) throws -> JSON {
+    public func update(_ resource: String, _ object: JSON, part: UpdatePart = .all, whileAlive owner: Owner? = nil) throws -> JSON {
         var object = object
         try state.withLock { s in
             guard let current = s.objects[resource]?[object.namespace]?[object.name] else {
                 throw StoreError.notFound(resource: resource, name: object.name)
+            }
+            if let owner {
+                let o = s.objects[owner.resource]?[owner.namespace]?[owner.name]
+                guard let o, o.uid == owner.uid, o.deletionTimestamp == nil else {
+                    throw StoreError.ownerGone(resource: owner.resource, name: owner.name)
+                }
             }
             if let expected = object.resourceVersion, expected != current.resourceVersion {
                 throw StoreError.conflict(resource: resource, name: object.name)
@@ -213,10 +219,21 @@ public final class Store: Sendable {
         return object
     }
 
+    /// An object that must exist, with this uid and not marked for deletion, when a change
+    /// made on its behalf commits: a controller adopting a dependent checks its owner in the same
+    /// step, so a delete with `propagationPolicy: Orphan` cannot lose the race to a re-adoption.
+    public struct Owner: Sendable {
+        public var resource, namespace, name, uid: String
+        public init(_ resource: String, _ object: JSON) {
+            (self.resource, namespace, name, uid) = (resource, object.namespace, object.name, object.uid)
+        }
+    }
+
     /// Reads, changes and writes an object in one step, retrying when another writer got there
-    /// first: what controllers use instead of get + update.
+    /// first: what controllers use instead of get + update. With `whileAlive`, only while that
+    /// owner lives.
     @discardableResult
-    public func modify(_ resource: String, namespace: String = "", name: String, part: UpdatePart = .all,
+    public func modify(_ resource: String, namespace: String = "", name: String, part: UpdatePart = .all, whileAlive owner: Owner? = nil,
                        _ change: (inout JSON) throws -> Void) throws -> JSON {
         while true {
             guard var object = get(resource, namespace: namespace, name: name) else {
@@ -224,7 +241,7 @@ public final class Store: Sendable {
             }
             try change(&object)
             do {
-                return try update(resource, object, part: part)
+                return try update(resource, object, part: part, whileAlive: owner)
             } catch StoreError.conflict {
                 continue
             }
