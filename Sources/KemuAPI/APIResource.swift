@@ -64,6 +64,8 @@ public enum APIResources {
               shortNames: ["sts"], categories: ["all"], subresources: ["status", "scale"]),
         .init(group: "apps", version: "v1", resource: "controllerrevisions", singular: "controllerrevision", kind: "ControllerRevision",
               namespaced: true),
+        .init(group: "batch", version: "v1", resource: "jobs", singular: "job", kind: "Job", namespaced: true,
+              categories: ["all"], subresources: ["status"]),
         .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterroles", singular: "clusterrole",
               kind: "ClusterRole", namespaced: false),
         .init(group: "rbac.authorization.k8s.io", version: "v1", resource: "clusterrolebindings", singular: "clusterrolebinding",

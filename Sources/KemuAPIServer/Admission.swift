@@ -68,6 +68,16 @@ enum Admission {
             if o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Active" }
         case "Secret": defaultSecret(&o)
         case "NetworkPolicy", "PriorityClass": defaultPolicyKinds(&o, r)
+        case "Job":
+            var spec = o["spec"] ?? [:]
+            if spec["completions"] == nil && spec["parallelism"] == nil { spec["completions"] = 1 }
+            if spec["parallelism"] == nil { spec["parallelism"] = 1 }
+            if spec["backoffLimit"] == nil { spec["backoffLimit"] = 6 }
+            if spec["completionMode"] == nil { spec["completionMode"] = "NonIndexed" }
+            if spec["suspend"] == nil { spec["suspend"] = false }
+            if spec["podReplacementPolicy"] == nil { spec["podReplacementPolicy"] = "TerminatingOrFailed" }
+            o["spec"] = spec
+            if o[path: "spec.template.spec"] != nil { defaultPodSpec(&o, at: ["spec", "template", "spec"]) }
         default: break
         }
     }
@@ -117,6 +127,7 @@ enum Admission {
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         case "ConfigMap": errors += validateConfigMap(o)
         case "Secret": errors += validateSecret(o)
+        case "Job": errors += validateJob(o)
         case "Ingress", "IngressClass", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "ResourceQuota":
             errors += validatePolicyKinds(o, r)
         default: break

@@ -131,6 +131,10 @@ extension FieldSchema {
             "ConfigMap": kind(["data", "binaryData", "immutable"]),
             "Secret": kind(["data", "stringData", "type", "immutable"]),
             "ResourceQuota": kind(["spec", "status"]),
+            "Job": kind(["status"], ["spec": fields(
+                ["parallelism", "completions", "activeDeadlineSeconds", "selector", "manualSelector", "backoffLimit",
+                 "ttlSecondsAfterFinished", "completionMode", "suspend", "podReplacementPolicy", "podFailurePolicy",
+                 "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy", "managedBy"], ["template": podTemplate])]),
             "Ingress": kind(["spec", "status"]),
             "IngressClass": kind(["spec"]),
             "NetworkPolicy": kind(["spec"]),

@@ -9,7 +9,7 @@ extension Protobuf {
         "ReplicationController", "Deployment", "ReplicaSet", "StatefulSet", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
         "TokenRequest", "SelfSubjectReview", "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview",
         "LocalSubjectAccessReview", "Lease", "EndpointSlice", "ResourceQuota", "Ingress", "IngressClass", "NetworkPolicy",
-        "PodDisruptionBudget", "PriorityClass",
+        "PodDisruptionBudget", "PriorityClass", "Job",
     ]
 
     static let messages: [String: [Int: Field]] = metaV1.merging(coreV1) { a, _ in a }
@@ -220,6 +220,11 @@ extension Protobuf {
         "RollingUpdateStatefulSetStrategy": [1: .optionalInt("partition"), 2: .intOrString("maxUnavailable")],
         "StatefulSetPersistentVolumeClaimRetentionPolicy": [1: .string("whenDeleted"), 2: .string("whenScaled")],
         "StatefulSetOrdinals": [1: .int("start")],
+        "Job": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "JobSpec"), 3: .status],
+        "JobSpec": [1: .optionalInt("parallelism"), 2: .optionalInt("completions"), 3: .optionalInt("activeDeadlineSeconds"),
+                    4: .message("selector", "LabelSelector"), 5: .optionalBool("manualSelector"), 6: .message("template", "PodTemplateSpec"),
+                    7: .optionalInt("backoffLimit"), 8: .optionalInt("ttlSecondsAfterFinished"), 9: .string("completionMode"),
+                    10: .optionalBool("suspend"), 14: .string("podReplacementPolicy")],
     ]
 
     // MARK: rbac, authorization, authentication

@@ -161,6 +161,24 @@ enum Tables {
             return [name, Column(name: "Data", type: "integer") { o in
                 .int(Int64((o["data"]?.object?.count ?? 0) + (o["binaryData"]?.object?.count ?? 0)))
             }, age]
+        case "Job":
+            return [name,
+                    Column(name: "Status") { o in
+                        let conditions = (o[path: "status.conditions"]?.array ?? []).filter { $0["status"]?.string == "True" }
+                        if conditions.contains(where: { $0["type"]?.string == "Failed" }) { return "Failed" }
+                        if conditions.contains(where: { $0["type"]?.string == "Complete" }) { return "Complete" }
+                        if o[path: "spec.suspend"]?.bool == true { return "Suspended" }
+                        return "Running"
+                    },
+                    Column(name: "Completions") { o in
+                        let done = o[path: "status.succeeded"]?.int ?? 0
+                        return .string(o[path: "spec.completions"]?.int.map { "\(done)/\($0)" } ?? "\(done)/1 of \(o[path: "spec.parallelism"]?.int ?? 1)")
+                    },
+                    Column(name: "Duration") { o in
+                        guard let start = o[path: "status.startTime"]?.string.flatMap(Timestamp.parse) else { return "" }
+                        let end = o[path: "status.completionTime"]?.string.flatMap(Timestamp.parse) ?? Date()
+                        return .string(Age.human(max(0, Int(end.timeIntervalSince(start)))))
+                    }, age]
         case "Ingress":
             return [name, Column(name: "Class") { s($0[path: "spec.ingressClassName"]?.string) },
                     Column(name: "Hosts") { o in

@@ -132,11 +132,13 @@ public struct ControlPlane {
         let replicationControllers = ReplicaSetController(store: store, resource: "replicationcontrollers")
         let deployments = DeploymentController(store: store)
         let statefulSets = StatefulSetController(store: store)
+        let jobs = JobController(store: store)
         let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay,
                                                     policy: s.eviction)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
-                { try await statefulSets.run() }, { try await nodeLifecycle.run() }, { try await serviceAccounts.run() }]
+                { try await statefulSets.run() }, { try await jobs.run() }, { try await nodeLifecycle.run() },
+                { try await serviceAccounts.run() }]
     }
 
     /// The serving certificate, and client certificates checked against the cluster CA when a

@@ -196,7 +196,9 @@ struct WorkloadRootTests {
 
         // Stable DNS names through the headless Service; the journal lives in the claim.
         let journal = { (pod: String) in try await c.kemu(["curl", "--from", "db-0", "http://\(pod).db.default.svc.cluster.local:8080/journal"]).output }
-        #expect(try await journal("db-1").hasPrefix("db-1 started"))
+        // (Eventually: a headless Service's records follow its slices, which are rewritten at most
+        // every 0.5 s, and under the parallel suites the last Ready can beat them to the DNS.)
+        #expect(try await eventually(5) { try await journal("db-1").hasPrefix("db-1 started") })
         let oldUID = try await c.jsonpath("pod/db-1", "{.metadata.uid}")
         #expect(try await c.kubectl(["delete", "pod", "db-1"]).status == .exited(0))
         let back = try await eventually(20) {

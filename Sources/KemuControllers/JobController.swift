@@ -1,0 +1,188 @@
+import Foundation
+import KemuAPI
+import KemuStore
+import Logging
+
+/// batch/v1 Jobs, as upstream's job controller runs them (NonIndexed completion): pods from the
+/// template, at most `parallelism` active, until `completions` have succeeded (without
+/// completions, the first success completes the Job once none is active). A failed pod counts
+/// toward `backoffLimit` (with restartPolicy OnFailure, each container restart does) and is
+/// replaced after upstream's back-off (10 s doubling, at most 6 min); past the limit the Job
+/// fails (BackoffLimitExceeded), as it does past `activeDeadlineSeconds` (DeadlineExceeded), and
+/// its active pods are deleted. `suspend` deletes them too. `ttlSecondsAfterFinished` deletes the
+/// finished Job, and the garbage collector its pods. Status: active, ready, succeeded, failed,
+/// startTime, completionTime, conditions Complete / Failed / Suspended.
+public final class JobController: Sendable {
+    static let jobs = "jobs.batch"
+    let store: Store
+    let logger = Logger(label: "kemu.jobs")
+    private let queue = WorkQueue()
+
+    public init(store: Store) { self.store = store }
+
+    public typealias Key = EndpointSliceController.Key
+
+    public func run() async throws {
+        try await rewatching(logger) { try await follow() }
+    }
+
+    func follow() async throws {
+        let jobs = try store.watch(WatchFilter(Self.jobs))
+        let pods = try store.watch(WatchFilter("pods"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for try await e in jobs { self.queue.add(Key(namespace: e.object.namespace, name: e.object.name)) } }
+            group.addTask {
+                for try await e in pods {
+                    guard let owner = Workload.controllerReference(e.object), owner["kind"]?.string == "Job",
+                          let name = owner["name"]?.string else { continue }
+                    self.queue.add(Key(namespace: e.object.namespace, name: name))
+                }
+            }
+            group.addTask {
+                try await self.queue.process(self.logger, { "job \($0.namespace)/\($0.name)" }, self.reconcile) { key, error, count, retry in
+                    Workload.reportFailure(self.store, resource: Self.jobs, key, error, count: count, retry: retry, component: "job-controller")
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    static func finished(_ job: JSON) -> String? {
+        (job[path: "status.conditions"]?.array ?? []).first {
+            ["Complete", "Failed"].contains($0["type"]?.string ?? "") && $0["status"]?.string == "True"
+        }?["type"]?.string
+    }
+
+    public func reconcile(_ key: Key) throws {
+        guard var job = store.get(Self.jobs, namespace: key.namespace, name: key.name), job.deletionTimestamp == nil else { return }
+        let now = Date()
+        // The selector and pod labels upstream derives from the Job's uid, set once.
+        if job[path: "spec.selector"] == nil, job[path: "spec.manualSelector"]?.bool != true {
+            let labels: [String: String] = ["batch.kubernetes.io/controller-uid": job.uid, "batch.kubernetes.io/job-name": job.name,
+                                            "controller-uid": job.uid, "job-name": job.name]
+            job = try store.modify(Self.jobs, namespace: job.namespace, name: job.name) { j in
+                j["spec", default: [:]]["selector"] = ["matchLabels": ["batch.kubernetes.io/controller-uid": .string(j.uid)]]
+                var template = j[path: "spec.template"] ?? [:]
+                var metadata = template["metadata"] ?? [:]
+                var merged = JSON.stringMap(metadata["labels"])
+                merged.merge(labels) { _, new in new }
+                metadata["labels"] = JSON.stringMapJSON(merged)
+                template["metadata"] = metadata
+                j["spec", default: [:]]["template"] = template
+            }
+        }
+        let pods = store.list("pods", namespace: job.namespace).items.filter { Workload.isControlled($0, by: job) }
+        let active = pods.filter(Workload.active)
+        let succeeded = pods.filter { $0[path: "status.phase"]?.string == "Succeeded" }.count
+        let onFailure = job[path: "spec.template.spec.restartPolicy"]?.string == "OnFailure"
+        let restarts = onFailure ? active.reduce(0) { n, pod in
+            n + (pod[path: "status.containerStatuses"]?.array ?? []).reduce(0) { $0 + Int($1["restartCount"]?.int ?? 0) }
+        } : 0
+        let failed = pods.filter { $0[path: "status.phase"]?.string == "Failed" }.count
+        let spec = job["spec"] ?? [:]
+        let completions = spec["completions"]?.int.map(Int.init)
+        let parallelism = Int(spec["parallelism"]?.int ?? 1)
+        let backoffLimit = Int(spec["backoffLimit"]?.int ?? 6)
+        let suspended = spec["suspend"]?.bool == true
+        var status = job["status"] ?? [:]
+        let start = status["startTime"]?.string.flatMap(Timestamp.parse)
+
+        if let done = Self.finished(job) {
+            // Finished: its pods are left as they are; the TTL, if any, takes the Job.
+            try expire(job, finished: done, now: now)
+            for pod in active where done == "Failed" { try? Workload.deletePod(store, pod) }
+            return
+        }
+        var verdict: (type: String, reason: String, message: String)?
+        if failed + restarts > backoffLimit {
+            verdict = ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        } else if let deadline = spec["activeDeadlineSeconds"]?.int, let start, !suspended,
+                  now.timeIntervalSince(start) >= Double(deadline) {
+            verdict = ("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+        } else if let completions, succeeded >= completions {
+            verdict = ("Complete", "", "")
+        } else if completions == nil, succeeded > 0, active.isEmpty {
+            verdict = ("Complete", "", "")
+        }
+
+        if let verdict {
+            for pod in active { try? Workload.deletePod(store, pod) }
+            var conditions = status["conditions"]?.array ?? []
+            let stamp = JSON.string(Timestamp.now())
+            var condition: JSON = ["type": .string(verdict.type), "status": "True", "lastProbeTime": stamp, "lastTransitionTime": stamp]
+            if !verdict.reason.isEmpty {
+                condition["reason"] = .string(verdict.reason)
+                condition["message"] = .string(verdict.message)
+            }
+            conditions.append(condition)
+            status["conditions"] = .array(conditions)
+            if verdict.type == "Complete" { status["completionTime"] = stamp }
+            Workload.event(store, job, type: verdict.type == "Failed" ? "Warning" : "Normal",
+                           reason: verdict.type == "Failed" ? verdict.reason : "Completed",
+                           message: verdict.type == "Failed" ? verdict.message : "Job completed", component: "job-controller")
+        } else if suspended {
+            for pod in active { try? Workload.deletePod(store, pod) }
+            status["startTime"] = nil
+        } else {
+            if start == nil { status["startTime"] = .string(Timestamp.now()) }
+            // What is still wanted: no more active pods than parallelism or than the
+            // completions left; a replacement for a failure only after its back-off.
+            let left = completions.map { max(0, $0 - succeeded) } ?? (succeeded > 0 ? 0 : parallelism)
+            let wanted = min(parallelism, left)
+            if active.count < wanted {
+                let pause = failed == 0 ? 0 : min(10 * pow(2, Double(failed - 1)), 360)
+                let lastFailure = pods.compactMap { pod -> Date? in
+                    guard pod[path: "status.phase"]?.string == "Failed" else { return nil }
+                    return (pod[path: "status.containerStatuses"]?.array ?? []).compactMap {
+                        $0[path: "state.terminated.finishedAt"]?.string.flatMap(Timestamp.parse)
+                    }.max() ?? pod[path: "metadata.creationTimestamp"]?.string.flatMap(Timestamp.parse)
+                }.max()
+                let wait = lastFailure.map { pause - now.timeIntervalSince($0) } ?? 0
+                if wait > 0 {
+                    queue.add(key, after: wait)
+                } else {
+                    for _ in active.count..<wanted { try createPod(for: job) }
+                }
+            }
+            if let deadline = spec["activeDeadlineSeconds"]?.int {
+                let started = start ?? now
+                queue.add(key, after: Double(deadline) - now.timeIntervalSince(started) + 0.05)
+            }
+        }
+        let current = store.list("pods", namespace: job.namespace).items.filter { Workload.isControlled($0, by: job) }
+        status["active"] = .int(Int64(current.filter(Workload.active).count))
+        status["ready"] = .int(Int64(current.filter { Workload.active($0) && Workload.ready($0) }.count))
+        status["succeeded"] = .int(Int64(succeeded))
+        status["failed"] = .int(Int64(failed + restarts))
+        status["terminating"] = .int(Int64(current.filter { $0.deletionTimestamp != nil }.count))
+        let updated = try Workload.modify(store, Self.jobs, job, part: .status) { $0["status"] = status }
+        if let done = Self.finished(updated) { try expire(updated, finished: done, now: now) }
+    }
+
+    func createPod(for job: JSON) throws {
+        var pod = Workload.pod(from: job, name: "")
+        pod["metadata", default: [:]]["generateName"] = .string("\(job.name)-")
+        do {
+            let created = try store.create("pods", pod)
+            Workload.event(store, job, reason: "SuccessfulCreate", message: "Created pod: \(created.name)", component: "job-controller")
+        } catch {
+            Workload.event(store, job, type: "Warning", reason: "FailedCreate", message: "Error creating: \(error)", component: "job-controller")
+            throw error
+        }
+    }
+
+    /// `ttlSecondsAfterFinished` (upstream's TTL-after-finished controller): the Job goes, its
+    /// pods with it (background deletion).
+    func expire(_ job: JSON, finished type: String, now: Date) throws {
+        guard let ttl = job[path: "spec.ttlSecondsAfterFinished"]?.int else { return }
+        let at = (job[path: "status.conditions"]?.array ?? []).first { $0["type"]?.string == type }?["lastTransitionTime"]?.string
+            .flatMap(Timestamp.parse) ?? now
+        let left = Double(ttl) - now.timeIntervalSince(at)
+        if left > 0 {
+            queue.add(Key(namespace: job.namespace, name: job.name), after: left + 0.05)
+        } else {
+            try store.delete(Self.jobs, namespace: job.namespace, name: job.name, uid: job.uid)
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+
+/// batch/v1 Jobs on a real cluster: pods that run to completion, retries up to backoffLimit,
+/// `kubectl create job` (a protobuf body) and `kubectl wait --for=condition=complete`.
+@Suite(.serialized, .enabled(if: isRoot, "creates network namespaces: run as root"))
+struct JobRootTests {
+    static let jobs = """
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: count}
+    spec:
+      completions: 3
+      parallelism: 2
+      ttlSecondsAfterFinished: 60
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: busybox, command: [sh, -c, 'echo done by $HOSTNAME']}]
+    ---
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: doomed}
+    spec:
+      backoffLimit: 1
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: busybox, command: [sh, -c, 'echo failing; exit 3']}]
+    """
+
+    @Test func jobsRunToCompletionOrFailPastTheirBackoffLimit() async throws {
+        let c = TestCluster("rjob")
+        defer { c.down() }
+        #expect(try await c.up().status == .exited(0))
+        #expect(try await c.kubectl(["apply"], stdin: Self.jobs).status == .exited(0))
+        let imperative = try await c.kubectl(["create", "job", "once", "--image=busybox", "--", "sh", "-c", "echo hello from a job"])
+        #expect(imperative.output == "job.batch/once created\n", "\(imperative.output)")
+
+        // Three completions, two at a time; each pod ran to Succeeded and is kept, as upstream keeps them.
+        let waited = try await c.kubectl(["wait", "--for=condition=complete", "job/count", "job/once", "--timeout=60s"])
+        #expect(waited.status == .exited(0), "\(waited.output)")
+        #expect(try await c.jsonpath("job/count", "{.status.succeeded}/{.status.active}/{.status.failed}") == "3/0/0")
+        let pods = try await c.jsonpath("pods", "{range .items[?(@.metadata.labels.job-name=='count')]}{.status.phase} {end}")
+        #expect(pods == "Succeeded Succeeded Succeeded ", "\(pods)")
+        let once = try await c.jsonpath("pods", "{.items[?(@.metadata.labels.job-name=='once')].metadata.name}")
+        #expect(try await c.kubectl(["logs", once]).output == "hello from a job\n")
+        let table = try await c.kubectl(["get", "job", "count", "--no-headers"]).output.split(separator: " ").prefix(3).joined(separator: " ")
+        #expect(table == "count Complete 3/3", "\(table)")
+
+        // One failure is allowed, the second fails the Job (after upstream's 10 s back-off).
+        let failed = try await c.kubectl(["wait", "--for=condition=failed", "job/doomed", "--timeout=60s"])
+        #expect(failed.status == .exited(0), "\(failed.output)")
+        #expect(try await c.jsonpath("job/doomed", "{.status.failed}/{.status.conditions[?(@.type=='Failed')].reason}") == "2/BackoffLimitExceeded")
+        #expect(try await c.jsonpath("pods", "{.items[?(@.metadata.labels.job-name=='doomed')].status.phase}") == "Failed Failed")
+
+        // A Job whose pods could never finish is refused, naming the field.
+        let always = try await c.kubectl(["apply"], stdin: Self.jobs.replacingOccurrences(of: "restartPolicy: Never", with: "restartPolicy: Always"))
+        #expect(always.output.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#), "\(always.output)")
+    }
+}
