@@ -197,7 +197,9 @@ extension Admission {
     /// A Job: counts that are not negative, a restart policy that lets pods finish, the pod spec.
     static func validateJob(_ o: JSON) -> [FieldError] {
         var errors = validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec")
-        for field in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"] {
+        // Pods running at once: what the machine holds, as for a workload's replicas.
+        if let parallelism = o[path: "spec.parallelism"] { errors += validateReplicas(parallelism, field: "spec.parallelism") }
+        for field in ["completions", "backoffLimit", "ttlSecondsAfterFinished"] {
             if let v = o[path: "spec.\(field)"] {
                 guard let n = v.int, (0...Int64(Int32.max)).contains(n) else {
                     errors.append(.invalid("spec.\(field)", v.text(), "must be greater than or equal to 0"))

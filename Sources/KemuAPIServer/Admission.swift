@@ -180,18 +180,18 @@ enum Admission {
 
     /// `spec.replicas` of a workload or a Scale: an int32 from 0 (null, when not `required`, is
     /// left to defaulting), and no more than the machine runs.
-    static func validateReplicas(_ value: JSON, required: Bool = false) -> [FieldError] {
+    static func validateReplicas(_ value: JSON, required: Bool = false, field: String = "spec.replicas") -> [FieldError] {
         if let replicas = value.int, replicas < 0 {
-            return [.invalid("spec.replicas", "\(replicas)", "must be greater than or equal to 0")]
+            return [.invalid(field, "\(replicas)", "must be greater than or equal to 0")]
         }
-        if value == .null && required { return [.invalid("spec.replicas", "null", "must be greater than or equal to 0")] }
+        if value == .null && required { return [.invalid(field, "null", "must be greater than or equal to 0")] }
         if value.int.map({ $0 > Int64(Int32.max) }) ?? (value != .null) {
-            return [.invalid("spec.replicas", value.text(), "must be a whole number from 0 to \(Int32.max) (int32)")]
+            return [.invalid(field, value.text(), "must be a whole number from 0 to \(Int32.max) (int32)")]
         }
         // Not upstream's rule: one machine runs every pod, and a workload it cannot hold would
         // flood the store and the scheduler with pods that can never run.
         if let replicas = value.int, let problem = MachineBudget.current.replicasProblem(replicas) {
-            return [.invalid("spec.replicas", "\(replicas)", problem)]
+            return [.invalid(field, "\(replicas)", problem)]
         }
         return []
     }

@@ -14,6 +14,8 @@ import Logging
 /// startTime, completionTime, conditions Complete / Failed / Suspended.
 public final class JobController: Sendable {
     static let jobs = "jobs.batch"
+    /// Upstream's MaxPodCreateDeletePerSync.
+    static let burst = 500
     let store: Store
     let logger = Logger(label: "kemu.jobs")
     private let queue = WorkQueue()
@@ -142,7 +144,10 @@ public final class JobController: Sendable {
                 if wait > 0 {
                     queue.add(key, after: wait)
                 } else {
-                    for _ in active.count..<wanted { try createPod(for: job) }
+                    // At most upstream's 500 creations a sync; the rest at the next.
+                    let count = min(wanted - active.count, Self.burst)
+                    for _ in 0..<count { try createPod(for: job) }
+                    if wanted - active.count > count { queue.add(key) }
                 }
             }
             if let deadline = spec["activeDeadlineSeconds"]?.int {

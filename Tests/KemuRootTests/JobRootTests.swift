@@ -57,5 +57,8 @@ struct JobRootTests {
         // A Job whose pods could never finish is refused, naming the field.
         let always = try await c.kubectl(["apply"], stdin: Self.jobs.replacingOccurrences(of: "restartPolicy: Never", with: "restartPolicy: Always"))
         #expect(always.output.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#), "\(always.output)")
+        // More pods at once than the machine holds, as for a Deployment's replicas.
+        let wide = try await c.kubectl(["apply"], stdin: Self.jobs.replacingOccurrences(of: "parallelism: 2", with: "parallelism: 100000"))
+        #expect(wide.output.contains("spec.parallelism: Invalid value: 100000"), "\(wide.output)")
     }
 }
