@@ -37,6 +37,8 @@ extension APIServer {
             return try await patch(t, name, sub, request, query)
         case (.delete, let name?, nil):
             return try await delete(t, name, request)
+        case (.delete, nil, nil):
+            return try await deleteCollection(t, request, query)
         case (.post, let name?, "token") where r.resource == "serviceaccounts":
             return try await requestToken(t, name, request)
         case (.post, let name?, "eviction") where r.resource == "pods":
@@ -281,18 +283,45 @@ extension APIServer {
     }
 
     func delete(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
+        let (options, dryRun) = try await deleteOptions(request)
+        return try Store.$dryRun.withValue(dryRun) { Self.json(try delete(t, name, options: options)) }
+    }
+
+    /// The DeleteOptions body, and whether it asks for a dry run (kubectl delete --dry-run=server
+    /// says so there, not in the query).
+    func deleteOptions(_ request: Request) async throws -> (JSON, dryRun: Bool) {
         var options: JSON = [:]
         var request = request
         if let buffer = try? await request.collectBody(upTo: maxBodyBytes), buffer.readableBytes > 0 {
             options = (try? JSON.parse(buffer.readableBytesView)) ?? [:]
         }
-        // kubectl delete --dry-run=server says so in the DeleteOptions, not the query.
         var dryRun = Store.dryRun
         for value in options["dryRun"]?.array ?? [] {
             guard value.string == "All" else { throw APIError.badRequest("dryRun: Unsupported value: \(value.text().prefix(64)): supported values: \"All\"") }
             dryRun = true
         }
-        return try Store.$dryRun.withValue(dryRun) { Self.json(try delete(t, name, options: options)) }
+        return (options, dryRun)
+    }
+
+    /// DELETE on a collection (deletecollection, the python client's `delete_collection_…`):
+    /// every object its label and field selectors match, each deleted as on its own with the same
+    /// options (pods gracefully, owners' dependents by the propagation policy). The answer lists
+    /// what was deleted, as upstream's does. Namespaces have no deletecollection upstream either.
+    func deleteCollection(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
+        guard t.resource.resource != "namespaces" else {
+            throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")
+        }
+        let labels = try query["labelSelector"].map(LabelSelector.init(parsing:)) ?? .everything
+        let fields = try query["fieldSelector"].map(FieldSelector.init(parsing:)) ?? .everything
+        let (options, dryRun) = try await deleteOptions(request)
+        let items = store.list(t.resource.qualifiedName, namespace: t.namespace, labels: labels, fields: fields).items
+        let deleted: [JSON] = try Store.$dryRun.withValue(dryRun) {
+            try items.compactMap { item in
+                do { return try delete(t, item.name, options: options) } catch StoreError.notFound { return nil }  // gone meanwhile
+            }
+        }
+        return Self.json(["kind": .string(t.resource.listKind), "apiVersion": .string(t.resource.groupVersion),
+                          "metadata": ["resourceVersion": .string(String(store.revision))], "items": .array(deleted)])
     }
 
     /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options.
