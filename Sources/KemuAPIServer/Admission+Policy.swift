@@ -207,8 +207,12 @@ extension Admission {
                 }
             }
         }
-        if let v = o[path: "spec.activeDeadlineSeconds"], (v.int ?? 0) <= 0 {
-            errors.append(.invalid("spec.activeDeadlineSeconds", v.text(), "must be greater than 0"))
+        if let v = o[path: "spec.activeDeadlineSeconds"] {
+            if (v.int ?? 0) <= 0 {
+                errors.append(.invalid("spec.activeDeadlineSeconds", v.text(), "must be greater than 0"))
+            } else if let n = v.int, n > 1 << 40 {
+                errors.append(.invalid("spec.activeDeadlineSeconds", "\(n)", "must be at most \(Int64(1) << 40) seconds"))
+            }
         }
         let policy = o[path: "spec.template.spec.restartPolicy"]?.string ?? ""
         if !["OnFailure", "Never"].contains(policy) {

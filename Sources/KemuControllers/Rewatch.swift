@@ -36,7 +36,9 @@ final class WorkQueue: Sendable {
     /// a progress deadline, a node's grace period).
     func add(_ key: EndpointSliceController.Key, after seconds: Double) {
         Task {
-            try? await Task.sleep(for: .milliseconds(Int(max(seconds, 0) * 1000)))
+            // Clamped: a deadline from an object (a Job's activeDeadlineSeconds, up to int64
+            // seconds) must not overflow the conversion; a year is as good as forever here.
+            try? await Task.sleep(for: .milliseconds(Int(min(max(seconds.isNaN ? 0 : seconds, 0), 31_536_000) * 1000)))
             self.add(key)
         }
     }

@@ -60,5 +60,7 @@ struct JobRootTests {
         // More pods at once than the machine holds, as for a Deployment's replicas.
         let wide = try await c.kubectl(["apply"], stdin: Self.jobs.replacingOccurrences(of: "parallelism: 2", with: "parallelism: 100000"))
         #expect(wide.output.contains("spec.parallelism: Invalid value: 100000"), "\(wide.output)")
+        let forever = try await c.kubectl(["apply"], stdin: Self.jobs.replacingOccurrences(of: "backoffLimit: 1", with: "backoffLimit: 1\n  activeDeadlineSeconds: 9223372036854775807"))
+        #expect(forever.output.contains("spec.activeDeadlineSeconds: Invalid value: 9223372036854775807"), "\(forever.output)")
     }
 }
