@@ -47,8 +47,10 @@ extension ClusterNetwork {
         }
         try FileSystem.removeTree(stateDirectory ?? defaultStateDirectory(cluster))
         // The machine-wide limits `up` raised go back with the machine's last cluster.
-        if !backend.namespaceNames().contains(where: { $0.hasPrefix("kemu-") }) {
-            do { try backend.restoreHostLimits() } catch { failures.append("restoring the kernel's neighbour table limits: \(error)") }
+        do {
+            try backend.restoreHostLimits(unless: { backend.namespaceNames().contains { $0.hasPrefix("kemu-") } })
+        } catch {
+            failures.append("restoring the kernel's neighbour table limits: \(error)")
         }
         if stateDirectory == nil { removeMountPoints() }
         waitUntilGone(report.killedProcesses)

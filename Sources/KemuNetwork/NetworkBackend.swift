@@ -22,8 +22,9 @@ public protocol NetworkBackend: Sendable {
     /// Raises machine-wide kernel limits (ones that exist only outside every namespace) to at
     /// least the given values, remembering the machine's own value of each the first time.
     func raiseHostLimits(_ limits: [(key: String, atLeast: Int)]) throws
-    /// Puts back what `raiseHostLimits` remembered, and forgets it.
-    func restoreHostLimits() throws
+    /// Puts back what `raiseHostLimits` remembered, and forgets it, unless `inUse` (asked while
+    /// no other kemu process can raise or restore) says a cluster still needs them.
+    func restoreHostLimits(unless inUse: () -> Bool) throws
     /// Writes /etc/netns/NS/FILE, seen as /etc/FILE by processes in the namespace.
     func writeEtcFile(_ namespace: String, _ file: String, _ contents: String) throws
     /// Names under /etc/netns (left-overs are found there even when the namespace is gone).
@@ -68,8 +69,27 @@ public struct KernelBackend: NetworkBackend {
     /// The machine's own values, one `key value` per line, kept until the last cluster goes.
     static let hostLimitsFile = "/run/kemu/host-limits"
 
+    /// Raising and restoring read, change and write the saved values and the kernel's: done
+    /// under an exclusive lock on /run/kemu itself (no file of its own to leave behind), so two
+    /// clusters going up and down at once cannot lose the machine's own values between them.
+    static func withHostLimitsLock<T>(_ body: () throws -> T) throws -> T {
+        let directory = (hostLimitsFile as NSString).deletingLastPathComponent
+        try FileSystem.makeDirectories(directory)
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", directory, errno: errno) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw SystemError("flock", directory, errno: errno) }
+        }
+        return try body()
+    }
+
     /// The calling thread is outside every namespace (only `thread` enters them).
     public func raiseHostLimits(_ limits: [(key: String, atLeast: Int)]) throws {
+        try Self.withHostLimitsLock { try raiseHostLimitsLocked(limits) }
+    }
+
+    func raiseHostLimitsLocked(_ limits: [(key: String, atLeast: Int)]) throws {
         var original = Self.savedHostLimits()
         for (key, target) in limits {
             guard let current = Sysctl.readInt(key), current < target else { continue }
@@ -82,9 +102,12 @@ public struct KernelBackend: NetworkBackend {
         }
     }
 
-    public func restoreHostLimits() throws {
-        for (key, value) in Self.savedHostLimits() { try Sysctl.write(key, String(value)) }
-        try FileSystem.removeFile(Self.hostLimitsFile)
+    public func restoreHostLimits(unless inUse: () -> Bool) throws {
+        try Self.withHostLimitsLock {
+            if inUse() { return }
+            for (key, value) in Self.savedHostLimits() { try Sysctl.write(key, String(value)) }
+            try FileSystem.removeFile(Self.hostLimitsFile)
+        }
     }
 
     static func savedHostLimits() -> [String: Int] {

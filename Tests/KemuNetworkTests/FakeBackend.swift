@@ -94,7 +94,8 @@ final class FakeBackend: NetworkBackend, @unchecked Sendable {
         }
     }
 
-    func restoreHostLimits() throws {
+    func restoreHostLimits(unless inUse: () -> Bool) throws {
+        if inUse() { return }
         host.withLock { h in
             h.values.merge(h.saved) { $1 }
             h.saved = [:]
