@@ -37,6 +37,32 @@ import Testing
         #expect(done?[path: "status.succeeded"]?.int == 3 && done?[path: "status.conditions"]?.array?.first?["type"]?.string == "Complete")
     }
 
+    /// With restartPolicy OnFailure a pod restarts in place: its containers' restarts count
+    /// toward backoffLimit, and past it the Job fails and the pod is deleted.
+    @Test func onFailureRestartsCountTowardTheBackoffLimit() throws {
+        let store = Store()
+        let controller = JobController(store: store)
+        let key = JobController.Key(namespace: "default", name: "retry")
+        var template = Self.template
+        template["spec", default: [:]]["restartPolicy"] = "OnFailure"
+        try store.create("jobs.batch", job("retry", ["completions": 1, "parallelism": 1, "backoffLimit": 2, "template": template]))
+        try controller.reconcile(key)
+        let pod = try #require(store.list("pods", namespace: "default").items.first)
+        _ = try store.modify("pods", namespace: "default", name: pod.name, part: .status) {
+            $0["status"] = ["phase": "Running", "containerStatuses": [["name": "c", "restartCount": 2]]]
+        }
+        try controller.reconcile(key)
+        #expect(store.get("jobs.batch", namespace: "default", name: "retry")?[path: "status.conditions"] == nil, "2 restarts: at the limit")
+        _ = try store.modify("pods", namespace: "default", name: pod.name, part: .status) {
+            $0["status"] = ["phase": "Running", "containerStatuses": [["name": "c", "restartCount": 3]]]
+        }
+        try controller.reconcile(key)
+        let failed = store.get("jobs.batch", namespace: "default", name: "retry")
+        #expect(failed?[path: "status.conditions"]?.array?.first?["reason"]?.string == "BackoffLimitExceeded")
+        #expect(failed?[path: "status.failed"]?.int == 3)
+        #expect(store.list("pods", namespace: "default").items.isEmpty, "its running pod is deleted (no node: at once)")
+    }
+
     /// A deadline from an object never reaches a trapping conversion, however far it is.
     @Test func aFarDeadlineIsJustFar() throws {
         let store = Store()
