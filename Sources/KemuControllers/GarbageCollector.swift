@@ -87,9 +87,8 @@ public final class GarbageCollector: Sendable {
                 logger.debug("\(resource) \(owner.namespace)/\(owner.name): dependents gone, deleted")
                 return
             }
-            let live = liveUIDs()
             for (r, d) in dependents where d.deletionTimestamp == nil {
-                if d.ownerUIDs.contains(where: { $0 != owner.uid && live.contains($0) }) {
+                if d.ownerUIDs.contains(where: { $0 != owner.uid && ownerAlive(d, $0) }) {
                     try store.modify(r, namespace: d.namespace, name: d.name) { $0.removeOwnerReference(owner.uid) }
                     continue
                 }
@@ -106,27 +105,20 @@ public final class GarbageCollector: Sendable {
         }
     }
 
-    /// Kinds that own other objects in kemu.
-    let ownersKinds: Set<String> = ["Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "Service", "Pod", "Namespace"]
-
     /// Deletes every object that has owner references, all of whose owners are gone (or only
     /// those referring to `owner`, when given).
     public func collect(owner: String? = nil) {
         if let owner {
             // Only the objects that name it (the store indexes owner references).
             let dependents = store.dependents(of: owner)
-            guard !dependents.isEmpty else { return }
-            let live = liveUIDs()
-            for (r, o) in dependents where o.ownerUIDs.allSatisfy({ !live.contains($0) }) { delete(r, o) }
+            for (r, o) in dependents where o.ownerUIDs.allSatisfy({ !ownerAlive(o, $0) }) { delete(r, o) }
             return
         }
-        var live: Set<String>?
         for r in APIResources.all where r.stored {
             for o in store.list(r.qualifiedName).items {
                 let owners = o.ownerUIDs
                 guard !owners.isEmpty, owner.map(owners.contains) ?? true else { continue }
-                if live == nil { live = liveUIDs() }
-                guard let uids = live, owners.allSatisfy({ !uids.contains($0) }) else { continue }
+                guard owners.allSatisfy({ !ownerAlive(o, $0) }) else { continue }
                 delete(r.qualifiedName, o)
             }
         }
@@ -142,11 +134,22 @@ public final class GarbageCollector: Sendable {
         }
     }
 
-    func liveUIDs() -> Set<String> {
-        var uids: Set<String> = []
-        for r in APIResources.all where ownersKinds.contains(r.kind) {
-            for o in store.list(r.qualifiedName).items { uids.insert(o.uid) }
+    /// Whether the owner `dependent` refers to by `uid` exists: looked up by the reference's
+    /// kind and name (any kind, a user's own ownerReferences too), in the dependent's namespace
+    /// when the kind is namespaced. A reference to a kind kemu does not serve is taken as alive:
+    /// nothing can tell it is gone, so the dependent is left alone (as upstream's collector does
+    /// with an owner it cannot resolve).
+    func ownerAlive(_ dependent: JSON, _ uid: String) -> Bool {
+        guard let ref = (dependent[path: "metadata.ownerReferences"]?.array ?? []).first(where: { $0["uid"]?.string == uid }) else {
+            return false
         }
-        return uids
+        // Without an apiVersion (kemu's own tests write such references) the kind alone decides.
+        let apiVersion = ref["apiVersion"]?.string ?? ""
+        let group = apiVersion.contains("/") ? String(apiVersion.split(separator: "/")[0]) : apiVersion.isEmpty ? nil : ""
+        guard let kind = ref["kind"]?.string, let name = ref["name"]?.string,
+              let r = APIResources.all.first(where: { $0.stored && (group == nil || $0.group == group) && $0.kind == kind }) else {
+            return true
+        }
+        return store.get(r.qualifiedName, namespace: r.namespaced ? dependent.namespace : "", name: name)?.uid == uid
     }
 }

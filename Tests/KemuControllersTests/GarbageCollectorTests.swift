@@ -48,6 +48,32 @@ import Testing
         #expect(await eventually { names(store, "replicasets.apps").isEmpty && names(store, "pods") == ["loner"] })
     }
 
+    /// Owners of any kind count, not only the workloads: a Job's pods survive the sweep at start
+    /// (they were once taken for orphans there), and a user's ConfigMap owned by a Secret goes
+    /// with it. An owner of a kind kemu does not serve is taken as alive.
+    @Test func ownersOfAnyKind() async throws {
+        let store = Store()
+        var job: JSON = ["apiVersion": "batch/v1", "kind": "Job"]
+        job.name = "migrate"
+        job.namespace = "default"
+        let createdJob = try store.create("jobs.batch", job)
+        try store.create("pods", object("Pod", "migrate-x", ownedBy: createdJob))
+        let secret = try store.create("secrets", object("Secret", "creds"))
+        try store.create("configmaps", object("ConfigMap", "derived", ownedBy: secret))
+        var foreign = object("ConfigMap", "foreign")
+        foreign["metadata"]?["ownerReferences"] = [["apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "1234"]]
+        try store.create("configmaps", foreign)
+        let gc = GarbageCollector(store: store)
+        let running = Task { try await gc.run() }
+        defer { running.cancel() }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(names(store, "pods") == ["migrate-x"], "the sweep at start keeps a live Job's pods")
+        try store.delete("secrets", namespace: "default", name: "creds")
+        #expect(await eventually { names(store, "configmaps") == ["foreign"] })
+        try store.delete("jobs.batch", namespace: "default", name: "migrate")
+        #expect(await eventually { names(store, "pods").isEmpty })
+    }
+
     @Test func foregroundDeletionRemovesTheOwnerLast() async throws {
         let store = Store()
         let gc = GarbageCollector(store: store)
