@@ -47,7 +47,11 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
         if let group { details["group"] = .string(group) }
         if let kind { details["kind"] = .string(kind) }
         if !causes.isEmpty {
-            details["causes"] = .array(causes.map { ["reason": .string($0.reason), "message": .string($0.message), "field": .string($0.field)] })
+            details["causes"] = .array(causes.map { cause in
+                var c: JSON = ["reason": .string(cause.reason), "message": .string(cause.message)]
+                if !cause.field.isEmpty { c["field"] = .string(cause.field) }
+                return c
+            })
         }
         if !details.isEmpty { s["details"] = .object(details) }
         s["code"] = .int(Int64(code))

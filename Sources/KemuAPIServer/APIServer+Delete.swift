@@ -48,8 +48,8 @@ extension APIServer {
                           "metadata": ["resourceVersion": .string(String(store.revision))], "items": .array(deleted)])
     }
 
-    /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options.
-    /// PodDisruptionBudgets are stored but not consulted yet, so every eviction is allowed.
+    /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options, if
+    /// its PodDisruptionBudget allows (Budgets.admit).
     func evict(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
         let eviction = try await body(request)
         if let kind = eviction["kind"]?.string, kind != "Eviction" {
@@ -58,8 +58,11 @@ extension APIServer {
         if let named = eviction[path: "metadata.name"]?.string, !named.isEmpty, named != name {
             throw APIError.badRequest("name in URL does not match name in Eviction object")
         }
-        _ = try get(t, name)
-        _ = try delete(t, name, options: eviction["deleteOptions"] ?? [:])
+        let pod = try get(t, name)
+        let options = eviction["deleteOptions"] ?? [:]
+        let dryRun = !(options["dryRun"]?.array ?? []).isEmpty || request.uri.queryParameters.get("dryRun") != nil
+        try Budgets(store: store).admit(eviction: pod, dryRun: dryRun)
+        _ = try delete(t, name, options: options)
         return Self.json(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], status: .created)
     }
 

@@ -167,7 +167,9 @@ public struct APIServer: HTTPResponder {
 
     static func status(_ error: APIError) -> Response {
         var response = json(error.status, status: HTTPResponse.Status(code: error.code))
-        if error.code == 429 { response.headers[.retryAfter] = "1" }  // client-go waits and retries
+        // client-go waits and retries a 429 that says when; an eviction a budget refuses says
+        // nothing, as upstream's, so `kubectl drain` reports it and retries on its own.
+        if error.code == 429, error.causes.isEmpty { response.headers[.retryAfter] = "1" }
         return response
     }
 

@@ -1,6 +1,6 @@
 import KemuAPI
 
-/// Jobs, and Ingress, IngressClass, NetworkPolicy, PodDisruptionBudget, PriorityClass, ResourceQuota:
+/// Ingress, IngressClass, NetworkPolicy, PodDisruptionBudget, PriorityClass, ResourceQuota:
 /// served and validated as upstream validates them, so manifests and charts that carry them
 /// apply. What acts on them (an ingress data plane, NetworkPolicy enforcement, eviction's
 /// budget check, quota admission) is separate work.
@@ -192,40 +192,5 @@ extension Admission {
         if parts[0].contains(":") { return (0...128).contains(length) && parts[0].allSatisfy { $0.isHexDigit || $0 == ":" } }
         let octets = parts[0].split(separator: ".", omittingEmptySubsequences: false)
         return (0...32).contains(length) && octets.count == 4 && octets.allSatisfy { Int($0).map { (0...255).contains($0) } ?? false && $0.count <= 3 }
-    }
-
-    /// A Job: counts that are not negative, a restart policy that lets pods finish, the pod spec.
-    static func validateJob(_ o: JSON) -> [FieldError] {
-        var errors = validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec")
-        // Pods running at once: what the machine holds, as for a workload's replicas.
-        if let parallelism = o[path: "spec.parallelism"] { errors += validateReplicas(parallelism, field: "spec.parallelism") }
-        for field in ["completions", "backoffLimit", "ttlSecondsAfterFinished"] {
-            if let v = o[path: "spec.\(field)"] {
-                guard let n = v.int, (0...Int64(Int32.max)).contains(n) else {
-                    errors.append(.invalid("spec.\(field)", v.text(), "must be greater than or equal to 0"))
-                    continue
-                }
-            }
-        }
-        if let v = o[path: "spec.activeDeadlineSeconds"] {
-            if (v.int ?? 0) <= 0 {
-                errors.append(.invalid("spec.activeDeadlineSeconds", v.text(), "must be greater than 0"))
-            } else if let n = v.int, n > 1 << 40 {
-                errors.append(.invalid("spec.activeDeadlineSeconds", "\(n)", "must be at most \(Int64(1) << 40) seconds"))
-            }
-        }
-        let policy = o[path: "spec.template.spec.restartPolicy"]?.string ?? ""
-        if !["OnFailure", "Never"].contains(policy) {
-            errors.append(notSupported("spec.template.spec.restartPolicy", policy, ["OnFailure", "Never"]))
-        }
-        if let mode = o[path: "spec.completionMode"]?.string, mode != "NonIndexed" {
-            errors.append(notSupported("spec.completionMode", mode, ["NonIndexed"]))
-        }
-        if let selector = o[path: "spec.selector"], o[path: "spec.manualSelector"]?.bool == true,
-           (try? LabelSelector(json: selector))?.matches(JSON.stringMap(o[path: "spec.template.metadata.labels"])) != true {
-            errors.append(.invalid("spec.template.metadata.labels", o[path: "spec.template.metadata.labels"]?.text() ?? "{}",
-                                   "`selector` does not match template `labels`"))
-        }
-        return errors
     }
 }

@@ -18,6 +18,18 @@ enum Admission {
         case "Pod":
             defaultPodSpec(&o, at: ["spec"])
             if o["status"] == nil || o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Pending" }
+        case "DaemonSet":
+            var strategy = o[path: "spec.updateStrategy"] ?? [:]
+            if strategy["type"] == nil { strategy["type"] = "RollingUpdate" }
+            if strategy["type"]?.string == "RollingUpdate" {
+                var rolling = strategy["rollingUpdate"] ?? [:]
+                if rolling["maxUnavailable"] == nil { rolling["maxUnavailable"] = 1 }
+                if rolling["maxSurge"] == nil { rolling["maxSurge"] = 0 }
+                strategy["rollingUpdate"] = rolling
+            }
+            o["spec", default: [:]]["updateStrategy"] = strategy
+            if o[path: "spec.revisionHistoryLimit"] == nil { o["spec", default: [:]]["revisionHistoryLimit"] = 10 }
+            if o[path: "spec.template.spec"] != nil { defaultPodSpec(&o, at: ["spec", "template", "spec"]) }
         case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController":
             if o[path: "spec.replicas"] == nil { o["spec", default: [:]]["replicas"] = 1 }
             if r.kind == "ReplicationController", o[path: "spec.selector"] == nil, let labels = o[path: "spec.template.metadata.labels"] {
@@ -68,16 +80,7 @@ enum Admission {
             if o[path: "status.phase"] == nil { o["status", default: [:]]["phase"] = "Active" }
         case "Secret": defaultSecret(&o)
         case "NetworkPolicy", "PriorityClass": defaultPolicyKinds(&o, r)
-        case "Job":
-            var spec = o["spec"] ?? [:]
-            if spec["completions"] == nil && spec["parallelism"] == nil { spec["completions"] = 1 }
-            if spec["parallelism"] == nil { spec["parallelism"] = 1 }
-            if spec["backoffLimit"] == nil { spec["backoffLimit"] = 6 }
-            if spec["completionMode"] == nil { spec["completionMode"] = "NonIndexed" }
-            if spec["suspend"] == nil { spec["suspend"] = false }
-            if spec["podReplacementPolicy"] == nil { spec["podReplacementPolicy"] = "TerminatingOrFailed" }
-            o["spec"] = spec
-            if o[path: "spec.template.spec"] != nil { defaultPodSpec(&o, at: ["spec", "template", "spec"]) }
+        case "Job", "CronJob": defaultBatch(&o, r)
         default: break
         }
     }
@@ -120,14 +123,15 @@ enum Admission {
         }
         switch r.kind {
         case "Pod": errors += validatePodSpec(o["spec"], at: "spec")
-        case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController": errors += validateWorkload(o, r)
+        case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController", "DaemonSet": errors += validateWorkload(o, r)
         case "Service": errors += validateService(o)
         case "Fault": errors += validateFault(o)
         case "Role", "ClusterRole": errors += validateRules(o, r)
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         case "ConfigMap": errors += validateConfigMap(o)
         case "Secret": errors += validateSecret(o)
-        case "Job": errors += validateJob(o)
+        case "Job": errors += validateJobSpec(o["spec"], at: "spec")
+        case "CronJob": errors += validateCronJob(o)
         case "Ingress", "IngressClass", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "ResourceQuota":
             errors += validatePolicyKinds(o, r)
         default: break
@@ -209,7 +213,7 @@ enum Admission {
         } else {
             do {
                 let selector = try LabelSelector(json: o[path: "spec.selector"])
-                if selector.isEmpty { errors.append(.invalid("spec.selector", "{}", "empty selector is invalid for deployment")) }
+                if selector.isEmpty { errors.append(.invalid("spec.selector", "{}", "empty selector is invalid for \(r.kind.lowercased())")) }
                 else if !selector.matches(templateLabels) {
                     errors.append(.invalid("spec.template.metadata.labels", "\(templateLabels)", "`selector` does not match template `labels`"))
                 }
@@ -219,6 +223,26 @@ enum Admission {
         }
         if o[path: "spec.template"] != nil || r.kind != "ReplicationController" {
             errors += validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec")
+        }
+        // Workload pods run until deleted: upstream allows only Always.
+        if let policy = o[path: "spec.template.spec.restartPolicy"]?.string, policy != "Always" {
+            errors.append(FieldError(field: "spec.template.spec.restartPolicy", reason: "FieldValueNotSupported",
+                                     message: "Unsupported value: \"\(policy)\": supported values: \"Always\""))
+        }
+        if r.kind == "DaemonSet" {
+            let strategy = o[path: "spec.updateStrategy.type"]?.string ?? "RollingUpdate"
+            if !["RollingUpdate", "OnDelete"].contains(strategy) {
+                errors.append(FieldError(field: "spec.updateStrategy.type", reason: "FieldValueNotSupported",
+                                         message: "Unsupported value: \"\(strategy)\": supported values: \"OnDelete\", \"RollingUpdate\""))
+            }
+            let surge = o[path: "spec.updateStrategy.rollingUpdate.maxSurge"]
+            let unavailable = o[path: "spec.updateStrategy.rollingUpdate.maxUnavailable"]
+            if strategy == "RollingUpdate", isZero(surge) && isZero(unavailable) {
+                errors.append(.invalid("spec.updateStrategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"))
+            }
+            for (field, value) in [("maxSurge", surge), ("maxUnavailable", unavailable)] {
+                if let value { errors += intOrPercent(value, at: "spec.updateStrategy.rollingUpdate.\(field)") }
+            }
         }
         if r.kind == "Deployment", o[path: "spec.strategy.type"]?.string == "RollingUpdate" {
             let surge = o[path: "spec.strategy.rollingUpdate.maxSurge"], unavailable = o[path: "spec.strategy.rollingUpdate.maxUnavailable"]

@@ -103,6 +103,11 @@ extension FieldSchema {
 
     static let rolling = ["rollingUpdate": fields(["maxUnavailable", "maxSurge", "partition"])]
 
+    static let jobSpec = fields(
+        ["parallelism", "completions", "activeDeadlineSeconds", "selector", "manualSelector", "backoffLimit",
+         "ttlSecondsAfterFinished", "completionMode", "suspend", "podReplacementPolicy", "podFailurePolicy",
+         "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy", "managedBy"], ["template": podTemplate])
+
     /// Kind → schema, for every kind kemu stores or answers.
     static let kinds: [String: FieldSchema] = {
         var kinds: [String: FieldSchema] = [
@@ -131,10 +136,13 @@ extension FieldSchema {
             "ConfigMap": kind(["data", "binaryData", "immutable"]),
             "Secret": kind(["data", "stringData", "type", "immutable"]),
             "ResourceQuota": kind(["spec", "status"]),
-            "Job": kind(["status"], ["spec": fields(
-                ["parallelism", "completions", "activeDeadlineSeconds", "selector", "manualSelector", "backoffLimit",
-                 "ttlSecondsAfterFinished", "completionMode", "suspend", "podReplacementPolicy", "podFailurePolicy",
-                 "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy", "managedBy"], ["template": podTemplate])]),
+            "Job": kind(["status"], ["spec": jobSpec]),
+            "CronJob": kind(["status"], ["spec": fields(
+                ["schedule", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "suspend", "successfulJobsHistoryLimit",
+                 "failedJobsHistoryLimit"], ["jobTemplate": fields([], ["metadata": objectMeta, "spec": jobSpec])])]),
+            "DaemonSet": kind(["status"], ["spec": fields(
+                ["minReadySeconds", "revisionHistoryLimit"],
+                ["selector": labelSelector, "template": podTemplate, "updateStrategy": fields(["type"], rolling)])]),
             "Ingress": kind(["spec", "status"]),
             "IngressClass": kind(["spec"]),
             "NetworkPolicy": kind(["spec"]),

@@ -9,7 +9,7 @@ extension Protobuf {
         "ReplicationController", "Deployment", "ReplicaSet", "StatefulSet", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
         "TokenRequest", "SelfSubjectReview", "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SubjectAccessReview",
         "LocalSubjectAccessReview", "Lease", "EndpointSlice", "ResourceQuota", "Ingress", "IngressClass", "NetworkPolicy",
-        "PodDisruptionBudget", "PriorityClass", "Job",
+        "PodDisruptionBudget", "PriorityClass", "Job", "CronJob", "DaemonSet",
     ]
 
     static let messages: [String: [Int: Field]] = metaV1.merging(coreV1) { a, _ in a }
@@ -225,6 +225,17 @@ extension Protobuf {
                     4: .message("selector", "LabelSelector"), 5: .optionalBool("manualSelector"), 6: .message("template", "PodTemplateSpec"),
                     7: .optionalInt("backoffLimit"), 8: .optionalInt("ttlSecondsAfterFinished"), 9: .string("completionMode"),
                     10: .optionalBool("suspend"), 14: .string("podReplacementPolicy")],
+        "CronJob": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "CronJobSpec"), 3: .status],
+        "CronJobSpec": [1: .string("schedule"), 2: .optionalInt("startingDeadlineSeconds"), 3: .string("concurrencyPolicy"),
+                        4: .optionalBool("suspend"), 5: .message("jobTemplate", "JobTemplateSpec"),
+                        6: .optionalInt("successfulJobsHistoryLimit"), 7: .optionalInt("failedJobsHistoryLimit"), 8: .string("timeZone")],
+        "JobTemplateSpec": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "JobSpec")],
+        "DaemonSet": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "DaemonSetSpec"), 3: .status],
+        "DaemonSetSpec": [1: .message("selector", "LabelSelector"), 2: .message("template", "PodTemplateSpec"),
+                          3: .message("updateStrategy", "DaemonSetUpdateStrategy"), 4: .int("minReadySeconds"),
+                          6: .optionalInt("revisionHistoryLimit")],
+        "DaemonSetUpdateStrategy": [1: .string("type"), 2: .message("rollingUpdate", "RollingUpdateDaemonSet")],
+        "RollingUpdateDaemonSet": [1: .intOrString("maxUnavailable"), 2: .intOrString("maxSurge")],
     ]
 
     // MARK: rbac, authorization, authentication

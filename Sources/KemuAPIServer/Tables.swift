@@ -99,6 +99,40 @@ enum Tables {
             return [name,
                     Column(name: "Ready") { o in .string("\(o[path: "status.readyReplicas"]?.int ?? 0)/\(o[path: "spec.replicas"]?.int ?? 0)") },
                     age] + workloadWide.dropLast()
+        case "DaemonSet":
+            return [name,
+                    Column(name: "Desired", type: "integer") { n($0[path: "status.desiredNumberScheduled"]?.int) },
+                    Column(name: "Current", type: "integer") { n($0[path: "status.currentNumberScheduled"]?.int) },
+                    Column(name: "Ready", type: "integer") { n($0[path: "status.numberReady"]?.int) },
+                    Column(name: "Up-to-date", type: "integer") { n($0[path: "status.updatedNumberScheduled"]?.int) },
+                    Column(name: "Available", type: "integer") { n($0[path: "status.numberAvailable"]?.int) },
+                    Column(name: "Node Selector") { o in
+                        let selector = JSON.stringMap(o[path: "spec.template.spec.nodeSelector"]).sorted { $0.key < $1.key }
+                        return .string(selector.isEmpty ? "<none>" : selector.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
+                    },
+                    age] + workloadWide
+        case "CronJob":
+            return [name,
+                    Column(name: "Schedule") { s($0[path: "spec.schedule"]?.string) },
+                    Column(name: "Timezone") { s($0[path: "spec.timeZone"]?.string) },
+                    Column(name: "Suspend") { .string($0[path: "spec.suspend"]?.bool == true ? "True" : "False") },
+                    Column(name: "Active", type: "integer") { .int(Int64($0[path: "status.active"]?.array?.count ?? 0)) },
+                    Column(name: "Last Schedule") { o in
+                        o[path: "status.lastScheduleTime"]?.string.map { .string(Age.of($0)) } ?? "<none>"
+                    },
+                    age,
+                    Column(name: "Containers", wide: true) { o in
+                        .string((o[path: "spec.jobTemplate.spec.template.spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
+                            .joined(separator: ","))
+                    },
+                    Column(name: "Images", wide: true) { o in
+                        .string((o[path: "spec.jobTemplate.spec.template.spec.containers"]?.array ?? []).compactMap { $0["image"]?.string }
+                            .joined(separator: ","))
+                    },
+                    Column(name: "Selector", wide: true) { o in
+                        let selector = (try? LabelSelector(json: o[path: "spec.jobTemplate.spec.selector"]))?.description ?? ""
+                        return .string(selector.isEmpty ? "<none>" : selector)
+                    }]
         case "Namespace":
             return [name, Column(name: "Status") { s($0[path: "status.phase"]?.string) }, age]
         case "Node":

@@ -133,11 +133,14 @@ public struct ControlPlane {
         let deployments = DeploymentController(store: store)
         let statefulSets = StatefulSetController(store: store)
         let jobs = JobController(store: store)
+        let cronJobs = CronJobController(store: store)
+        let daemonSets = DaemonSetController(store: store)
+        let disruption = DisruptionController(store: store)
         let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay,
                                                     policy: s.eviction)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
-                { try await statefulSets.run() }, { try await jobs.run() }, { try await nodeLifecycle.run() },
+                { try await statefulSets.run() }, { try await jobs.run() }, { try await cronJobs.run() }, { try await daemonSets.run() }, { try await disruption.run() }, { try await nodeLifecycle.run() },
                 { try await serviceAccounts.run() }]
     }
 

@@ -180,8 +180,13 @@ public final class NodeLifecycleController: Sendable {
         store.list("pods").items.filter { $0[path: "spec.nodeName"]?.string == node.name }
     }
 
+    /// Evicts the node's pods, but not those that tolerate the unreachable NoExecute taint for
+    /// good (a toleration without tolerationSeconds: daemon pods), as upstream's taint manager.
     func evictPods(_ node: JSON) {
-        for pod in pods(on: node) {
+        let taint: JSON = ["key": .string(Self.unreachable), "effect": "NoExecute"]
+        for pod in pods(on: node) where !(pod[path: "spec.tolerations"]?.array ?? []).contains(where: {
+            NodePlacement.tolerates($0, taint) && $0["tolerationSeconds"] == nil
+        }) {
             Workload.event(store, pod, reason: "TaintManagerEviction", message: "Marking for deletion Pod \(pod.namespace)/\(pod.name)",
                            component: "taint-eviction-controller")
             _ = try? store.delete("pods", namespace: pod.namespace, name: pod.name, uid: pod.uid)

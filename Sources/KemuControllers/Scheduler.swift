@@ -113,7 +113,7 @@ public final class Scheduler: Sendable {
         }.sorted { (Self.created($0), $0.name) < (Self.created($1), $1.name) }
         for pod in pending {
             let r = Self.requests(pod)
-            let selector = JSON.stringMap(pod[path: "spec.nodeSelector"])
+            let spec = pod["spec"] ?? [:]
             var reasons: [String: Int] = [:]
             var best: Room?
             for room in rooms.values.sorted(by: { $0.name < $1.name }) {
@@ -126,7 +126,7 @@ public final class Scheduler: Sendable {
                     reasons["node(s) had untolerated taint {\(taint): }", default: 0] += 1
                     continue
                 }
-                if !selector.allSatisfy({ room.labels[$0.key] == $0.value }) { misfits.append("node(s) didn't match Pod's node affinity/selector") }
+                if !NodePlacement.matches(spec, name: room.name, labels: room.labels) { misfits.append("node(s) didn't match Pod's node affinity/selector") }
                 if r.cpu > room.freeCPU { misfits.append("Insufficient cpu") }
                 if r.memory > room.freeMemory { misfits.append("Insufficient memory") }
                 if room.used.pods + 1000 > room.allocatable.pods { misfits.append("Too many pods") }

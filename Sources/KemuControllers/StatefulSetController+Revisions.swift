@@ -3,61 +3,11 @@ import KemuAPI
 import KemuStore
 
 extension StatefulSetController {
-    /// The current revision (what the pods ran when the last rollout completed) and the update
-    /// revision (the template now), as ControllerRevisions. A template equal to an older
-    /// revision's (`kubectl rollout undo sts`) reuses it with the next revision number.
+    /// The current and update ControllerRevisions (Workload.revisions), keeping those a pod runs.
     func revisions(_ set: JSON) throws -> (current: JSON, update: JSON) {
-        let owned = store.list(Self.revisions, namespace: set.namespace).items.filter { Workload.isControlled($0, by: set) }
-        let template = Workload.normalizedTemplate(set[path: "spec.template"])
-        let highest = owned.compactMap { $0["revision"]?.int }.max() ?? 0
-        let update: JSON
-        if let same = owned.first(where: { Workload.normalizedTemplate(Self.template(of: $0)) == template }) {
-            if same["revision"]?.int == highest {
-                update = same
-            } else {
-                update = try store.modify(Self.revisions, namespace: set.namespace, name: same.name) { $0["revision"] = .int(highest + 1) }
-            }
-        } else {
-            var revision: JSON = ["apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": .int(highest + 1)]
-            let hash = Workload.templateHash(set[path: "spec.template"], collisionCount: set[path: "status.collisionCount"]?.int ?? 0)
-            revision.name = "\(set.name)-\(hash)"
-            revision.namespace = set.namespace
-            var labels = JSON.stringMap(set[path: "spec.selector.matchLabels"])
-            labels["controller.kubernetes.io/hash"] = hash
-            revision.labels = labels
-            revision["metadata", default: [:]]["ownerReferences"] = [Workload.reference(to: set)]
-            // The patch `kubectl rollout undo` applies to the StatefulSet.
-            var patched = set[path: "spec.template"] ?? [:]
-            patched["$patch"] = "replace"
-            revision["data"] = ["spec": ["template": patched]]
-            do {
-                update = try store.create(Self.revisions, revision)
-            } catch StoreError.alreadyExists {
-                try store.modify(Self.sets, namespace: set.namespace, name: set.name, part: .status) {
-                    $0["status", default: [:]]["collisionCount"] = .int(($0[path: "status.collisionCount"]?.int ?? 0) + 1)
-                }
-                throw ControllerError("ControllerRevision \(revision.name) exists with another template; collisionCount raised")
-            }
-        }
-        let currentName = set[path: "status.currentRevision"]?.string
-        let current = owned.first { $0.name == currentName && $0.name != update.name } ?? update
-        // Old revisions beyond revisionHistoryLimit go (never one a pod still runs).
-        let limit = Int(set[path: "spec.revisionHistoryLimit"]?.int ?? 10)
         let live = Set(store.list("pods", namespace: set.namespace).items.filter { Workload.isControlled($0, by: set) }
             .compactMap { $0.labels[Self.revisionLabel] })
-        let old = owned.filter { $0.name != update.name && $0.name != current.name && !live.contains($0.name) }
-            .sorted { ($0["revision"]?.int ?? 0) < ($1["revision"]?.int ?? 0) }
-        for revision in old.prefix(max(old.count - limit, 0)) {
-            _ = try? store.delete(Self.revisions, namespace: revision.namespace, name: revision.name, uid: revision.uid)
-        }
-        return (current, update)
-    }
-
-    /// A revision's pod template (its data is the patch `rollout undo` applies).
-    static func template(of revision: JSON) -> JSON? {
-        var template = revision[path: "data.spec.template"]
-        template?["$patch"] = nil
-        return template
+        return try Workload.revisions(store, of: set, resource: Self.sets, current: set[path: "status.currentRevision"]?.string, inUse: live)
     }
 
     /// replicas, ready, available (minReadySeconds), current and updated counts, the two

@@ -141,7 +141,7 @@ public final class StatefulSetController: Sendable {
     /// The pod of `ordinal` from `revision`'s template, with its claims (created when missing).
     func createPod(_ set: JSON, ordinal: Int, revision: JSON) throws -> JSON {
         var owner = set
-        owner["spec"]?["template"] = Self.template(of: revision) ?? set[path: "spec.template"]
+        owner["spec"]?["template"] = Workload.template(of: revision) ?? set[path: "spec.template"]
         let name = "\(set.name)-\(ordinal)"
         var pod = Workload.pod(from: owner, name: name)
         var labels = pod.labels

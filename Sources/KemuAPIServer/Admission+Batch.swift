@@ -1,0 +1,100 @@
+import Foundation
+import KemuAPI
+
+/// batch/v1: Jobs and CronJobs, defaulted and validated as upstream does (a CronJob's
+/// `jobTemplate.spec` as a Job's spec, so a CronJob that admits makes Jobs that do).
+extension Admission {
+    static func defaultBatch(_ o: inout JSON, _ r: APIResource) {
+        if r.kind == "Job" {
+            defaultJobSpec(&o, at: ["spec"])
+            return
+        }
+        var spec = o["spec"] ?? [:]
+        if spec["concurrencyPolicy"] == nil { spec["concurrencyPolicy"] = "Allow" }
+        if spec["suspend"] == nil { spec["suspend"] = false }
+        if spec["successfulJobsHistoryLimit"] == nil { spec["successfulJobsHistoryLimit"] = 3 }
+        if spec["failedJobsHistoryLimit"] == nil { spec["failedJobsHistoryLimit"] = 1 }
+        o["spec"] = spec
+        if o[path: "spec.jobTemplate.spec"] != nil { defaultJobSpec(&o, at: ["spec", "jobTemplate", "spec"]) }
+    }
+
+    static func defaultJobSpec(_ o: inout JSON, at path: [String]) {
+        var spec = path.reduce(Optional(o)) { $0?[$1] } ?? [:]
+        if spec["completions"] == nil && spec["parallelism"] == nil { spec["completions"] = 1 }
+        if spec["parallelism"] == nil { spec["parallelism"] = 1 }
+        if spec["backoffLimit"] == nil { spec["backoffLimit"] = 6 }
+        if spec["completionMode"] == nil { spec["completionMode"] = "NonIndexed" }
+        if spec["suspend"] == nil { spec["suspend"] = false }
+        if spec["podReplacementPolicy"] == nil { spec["podReplacementPolicy"] = "TerminatingOrFailed" }
+        set(&o, path[...], spec)
+        if spec[path: "template.spec"] != nil { defaultPodSpec(&o, at: path + ["template", "spec"]) }
+    }
+
+    /// A Job's spec at `path` (`spec`, or a CronJob's `spec.jobTemplate.spec`): counts that are
+    /// not negative, a restart policy that lets pods finish, the pod spec.
+    static func validateJobSpec(_ spec: JSON?, at path: String) -> [FieldError] {
+        var errors = validatePodSpec(spec?[path: "template.spec"], at: "\(path).template.spec")
+        // Pods running at once: what the machine holds, as for a workload's replicas.
+        if let parallelism = spec?["parallelism"] { errors += validateReplicas(parallelism, field: "\(path).parallelism") }
+        for field in ["completions", "backoffLimit", "ttlSecondsAfterFinished"] {
+            if let v = spec?[field], !(v.int.map { (0...Int64(Int32.max)).contains($0) } ?? false) {
+                errors.append(.invalid("\(path).\(field)", v.text(), "must be greater than or equal to 0"))
+            }
+        }
+        if let v = spec?["activeDeadlineSeconds"] {
+            if (v.int ?? 0) <= 0 {
+                errors.append(.invalid("\(path).activeDeadlineSeconds", v.text(), "must be greater than 0"))
+            } else if let n = v.int, n > 1 << 40 {
+                errors.append(.invalid("\(path).activeDeadlineSeconds", "\(n)", "must be at most \(Int64(1) << 40) seconds"))
+            }
+        }
+        let policy = spec?[path: "template.spec.restartPolicy"]?.string ?? ""
+        if !["OnFailure", "Never"].contains(policy) {
+            errors.append(notSupported("\(path).template.spec.restartPolicy", policy, ["OnFailure", "Never"]))
+        }
+        if let mode = spec?["completionMode"]?.string, mode != "NonIndexed" {
+            errors.append(notSupported("\(path).completionMode", mode, ["NonIndexed"]))
+        }
+        if let selector = spec?["selector"], spec?["manualSelector"]?.bool == true,
+           (try? LabelSelector(json: selector))?.matches(JSON.stringMap(spec?[path: "template.metadata.labels"])) != true {
+            errors.append(.invalid("\(path).template.metadata.labels", spec?[path: "template.metadata.labels"]?.text() ?? "{}",
+                                   "`selector` does not match template `labels`"))
+        }
+        return errors
+    }
+
+    /// A CronJob: a schedule that parses, a time zone the machine knows, a name short enough for
+    /// the Jobs named after it (upstream's 52 characters), and a job template that admits as a Job.
+    static func validateCronJob(_ o: JSON) -> [FieldError] {
+        var errors: [FieldError] = []
+        if o.name.count > 52 { errors.append(.invalid("metadata.name", "\"\(o.name)\"", "must be no more than 52 characters")) }
+        if let schedule = o[path: "spec.schedule"]?.string, !schedule.isEmpty {
+            do { _ = try CronSchedule(schedule) } catch {
+                errors.append(.invalid("spec.schedule", "\"\(schedule)\"", error.description))
+            }
+        } else {
+            errors.append(.required("spec.schedule"))
+        }
+        if let zone = o[path: "spec.timeZone"] {
+            let name = zone.string ?? ""
+            if name.isEmpty || name.lowercased() == "local" || TimeZone(identifier: name) == nil {
+                errors.append(.invalid("spec.timeZone", zone.text(), "unknown time zone \(name)"))
+            }
+        }
+        let policy = o[path: "spec.concurrencyPolicy"]?.string ?? ""
+        if !["Allow", "Forbid", "Replace"].contains(policy) {
+            errors.append(notSupported("spec.concurrencyPolicy", policy, ["Allow", "Forbid", "Replace"]))
+        }
+        for field in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+            if let v = o[path: "spec.\(field)"], !(v.int.map { (0...Int64(Int32.max)).contains($0) } ?? false) {
+                errors.append(.invalid("spec.\(field)", v.text(), "must be greater than or equal to 0"))
+            }
+        }
+        if o[path: "spec.jobTemplate"] == nil {
+            errors.append(.required("spec.jobTemplate"))
+        } else {
+            errors += validateJobSpec(o[path: "spec.jobTemplate.spec"], at: "spec.jobTemplate.spec")
+        }
+        return errors
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import KemuTestSupport
+import Testing
+
+/// CronJobs and DaemonSets as kubectl users make them: `kubectl create cronjob` (protobuf),
+/// `kubectl create job --from=cronjob/…`, a DaemonSet applied from YAML placing a pod per node.
+extension KubectlTests {
+    @Test func cronJobsAndDaemonSetsThroughKubectl() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["create", "cronjob", "nightly", "--image=busybox", "--schedule=0 3 * * *", "--", "echo", "hi"]).out
+            == "cronjob.batch/nightly created\n")
+        let row = try server.kubectl(["get", "cronjobs", "--no-headers"]).out.split(separator: " ").filter { !$0.isEmpty }
+        #expect(row.prefix(5).joined(separator: " ") == "nightly 0 3 * * * <none> False 0".split(separator: " ").prefix(5).joined(separator: " "))
+        #expect(try server.kubectl(["get", "cj", "nightly", "-o", "jsonpath={.spec.concurrencyPolicy} {.spec.successfulJobsHistoryLimit} {.spec.jobTemplate.spec.template.spec.restartPolicy}"]).out
+            == "Allow 3 OnFailure")
+
+        #expect(try server.kubectl(["create", "job", "manual", "--from=cronjob/nightly"]).out == "job.batch/manual created\n")
+        #expect(try server.kubectl(["get", "job", "manual", "-o", "jsonpath={.metadata.ownerReferences[0].kind} {.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}"]).out
+            == "CronJob manual")
+
+        let bad = try server.kubectl(["create", "cronjob", "bad", "--image=busybox", "--schedule=61 * * * *"])
+        #expect(bad.code != 0 && bad.out.contains(#"spec.schedule: Invalid value: "61 * * * *": minute 61 out of range (0-59)"#), "\(bad.out)")
+        let zone = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: batch/v1
+            kind: CronJob
+            metadata: {name: zoned}
+            spec:
+              schedule: "@daily"
+              timeZone: Mars/Olympus_Mons
+              jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}}
+            """)
+        #expect(zone.code != 0 && zone.out.contains("spec.timeZone: Invalid value: \"Mars/Olympus_Mons\": unknown time zone"), "\(zone.out)")
+
+        for node in ["n1", "n2"] {
+            try server.kubectl(["apply", "-f", "-"], stdin: "apiVersion: v1\nkind: Node\nmetadata: {name: \(node)}\n")
+        }
+        #expect(try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: apps/v1
+            kind: DaemonSet
+            metadata: {name: agent}
+            spec:
+              selector: {matchLabels: {app: agent}}
+              template:
+                metadata: {labels: {app: agent}}
+                spec: {containers: [{name: a, image: kemu/echo}]}
+            """).out == "daemonset.apps/agent created\n")
+        var placed = ""
+        for _ in 0..<100 {
+            placed = try server.kubectl(["get", "pods", "-l", "app=agent", "-o", "jsonpath={range .items[*]}{.spec.nodeName} {end}"]).out
+            if placed.split(separator: " ").count == 2 { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(placed.split(separator: " ").sorted() == ["n1", "n2"], "a pod per node: \(placed)")
+        #expect(try server.kubectl(["get", "ds", "agent", "-o", "jsonpath={.spec.updateStrategy.rollingUpdate.maxUnavailable} {.spec.revisionHistoryLimit}"]).out == "1 10")
+        #expect(try server.kubectl(["rollout", "history", "ds/agent"]).out.contains("1         <none>"))
+        let restart = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: apps/v1
+            kind: DaemonSet
+            metadata: {name: never}
+            spec:
+              selector: {matchLabels: {app: never}}
+              template:
+                metadata: {labels: {app: never}}
+                spec: {restartPolicy: Never, containers: [{name: a, image: kemu/echo}]}
+            """)
+        #expect(restart.out.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always""#), "\(restart.out)")
+    }
+}
