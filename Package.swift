@@ -39,7 +39,7 @@ let package = Package(
             providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
         ),
         // What Glibc hides from Swift, and everything that must run between fork and exec.
-        .target(name: "CKemuShim"),
+        .target(name: "CKemuShim", linkerSettings: [.linkedLibrary("z")]),
         // IPv4 addresses and networks: pure Swift, no imports, shared by every layer.
         .target(name: "KemuIP", swiftSettings: swiftSettings),
         .target(

@@ -20,27 +20,58 @@ struct PodExec: Sendable {
     /// `kemu-<cluster>-p-`: pod sandboxes are this plus `PodNames.sandbox`.
     let namespacePrefix: String
 
-    /// Whether to upgrade: an authenticated exec request for a pod with a sandbox.
+    /// Whether to upgrade: an authenticated exec request for a pod with a sandbox (or a
+    /// port-forward one, PodPortForward's).
     func shouldUpgrade(_ request: HTTPRequest, _ channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        guard let target = request.path, let exec = ExecRequest(target) else { return .dontUpgrade }
+        guard let target = request.path else { return .dontUpgrade }
         let offered = (request.headerFields[.secWebSocketProtocol] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard let chosen = Self.protocols.first(where: offered.contains) else { return .dontUpgrade }
-        if let authenticator = server.authenticator {
-            let token = Authenticator.bearerToken(request.headerFields[.authorization])
-            // Refused callers are not upgraded; the plain request then gets its 401 or 403.
-            guard let caller = await authenticator.identify(token: token, channel: channel),
-                  let user = try? server.impersonated(caller, request.headerFields) else { return .dontUpgrade }
-            let asked = RequestAttributes(verb: "create", resource: "pods", subresource: "exec", namespace: exec.namespace, name: exec.pod)
-            let decision = server.authorizer.authorize(user, asked)
-            guard decision.allowed else { return .dontUpgrade }
-            server.audit?.record(.init(attributes: asked, user: user, impersonatedBy: user != caller ? caller : nil, uri: target,
-                                       sourceIP: channel.remoteAddress?.ipAddress, userAgent: request.headerFields[.userAgent],
-                                       code: 101, received: Date(), decision: decision.reason))
+        if let forward = PortForwardRequest(target) {
+            // SPDY tunnelled (kubectl), or channels for the ports in the query (the python client).
+            let tunnel = offered.contains(PodPortForward.tunnel)
+            guard tunnel || (offered.contains(PodPortForward.channels) && !(forward.ports ?? []).isEmpty),
+                  await authorized(request, channel, target, subresource: "portforward", namespace: forward.namespace, pod: forward.pod) else {
+                return .dontUpgrade
+            }
+            let session = PodPortForward(server: server, namespacePrefix: namespacePrefix)
+            return .upgrade([.secWebSocketProtocol: tunnel ? PodPortForward.tunnel : PodPortForward.channels]) { inbound, outbound, _ in
+                if tunnel {
+                    await session.run(forward, inbound: inbound, outbound: outbound)
+                } else {
+                    await session.runChannels(forward, inbound: inbound, outbound: outbound)
+                }
+            }
+        }
+        guard let exec = ExecRequest(target), let chosen = Self.protocols.first(where: offered.contains),
+              await authorized(request, channel, target, subresource: exec.attach ? "attach" : "exec", namespace: exec.namespace,
+                               pod: exec.pod) else {
+            return .dontUpgrade
         }
         let headers: HTTPFields = [.secWebSocketProtocol: chosen]
         return .upgrade(headers) { inbound, outbound, _ in
-            await run(exec, inbound: inbound, outbound: outbound)
+            if exec.attach {
+                await attach(exec, inbound: inbound, outbound: outbound)
+            } else {
+                await run(exec, inbound: inbound, outbound: outbound)
+            }
         }
+    }
+
+    /// Whether the caller may `create` the pod's subresource (always, without an authenticator);
+    /// audited as any request. Refused callers are not upgraded: the plain request then gets its
+    /// 401 or 403.
+    func authorized(_ request: HTTPRequest, _ channel: any Channel, _ target: String, subresource: String, namespace: String,
+                    pod: String) async -> Bool {
+        guard let authenticator = server.authenticator else { return true }
+        let token = Authenticator.bearerToken(request.headerFields[.authorization])
+        guard let caller = await authenticator.identify(token: token, channel: channel),
+              let user = try? server.impersonated(caller, request.headerFields) else { return false }
+        let asked = RequestAttributes(verb: "create", resource: "pods", subresource: subresource, namespace: namespace, name: pod)
+        let decision = server.authorizer.authorize(user, asked)
+        guard decision.allowed else { return false }
+        server.audit?.record(.init(attributes: asked, user: user, impersonatedBy: user != caller ? caller : nil, uri: target,
+                                   sourceIP: channel.remoteAddress?.ipAddress, userAgent: request.headerFields[.userAgent],
+                                   code: 101, received: Date(), decision: decision.reason))
+        return true
     }
 
     func run(_ exec: ExecRequest, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
@@ -111,10 +142,9 @@ struct PodExec: Sendable {
             guard exec.stdin else { return }
             do {
                 for try await message in inbound.messages(maxSize: 1 << 20) {
-                    guard case .binary(var buffer) = message, let channel = buffer.readInteger(as: UInt8.self) else { continue }
+                    guard let (channel, bytes) = Self.channelMessage(message) else { continue }
                     if channel == 255 { return }
                     guard channel == 0 else { continue }
-                    let bytes = Array(buffer.readableBytesView)
                     var offset = 0
                     while offset < bytes.count {
                         let n = bytes[offset...].withUnsafeBytes { write(stdinFD, $0.baseAddress, $0.count) }
@@ -142,18 +172,37 @@ struct PodExec: Sendable {
     }
 }
 
-/// `/api/v1/namespaces/NS/pods/NAME/exec?command=sh&command=-c&…&stdin=true&container=c`
+extension PodExec {
+    /// A channel protocol message: its first byte the channel, the rest the bytes. Text frames
+    /// count as well as binary ones (the python client writes a str to stdin as text), as
+    /// upstream's stream server reads either.
+    static func channelMessage(_ message: WebSocketMessage) -> (UInt8, [UInt8])? {
+        let bytes: [UInt8]
+        switch message {
+        case .binary(let buffer): bytes = Array(buffer.readableBytesView)
+        case .text(let text): bytes = Array(text.utf8)
+        }
+        guard let channel = bytes.first else { return nil }
+        return (channel, Array(bytes.dropFirst()))
+    }
+}
+
+/// `/api/v1/namespaces/NS/pods/NAME/exec?command=sh&command=-c&…&stdin=true&container=c`, or
+/// `…/attach?stdin=true&stdout=true&container=c`.
 struct ExecRequest: Sendable {
     var namespace: String
     var pod: String
+    var attach: Bool
     var container: String?
     var command: [String]
     var stdin: Bool
 
     init?(_ target: String) {
-        let parts = target.split(separator: "?", maxSplits: 1)
-        let path = parts[0].split(separator: "/").map(String.init)
-        guard path.count == 7, path[0] == "api", path[1] == "v1", path[2] == "namespaces", path[4] == "pods", path[6] == "exec" else { return nil }
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = (parts.first ?? "").split(separator: "/").map(String.init)
+        guard path.count == 7, path[0] == "api", path[1] == "v1", path[2] == "namespaces", path[4] == "pods",
+              path[6] == "exec" || path[6] == "attach" else { return nil }
+        attach = path[6] == "attach"
         namespace = path[3]
         pod = path[5]
         var command: [String] = []

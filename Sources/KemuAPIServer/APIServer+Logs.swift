@@ -17,9 +17,10 @@ extension APIServer {
             throw APIError.badRequest("pod logs are not available: this API server runs without nodes (start a cluster with kemu up)")
         }
         let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
+        let inits = (pod[path: "spec.initContainers"]?.array ?? []).compactMap { $0["name"]?.string }
         let container: String
         if let asked = query["container"], !asked.isEmpty {
-            guard containers.contains(asked) else {
+            guard containers.contains(asked) || inits.contains(asked) else {
                 throw APIError.badRequest("container \(asked) is not valid for pod \(name)")
             }
             container = asked

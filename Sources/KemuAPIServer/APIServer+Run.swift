@@ -25,7 +25,11 @@ extension APIServer {
         var base: HTTPServerBuilder = .http1()
         if let podNamespacePrefix {
             let exec = PodExec(server: self, namespacePrefix: podNamespacePrefix)
-            base = .http1WebSocketUpgrade { request, channel, _ in await exec.shouldUpgrade(request, channel) }
+            // Frames up to 1 MiB: kubectl writes 32 KiB at a time (cp's tar through exec, a
+            // port-forward's SPDY data frames), twice the library's default limit.
+            base = .http1WebSocketUpgrade(configuration: .init(ws: .init(maxFrameSize: 1 << 20))) { request, channel, _ in
+                await exec.shouldUpgrade(request, channel)
+            }
         }
         let server: HTTPServerBuilder = try tls.map { try .tls(base, tlsConfiguration: $0) } ?? base
         let logger = Logger(label: "kemu.apiserver")

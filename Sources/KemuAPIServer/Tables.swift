@@ -269,6 +269,21 @@ enum Tables {
     static func podStatus(_ o: JSON) -> String {
         if o.deletionTimestamp != nil { return "Terminating" }
         if let reason = o[path: "status.reason"]?.string { return reason }
+        // Init containers first, as kubectl prints them: Init:1/2, Init:Error, Init:CrashLoopBackOff.
+        let inits = o[path: "status.initContainerStatuses"]?.array ?? []
+        for (i, c) in inits.enumerated() {
+            if let terminated = c[path: "state.terminated"] {
+                if terminated["exitCode"]?.int == 0 { continue }
+                if let reason = terminated["reason"]?.string, !reason.isEmpty { return "Init:\(reason)" }
+                return "Init:ExitCode:\(terminated["exitCode"]?.int ?? 0)"
+            }
+            if c["started"]?.bool == true, c[path: "state.running"] != nil,
+               (o[path: "spec.initContainers"]?.array ?? []).first(where: { $0["name"] == c["name"] })?["restartPolicy"]?.string == "Always" {
+                continue  // a sidecar, running
+            }
+            if let reason = c[path: "state.waiting.reason"]?.string, !reason.isEmpty, reason != "PodInitializing" { return "Init:\(reason)" }
+            return "Init:\(i)/\((o[path: "spec.initContainers"]?.array ?? inits).count)"
+        }
         for c in o[path: "status.containerStatuses"]?.array ?? [] {
             if let reason = c[path: "state.waiting.reason"]?.string, !reason.isEmpty { return reason }
             if let reason = c[path: "state.terminated.reason"]?.string, o[path: "status.phase"]?.string != "Succeeded" { return reason }

@@ -69,7 +69,9 @@ public struct ImageCatalog: Sendable, Equatable {
                 user = (uid, parts.count == 2 ? UInt32(parts[1]) : nil)
             }
             let image = Image(command: try strings("command"), args: try strings("args"), user: user)
-            if image.command.isEmpty { throw KemuError(.invalidArgument, "\(source): \(name).command: required") }
+            if image.command.isEmpty && image.args.isEmpty {
+                throw KemuError(.invalidArgument, "\(source): \(name): needs a command (its entrypoint) or args (its default arguments)")
+            }
             images[name] = image
         }
         return ImageCatalog(images: images, kemuExecutable: kemuExecutable)
@@ -100,6 +102,9 @@ public struct ImageCatalog: Sendable, Equatable {
                                      message: "image \"\(image)\" is not in configs/images.yaml (known: \(images.keys.sorted().joined(separator: ", "))); give the container a command instead")
             }
             argv = entry.command + (args ?? entry.args)
+            guard !argv.isEmpty else {
+                throw ContainerError(reason: "RunContainerError", message: "failed to create containerd task: no command specified (image \"\(image)\" has no entrypoint and the container no command or args)")
+            }
             guard Self.which(ownProgram(argv[0]) ?? argv[0], path: path) != nil else {
                 throw ContainerError(reason: "ErrImagePull", message: "image \"\(image)\" runs \(argv[0]), which is not installed on this machine")
             }

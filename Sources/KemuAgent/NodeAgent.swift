@@ -392,6 +392,9 @@ public final class NodeAgent: Sendable {
             if path.hasPrefix("metadata.labels['"), path.hasSuffix("']") {
                 return pod.labels[String(path.dropFirst("metadata.labels['".count).dropLast(2))] ?? ""
             }
+            if path.hasPrefix("metadata.annotations['"), path.hasSuffix("']") {
+                return pod.annotations[String(path.dropFirst("metadata.annotations['".count).dropLast(2))] ?? ""
+            }
             return ""
         }
     }

@@ -75,7 +75,8 @@ extension PodWorker {
 
     /// The pod's hostname as its UTS namespace has it: the name cut to 63 bytes, as kubelet does.
     var hostname: String {
-        var name = String(self.name.prefix(63))
+        // spec.hostname when the pod has one (an Indexed Job's `<job>-<index>`), else its name.
+        var name = String((pod[path: "spec.hostname"]?.string).flatMap { $0.isEmpty ? nil : $0 } ?? self.name).prefix(63).description
         while name.hasSuffix("-") || name.hasSuffix(".") { name.removeLast() }
         return name.isEmpty ? "pod" : name
     }

@@ -73,9 +73,10 @@ extension PodWorker {
     }
 
     func status() -> JSON {
-        let phase = Self.phase(restartPolicy: pod[path: "spec.restartPolicy"]?.string ?? "Always",
-                               exitCodes: containers.map { $0.state["terminated"]?["exitCode"]?.int },
-                               allStarted: containers.allSatisfy(\.everStarted))
+        let phase = initFailed ? "Failed" : !initialized ? "Pending"
+            : Self.phase(restartPolicy: pod[path: "spec.restartPolicy"]?.string ?? "Always",
+                         exitCodes: containers.map { $0.state["terminated"]?["exitCode"]?.int },
+                         allStarted: containers.allSatisfy(\.everStarted))
         let ready = !containers.isEmpty && containers.allSatisfy { $0.ready && $0.pid != nil }
         let previous = pod[path: "status.conditions"]?.array ?? []
         let now = Timestamp.now()
@@ -85,13 +86,17 @@ extension PodWorker {
         let notReady = containers.filter { !($0.ready && $0.pid != nil) }.map(\.name)
         var conditions: [JSON] = [
             condition("PodReadyToStartContainers", sandbox != nil),
-            condition("Initialized", true),
+            condition("Initialized", initialized, reason: "ContainersNotInitialized"),
             condition("Ready", ready, reason: "ContainersNotReady"),
             condition("ContainersReady", ready, reason: "ContainersNotReady"),
             condition("PodScheduled", true),
         ]
         if !ready, !notReady.isEmpty {
             for index in [2, 3] { conditions[index]["message"] = .string("containers with unready status: [\(notReady.joined(separator: " "))]") }
+        }
+        if !initialized {
+            let incomplete = initContainers.filter { $0.state["terminated"]?["exitCode"]?.int != 0 }.map(\.name)
+            conditions[1]["message"] = .string("containers with incomplete status: [\(incomplete.joined(separator: " "))]")
         }
         var status: JSON = [
             "phase": .string(phase),
@@ -104,6 +109,15 @@ extension PodWorker {
         if let sandbox {
             status["podIP"] = .string(sandbox.ip.description)
             status["podIPs"] = [["ip": .string(sandbox.ip.description)]]
+        }
+        if !initContainers.isEmpty {
+            status["initContainerStatuses"] = .array(initContainers.map { c in
+                var s: JSON = ["name": .string(c.name), "state": c.state, "lastState": c.lastState, "ready": .bool(c.ready),
+                               "restartCount": .int(Int64(c.restartCount)), "image": c.spec["image"] ?? "",
+                               "imageID": .string("kemu://\(c.spec["image"]?.string ?? "")"), "started": .bool(c.pid != nil)]
+                if let pid = c.pid { s["containerID"] = .string("kemu://\(pid)") }
+                return s
+            })
         }
         status["containerStatuses"] = .array(containers.map { c in
             var s: JSON = ["name": .string(c.name), "state": c.state, "lastState": c.lastState, "ready": .bool(c.ready && c.pid != nil),

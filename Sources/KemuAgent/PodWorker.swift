@@ -18,6 +18,10 @@ public actor PodWorker {
     private(set) var pod: JSON
     var sandbox: PodSandbox?
     var containers: [Container] = []
+    /// The init containers (PodWorker+Init.swift); `initialized` once the last is done.
+    var initContainers: [Container] = []
+    var initialized = true
+    var initFailed = false
     var stopped = false
     var startTime: String?
     /// The status last written, to write only changes.
@@ -56,6 +60,8 @@ public actor PodWorker {
         var startupDone = true
         /// The kernel's start time of `pid`, recorded so a later agent knows it is the same process.
         var processStart: UInt64?
+        /// Its stdin, when the spec asks for one (attach feeds it).
+        var stdin: StdinRelay?
     }
 
     init(agent: NodeAgent, pod: JSON) {
@@ -87,9 +93,20 @@ public actor PodWorker {
     func start() async {
         startTime = Timestamp.now()
         containers = (pod[path: "spec.containers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
+        initContainers = (pod[path: "spec.initContainers"]?.array ?? []).map { Container(name: $0["name"]?.string ?? "", spec: $0) }
+        if !initContainers.isEmpty {
+            initialized = false
+            for i in containers.indices { containers[i].state = ["waiting": ["reason": "PodInitializing"]] }
+        }
         // A sandbox left by an earlier run of this agent: take over its running processes.
         if let existing = try? await agent.onNetworkThread({ [pod] network in try network.pod(Self.sandboxName(pod)) }),
            await adopt(existing) {
+            // Its init containers ran under the earlier agent (app containers run only after them).
+            initialized = true
+            for i in initContainers.indices {
+                initContainers[i].state = ["terminated": ["exitCode": 0, "reason": "Completed"]]
+                initContainers[i].ready = true
+            }
             if mountsToken { renewToken(after: .zero) }  // how old the files are is unknown: renew now
             await report()
             return
@@ -119,6 +136,13 @@ public actor PodWorker {
         }
         if stopped { return }  // deleted while its sandbox was being made: stop() removes it
         if mountsToken, !(await mountServiceAccount()) { return }
+        if !initialized {
+            await report()
+            guard await runInitContainers() else {
+                await report()
+                return
+            }
+        }
         for i in containers.indices { await startContainer(i) }
         await report()
     }
@@ -176,21 +200,69 @@ public actor PodWorker {
     }
 
     func startContainer(_ i: Int, configured: [(name: String, value: String)]) {
-        guard !stopped, let sandbox, containers[i].pid == nil else { return }
+        guard !stopped, sandbox != nil, containers[i].pid == nil else { return }
         let spec = containers[i].spec
-        let environment = agent.environment(for: pod, container: spec, podIP: sandbox.ip.description, configured: configured)
+        let name = containers[i].name
         do {
-            let argv = try agent.config.images.argv(
-                image: spec["image"]?.string ?? "",
-                command: spec["command"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
-                args: spec["args"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
-                path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")
-            let identity = try identity(of: spec)
-            var environment = environment
-            if !(spec["env"]?.array ?? []).contains(where: { $0["name"]?.string == "HOME" }) { environment["HOME"] = Self.home(of: identity) }
-            let log = try FileDescriptor(opening: "\(logDirectory)/\(containers[i].name).log", flags: O_WRONLY | O_CREAT | O_APPEND)
-            var options = Spawn.Options(namespace: NetworkNamespace(sandbox.namespace), environment: environment)
+            let started = try spawn(spec, name: name, configured: configured) { [weak self] exit in
+                guard let self else { return }
+                Task { await self.exited(name, exit) }
+            }
+            let pid = started.pid
+            containers[i].pid = pid
+            containers[i].stdin = started.stdin
+            started.stdin?.startServing()
+            containers[i].processStart = ProcessReaper.startTime(of: pid)
+            containers[i].state = ["running": ["startedAt": .string(Timestamp.now())]]
+            containers[i].startedAt = .now
+            containers[i].everStarted = true
+            containers[i].ready = spec["readinessProbe"] == nil
+            containers[i].startupDone = spec["startupProbe"] == nil
+            if let sandbox {
+                startProbes(i, ip: sandbox.ip.description, namespace: NetworkNamespace(sandbox.namespace), environment: started.environment)
+            }
+            saveRuntime()
+            let (pod, agent) = (self.pod, self.agent)
+            Task { await agent.event(pod, type: "Normal", reason: "Started", message: "Started container \(name)") }
+        } catch let error as ContainerError {
+            containers[i].state = ["waiting": ["reason": .string(error.reason), "message": .string(error.message)]]
+            let pod = self.pod
+            Task { await agent.event(pod, type: "Warning", reason: error.reason == "ErrImagePull" ? "Failed" : "FailedStart", message: error.message) }
+            if error.reason == "RunContainerError" { scheduleRestart(i, failed: true) }
+        } catch {
+            logger.error("starting \(name): \(error)")
+            containers[i].state = ["waiting": ["reason": "RunContainerError", "message": .string("\(error)")]]
+            let (pod, agent) = (self.pod, self.agent)
+            Task { await agent.event(pod, type: "Warning", reason: "Failed", message: "Error: cannot start container \(name): \(error)") }
+            scheduleRestart(i, failed: true)
+        }
+    }
+
+    /// Starts a container's process in the sandbox: the image's argv under Kubernetes' rules, its
+    /// environment, user, mounts, niceness, its log file as stdout and stderr, and a stdin relay
+    /// when the spec asks for stdin (the caller starts it serving, or closes it on failure).
+    func spawn(_ spec: JSON, name: String, configured: [(name: String, value: String)],
+               onExit: @escaping ProcessReaper.Handler) throws -> (pid: pid_t, stdin: StdinRelay?, environment: [String: String]) {
+        guard let sandbox else { throw ContainerError(reason: "CreateContainerError", message: "the pod has no sandbox") }
+        var environment = agent.environment(for: pod, container: spec, podIP: sandbox.ip.description, configured: configured)
+        let argv = try agent.config.images.argv(
+            image: spec["image"]?.string ?? "",
+            command: spec["command"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
+            args: spec["args"]?.array?.compactMap(\.string).map { Self.expand($0, environment) },
+            path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")
+        let identity = try identity(of: spec)
+        if !(spec["env"]?.array ?? []).contains(where: { $0["name"]?.string == "HOME" }) { environment["HOME"] = Self.home(of: identity) }
+        let log = try FileDescriptor(opening: "\(logDirectory)/\(name).log", flags: O_WRONLY | O_CREAT | O_APPEND)
+        var options = Spawn.Options(namespace: NetworkNamespace(sandbox.namespace), environment: environment)
+        var relay: StdinRelay?
+        if spec["stdin"]?.bool == true {
+            let stdin = try StdinRelay(path: StdinRelay.socketPath(logDirectory: logDirectory, container: name), once: spec["stdinOnce"]?.bool == true)
+            relay = stdin
+            options.stdin = stdin.readEnd
+        } else {
             options.stdin = -1
+        }
+        do {
             options.stdout = log.raw
             options.stderr = log.raw
             options.newSession = true
@@ -204,34 +276,12 @@ public actor PodWorker {
             options.hiddenPaths = agent.config.hiddenPaths
             options.identity = identity
             options.nice = Self.niceness(Self.qosClass(pod))
-            let name = containers[i].name
-            let pid = try agent.reaper.spawn(argv, options) { [weak self] exit in
-                guard let self else { return }
-                Task { await self.exited(name, exit) }
-            }
-            containers[i].pid = pid
-            containers[i].processStart = ProcessReaper.startTime(of: pid)
-            containers[i].state = ["running": ["startedAt": .string(Timestamp.now())]]
-            containers[i].startedAt = .now
-            containers[i].everStarted = true
-            containers[i].ready = spec["readinessProbe"] == nil
-            containers[i].startupDone = spec["startupProbe"] == nil
-            startProbes(i, ip: sandbox.ip.description, namespace: NetworkNamespace(sandbox.namespace), environment: environment)
-            saveRuntime()
+            let pid = try agent.reaper.spawn(argv, options, onExit: onExit)
             logger.info("started \(name) as pid \(pid): \(argv.joined(separator: " "))")
-            let (pod, agent) = (self.pod, self.agent)
-            Task { await agent.event(pod, type: "Normal", reason: "Started", message: "Started container \(name)") }
-        } catch let error as ContainerError {
-            containers[i].state = ["waiting": ["reason": .string(error.reason), "message": .string(error.message)]]
-            let pod = self.pod
-            Task { await agent.event(pod, type: "Warning", reason: error.reason == "ErrImagePull" ? "Failed" : "FailedStart", message: error.message) }
-            if error.reason == "RunContainerError" { scheduleRestart(i, failed: true) }
+            return (pid, relay, environment)
         } catch {
-            logger.error("starting \(containers[i].name): \(error)")
-            containers[i].state = ["waiting": ["reason": "RunContainerError", "message": .string("\(error)")]]
-            let (pod, agent, name) = (self.pod, self.agent, containers[i].name)
-            Task { await agent.event(pod, type: "Warning", reason: "Failed", message: "Error: cannot start container \(name): \(error)") }
-            scheduleRestart(i, failed: true)
+            relay?.close()
+            throw error
         }
     }
 
@@ -252,6 +302,8 @@ public actor PodWorker {
             terminated["message"] = "The container's process ended while a restarted node agent watched it; its exit status is unknown"
         }
         containers[i].pid = nil
+        containers[i].stdin?.close()
+        containers[i].stdin = nil
         containers[i].ready = false
         containers[i].probeTask?.cancel()
         containers[i].probeTask = nil
@@ -304,7 +356,7 @@ public actor PodWorker {
         for c in containers { c.restartTask?.cancel(); c.probeTask?.cancel() }
         let grace = min(max(given ?? pod[path: "spec.terminationGracePeriodSeconds"]?.int ?? 30, 0), 30)
         let deadline = ContinuousClock.now + .seconds(grace)
-        let pids = containers.compactMap(\.pid)
+        let pids = containers.compactMap(\.pid) + initContainers.compactMap(\.pid)
         if !pids.isEmpty {
             let running = containers.filter { $0.pid != nil }.map(\.name).joined(separator: ", ")
             await agent.event(pod, type: "Normal", reason: "Killing", message: "Stopping container \(running)")

@@ -149,6 +149,35 @@ extension NetworkNamespace {
 }
 
 extension NetworkNamespace {
+    /// A TCP connection from inside this namespace to `host:port` (a port-forward to a pod's
+    /// localhost): blocking, close-on-exec. Throws the connect's error (ECONNREFUSED when nothing
+    /// listens). The caller owns the descriptor.
+    public func connectedSocket(host: String, port: Int, on thread: NamespaceThread = .shared) throws -> Int32 {
+        let namespace = try open()
+        return try thread.run(in: namespace) {
+            let fd = try syscall("socket", "tcp to \(host):\(port) in \(name)") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+            do {
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(clamping: port).bigEndian)
+                guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+                    throw KemuError(.invalidArgument, "\(host) is not an IPv4 address")
+                }
+                try withUnsafePointer(to: &address) { pointer in
+                    try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                        _ = try syscall("connect", "\(host):\(port) in \(name)") { Glibc.connect(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    }
+                }
+                return fd
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
+    }
+}
+
+extension NetworkNamespace {
     /// Whether the calling thread is in this namespace.
     public var isCurrent: Bool {
         var mine = stat(), target = stat()

@@ -111,3 +111,22 @@ import Testing
         }
     }
 }
+
+/// Image semantics as a real runtime's: the pod's command replaces the entrypoint, its args the
+/// default arguments; an image may have only default arguments (busybox: `sh`).
+@Suite struct ImageArgvTests {
+    @Test func commandReplacesTheEntrypointArgsTheDefaults() throws {
+        let catalog = try ImageCatalog.parse("""
+            busybox: {args: [sh]}
+            server: {command: [sleep], args: ["3600"]}
+            """, source: "images.yaml", kemuExecutable: "/bin/true")
+        let path = "/usr/bin:/bin"
+        #expect(try catalog.argv(image: "busybox", command: nil, args: nil, path: path) == ["sh"])
+        #expect(try catalog.argv(image: "busybox", command: nil, args: ["sh", "-c", "echo hi"], path: path) == ["sh", "-c", "echo hi"])
+        #expect(try catalog.argv(image: "docker.io/library/busybox:1.36", command: ["echo"], args: ["x"], path: path) == ["echo", "x"])
+        #expect(try catalog.argv(image: "server", command: nil, args: ["1"], path: path) == ["sleep", "1"])
+        #expect(try catalog.argv(image: "server", command: ["echo"], args: nil, path: path) == ["echo"], "command alone drops the defaults")
+        #expect(throws: (any Error).self) { try catalog.argv(image: "busybox", command: nil, args: [], path: path) }
+        #expect(throws: (any Error).self) { try ImageCatalog.parse("x: {user: 0}", source: "images.yaml", kemuExecutable: "/bin/true") }
+    }
+}

@@ -95,4 +95,16 @@ typedef struct kemu_spawn_options {
 int kemu_spawn(const char *file, char *const argv[], char *const envp[],
                const kemu_spawn_options *options, pid_t *pid, char failed_step[KEMU_STEP_LEN]);
 
+// zlib streams for SPDY/3.1 header blocks (kubectl port-forward): one inflater and one
+// deflater per session, each a single compression context primed with the protocol's
+// dictionary and flushed per block (Z_SYNC_FLUSH), as SPDY requires.
+typedef struct kemu_zstream kemu_zstream;
+// NULL when zlib cannot start one.
+kemu_zstream *kemu_zstream_new(int deflating, const unsigned char *dictionary, unsigned int length);
+// Runs `input` through the stream into `output`. Returns the bytes written to `output`, -1 for
+// input zlib refuses (a bad stream or wrong dictionary), -2 when `capacity` is too small.
+long kemu_zstream_run(kemu_zstream *stream, const unsigned char *input, unsigned long length,
+                      unsigned char *output, unsigned long capacity);
+void kemu_zstream_free(kemu_zstream *stream);
+
 #endif

@@ -1,0 +1,79 @@
+import Foundation
+import Glibc
+import HummingbirdWebSocket
+import KemuAPI
+import KemuSystem
+import NIOCore
+
+/// `kubectl attach` and `kubectl run -i`: a WebSocket on `…/pods/NAME/attach` joined to the
+/// running container. Its output is the log file its agent writes (stdout and stderr as one):
+/// from the start for a `stdinOnce` container (a `run -i` session, so nothing it printed before
+/// kubectl attached is lost), from the current end otherwise, as upstream shows. Its stdin, when
+/// the spec asks for one, is the socket the agent feeds into the process (StdinRelay). The
+/// session ends when the container does (kubectl reads its exit code from the pod's status).
+extension PodExec {
+    func attach(_ request: ExecRequest, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
+            var buffer = ByteBuffer(bytes: [channel])
+            buffer.writeBytes(bytes)
+            try? await outbound.write(.binary(buffer))
+        }
+        func finish(_ status: JSON) async {
+            await send(3, status.bytes())
+            try? await outbound.close(.normalClosure, reason: nil)
+        }
+        let store = server.store
+        guard let pod = store.get("pods", namespace: request.namespace, name: request.pod) else {
+            return await finish(APIError.notFound("pods \"\(request.pod)\" not found").status)
+        }
+        let specs = pod[path: "spec.containers"]?.array ?? []
+        let name = request.container ?? specs.first?["name"]?.string ?? ""
+        guard let spec = specs.first(where: { $0["name"]?.string == name }) else {
+            return await finish(APIError.badRequest("container \(name) is not valid for pod \(request.pod)").status)
+        }
+        guard let directory = server.podLogDirectory else {
+            return await finish(APIError.badRequest("attach is not available: this API server runs without nodes").status)
+        }
+        let logs = "\(directory)/\(pod.namespace)_\(pod.name)_\(pod.uid)"
+        guard let handle = FileHandle(forReadingAtPath: "\(logs)/\(name).log") else {
+            return await finish(APIError.badRequest("container \(name) in pod \(request.pod) is waiting to start").status)
+        }
+        defer { try? handle.close() }
+        if spec["stdinOnce"]?.bool != true { _ = try? handle.seekToEnd() }
+
+        // stdin: channel 0 into the agent's socket; channel 255 (v5) or the session's end closes it.
+        var stdinTask: Task<Void, Never>?
+        if request.stdin, spec["stdin"]?.bool == true, let fd = try? UnixSocket.connect(path: "\(logs)/\(name).stdin") {
+            stdinTask = Task {
+                defer { close(fd) }
+                do {
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        guard let (channel, bytes) = Self.channelMessage(message) else { continue }
+                        if channel == 255 { return }
+                        guard channel == 0 else { continue }
+                        var offset = 0
+                        while offset < bytes.count {
+                            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                            if n <= 0 { return }
+                            offset += n
+                        }
+                    }
+                } catch {}
+            }
+        }
+        defer { stdinTask?.cancel() }
+
+        // Output until the container's process ends (or the pod goes), then what is left.
+        while !Task.isCancelled {
+            if let more = try? handle.readToEnd(), !more.isEmpty { await send(1, more) }
+            guard let now = store.get("pods", namespace: pod.namespace, name: pod.name), now.uid == pod.uid else { break }
+            let status = (now[path: "status.containerStatuses"]?.array ?? []).first { $0["name"]?.string == name }
+            if status?[path: "state.terminated"] != nil { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if let more = try? handle.readToEnd(), !more.isEmpty { await send(1, more) }
+        // The stream ends well whatever the exit: kubectl reads the exit code from the pod's
+        // status, as with upstream's attach (an error here would make it print the logs again).
+        await finish(["metadata": [:], "status": "Success"])
+    }
+}
