@@ -72,6 +72,11 @@ extension APIServer {
             throw APIError(code: 403, reason: "Forbidden", message: "namespaces \"\(name)\" is forbidden: this namespace may not be deleted",
                            name: name, kind: "namespaces")
         }
+        if t.resource.resource == "priorityclasses", name.hasPrefix("system-") {
+            throw APIError(code: 403, reason: "Forbidden",
+                           message: "priorityclasses.scheduling.k8s.io \"\(name)\" is forbidden: this is a system priority class and cannot be deleted",
+                           name: name, kind: "priorityclasses")
+        }
         let qualified = t.resource.qualifiedName
         let namespace = t.namespace ?? ""
         let uid = options[path: "preconditions.uid"]?.string

@@ -139,9 +139,21 @@ extension APIServer {
         let warnings = try validation.check(o, t.resource)
         try requireNamespace(t)
         o.resourceVersion = nil
+        if t.resource.kind == "Ingress" { defaultIngressClass(&o) }
         try admit(&o, t)
         if t.resource.kind == "Pod" { try admitServiceAccount(&o) }
         return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
+    }
+
+    /// Upstream's DefaultIngressClass admission: a new Ingress that names no class (field or the
+    /// old annotation) gets the one marked `ingressclass.kubernetes.io/is-default-class: "true"`
+    /// (the newest, when several are).
+    func defaultIngressClass(_ o: inout JSON) {
+        guard o[path: "spec.ingressClassName"] == nil, o.annotations["kubernetes.io/ingress.class"] == nil else { return }
+        let defaults = store.list("ingressclasses.networking.k8s.io").items
+            .filter { $0.annotations["ingressclass.kubernetes.io/is-default-class"] == "true" }
+            .max { ($0[path: "metadata.creationTimestamp"]?.string ?? "", $0.name) < ($1[path: "metadata.creationTimestamp"]?.string ?? "", $1.name) }
+        if let name = defaults?.name { o["spec", default: [:]]["ingressClassName"] = .string(name) }
     }
 
     /// A response with upstream's `Warning: 299 - "…"` headers (kubectl prints them).

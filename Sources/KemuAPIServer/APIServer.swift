@@ -67,6 +67,16 @@ public struct APIServer: HTTPResponder {
             if !errors.isEmpty { throw APIError(code: 500, reason: "InternalError", message: "cannot allocate the kubernetes Service: \(errors)") }
             try store.create("services", svc)
         }
+        // The two system PriorityClasses (above what a user's class may have, so made here).
+        for (name, value, description) in [
+            ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+            ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+        ] where store.get("priorityclasses.scheduling.k8s.io", name: name) == nil {
+            var pc: JSON = ["apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "value": .int(Int64(value)),
+                            "description": .string(description), "preemptionPolicy": "PreemptLowerPriority"]
+            pc.name = name
+            try store.create("priorityclasses.scheduling.k8s.io", pc)
+        }
         try BootstrapPolicy.reconcile(store)
     }
 

@@ -52,8 +52,14 @@ extension Admission {
         if !["OnFailure", "Never"].contains(policy) {
             errors.append(notSupported("\(path).template.spec.restartPolicy", policy, ["OnFailure", "Never"]))
         }
-        if let mode = spec?["completionMode"]?.string, mode != "NonIndexed" {
-            errors.append(notSupported("\(path).completionMode", mode, ["NonIndexed"]))
+        if let mode = spec?["completionMode"]?.string, !["NonIndexed", "Indexed"].contains(mode) {
+            errors.append(notSupported("\(path).completionMode", mode, ["Indexed", "NonIndexed"]))
+        }
+        if spec?["completionMode"]?.string == "Indexed" {
+            if spec?["completions"] == nil { errors.append(.required("\(path).completions")) }
+            if let n = spec?["completions"]?.int, n > 100_000 {
+                errors.append(.invalid("\(path).completions", "\(n)", "must be less than or equal to 100000 when completion mode is Indexed"))
+            }
         }
         if let selector = spec?["selector"], spec?["manualSelector"]?.bool == true,
            (try? LabelSelector(json: selector))?.matches(JSON.stringMap(spec?[path: "template.metadata.labels"])) != true {

@@ -67,6 +67,8 @@ enum Admission {
                 }
             }
         case "Service":
+            // Upstream's status of every Service: an empty loadBalancer until an ingress IP.
+            if o[path: "status.loadBalancer"] == nil { o["status", default: [:]]["loadBalancer"] = [:] }
             if o[path: "spec.type"] == nil { o["spec", default: [:]]["type"] = "ClusterIP" }
             if o[path: "spec.sessionAffinity"] == nil { o["spec", default: [:]]["sessionAffinity"] = "None" }
             if var ports = o[path: "spec.ports"]?.array {

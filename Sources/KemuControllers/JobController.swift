@@ -3,7 +3,8 @@ import KemuAPI
 import KemuStore
 import Logging
 
-/// batch/v1 Jobs, as upstream's job controller runs them (NonIndexed completion): pods from the
+/// batch/v1 Jobs, as upstream's job controller runs them (NonIndexed, or Indexed: each index in
+/// 0..<completions succeeding once, the pod told its index, completedIndexes in the status): pods from the
 /// template, at most `parallelism` active, until `completions` have succeeded (without
 /// completions, the first success completes the Job once none is active). A failed pod counts
 /// toward `backoffLimit` (with restartPolicy OnFailure, each container restart does) and is
@@ -76,7 +77,10 @@ public final class JobController: Sendable {
         }
         let pods = store.list("pods", namespace: job.namespace).items.filter { Workload.isControlled($0, by: job) }
         let active = pods.filter(Workload.active)
-        let succeeded = pods.filter { $0[path: "status.phase"]?.string == "Succeeded" }.count
+        // Indexed: each index in 0..<completions succeeds once; a pod carries its index.
+        let indexed = job[path: "spec.completionMode"]?.string == "Indexed"
+        let succeededIndexes = Set(pods.filter { $0[path: "status.phase"]?.string == "Succeeded" }.compactMap(Self.index(of:)))
+        let succeeded = indexed ? succeededIndexes.count : pods.filter { $0[path: "status.phase"]?.string == "Succeeded" }.count
         let onFailure = job[path: "spec.template.spec.restartPolicy"]?.string == "OnFailure"
         let restarts = onFailure ? active.reduce(0) { n, pod in
             n + (pod[path: "status.containerStatuses"]?.array ?? []).reduce(0) { $0 + Int($1["restartCount"]?.int ?? 0) }
@@ -146,7 +150,14 @@ public final class JobController: Sendable {
                 } else {
                     // At most upstream's 500 creations a sync; the rest at the next.
                     let count = min(wanted - active.count, Self.burst)
-                    for _ in 0..<count { try createPod(for: job) }
+                    if indexed {
+                        // The lowest indexes that have neither succeeded nor a pod at work.
+                        let busy = Set(active.compactMap(Self.index(of:)))
+                        let missing = (0..<(completions ?? 0)).lazy.filter { !succeededIndexes.contains($0) && !busy.contains($0) }
+                        for index in missing.prefix(count) { try createPod(for: job, index: index) }
+                    } else {
+                        for _ in 0..<count { try createPod(for: job) }
+                    }
                     if wanted - active.count > count { queue.add(key) }
                 }
             }
@@ -161,13 +172,49 @@ public final class JobController: Sendable {
         status["succeeded"] = .int(Int64(succeeded))
         status["failed"] = .int(Int64(failed + restarts))
         status["terminating"] = .int(Int64(current.filter { $0.deletionTimestamp != nil }.count))
+        if indexed { status["completedIndexes"] = .string(Self.ranges(succeededIndexes.sorted())) }
         let updated = try Workload.modify(store, Self.jobs, job, part: .status) { $0["status"] = status }
         if let done = Self.finished(updated) { try expire(updated, finished: done, now: now) }
     }
 
-    func createPod(for job: JSON) throws {
+    static let indexKey = "batch.kubernetes.io/job-completion-index"
+
+    static func index(of pod: JSON) -> Int? { pod.annotations[indexKey].flatMap { Int($0) } }
+
+    /// Upstream's completedIndexes: `1,3-5,7` (runs of three or more as ranges).
+    public static func ranges(_ sorted: [Int]) -> String {
+        var parts: [String] = []
+        var i = 0
+        while i < sorted.count {
+            var j = i
+            while j + 1 < sorted.count, sorted[j + 1] == sorted[j] + 1 { j += 1 }
+            if j - i >= 2 { parts.append("\(sorted[i])-\(sorted[j])") } else { parts += sorted[i...j].map(String.init) }
+            i = j + 1
+        }
+        return parts.joined(separator: ",")
+    }
+
+    /// A pod from the template; an Indexed Job's carries its index (annotation, label, the
+    /// JOB_COMPLETION_INDEX variable, hostname `<job>-<index>`), as upstream's.
+    func createPod(for job: JSON, index: Int? = nil) throws {
         var pod = Workload.pod(from: job, name: "")
-        pod["metadata", default: [:]]["generateName"] = .string("\(job.name)-")
+        pod["metadata", default: [:]]["generateName"] = .string(index.map { "\(job.name)-\($0)-" } ?? "\(job.name)-")
+        if let index {
+            var annotations = pod.annotations
+            annotations[Self.indexKey] = String(index)
+            pod["metadata", default: [:]]["annotations"] = JSON.stringMapJSON(annotations)
+            var labels = pod.labels
+            labels[Self.indexKey] = String(index)
+            pod.labels = labels
+            if pod[path: "spec.hostname"] == nil { pod["spec", default: [:]]["hostname"] = .string("\(job.name)-\(index)") }
+            let variable: JSON = ["name": "JOB_COMPLETION_INDEX",
+                                  "valueFrom": ["fieldRef": ["fieldPath": .string("metadata.annotations['\(Self.indexKey)']")]]]
+            for kind in ["containers", "initContainers"] {
+                guard var containers = pod[path: "spec.\(kind)"]?.array else { continue }
+                for i in containers.indices { containers[i]["env"] = .array([variable] + (containers[i]["env"]?.array ?? [])) }
+                pod["spec", default: [:]][kind] = .array(containers)
+            }
+        }
         do {
             let created = try store.create("pods", pod)
             Workload.event(store, job, reason: "SuccessfulCreate", message: "Created pod: \(created.name)", component: "job-controller")

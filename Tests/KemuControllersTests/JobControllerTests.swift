@@ -73,4 +73,42 @@ import Testing
         #expect(store.list("pods", namespace: "default").items.count == 1)
         Thread.sleep(forTimeInterval: 0.2)  // the re-queue's timer starts meanwhile (it used to trap there)
     }
+
+    /// Indexed: a pod per index, the lowest free first, each told its index; an index that
+    /// failed is run again; completedIndexes in upstream's compressed form.
+    @Test func indexedJobsRunEachIndexOnce() throws {
+        let store = Store()
+        let controller = JobController(store: store)
+        let key = JobController.Key(namespace: "default", name: "shards")
+        try store.create("jobs.batch", job("shards", ["completions": 4, "parallelism": 2, "completionMode": "Indexed", "backoffLimit": 6,
+                                                       "template": Self.template]))
+        try controller.reconcile(key)
+        func pods() -> [JSON] { store.list("pods", namespace: "default").items }
+        func finish(_ index: String, _ phase: String) throws {
+            let pod = try #require(pods().first { $0.annotations["batch.kubernetes.io/job-completion-index"] == index && $0[path: "status.phase"]?.string == "Pending" })
+            // Finished a minute ago: a failure's back-off (10 s) is over.
+            let ended = Timestamp.format(Date().addingTimeInterval(-60))
+            _ = try store.modify("pods", namespace: "default", name: pod.name, part: .status) {
+                $0["status"] = ["phase": .string(phase), "containerStatuses": [["name": "c", "state": ["terminated": ["finishedAt": .string(ended)]]]]]
+            }
+        }
+        #expect(pods().compactMap { $0.annotations["batch.kubernetes.io/job-completion-index"] }.sorted() == ["0", "1"])
+        let first = try #require(pods().first { $0.labels["batch.kubernetes.io/job-completion-index"] == "0" })
+        #expect(first.name.hasPrefix("shards-0-") && first[path: "spec.hostname"]?.string == "shards-0")
+        #expect(first[path: "spec.containers"]?.array?.first?["env"]?.array?.first?["name"]?.string == "JOB_COMPLETION_INDEX")
+        try finish("0", "Succeeded")
+        try finish("1", "Failed")
+        try controller.reconcile(key)
+        #expect(pods().filter { $0[path: "status.phase"]?.string == "Pending" }.compactMap { $0.annotations["batch.kubernetes.io/job-completion-index"] }.sorted()
+            == ["1", "2"], "index 1 again, and the next free one")
+        for index in ["1", "2"] { try finish(index, "Succeeded") }
+        try controller.reconcile(key)
+        #expect(store.get("jobs.batch", namespace: "default", name: "shards")?[path: "status.completedIndexes"]?.string == "0-2")
+        try finish("3", "Succeeded")
+        try controller.reconcile(key)
+        let done = store.get("jobs.batch", namespace: "default", name: "shards")
+        #expect(done?[path: "status.completedIndexes"]?.string == "0-3" && done?[path: "status.succeeded"]?.int == 4)
+        #expect(done?[path: "status.conditions"]?.array?.first?["type"]?.string == "Complete")
+        #expect(JobController.ranges([1, 3, 4, 5, 7]) == "1,3-5,7" && JobController.ranges([0, 1]) == "0,1")
+    }
 }

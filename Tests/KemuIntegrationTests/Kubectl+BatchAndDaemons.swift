@@ -66,4 +66,26 @@ extension KubectlTests {
             """)
         #expect(restart.out.contains(#"spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always""#), "\(restart.out)")
     }
+
+    /// What every cluster has and says: the system PriorityClasses (which stay), a Service's
+    /// empty load-balancer status, the default IngressClass given to an Ingress without one.
+    @Test func systemClassesServiceStatusAndDefaultIngressClass() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["get", "priorityclasses", "-o", "name"]).out
+            == "priorityclass.scheduling.k8s.io/system-cluster-critical\npriorityclass.scheduling.k8s.io/system-node-critical\n")
+        let delete = try server.kubectl(["delete", "priorityclass", "system-node-critical"])
+        #expect(delete.code != 0 && delete.out.contains("is a system priority class and cannot be deleted"), "\(delete.out)")
+        #expect(try server.kubectl(["create", "service", "clusterip", "web", "--tcp=80:8080"]).code == 0)
+        #expect(try server.kubectl(["get", "service", "web", "-o", "jsonpath={.status}"]).out == #"{"loadBalancer":{}}"#)
+        try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: networking.k8s.io/v1
+            kind: IngressClass
+            metadata: {name: house, annotations: {ingressclass.kubernetes.io/is-default-class: "true"}}
+            spec: {controller: example.com/ingress}
+            """)
+        #expect(try server.kubectl(["create", "ingress", "plain", "--rule=a.example.com/=web:80"]).code == 0)
+        #expect(try server.kubectl(["create", "ingress", "chosen", "--class=other", "--rule=b.example.com/=web:80"]).code == 0)
+        #expect(try server.kubectl(["get", "ingress", "plain", "chosen", "-o", "jsonpath={.items[*].spec.ingressClassName}"]).out == "house other")
+    }
 }

@@ -253,7 +253,7 @@ struct ClusterUpTests {
           containers:
           - name: echo
             image: kemu/echo
-            args: [--ready-after, "2"]
+            args: [--ready-after, "6"]
             ports: [{name: http, containerPort: 8080}]
             readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
         ---
@@ -294,7 +294,7 @@ struct ClusterUpTests {
         // readiness: not ready while /readyz says 503, ready after --ready-after.
         #expect(try await eventually(5) { try await get("pod/slow", "{.status.phase}") == "Running" })
         #expect(try await get("pod/slow", "{.status.containerStatuses[0].ready}") == "false")
-        #expect(try await eventually(8) { try await get("pod/slow", "{.status.containerStatuses[0].ready}") == "true" })
+        #expect(try await eventually(15) { try await get("pod/slow", "{.status.containerStatuses[0].ready}") == "true" })
         // exec probes run inside the pod's namespace, seeing its /etc/hosts.
         #expect(try await eventually(5) { try await get("pod/execready", "{.status.containerStatuses[0].ready}") == "true" })
         // a probe on a port nobody listens on: never ready, and the reason is in the events.

@@ -27,6 +27,18 @@ struct JobRootTests {
         spec:
           restartPolicy: Never
           containers: [{name: c, image: busybox, command: [sh, -c, 'echo failing; exit 3']}]
+    ---
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: shards}
+    spec:
+      completions: 3
+      parallelism: 3
+      completionMode: Indexed
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: busybox, args: [sh, -c, 'echo "shard $JOB_COMPLETION_INDEX on $(hostname)"']}]
     """
 
     @Test func jobsRunToCompletionOrFailPastTheirBackoffLimit() async throws {
@@ -47,6 +59,15 @@ struct JobRootTests {
         #expect(try await c.kubectl(["logs", once]).output == "hello from a job\n")
         let table = try await c.kubectl(["get", "job", "count", "--no-headers"]).output.split(separator: " ").prefix(3).joined(separator: " ")
         #expect(table == "count Complete 3/3", "\(table)")
+
+        // Indexed: each pod knows its index (and its hostname says it); the status lists them.
+        #expect(try await c.kubectl(["wait", "--for=condition=complete", "job/shards", "--timeout=60s"]).status == .exited(0))
+        #expect(try await c.jsonpath("job/shards", "{.status.completedIndexes}") == "0-2")
+        var shards: [String] = []
+        for pod in try await c.jsonpath("pods", "{range .items[*]}{.metadata.name} {end}").split(separator: " ") where pod.hasPrefix("shards-") {
+            shards.append(try await c.kubectl(["logs", String(pod)]).output)
+        }
+        #expect(shards.sorted() == ["shard 0 on shards-0\n", "shard 1 on shards-1\n", "shard 2 on shards-2\n"], "\(shards)")
 
         // One failure is allowed, the second fails the Job (after upstream's 10 s back-off).
         let failed = try await c.kubectl(["wait", "--for=condition=failed", "job/doomed", "--timeout=60s"])
