@@ -15,9 +15,12 @@ public struct APIResource: Sendable, Equatable {
     /// What may be done to it: every verb for stored kinds; only `create` for the reviews
     /// (SelfSubjectAccessReview, …), which are questions answered at once and never stored.
     public var verbs: [String] = APIResource.allVerbs
+    /// Made on each read from what the machine measures, never stored (metrics.k8s.io).
+    public var computed = false
 
-    /// Whether objects of it live in the store (false for the create-only reviews).
-    public var stored: Bool { verbs != ["create"] }
+    /// Whether objects of it live in the store (false for the create-only reviews and the
+    /// computed metrics).
+    public var stored: Bool { verbs != ["create"] && !computed }
 
     /// `v1` or `apps/v1`.
     public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
@@ -100,6 +103,11 @@ public enum APIResources {
         .init(group: "coordination.k8s.io", version: "v1", resource: "leases", singular: "lease", kind: "Lease", namespaced: true),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
+        // Usage of pods and nodes as metrics-server serves it (`kubectl top`), measured on read.
+        .init(group: "metrics.k8s.io", version: "v1beta1", resource: "pods", singular: "", kind: "PodMetrics", namespaced: true,
+              verbs: ["get", "list"], computed: true),
+        .init(group: "metrics.k8s.io", version: "v1beta1", resource: "nodes", singular: "", kind: "NodeMetrics", namespaced: false,
+              verbs: ["get", "list"], computed: true),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
         .init(group: "kemu.dev", version: "v1", resource: "faults", singular: "fault", kind: "Fault", namespaced: true),
     ]

@@ -10,6 +10,7 @@ extension APIServer {
             throw APIError.notFound("the server could not find the requested resource")
         }
         do {
+            if r.computed { return try metrics(t, request, query) }
             if !r.stored { return try await review(t, request) }
             let dryRun = request.method == .get ? false : try query.dryRun()  // reads ignore it, as upstream
             return try await Store.$dryRun.withValue(dryRun) { try await dispatch(t, request, query) }

@@ -33,6 +33,8 @@ public struct APIServer: HTTPResponder {
     public var audit: AuditLog?
     /// Where node agents write container logs (`kemu up` passes its cluster's), for pods/log.
     public var podLogDirectory: String?
+    /// CPU samples of container processes, for metrics.k8s.io rates.
+    let usage = UsageSampler()
 
     public init(store: Store, ranges: ServiceRanges = ServiceRanges()) throws {
         self.store = store

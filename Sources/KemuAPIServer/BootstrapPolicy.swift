@@ -72,6 +72,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["ingresses", "ingresses/status", "networkpolicies"]),
         PolicyRule(verbs: reads, apiGroups: ["policy"], resources: ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
+        PolicyRule(verbs: reads, apiGroups: ["metrics.k8s.io"], resources: ["pods", "nodes"]),
     ]
 
     /// edit: writes of a namespace's workloads, Services, configuration and Secrets, exec and logs;

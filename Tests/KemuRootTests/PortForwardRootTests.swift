@@ -4,7 +4,8 @@ import Testing
 
 /// kubectl's debugging verbs as users run them: `port-forward` to a pod and to `svc/NAME`, HTTP
 /// and a raw byte stream (a megabyte through the pod's echo port and back), a port nothing
-/// listens on; the python client's port-forward and exec with stdin; `kubectl run -i --rm`.
+/// listens on; the python client's port-forward and exec with stdin; `kubectl run -i --rm`;
+/// `kubectl top pod|node`.
 @Suite(.serialized, .enabled(if: isRoot, "creates network namespaces: run as root"))
 struct PortForwardRootTests {
     static let app = """
@@ -129,6 +130,21 @@ struct PortForwardRootTests {
         #expect(piped.output.contains("early\ngot first\ngot second\n"), "\(piped.output)")
         #expect(piped.output.components(separatedBy: "got first").count == 2, "printed once: \(piped.output)")
         #expect(try await eventually(10) { try await c.jsonpath("pods", "{.items[*].metadata.name}").contains("talk") == false })
+
+        // kubectl top: a busy pod's CPU and every pod's memory, measured; nodes sum their pods.
+        #expect(try await c.kubectl(["run", "burner", "--image=busybox", "--", "sh", "-c", "while true; do :; done"]).status == .exited(0))
+        var top = ""
+        let busy = try await eventually(20) {
+            top = try await c.kubectl(["top", "pod", "--no-headers"]).output
+            let burner = top.split(separator: "\n").first { $0.hasPrefix("burner ") }?.split(separator: " ").filter { !$0.isEmpty }
+            return (burner?.count ?? 0) >= 3 && (Int(burner?[1].dropLast() ?? "") ?? 0) >= 100
+        }
+        #expect(busy, "the busy loop shows at least 100m: \(top)")
+        let web = top.split(separator: "\n").first { $0.hasPrefix("\(pod) ") }?.split(separator: " ").filter { !$0.isEmpty } ?? []
+        #expect(web.count == 3 && web[2].hasSuffix("Mi") && (Int(web[2].dropLast(2)) ?? 0) > 0, "\(top)")
+        let nodes = try await c.kubectl(["top", "node", "--no-headers"]).output.split(separator: "\n").map { $0.split(separator: " ").first ?? "" }
+        #expect(nodes == ["node-1", "node-2"])
+        #expect(try await c.kubectl(["delete", "pod", "burner", "--now"]).status == .exited(0))
 
         // Nothing listens on 8999: the connection fails and kubectl says why.
         let nowhere = try Forward(c, ["pod/\(pod)", "0:8999"])
