@@ -143,6 +143,7 @@ extension APIServer {
         if t.resource.kind == "Ingress" { defaultIngressClass(&o) }
         try admit(&o, t)
         if t.resource.kind == "Pod" { try admitServiceAccount(&o) }
+        try admitQuota(o, t.resource)
         return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
     }
 

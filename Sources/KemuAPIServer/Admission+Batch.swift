@@ -55,6 +55,33 @@ extension Admission {
         if let mode = spec?["completionMode"]?.string, !["NonIndexed", "Indexed"].contains(mode) {
             errors.append(notSupported("\(path).completionMode", mode, ["Indexed", "NonIndexed"]))
         }
+        if let policy = spec?["podFailurePolicy"] {
+            if !["Never", ""].contains(spec?[path: "template.spec.restartPolicy"]?.string ?? "") {
+                errors.append(.invalid("\(path).template.spec.restartPolicy", spec?[path: "template.spec.restartPolicy"]?.text() ?? "",
+                                       "only \"Never\" is supported when podFailurePolicy is specified"))
+            }
+            for (i, rule) in (policy["rules"]?.array ?? []).enumerated() {
+                let at = "\(path).podFailurePolicy.rules[\(i)]"
+                let action = rule["action"]?.string ?? ""
+                if !["FailJob", "Ignore", "Count"].contains(action) {
+                    errors.append(notSupported("\(at).action", action, ["Count", "FailJob", "Ignore"]))
+                }
+                if (rule["onExitCodes"] == nil) == (rule["onPodConditions"] == nil) {
+                    errors.append(.invalid(at, rule.text(), "specifying one of onExitCodes and onPodConditions is required"))
+                }
+                if let codes = rule["onExitCodes"] {
+                    if !["In", "NotIn"].contains(codes["operator"]?.string ?? "") {
+                        errors.append(notSupported("\(at).onExitCodes.operator", codes["operator"]?.string ?? "", ["In", "NotIn"]))
+                    }
+                    if (codes["values"]?.array ?? []).isEmpty { errors.append(.required("\(at).onExitCodes.values")) }
+                }
+            }
+        }
+        // Per-index back-off and success policies are not honoured yet: refused rather than ignored.
+        for field in ["backoffLimitPerIndex", "maxFailedIndexes", "successPolicy"] where spec?[field] != nil {
+            errors.append(FieldError(field: "\(path).\(field)", reason: "FieldValueForbidden",
+                                     message: "Forbidden: kemu does not honour \(field) yet; leave it out (upstream's default applies)"))
+        }
         if spec?["completionMode"]?.string == "Indexed" {
             if spec?["completions"] == nil { errors.append(.required("\(path).completions")) }
             if let n = spec?["completions"]?.int, n > 100_000 {

@@ -111,6 +111,9 @@ enum Tables {
                         return .string(selector.isEmpty ? "<none>" : selector.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
                     },
                     age] + workloadWide
+        case "ResourceQuota":
+            // kubectl's: `pods: 1/10, requests.cpu: 500m/2` (REQUEST), the limits.* ones (LIMIT).
+            return [name, age, Column(name: "Request") { quotaUsage($0, limits: false) }, Column(name: "Limit") { quotaUsage($0, limits: true) }]
         case "CronJob":
             return [name,
                     Column(name: "Schedule") { s($0[path: "spec.schedule"]?.string) },
@@ -248,6 +251,13 @@ enum Tables {
         default:
             return [name, Column(name: "Created At", type: "date") { s($0[path: "metadata.creationTimestamp"]?.string) }]
         }
+    }
+
+    static func quotaUsage(_ o: JSON, limits: Bool) -> JSON {
+        let hard = o[path: "status.hard"]?.object ?? o[path: "spec.hard"]?.object ?? JSONObject()
+        return .string(hard.keys.filter { $0.hasPrefix("limits.") == limits }.sorted().map { name in
+            "\(name): \(o[path: "status.used"]?[name]?.string ?? "0")/\(hard[name]?.string ?? hard[name]?.text() ?? "")"
+        }.joined(separator: ", "))
     }
 
     static let workloadWide: [Column] = [

@@ -136,11 +136,12 @@ public struct ControlPlane {
         let cronJobs = CronJobController(store: store)
         let daemonSets = DaemonSetController(store: store)
         let disruption = DisruptionController(store: store)
+        let quotas = ResourceQuotaController(store: store)
         let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay,
                                                     policy: s.eviction)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
-                { try await statefulSets.run() }, { try await jobs.run() }, { try await cronJobs.run() }, { try await daemonSets.run() }, { try await disruption.run() }, { try await nodeLifecycle.run() },
+                { try await statefulSets.run() }, { try await jobs.run() }, { try await cronJobs.run() }, { try await daemonSets.run() }, { try await disruption.run() }, { try await quotas.run() }, { try await nodeLifecycle.run() },
                 { try await serviceAccounts.run() }]
     }
 

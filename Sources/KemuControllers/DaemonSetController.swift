@@ -209,7 +209,7 @@ public final class DaemonSetController: Sendable {
         ]
         pod["spec", default: [:]]["nodeName"] = .string(node)
         do {
-            let created = try store.create("pods", pod)
+            let created = try Workload.createPod(store, pod)
             Workload.event(store, set, reason: "SuccessfulCreate", message: "Created pod: \(created.name)", component: "daemonset-controller")
         } catch {
             Workload.event(store, set, type: "Warning", reason: "FailedCreate", message: "Error creating: \(error)", component: "daemonset-controller")

@@ -85,7 +85,11 @@ public final class JobController: Sendable {
         let restarts = onFailure ? active.reduce(0) { n, pod in
             n + (pod[path: "status.containerStatuses"]?.array ?? []).reduce(0) { $0 + Int($1["restartCount"]?.int ?? 0) }
         } : 0
-        let failed = pods.filter { $0[path: "status.phase"]?.string == "Failed" }.count
+        // podFailurePolicy: the first rule a failed pod matches decides (FailJob, Ignore: not
+        // counted, Count); without one every failure counts.
+        let failures = pods.filter { $0[path: "status.phase"]?.string == "Failed" }.map { ($0, Self.failureRule(job, $0)) }
+        let failed = failures.filter { $0.1?.action != "Ignore" }.count
+        let failJob = failures.first { $0.1?.action == "FailJob" }
         let spec = job["spec"] ?? [:]
         let completions = spec["completions"]?.int.map(Int.init)
         let parallelism = Int(spec["parallelism"]?.int ?? 1)
@@ -101,7 +105,9 @@ public final class JobController: Sendable {
             return
         }
         var verdict: (type: String, reason: String, message: String)?
-        if failed + restarts > backoffLimit {
+        if let (pod, rule) = failJob, let rule {
+            verdict = ("Failed", "PodFailurePolicy", "\(rule.what) for pod \(pod.namespace)/\(pod.name) matching FailJob rule at index \(rule.index)")
+        } else if failed + restarts > backoffLimit {
             verdict = ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
         } else if let deadline = spec["activeDeadlineSeconds"]?.int, let start, !suspended,
                   now.timeIntervalSince(start) >= Double(deadline) {
@@ -177,6 +183,33 @@ public final class JobController: Sendable {
         if let done = Self.finished(updated) { try expire(updated, finished: done, now: now) }
     }
 
+    /// The podFailurePolicy rule a failed pod matches: its index, action, and what matched
+    /// (upstream's words: `Container c failed with exit code 42`, `Pod has condition …`).
+    static func failureRule(_ job: JSON, _ pod: JSON) -> (index: Int, action: String, what: String)? {
+        let statuses = pod[path: "status.containerStatuses"]?.array ?? []
+        for (index, rule) in (job[path: "spec.podFailurePolicy.rules"]?.array ?? []).enumerated() {
+            let action = rule["action"]?.string ?? ""
+            if let codes = rule["onExitCodes"] {
+                let values = Set((codes["values"]?.array ?? []).compactMap(\.int))
+                let within = codes["operator"]?.string == "In"
+                for status in statuses {
+                    if let only = codes["containerName"]?.string, status["name"]?.string != only { continue }
+                    guard let code = status[path: "state.terminated.exitCode"]?.int, code != 0 else { continue }
+                    if values.contains(code) == within {
+                        return (index, action, "Container \(status["name"]?.string ?? "") failed with exit code \(code)")
+                    }
+                }
+            }
+            for pattern in rule["onPodConditions"]?.array ?? [] {
+                let type = pattern["type"]?.string ?? "", wanted = pattern["status"]?.string ?? "True"
+                if (pod[path: "status.conditions"]?.array ?? []).contains(where: { $0["type"]?.string == type && $0["status"]?.string == wanted }) {
+                    return (index, action, "Pod has condition \(type)")
+                }
+            }
+        }
+        return nil
+    }
+
     static let indexKey = "batch.kubernetes.io/job-completion-index"
 
     static func index(of pod: JSON) -> Int? { pod.annotations[indexKey].flatMap { Int($0) } }
@@ -216,7 +249,7 @@ public final class JobController: Sendable {
             }
         }
         do {
-            let created = try store.create("pods", pod)
+            let created = try Workload.createPod(store, pod)
             Workload.event(store, job, reason: "SuccessfulCreate", message: "Created pod: \(created.name)", component: "job-controller")
         } catch {
             Workload.event(store, job, type: "Warning", reason: "FailedCreate", message: "Error creating: \(error)", component: "job-controller")

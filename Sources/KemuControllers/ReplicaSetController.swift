@@ -126,7 +126,7 @@ public final class ReplicaSetController: Sendable {
             let size = min(batch, count - created)
             for _ in 0..<size {
                 do {
-                    try store.create("pods", newPod(owner))
+                    try Workload.createPod(store, newPod(owner))
                 } catch {
                     Workload.event(store, owner, type: "Warning", reason: "FailedCreate", message: "Error creating: \(error)",
                                    component: "replicaset-controller")

@@ -161,7 +161,7 @@ public final class StatefulSetController: Sendable {
         }
         if !volumes.isEmpty { pod["spec", default: [:]]["volumes"] = .array(volumes) }
         do {
-            return try store.create("pods", pod)
+            return try Workload.createPod(store, pod)
         } catch StoreError.alreadyExists {
             throw ControllerError("pod \(name) exists and is not this StatefulSet's (or is still going)")
         }

@@ -108,6 +108,20 @@ enum Workload {
         return pod
     }
 
+    /// Creates a controller's pod, within the namespace's ResourceQuotas as the API server's
+    /// admission would hold it (upstream's controllers create through that admission): past a
+    /// quota it throws upstream's Forbidden message, which the caller reports as FailedCreate.
+    @discardableResult
+    static func createPod(_ store: Store, _ pod: JSON) throws -> JSON {
+        let quotas = store.list("resourcequotas", namespace: pod.namespace).items
+        if !quotas.isEmpty,
+           let reason = Quota.refusal(pod, resource: "pods", quotas: quotas, existing: store.list("pods", namespace: pod.namespace).items) {
+            let name = pod.name.isEmpty ? (pod[path: "metadata.generateName"]?.string ?? "") : pod.name
+            throw ControllerError("pods \"\(name)\" is forbidden: \(reason)")
+        }
+        return try store.create("pods", pod)
+    }
+
     /// Graceful when a live node runs the pod (its agent ends it), at once otherwise.
     static func deletePod(_ store: Store, _ pod: JSON) throws {
         let node = pod[path: "spec.nodeName"]?.string ?? ""

@@ -111,4 +111,36 @@ import Testing
         #expect(done?[path: "status.conditions"]?.array?.first?["type"]?.string == "Complete")
         #expect(JobController.ranges([1, 3, 4, 5, 7]) == "1,3-5,7" && JobController.ranges([0, 1]) == "0,1")
     }
+
+    /// podFailurePolicy: an Ignore rule's failures are not counted (the pod is replaced), a
+    /// FailJob rule fails the Job at once with upstream's reason and message.
+    @Test func podFailurePolicyIgnoresOrFailsTheJob() throws {
+        let store = Store()
+        let controller = JobController(store: store)
+        let key = JobController.Key(namespace: "default", name: "picky")
+        let policy: JSON = ["rules": [["action": "Ignore", "onExitCodes": ["operator": "In", "values": [137]]],
+                                      ["action": "FailJob", "onExitCodes": ["containerName": "c", "operator": "In", "values": [42]]]]]
+        try store.create("jobs.batch", job("picky", ["completions": 1, "parallelism": 1, "backoffLimit": 0, "podFailurePolicy": policy,
+                                                      "template": Self.template]))
+        func fail(_ code: Int64) throws {
+            let pod = try #require(store.list("pods", namespace: "default").items.first { $0[path: "status.phase"]?.string == "Pending" })
+            let ended = Timestamp.format(Date().addingTimeInterval(-60))
+            _ = try store.modify("pods", namespace: "default", name: pod.name, part: .status) {
+                $0["status"] = ["phase": "Failed", "containerStatuses": [["name": "c", "state": ["terminated": ["exitCode": .int(code), "finishedAt": .string(ended)]]]]]
+            }
+        }
+        try controller.reconcile(key)
+        try fail(137)
+        try controller.reconcile(key)
+        var now = store.get("jobs.batch", namespace: "default", name: "picky")
+        #expect(now?[path: "status.conditions"] == nil && now?[path: "status.failed"]?.int == 0, "ignored: no failure counted, backoffLimit 0 not hit")
+        #expect(store.list("pods", namespace: "default").items.count == 2, "and a new pod")
+        try fail(42)
+        try controller.reconcile(key)
+        now = store.get("jobs.batch", namespace: "default", name: "picky")
+        let condition = now?[path: "status.conditions"]?.array?.first
+        #expect(condition?["type"]?.string == "Failed" && condition?["reason"]?.string == "PodFailurePolicy")
+        #expect(condition?["message"]?.string?.hasPrefix("Container c failed with exit code 42 for pod default/picky-") == true)
+        #expect(condition?["message"]?.string?.hasSuffix("matching FailJob rule at index 1") == true)
+    }
 }

@@ -31,6 +31,21 @@ extension KubectlTests {
               jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}}
             """)
         #expect(zone.code != 0 && zone.out.contains("spec.timeZone: Invalid value: \"Mars/Olympus_Mons\": unknown time zone"), "\(zone.out)")
+        // What kemu does not honour is refused, naming the field, never ignored.
+        let perIndex = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: batch/v1
+            kind: Job
+            metadata: {name: per-index}
+            spec:
+              completionMode: Indexed
+              completions: 2
+              backoffLimitPerIndex: 1
+              podFailurePolicy: {rules: [{action: FailJob, onExitCodes: {operator: In, values: [42]}}]}
+              template: {spec: {restartPolicy: OnFailure, containers: [{name: c, image: busybox}]}}
+            """)
+        #expect(perIndex.out.contains("spec.backoffLimitPerIndex: Forbidden: kemu does not honour backoffLimitPerIndex yet"), "\(perIndex.out)")
+        #expect(perIndex.out.contains(#"spec.template.spec.restartPolicy: Invalid value: "OnFailure": only "Never" is supported when podFailurePolicy is specified"#),
+                "\(perIndex.out)")
 
         for node in ["n1", "n2"] {
             try server.kubectl(["apply", "-f", "-"], stdin: "apiVersion: v1\nkind: Node\nmetadata: {name: \(node)}\n")

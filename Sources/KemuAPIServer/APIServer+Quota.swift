@@ -1,0 +1,18 @@
+import KemuAPI
+
+extension APIServer {
+    /// Upstream's ResourceQuota admission, on create: the new object must fit every quota of its
+    /// namespace — what the namespace holds now plus what it adds, for each name the quota
+    /// limits — or the create is Forbidden with upstream's message (Quota.refusal). A quota on a
+    /// compute resource makes every container of a pod state it ("must specify").
+    func admitQuota(_ o: JSON, _ r: APIResource) throws {
+        guard r.namespaced, r.stored, r.resource != "events" else { return }
+        let quotas = store.list("resourcequotas", namespace: o.namespace).items
+        guard !quotas.isEmpty else { return }
+        let existing = store.list(r.qualifiedName, namespace: o.namespace).items
+        if let reason = Quota.refusal(o, resource: r.qualifiedName, quotas: quotas, existing: existing) {
+            throw APIError(code: 403, reason: "Forbidden", message: "\(r.qualifiedName) \"\(o.name)\" is forbidden: \(reason)",
+                           name: o.name, kind: r.resource, group: r.group)
+        }
+    }
+}
