@@ -55,6 +55,8 @@ public enum APIResources {
               shortNames: ["sa"], subresources: ["token"]),
         .init(group: "", version: "v1", resource: "resourcequotas", singular: "resourcequota", kind: "ResourceQuota", namespaced: true,
               shortNames: ["quota"], subresources: ["status"]),
+        .init(group: "", version: "v1", resource: "limitranges", singular: "limitrange", kind: "LimitRange", namespaced: true,
+              shortNames: ["limits"]),
         .init(group: "", version: "v1", resource: "persistentvolumeclaims", singular: "persistentvolumeclaim",
               kind: "PersistentVolumeClaim", namespaced: true, shortNames: ["pvc"], subresources: ["status"]),
         .init(group: "", version: "v1", resource: "replicationcontrollers", singular: "replicationcontroller",

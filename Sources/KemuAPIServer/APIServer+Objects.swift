@@ -142,7 +142,11 @@ extension APIServer {
         o.resourceVersion = nil
         if t.resource.kind == "Ingress" { defaultIngressClass(&o) }
         try admit(&o, t)
-        if t.resource.kind == "Pod" { try admitServiceAccount(&o) }
+        if t.resource.kind == "Pod" {
+            try admitServiceAccount(&o)
+            try admitLimitRanges(&o)
+        }
+        if t.resource.kind == "LimitRange" { o = LimitRanges.defaulted(o) }
         try admitQuota(o, t.resource)
         return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
     }

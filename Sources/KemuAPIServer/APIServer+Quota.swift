@@ -15,4 +15,16 @@ extension APIServer {
                            name: o.name, kind: r.resource, group: r.group)
         }
     }
+
+    /// Upstream's LimitRanger, on a new pod: the namespace's LimitRanges' defaults filled in,
+    /// then their bounds checked (Forbidden, every breach listed).
+    func admitLimitRanges(_ pod: inout JSON) throws {
+        let ranges = store.list("limitranges", namespace: pod.namespace).items
+        guard !ranges.isEmpty else { return }
+        let problems = LimitRanges.apply(to: &pod, ranges)
+        if !problems.isEmpty {
+            throw APIError(code: 403, reason: "Forbidden", message: "pods \"\(pod.name)\" is forbidden: [\(problems.joined(separator: ", "))]",
+                           name: pod.name, kind: "pods")
+        }
+    }
 }

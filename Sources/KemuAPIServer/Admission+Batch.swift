@@ -130,4 +130,27 @@ extension Admission {
         }
         return errors
     }
+
+    /// A LimitRange: known types, quantities that parse, min no more than max.
+    static func validateLimitRange(_ o: JSON) -> [FieldError] {
+        var errors: [FieldError] = []
+        for (i, item) in (o[path: "spec.limits"]?.array ?? []).enumerated() {
+            let at = "spec.limits[\(i)]"
+            let type = item["type"]?.string ?? ""
+            if !["Container", "Pod", "PersistentVolumeClaim"].contains(type) {
+                errors.append(notSupported("\(at).type", type, ["Container", "PersistentVolumeClaim", "Pod"]))
+            }
+            for field in ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"] {
+                for (name, value) in item[field]?.object ?? JSONObject() where Quantity.milli(value) == nil {
+                    errors.append(.invalid("\(at).\(field)[\(name)]", value.text(), "must be a quantity such as 500m or 1Gi"))
+                }
+            }
+            for (name, low) in item["min"]?.object ?? JSONObject() {
+                if let high = item["max"]?[name], let l = Quantity.milli(low), let h = Quantity.milli(high), l > h {
+                    errors.append(.invalid("\(at).min[\(name)]", low.text(), "min value \(low.string ?? "") is greater than max value \(high.string ?? "")"))
+                }
+            }
+        }
+        return errors
+    }
 }

@@ -133,6 +133,7 @@ enum Admission {
         case "ConfigMap": errors += validateConfigMap(o)
         case "Secret": errors += validateSecret(o)
         case "Job": errors += validateJobSpec(o["spec"], at: "spec")
+        case "LimitRange": errors += validateLimitRange(o)
         case "CronJob": errors += validateCronJob(o)
         case "Ingress", "IngressClass", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "ResourceQuota":
             errors += validatePolicyKinds(o, r)

@@ -136,6 +136,7 @@ extension FieldSchema {
             "ConfigMap": kind(["data", "binaryData", "immutable"]),
             "Secret": kind(["data", "stringData", "type", "immutable"]),
             "ResourceQuota": kind(["spec", "status"]),
+            "LimitRange": kind([], ["spec": fields([], ["limits": .list(fields(["type", "max", "min", "default", "defaultRequest", "maxLimitRequestRatio"]))])]),
             "Job": kind(["status"], ["spec": jobSpec]),
             "CronJob": kind(["status"], ["spec": fields(
                 ["schedule", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "suspend", "successfulJobsHistoryLimit",

@@ -111,6 +111,8 @@ enum Tables {
                         return .string(selector.isEmpty ? "<none>" : selector.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
                     },
                     age] + workloadWide
+        case "LimitRange":
+            return [name, Column(name: "Created At") { s($0[path: "metadata.creationTimestamp"]?.string) }]
         case "ResourceQuota":
             // kubectl's: `pods: 1/10, requests.cpu: 500m/2` (REQUEST), the limits.* ones (LIMIT).
             return [name, age, Column(name: "Request") { quotaUsage($0, limits: false) }, Column(name: "Limit") { quotaUsage($0, limits: true) }]

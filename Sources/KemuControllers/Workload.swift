@@ -108,15 +108,21 @@ enum Workload {
         return pod
     }
 
-    /// Creates a controller's pod, within the namespace's ResourceQuotas as the API server's
-    /// admission would hold it (upstream's controllers create through that admission): past a
+    /// Creates a controller's pod, with the namespace's LimitRange defaults and within its
+    /// LimitRanges and ResourceQuotas as the API server's admission would hold it (upstream's controllers create through that admission): past a
     /// quota it throws upstream's Forbidden message, which the caller reports as FailedCreate.
     @discardableResult
     static func createPod(_ store: Store, _ pod: JSON) throws -> JSON {
+        var pod = pod
+        let name = pod.name.isEmpty ? (pod[path: "metadata.generateName"]?.string ?? "") : pod.name
+        let ranges = store.list("limitranges", namespace: pod.namespace).items
+        if !ranges.isEmpty {
+            let problems = LimitRanges.apply(to: &pod, ranges)
+            if !problems.isEmpty { throw ControllerError("pods \"\(name)\" is forbidden: [\(problems.joined(separator: ", "))]") }
+        }
         let quotas = store.list("resourcequotas", namespace: pod.namespace).items
         if !quotas.isEmpty,
            let reason = Quota.refusal(pod, resource: "pods", quotas: quotas, existing: store.list("pods", namespace: pod.namespace).items) {
-            let name = pod.name.isEmpty ? (pod[path: "metadata.generateName"]?.string ?? "") : pod.name
             throw ControllerError("pods \"\(name)\" is forbidden: \(reason)")
         }
         return try store.create("pods", pod)

@@ -55,4 +55,42 @@ extension KubectlTests {
         #expect(events.contains("exceeded quota: two, requested: pods=1, used: pods=2, limited: pods=2"), "\(events)")
         #expect(try server.kubectl(["get", "pods", "-n", "deploys", "-o", "name"]).out.split(separator: "\n").count == 2)
     }
+
+    /// LimitRange: containers get the defaults they do not state, and bounds are held.
+    @Test func limitRangesFillInDefaultsAndHoldBounds() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["create", "namespace", "lr"]).code == 0)
+        let applied = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: LimitRange
+            metadata: {name: sizes, namespace: lr}
+            spec:
+              limits:
+              - type: Container
+                default: {cpu: 500m, memory: 256Mi}
+                defaultRequest: {cpu: 100m}
+                max: {cpu: "1"}
+                min: {cpu: 50m}
+            """)
+        #expect(applied.code == 0, "\(applied.out)")
+        #expect(try server.kubectl(["run", "plain", "-n", "lr", "--image=busybox"]).code == 0)
+        #expect(try server.kubectl(["get", "pod", "plain", "-n", "lr", "-o", "jsonpath={.spec.containers[0].resources}"]).out
+            == #"{"limits":{"cpu":"500m","memory":"256Mi"},"requests":{"cpu":"100m","memory":"256Mi"}}"#)
+        let big = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: big, namespace: lr}
+            spec: {containers: [{name: c, image: busybox, resources: {limits: {cpu: "2"}, requests: {cpu: 10m}}}]}
+            """)
+        #expect(big.out.contains(#"pods "big" is forbidden: [minimum cpu usage per Container is 50m, but request is 10m, maximum cpu usage per Container is 1, but limit is 2]"#),
+                "\(big.out)")
+        let bad = try server.kubectl(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: LimitRange
+            metadata: {name: upside-down, namespace: lr}
+            spec: {limits: [{type: Container, min: {cpu: "2"}, max: {cpu: "1"}}]}
+            """)
+        #expect(bad.out.contains("spec.limits[0].min[cpu]: Invalid value"), "\(bad.out)")
+    }
 }
