@@ -108,6 +108,29 @@ enum OpenAPI {
                 "responses": ["200": ["description": "OK"]],
             ]]
         }
-        return ["openapi": "3.0.0", "info": ["title": "Kubernetes", "version": "v1.32.0"], "components": ["schemas": [:]], "paths": .object(paths)]
+        // A schema per kind from the field names kemu knows (FieldSchemas), for `kubectl explain`:
+        // nested structures as objects and lists, leaves without a type where kemu does not list one.
+        var schemas = JSONObject()
+        for r in APIResources.all where r.group == group && r.version == version {
+            guard let fields = FieldSchema.kinds[r.kind] else { continue }
+            let package = group.isEmpty ? "core" : (group.split(separator: ".").first.map(String.init) ?? group)
+            var schema = schemaJSON(fields)
+            schema["description"] = .string("\(r.kind) (\(r.groupVersion)), as kemu serves it: the fields kemu reads and validates.")
+            schema["x-kubernetes-group-version-kind"] = [["group": .string(r.group), "kind": .string(r.kind), "version": .string(r.version)]]
+            schemas["io.k8s.api.\(package).\(version).\(r.kind)"] = schema
+        }
+        return ["openapi": "3.0.0", "info": ["title": "Kubernetes", "version": "v1.32.0"], "components": ["schemas": .object(schemas)],
+                "paths": .object(paths)]
+    }
+
+    static func schemaJSON(_ schema: FieldSchema) -> JSON {
+        switch schema {
+        case .any: return ["description": "(kemu lists this field without its structure)"]
+        case .list(let item): return ["type": "array", "items": schemaJSON(item)]
+        case .object(let fields):
+            var properties = JSONObject()
+            for name in fields.keys.sorted() { if let field = fields[name] { properties[name] = schemaJSON(field) } }
+            return ["type": "object", "properties": .object(properties)]
+        }
     }
 }

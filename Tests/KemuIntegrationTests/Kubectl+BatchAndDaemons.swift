@@ -103,4 +103,19 @@ extension KubectlTests {
         #expect(try server.kubectl(["create", "ingress", "chosen", "--class=other", "--rule=b.example.com/=web:80"]).code == 0)
         #expect(try server.kubectl(["get", "ingress", "plain", "chosen", "-o", "jsonpath={.items[*].spec.ingressClassName}"]).out == "house other")
     }
+
+    /// `kubectl explain` finds every served kind and walks its fields (names only for now: kemu
+    /// publishes the structure it validates, not upstream's types and descriptions).
+    @Test func explainWalksTheServedKinds() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let pod = try server.kubectl(["explain", "pod.spec"])
+        #expect(pod.code == 0 && pod.out.contains("FIELDS:") && pod.out.contains("  containers\t<[]Object>"), "\(pod.out)")
+        let probe = try server.kubectl(["explain", "deployment.spec.template.spec.containers.readinessProbe.httpGet"])
+        #expect(probe.code == 0 && probe.out.contains("FIELD: httpGet"), "\(probe.out)")
+        for kind in ["cronjob.spec.jobTemplate", "daemonset.spec.updateStrategy", "limitrange.spec.limits", "job.spec.podFailurePolicy"] {
+            let explained = try server.kubectl(["explain", kind])
+            #expect(explained.code == 0, "\(kind): \(explained.out)")
+        }
+    }
 }

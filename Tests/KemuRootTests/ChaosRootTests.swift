@@ -121,7 +121,9 @@ struct ChaosRootTests {
         // most a dial timeout and a retry. (With 4 clients two were in flight there once in CI.)
         let lost = partition.action(0, "failed") ?? 9
         #expect(partition.ok && lost <= 4 && partition.load(0, "failed") <= 4, "\(partition.output)")
-        #expect(lost >= 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 750, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
+        // (1.5 s: a dial timeout and a retry with room for a loaded 2-core machine, still short of
+        // the 2 s a request lost at the cut shows; 750 ms failed once with the full suite running.)
+        #expect(lost >= 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 1500, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
         let gone = partition.action(0, "goneFromProxiesMs")
         #expect(gone != nil && gone! > 3000 && gone! < 9000, "\(partition.output)")
         #expect(partition.output.contains("undone at the end: partition node-2"))
