@@ -1,7 +1,7 @@
 import Foundation
 import KemuAPI
 
-/// batch/v1: Jobs and CronJobs, defaulted and validated as upstream does (a CronJob's
+/// batch/v1 (and the LimitRange and DaemonSet-strategy checks beside them): Jobs and CronJobs, defaulted and validated as upstream does (a CronJob's
 /// `jobTemplate.spec` as a Job's spec, so a CronJob that admits makes Jobs that do).
 extension Admission {
     static func defaultBatch(_ o: inout JSON, _ r: APIResource) {
@@ -150,6 +150,25 @@ extension Admission {
                     errors.append(.invalid("\(at).min[\(name)]", low.text(), "min value \(low.string ?? "") is greater than max value \(high.string ?? "")"))
                 }
             }
+        }
+        return errors
+    }
+
+    /// A DaemonSet's update strategy: a known type, maxSurge and maxUnavailable not both 0.
+    static func validateDaemonSetStrategy(_ o: JSON) -> [FieldError] {
+        var errors: [FieldError] = []
+        let strategy = o[path: "spec.updateStrategy.type"]?.string ?? "RollingUpdate"
+        if !["RollingUpdate", "OnDelete"].contains(strategy) {
+            errors.append(FieldError(field: "spec.updateStrategy.type", reason: "FieldValueNotSupported",
+                                     message: "Unsupported value: \"\(strategy)\": supported values: \"OnDelete\", \"RollingUpdate\""))
+        }
+        let surge = o[path: "spec.updateStrategy.rollingUpdate.maxSurge"]
+        let unavailable = o[path: "spec.updateStrategy.rollingUpdate.maxUnavailable"]
+        if strategy == "RollingUpdate", isZero(surge) && isZero(unavailable) {
+            errors.append(.invalid("spec.updateStrategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"))
+        }
+        for (field, value) in [("maxSurge", surge), ("maxUnavailable", unavailable)] {
+            if let value { errors += intOrPercent(value, at: "spec.updateStrategy.rollingUpdate.\(field)") }
         }
         return errors
     }

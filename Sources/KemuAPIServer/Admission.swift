@@ -232,21 +232,7 @@ enum Admission {
             errors.append(FieldError(field: "spec.template.spec.restartPolicy", reason: "FieldValueNotSupported",
                                      message: "Unsupported value: \"\(policy)\": supported values: \"Always\""))
         }
-        if r.kind == "DaemonSet" {
-            let strategy = o[path: "spec.updateStrategy.type"]?.string ?? "RollingUpdate"
-            if !["RollingUpdate", "OnDelete"].contains(strategy) {
-                errors.append(FieldError(field: "spec.updateStrategy.type", reason: "FieldValueNotSupported",
-                                         message: "Unsupported value: \"\(strategy)\": supported values: \"OnDelete\", \"RollingUpdate\""))
-            }
-            let surge = o[path: "spec.updateStrategy.rollingUpdate.maxSurge"]
-            let unavailable = o[path: "spec.updateStrategy.rollingUpdate.maxUnavailable"]
-            if strategy == "RollingUpdate", isZero(surge) && isZero(unavailable) {
-                errors.append(.invalid("spec.updateStrategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"))
-            }
-            for (field, value) in [("maxSurge", surge), ("maxUnavailable", unavailable)] {
-                if let value { errors += intOrPercent(value, at: "spec.updateStrategy.rollingUpdate.\(field)") }
-            }
-        }
+        if r.kind == "DaemonSet" { errors += validateDaemonSetStrategy(o) }
         if r.kind == "Deployment", o[path: "spec.strategy.type"]?.string == "RollingUpdate" {
             let surge = o[path: "spec.strategy.rollingUpdate.maxSurge"], unavailable = o[path: "spec.strategy.rollingUpdate.maxUnavailable"]
             if isZero(surge) && isZero(unavailable) {
