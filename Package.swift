@@ -237,7 +237,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuAgentTests",
-            dependencies: ["KemuAgent", "KemuAPI"],
+            dependencies: ["KemuAgent", "KemuAPI", "KemuSystem"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -54,6 +54,7 @@ pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int kemu_set_nice(int nice) { return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : errno; }
 
+
 int kemu_make_shared_mountpoint(const char *path) {
     // First try: already a mount point, just mark it shared.
     if (mount("", path, "none", MS_SHARED | MS_REC, NULL) == 0) return 0;
@@ -87,10 +88,11 @@ static void child_fail(int pipe_fd, const char *step) {
     _exit(127);
 }
 
-// Bind /etc/netns/<name>/<entry> over /etc/<entry> for every entry, as `ip netns exec` does.
-static int bind_etc(const char *name) {
+// Bind <old>/etc/netns/<name>/<entry> over /etc/<entry> for every entry, as `ip netns exec`
+// does (`old`: where the machine's root is, "" when it is still /).
+static int bind_etc(const char *name, const char *old) {
     char dir[4096];
-    if (snprintf(dir, sizeof dir, "/etc/netns/%s", name) >= (int)sizeof dir) { errno = ENAMETOOLONG; return -1; }
+    if (snprintf(dir, sizeof dir, "%s/etc/netns/%s", old, name) >= (int)sizeof dir) { errno = ENAMETOOLONG; return -1; }
     // open + getdents64 with a stack buffer: opendir would allocate, which a forked child avoids.
     int d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (d < 0) return errno == ENOENT ? 0 : -1;
@@ -169,21 +171,82 @@ static int make_path(const char *path) {
 
 #define KEMU_MAX_BINDS 64
 
+// Makes a missing bind target in a private root: a directory for a directory, an empty file for
+// anything else. 0 or -1 with errno.
+static int make_target(const char *target, int source) {
+    struct stat st;
+    if (stat(target, &st) == 0) return 0;  // there already (perhaps in a read-only volume)
+    if (fstat(source, &st) != 0) return -1;
+    if (S_ISDIR(st.st_mode)) return make_path(target);
+    char parent[4096];
+    size_t n = strlen(target);
+    if (n >= sizeof parent) { errno = ENAMETOOLONG; return -1; }
+    memcpy(parent, target, n + 1);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL && slash != parent) {
+        *slash = 0;
+        if (make_path(parent) != 0) return -1;
+    }
+    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return errno == EEXIST || errno == EISDIR ? 0 : -1;
+    close(fd);
+    return 0;
+}
+
+// A root of the child's own, at <scratch>/root: an overlay whose lower layer is the machine's /
+// and whose upper layer is a tmpfs at <scratch> (on another file system than /, as overlayfs
+// wants, and gone with the mount namespace), with the machine's mount points bound into it. The
+// child pivots into it with the machine's root kept at OLD_ROOT until the mounts are done:
+// targets then resolve inside the new root (a symlink such as /var/run → /run included), and
+// the held sources, mounts of the old root, can still be bound.
+#define OLD_ROOT "/.kemu-machine-root"
+static void private_root(const kemu_spawn_options *o, int pipe_fd) {
+    if (mount("kemu-root", o->root_scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) child_fail(pipe_fd, "root: tmpfs");
+    char upper[4096], work[4096], root[4096], old[4096], data[8400];
+    if (snprintf(upper, sizeof upper, "%s/upper", o->root_scratch) >= (int)sizeof upper
+        || snprintf(work, sizeof work, "%s/work", o->root_scratch) >= (int)sizeof work
+        || snprintf(root, sizeof root, "%s/root", o->root_scratch) >= (int)sizeof root
+        || snprintf(old, sizeof old, "%s/root" OLD_ROOT, o->root_scratch) >= (int)sizeof old) { errno = ENAMETOOLONG; child_fail(pipe_fd, "root: path"); }
+    if (mkdir(upper, 0755) != 0 || mkdir(work, 0755) != 0 || mkdir(root, 0755) != 0) child_fail(pipe_fd, "root: mkdir");
+    snprintf(data, sizeof data, "lowerdir=/,upperdir=%s,workdir=%s", upper, work);
+    if (mount("overlay", root, "overlay", 0, data) != 0) child_fail(pipe_fd, "root: overlay");
+    for (char *const *m = o->root_mounts; m != NULL && m[0] != NULL; m++) {
+        char target[4096];
+        if (snprintf(target, sizeof target, "%s%s", root, m[0]) >= (int)sizeof target) continue;
+        if (mount(m[0], target, NULL, MS_BIND | MS_REC, NULL) != 0 && errno != ENOENT) child_fail(pipe_fd, "root: bind");
+    }
+    if (mkdir(old, 0700) != 0 && errno != EEXIST) child_fail(pipe_fd, "root: mkdir");
+    if (syscall(SYS_pivot_root, root, old) != 0) child_fail(pipe_fd, "pivot_root");
+    if (chdir("/") != 0) child_fail(pipe_fd, "root: chdir");
+}
+
+static int bind_source(int source, const char *target, int readonly) {
+    char held[64];
+    snprintf(held, sizeof held, "/proc/self/fd/%d", source);
+    if (mount(held, target, "none", MS_BIND | MS_REC, NULL) != 0) return -1;
+    if (readonly && mount("none", target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) return -1;
+    return 0;
+}
+
 static void private_mounts(const kemu_spawn_options *o, int pipe_fd, int sources[KEMU_MAX_BINDS]) {
     if (unshare(CLONE_NEWNS | (o->hostname != NULL ? CLONE_NEWUTS : 0)) != 0) child_fail(pipe_fd, "unshare");
     if (o->hostname != NULL && sethostname(o->hostname, strlen(o->hostname)) != 0) child_fail(pipe_fd, "sethostname");
     if (mount("", "/", "none", MS_SLAVE | MS_REC, NULL) != 0) child_fail(pipe_fd, "mount");
-    // /sys shows the namespace's own links only when sysfs is mounted from inside it.
-    if (umount2("/sys", MNT_DETACH) == 0) {
-        if (mount(o->netns_name, "/sys", "sysfs", 0, NULL) != 0) child_fail(pipe_fd, "mount /sys");
+    // Each source held from the machine's view: bound from its descriptor, as runc mounts
+    // through /proc/self/fd, whatever its path leads to in a private root or under a hidden one.
+    int count = 0;
+    for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL; b += 2, count++) {
+        if (count >= KEMU_MAX_BINDS) { errno = E2BIG; child_fail(pipe_fd, "bind volume"); }
+        sources[count] = open(b[0], O_PATH | O_CLOEXEC);
     }
-    if (bind_etc(o->netns_name) != 0) child_fail(pipe_fd, "bind /etc/netns");
-    int i = 0;
-    for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL; b += 2, i++) {
-        if (i >= KEMU_MAX_BINDS) { errno = E2BIG; child_fail(pipe_fd, "bind volume"); }
-        // Held for hide_paths, which binds each source again where its path is covered.
-        sources[i] = open(b[0], O_PATH | O_CLOEXEC);
-        if (mount(b[0], b[1], "none", MS_BIND | MS_REC, NULL) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
+    int private = o->root_scratch != NULL;
+    if (private) private_root(o, pipe_fd);
+    if (bind_etc(o->netns_name, private ? OLD_ROOT : "") != 0) child_fail(pipe_fd, "bind /etc/netns");
+    for (int i = 0; i < count; i++) {
+        const char *target = o->binds[2 * i + 1];
+        if (sources[i] < 0) continue;
+        if (private && make_target(target, sources[i]) != 0) child_fail(pipe_fd, "volume: mkdir");
+        if (bind_source(sources[i], target, o->bind_readonly != NULL && o->bind_readonly[i]) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
     }
 }
 
@@ -191,7 +254,9 @@ static void private_mounts(const kemu_spawn_options *o, int pipe_fd, int sources
 // the bind sources under it are bound again at their own paths inside it (so a volume's
 // directory, its $KEMU_VOLUME_ path and a working directory there stay as they were, and
 // nothing else of the directory shows). A source is bound from its held descriptor, as runc
-// mounts through /proc/self/fd: its path no longer leads to it.
+// mounts through /proc/self/fd: its path no longer leads to it. Then the machine's root goes
+// (in a private root), and /sys is mounted afresh: it shows the namespace's own links only when
+// sysfs is mounted from inside it.
 static void hide_paths(const kemu_spawn_options *o, int pipe_fd, const int sources[KEMU_MAX_BINDS]) {
     for (char *const *h = o->hidden; h != NULL && h[0] != NULL; h++) {
         if (mount("kemu-hidden", h[0], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755") != 0) {
@@ -202,14 +267,19 @@ static void hide_paths(const kemu_spawn_options *o, int pipe_fd, const int sourc
         int i = 0;
         for (char *const *b = o->binds; b != NULL && b[0] != NULL && b[1] != NULL && i < KEMU_MAX_BINDS; b += 2, i++) {
             if (sources[i] < 0 || strncmp(b[0], h[0], len) != 0 || b[0][len] != '/') continue;
-            char held[64];
-            snprintf(held, sizeof held, "/proc/self/fd/%d", sources[i]);
-            if (make_path(b[0]) != 0) child_fail(pipe_fd, "hide: mkdir");
-            if (mount(held, b[0], "none", MS_BIND | MS_REC, NULL) != 0) child_fail(pipe_fd, "hide: bind");
+            if (make_target(b[0], sources[i]) != 0) child_fail(pipe_fd, "hide: mkdir");
+            if (bind_source(sources[i], b[0], o->bind_readonly != NULL && o->bind_readonly[i]) != 0) child_fail(pipe_fd, "hide: bind");
         }
         if (mount("none", h[0], NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) child_fail(pipe_fd, "hide: read-only");
     }
     for (int i = 0; i < KEMU_MAX_BINDS; i++) if (sources[i] >= 0) close(sources[i]);
+    if (o->root_scratch != NULL) {
+        if (umount2(OLD_ROOT, MNT_DETACH) != 0) child_fail(pipe_fd, "root: detach");
+        (void)rmdir(OLD_ROOT);
+    }
+    if (umount2("/sys", MNT_DETACH) == 0 || o->root_scratch != NULL) {
+        if (mount(o->netns_name, "/sys", "sysfs", 0, NULL) != 0) child_fail(pipe_fd, "mount /sys");
+    }
 }
 
 /// With autogroup scheduling (CONFIG_SCHED_AUTOGROUP, on in Debian's kernels), the CPU is shared
@@ -246,6 +316,9 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
     for (int s = 1; s < NSIG; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
         signal(s, SIG_DFL);
+    }
+    for (int i = 0; i < o->cgroup_count; i++) {
+        if (write(o->cgroup_fds[i], "0", 1) != 1) child_fail(pipe_fd, "cgroup");
     }
     if (o->new_session && setsid() < 0) child_fail(pipe_fd, "setsid");
     if (o->new_session && o->nice != 0) session_nice(o->nice);

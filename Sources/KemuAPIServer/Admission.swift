@@ -142,7 +142,8 @@ enum Admission {
         return errors
     }
 
-    static func validatePodSpec(_ spec: JSON?, at path: String) -> [FieldError] {
+    /// `claims`: a StatefulSet's volumeClaimTemplates, volumes of each of its pods.
+    static func validatePodSpec(_ spec: JSON?, at path: String, claims: [String] = []) -> [FieldError] {
         guard let containers = spec?["containers"]?.array, !containers.isEmpty else { return [.required("\(path).containers")] }
         var errors: [FieldError] = []
         if let policy = spec?["restartPolicy"], !["Always", "OnFailure", "Never"].contains(policy.string ?? "") {
@@ -156,6 +157,7 @@ enum Admission {
         for (j, group) in (spec?[path: "securityContext.supplementalGroups"]?.array ?? []).enumerated() {
             errors += validateIDs(["id": group], at: "\(path).securityContext.supplementalGroups[\(j)]", keys: ["id"], bare: true)
         }
+        errors += validateVolumes(spec, at: path, claims: claims)
         var names: Set<String> = []
         for (i, c) in containers.enumerated() {
             let at = "\(path).containers[\(i)]"
@@ -225,7 +227,8 @@ enum Admission {
             } catch {}
         }
         if o[path: "spec.template"] != nil || r.kind != "ReplicationController" {
-            errors += validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec")
+            let claims = (o[path: "spec.volumeClaimTemplates"]?.array ?? []).compactMap { $0[path: "metadata.name"]?.string }
+            errors += validatePodSpec(o[path: "spec.template.spec"], at: "spec.template.spec", claims: claims)
         }
         // Workload pods run until deleted: upstream allows only Always.
         if let policy = o[path: "spec.template.spec.restartPolicy"]?.string, policy != "Always" {

@@ -1,6 +1,9 @@
+import Foundation
 import KemuAPI
+import KemuSystem
 
-/// The downward API's `fieldRef` paths a container's environment may name.
+/// The downward API: the `fieldRef` paths and `resourceFieldRef` resources a container's
+/// environment and a downwardAPI volume may name.
 extension NodeAgent {
     func fieldValue(_ path: String, pod: JSON, podIP: String) -> String {
         switch path {
@@ -20,5 +23,31 @@ extension NodeAgent {
             }
             return ""
         }
+    }
+
+    /// A container's request or limit (`limits.cpu`, `requests.memory`…) divided by `divisor`
+    /// and rounded up, as kubelet gives it; an unset limit is the node's capacity (cluster.yaml's
+    /// cpu and memory for it). `container` is the one named by `containerName`, else the one asking.
+    func resourceValue(_ reference: JSON, pod: JSON, container asking: JSON?) throws -> String {
+        let resource = reference["resource"]?.string ?? ""
+        let containers = (pod[path: "spec.containers"]?.array ?? []) + (pod[path: "spec.initContainers"]?.array ?? [])
+        let named = reference["containerName"]?.string
+        guard let container = named.map({ n in containers.first { $0["name"]?.string == n } }) ?? asking else {
+            throw KemuError(.invalidArgument, "resourceFieldRef: container \"\(named ?? "")\" is not in the pod")
+        }
+        let parts = resource.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2, ["limits", "requests"].contains(parts[0]), ["cpu", "memory", "ephemeral-storage"].contains(parts[1]) else {
+            throw KemuError(.invalidArgument, "resourceFieldRef: unsupported resource \"\(resource)\"")
+        }
+        let capacity: Int64 = Quantity.milli(parts[1] == "cpu" ? config.cpu : config.memory)
+            ?? Int64(clamping: ProcessInfo.processInfo.physicalMemory) * 1000
+        var value = Quantity.milli(container[path: "resources.\(resource)"])
+        if value == nil, parts[0] == "requests" { value = Quantity.milli(container[path: "resources.limits.\(parts[1])"]) }
+        let amount = value ?? (parts[0] == "limits" ? capacity : 0)
+        let divisor = max(Quantity.milli(reference["divisor"]) ?? 1000, 1)
+        if parts[1] == "cpu" && reference["divisor"] == nil {
+            return String((amount + 999) / 1000)  // whole cores, rounded up
+        }
+        return String(amount / divisor + (amount % divisor == 0 ? 0 : 1))
     }
 }

@@ -27,6 +27,8 @@ public struct AgentConfig: Sendable {
     public var clusterCA: String?
     /// Pods started at once (sandbox, token, processes); more wait their turn.
     public var parallelStarts = 8
+    /// Containers' resource limits in control groups (`CgroupTree`), where the machine has them.
+    public var cgroups = true
 
     public init(nodeName: String, cpu: String = "4", memory: String = "8Gi", maxPods: Int = 110, images: ImageCatalog, logDirectory: String,
                 volumeDirectory: String, podDirectory: String? = nil, hiddenPaths: [String] = [], clusterCA: String? = nil) {
@@ -71,6 +73,9 @@ public final class NodeAgent: Sendable {
     let starts: StartGate
     /// The Node was marked not Ready by someone else: post the status at the next heartbeat.
     let repost = Mutex(false)
+    /// This node's control groups (`kemu-<cluster>-<node>`), recorded in the cluster's state for
+    /// `kemu down`; nil where the machine has none kemu can use.
+    let cgroups: CgroupTree?
 
     public init(config: AgentConfig, client: APIClient, network: ClusterNetwork, reaper: ProcessReaper = .shared) throws {
         let index = try Self.nodeIndex(config.nodeName, in: network)
@@ -81,6 +86,11 @@ public final class NodeAgent: Sendable {
         nodeIndex = index
         nodeIP = network.plan.nodeIP(index).description
         starts = StartGate(limit: config.parallelStarts)
+        cgroups = config.cgroups ? CgroupTree.make(name: "kemu-\(network.plan.cluster)-\(config.nodeName)") : nil
+        if let cgroups {
+            try? FileSystem.makeDirectories("\(network.stateDirectory)/cgroups")
+            try? FileSystem.writeFile("\(network.stateDirectory)/cgroups/\(config.nodeName)", cgroups.directories.joined(separator: "\n"))
+        }
     }
 
     /// The node's index in the cluster, or an error naming the nodes there are.
@@ -374,6 +384,8 @@ public final class NodeAgent: Sendable {
                 env[name] = PodWorker.expand(value, env)
             } else if let path = variable[path: "valueFrom.fieldRef.fieldPath"]?.string {
                 env[name] = fieldValue(path, pod: pod, podIP: podIP)
+            } else if let reference = variable[path: "valueFrom.resourceFieldRef"] {
+                env[name] = (try? resourceValue(reference, pod: pod, container: container)) ?? ""
             }
         }
         return env

@@ -87,6 +87,7 @@ extension PodWorker {
         let started = initContainers[i].state["running"]?["startedAt"] ?? .string(Timestamp.now())
         var terminated: JSON = ["exitCode": .int(Int64(exit.shellCode)), "startedAt": started, "finishedAt": .string(Timestamp.now()),
                                 "reason": exit == .exited(0) ? "Completed" : "Error"]
+        if releaseCgroup(name), exit != .exited(0) { terminated["reason"] = "OOMKilled" }
         if case .signaled(let signal) = exit { terminated["signal"] = .int(Int64(signal)) }
         initContainers[i].state = ["terminated": terminated]
         initContainers[i].ready = exit == .exited(0)

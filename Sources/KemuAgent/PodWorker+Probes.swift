@@ -24,7 +24,7 @@ extension PodWorker {
             try? await Task.sleep(for: probe.initialDelay)
             var verdicts = ProbeVerdicts(probe)
             while !Task.isCancelled {
-                let failure = await probe.run(ip: ip, namespace: namespace, environment: environment, reaper: reaper)
+                let failure = await probe.run(ip: ip, namespace: namespace, environment: environment, reaper: reaper, container: pid)
                 if Task.isCancelled { return false }
                 if let failure { await self.probeFailed(i, pid: pid, kind: kind, message: failure) }
                 switch verdicts.record(passed: failure == nil) {

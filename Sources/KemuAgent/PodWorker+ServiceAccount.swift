@@ -53,8 +53,6 @@ extension PodWorker {
         guard let token = answer[path: "status.token"]?.string, !token.isEmpty else {
             throw KemuError(.invalidState, "the TokenRequest for serviceaccount \(namespace)/\(account) came back without a token")
         }
-        // The mount point on the machine (empty there; each container binds its pod's files over it).
-        try FileSystem.makeDirectories(Self.tokenMountPath, mode: 0o755)
         try FileSystem.makeDirectories(tokenDirectory, mode: 0o755)
         try FileSystem.writeFile("\(tokenDirectory)/ca.crt", agent.config.clusterCA ?? "")
         try FileSystem.writeFile("\(tokenDirectory)/namespace", namespace)
@@ -84,6 +82,7 @@ extension PodWorker {
     /// The node's files for this pod, once it is gone.
     func removePodFiles() {
         tokenTask?.cancel()
+        volumeTask?.cancel()
         try? FileSystem.removeTree("\(agent.config.podDirectory)/\(uid)")
     }
 }

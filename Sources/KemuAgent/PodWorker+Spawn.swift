@@ -35,13 +35,14 @@ extension PodWorker {
             options.workingDirectory = spec["workingDir"]?.string
             let mounts = try mounts(of: spec)
             own(mounts, for: identity)
-            apply(mounts, to: &options, workingDir: spec["workingDir"]?.string)
-            if mountsToken { options.bindMounts.append((tokenDirectory, Self.tokenMountPath)) }
+            try apply(mounts, to: &options, container: name, workingDir: spec["workingDir"]?.string)
+            if mountsToken { options.bindMounts.append((tokenDirectory, Self.tokenMountPath, true)) }
             // The container's own hostname; kemu's state out of sight; its user, not root.
             options.hostname = hostname
             options.hiddenPaths = agent.config.hiddenPaths
             options.identity = identity
             options.nice = Self.niceness(Self.qosClass(pod))
+            options.cgroupFiles = limitGroup(spec, name: name)?.procsFiles ?? []
             let pid = try agent.reaper.spawn(argv, options, onExit: onExit)
             logger.info("started \(name) as pid \(pid): \(argv.joined(separator: " "))")
             return (pid, relay, environment)
@@ -49,5 +50,32 @@ extension PodWorker {
             relay?.close()
             throw error
         }
+    }
+}
+
+/// Resource limits, as kubelet enforces them: a container with `limits.memory` or `limits.cpu`
+/// runs in a control group of its own (`<uid>_<container>` in the node's) with that memory limit
+/// (the kernel's OOM killer past it: the container ends OOMKilled) and a CFS quota. Where the
+/// machine has no control groups kemu can use, limits are admitted and scheduled on but not held.
+extension PodWorker {
+    func limitGroup(_ spec: JSON, name: String) -> ContainerCgroup? {
+        let memory = Quantity.milli(spec[path: "resources.limits.memory"]).map { max($0 / 1000, 1) }
+        let cpu = Quantity.milli(spec[path: "resources.limits.cpu"])
+        guard memory != nil || cpu != nil, let tree = agent.cgroups else { return nil }
+        do {
+            return try tree.container("\(uid)_\(name)", memoryLimit: memory, cpuLimitMilli: cpu)
+        } catch {
+            logger.warning("control group for \(name): \(error); it runs without its limits")
+            return nil
+        }
+    }
+
+    /// Removes a container's control group once it has ended (what it left running is killed);
+    /// true if the OOM killer killed any of its processes.
+    func releaseCgroup(_ name: String) -> Bool {
+        guard let group = agent.cgroups?.existing("\(uid)_\(name)"), let dir = group.directories.first, FileSystem.exists(dir) else { return false }
+        let killed = group.oomKills > 0
+        group.remove()
+        return killed
     }
 }

@@ -36,6 +36,11 @@ public actor PodWorker {
     var reportRetryPause: Duration = .milliseconds(500)
     /// Renews the ServiceAccount token (PodWorker+ServiceAccount.swift).
     var tokenTask: Task<Void, Never>?
+    /// Keeps written volumes current; their files' modes; projected tokens until renewal
+    /// (PodWorker+VolumeFiles.swift).
+    var volumeTask: Task<Void, Never>?
+    var volumeModes: [String: [String: mode_t]] = [:]
+    var projectedTokens: [String: (token: [UInt8], renew: ContinuousClock.Instant)] = [:]
     let logger: Logger
 
     /// What kubelet tracks per container.
@@ -108,6 +113,7 @@ public actor PodWorker {
                 initContainers[i].ready = true
             }
             if mountsToken { renewToken(after: .zero) }  // how old the files are is unknown: renew now
+            if !writtenVolumes.isEmpty { keepVolumesCurrent() }
             await report()
             return
         }
@@ -136,6 +142,7 @@ public actor PodWorker {
         }
         if stopped { return }  // deleted while its sandbox was being made: stop() removes it
         if mountsToken, !(await mountServiceAccount()) { return }
+        if !(await setUpVolumes()) { return }
         if !initialized {
             await report()
             guard await runInitContainers() else {
@@ -213,13 +220,12 @@ public actor PodWorker {
             containers[i].stdin = started.stdin
             started.stdin?.startServing()
             containers[i].processStart = ProcessReaper.startTime(of: pid)
-            containers[i].state = ["running": ["startedAt": .string(Timestamp.now())]]
-            containers[i].startedAt = .now
             containers[i].everStarted = true
-            containers[i].ready = spec["readinessProbe"] == nil
-            containers[i].startupDone = spec["startupProbe"] == nil
-            if let sandbox {
-                startProbes(i, ip: sandbox.ip.description, namespace: NetworkNamespace(sandbox.namespace), environment: started.environment)
+            if let hook = spec[path: "lifecycle.postStart"] {
+                containers[i].state = ["waiting": ["reason": "ContainerCreating"]]
+                runPostStart(i, pid: pid, hook: hook, environment: started.environment)
+            } else {
+                markRunning(i, pid: pid, environment: started.environment)
             }
             saveRuntime()
             let (pod, agent) = (self.pod, self.agent)
@@ -254,6 +260,7 @@ public actor PodWorker {
             terminated["reason"] = "ContainerStatusUnknown"
             terminated["message"] = "The container's process ended while a restarted node agent watched it; its exit status is unknown"
         }
+        if releaseCgroup(name), exit != .exited(0) { terminated["reason"] = "OOMKilled" }
         containers[i].pid = nil
         containers[i].stdin?.close()
         containers[i].stdin = nil
@@ -321,6 +328,7 @@ public actor PodWorker {
             try? await Task.sleep(for: .milliseconds(20))
         }
         for c in containers { if let pid = c.pid { kill(-pid, SIGKILL) } }
+        for c in containers + initContainers { _ = releaseCgroup(c.name) }
         removePodFiles()
         guard sandbox != nil else { return }
         let name = Self.sandboxName(pod)

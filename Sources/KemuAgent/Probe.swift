@@ -86,9 +86,11 @@ struct Probe: Sendable {
         }
     }
 
-    /// Runs the probe once against a pod at `ip` (its processes inside `namespace`): nil on
-    /// success, else what failed, in kubelet's words.
-    func run(ip: String, namespace: NetworkNamespace, environment: [String: String], reaper: ProcessReaper) async -> String? {
+    /// Runs the probe once against a pod at `ip` (its processes inside `namespace`; an exec
+    /// command inside the container whose process is `container`): nil on success, else what
+    /// failed, in kubelet's words.
+    func run(ip: String, namespace: NetworkNamespace, environment: [String: String], reaper: ProcessReaper,
+             container: pid_t? = nil) async -> String? {
         switch action {
         case .tcp(let port):
             return await Self.blocking { Self.connect(ip, port, timeout: timeout).error.map { "dial tcp \(ip):\(port): \($0)" } }
@@ -99,6 +101,7 @@ struct Probe: Sendable {
             do {
                 var settings = Spawn.Options(namespace: namespace, environment: environment)
                 settings.newSession = true
+                settings.joinProcess = container  // its root, its /tmp: where its files are
                 let options = settings
                 let exit = try await withThrowingTaskGroup(of: ProcessExit?.self) { group in
                     let pid = PIDBox()

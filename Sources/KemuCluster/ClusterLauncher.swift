@@ -45,9 +45,9 @@ public struct ClusterLauncher {
             say("API server: https://\(network.plan.controlPlaneIP):6443 on the fabric (log \(files.log("server")))")
             let pki = try ClusterPKI.loadOrCreate(directory: "\(files.dataDir)/pki", clusterName: config.name)
             try FileSystem.makeDirectories("\(files.state)/nodes", mode: 0o700)
-            try writeKubeconfig(files.proxyKubeconfig, user: "system:kube-proxy", groups: [], network, pki)
+            try Self.writeKubeconfig(files.proxyKubeconfig, user: "system:kube-proxy", groups: [], network, pki)
             for (node, _) in network.nodes {
-                try writeKubeconfig(files.nodeKubeconfig(node), user: "system:node:\(node)", groups: ["system:nodes"], network, pki)
+                try Self.writeKubeconfig(files.nodeKubeconfig(node), user: "system:node:\(node)", groups: ["system:nodes"], network, pki)
                 try Self.startNodeDaemons(node, network, files)
             }
             say("node agents started: \(network.nodes.map(\.name).joined(separator: ", "))")
@@ -75,7 +75,9 @@ public struct ClusterLauncher {
     /// after a crash); a cluster that was current is current no more.
     @discardableResult
     public static func down(cluster: String) throws -> Removed {
-        let daemons = Daemon.stopAll(ClusterFiles(cluster: cluster))
+        let files = ClusterFiles(cluster: cluster)
+        let daemons = Daemon.stopAll(files)
+        CgroupTree.removeRecorded(in: "\(files.state)/cgroups")
         let report = try ClusterNetwork.teardown(cluster: cluster)
         ClusterSelection().forget(cluster)
         return Removed(daemons: daemons, teardown: report)
@@ -129,13 +131,13 @@ public struct ClusterLauncher {
 
     /// `kemu lb` on the lb host, with a client certificate of its own.
     func startLoadBalancer(_ network: ClusterNetwork, _ pki: ClusterPKI) throws {
-        try writeKubeconfig(files.nodeKubeconfig("lb"), user: "system:kemu-lb", groups: [], network, pki)
+        try Self.writeKubeconfig(files.nodeKubeconfig("lb"), user: "system:kemu-lb", groups: [], network, pki)
         _ = try Daemon.start("lb", files, [
             Executable.path, "lb", "--cluster", network.plan.cluster, "--kubeconfig", files.nodeKubeconfig("lb"),
         ], namespace: NetworkNamespace(network.plan.namespace("lb")))
     }
 
-    func writeKubeconfig(_ path: String, user: String, groups: [String], _ network: ClusterNetwork, _ pki: ClusterPKI) throws {
+    static func writeKubeconfig(_ path: String, user: String, groups: [String], _ network: ClusterNetwork, _ pki: ClusterPKI) throws {
         let pair = try pki.ca.issueClient(user: user, groups: groups)
         let kubeconfig = Kubeconfig(server: "https://\(network.plan.controlPlaneIP):6443", cluster: network.plan.cluster,
                                     certificateAuthorityPEM: pki.ca.certificatePEM, clientCertificatePEM: pair.certificatePEM,
@@ -164,6 +166,10 @@ public struct ClusterLauncher {
     }
 
     func waitForReadyNodes(_ names: [String]) async throws {
+        try await Self.waitForReadyNodes(names, files, timeout: timeout)
+    }
+
+    static func waitForReadyNodes(_ names: [String], _ files: ClusterFiles, timeout: Double) async throws {
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: files.kubeconfig))
         let deadline = ContinuousClock.now + .seconds(timeout)
         var ready: Set<String> = []

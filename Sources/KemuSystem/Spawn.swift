@@ -39,9 +39,19 @@ public enum Spawn {
         /// The child leads a new session and process group.
         public var newSession = false
         public var workingDirectory: String?
-        /// With `namespace` and `privateMounts`: directories bound over existing paths
-        /// (source, target), seen by the child alone. Targets that do not exist are skipped.
-        public var bindMounts: [(source: String, target: String)] = []
+        /// With `namespace` and `privateMounts`: files and directories bound over paths (source,
+        /// target, read-only), seen by the child alone. A target that does not exist is made in a
+        /// private root (`privateRoot`) and skipped otherwise.
+        public var bindMounts: [(source: String, target: String, readOnly: Bool)] = []
+        /// With `namespace` and `privateMounts`: the child gets a root of its own, the machine's
+        /// seen through an overlay whose writes stay in a tmpfs mounted on this (empty) directory
+        /// in the child's mount namespace alone, gone when the child's processes are; the
+        /// machine's other mount points (`Spawn.machineMountPoints()`) are bound in as they are.
+        /// nil: the machine's root, shared.
+        public var privateRoot: String?
+        /// `cgroup.procs` files of the groups the child joins before anything else (a
+        /// container's limits: `ContainerCgroup.procsFiles`).
+        public var cgroupFiles: [String] = []
         /// With `namespace` and `privateMounts`: a UTS namespace of the child's own with this
         /// hostname (at most 64 bytes).
         public var hostname: String?
@@ -87,6 +97,11 @@ public enum Spawn {
         let nsFD = try options.namespace?.open()
         let env = options.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let binds = options.bindMounts.flatMap { [$0.source, $0.target] }
+        let readOnly = options.bindMounts.map { UInt8($0.readOnly ? 1 : 0) }
+        let rootMounts = options.privateRoot == nil ? [] : machineMountPoints()
+        let cgroups = try options.cgroupFiles.map { try FileDescriptor(opening: $0, flags: O_WRONLY | O_CLOEXEC) }
+        let cgroupFDs = cgroups.map(\.raw)
+        defer { withExtendedLifetime(cgroups) {} }  // open until the child has written itself in
         let identity = options.identity
         // Resolved while this process can still see every directory: a child whose new user cannot
         // reach the program's path (kemu's own binary under /root) executes it from a descriptor.
@@ -94,12 +109,16 @@ public enum Spawn {
         let groups = (identity?.groups ?? []).map { gid_t($0) }
         return try withCStrings(argv) { cArgv in
             try withCStrings(env) { cEnv in try withCStrings(binds) { cBinds in try withCStrings(options.hiddenPaths) { cHidden in
+            try withCStrings(rootMounts) { cRootMounts in
                 var pid: pid_t = 0
                 var step = [CChar](repeating: 0, count: Int(KEMU_STEP_LEN))
                 let err = withOptionalCString(options.privateMounts ? options.namespace?.name : nil) { nsName in
                     withOptionalCString(options.workingDirectory) { cwd in
                     withOptionalCString(options.hostname) { hostname in
                     withOptionalCString(resolved) { cResolved in
+                    withOptionalCString(options.privateRoot) { cRoot in
+                    readOnly.withUnsafeBufferPointer { cReadOnly in
+                    cgroupFDs.withUnsafeBufferPointer { cCgroups in
                     groups.withUnsafeBufferPointer { cGroups in
                         var o = kemu_spawn_options(
                             netns_fd: options.joinProcess == nil ? nsFD?.raw ?? -1 : -1, netns_name: nsName,
@@ -109,8 +128,12 @@ public enum Spawn {
                             set_identity: identity == nil ? 0 : 1, uid: uid_t(identity?.user ?? 0), gid: gid_t(identity?.group ?? 0),
                             group_count: Int32(groups.count), groups: cGroups.baseAddress,
                             capabilities: identity?.capabilities.bits ?? ~0, no_new_privs: identity?.noNewPrivileges == true ? 1 : 0,
-                            resolved: cResolved, nice: options.nice)
+                            resolved: cResolved, nice: options.nice, root_scratch: cRoot, root_mounts: cRootMounts,
+                            bind_readonly: cReadOnly.baseAddress, cgroup_fds: cCgroups.baseAddress, cgroup_count: Int32(cgroupFDs.count))
                         return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
+                    }
+                    }
+                    }
                     }
                     }
                     }
@@ -122,8 +145,42 @@ public enum Spawn {
                     throw SystemError("spawn \(program)\(where_) (\(stepName))", "", errno: err)
                 }
                 return pid
-            } } }
+            } } } }
         }
+    }
+
+    /// The machine's mount points a private root binds in: each outermost one but / and /sys (a
+    /// namespace's child mounts sysfs afresh), read from /proc/self/mountinfo (its fifth field,
+    /// with the kernel's octal escapes).
+    public static func machineMountPoints() -> [String] {
+        guard let text = try? FileSystem.readFile("/proc/self/mountinfo") else { return [] }
+        var points: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count > 4 else { continue }
+            let point = unescapeMountField(fields[4])
+            if point == "/" || point == "/sys" || point.hasPrefix("/sys/") || points.contains(point) { continue }
+            points.append(point)
+        }
+        return points.filter { point in !points.contains { point != $0 && point.hasPrefix($0 + "/") } }
+    }
+
+    /// mountinfo's `\040`-style escapes (space, tab, newline, backslash) undone.
+    static func unescapeMountField(_ field: Substring) -> String {
+        var bytes: [UInt8] = []
+        let raw = Array(field.utf8)
+        var i = 0
+        while i < raw.count {
+            if raw[i] == UInt8(ascii: "\\"), i + 3 < raw.count,
+               let value = UInt8(String(decoding: raw[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                i += 4
+            } else {
+                bytes.append(raw[i])
+                i += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `program` as execvp would find it in `path`, or nil.

@@ -47,6 +47,21 @@ import Testing
                                   field: "spec.securityContext.supplementalGroups[1]"))
         #expect(try await refused(client, pods, pod(["containers": [["name": "c", "image": "kemu/echo", "securityContext": ["runAsGroup": "0"]]]]),
                                   field: "spec.containers[0].securityContext.runAsGroup"))
+        // Volumes: a path that climbs out, a mount of nothing, a volume with two sources, a bad mode.
+        let mounted = { (mount: JSON, volume: JSON) -> JSON in
+            pod(["containers": [["name": "c", "image": "kemu/echo", "volumeMounts": [mount]]], "volumes": [volume]])
+        }
+        #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v", "subPath": "../x"], ["name": "v", "emptyDir": [:]]),
+                                  field: "spec.containers[0].volumeMounts[0].subPath"))
+        #expect(try await refused(client, pods, mounted(["name": "w", "mountPath": "/v"], ["name": "v", "emptyDir": [:]]),
+                                  field: "spec.containers[0].volumeMounts[0].name"))
+        #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"], ["name": "v", "emptyDir": [:], "secret": ["secretName": "s"]]),
+                                  field: "spec.volumes[0].secret"))
+        #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"],
+                                                        ["name": "v", "configMap": ["name": "c", "items": [["key": "k", "path": "a/../../b"]]]]),
+                                  field: "spec.volumes[0].configMap.items[0].path"))
+        #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"], ["name": "v", "secret": ["secretName": "s", "defaultMode": 512]]),
+                                  field: "spec.volumes[0].secret.defaultMode"))
         var deployment: JSON = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "d"],
                                 "spec": ["selector": ["matchLabels": ["app": "d"]],
                                          "template": ["metadata": ["labels": ["app": "d"]], "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]]]

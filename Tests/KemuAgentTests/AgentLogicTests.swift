@@ -1,4 +1,6 @@
+import Glibc
 import KemuAPI
+import KemuSystem
 @testable import KemuAgent
 import Testing
 
@@ -128,5 +130,26 @@ import Testing
         #expect(try catalog.argv(image: "server", command: ["echo"], args: nil, path: path) == ["echo"], "command alone drops the defaults")
         #expect(throws: (any Error).self) { try catalog.argv(image: "busybox", command: nil, args: [], path: path) }
         #expect(throws: (any Error).self) { try ImageCatalog.parse("x: {user: 0}", source: "images.yaml", kemuExecutable: "/bin/true") }
+    }
+}
+
+/// kubelet's AtomicWriter as the agent writes a ConfigMap's or Secret's files: each version
+/// whole, keys that went gone, the downward API's label format.
+@Suite struct VolumeWriterTests {
+    @Test func versionsReplaceEachOtherWhole() throws {
+        let dir = "/tmp/kemu-volume-writer-\(getpid())"
+        defer { try? FileSystem.removeTree(dir) }
+        try VolumeWriter.write(["a": (Array("1".utf8), 0o644), "nested/b": (Array("2".utf8), 0o400)], to: dir, owner: nil, group: nil)
+        #expect(VolumeWriter.current(dir) == ["a": Array("1".utf8), "nested/b": Array("2".utf8)])
+        #expect(try FileSystem.readFile("\(dir)/nested/b") == "2")
+        try VolumeWriter.write(["a": (Array("3".utf8), 0o644)], to: dir, owner: nil, group: nil)
+        #expect(VolumeWriter.current(dir) == ["a": Array("3".utf8)])
+        #expect(!FileSystem.exists("\(dir)/nested"))
+        // One version on disk: the old one went once `..data` moved.
+        #expect(FileSystem.list(dir).filter { $0.hasPrefix("..") && $0 != "..data" }.count == 1)
+    }
+
+    @Test func labelsAsTheDownwardAPIWritesThem() {
+        #expect(PodWorker.formatMap(["b": "two", "a": "say \"hi\"\n"]) == "a=\"say \\\"hi\\\"\\n\"\nb=\"two\"")
     }
 }

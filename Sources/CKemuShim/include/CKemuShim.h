@@ -58,7 +58,8 @@ typedef struct kemu_spawn_options {
     /// Working directory, or NULL.
     const char *cwd;
     /// Bind mounts in the private mount namespace (needs netns_name): source, target, source,
-    /// target…, NULL-terminated. A target that does not exist is skipped.
+    /// target…, NULL-terminated. A target that does not exist is made in a private root
+    /// (`root_scratch`), skipped otherwise.
     char *const *binds;
     /// With netns_name: a private UTS namespace with this hostname. NULL: the host's.
     const char *hostname;
@@ -85,6 +86,19 @@ typedef struct kemu_spawn_options {
     const char *resolved;
     /// Added to the child's niceness (setpriority) before exec; 0 keeps the caller's.
     int nice;
+    /// With netns_name: a root of the child's own. An empty directory where the child mounts a
+    /// tmpfs holding an overlay of the machine's / (so what it writes lands in that tmpfs and is
+    /// gone with it), binds `root_mounts` into it, then pivots into it. Bind targets are then
+    /// made when missing. NULL: the machine's root, and missing targets are skipped.
+    const char *root_scratch;
+    /// The machine's mount points bound (recursively) into a private root, NULL-terminated.
+    char *const *root_mounts;
+    /// One per bind pair (or NULL): nonzero binds that one read-only.
+    const unsigned char *bind_readonly;
+    /// `cgroup.procs` files open for writing: the child writes itself into each first thing,
+    /// so everything it starts is in those groups.
+    const int *cgroup_fds;
+    int cgroup_count;
 } kemu_spawn_options;
 
 /// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.
