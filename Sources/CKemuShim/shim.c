@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,6 +56,22 @@ pid_t kemu_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int kemu_set_nice(int nice) { return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : errno; }
 
+int kemu_openpty(int *primary, int *secondary) {
+    int p = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (p < 0) return errno;
+    char name[128];
+    if (grantpt(p) != 0 || unlockpt(p) != 0 || ptsname_r(p, name, sizeof name) != 0) { int err = errno; close(p); return err; }
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) { int err = errno; close(p); return err; }
+    *primary = p;
+    *secondary = s;
+    return 0;
+}
+
+int kemu_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize size = { .ws_row = rows, .ws_col = columns };
+    return ioctl(fd, TIOCSWINSZ, &size) == 0 ? 0 : errno;
+}
 
 int kemu_make_shared_mountpoint(const char *path) {
     // First try: already a mount point, just mark it shared.
@@ -338,6 +356,7 @@ static void child_main(const char *file, char *const argv[], char *const envp[],
     if (o->stdin_fd >= 0 && dup2(o->stdin_fd, 0) < 0) child_fail(pipe_fd, "dup2 stdin");
     if (o->stdout_fd >= 0 && dup2(o->stdout_fd, 1) < 0) child_fail(pipe_fd, "dup2 stdout");
     if (o->stderr_fd >= 0 && dup2(o->stderr_fd, 2) < 0) child_fail(pipe_fd, "dup2 stderr");
+    if (o->controlling_tty && ioctl(0, TIOCSCTTY, 0) != 0) child_fail(pipe_fd, "controlling tty");
     if (o->cwd != NULL && chdir(o->cwd) != 0) child_fail(pipe_fd, "chdir");
     if (o->nice != 0) {
         errno = 0;

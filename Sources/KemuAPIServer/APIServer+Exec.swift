@@ -103,10 +103,24 @@ struct PodExec: Sendable {
             return await finish(APIError.badRequest("container \(name) is not running in pod \(exec.pod)").status)
         }
         var pipes: [[Int32]] = [[-1, -1], [-1, -1], [-1, -1]]
-        for i in 0..<3 { _ = kemu_pipe_cloexec(&pipes[i]) }
-        options.stdin = exec.stdin ? pipes[0][0] : -1
-        options.stdout = pipes[1][1]
-        options.stderr = pipes[2][1]
+        if exec.tty {
+            // One terminal for all three (kubectl -t): its primary end is stdin's writer and
+            // stdout's reader; no stderr channel, as upstream.
+            guard let (primary, secondary) = try? Terminal.openPair() else {
+                return await finish(APIError(code: 500, reason: "InternalError", message: "cannot allocate a terminal for the command").status)
+            }
+            pipes = [[secondary, dup(primary)], [primary, dup(secondary)], [-1, -1]]
+            options.stdin = secondary
+            options.stdout = secondary
+            options.stderr = secondary
+            options.newSession = true
+            options.controllingTerminal = true
+        } else {
+            for i in 0..<3 { _ = kemu_pipe_cloexec(&pipes[i]) }
+            options.stdin = exec.stdin ? pipes[0][0] : -1
+            options.stdout = pipes[1][1]
+            options.stderr = pipes[2][1]
+        }
         let exited = AsyncStream<ProcessExit>.makeStream()
         do {
             _ = try ProcessReaper.shared.spawn(exec.command, options) { exited.continuation.yield($0); exited.continuation.finish() }
@@ -118,9 +132,9 @@ struct PodExec: Sendable {
         }
         close(pipes[0][0]); close(pipes[1][1]); close(pipes[2][1])
         let stdinFD = pipes[0][1]
-        if !exec.stdin { close(stdinFD) }
+        if !exec.stdin && !exec.tty { close(stdinFD) }
         let output = AsyncStream<(UInt8, [UInt8])>.makeStream()
-        let readers = [(UInt8(1), pipes[1][0]), (UInt8(2), pipes[2][0])]
+        let readers = [(UInt8(1), pipes[1][0]), (UInt8(2), pipes[2][0])].filter { $0.1 >= 0 }
         let group = DispatchGroup()
         for (channel, fd) in readers {
             group.enter()
@@ -136,15 +150,20 @@ struct PodExec: Sendable {
             }
         }
         group.notify(queue: .global()) { output.continuation.finish() }
-        // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it.
+        // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it; channel 4 resizes
+        // the terminal ({"Width": …, "Height": …}).
         let stdinTask = Task {
-            defer { if exec.stdin { close(stdinFD) } }
-            guard exec.stdin else { return }
+            defer { if exec.stdin || exec.tty { close(stdinFD) } }
+            guard exec.stdin || exec.tty else { return }
             do {
                 for try await message in inbound.messages(maxSize: 1 << 20) {
                     guard let (channel, bytes) = Self.channelMessage(message) else { continue }
                     if channel == 255 { return }
-                    guard channel == 0 else { continue }
+                    if channel == 4, exec.tty, let size = try? JSON.parse(bytes),
+                       let width = size["Width"]?.int.flatMap(UInt16.init(exactly:)), let height = size["Height"]?.int.flatMap(UInt16.init(exactly:)) {
+                        Terminal.setSize(stdinFD, rows: height, columns: width)
+                    }
+                    guard channel == 0, exec.stdin else { continue }
                     var offset = 0
                     while offset < bytes.count {
                         let n = bytes[offset...].withUnsafeBytes { write(stdinFD, $0.baseAddress, $0.count) }
@@ -196,6 +215,8 @@ struct ExecRequest: Sendable {
     var container: String?
     var command: [String]
     var stdin: Bool
+    /// `tty=true` (kubectl -t): the command runs on a terminal of its own.
+    var tty: Bool
 
     init?(_ target: String) {
         let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
@@ -208,6 +229,7 @@ struct ExecRequest: Sendable {
         var command: [String] = []
         var container: String?
         var stdin = false
+        var tty = false
         for pair in (parts.count > 1 ? parts[1] : "").split(separator: "&") {
             let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
             let value = kv.count > 1 ? kv[1].replacingOccurrences(of: "+", with: " ") : ""
@@ -215,11 +237,13 @@ struct ExecRequest: Sendable {
             case "command": command.append(value)
             case "container": container = value
             case "stdin": stdin = ["true", "1", "True"].contains(value)
+            case "tty": tty = ["true", "1", "True"].contains(value)
             default: break
             }
         }
         self.command = command
         self.container = container
         self.stdin = stdin
+        self.tty = tty
     }
 }

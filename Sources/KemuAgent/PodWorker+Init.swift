@@ -77,21 +77,55 @@ extension PodWorker {
         }
         if sidecar {
             initContainers[i].ready = true
+            if let pid = initContainers[i].pid {
+                Task { [weak self] in
+                    var exit = ProcessExit.exited(137)
+                    for await e in exited.stream { exit = e }
+                    await self?.sidecarExited(i, pid: pid, exit: exit)
+                }
+            }
             return nil
         }
         var exit = ProcessExit.exited(137)
         for await e in exited.stream { exit = e }
+        recordInitExit(i, exit)
+        await report()
+        return exit
+    }
+
+    func recordInitExit(_ i: Int, _ exit: ProcessExit) {
         initContainers[i].pid = nil
         initContainers[i].stdin?.close()
         initContainers[i].stdin = nil
         let started = initContainers[i].state["running"]?["startedAt"] ?? .string(Timestamp.now())
         var terminated: JSON = ["exitCode": .int(Int64(exit.shellCode)), "startedAt": started, "finishedAt": .string(Timestamp.now()),
                                 "reason": exit == .exited(0) ? "Completed" : "Error"]
-        if releaseCgroup(name), exit != .exited(0) { terminated["reason"] = "OOMKilled" }
+        if releaseCgroup(initContainers[i].name), exit != .exited(0) { terminated["reason"] = "OOMKilled" }
         if case .signaled(let signal) = exit { terminated["signal"] = .int(Int64(signal)) }
         initContainers[i].state = ["terminated": terminated]
         initContainers[i].ready = exit == .exited(0)
+    }
+
+    /// A sidecar ended: it is started again, whatever the pod's restartPolicy, after the same
+    /// back-off as any container (kubelet restarts sidecars for as long as the pod runs).
+    func sidecarExited(_ i: Int, pid: pid_t, exit: ProcessExit) async {
+        guard initContainers.indices.contains(i), initContainers[i].pid == pid else { return }
+        recordInitExit(i, exit)
+        initContainers[i].ready = false
+        initContainers[i].lastState = initContainers[i].state
+        logger.info("sidecar \(initContainers[i].name) \(exit)")
+        guard !stopped else { return }
+        let pause = initContainers[i].backoff.pause(ranFor: initContainers[i].startedAt.map { $0.duration(to: .now) })
+        if pause > .zero {
+            initContainers[i].state = ["waiting": ["reason": "CrashLoopBackOff",
+                                                   "message": .string("back-off \(Int(pause.components.seconds))s restarting failed container=\(initContainers[i].name) pod=\(name)_\(namespace)(\(uid))")]]
+            await agent.event(pod, type: "Warning", reason: "BackOff", message: "Back-off restarting failed container \(initContainers[i].name) in pod \(name)")
+        }
         await report()
-        return exit
+        if pause > .zero { try? await Task.sleep(for: pause) }
+        guard !stopped, initContainers[i].pid == nil else { return }
+        initContainers[i].restartCount += 1
+        while !stopped, await runInitContainer(i, sidecar: true) == nil, initContainers[i].pid == nil {}
+        await report()
     }
 }

@@ -21,7 +21,11 @@ extension PodWorker {
         let log = try FileDescriptor(opening: "\(logDirectory)/\(name).log", flags: O_WRONLY | O_CREAT | O_APPEND)
         var options = Spawn.Options(namespace: NetworkNamespace(sandbox.namespace), environment: environment)
         var relay: StdinRelay?
-        if spec["stdin"]?.bool == true {
+        var terminalEnd: Int32 = -1  // the agent's copy of a terminal's secondary end: closed once spawned
+        defer { if terminalEnd >= 0 { close(terminalEnd) } }
+        if spec["tty"]?.bool == true {
+            (relay, terminalEnd) = try terminal(for: spec, name: name, log: log, options: &options)
+        } else if spec["stdin"]?.bool == true {
             let stdin = try StdinRelay(path: StdinRelay.socketPath(logDirectory: logDirectory, container: name), once: spec["stdinOnce"]?.bool == true)
             relay = stdin
             options.stdin = stdin.readEnd
@@ -29,8 +33,10 @@ extension PodWorker {
             options.stdin = -1
         }
         do {
-            options.stdout = log.raw
-            options.stderr = log.raw
+            if spec["tty"]?.bool != true {
+                options.stdout = log.raw
+                options.stderr = log.raw
+            }
             options.newSession = true
             options.workingDirectory = spec["workingDir"]?.string
             let mounts = try mounts(of: spec)
@@ -77,5 +83,44 @@ extension PodWorker {
         let killed = group.oomKills > 0
         group.remove()
         return killed
+    }
+}
+
+/// `tty: true` (`kubectl run -it`): the container's stdin, stdout and stderr are one terminal of
+/// its own; what it prints on it goes to its log (so attach and logs see it), and with `stdin`
+/// the relay writes into it (the terminal echoes, as a real one does).
+extension PodWorker {
+    func terminal(for spec: JSON, name: String, log: FileDescriptor, options: inout Spawn.Options) throws -> (StdinRelay?, Int32) {
+        let (primary, secondary): (Int32, Int32)
+        do {
+            (primary, secondary) = try Terminal.openPair()
+        } catch {
+            throw ContainerError(reason: "RunContainerError", message: "cannot allocate a terminal: \(error)")
+        }
+        Terminal.setSize(primary, rows: 24, columns: 80)  // a terminal's usual size until told otherwise
+        options.stdin = secondary
+        options.stdout = secondary
+        options.stderr = secondary
+        options.controllingTerminal = true
+        let output = dup(log.raw), reader = primary
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 32 << 10)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(reader, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }  // EIO: the container's side is closed
+                _ = buffer.withUnsafeBytes { write(output, $0.baseAddress, n) }
+            }
+            close(reader)
+            close(output)
+        }
+        guard spec["stdin"]?.bool == true else { return (nil, secondary) }
+        do {
+            return (try StdinRelay(path: StdinRelay.socketPath(logDirectory: logDirectory, container: name),
+                                   once: spec["stdinOnce"]?.bool == true, terminal: dup(primary)), secondary)
+        } catch {
+            close(secondary)
+            throw error
+        }
     }
 }

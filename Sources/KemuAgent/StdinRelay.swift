@@ -33,10 +33,23 @@ final class StdinRelay: Sendable {
         (readEnd, writeEnd, self.path, self.once) = (pipe.read, pipe.write, path, once)
     }
 
+    /// A relay into a terminal the process already has (`tty: true`): what connects writes to
+    /// the terminal's primary end (`writeEnd`, owned by the relay from now on).
+    init(path: String, once: Bool, terminal writeEnd: Int32) throws {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            listener = try UnixSocket.listen(path: path)
+        } catch {
+            Glibc.close(writeEnd)
+            throw error
+        }
+        (readEnd, self.writeEnd, self.path, self.once) = (-1, writeEnd, path, once)
+    }
+
     /// Serves connections on a thread of its own until closed; the read end is closed here (the
     /// process has its copy).
     func startServing() {
-        Glibc.close(readEnd)
+        if readEnd >= 0 { Glibc.close(readEnd) }
         state.withLock { $0.serving = true }
         let (listener, writeEnd, once) = (self.listener, self.writeEnd, self.once)
         Thread.detachNewThread { [self] in
@@ -77,7 +90,7 @@ final class StdinRelay: Sendable {
             if !s.serving {
                 Glibc.close(listener)
                 Glibc.close(writeEnd)
-                Glibc.close(readEnd)
+                if readEnd >= 0 { Glibc.close(readEnd) }
             }
         }
     }

@@ -52,6 +52,9 @@ public enum Spawn {
         /// `cgroup.procs` files of the groups the child joins before anything else (a
         /// container's limits: `ContainerCgroup.procsFiles`).
         public var cgroupFiles: [String] = []
+        /// `stdin` is a terminal (a pty's secondary end) that becomes the child's controlling
+        /// terminal; needs `newSession`.
+        public var controllingTerminal = false
         /// With `namespace` and `privateMounts`: a UTS namespace of the child's own with this
         /// hostname (at most 64 bytes).
         public var hostname: String?
@@ -129,7 +132,8 @@ public enum Spawn {
                             group_count: Int32(groups.count), groups: cGroups.baseAddress,
                             capabilities: identity?.capabilities.bits ?? ~0, no_new_privs: identity?.noNewPrivileges == true ? 1 : 0,
                             resolved: cResolved, nice: options.nice, root_scratch: cRoot, root_mounts: cRootMounts,
-                            bind_readonly: cReadOnly.baseAddress, cgroup_fds: cCgroups.baseAddress, cgroup_count: Int32(cgroupFDs.count))
+                            bind_readonly: cReadOnly.baseAddress, cgroup_fds: cCgroups.baseAddress, cgroup_count: Int32(cgroupFDs.count),
+                            controlling_tty: options.controllingTerminal ? 1 : 0)
                         return kemu_spawn(program, cArgv, cEnv, &o, &pid, &step)
                     }
                     }

@@ -23,7 +23,9 @@ struct ClusterOptions: ParsableArguments {
     }
 
     /// The cluster a command about a running cluster means.
-    func clusterName() throws -> String {
+    func clusterName() throws -> String { try Self.clusterName(cluster: cluster, file: file) }
+
+    static func clusterName(cluster: String?, file: String?) throws -> String {
         if let cluster { return cluster }
         if let file { return try ClusterConfig.load(file: file, name: nil).name }
         let projectDefault = FileSystem.exists(Self.defaultFile) ? try? ClusterConfig.load(file: Self.defaultFile, name: nil).name : nil

@@ -1,4 +1,5 @@
 import Foundation
+import KemuSystem
 import Testing
 
 /// DaemonSets and CronJobs on a real cluster: a daemon pod Ready on every node, one more when a
@@ -91,6 +92,21 @@ struct DaemonSetRootTests {
         // A node that comes to match gets its pod.
         #expect(try await c.kubectl(["label", "node", "node-2", "edge=true"]).status == .exited(0))
         #expect(try await eventually(20) { try await placed(c, "edge") == ["node-2=Running"] })
+
+        // A node added to the running cluster gets its daemon pod, reachable from the others;
+        // removed, it takes its pods and its Node with it.
+        let added = try await c.kemu(["node", "add", "node-3"])
+        #expect(added.status == .exited(0) && added.output.contains("node node-3 is Ready"), "\(added.output)")
+        #expect(try await eventually(30) { try await placed(c, "agent") == ["node-1=Running", "node-2=Running", "node-3=Running"] })
+        #expect(try await c.kubectl(["rollout", "status", "ds/agent", "--timeout=60s"]).status == .exited(0))
+        let newIP = try await c.jsonpath("pods", "{.items[?(@.spec.nodeName=='node-3')].status.podIP}")
+        let reached = try await c.kemu(["curl", "--from", "node-1", "http://\(newIP):8080/"])
+        #expect(reached.status == .exited(0), "\(newIP): \(reached.output)")
+        #expect(try await c.kemu(["node", "add", "node-3"]).output.contains("node node-3 is already in cluster"))
+        #expect(try await c.kemu(["node", "remove", "node-3"]).status == .exited(0))
+        #expect(try await eventually(20) { try await placed(c, "agent") == ["node-1=Running", "node-2=Running"] })
+        #expect(try await c.kubectl(["get", "node", "node-3"]).status != .exited(0))
+        #expect(!NetworkNamespace("kemu-rds-node-3").exists)
 
         // A rolling restart goes node by node (maxUnavailable 1) and can be undone.
         #expect(try await c.kubectl(["rollout", "restart", "ds/agent"]).status == .exited(0))

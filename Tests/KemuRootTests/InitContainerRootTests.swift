@@ -30,6 +30,14 @@ struct InitContainerRootTests {
     spec:
       initContainers: [{name: wait, image: busybox, args: [sh, -c, 'exit 2']}]
       containers: [{name: app, image: busybox, args: [sh, -c, 'sleep 3600']}]
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: sided}
+    spec:
+      restartPolicy: Never
+      initContainers: [{name: shipper, image: busybox, restartPolicy: Always, args: [sh, -c, 'echo shipping; sleep 1; exit 1']}]
+      containers: [{name: app, image: busybox, args: [sh, -c, 'sleep 3600']}]
     """
 
     func status(_ c: TestCluster, _ pod: String) async throws -> String {
@@ -65,6 +73,11 @@ struct InitContainerRootTests {
 
         #expect(try await eventually(30) { try await c.jsonpath("pod/retrying", "{.status.initContainerStatuses[0].restartCount}") >= "1" })
         #expect(try await ["Init:Error", "Init:CrashLoopBackOff"].contains(status(c, "retrying")))
+
+        // A sidecar that ends is started again, even in a Never pod, while the app runs on.
+        #expect(try await eventually(30) { (Int(try await c.jsonpath("pod/sided", "{.status.initContainerStatuses[0].restartCount}")) ?? 0) >= 1 })
+        #expect(try await c.jsonpath("pod/sided", "{.status.phase}/{.status.containerStatuses[0].state.running.startedAt}").hasPrefix("Running/20"))
+        #expect(try await c.jsonpath("pod/sided", "{.status.initContainerStatuses[0].lastState.terminated.exitCode}") == "1")
     }
 }
 

@@ -119,9 +119,18 @@ struct PortForwardRootTests {
             #expect(py.output.contains("ok echo same = True"), "\(py.output)")
             #expect(py.output.contains("ok errors = None"), "\(py.output)")
             #expect(py.output.contains("ok exec stdin echoed = 'hello through stdin\\n'"), "\(py.output)")
+            #expect(py.output.contains("ok exec tty = True"), "\(py.output)")
         } else {
             Issue.record("\(python) is missing: run `make deps`, which installs the python kubernetes client")
         }
+
+        // kubectl exec -it from a terminal (script(1) gives kubectl one): the shell has a
+        // terminal of its own, of the terminal's size.
+        let terminal = try run(["script", "-qec", "stty cols 91 rows 33; /usr/bin/kubectl --kubeconfig \(c.kubeconfig) --cache-dir \(c.cacheDir) exec -it \(pod) -- sh -c 'tty; stty size'", "/dev/null"])
+        #expect(terminal.output.contains("/dev/pts/") && terminal.output.contains("33 91"), "\(terminal.output)")
+        // kubectl run -it: the container's own terminal, what is typed echoed and read.
+        let session = try run(["sh", "-c", "echo typed | script -qec \"/usr/bin/kubectl --kubeconfig \(c.kubeconfig) --cache-dir \(c.cacheDir) run -it --rm tt --image=busybox --restart=Never -- sh -c 'tty; read x; echo got \\$x'\" /dev/null"])
+        #expect(session.output.contains("/dev/pts/") && session.output.contains("got typed"), "\(session.output)")
 
         // kubectl run -i --rm: every line the container prints (also before kubectl attached),
         // stdin through to it, its exit code as kubectl's, the pod gone after.

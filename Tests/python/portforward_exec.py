@@ -53,3 +53,15 @@ for _ in range(50):
         break
 print("ok exec stdin echoed =", repr(out))
 resp.close()
+
+# tty=True: the command runs on a terminal of its own (stdout and stderr one stream).
+resp = stream(api.connect_get_namespaced_pod_exec, pod, "default", command=["sh", "-c", "test -t 0 && tty && echo on-terminal >&2"],
+              stdin=True, stdout=True, stderr=True, tty=True, _preload_content=False)
+out = ""
+for _ in range(50):
+    resp.update(timeout=0.2)
+    out += resp.read_stdout() or ""
+    if "on-terminal" in out or not resp.is_open():
+        break
+print("ok exec tty =", "/dev/pts/" in out and "on-terminal" in out, repr(out))
+resp.close()

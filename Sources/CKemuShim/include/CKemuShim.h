@@ -99,7 +99,16 @@ typedef struct kemu_spawn_options {
     /// so everything it starts is in those groups.
     const int *cgroup_fds;
     int cgroup_count;
+    /// Nonzero: stdin is a terminal that becomes the child's controlling terminal (needs
+    /// new_session).
+    int controlling_tty;
 } kemu_spawn_options;
+
+/// A pseudo-terminal pair, both ends close-on-exec, the secondary not a controlling terminal
+/// of the caller. 0 or an errno value.
+int kemu_openpty(int *primary, int *secondary);
+/// Sets a terminal's window size (TIOCSWINSZ). 0 or an errno value.
+int kemu_set_window_size(int fd, unsigned short rows, unsigned short columns);
 
 /// fork, then in the child: enter the namespace, bind /etc/netns files, set up stdio, exec.
 /// `file` is looked up in PATH from `envp` when it has no '/'.
