@@ -103,6 +103,9 @@ public enum APIResources {
         .init(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass", kind: "PriorityClass",
               namespaced: false, shortNames: ["pc"]),
         .init(group: "coordination.k8s.io", version: "v1", resource: "leases", singular: "lease", kind: "Lease", namespaced: true),
+        // The core Events under their newer names (EventsV1): one store, converted both ways.
+        .init(group: "events.k8s.io", version: "v1", resource: "events", singular: "event", kind: "Event", namespaced: true,
+              shortNames: ["ev"]),
         .init(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice", kind: "EndpointSlice",
               namespaced: true),
         // Usage of pods and nodes as metrics-server serves it (`kubectl top`), measured on read.

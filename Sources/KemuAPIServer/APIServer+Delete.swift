@@ -8,7 +8,7 @@ import KemuStore
 extension APIServer {
     func delete(_ t: Target, _ name: String, _ request: Request) async throws -> Response {
         let (options, dryRun) = try await deleteOptions(request)
-        return try Store.$dryRun.withValue(dryRun) { Self.json(try delete(t, name, options: options)) }
+        return try Store.$dryRun.withValue(dryRun) { Self.json(t.outward(try delete(t, name, options: options))) }
     }
 
     /// The DeleteOptions body, and whether it asks for a dry run (kubectl delete --dry-run=server
@@ -44,8 +44,9 @@ extension APIServer {
                 do { return try delete(t, item.name, options: options) } catch StoreError.notFound { return nil }  // gone meanwhile
             }
         }
-        return Self.json(["kind": .string(t.resource.listKind), "apiVersion": .string(t.resource.groupVersion),
-                          "metadata": ["resourceVersion": .string(String(store.revision))], "items": .array(deleted)])
+        let shown = t.presented ?? t.resource
+        return Self.json(["kind": .string(shown.listKind), "apiVersion": .string(shown.groupVersion),
+                          "metadata": ["resourceVersion": .string(String(store.revision))], "items": .array(deleted.map(t.outward))])
     }
 
     /// policy/v1 Eviction (`kubectl drain`): the pod is deleted with the eviction's options, if

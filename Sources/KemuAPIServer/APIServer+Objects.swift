@@ -5,6 +5,7 @@ import KemuStore
 
 extension APIServer {
     func serve(_ t: Target, _ request: Request, _ query: Query) async throws -> Response {
+        let t = t.stored()
         let r = t.resource
         if r.namespaced && t.namespace == nil && (t.name != nil || request.method != .get) {
             throw APIError.notFound("the server could not find the requested resource")
@@ -29,7 +30,7 @@ extension APIServer {
         case (.get, let name?, "log") where r.resource == "pods":
             return try logs(t, name, query)
         case (.get, let name?, nil), (.get, let name?, "status"):
-            return respond(try get(t, name), t, request, query)
+            return respond(t.outward(try get(t, name)), t, request, query)
         case (.post, nil, nil):
             return try await create(t, request, query)
         case (.put, let name?, let sub):
@@ -78,8 +79,9 @@ extension APIServer {
             table["metadata"] = meta
             return Self.json(table)
         }
-        let list: JSON = ["kind": .string(t.resource.listKind), "apiVersion": .string(t.resource.groupVersion),
-                          "metadata": meta, "items": .array(items)]
+        let shown = t.presented ?? t.resource
+        let list: JSON = ["kind": .string(shown.listKind), "apiVersion": .string(shown.groupVersion),
+                          "metadata": meta, "items": .array(items.map(t.outward))]
         return Self.json(list)
     }
 
@@ -95,8 +97,18 @@ extension APIServer {
     func incoming(_ t: Target, _ request: Request, name: String? = nil) async throws -> JSON {
         var o = try await body(request)
         guard o.object != nil else { throw APIError.badRequest("the request body must be a JSON object") }
+        if t.presented != nil {
+            try conformPresented(o, t)
+            o = t.inward(o)
+        }
         try conform(&o, t, name: name)
         return o
+    }
+
+    /// A body for a converted resource names the client's resource, if it names one.
+    func conformPresented(_ o: JSON, _ t: Target) throws {
+        guard let shown = t.presented, let apiVersion = o["apiVersion"]?.string, !apiVersion.isEmpty else { return }
+        if apiVersion != shown.groupVersion { throw APIError.badRequest("the apiVersion \(apiVersion) does not match the path's \(shown.groupVersion)") }
     }
 
     func conform(_ o: inout JSON, _ t: Target, name: String?) throws {
@@ -148,7 +160,7 @@ extension APIServer {
         }
         if t.resource.kind == "LimitRange" { o = LimitRanges.defaulted(o) }
         try admitQuota(o, t.resource)
-        return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
+        return Self.warned(Self.json(t.outward(try createAllocating(t.resource, o)), status: .created), warnings)
     }
 
     /// Upstream's DefaultIngressClass admission: a new Ingress that names no class (field or the
@@ -225,7 +237,7 @@ extension APIServer {
         if t.resource.kind.hasSuffix("RoleBinding") || ["ConfigMap", "Secret"].contains(t.resource.kind) {
             try Admission.validateUpdate(o, try get(t, name), t.resource)
         }
-        return Self.warned(Self.json(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub))), warnings)
+        return Self.warned(Self.json(t.outward(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))), warnings)
     }
 
     /// PUT on an object leaves its status alone and PUT on /status touches only status, for every
@@ -263,16 +275,16 @@ extension APIServer {
         }
         let apply: (JSON) throws -> JSON
         switch contentType {
-        case "application/merge-patch+json", "application/apply-patch+yaml": apply = { Patch.merge($0, patch) }
-        case "application/json-patch+json": apply = { try Patch.jsonPatch($0, patch) }
-        case "application/strategic-merge-patch+json": apply = { try Patch.strategicMerge($0, patch) }
+        case "application/merge-patch+json", "application/apply-patch+yaml": apply = { t.inward(Patch.merge(t.outward($0), patch)) }
+        case "application/json-patch+json": apply = { t.inward(try Patch.jsonPatch(t.outward($0), patch)) }
+        case "application/strategic-merge-patch+json": apply = { t.inward(try Patch.strategicMerge(t.outward($0), patch)) }
         default:
             throw APIError.unsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json")
         }
         let qualified = t.resource.qualifiedName
         // Server-side apply of an object that does not exist yet creates it.
         if contentType == "application/apply-patch+yaml", sub == nil, store.get(qualified, namespace: t.namespace ?? "", name: name) == nil {
-            var o = patch
+            var o = t.inward(patch)
             try conform(&o, t, name: name)
             let warnings = try validation.check(o, t.resource)
             try requireNamespace(t)
@@ -297,7 +309,7 @@ extension APIServer {
             if sub == nil { try reallocate(t.resource, &patched, o) }
             o = patched
         }
-        return Self.warned(Self.json(updated), warnings)
+        return Self.warned(Self.json(t.outward(updated)), warnings)
     }
 
     /// Defaults and validation (Admission), then what needs the other objects: a Fault must not

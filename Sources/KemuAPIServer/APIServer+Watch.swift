@@ -28,8 +28,13 @@ extension APIServer {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: line)))
         }
         let channel = t.channel
+        let target = t
         let lines = Self.lines(events, timeout: timeout, registry: watches, disconnect: { channel?.close(promise: nil) }) { event, first in
             var object = event.object
+            if target.presented != nil, !table {
+                // Another resource's shape: this watcher's own bytes, not the shared encoding.
+                return Self.line(["type": .string(event.type.rawValue), "object": target.outward(object)])
+            }
             if table {
                 object = Tables.table([object], resource, revision: object.resourceVersion ?? 0, includeObject: includeObject, headers: first)
             } else if let encoding = event.encoding {

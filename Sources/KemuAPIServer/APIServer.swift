@@ -219,4 +219,25 @@ struct Target {
     var user: Identity? = nil
     /// The client's connection, for a watch to cut off a client that stopped reading.
     var channel: (any Channel)? = nil
+    /// What the client addressed, when the objects are stored as another resource
+    /// (events.k8s.io/v1 Events are core Events): bodies converted in, objects converted out.
+    var presented: APIResource? = nil
+
+    /// Stored objects as the client's resource shows them.
+    func outward(_ o: JSON) -> JSON {
+        guard presented != nil, o["kind"]?.string == resource.kind else { return o }
+        return EventsV1.outward(o)
+    }
+
+    /// A body in the client's resource as it is stored.
+    func inward(_ o: JSON) -> JSON { presented == nil ? o : EventsV1.inward(o) }
+
+    /// events.k8s.io/v1 requests served from the core Events.
+    func stored() -> Target {
+        guard resource.group == "events.k8s.io" else { return self }
+        var t = self
+        t.presented = resource
+        t.resource = APIResources.events
+        return t
+    }
 }

@@ -73,6 +73,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: reads, apiGroups: ["policy"], resources: ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
         PolicyRule(verbs: reads, apiGroups: ["metrics.k8s.io"], resources: ["pods", "nodes"]),
+        PolicyRule(verbs: reads, apiGroups: ["events.k8s.io"], resources: ["events"]),
     ]
 
     /// edit: writes of a namespace's workloads, Services, configuration and Secrets, exec and logs;

@@ -78,6 +78,12 @@ extension Protobuf {
                   15: .string("reportingInstance")],
         "EventSource": [1: .string("component"), 2: .string("host")],
         "EventSeries": [1: .int("count"), 2: .microTime("lastObservedTime")],
+        // events.k8s.io/v1's Event: the same object, its own field numbers (read by apiVersion).
+        "events.k8s.io/v1.Event": [1: .message("metadata", "ObjectMeta"), 2: .microTime("eventTime"), 3: .message("series", "EventSeries"),
+                                   4: .string("reportingController"), 5: .string("reportingInstance"), 6: .string("action"),
+                                   7: .string("reason"), 8: .message("regarding", "ObjectReference"), 9: .message("related", "ObjectReference"),
+                                   10: .string("note"), 11: .string("type"), 12: .message("deprecatedSource", "EventSource"),
+                                   13: .time("deprecatedFirstTimestamp"), 14: .time("deprecatedLastTimestamp"), 15: .int("deprecatedCount")],
 
         "PersistentVolumeClaim": [1: .message("metadata", "ObjectMeta"), 2: .message("spec", "PersistentVolumeClaimSpec"), 3: .status],
         "PersistentVolumeClaimSpec": [1: .strings("accessModes"), 2: .message("resources", "ResourceRequirements"), 3: .string("volumeName"),

@@ -70,10 +70,12 @@ enum Protobuf {
             default: break
             }
         }
-        guard kinds.contains(kind), messages[kind] != nil else {
+        // A kind that two groups share with different fields is named with its group version.
+        let table = messages["\(apiVersion).\(kind)"] != nil ? "\(apiVersion).\(kind)" : kind
+        guard kinds.contains(kind), messages[table] != nil else {
             throw APIError.unsupportedMediaType("kemu reads no protobuf body of kind \"\(kind)\": send JSON (kubectl create -f, kubectl apply)")
         }
-        var object = try message(raw, kind, path: kind)
+        var object = try message(raw, table, path: kind)
         object["kind"] = .string(kind)
         object["apiVersion"] = .string(apiVersion)
         return object

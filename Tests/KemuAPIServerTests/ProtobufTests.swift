@@ -111,3 +111,26 @@ struct Wire {
         #expect(secret["type"]?.string == "Opaque" && secret["immutable"] == false)
     }
 }
+
+/// events.k8s.io/v1's Event has its own field numbers: read by its apiVersion, not as a core one.
+@Suite struct EventsV1Tests {
+    @Test func aV1EventReadsByItsOwnNumbersAndConvertsBothWays() throws {
+        let body = Wire.envelope("events.k8s.io/v1", "Event") { e in
+            e.message(1) { $0.string(1, "e1"); $0.string(3, "default") }
+            e.string(4, "example.com/ctl")
+            e.string(7, "Checked")
+            e.message(8) { $0.string(1, "Pod"); $0.string(3, "p") }
+            e.string(10, "hello")
+            e.string(11, "Normal")
+        }
+        let v1 = try Protobuf.decode(body)
+        #expect(v1["note"]?.string == "hello" && v1[path: "regarding.name"]?.string == "p" && v1["reportingController"]?.string == "example.com/ctl")
+        let core = EventsV1.inward(v1)
+        #expect(core["apiVersion"]?.string == "v1" && core["message"]?.string == "hello" && core[path: "involvedObject.kind"]?.string == "Pod")
+        #expect(core["reportingComponent"]?.string == "example.com/ctl" && core["note"] == nil)
+        var expected = v1
+        expected["apiVersion"] = "events.k8s.io/v1"
+        expected["eventTime"] = .null
+        #expect(EventsV1.outward(core) == expected)
+    }
+}
