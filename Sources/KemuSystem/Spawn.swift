@@ -1,5 +1,6 @@
 import CKemuShim
 import Glibc
+import Synchronization
 
 /// How a process ended.
 public enum ProcessExit: Equatable, Sendable, CustomStringConvertible {
@@ -154,16 +155,31 @@ public enum Spawn {
     }
 
     /// The machine's mount points a private root binds in: each outermost one but / and /sys (a
-    /// namespace's child mounts sysfs afresh), read from /proc/self/mountinfo (its fifth field,
-    /// with the kernel's octal escapes).
+    /// namespace's child mounts sysfs afresh) and /run/netns (every pod's namespace is a mount
+    /// there: a thousand pods would copy a thousand mounts into each container), read from
+    /// /proc/self/mountinfo (its fifth field, with the kernel's octal escapes). Read again at
+    /// most every 10 s: a node starting pods spawns many, and the machine's mounts barely change.
     public static func machineMountPoints() -> [String] {
+        mountPoints.withLock { cache in
+            if let cached = cache, ContinuousClock.now < cached.until { return cached.points }
+            let points = readMountPoints()
+            cache = (points, ContinuousClock.now + .seconds(10))
+            return points
+        }
+    }
+
+    private static let mountPoints = Mutex<(points: [String], until: ContinuousClock.Instant)?>(nil)
+
+    static func readMountPoints() -> [String] {
         guard let text = try? FileSystem.readFile("/proc/self/mountinfo") else { return [] }
         var points: [String] = []
+        var seen: Set<String> = []
+        let skipped = ["/sys", "/run/netns", "/var/run/netns"]
         for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: false)
             guard fields.count > 4 else { continue }
             let point = unescapeMountField(fields[4])
-            if point == "/" || point == "/sys" || point.hasPrefix("/sys/") || points.contains(point) { continue }
+            if point == "/" || skipped.contains(where: { point == $0 || point.hasPrefix($0 + "/") }) || !seen.insert(point).inserted { continue }
             points.append(point)
         }
         return points.filter { point in !points.contains { point != $0 && point.hasPrefix($0 + "/") } }
