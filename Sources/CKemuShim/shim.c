@@ -260,11 +260,19 @@ static void private_mounts(const kemu_spawn_options *o, int pipe_fd, int sources
     int private = o->root_scratch != NULL;
     if (private) private_root(o, pipe_fd);
     if (bind_etc(o->netns_name, private ? OLD_ROOT : "") != 0) child_fail(pipe_fd, "bind /etc/netns");
+    int bound[KEMU_MAX_BINDS] = {0};
     for (int i = 0; i < count; i++) {
         const char *target = o->binds[2 * i + 1];
         if (sources[i] < 0) continue;
         if (private && make_target(target, sources[i]) != 0) child_fail(pipe_fd, "volume: mkdir");
-        if (bind_source(sources[i], target, o->bind_readonly != NULL && o->bind_readonly[i]) != 0 && errno != ENOENT) child_fail(pipe_fd, "bind volume");
+        if (bind_source(sources[i], target, 0) == 0) bound[i] = 1;
+        else if (errno != ENOENT) child_fail(pipe_fd, "bind volume");
+    }
+    // Read-only once every volume is bound: a volume mounted inside a read-only one (a Secret
+    // under a ConfigMap's path) needs its mount point made there first.
+    for (int i = 0; i < count; i++) {
+        if (!bound[i] || o->bind_readonly == NULL || !o->bind_readonly[i]) continue;
+        if (mount("none", o->binds[2 * i + 1], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) child_fail(pipe_fd, "volume: read-only");
     }
 }
 

@@ -53,6 +53,12 @@ struct BringYourOwnAppRootTests {
             - secretRef: {name: db-credentials}
             readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
             resources: {requests: {cpu: 50m, memory: 32Mi}}
+            volumeMounts:
+            - {name: config, mountPath: /etc/shop}
+            - {name: credentials, mountPath: /etc/shop/credentials, readOnly: true}
+          volumes:
+          - {name: config, configMap: {name: shop-config}}
+          - {name: credentials, secret: {secretName: db-credentials, defaultMode: 0400}}
     ---
     apiVersion: v1
     kind: Service
@@ -117,6 +123,9 @@ struct BringYourOwnAppRootTests {
         // The containers got the ConfigMap's and the Secret's values and their ServiceAccount.
         let env = try await c.kubectl(["exec", "deploy/shop", "--", "sh", "-c", "echo \"$GREETING|$DB_USER|$POD_NAME\""]).output
         #expect(env.hasPrefix("hello from the config|shopper|shop-"), "\(env)")
+        // ...and their files, at the paths the manifest names (a Secret's inside a ConfigMap's).
+        let files = try await c.kubectl(["exec", "deploy/shop", "--", "sh", "-c", "cat /etc/shop/LOG_LEVEL /etc/shop/credentials/DB_USER"]).output
+        #expect(files == "debugshopper", "\(files)")
         #expect(try await c.jsonpath("pods", "{.items[?(@.metadata.labels.tier=='web')].spec.serviceAccountName}") == "shop shop")
         // The Ingress took the default class; the CronJob waits for its time.
         #expect(try await c.jsonpath("ingress/shop", "{.spec.ingressClassName}") == "kemu")
