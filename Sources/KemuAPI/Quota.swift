@@ -1,3 +1,5 @@
+import Synchronization
+
 /// ResourceQuota accounting, shared by the API server's admission (is a new object within every
 /// quota of its namespace?) and the quota controller (status.used): what an object counts
 /// against each resource name a quota may list. Upstream's names: object counts (`pods`,
@@ -6,6 +8,15 @@
 /// for any kind) and compute (`requests.cpu` or `cpu`, `requests.memory` or `memory`,
 /// `limits.cpu`, `limits.memory`), in thousandths of the unit (Quantity).
 public enum Quota {
+    /// Check and create as one step wherever a namespace has quotas (the API server's handlers
+    /// and the controllers run on many threads): two creates that each fit alone must not both
+    /// pass together. Creates in namespaces without quotas never wait for it.
+    static let admission = Mutex(())
+
+    public static func serialized<T>(_ body: () throws -> T) throws -> T {
+        try admission.withLock { _ in try body() }
+    }
+
     /// What `object` (stored as `resource`, e.g. `pods` or `deployments.apps`) counts for `name`;
     /// nil when it does not count for it at all.
     public static func usage(of object: JSON, resource: String, for name: String) -> Int64? {

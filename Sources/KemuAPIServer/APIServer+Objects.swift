@@ -156,11 +156,11 @@ extension APIServer {
         try admit(&o, t)
         if t.resource.kind == "Pod" {
             try admitServiceAccount(&o)
+            try admitPriority(&o)
             try admitLimitRanges(&o)
         }
         if t.resource.kind == "LimitRange" { o = LimitRanges.defaulted(o) }
-        try admitQuota(o, t.resource)
-        return Self.warned(Self.json(t.outward(try createAllocating(t.resource, o)), status: .created), warnings)
+        return Self.warned(Self.json(t.outward(try createWithinQuota(o, t.resource)), status: .created), warnings)
     }
 
     /// Upstream's DefaultIngressClass admission: a new Ingress that names no class (field or the
@@ -289,7 +289,12 @@ extension APIServer {
             let warnings = try validation.check(o, t.resource)
             try requireNamespace(t)
             try admit(&o, t)
-            return Self.warned(Self.json(try createAllocating(t.resource, o), status: .created), warnings)
+            if t.resource.kind == "Pod" {
+                try admitServiceAccount(&o)
+                try admitPriority(&o)
+                try admitLimitRanges(&o)
+            }
+            return Self.warned(Self.json(t.outward(try createWithinQuota(o, t.resource)), status: .created), warnings)
         }
         if sub == "scale" {
             let current = Scale.of(try get(t, name), t.resource)

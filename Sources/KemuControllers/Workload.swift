@@ -115,17 +115,22 @@ enum Workload {
     static func createPod(_ store: Store, _ pod: JSON) throws -> JSON {
         var pod = pod
         let name = pod.name.isEmpty ? (pod[path: "metadata.generateName"]?.string ?? "") : pod.name
+        if let problem = Priorities.apply(to: &pod, classes: store.list("priorityclasses.scheduling.k8s.io").items) {
+            throw ControllerError("pods \"\(name)\" is forbidden: \(problem)")
+        }
         let ranges = store.list("limitranges", namespace: pod.namespace).items
         if !ranges.isEmpty {
             let problems = LimitRanges.apply(to: &pod, ranges)
             if !problems.isEmpty { throw ControllerError("pods \"\(name)\" is forbidden: [\(problems.joined(separator: ", "))]") }
         }
-        let quotas = store.list("resourcequotas", namespace: pod.namespace).items
-        if !quotas.isEmpty,
-           let reason = Quota.refusal(pod, resource: "pods", quotas: quotas, existing: store.list("pods", namespace: pod.namespace).items) {
-            throw ControllerError("pods \"\(name)\" is forbidden: \(reason)")
+        guard !store.list("resourcequotas", namespace: pod.namespace).items.isEmpty else { return try store.create("pods", pod) }
+        return try Quota.serialized {
+            let quotas = store.list("resourcequotas", namespace: pod.namespace).items
+            if let reason = Quota.refusal(pod, resource: "pods", quotas: quotas, existing: store.list("pods", namespace: pod.namespace).items) {
+                throw ControllerError("pods \"\(name)\" is forbidden: \(reason)")
+            }
+            return try store.create("pods", pod)
         }
-        return try store.create("pods", pod)
     }
 
     /// Graceful when a live node runs the pod (its agent ends it), at once otherwise.

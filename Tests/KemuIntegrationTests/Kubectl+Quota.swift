@@ -93,4 +93,18 @@ extension KubectlTests {
             """)
         #expect(bad.out.contains("spec.limits[0].min[cpu]: Invalid value"), "\(bad.out)")
     }
+
+    /// A server-side apply that creates is admitted as a create: within the namespace's quotas,
+    /// with its LimitRange defaults and its ServiceAccount.
+    @Test func serverSideApplyCreatesWithinQuotas() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.kubectl(["create", "quota", "one", "--hard=pods=1"]).code == 0)
+        let pod = { (name: String) in "apiVersion: v1\nkind: Pod\nmetadata: {name: \(name)}\nspec: {containers: [{name: c, image: busybox}]}\n" }
+        #expect(try server.kubectl(["apply", "--server-side", "-f", "-"], stdin: pod("first")).code == 0)
+        let second = try server.kubectl(["apply", "--server-side", "-f", "-"], stdin: pod("second"))
+        #expect(second.code != 0 && second.out.contains(#"pods "second" is forbidden: exceeded quota: one, requested: pods=1, used: pods=1, limited: pods=1"#),
+                "\(second.out)")
+        #expect(try server.kubectl(["get", "pod", "first", "-o", "jsonpath={.spec.serviceAccountName}"]).out == "default")
+    }
 }
