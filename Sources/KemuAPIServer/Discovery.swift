@@ -123,14 +123,55 @@ enum OpenAPI {
                 "paths": .object(paths)]
     }
 
-    static func schemaJSON(_ schema: FieldSchema) -> JSON {
+    static func schemaJSON(_ schema: FieldSchema, name: String = "") -> JSON {
         switch schema {
-        case .any: return ["description": "(kemu lists this field without its structure)"]
-        case .list(let item): return ["type": "array", "items": schemaJSON(item)]
+        case .any: return leaf(name)
+        case .list(let item): return ["type": "array", "items": schemaJSON(item, name: name)]
         case .object(let fields):
             var properties = JSONObject()
-            for name in fields.keys.sorted() { if let field = fields[name] { properties[name] = schemaJSON(field) } }
+            for key in fields.keys.sorted() { if let field = fields[key] { properties[key] = schemaJSON(field, name: key) } }
             return ["type": "object", "properties": .object(properties)]
         }
     }
+
+    /// A leaf field's type, by its name as upstream's types use it (kubectl explain shows
+    /// `<integer>`, `<boolean>`, `<map[string]string>`, `<[]string>`, `<IntOrString>`, `<string>`).
+    static func leaf(_ name: String) -> JSON {
+        if intOrString.contains(name) { return ["type": "string", "format": "int-or-string", "x-kubernetes-int-or-string": true] }
+        if integers.contains(name) || name.hasSuffix("Seconds") { return ["type": "integer", "format": "int32"] }
+        if booleans.contains(name) { return ["type": "boolean"] }
+        if stringMaps.contains(name) { return ["type": "object", "additionalProperties": ["type": "string"]] }
+        if quantityMaps.contains(name) { return ["type": "object", "additionalProperties": ["type": "string", "format": "quantity"]] }
+        if stringLists.contains(name) { return ["type": "array", "items": ["type": "string"]] }
+        if objects.contains(name) { return ["type": "object"] }
+        if objectLists.contains(name) { return ["type": "array", "items": ["type": "object"]] }
+        return ["type": "string"]
+    }
+
+    static let intOrString: Set = ["port", "targetPort", "maxSurge", "maxUnavailable", "minAvailable", "divisor", "sizeLimit"]
+    static let integers: Set = [
+        "replicas", "revisionHistoryLimit", "containerPort", "hostPort", "nodePort", "successThreshold", "failureThreshold",
+        "generation", "priority", "weight", "completions", "parallelism", "backoffLimit", "count", "runAsUser", "runAsGroup", "fsGroup",
+        "defaultMode", "mode", "partition", "value", "backoffLimitPerIndex", "maxFailedIndexes", "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit", "healthCheckNodePort", "minReadySeconds", "expirationSeconds", "maxSkew", "minDomains",
+    ]
+    static let booleans: Set = [
+        "stdin", "stdinOnce", "tty", "optional", "readOnly", "privileged", "paused", "suspend", "hostNetwork", "hostPID", "hostIPC",
+        "automountServiceAccountToken", "immutable", "controller", "blockOwnerDeletion", "allowPrivilegeEscalation", "runAsNonRoot",
+        "publishNotReadyAddresses", "readOnlyRootFilesystem", "shareProcessNamespace", "enableServiceLinks", "setHostnameAsFQDN",
+        "hostUsers", "manualSelector", "allocateLoadBalancerNodePorts", "globalDefault",
+    ]
+    static let stringMaps: Set = ["labels", "annotations", "nodeSelector", "data", "stringData", "binaryData", "matchLabels"]
+    static let quantityMaps: Set = ["limits", "requests", "hard", "used", "overhead", "capacity", "allocatable"]
+    static let stringLists: Set = [
+        "command", "args", "finalizers", "externalIPs", "values", "verbs", "apiGroups", "resources", "resourceNames",
+        "nonResourceURLs", "accessModes", "clusterIPs", "ipFamilies", "scopes", "audiences", "add", "drop", "loadBalancerSourceRanges",
+        "supplementalGroups", "searches", "nameservers",
+    ]
+    static let objects: Set = ["status", "affinity", "dnsConfig", "os", "seLinuxOptions", "windowsOptions", "seccompProfile",
+                               "appArmorProfile", "sessionAffinityConfig", "dataSource", "dataSourceRef", "podFailurePolicy",
+                               "successPolicy", "grpc", "selector"]
+    static let objectLists: Set = ["items", "sources", "imagePullSecrets", "hostAliases", "readinessGates", "topologySpreadConstraints",
+                                   "schedulingGates", "resourceClaims", "ephemeralContainers", "sysctls", "claims", "resizePolicy",
+                                   "volumeDevices", "managedFields", "httpHeaders"]
 }
