@@ -96,6 +96,8 @@ extension Admission {
                              "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")]
         }
         if key == "." || key == ".." { return [.invalid("\(field)[\(key)]", shown, "must not be '.' or '..'")] }
+        // A volume's files sit beside its `..data` link and `..<version>` directories.
+        if key.hasPrefix("..") { return [.invalid("\(field)[\(key)]", shown, "must not start with '..'")] }
         return []
     }
 

@@ -62,6 +62,11 @@ import Testing
                                   field: "spec.volumes[0].configMap.items[0].path"))
         #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"], ["name": "v", "secret": ["secretName": "s", "defaultMode": 512]]),
                                   field: "spec.volumes[0].secret.defaultMode"))
+        // A key that would sit among a volume's own `..data` entries, or climb out of it.
+        for key in ["..data", "../x", "a/b"] {
+            #expect(try await refused(client, "/api/v1/namespaces/default/configmaps",
+                                      ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "c"], "data": [key: "v"]], field: "data[\(key)]"))
+        }
         var deployment: JSON = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "d"],
                                 "spec": ["selector": ["matchLabels": ["app": "d"]],
                                          "template": ["metadata": ["labels": ["app": "d"]], "spec": ["containers": [["name": "c", "image": "kemu/echo"]]]]]]
