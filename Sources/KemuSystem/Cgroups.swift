@@ -26,21 +26,11 @@ public struct CgroupTree: Sendable {
             }
             return nil
         }
-        /// Where a hierarchy is mounted and which of its paths that mount's root is.
         func mount(type: String, controller: String?) -> (point: String, root: String)? {
-            for line in mounts.split(separator: "\n") {
-                let halves = line.components(separatedBy: " - ")
-                guard halves.count == 2 else { continue }
-                let left = halves[0].split(separator: " "), right = halves[1].split(separator: " ")
-                guard left.count > 4, right.count > 2, right[0] == type else { continue }
-                if let controller, !right[2].split(separator: ",").contains(Substring(controller)) { continue }
-                return (Spawn.unescapeMountField(left[4]), Spawn.unescapeMountField(left[3]))
-            }
-            return nil
+            hierarchy(type: type, controller: controller, mounts: mounts)
         }
         func directory(_ m: (point: String, root: String), _ path: String) -> String {
-            let relative = path.hasPrefix(m.root) ? String(path.dropFirst(m.root.count)) : path
-            return m.point + (relative.hasPrefix("/") || relative.isEmpty ? relative : "/" + relative) + "/" + name
+            Self.directory(m, path) + "/" + name
         }
         if let memory = mount(type: "cgroup", controller: "memory"), let cpu = mount(type: "cgroup", controller: "cpu"),
            let memoryPath = ownPath("memory"), let cpuPath = ownPath("cpu") {
@@ -58,6 +48,25 @@ public struct CgroupTree: Sendable {
             return CgroupTree(directories: [dir], unified: true)
         }
         return nil
+    }
+
+    /// Where a hierarchy is mounted and which of its paths that mount's root is.
+    static func hierarchy(type: String, controller: String?, mounts: String) -> (point: String, root: String)? {
+        for line in mounts.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2 else { continue }
+            let left = halves[0].split(separator: " "), right = halves[1].split(separator: " ")
+            guard left.count > 4, right.count > 2, right[0] == type else { continue }
+            if let controller, !right[2].split(separator: ",").contains(Substring(controller)) { continue }
+            return (Spawn.unescapeMountField(left[4]), Spawn.unescapeMountField(left[3]))
+        }
+        return nil
+    }
+
+    /// A group's path (as /proc/PID/cgroup names it) as a directory under the hierarchy's mount.
+    static func directory(_ m: (point: String, root: String), _ path: String) -> String {
+        let relative = path.hasPrefix(m.root) ? String(path.dropFirst(m.root.count)) : path
+        return m.point + (relative.hasPrefix("/") || relative.isEmpty ? relative : "/" + relative)
     }
 
     /// A container's group, made afresh (one left by an earlier run is emptied first), with its
@@ -122,6 +131,27 @@ public struct CgroupTree: Sendable {
 public struct ContainerCgroup: Sendable {
     public let directories: [String]
     public let unified: Bool
+
+    /// The kemu container group a running process is in (a command run in its container joins
+    /// it, as upstream's exec does), nil for one in none.
+    public static func of(process pid: pid_t) -> ContainerCgroup? {
+        guard let own = try? FileSystem.readFile("/proc/\(pid)/cgroup"), own.contains("/kemu-"),
+              let mounts = try? FileSystem.readFile("/proc/self/mountinfo") else { return nil }
+        var v1: [String: String] = [:]
+        for line in own.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[2].contains("/kemu-") else { continue }
+            let path = String(parts[2])
+            if parts[0] == "0", parts[1].isEmpty, let m = CgroupTree.hierarchy(type: "cgroup2", controller: nil, mounts: mounts) {
+                return ContainerCgroup(directories: [CgroupTree.directory(m, path)], unified: true)
+            }
+            for controller in ["memory", "cpu"] where parts[1].split(separator: ",").contains(Substring(controller)) {
+                if let m = CgroupTree.hierarchy(type: "cgroup", controller: controller, mounts: mounts) { v1[controller] = CgroupTree.directory(m, path) }
+            }
+        }
+        guard let memory = v1["memory"], let cpu = v1["cpu"] else { return nil }
+        return ContainerCgroup(directories: [memory, cpu], unified: false)
+    }
 
     /// The files a process joins the group by (Spawn's `cgroups`: the child writes itself in).
     public var procsFiles: [String] { directories.map { "\($0)/cgroup.procs" } }

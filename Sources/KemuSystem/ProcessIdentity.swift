@@ -129,6 +129,8 @@ extension Spawn.Options {
         // Where the container works (its workingDir), as the command's own working directory.
         options.workingDirectory = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")
         options.identity = identity
+        // Held by the container's limits, as upstream's exec is.
+        options.cgroupFiles = ContainerCgroup.of(process: pid)?.procsFiles ?? []
         return options
     }
 }

@@ -190,6 +190,9 @@ struct LimitsAndHooksRootTests {
         let top = try await c.kubectl(["top", "pod", "spin", "--no-headers"]).output
         let millicores = top.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0.dropLast()) }
         #expect(millicores.map { $0 <= 400 } == true, "\(top)")
+        // A command run in the container is held by its limits too.
+        let groups = try await c.kubectl(["exec", "spin", "--", "cat", "/proc/self/cgroup"]).output
+        #expect(groups.contains("/kemu-rlim-"), "\(groups)")
         // The hook ran inside the container, before it counted as started.
         #expect(try await c.kubectl(["exec", "hooked", "--", "cat", "/tmp/hook"]).output == "hooked\n")
         // A failing hook: FailedPostStartHook, the container killed and restarted.
