@@ -26,6 +26,18 @@ extension Admission {
                 errors.append(FieldError(field: "\(at).\(sources[1])", reason: "FieldValueForbidden", message: "Forbidden: may not specify more than 1 volume type"))
             }
             for source in sources { errors += validateVolumeFiles(volume[source], at: "\(at).\(source)") }
+            if let claim = volume["persistentVolumeClaim"] {
+                let claimName = claim["claimName"]?.string ?? ""
+                if claimName.isEmpty { errors.append(.required("\(at).persistentVolumeClaim.claimName")) }
+                else if !isDNSSubdomain(claimName) {
+                    errors.append(.invalid("\(at).persistentVolumeClaim.claimName", "\"\(claimName)\"", "a lowercase RFC 1123 subdomain"))
+                }
+            }
+            for (key, field) in [("configMap", "name"), ("secret", "secretName")] {
+                if let name = volume[key]?[field]?.string, !name.isEmpty, !isDNSSubdomain(name) {
+                    errors.append(.invalid("\(at).\(key).\(field)", "\"\(name)\"", "a lowercase RFC 1123 subdomain"))
+                }
+            }
         }
         let containers = (spec?["initContainers"]?.array ?? []).enumerated().map { ("initContainers[\($0.offset)]", $0.element) }
             + (spec?["containers"]?.array ?? []).enumerated().map { ("containers[\($0.offset)]", $0.element) }

@@ -46,7 +46,7 @@ extension NodeAgent {
         let amount = value ?? (parts[0] == "limits" ? capacity : 0)
         let divisor = max(Quantity.milli(reference["divisor"]) ?? 1000, 1)
         if parts[1] == "cpu" && reference["divisor"] == nil {
-            return String((amount + 999) / 1000)  // whole cores, rounded up
+            return String(amount / 1000 + (amount % 1000 == 0 ? 0 : 1))  // whole cores, rounded up
         }
         return String(amount / divisor + (amount % divisor == 0 ? 0 : 1))
     }

@@ -31,7 +31,8 @@ extension PodWorker {
     /// until each can be; then keeps them current. False if the pod was stopped meanwhile.
     func setUpVolumes() async -> Bool {
         for volume in pod[path: "spec.volumes"]?.array ?? [] where volume["emptyDir"] != nil {
-            let path = volumeDirectory(volume["name"]?.string ?? "")
+            guard let name = volume["name"]?.string, !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { continue }
+            let path = volumeDirectory(name)
             do {
                 try FileSystem.makeDirectories(path, mode: 0o777)
                 _ = chmod(path, 0o777)  // any container user may write, as kubelet makes it
@@ -63,6 +64,8 @@ extension PodWorker {
     func writeVolumes() async throws {
         for volume in writtenVolumes {
             let name = volume["name"]?.string ?? ""
+            // Admission allows only DNS labels; a name that could leave the pod's directory is never written.
+            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { throw VolumeError(volume: name, message: "not a volume name") }
             let payload = try await self.payload(of: volume, name: name)
             let directory = volumeDirectory(name)
             if VolumeWriter.current(directory) == payload.mapValues({ $0.data }) && volumeModes[name] == payload.mapValues({ $0.mode }) { continue }
@@ -183,7 +186,9 @@ extension PodWorker {
 
     func projectedToken(_ source: JSON, volume: String) async throws -> (path: String, data: [UInt8], mode: mode_t?) {
         let account = pod[path: "spec.serviceAccountName"]?.string.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
-        var spec: JSON = ["expirationSeconds": .int(source["expirationSeconds"]?.int ?? 3600),
+        // Upstream's bounds (10 min to 2^32 s), so no value from the spec can overflow below.
+        let seconds = min(max(source["expirationSeconds"]?.int ?? 3600, 600), 1 << 32)
+        var spec: JSON = ["expirationSeconds": .int(seconds),
                           "boundObjectRef": ["apiVersion": "v1", "kind": "Pod", "name": .string(name), "uid": .string(uid)]]
         if let audience = source["audience"]?.string, !audience.isEmpty { spec["audiences"] = [.string(audience)] }
         // One token per refresh would change the file every time: kept until 80 % of its life.
@@ -192,7 +197,6 @@ extension PodWorker {
         let answer = try await agent.client.create(APIResources.serviceAccounts, namespace: namespace, name: account, subresource: "token",
                                                    ["apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec])
         let token = Array((answer[path: "status.token"]?.string ?? "").utf8)
-        let seconds = spec["expirationSeconds"]?.int ?? 3600
         projectedTokens[key] = (token, ContinuousClock.now + .seconds(seconds * 8 / 10))
         return (source["path"]?.string ?? "", token, nil)
     }

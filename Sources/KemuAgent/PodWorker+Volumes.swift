@@ -46,6 +46,8 @@ extension PodWorker {
             guard let volume = volumes.first(where: { $0["name"]?.string == name }) else {
                 throw Self.configError("\(at): volume \"\(name)\" is not in spec.volumes")
             }
+            // Admission allows DNS names only; none that could leave its directory reaches the disk.
+            guard Self.isPlainName(name) else { throw Self.configError("\(at): \"\(name)\" is not a volume name") }
             guard let kind = Self.volumeKinds.first(where: { volume[$0] != nil }) else {
                 let other = volume.object?.keys.first { $0 != "name" } ?? "(none)"
                 throw Self.configError("volume \"\(name)\": kemu does not emulate \(other) volumes (it has \(Self.volumeKinds.joined(separator: ", ")))")
@@ -53,7 +55,11 @@ extension PodWorker {
             var source: String
             switch kind {
             case "persistentVolumeClaim":
-                source = "\(agent.config.volumeDirectory)/\(pod.namespace)/\(volume[path: "persistentVolumeClaim.claimName"]?.string ?? "")"
+                let claim = volume[path: "persistentVolumeClaim.claimName"]?.string ?? ""
+                guard Self.isPlainName(claim), Self.isPlainName(pod.namespace) else {
+                    throw Self.configError("volume \"\(name)\": \"\(claim)\" is not a claim name")
+                }
+                source = "\(agent.config.volumeDirectory)/\(pod.namespace)/\(claim)"
                 try Self.makeDirectory(source, volume: name, mode: 0o755)
             case "hostPath":
                 source = volume[path: "hostPath.path"]?.string ?? ""
@@ -75,6 +81,11 @@ extension PodWorker {
             let readOnly = mount["readOnly"]?.bool == true || Self.writtenVolumeKinds.contains(kind)
             return Mount(name: name, source: source, target: target, readOnly: readOnly, claim: kind == "persistentVolumeClaim")
         }
+    }
+
+    /// One path component of kemu's own directories: not empty, no '/', not starting with '.'.
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && !name.contains("/") && !name.hasPrefix(".") && !name.contains("\0")
     }
 
     static func hasBacksteps(_ path: String) -> Bool {

@@ -76,17 +76,18 @@ public struct CgroupTree: Sendable {
         group.remove()
         for dir in group.directories { try FileSystem.makeDirectory(dir) }
         // CFS bandwidth as kubelet sets it: a 100 ms period, a quota of at least 1 ms.
-        let quota = cpuLimitMilli.map { max($0 * 100, 1000) }
+        // (A limit past what the machine could ever give is no limit, not an overflow.)
+        let quota = cpuLimitMilli.map { max($0 > Int64.max / 100 ? -1 : $0 * 100, 1000) }
         if unified {
             let dir = group.directories[0]
             if let memoryLimit { try Self.write("\(dir)/memory.max", String(memoryLimit)); try? Self.write("\(dir)/memory.swap.max", "0") }
-            if let quota { try Self.write("\(dir)/cpu.max", "\(quota) 100000") }
+            if let quota, cpuLimitMilli ?? 0 <= Int64.max / 100 { try Self.write("\(dir)/cpu.max", "\(quota) 100000") }
         } else {
             if let memoryLimit {
                 try Self.write("\(group.directories[0])/memory.limit_in_bytes", String(memoryLimit))
                 try? Self.write("\(group.directories[0])/memory.memsw.limit_in_bytes", String(memoryLimit))  // no swap to hide in
             }
-            if let quota {
+            if let quota, cpuLimitMilli ?? 0 <= Int64.max / 100 {
                 try Self.write("\(group.directories[1])/cpu.cfs_period_us", "100000")
                 try Self.write("\(group.directories[1])/cpu.cfs_quota_us", String(quota))
             }

@@ -62,6 +62,8 @@ import Testing
                                   field: "spec.volumes[0].configMap.items[0].path"))
         #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"], ["name": "v", "secret": ["secretName": "s", "defaultMode": 512]]),
                                   field: "spec.volumes[0].secret.defaultMode"))
+        #expect(try await refused(client, pods, mounted(["name": "v", "mountPath": "/v"], ["name": "v", "persistentVolumeClaim": ["claimName": "../../etc"]]),
+                                  field: "spec.volumes[0].persistentVolumeClaim.claimName"))
         // A key that would sit among a volume's own `..data` entries, or climb out of it.
         for key in ["..data", "../x", "a/b"] {
             #expect(try await refused(client, "/api/v1/namespaces/default/configmaps",
