@@ -288,7 +288,12 @@ enum Admission {
             }
             let at = "spec.ports[\(i)]"
             let proto = p["protocol"]?.string ?? "TCP"
-            if !["TCP", "UDP", "SCTP"].contains(proto) {
+            if proto == "SCTP" {
+                // Accepted upstream; kemu's node proxies carry no SCTP (nor does this kernel, as
+                // a rule: Debian's loads no sctp module), so a Service of it would be silently dead.
+                errors.append(FieldError(field: "\(at).protocol", reason: "FieldValueNotSupported",
+                                         message: "Unsupported value: \"SCTP\": kemu's node proxies do not carry SCTP; supported values: \"TCP\", \"UDP\""))
+            } else if !["TCP", "UDP"].contains(proto) {
                 errors.append(FieldError(field: "\(at).protocol", reason: "FieldValueNotSupported",
                                          message: "Unsupported value: \(p["protocol"]?.text() ?? "null"): supported values: \"SCTP\", \"TCP\", \"UDP\""))
             }

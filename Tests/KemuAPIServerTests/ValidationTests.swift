@@ -32,6 +32,8 @@ import Testing
         #expect(try await refused(client, services, Self.service(["ports": [port(["targetPort": -1])]]), field: "spec.ports[0].targetPort"))
         #expect(try await refused(client, services, Self.service(["ports": [port(["targetPort": ["a": 1]])]]), field: "spec.ports[0].targetPort"))
         #expect(try await refused(client, services, Self.service(["ports": [port(["protocol": "FOO"])]]), field: "spec.ports[0].protocol"))
+        // SCTP is upstream's, but no kemu proxy carries it: refused by name rather than left dead.
+        #expect(try await refused(client, services, Self.service(["ports": [port(["protocol": "SCTP"])]]), field: "kemu's node proxies do not carry SCTP"))
         #expect(try await refused(client, services, Self.service(["ports": [port(["nodePort": 30080])]]), field: "spec.ports[0].nodePort"))
         #expect(try await refused(client, services, Self.service(["ports": [port([:])], "externalIPs": ["999.1.1.1"]]), field: "spec.externalIPs[0]"))
         let pod = { (spec: JSON) -> JSON in
