@@ -112,9 +112,9 @@ enum OpenAPI {
         // nested structures as objects and lists, leaves without a type where kemu does not list one.
         var schemas = JSONObject()
         for r in APIResources.all where r.group == group && r.version == version {
-            guard let fields = FieldSchema.kinds[r.kind] else { continue }
+            guard let fields = FieldSchema.kinds[r.qualifiedKind] ?? FieldSchema.kinds[r.kind] else { continue }
             let package = group.isEmpty ? "core" : (group.split(separator: ".").first.map(String.init) ?? group)
-            var schema = schemaJSON(fields)
+            var schema = schemaJSON(fields, kind: r.kind, components: &schemas)
             schema["description"] = .string("\(r.kind) (\(r.groupVersion)), as kemu serves it: the fields kemu reads and validates.")
             schema["x-kubernetes-group-version-kind"] = [["group": .string(r.group), "kind": .string(r.kind), "version": .string(r.version)]]
             schemas["io.k8s.api.\(package).\(version).\(r.kind)"] = schema
@@ -123,16 +123,43 @@ enum OpenAPI {
                 "paths": .object(paths)]
     }
 
-    static func schemaJSON(_ schema: FieldSchema, name: String = "") -> JSON {
+    /// A structure's schema. Structures with a name upstream's users know (`Container`,
+    /// `ObjectMeta`, `PodSpec`…) are components of the document, referred to as upstream's are,
+    /// so `kubectl explain` shows `<[]Container>` rather than `<[]Object>`.
+    static func schemaJSON(_ schema: FieldSchema, name: String = "", kind: String, components: inout JSONObject) -> JSON {
         switch schema {
         case .any: return leaf(name)
-        case .list(let item): return ["type": "array", "items": schemaJSON(item, name: name)]
+        case .list(let item): return ["type": "array", "items": schemaJSON(item, name: name, kind: kind, components: &components)]
         case .object(let fields):
-            var properties = JSONObject()
-            for key in fields.keys.sorted() { if let field = fields[key] { properties[key] = schemaJSON(field, name: key) } }
-            return ["type": "object", "properties": .object(properties)]
+            if name.isEmpty { return structure(fields, kind: kind, components: &components) }  // the kind itself
+            let typeName = name == "spec" && !kind.isEmpty ? "\(kind)Spec" : namedTypes[name]
+            guard let typeName else { return structure(fields, kind: "", components: &components) }
+            let key = "io.k8s.api.core.v1.\(typeName)"
+            if components[key] == nil {
+                components[key] = [:]  // (a structure that holds itself stops here)
+                // A template's or a claim's own `spec` is its kind's: PodTemplateSpec → PodSpec.
+                let owner = typeName.hasSuffix("TemplateSpec") ? String(typeName.dropLast("TemplateSpec".count)) : typeName
+                components[key] = structure(fields, kind: owner, components: &components)
+            }
+            return ["allOf": [["$ref": .string("#/components/schemas/\(key)")]], "default": [:]]
         }
     }
+
+    static func structure(_ fields: [String: FieldSchema], kind: String, components: inout JSONObject) -> JSON {
+        var properties = JSONObject()
+        for key in fields.keys.sorted() { if let field = fields[key] { properties[key] = schemaJSON(field, name: key, kind: kind, components: &components) } }
+        return ["type": "object", "properties": .object(properties)]
+    }
+
+    /// Field name → upstream's type name, where the name alone says which (a kind's `spec` is
+    /// `<Kind>Spec`).
+    static let namedTypes = [
+        "metadata": "ObjectMeta", "containers": "Container", "initContainers": "Container", "volumes": "Volume",
+        "template": "PodTemplateSpec", "jobTemplate": "JobTemplateSpec", "selector": "LabelSelector", "livenessProbe": "Probe",
+        "readinessProbe": "Probe", "startupProbe": "Probe", "env": "EnvVar", "envFrom": "EnvFromSource", "volumeMounts": "VolumeMount",
+        "tolerations": "Toleration", "lifecycle": "Lifecycle", "ownerReferences": "OwnerReference",
+        "matchExpressions": "LabelSelectorRequirement", "volumeClaimTemplates": "PersistentVolumeClaim", "taints": "Taint",
+    ]
 
     /// A leaf field's type, by its name as upstream's types use it (kubectl explain shows
     /// `<integer>`, `<boolean>`, `<map[string]string>`, `<[]string>`, `<IntOrString>`, `<string>`).
@@ -154,6 +181,7 @@ enum OpenAPI {
         "generation", "priority", "weight", "completions", "parallelism", "backoffLimit", "count", "runAsUser", "runAsGroup", "fsGroup",
         "defaultMode", "mode", "partition", "value", "backoffLimitPerIndex", "maxFailedIndexes", "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit", "healthCheckNodePort", "minReadySeconds", "expirationSeconds", "maxSkew", "minDomains",
+        "deprecatedCount",
     ]
     static let booleans: Set = [
         "stdin", "stdinOnce", "tty", "optional", "readOnly", "privileged", "paused", "suspend", "hostNetwork", "hostPID", "hostIPC",
@@ -170,7 +198,8 @@ enum OpenAPI {
     ]
     static let objects: Set = ["status", "affinity", "dnsConfig", "os", "seLinuxOptions", "windowsOptions", "seccompProfile",
                                "appArmorProfile", "sessionAffinityConfig", "dataSource", "dataSourceRef", "podFailurePolicy",
-                               "successPolicy", "grpc", "selector"]
+                               "successPolicy", "grpc", "selector", "regarding", "related",
+                               "involvedObject", "source", "series", "deprecatedSource", "roleRef", "aggregationRule"]
     static let objectLists: Set = ["items", "sources", "imagePullSecrets", "hostAliases", "readinessGates", "topologySpreadConstraints",
                                    "schedulingGates", "resourceClaims", "ephemeralContainers", "sysctls", "claims", "resizePolicy",
                                    "volumeDevices", "managedFields", "httpHeaders"]

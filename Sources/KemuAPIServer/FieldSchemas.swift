@@ -155,6 +155,10 @@ extension FieldSchema {
             "ControllerRevision": kind(["data", "revision"]),
             "Event": kind(["involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type", "eventTime",
                            "series", "action", "related", "reportingComponent", "reportingInstance"]),
+            // events.k8s.io/v1's names for the same object (EventsV1), for its OpenAPI document.
+            "Event.events.k8s.io": kind(["regarding", "related", "note", "reason", "type", "action", "eventTime", "series",
+                                         "reportingController", "reportingInstance", "deprecatedSource", "deprecatedFirstTimestamp",
+                                         "deprecatedLastTimestamp", "deprecatedCount"]),
             "Role": kind(["rules"]),
             "ClusterRole": kind(["rules", "aggregationRule"]),
             "RoleBinding": kind(["subjects", "roleRef"]),

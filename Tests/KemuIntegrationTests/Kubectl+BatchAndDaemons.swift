@@ -104,13 +104,20 @@ extension KubectlTests {
         #expect(try server.kubectl(["get", "ingress", "plain", "chosen", "-o", "jsonpath={.items[*].spec.ingressClassName}"]).out == "house other")
     }
 
-    /// `kubectl explain` finds every served kind and walks its fields (names only for now: kemu
-    /// publishes the structure it validates, not upstream's types and descriptions).
+    /// `kubectl explain` finds every served kind and walks its fields, with upstream's type names
+    /// for the structures users know and typed leaves (no descriptions: kemu publishes the
+    /// structure it validates).
     @Test func explainWalksTheServedKinds() throws {
         let server = try ServerProcess()
         defer { server.stop() }
         let pod = try server.kubectl(["explain", "pod.spec"])
-        #expect(pod.code == 0 && pod.out.contains("FIELDS:") && pod.out.contains("  containers\t<[]Object>"), "\(pod.out)")
+        #expect(pod.code == 0 && pod.out.contains("FIELD: spec <PodSpec>") && pod.out.contains("  containers\t<[]Container>")
+                && pod.out.contains("  hostNetwork\t<boolean>") && pod.out.contains("  terminationGracePeriodSeconds\t<integer>"), "\(pod.out)")
+        let container = try server.kubectl(["explain", "deployment.spec.template.spec.containers"])
+        #expect(container.out.contains("  env\t<[]EnvVar>") && container.out.contains("  livenessProbe\t<Probe>")
+                && container.out.contains("  command\t<[]string>"), "\(container.out)")
+        let event = try server.kubectl(["explain", "events", "--api-version=events.k8s.io/v1"])
+        #expect(event.out.contains("  note\t<string>") && event.out.contains("  regarding\t<Object>"), "\(event.out)")
         let probe = try server.kubectl(["explain", "deployment.spec.template.spec.containers.readinessProbe.httpGet"])
         #expect(probe.code == 0 && probe.out.contains("FIELD: httpGet"), "\(probe.out)")
         for kind in ["cronjob.spec.jobTemplate", "daemonset.spec.updateStrategy", "limitrange.spec.limits", "job.spec.podFailurePolicy"] {
