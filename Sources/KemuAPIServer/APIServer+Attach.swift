@@ -13,30 +13,22 @@ import NIOCore
 /// session ends when the container does (kubectl reads its exit code from the pod's status).
 extension PodExec {
     func attach(_ request: ExecRequest, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
-        func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
-            var buffer = ByteBuffer(bytes: [channel])
-            buffer.writeBytes(bytes)
-            try? await outbound.write(.binary(buffer))
-        }
-        func finish(_ status: JSON) async {
-            await send(3, status.bytes())
-            try? await outbound.close(.normalClosure, reason: nil)
-        }
+        let out = ChannelStream(outbound: outbound)
         let store = server.store
         guard let pod = store.get("pods", namespace: request.namespace, name: request.pod) else {
-            return await finish(APIError.notFound("pods \"\(request.pod)\" not found").status)
+            return await out.finish(APIError.notFound("pods \"\(request.pod)\" not found").status)
         }
         let specs = pod[path: "spec.containers"]?.array ?? []
         let name = request.container ?? specs.first?["name"]?.string ?? ""
         guard let spec = specs.first(where: { $0["name"]?.string == name }) else {
-            return await finish(APIError.badRequest("container \(name) is not valid for pod \(request.pod)").status)
+            return await out.finish(APIError.badRequest("container \(name) is not valid for pod \(request.pod)").status)
         }
         guard let directory = server.podLogDirectory else {
-            return await finish(APIError.badRequest("attach is not available: this API server runs without nodes").status)
+            return await out.finish(APIError.badRequest("attach is not available: this API server runs without nodes").status)
         }
         let logs = "\(directory)/\(pod.namespace)_\(pod.name)_\(pod.uid)"
         guard let handle = FileHandle(forReadingAtPath: "\(logs)/\(name).log") else {
-            return await finish(APIError.badRequest("container \(name) in pod \(request.pod) is waiting to start").status)
+            return await out.finish(APIError.badRequest("container \(name) in pod \(request.pod) is waiting to start").status)
         }
         defer { try? handle.close() }
         if spec["stdinOnce"]?.bool != true { _ = try? handle.seekToEnd() }
@@ -65,15 +57,15 @@ extension PodExec {
 
         // Output until the container's process ends (or the pod goes), then what is left.
         while !Task.isCancelled {
-            if let more = try? handle.readToEnd(), !more.isEmpty { await send(1, more) }
+            if let more = try? handle.readToEnd(), !more.isEmpty { await out.send(1, more) }
             guard let now = store.get("pods", namespace: pod.namespace, name: pod.name), now.uid == pod.uid else { break }
             let status = (now[path: "status.containerStatuses"]?.array ?? []).first { $0["name"]?.string == name }
             if status?[path: "state.terminated"] != nil { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        if let more = try? handle.readToEnd(), !more.isEmpty { await send(1, more) }
+        if let more = try? handle.readToEnd(), !more.isEmpty { await out.send(1, more) }
         // The stream ends well whatever the exit: kubectl reads the exit code from the pod's
         // status, as with upstream's attach (an error here would make it print the logs again).
-        await finish(["metadata": [:], "status": "Success"])
+        await out.finish(["metadata": [:], "status": "Success"])
     }
 }

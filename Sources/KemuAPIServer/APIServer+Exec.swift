@@ -75,39 +75,31 @@ struct PodExec: Sendable {
     }
 
     func run(_ exec: ExecRequest, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
-        func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
-            var buffer = ByteBuffer(bytes: [channel])
-            buffer.writeBytes(bytes)
-            try? await outbound.write(.binary(buffer))
-        }
-        func finish(_ status: JSON) async {
-            await send(3, status.bytes())
-            try? await outbound.close(.normalClosure, reason: nil)
-        }
+        let out = ChannelStream(outbound: outbound)
         guard let pod = server.store.get("pods", namespace: exec.namespace, name: exec.pod) else {
-            return await finish(APIError.notFound("pods \"\(exec.pod)\" not found").status)
+            return await out.finish(APIError.notFound("pods \"\(exec.pod)\" not found").status)
         }
         let containers = (pod[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
         if let container = exec.container, !containers.contains(container) {
-            return await finish(APIError.badRequest("container \(container) is not valid for pod \(exec.pod)").status)
+            return await out.finish(APIError.badRequest("container \(container) is not valid for pod \(exec.pod)").status)
         }
         let namespace = NetworkNamespace(namespacePrefix + PodNames.sandbox(pod))
-        guard !exec.command.isEmpty else { return await finish(APIError.badRequest("you must specify at least one command for the container").status) }
+        guard !exec.command.isEmpty else { return await out.finish(APIError.badRequest("you must specify at least one command for the container").status) }
         guard namespace.exists else {
-            return await finish(APIError.badRequest("pod \(exec.pod) has no running sandbox (phase \(pod[path: "status.phase"]?.string ?? "Pending"))").status)
+            return await out.finish(APIError.badRequest("pod \(exec.pod) has no running sandbox (phase \(pod[path: "status.phase"]?.string ?? "Pending"))").status)
         }
         // Inside the container: its namespaces, its user, its environment (never root on the host).
         guard let pid = PodNames.containerProcess(pod, container: exec.container),
               var options = Spawn.Options.inContainer(pid: pid, sandbox: namespace) else {
             let name = exec.container ?? containers.first ?? ""
-            return await finish(APIError.badRequest("container \(name) is not running in pod \(exec.pod)").status)
+            return await out.finish(APIError.badRequest("container \(name) is not running in pod \(exec.pod)").status)
         }
         var pipes: [[Int32]] = [[-1, -1], [-1, -1], [-1, -1]]
         if exec.tty {
             // One terminal for all three (kubectl -t): its primary end is stdin's writer and
             // stdout's reader; no stderr channel, as upstream.
             guard let (primary, secondary) = try? Terminal.openPair() else {
-                return await finish(APIError(code: 500, reason: "InternalError", message: "cannot allocate a terminal for the command").status)
+                return await out.finish(APIError(code: 500, reason: "InternalError", message: "cannot allocate a terminal for the command").status)
             }
             pipes = [[secondary, dup(primary)], [primary, dup(secondary)], [-1, -1]]
             options.stdin = secondary
@@ -128,7 +120,7 @@ struct PodExec: Sendable {
             for fd in pipes.joined() { close(fd) }
             let message = (error as? SystemError)?.errno == ENOENT
                 ? "exec: \"\(exec.command[0])\": executable file not found in $PATH" : "\(error)"
-            return await finish(APIError(code: 500, reason: "InternalError", message: message).status)
+            return await out.finish(APIError(code: 500, reason: "InternalError", message: message).status)
         }
         close(pipes[0][0]); close(pipes[1][1]); close(pipes[2][1])
         let stdinFD = pipes[0][1]
@@ -173,21 +165,38 @@ struct PodExec: Sendable {
                 }
             } catch {}
         }
-        for await (channel, bytes) in output.stream { await send(channel, bytes) }
+        for await (channel, bytes) in output.stream { await out.send(channel, bytes) }
         var exit: ProcessExit = .exited(0)
         for await e in exited.stream { exit = e }
         stdinTask.cancel()
         if exit == .exited(0) {
-            await finish(["metadata": [:], "status": "Success"])
+            await out.finish(["metadata": [:], "status": "Success"])
         } else {
             let code = exit.shellCode
-            await finish([
+            await out.finish([
                 "metadata": [:], "status": "Failure",
                 "message": .string("command terminated with non-zero exit code: error executing command [\(exec.command.joined(separator: " "))], exit code \(code)"),
                 "reason": "NonZeroExitCode",
                 "details": ["causes": [["reason": "ExitCode", "message": .string(String(code))]]],
             ])
         }
+    }
+}
+
+/// The server's side of the channel protocol (exec, attach): each message a channel byte and its
+/// bytes; the session ends with a Status on channel 3 (the error channel) and a close.
+struct ChannelStream {
+    let outbound: WebSocketOutboundWriter
+
+    func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
+        var buffer = ByteBuffer(bytes: [channel])
+        buffer.writeBytes(bytes)
+        try? await outbound.write(.binary(buffer))
+    }
+
+    func finish(_ status: JSON) async {
+        await send(3, status.bytes())
+        try? await outbound.close(.normalClosure, reason: nil)
     }
 }
 

@@ -24,23 +24,10 @@ extension PodWorker {
     /// Asks for a token until one comes (the API server may be restarting), showing why the
     /// containers wait meanwhile; then renews it in the background. False if the pod was stopped.
     func mountServiceAccount() async -> Bool {
-        var pause = Duration.milliseconds(500)
-        while !stopped {
-            do {
-                try await writeServiceAccountFiles()
-                renewToken(after: .seconds(Self.tokenSeconds * 8 / 10))
-                return true
-            } catch {
-                let message = "MountVolume.SetUp failed for volume \"kube-api-access\": \(error)"
-                logger.warning("\(message)")
-                for i in containers.indices { containers[i].state = ["waiting": ["reason": "ContainerCreating", "message": .string(message)]] }
-                await agent.event(pod, type: "Warning", reason: "FailedMount", message: message)
-                await report()
-                try? await Task.sleep(for: pause)
-                pause = min(pause * 2, .seconds(10))
-            }
-        }
-        return false
+        guard await retryingMount({ try await self.writeServiceAccountFiles() },
+                                  failure: { "MountVolume.SetUp failed for volume \"kube-api-access\": \($0)" }) else { return false }
+        renewToken(after: .seconds(Self.tokenSeconds * 8 / 10))
+        return true
     }
 
     func writeServiceAccountFiles() async throws {

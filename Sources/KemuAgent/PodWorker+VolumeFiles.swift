@@ -31,7 +31,7 @@ extension PodWorker {
     /// until each can be; then keeps them current. False if the pod was stopped meanwhile.
     func setUpVolumes() async -> Bool {
         for volume in pod[path: "spec.volumes"]?.array ?? [] where volume["emptyDir"] != nil {
-            guard let name = volume["name"]?.string, !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { continue }
+            guard let name = volume["name"]?.string, Self.isPlainName(name) else { continue }
             let path = volumeDirectory(name)
             do {
                 try FileSystem.makeDirectories(path, mode: 0o777)
@@ -41,14 +41,22 @@ extension PodWorker {
             }
         }
         guard !writtenVolumes.isEmpty else { return true }
+        guard await retryingMount({ try await self.writeVolumes() }, failure: { "\($0)" }) else { return false }
+        keepVolumesCurrent()
+        return true
+    }
+
+    /// Runs a volume's setup until it succeeds, as kubelet retries MountVolume.SetUp: meanwhile
+    /// the containers wait as ContainerCreating with the error, each try a FailedMount event,
+    /// the pause doubling from 0.5 s to 10 s. False if the pod was stopped first.
+    func retryingMount(_ setUp: () async throws -> Void, failure: (any Error) -> String) async -> Bool {
         var pause = Duration.milliseconds(500)
         while !stopped {
             do {
-                try await writeVolumes()
-                keepVolumesCurrent()
+                try await setUp()
                 return true
             } catch {
-                let message = "\(error)"
+                let message = failure(error)
                 logger.warning("\(message)")
                 for i in containers.indices { containers[i].state = ["waiting": ["reason": "ContainerCreating", "message": .string(message)]] }
                 await agent.event(pod, type: "Warning", reason: "FailedMount", message: message)
@@ -65,7 +73,7 @@ extension PodWorker {
         for volume in writtenVolumes {
             let name = volume["name"]?.string ?? ""
             // Admission allows only DNS labels; a name that could leave the pod's directory is never written.
-            guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { throw VolumeError(volume: name, message: "not a volume name") }
+            guard Self.isPlainName(name) else { throw VolumeError(volume: name, message: "not a volume name") }
             let payload = try await self.payload(of: volume, name: name)
             let directory = volumeDirectory(name)
             if VolumeWriter.current(directory) == payload.mapValues({ $0.data }) && volumeModes[name] == payload.mapValues({ $0.mode }) { continue }
