@@ -38,6 +38,12 @@ let package = Package(
             pkgConfig: "libnl-route-3.0",
             providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
         ),
+        // libnftables, nft's own library (apt: libnftables-dev).
+        .systemLibrary(
+            name: "CNftables",
+            pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]
+        ),
         // What Glibc hides from Swift, and everything that must run between fork and exec.
         .target(name: "CKemuShim", linkerSettings: [.linkedLibrary("z")]),
         // IPv4 addresses and networks: pure Swift, no imports, shared by every layer.
@@ -115,7 +121,7 @@ let package = Package(
         .target(
             name: "KemuProxy",
             dependencies: [
-                "KemuAPI", "KemuClient", "KemuIP", "KemuNetlink", "KemuSystem",
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter", "KemuNetlink", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -139,6 +145,13 @@ let package = Package(
         .target(
             name: "KemuNetlink",
             dependencies: ["CNetlink", "KemuIP", "KemuSystem"],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        // nftables rulesets in the node's namespace, applied as one transaction each.
+        .target(
+            name: "KemuNetfilter",
+            dependencies: ["CNftables", "KemuSystem"],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),

@@ -16,8 +16,10 @@ case $verb in
 add)
   addr=${5:?pod IP}
   # One veth: the node end is a port of cbr0, the pod end is the pod's eth0.
-  plug "$N" cbr0 "$veth" "$P" "$addr/24"
+  # A /32: every packet, to a pod of the same node too, goes through the node's IP layer.
+  plug "$N" cbr0 "$veth" "$P" "$addr/32"
   ip -n "$P" link set eth0 address "$(pod_mac "$addr")"
+  ip -n "$P" route replace "$pod_net.$index.1" dev eth0 proto static
   ip -n "$P" route replace default via "$pod_net.$index.1" dev eth0 proto static
   # Processes started with `ip netns exec` see this file as /etc/resolv.conf.
   mkdir -p "/etc/netns/$P"

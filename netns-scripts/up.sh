@@ -30,6 +30,8 @@ for ((i = 1; i <= nodes; i++)); do
   ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
   # The node's proxy may reuse its ports in TIME_WAIT for new connections to endpoints.
   ip netns exec "$n" sysctl -qw net.ipv4.tcp_tw_reuse=1
+  # Pods (/32s) reach each other through the node: it must not redirect them to go direct.
+  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
   no_bridge_netfilter "$n"
   # The pod bridge: every pod of this node hangs off cbr0, whose address is their gateway.
   have_link "$n" cbr0 || ip -n "$n" link add cbr0 type bridge

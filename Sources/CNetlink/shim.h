@@ -12,11 +12,13 @@
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
+#include <netlink/route/rule.h>
 #include <netlink/route/nexthop.h>
 #include <netlink/route/qdisc.h>
 #include <netlink/route/tc.h>
 #include <netlink/route/qdisc/tbf.h>
 #include <linux/if.h>
 #include <linux/rtnetlink.h>
+#include <linux/fib_rules.h>
 
 #endif

@@ -119,6 +119,8 @@ public struct ProxySettings: Sendable {
         config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
         config.localRanges = [plan.network.serviceCIDR]
         config.reservedAddresses = [plan.dnsServiceIP]
+        config.engine.transparentDial = true
+        config.engine.podNetwork = plan.network.podCIDR
         return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
     }
 }

@@ -1,6 +1,7 @@
 import CNetlink
 import Glibc
 import KemuIP
+import KemuSystem
 
 extension RouteSocket {
     // ip route add DEST [via GW] [dev DEV] [onlink] proto static
@@ -13,21 +14,43 @@ extension RouteSocket {
         try send(route, "ip route del \(route)") { rtnl_route_delete(sock, $0, 0) }
     }
 
-    // ip route replace local NET dev DEV table local proto static
+    // ip route replace local NET dev DEV table TABLE proto static
     /// Every address in `network` is this host's: one route instead of an address each (the
-    /// kernel adds addresses in linear time, so 10,000 /32s on lo take it 1.5 s).
-    public func routeReplaceLocal(_ network: IPv4Network, device: String) throws {
-        try send(Route(network, device: device), "ip route replace local \(network) dev \(device) table local", local: true) {
+    /// kernel adds addresses in linear time, so 10,000 /32s on lo take it 1.5 s). In a table of
+    /// its own (policy routing), what a rule sends there is delivered locally.
+    public func routeReplaceLocal(_ network: IPv4Network, device: String, table: UInt32 = UInt32(RT_TABLE_LOCAL.rawValue)) throws {
+        let name = table == UInt32(RT_TABLE_LOCAL.rawValue) ? "local" : String(table)
+        try send(Route(network, device: device), "ip route replace local \(network) dev \(device) table \(name)", local: true, table: table) {
             rtnl_route_add(sock, $0, NLM_F_CREATE | NLM_F_REPLACE)
         }
     }
 
-    private func send(_ route: Route, _ operation: String, local: Bool = false, _ body: (OpaquePointer) -> Int32) throws {
+    // ip rule add fwmark MARK/MASK lookup TABLE priority PRIORITY
+    /// Packets carrying the mark are routed by `table` first. An identical rule already there is
+    /// kept (the call is idempotent).
+    public func ruleAddFwmark(_ mark: UInt32, mask: UInt32 = 0xffff_ffff, table: UInt32, priority: UInt32) throws {
+        let operation = "ip rule add fwmark \(mark)/\(mask) lookup \(table) priority \(priority)"
+        do {
+            try request(operation) {
+                guard let r = rtnl_rule_alloc() else { return -NLE_NOMEM }
+                defer { rtnl_rule_put(r) }
+                rtnl_rule_set_family(r, Int32(AF_INET))
+                rtnl_rule_set_mark(r, mark)
+                rtnl_rule_set_mask(r, mask)
+                rtnl_rule_set_table(r, table)
+                rtnl_rule_set_prio(r, priority)
+                rtnl_rule_set_action(r, UInt8(FR_ACT_TO_TBL))
+                return rtnl_rule_add(sock, r, NLM_F_CREATE | NLM_F_EXCL)
+            }
+        } catch let error as KemuError where error.code == .exists {}
+    }
+
+    private func send(_ route: Route, _ operation: String, local: Bool = false, table: UInt32? = nil, _ body: (OpaquePointer) -> Int32) throws {
         try request(operation) {
             guard let r = rtnl_route_alloc() else { return -NLE_NOMEM }
             defer { rtnl_route_put(r) }
             rtnl_route_set_family(r, UInt8(AF_INET))
-            rtnl_route_set_table(r, UInt32((local ? RT_TABLE_LOCAL : RT_TABLE_MAIN).rawValue))
+            rtnl_route_set_table(r, table ?? UInt32((local ? RT_TABLE_LOCAL : RT_TABLE_MAIN).rawValue))
             rtnl_route_set_type(r, UInt8(local ? RTN_LOCAL : RTN_UNICAST))
             rtnl_route_set_protocol(r, route.proto)
             // As `ip route` does: a local route is host scope, one with a gateway universe scope,

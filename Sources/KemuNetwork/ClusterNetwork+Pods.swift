@@ -47,11 +47,17 @@ extension ClusterNetwork {
             // ip -n POD link set eth0 address 0a:58:IP — the MAC follows the address, so a pod that
             // gets the address of one just deleted is reached at once, whatever neighbours cached.
             try pod.linkSetAddress(AddressPlan.uplink, AddressPlan.podMAC(sandbox.ip))
-            // ip -n POD link set lo up; ip -n POD addr add IP/24 dev eth0; ip -n POD link set eth0 up
+            // ip -n POD link set lo up; ip -n POD addr add IP/32 dev eth0; ip -n POD link set eth0 up
+            // ip -n POD route add GW dev eth0 proto static
             // ip -n POD route add default via GW dev eth0 proto static
+            // A /32, as Calico and Cilium give pods: every packet, to a pod of the same node too,
+            // goes through the node's IP layer — where NetworkPolicy is enforced, and where an
+            // endpoint's reply to a client the node proxy dialled for is handed back to the proxy
+            // (transparent dial; with a /24 it would go straight to the client over the bridge).
             try pod.linkSetUp("lo", true)
-            try pod.addressAdd(IPv4Interface(sandbox.ip, prefixLength: gateway.prefixLength), device: AddressPlan.uplink)
+            try pod.addressAdd(IPv4Interface(sandbox.ip, prefixLength: 32), device: AddressPlan.uplink)
             try pod.linkSetUp(AddressPlan.uplink, true)
+            try pod.routeAdd(Route(IPv4Network(gateway.address, prefixLength: 32)!, device: AddressPlan.uplink))
             try pod.routeAdd(.defaultRoute(via: gateway.address, device: AddressPlan.uplink))
             try backend.writeEtcFile(sandbox.namespace, "resolv.conf", plan.resolvConf(kubernetesNamespace: kubernetesNamespace))
             try backend.writeEtcFile(sandbox.namespace, "hosts", AddressPlan.hostsFile(ip: sandbox.ip, hostname: hostname ?? name))

@@ -92,6 +92,7 @@ extension ClusterNetwork {
     /// connections a second exhaust them).
     // ip netns exec kemu-C-NODE sysctl -w net.ipv4.ip_forward=1
     // ip netns exec kemu-C-NODE sysctl -w net.ipv4.tcp_tw_reuse=1
+    // ip netns exec kemu-C-NODE sysctl -w net.ipv4.conf.all.send_redirects=0 (and default)
     // ip netns exec kemu-C-NODE sysctl -w net.bridge.bridge-nf-call-iptables=0 (and ip6tables, arptables)
     // ip -n kemu-C-NODE link add cbr0 type bridge; ip -n kemu-C-NODE link set cbr0 up
     // ip -n kemu-C-NODE link set cbr0 address 0a:58:0a:f4:I:01
@@ -102,6 +103,10 @@ extension ClusterNetwork {
         let namespace = plan.namespace(name)
         try backend.setSysctl(namespace, "net.ipv4.ip_forward", "1")
         try backend.setSysctl(namespace, "net.ipv4.tcp_tw_reuse", "1")
+        // Pods have /32s and reach each other through the node, in and out of cbr0: the node
+        // must not tell them to go direct (they could not, and must not: policy is here).
+        try backend.setSysctl(namespace, "net.ipv4.conf.all.send_redirects", "0")
+        try backend.setSysctl(namespace, "net.ipv4.conf.default.send_redirects", "0")
         try bridgeWithoutNetfilter(namespace)
         let handle = try netlink(namespace)
         try handle.linkAddBridge(AddressPlan.podBridge, up: true)

@@ -7,6 +7,8 @@ final class Connection {
     let clientAddress: SocketAddress
     /// The address the client connected to (ClusterIP:port, NodePort, …).
     let frontend: SocketAddress
+    /// Whose address the endpoint sees (the frontend's, when the client connected).
+    let source: ClientSource
     let pool: EndpointPool
     let opened: UInt64
     var bytesUp = 0
@@ -38,10 +40,11 @@ final class Connection {
         var waiting: Bool { pending > 0 || !held.isEmpty }
     }
 
-    init(client: Int32, address: SocketAddress, frontend: SocketAddress, pool: EndpointPool, now: UInt64) {
+    init(client: Int32, address: SocketAddress, frontend: SocketAddress, source: ClientSource, pool: EndpointPool, now: UInt64) {
         self.client = client
         clientAddress = address
         self.frontend = frontend
+        self.source = source
         self.pool = pool
         opened = now
         lastActive = now

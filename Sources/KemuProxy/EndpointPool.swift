@@ -277,4 +277,9 @@ public struct PoolStats: Sendable, Equatable {
     public var faultAborts: UInt64 = 0
     public var faultHangs: UInt64 = 0
     public var faultDelays: UInt64 = 0
+    /// UDP: datagrams from clients passed on, replies passed back, and datagrams dropped (no
+    /// endpoint, a Fault, a full flow table, an endpoint found dead).
+    public var datagramsIn: UInt64 = 0
+    public var datagramsOut: UInt64 = 0
+    public var datagramsDropped: UInt64 = 0
 }

@@ -19,8 +19,10 @@ public struct EngineSnapshot: Sendable {
     }
 
     public var pools: [PoolState]
-    public var listeners: [SocketAddress]
+    public var listeners: [FrontendAddress]
     public var openConnections: Int
+    /// UDP flows under way.
+    public var openFlows: Int
 }
 
 extension ProxyEngine {
@@ -33,7 +35,7 @@ extension ProxyEngine {
                         .init(spec: $0.spec, activeConnections: $0.active, ejected: $0.isEjected(at: now), healthy: !$0.unhealthy, stats: $0.stats)
                     })
             },
-            listeners: listeners.values.map(\.address).sorted { ($0.ip, $0.port) < ($1.ip, $1.port) },
-            openConnections: openConnections)
+            listeners: listeners.values.map(\.address).sorted(),
+            openConnections: openConnections, openFlows: flows.count)
     }
 }

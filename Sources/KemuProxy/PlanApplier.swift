@@ -15,7 +15,7 @@ struct PlanApplier {
     let localRanges: [IPv4Network]
     let logger: Logger
     /// What each listening address feeds.
-    private(set) var listening: [SocketAddress: String] = [:]
+    private(set) var listening: [FrontendAddress: Frontend] = [:]
     /// The Services that use each address on `lo`, and the addresses actually added there.
     private var addressUsers: [IPv4Address: Set<ServiceKey>] = [:]
     private var present: Set<IPv4Address> = []
@@ -48,22 +48,22 @@ struct PlanApplier {
             backend.setPool(name, pool.settings, pool.endpoints)
         }
         // New addresses, moved ones, and ones that could not be bound before (tried again).
-        for (address, pool) in new.frontends.sorted(by: { ($0.key.ip, $0.key.port) < ($1.key.ip, $1.key.port) }) {
+        for (address, frontend) in new.frontends.sorted(by: { $0.key < $1.key }) {
             let current = listening[address]
-            if current == pool { continue }
+            if current == frontend { continue }
             if current != nil {
-                backend.route(address, pool: pool)
-                listening[address] = pool
+                backend.route(address, frontend)
+                listening[address] = frontend
                 continue
             }
             do {
-                try backend.listen(address, pool: pool)
-                listening[address] = pool
+                try backend.listen(address, frontend)
+                listening[address] = frontend
             } catch {
                 failures.append("cannot listen on \(address): \(error)")
             }
         }
-        for address in old.frontends.keys.sorted(by: { ($0.ip, $0.port) < ($1.ip, $1.port) }) where new.frontends[address] == nil && listening[address] != nil {
+        for address in old.frontends.keys.sorted() where new.frontends[address] == nil && listening[address] != nil {
             backend.unlisten(address)
             listening[address] = nil
         }

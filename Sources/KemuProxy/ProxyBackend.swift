@@ -9,12 +9,12 @@ public protocol ProxyBackend: Sendable {
     /// Creates or updates a pool. Open connections keep going; endpoints that left are drained.
     func setPool(_ name: String, _ settings: PoolSettings, _ endpoints: [EndpointSpec])
     func removePool(_ name: String)
-    /// Starts accepting on `address` for `pool`; throws, naming the address, when it cannot be bound.
-    func listen(_ address: SocketAddress, pool: String) throws
-    /// Sends an address's new connections to another pool.
-    func route(_ address: SocketAddress, pool: String)
+    /// Starts accepting on `address` for `frontend`; throws, naming the address, when it cannot be bound.
+    func listen(_ address: FrontendAddress, _ frontend: Frontend) throws
+    /// Sends an address's new connections (flows) to another pool, or with another source.
+    func route(_ address: FrontendAddress, _ frontend: Frontend)
     /// Stops accepting on an address; connections already made go on.
-    func unlisten(_ address: SocketAddress)
+    func unlisten(_ address: FrontendAddress)
     /// Makes everything said since the last commit take effect, as one batch.
     func commit()
 }
@@ -29,12 +29,15 @@ public final class EngineBackend: ProxyBackend {
 
     public func setPool(_ name: String, _ settings: PoolSettings, _ endpoints: [EndpointSpec]) { add(.setPool(name, settings, endpoints)) }
     public func removePool(_ name: String) { add(.removePool(name)) }
-    public func route(_ address: SocketAddress, pool: String) { add(.route(address, pool: pool)) }
-    public func unlisten(_ address: SocketAddress) { add(.unlisten(address)) }
+    public func route(_ address: FrontendAddress, _ frontend: Frontend) { add(.route(address, frontend)) }
+    public func unlisten(_ address: FrontendAddress) { add(.unlisten(address)) }
 
-    public func listen(_ address: SocketAddress, pool: String) throws {
-        let fd = try TCPSocket.listen(on: address, reusePort: true)
-        add(.listen(fd, address, pool: pool))
+    public func listen(_ address: FrontendAddress, _ frontend: Frontend) throws {
+        let fd = switch address.transport {
+        case .tcp: try TCPSocket.listen(on: address.address, reusePort: true)
+        case .udp: try DatagramSocket.listen(on: address.address)
+        }
+        add(.listen(fd, address, frontend))
     }
 
     public func commit() {

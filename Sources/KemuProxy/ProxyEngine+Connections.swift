@@ -1,4 +1,5 @@
 import Glibc
+import KemuIP
 import KemuSystem
 
 extension ProxyEngine {
@@ -15,14 +16,14 @@ extension ProxyEngine {
                 timers.push(.init(deadline: now + 100_000_000, kind: .resumeAccept, fd: listenerFD, generation: 0))
                 return
             case let .connection(fd, peer):
-                guard let pool = pools[listener.pool], !pool.endpoints.isEmpty else {
+                guard let pool = pools[listener.frontend.pool], !pool.endpoints.isEmpty else {
                     // No endpoints: the client learns at once (a reset), as with kube-proxy's REJECT.
-                    pools[listener.pool]?.stats.rejected += 1
+                    pools[listener.frontend.pool]?.stats.rejected += 1
                     TCPSocket.abort(fd)
                     continue
                 }
                 pool.stats.accepted += 1
-                let c = Connection(client: fd, address: peer, frontend: listener.address, pool: pool, now: now)
+                let c = Connection(client: fd, address: peer, frontend: listener.address.address, source: listener.frontend.source, pool: pool, now: now)
                 store(c, at: fd)
                 do {
                     try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
@@ -74,7 +75,13 @@ extension ProxyEngine {
             dialSequence &+= 1
             c.generation = dialSequence
             c.dialStarted = now
-            let (fd, err) = TCPSocket.connect(to: e.spec.address)
+            var source = dialSource(c.source, client: c.clientAddress.ip, endpoint: e.spec.address.ip)
+            var (fd, err) = TCPSocket.connect(to: e.spec.address, from: source)
+            if fd < 0, source != nil {
+                transparentDialFailed(err)
+                source = nil
+                (fd, err) = TCPSocket.connect(to: e.spec.address)
+            }
             if fd < 0 {
                 dialFailed(c, e, err)
                 continue
@@ -97,6 +104,28 @@ extension ProxyEngine {
         }
         pool.stats.rejected += 1
         finish(c, reset: true)
+    }
+
+    /// The address to dial `endpoint` from for a client at `client`: the client's own where the
+    /// frontend keeps it (nil: the node's, as a masquerade). Never for a client that is the
+    /// endpoint itself (a pod reaching itself through its Service): kube-proxy masquerades that
+    /// hairpin, since a packet from a pod's own address arriving at it would be dropped.
+    func dialSource(_ source: ClientSource, client: IPv4Address, endpoint: IPv4Address) -> IPv4Address? {
+        guard settings.transparentDial, client != endpoint else { return nil }
+        switch source {
+        case .node: return nil
+        case .client: return client
+        case .pods: return settings.podNetwork?.contains(client) == true ? client : nil
+        }
+    }
+
+    /// A transparent dial that could not bind (no CAP_NET_ADMIN, an address in use): the dial
+    /// goes from the node's address instead; said once, not per connection.
+    func transparentDialFailed(_ err: Int32) {
+        if !transparentFallbackLogged {
+            transparentFallbackLogged = true
+            logger.warning("cannot dial from a client's address (\(String(cString: strerror(err)))): such dials go from the node's address")
+        }
     }
 
     /// `err`: the connect's errno, or ETIMEDOUT for our own dial timeout.
@@ -122,6 +151,8 @@ extension ProxyEngine {
             switch t.kind {
             case .resumeAccept:
                 if listeners[t.fd] != nil { try? epoll.add(t.fd, events: Epoll.readable, token: Token.listener(t.fd)) }
+            case .delayedDatagram:
+                sendDelayedDatagram(t.generation)
             case .delayedDial:
                 guard let c = connection(t.fd), c.client == t.fd, !c.connected, c.endpoint == nil, c.generation == t.generation else { continue }
                 dial(c)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KemuIP
 import KemuSystem
 import Logging
 import Synchronization
@@ -10,13 +11,15 @@ public enum EngineCommand: Sendable {
     /// Creates or updates a pool. Open connections keep going; endpoints that left are drained.
     case setPool(String, PoolSettings, [EndpointSpec])
     case removePool(String)
-    /// Starts accepting on a listening socket the caller made (the engine owns it from now on)
-    /// and sends its connections to a pool.
-    case listen(Int32, SocketAddress, pool: String)
-    /// Sends an address's new connections to another pool (a traffic policy changed).
-    case route(SocketAddress, pool: String)
-    /// Stops accepting on an address and closes its socket; connections already made go on.
-    case unlisten(SocketAddress)
+    /// Starts accepting (TCP) or receiving (UDP) on a socket the caller bound (the engine owns it
+    /// from now on) and sends its connections and flows to the frontend's pool.
+    case listen(Int32, FrontendAddress, Frontend)
+    /// Sends an address's new connections to another pool, or with another source (a traffic
+    /// policy changed).
+    case route(FrontendAddress, Frontend)
+    /// Stops accepting on an address and closes its socket; TCP connections already made go
+    /// on, UDP flows end.
+    case unlisten(FrontendAddress)
     /// Calls back, on the engine's thread, with the counters.
     case snapshot(@Sendable (EngineSnapshot) -> Void)
 }
@@ -36,6 +39,17 @@ public struct EngineSettings: Sendable {
     /// When the engine stops (SIGTERM), listeners close at once (new connections are refused)
     /// and connections under way get this long to finish before they are reset.
     public var stopDrainSeconds = 2.0
+    /// Dial endpoints from the client's own address where the frontend's `ClientSource` says
+    /// so (IP_TRANSPARENT). Only where the namespace hands endpoints' replies back to the proxy
+    /// (`TransparentDial.install`); else every dial is from the node's address.
+    public var transparentDial = false
+    /// The cluster's pod network: the clients whose address a ClusterIP dial keeps.
+    public var podNetwork: IPv4Network?
+    /// A UDP flow (client address and port → endpoint) with no datagram either way for this
+    /// long ends (conntrack's UDP timeout: 30 s unreplied, 120 s once both ways; one figure here).
+    public var flowIdleSeconds = 120.0
+    /// UDP flows at most (each holds a socket); past it a new client's datagrams are dropped.
+    public var maxFlows = 65536
     public init() {}
 }
 
@@ -54,7 +68,7 @@ public final class ProxyEngine: @unchecked Sendable {
 
     // Everything below belongs to the engine's thread.
     var listeners: [Int32: Listener] = [:]
-    var listenerByAddress: [SocketAddress: Int32] = [:]
+    var listenerByAddress: [FrontendAddress: Int32] = [:]
     var pools: [String: EndpointPool] = [:]
     /// Connections by descriptor: each connection appears under its client and upstream fds.
     var connections: [Connection?] = []
@@ -72,10 +86,16 @@ public final class ProxyEngine: @unchecked Sendable {
     var nextSweep: UInt64 = 0
     /// Active health checks in flight, by descriptor.
     var checks: [Int32: (pool: EndpointPool, endpoint: Endpoint)] = [:]
+    /// UDP flows, by frontend and client, and by their upstream socket.
+    var flows: [FlowKey: Flow] = [:]
+    var flowByUpstream: [Int32: Flow] = [:]
+    var transparentFallbackLogged = false
+    /// Datagrams a delay Fault holds, by timer generation.
+    var delayedDatagrams: [UInt32: (key: FlowKey, bytes: [UInt8])] = [:]
 
     struct Listener {
-        let address: SocketAddress
-        var pool: String
+        let address: FrontendAddress
+        var frontend: Frontend
     }
 
     public init(settings: EngineSettings = EngineSettings(), logger: Logger = Logger(label: "kemu.proxy.engine")) throws {
@@ -131,6 +151,8 @@ public final class ProxyEngine: @unchecked Sendable {
         static func listener(_ fd: Int32) -> UInt64 { 1 << 32 | UInt64(UInt32(fd)) }
         static func connection(_ fd: Int32) -> UInt64 { 2 << 32 | UInt64(UInt32(fd)) }
         static func healthCheck(_ fd: Int32) -> UInt64 { 3 << 32 | UInt64(UInt32(fd)) }
+        static func datagramListener(_ fd: Int32) -> UInt64 { 4 << 32 | UInt64(UInt32(fd)) }
+        static func flow(_ fd: Int32) -> UInt64 { 5 << 32 | UInt64(UInt32(fd)) }
     }
 
     private func loop() {
@@ -159,6 +181,8 @@ public final class ProxyEngine: @unchecked Sendable {
             case 0: applyCommands()
             case 1: acceptAll(fd)
             case 3: healthCheckEvent(fd, events.events(i))
+            case 4: receiveDatagrams(fd)
+            case 5: flowEvent(fd)
             default: connectionEvent(fd, events.events(i))
             }
         }
@@ -178,25 +202,30 @@ public final class ProxyEngine: @unchecked Sendable {
         case let .setPool(name, poolSettings, endpoints):
             if let pool = pools[name] {
                 pool.update(settings: poolSettings, endpoints: endpoints, now: now)
+                endFlowsToRemovedEndpoints(of: pool)
             } else {
                 pools[name] = EndpointPool(name: name, settings: poolSettings, endpoints: endpoints, now: now)
             }
         case let .removePool(name):
-            if let pool = pools.removeValue(forKey: name) { pool.update(settings: pool.settings, endpoints: [], now: now) }
-        case let .listen(fd, address, pool):
+            if let pool = pools.removeValue(forKey: name) {
+                pool.update(settings: pool.settings, endpoints: [], now: now)
+                endFlowsToRemovedEndpoints(of: pool)
+            }
+        case let .listen(fd, address, frontend):
             if draining { close(fd); return }
             if let old = listenerByAddress[address] { closeListener(old) }
-            TCPSocket.setNoDelay(fd)  // accepted sockets inherit it
+            if address.transport == .tcp { TCPSocket.setNoDelay(fd) }  // accepted sockets inherit it
             do {
-                try epoll.add(fd, events: Epoll.readable, token: Token.listener(fd))
-                listeners[fd] = Listener(address: address, pool: pool)
+                let token = address.transport == .tcp ? Token.listener(fd) : Token.datagramListener(fd)
+                try epoll.add(fd, events: Epoll.readable, token: token)
+                listeners[fd] = Listener(address: address, frontend: frontend)
                 listenerByAddress[address] = fd
             } catch {
                 logger.error("cannot watch the listener on \(address): \(error)")
                 close(fd)
             }
-        case let .route(address, pool):
-            if let fd = listenerByAddress[address] { listeners[fd]?.pool = pool }
+        case let .route(address, frontend):
+            if let fd = listenerByAddress[address] { listeners[fd]?.frontend = frontend }
         case let .unlisten(address):
             if let fd = listenerByAddress[address] { closeListener(fd) }
         case let .snapshot(reply):
@@ -209,6 +238,7 @@ public final class ProxyEngine: @unchecked Sendable {
         listenerByAddress[listener.address] = nil
         epoll.remove(fd)
         close(fd)
+        if listener.address.transport == .udp { endFlows { $0.key.frontend == listener.address } }
     }
 
     /// Once a second: idle connections, connections past their endpoint's drain time, and
@@ -224,6 +254,8 @@ public final class ProxyEngine: @unchecked Sendable {
                 finish(c, reset: true)
             }
         }
+        let flowIdle = UInt64(max(settings.flowIdleSeconds, 0.001) * 1e9)
+        endFlows { self.now &- $0.lastActive > flowIdle }
         for pool in pools.values { pool.expireAffinity(now: now) }
         runHealthChecks()
     }
@@ -232,6 +264,7 @@ public final class ProxyEngine: @unchecked Sendable {
         for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
         for fd in Array(listeners.keys) { closeListener(fd) }
         for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c { finish(c, reset: true) }
+        endFlows { _ in true }
         for pipe in sparePipes { pipe.close() }
         sparePipes.removeAll()
     }
@@ -239,7 +272,7 @@ public final class ProxyEngine: @unchecked Sendable {
 
 /// A min-heap of deadlines: dial timeouts, and listeners paused after accept failed.
 struct TimerHeap {
-    enum Kind { case dial, delayedDial, resumeAccept }
+    enum Kind { case dial, delayedDial, resumeAccept, delayedDatagram }
     struct Entry {
         var deadline: UInt64
         var kind: Kind

@@ -26,7 +26,8 @@ public struct ServiceInfo: Equatable, Sendable {
 
     public struct Port: Equatable, Sendable {
         public var name = ""
-        public var isTCP = true
+        /// nil for a protocol the proxy does not carry (SCTP).
+        public var transport: Transport? = .tcp
         /// nil when the number is out of range.
         public var port: UInt16?
         public var number: Int64 = 0
@@ -53,7 +54,7 @@ public struct ServiceInfo: Equatable, Sendable {
         ports = (spec["ports"]?.array ?? []).map { p in
             var port = Port()
             port.name = p["name"]?.string ?? ""
-            port.isTCP = (p["protocol"]?.string ?? "TCP") == "TCP"
+            port.transport = Transport(protocol: p["protocol"]?.string)
             port.number = p["port"]?.int ?? 0
             port.port = p["port"]?.int.flatMap(UInt16.init(exactly:))
             port.nodePort = p["nodePort"]?.int.flatMap(UInt16.init(exactly:)) ?? 0
@@ -76,7 +77,7 @@ public struct SliceInfo: Equatable, Sendable {
 
     public struct Port: Equatable, Sendable {
         public var name = ""
-        public var isTCP = true
+        public var transport: Transport? = .tcp
         public var port: UInt16?
     }
 
@@ -98,7 +99,7 @@ public struct SliceInfo: Equatable, Sendable {
         name = slice.name
         isIPv4 = (slice["addressType"]?.string ?? "IPv4") == "IPv4"
         ports = (slice["ports"]?.array ?? []).map { p in
-            Port(name: p["name"]?.string ?? "", isTCP: (p["protocol"]?.string ?? "TCP") == "TCP", port: p["port"]?.int.flatMap(UInt16.init(exactly:)))
+            Port(name: p["name"]?.string ?? "", transport: Transport(protocol: p["protocol"]?.string), port: p["port"]?.int.flatMap(UInt16.init(exactly:)))
         }
         endpoints = (slice["endpoints"]?.array ?? []).map { e in
             var out = Endpoint()
@@ -113,8 +114,18 @@ public struct SliceInfo: Equatable, Sendable {
         }
     }
 
-    /// The slice's number for a service port name ("" for an unnamed port), TCP only.
-    func port(named portName: String) -> UInt16? {
-        ports.first { $0.name == portName && $0.isTCP }?.port
+    /// The slice's number for a service port name ("" for an unnamed port) and protocol.
+    func port(named portName: String, _ transport: Transport) -> UInt16? {
+        ports.first { $0.name == portName && $0.transport == transport }?.port
     }
+}
+
+/// The transport protocols the proxy carries: a Service port's `protocol` (TCP by default).
+public enum Transport: String, Hashable, Sendable, Comparable {
+    case tcp = "TCP", udp = "UDP"
+
+    /// nil for SCTP or anything else.
+    init?(protocol name: String?) { self.init(rawValue: name ?? "TCP") }
+
+    public static func < (a: Transport, b: Transport) -> Bool { a.rawValue < b.rawValue }
 }

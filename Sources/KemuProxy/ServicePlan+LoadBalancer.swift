@@ -34,18 +34,18 @@ extension ServicePlan {
         let settings = Self.settings(service, defaults, &problems)
         let id = "\(service.namespace)/\(service.name)"
         for port in service.ports {
-            guard port.isTCP, let servicePort = port.port, port.nodePort > 0 else { continue }
+            guard let transport = port.transport, let servicePort = port.port, port.nodePort > 0 else { continue }
             let nodePort = port.nodePort
             let portName = port.name
             var eligible = nodes.filter(\.ready)
             if local {
-                let (all, _) = Self.endpoints(for: portName, in: slices, node: "")
+                let (all, _) = Self.endpoints(for: portName, transport, in: slices, node: "")
                 let withEndpoints = Set(all.map(\.nodeName))
                 eligible = eligible.filter { withEndpoints.contains($0.name) }
             }
             let pool = (portName.isEmpty ? id : "\(id):\(portName)") + "@lb"
             pools[pool] = Pool(settings: settings, endpoints: eligible.map { EndpointSpec(SocketAddress($0.address, nodePort), target: "node/\($0.name)", nodeName: $0.name) })
-            for ip in ingress { frontends[SocketAddress(ip, servicePort)] = pool }
+            for ip in ingress { frontends[FrontendAddress(SocketAddress(ip, servicePort), transport)] = Frontend(pool: pool, source: .node) }
         }
         localAddresses = Set(ingress)
     }

@@ -12,8 +12,8 @@ public struct ServicePlan: Equatable, Sendable {
     }
 
     public var pools: [String: Pool] = [:]
-    /// Listen address → pool name.
-    public var frontends: [SocketAddress: String] = [:]
+    /// Where the proxy listens (address, port and protocol) → what it does with what comes.
+    public var frontends: [FrontendAddress: Frontend] = [:]
     public var localAddresses: Set<IPv4Address> = []
     /// The healthCheckNodePort this node answers on, and its ready local endpoints.
     public var healthCheck: HealthCheck?
@@ -26,6 +26,49 @@ public struct ServicePlan: Equatable, Sendable {
     public var problems: [String] = []
 
     public init() {}
+}
+
+/// A listening address of the proxy: IP, port and transport.
+public struct FrontendAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var address: SocketAddress
+    public var transport: Transport
+
+    public init(_ address: SocketAddress, _ transport: Transport = .tcp) {
+        self.address = address
+        self.transport = transport
+    }
+
+    /// `10.96.0.20:80` for TCP, `10.96.0.10:53/UDP` for UDP.
+    public var description: String { transport == .tcp ? address.description : "\(address)/\(transport.rawValue)" }
+
+    public static func < (a: FrontendAddress, b: FrontendAddress) -> Bool {
+        (a.address.ip, a.address.port, a.transport) < (b.address.ip, b.address.port, b.transport)
+    }
+}
+
+/// What a frontend's clients get: a pool of endpoints, and whose address the endpoint sees.
+public struct Frontend: Hashable, Sendable {
+    public var pool: String
+    public var source: ClientSource
+
+    public init(pool: String, source: ClientSource) {
+        self.pool = pool
+        self.source = source
+    }
+}
+
+/// Whose address an endpoint sees as its client's, as kube-proxy's rules decide: its DNAT keeps
+/// the client's, its masquerade (SNAT) puts the node's.
+public enum ClientSource: Hashable, Sendable {
+    /// Masqueraded: external traffic with `externalTrafficPolicy: Cluster` (it may go on to
+    /// another node, whose replies must come back here), the cloud balancer's dials.
+    case node
+    /// Kept for clients in the cluster's pod network (ClusterIPs: kube-proxy masquerades only
+    /// what comes from outside the cluster CIDR); others masqueraded.
+    case pods
+    /// Kept for every client: `externalTrafficPolicy: Local` (only this node's endpoints, so the
+    /// replies pass here; its whole point upstream).
+    case client
 }
 
 /// The node-wide facts a plan depends on.
@@ -58,7 +101,7 @@ extension ServicePlan {
     public static let defaultAffinitySeconds = 10800.0
 
     /// The plan for `service` given the EndpointSlices labelled with its name. Headless and
-    /// ExternalName Services are not proxied; only TCP ports are.
+    /// ExternalName Services are not proxied; TCP and UDP ports are (SCTP is refused at admission).
     public init(service: JSON, slices: [JSON], context: PlanContext) {
         self.init(service: ServiceInfo(service), slices: slices.map(SliceInfo.init), context: context)
     }
@@ -75,27 +118,27 @@ extension ServicePlan {
         let id = "\(service.namespace)/\(service.name)"
 
         for port in service.ports {
-            guard port.isTCP, let servicePort = port.port else { continue }
+            guard let transport = port.transport, let servicePort = port.port else { continue }
             let portName = port.name
-            let (all, local) = Self.endpoints(for: portName, in: slices, node: context.nodeName)
+            let (all, local) = Self.endpoints(for: portName, transport, in: slices, node: context.nodeName)
             let clusterPool = portName.isEmpty ? id : "\(id):\(portName)"
             let localPool = clusterPool + "@local"
             var used: Set<String> = []
-            func route(_ address: SocketAddress, local: Bool) {
+            func route(_ address: SocketAddress, local: Bool, source: ClientSource) {
                 let pool = local ? localPool : clusterPool
-                frontends[address] = pool
+                frontends[FrontendAddress(address, transport)] = Frontend(pool: pool, source: local ? .client : source)
                 used.insert(pool)
             }
-            for ip in clusterIPs { route(SocketAddress(ip, servicePort), local: internalLocal) }
-            for ip in externalIPs { route(SocketAddress(ip, servicePort), local: externalLocal) }
+            for ip in clusterIPs { route(SocketAddress(ip, servicePort), local: internalLocal, source: .pods) }
+            for ip in externalIPs { route(SocketAddress(ip, servicePort), local: externalLocal, source: .node) }
             // In-cluster clients reaching a load-balancer IP get Cluster semantics (the API's rule).
-            for ip in loadBalancerIPs { route(SocketAddress(ip, servicePort), local: false) }
+            for ip in loadBalancerIPs { route(SocketAddress(ip, servicePort), local: false, source: .pods) }
             if service.type == "NodePort" || service.type == "LoadBalancer", port.nodePort > 0 {
-                for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal) }
+                for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal, source: .node) }
             }
             if used.contains(clusterPool) { pools[clusterPool] = Pool(settings: settings, endpoints: all) }
             if used.contains(localPool) { pools[localPool] = Pool(settings: settings, endpoints: local) }
-            if all.isEmpty, slices.contains(where: { !$0.endpoints.isEmpty }), !slices.contains(where: { $0.port(named: portName) != nil }) {
+            if all.isEmpty, slices.contains(where: { !$0.endpoints.isEmpty }), !slices.contains(where: { $0.port(named: portName, transport) != nil }) {
                 problems.append("port \(portName.isEmpty ? String(port.number) : portName): no endpoint has a port matching the Service's targetPort \(port.targetPort)")
             }
         }
@@ -118,10 +161,10 @@ extension ServicePlan {
 
     /// kube-proxy's endpoint categories for one port: ready endpoints, else serving and
     /// terminating ones (a rolling update's last pods keep serving); the same for this node only.
-    static func endpoints(for portName: String, in slices: [SliceInfo], node: String) -> (all: [EndpointSpec], local: [EndpointSpec]) {
+    static func endpoints(for portName: String, _ transport: Transport, in slices: [SliceInfo], node: String) -> (all: [EndpointSpec], local: [EndpointSpec]) {
         var ready: [(EndpointSpec, Bool)] = [], fallback: [(EndpointSpec, Bool)] = []
         for slice in slices where slice.isIPv4 {
-            guard let port = slice.port(named: portName) else { continue }
+            guard let port = slice.port(named: portName, transport) else { continue }
             for e in slice.endpoints {
                 guard let ip = e.address else { continue }
                 let spec = EndpointSpec(SocketAddress(ip, port), target: e.target, nodeName: e.nodeName)

@@ -100,10 +100,19 @@ public final class ServiceProxy: Sendable {
     /// `backend`: where plans take effect (default: this proxy's engine).
     public init(config: ProxyConfig, client: APIClient, addresses: any LocalAddresses, shaper: (any PodShaper)? = nil,
                 backend: (any ProxyBackend)? = nil) throws {
+        var engineSettings = config.engine
+        if engineSettings.transparentDial {
+            do {
+                try TransparentDial.install()
+            } catch {
+                engineSettings.transparentDial = false
+                logger.warning("endpoints will see the node's address, not their clients': \(error)")
+            }
+        }
         self.config = config
         self.client = client
         self.addresses = addresses
-        engine = try ProxyEngine(settings: config.engine)
+        engine = try ProxyEngine(settings: engineSettings)
         tracker = Mutex(ServiceChangeTracker(startedAt: started))
         runner = BoundedFrequencyRunner(.init(min: config.minSyncInterval, max: config.maxSyncInterval, retry: config.retryInterval,
                                              busy: config.syncBusyFactor))
@@ -115,8 +124,8 @@ public final class ServiceProxy: Sendable {
     }
 
     /// The addresses the proxy listens on now (for tests and `kemu status`).
-    public var listening: [SocketAddress] {
-        applied.withLock { $0.applier.listening.keys.sorted { ($0.ip, $0.port) < ($1.ip, $1.port) } }
+    public var listening: [FrontendAddress] {
+        applied.withLock { $0.applier.listening.keys.sorted() }
     }
 
     public func snapshot() async -> EngineSnapshot { await engine.snapshot() }

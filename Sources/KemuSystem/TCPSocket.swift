@@ -88,12 +88,20 @@ public enum TCPSocket {
     }
 
     /// Starts a non-blocking connect. Returns the descriptor and 0 (connected) or EINPROGRESS;
-    /// or -1 and the errno (ENETUNREACH, EMFILE, …).
+    /// or -1 and the errno (ENETUNREACH, EMFILE, …). With `source`, the connection comes from
+    /// that address even when it is not this host's (a transparent dial: see `bindTransparent`).
     @inline(__always)
-    public static func connect(to address: SocketAddress) -> (fd: Int32, errno: Int32) {
+    public static func connect(to address: SocketAddress, from source: IPv4Address? = nil) -> (fd: Int32, errno: Int32) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         if fd < 0 { return (-1, errno) }
         setNoDelay(fd)
+        if let source {
+            // The port is chosen at connect, per destination (IP_BIND_ADDRESS_NO_PORT), so one
+            // client address can have as many dials as a host has ports per endpoint.
+            setOption(fd, Int32(IPPROTO_IP), Int32(IP_BIND_ADDRESS_NO_PORT), 1)
+            let err = bindTransparent(fd, SocketAddress(source, 0))
+            if err != 0 { close(fd); return (-1, err) }
+        }
         var a = address.sockaddr
         let result = withUnsafePointer(to: &a) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -103,6 +111,20 @@ public enum TCPSocket {
         if err == EINPROGRESS || err == EINTR { return (fd, EINPROGRESS) }
         close(fd)
         return (-1, err)
+    }
+
+    /// Binds `fd` to `address` with IP_TRANSPARENT: the socket may then use an address that is
+    /// not this host's (the client's, for a dial on its behalf). Replies to it reach the socket
+    /// only where the namespace routes them here (the node's socket-match rule and policy route).
+    /// Returns 0 or the errno (EPERM without CAP_NET_ADMIN).
+    public static func bindTransparent(_ fd: Int32, _ address: SocketAddress) -> Int32 {
+        var one: Int32 = 1
+        if setsockopt(fd, Int32(IPPROTO_IP), Int32(IP_TRANSPARENT), &one, socklen_t(MemoryLayout<Int32>.size)) != 0 { return errno }
+        var a = address.sockaddr
+        let bound = withUnsafePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return bound == 0 ? 0 : errno
     }
 
     /// SO_ERROR: 0 once a non-blocking connect succeeded, else why it failed.

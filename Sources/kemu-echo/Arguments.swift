@@ -5,6 +5,7 @@ import Glibc
 struct Settings {
     var port = 8080
     var tcpPort = 9000
+    var udpPort = 9000
     var address = "0.0.0.0"
     var readyAfter = 0.0
     var failAfter = 0.0
@@ -13,13 +14,14 @@ struct Settings {
 }
 
 let usage = """
-    USAGE: kemu-echo [--port <port>] [--tcp-port <tcp-port>] [--address <address>] [--ready-after <seconds>]
-                     [--fail-after <seconds>] [--exit-after <seconds>] [--journal <file>]
+    USAGE: kemu-echo [--port <port>] [--tcp-port <tcp-port>] [--udp-port <udp-port>] [--address <address>]
+                     [--ready-after <seconds>] [--fail-after <seconds>] [--exit-after <seconds>] [--journal <file>]
 
     The echo server of kemu's sample pods (image kemu/echo). GET any path: who answered and what was
     asked, as JSON (or plain text with ?format=text or Accept: text/plain). /healthz answers 200 until
     --fail-after, then 500; /readyz answers 503 until --ready-after, then 200. The TCP port echoes
-    every byte back. With --journal FILE every start appends a line (pod name, start time) to FILE
+    every byte back; the UDP port (0: none) every datagram, except one that starts with '?', which
+    is answered with who answered and whom: "pod=NAME ip=POD-IP node=NODE client=IP:PORT". With --journal FILE every start appends a line (pod name, start time) to FILE
     and GET /journal shows it.
 
     """
@@ -68,6 +70,7 @@ func parse(_ arguments: [String]) -> Settings {
         switch name {
         case "--port": settings.port = port()
         case "--tcp-port": settings.tcpPort = port()
+        case "--udp-port": settings.udpPort = port()
         case "--address": settings.address = given
         case "--ready-after": settings.readyAfter = seconds()
         case "--fail-after": settings.failAfter = seconds()

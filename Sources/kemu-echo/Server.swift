@@ -3,22 +3,40 @@ import Glibc
 // Sockets, and the server: its listeners, its connections, one poll loop.
 
 func listenTCP(_ address: String, _ port: Int) -> Int32 {
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    guard inet_pton(AF_INET, address, &addr.sin_addr) == 1 else { fail("--address \(address) is not an IPv4 address") }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { put("kemu-echo: socket: \(String(cString: strerror(errno)))\n"); exit(1) }
-    var one: Int32 = 1
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    let bound = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard bound == 0, listen(fd, 1024) == 0 else {
+    let fd = bound(Int32(SOCK_STREAM.rawValue), address, port)
+    guard listen(fd, 1024) == 0 else {
         put("kemu-echo: cannot listen on \(address):\(port): \(String(cString: strerror(errno)))\n")
         exit(1)
     }
     return fd
+}
+
+/// A non-blocking socket of `type` bound to address:port.
+func bound(_ type: Int32, _ address: String, _ port: Int) -> Int32 {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    guard inet_pton(AF_INET, address, &addr.sin_addr) == 1 else { fail("--address \(address) is not an IPv4 address") }
+    let fd = socket(AF_INET, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { put("kemu-echo: socket: \(String(cString: strerror(errno)))\n"); exit(1) }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    let ok = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard ok == 0 else {
+        put("kemu-echo: cannot bind \(address):\(port): \(String(cString: strerror(errno)))\n")
+        exit(1)
+    }
+    return fd
+}
+
+/// "ip:port" of a socket address.
+func name(_ addr: sockaddr_in) -> String {
+    var a = addr.sin_addr
+    var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+    inet_ntop(AF_INET, &a, &text, socklen_t(text.count))
+    return "\(string(text)):\(UInt16(bigEndian: addr.sin_port))"
 }
 
 /// "ip:port" of the peer.
@@ -27,10 +45,7 @@ func peerName(_ fd: Int32) -> String {
     let ok = withUnsafeMutablePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
     }
-    guard ok == 0 else { return "" }
-    var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-    inet_ntop(AF_INET, &addr.sin_addr, &text, socklen_t(text.count))
-    return "\(string(text)):\(UInt16(bigEndian: addr.sin_port))"
+    return ok == 0 ? name(addr) : ""
 }
 
 final class Connection {
@@ -58,6 +73,7 @@ final class EchoServer {
     let identity = Identity()
     let httpListener: Int32
     let echoListener: Int32?
+    let datagrams: Int32?
     var connections: [Int32: Connection] = [:]
     let maxConnections = 4096
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -78,6 +94,25 @@ final class EchoServer {
         }
         httpListener = listenTCP(settings.address, settings.port)
         echoListener = settings.tcpPort == 0 ? nil : listenTCP(settings.address, settings.tcpPort)
+        datagrams = settings.udpPort == 0 ? nil : bound(Int32(SOCK_DGRAM.rawValue), settings.address, settings.udpPort)
+    }
+
+    /// Every datagram waiting, answered: echoed, or "?…" with who answered whom.
+    func answerDatagrams(_ fd: Int32) {
+        for _ in 0..<64 {
+            var peer = sockaddr_in(), length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let n = chunk.withUnsafeMutableBytes { b in
+                withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, b.baseAddress, b.count, 0, $0, &length) } }
+            }
+            if n < 0 { return }
+            var reply = Array(chunk[..<n])
+            if reply.first == UInt8(ascii: "?") {
+                reply = Array("pod=\(identity.pod) ip=\(identity.podIP) node=\(identity.node) client=\(name(peer))\n".utf8)
+            }
+            _ = reply.withUnsafeBytes { b in
+                withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, b.baseAddress, b.count, 0, $0, length) } }
+            }
+        }
     }
 
     func handle(_ request: Request, on connection: Connection) -> [UInt8] {
@@ -184,6 +219,7 @@ final class EchoServer {
             fds.removeAll(keepingCapacity: true)
             fds.append(pollfd(fd: httpListener, events: Int16(POLLIN), revents: 0))
             if let echoListener { fds.append(pollfd(fd: echoListener, events: Int16(POLLIN), revents: 0)) }
+            if let datagrams { fds.append(pollfd(fd: datagrams, events: Int16(POLLIN), revents: 0)) }
             for c in connections.values {
                 fds.append(pollfd(fd: c.fd, events: Int16(POLLIN) | (c.pending > 0 ? Int16(POLLOUT) : 0), revents: 0))
             }
@@ -198,6 +234,7 @@ final class EchoServer {
             for entry in fds where entry.revents != 0 {
                 if entry.fd == httpListener { accept(from: httpListener, http: true); continue }
                 if entry.fd == echoListener { accept(from: entry.fd, http: false); continue }
+                if entry.fd == datagrams { answerDatagrams(entry.fd); continue }
                 guard let c = connections[entry.fd] else { continue }
                 if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { readable(c) }
                 if !flush(c) || (c.closing && c.pending == 0) {

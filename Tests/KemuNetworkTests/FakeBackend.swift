@@ -236,10 +236,14 @@ final class FakeNetlink: Netlink, @unchecked Sendable {
         try edit("route add \(route)") { _, ns in
             if let device = route.device { try need(ns, device, "route add") }
             if let gateway = route.gateway, !route.onLink {
-                // The kernel wants the gateway inside a subnet of an up link (ENETUNREACH otherwise).
+                // The kernel wants the gateway inside a subnet of an up link, or reached by a link
+                // route of its own (ENETUNREACH otherwise).
                 let reachable = ns.addresses.contains { a in
                     a.address.network.contains(gateway) && ns.links[a.device]?.up == true
                         && (route.device == nil || route.device == a.device)
+                } || ns.routes.contains { r in
+                    r.gateway == nil && r.destination.contains(gateway) && r.device.map { ns.links[$0]?.up == true } == true
+                        && (route.device == nil || route.device == r.device)
                 }
                 if !reachable { throw KemuError(.invalidArgument, "route add \(route): gateway unreachable") }
             }

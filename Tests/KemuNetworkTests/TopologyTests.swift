@@ -96,9 +96,10 @@ import Testing
         let node = try #require(fake.snapshot("kemu-lab-node-2"))
         #expect(node.link(pod.hostVeth)?.master == "cbr0" && node.link(pod.hostVeth)?.up == true)
         let inside = try #require(fake.snapshot("kemu-lab-p-web"))
-        #expect(inside.addresses(on: "eth0").map(\.description) == ["10.244.2.2/24"])
+        #expect(inside.addresses(on: "eth0").map(\.description) == ["10.244.2.2/32"])
         #expect(inside.link("eth0")?.up == true && inside.link("lo")?.up == true)
         #expect(routes(inside).contains("default via 10.244.2.1 dev eth0 proto static"))
+        #expect(routes(inside).contains("10.244.2.1/32 dev eth0 proto static"))
         #expect(after.namespaces["kemu-lab-p-web"]?.etc["resolv.conf"]?.contains("search shop.svc.cluster.local") == true)
 
         try network.removePod("web")

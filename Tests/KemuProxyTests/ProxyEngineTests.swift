@@ -127,7 +127,7 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
         configure(&settings)
         let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
         let address = TCPSocket.localAddress(fd)!
-        engine.send([.setPool("test", settings, endpoints.map { EndpointSpec($0) }), .listen(fd, address, pool: "test")])
+        engine.send([.setPool("test", settings, endpoints.map { EndpointSpec($0) }), .listen(fd, FrontendAddress(address), Frontend(pool: "test", source: .node))])
         do {
             try await body(engine, address)
         } catch {
@@ -157,7 +157,7 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
         engine.start()
         let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
         let address = TCPSocket.localAddress(fd)!
-        engine.send([.setPool("default/web", PoolSettings(), [EndpointSpec(backend.address, target: "default/web-1")]), .listen(fd, address, pool: "default/web")])
+        engine.send([.setPool("default/web", PoolSettings(), [EndpointSpec(backend.address, target: "default/web-1")]), .listen(fd, FrontendAddress(address), Frontend(pool: "default/web", source: .node))])
         _ = exchange(address, Array("12345".utf8))
         _ = await engine.snapshot()  // the close was handled before this
         await engine.stop()
@@ -278,7 +278,7 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
         engine.start()
         let fd = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
         let address = TCPSocket.localAddress(fd)!
-        engine.send([.setPool("test", PoolSettings(), [EndpointSpec(backend.address)]), .listen(fd, address, pool: "test")])
+        engine.send([.setPool("test", PoolSettings(), [EndpointSpec(backend.address)]), .listen(fd, FrontendAddress(address), Frontend(pool: "test", source: .node))])
         return (engine, address)
     }
 

@@ -38,7 +38,7 @@ import Testing
 
     @Test func clusterIPListensOnItsPortAndSendsToReadyEndpointsOnTheTargetPort() {
         let plan = ServicePlan(service: Self.service(), slices: [Self.mixed], context: Self.context)
-        #expect(plan.frontends == [SocketAddress(IPv4Address("10.96.0.20")!, 80): "default/web:http"])
+        #expect(plan.tcpPools == [SocketAddress(IPv4Address("10.96.0.20")!, 80): "default/web:http"])
         #expect(plan.localAddresses == [IPv4Address("10.96.0.20")!])
         #expect(plan.pools["default/web:http"]?.endpoints.map(\.address.description) == ["10.244.1.5:8080", "10.244.2.5:8080"])
         #expect(plan.pools["default/web:http"]?.endpoints.first?.target == "default/pod-10.244.1.5")
@@ -46,14 +46,14 @@ import Testing
 
     @Test func nodePortListensOnEveryNodeAddress() {
         let plan = ServicePlan(service: Self.service("NodePort"), slices: [Self.mixed], context: Self.context)
-        #expect(Set(plan.frontends.keys.map(\.description)) == ["10.96.0.20:80", "172.31.0.11:30080", "10.244.1.1:30080"])
-        #expect(Set(plan.frontends.values) == ["default/web:http"])
+        #expect(Set(plan.tcpPools.keys.map(\.description)) == ["10.96.0.20:80", "172.31.0.11:30080", "10.244.1.1:30080"])
+        #expect(Set(plan.tcpPools.values) == ["default/web:http"])
     }
 
     @Test func externalTrafficPolicyLocalUsesOnlyThisNodesEndpointsForNodePorts() {
         let plan = ServicePlan(service: Self.service("NodePort", extra: ["externalTrafficPolicy": "Local"]), slices: [Self.mixed], context: Self.context)
-        #expect(plan.frontends[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http")
-        #expect(plan.frontends[SocketAddress(IPv4Address("172.31.0.11")!, 30080)] == "default/web:http@local")
+        #expect(plan.tcpPools[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http")
+        #expect(plan.tcpPools[SocketAddress(IPv4Address("172.31.0.11")!, 30080)] == "default/web:http@local")
         #expect(plan.pools["default/web:http@local"]?.endpoints.map(\.address.description) == ["10.244.1.5:8080"])
         // On a node with no local endpoint the Local pool is empty: its NodePort rejects.
         var other = Self.context
@@ -64,7 +64,7 @@ import Testing
 
     @Test func internalTrafficPolicyLocalAppliesToTheClusterIP() {
         let plan = ServicePlan(service: Self.service(extra: ["internalTrafficPolicy": "Local"]), slices: [Self.mixed], context: Self.context)
-        #expect(plan.frontends[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http@local")
+        #expect(plan.tcpPools[SocketAddress(IPv4Address("10.96.0.20")!, 80)] == "default/web:http@local")
         #expect(plan.pools.keys.sorted() == ["default/web:http@local"])
     }
 
@@ -84,7 +84,7 @@ import Testing
         let plan = ServicePlan(service: Self.service(ports: ports), slices: [slice], context: Self.context)
         #expect(plan.pools["default/web:echo"]?.endpoints.map(\.address.port) == [9000])
         #expect(plan.pools["default/web:http"]?.endpoints.map(\.address.port) == [8080])
-        #expect(plan.frontends.count == 2)
+        #expect(plan.tcpPools.count == 2)
     }
 
     @Test func aTargetPortNoPodServesIsReported() {
@@ -99,15 +99,40 @@ import Testing
         s["status"] = ["loadBalancer": ["ingress": [["ip": "172.31.1.5"]]]]
         let plan = ServicePlan(service: s, slices: [Self.mixed], context: Self.context)
         #expect(plan.localAddresses == Set(["10.96.0.20", "192.0.2.7", "172.31.1.5"].map { IPv4Address($0)! }))
-        #expect(plan.frontends[SocketAddress(IPv4Address("172.31.1.5")!, 80)] == "default/web:http")
-        #expect(plan.frontends[SocketAddress(IPv4Address("192.0.2.7")!, 80)] == "default/web:http@local")
+        #expect(plan.tcpPools[SocketAddress(IPv4Address("172.31.1.5")!, 80)] == "default/web:http")
+        #expect(plan.tcpPools[SocketAddress(IPv4Address("192.0.2.7")!, 80)] == "default/web:http@local")
     }
 
-    @Test func headlessExternalNameAndUDPAreNotProxied() {
+    @Test func headlessAndExternalNameAreNotProxied() {
         #expect(ServicePlan(service: Self.service(extra: ["clusterIP": "None", "clusterIPs": ["None"]]), slices: [Self.mixed], context: Self.context) == ServicePlan())
         #expect(ServicePlan(service: Self.service("ExternalName"), slices: [], context: Self.context) == ServicePlan())
-        let udp = ServicePlan(service: Self.service(ports: [["name": "dns", "port": 53, "protocol": "UDP"]]), slices: [], context: Self.context)
-        #expect(udp.frontends.isEmpty)
+    }
+
+    @Test func udpPortsGetFrontendsOfTheirOwnBesideTCPOnTheSameNumber() {
+        let ports: JSON = [["name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053], ["name": "dns-tcp", "port": 53, "protocol": "TCP"],
+                           ["name": "sctp", "port": 99, "protocol": "SCTP"]]
+        let slice = Self.slice([Self.endpoint("10.244.2.5", node: "node-2")],
+                               ports: [["name": "dns", "port": 5353, "protocol": "UDP"], ["name": "dns-tcp", "port": 5353, "protocol": "TCP"]])
+        let plan = ServicePlan(service: Self.service("NodePort", ports: ports), slices: [slice], context: Self.context)
+        let clusterIP = SocketAddress(IPv4Address("10.96.0.20")!, 53)
+        #expect(plan.frontends[FrontendAddress(clusterIP, .udp)] == Frontend(pool: "default/web:dns", source: .pods))
+        #expect(plan.frontends[FrontendAddress(clusterIP, .tcp)] == Frontend(pool: "default/web:dns-tcp", source: .pods))
+        #expect(plan.frontends[FrontendAddress(SocketAddress(IPv4Address("172.31.0.11")!, 30053), .udp)] == Frontend(pool: "default/web:dns", source: .node))
+        #expect(plan.pools["default/web:dns"]?.endpoints.map(\.address.description) == ["10.244.2.5:5353"])
+        #expect(plan.frontends.count == 4)  // ClusterIP UDP+TCP, two NodePorts (UDP): no SCTP
+    }
+
+    @Test func whoseAddressTheEndpointSeesFollowsKubeProxysMasqueradeRules() {
+        var s = Self.service("NodePort", extra: ["externalIPs": ["192.0.2.7"]])
+        let cluster = ServicePlan(service: s, slices: [Self.mixed], context: Self.context)
+        #expect(cluster.frontends[FrontendAddress(SocketAddress(IPv4Address("10.96.0.20")!, 80))]?.source == .pods)
+        #expect(cluster.frontends[FrontendAddress(SocketAddress(IPv4Address("172.31.0.11")!, 30080))]?.source == .node)
+        #expect(cluster.frontends[FrontendAddress(SocketAddress(IPv4Address("192.0.2.7")!, 80))]?.source == .node)
+        s["spec"]?["externalTrafficPolicy"] = "Local"
+        let local = ServicePlan(service: s, slices: [Self.mixed], context: Self.context)
+        #expect(local.frontends[FrontendAddress(SocketAddress(IPv4Address("172.31.0.11")!, 30080))]?.source == .client)
+        #expect(local.frontends[FrontendAddress(SocketAddress(IPv4Address("192.0.2.7")!, 80))]?.source == .client)
+        #expect(local.frontends[FrontendAddress(SocketAddress(IPv4Address("10.96.0.20")!, 80))]?.source == .pods)
     }
 
     @Test func annotationsAndAffinityShapeThePool() {
@@ -133,7 +158,7 @@ import Testing
                      BalancedNode(name: "node-2", address: IPv4Address("172.31.0.12")!, ready: true),
                      BalancedNode(name: "node-3", address: IPv4Address("172.31.0.13")!, ready: false)]
         let plan = ServicePlan(loadBalancerFor: s, slices: [Self.mixed], nodes: nodes, defaults: PoolSettings())
-        #expect(plan.frontends == [SocketAddress(IPv4Address("172.31.1.5")!, 80): "default/web:http@lb"])
+        #expect(plan.tcpPools == [SocketAddress(IPv4Address("172.31.1.5")!, 80): "default/web:http@lb"])
         #expect(plan.pools["default/web:http@lb"]?.endpoints.map(\.address.description) == ["172.31.0.11:30080", "172.31.0.12:30080"])
         // Local: only nodes with a ready endpoint of the Service (node-2's second one is not ready,
         // its first is).
@@ -155,5 +180,12 @@ import Testing
         node2.nodeName = "node-9"
         #expect(ServicePlan(service: s, slices: [Self.mixed], context: node2).healthCheck?.localEndpoints == 0)
         #expect(ServicePlan(service: Self.service("LoadBalancer"), slices: [Self.mixed], context: Self.context).healthCheck == nil)
+    }
+}
+
+extension ServicePlan {
+    /// The TCP frontends and the pool each feeds.
+    var tcpPools: [SocketAddress: String] {
+        Dictionary(uniqueKeysWithValues: frontends.filter { $0.key.transport == .tcp }.map { ($0.key.address, $0.value.pool) })
     }
 }

@@ -23,13 +23,13 @@ struct FakeBackend: ProxyBackend {
         log.add("setPool \(name) " + endpoints.map(\.address.description).sorted().joined(separator: ","))
     }
     func removePool(_ name: String) { log.add("removePool \(name)") }
-    func route(_ address: SocketAddress, pool: String) { log.add("route \(address) \(pool)") }
-    func unlisten(_ address: SocketAddress) { log.add("unlisten \(address)") }
+    func route(_ address: FrontendAddress, _ frontend: Frontend) { log.add("route \(address) \(frontend.pool)") }
+    func unlisten(_ address: FrontendAddress) { log.add("unlisten \(address)") }
     func commit() { log.add("commit") }
-    func listen(_ address: SocketAddress, pool: String) throws {
+    func listen(_ address: FrontendAddress, _ frontend: Frontend) throws {
         let fail = log.failingListens.withLock { f -> Bool in
-            guard let n = f[address], n > 0 else { return false }
-            f[address] = n == Int.max ? n : n - 1
+            guard let n = f[address.address], n > 0 else { return false }
+            f[address.address] = n == Int.max ? n : n - 1
             return true
         }
         log.add((fail ? "listen-failed " : "listen ") + address.description)
@@ -132,7 +132,7 @@ struct FakeLoopback: LocalAddresses {
         Self.synced(proxy)
         proxy.event(.services, .added(Self.service(externalIP: nil)))
         proxy.event(.slices, .added(Self.slice()))
-        let served = await eventually(60) { proxy.listening.contains(taken) }
+        let served = await eventually(60) { proxy.listening.contains(FrontendAddress(taken)) }
         #expect(served, "\(log.lines.withLock { $0 })")
         let calls = log.take()
         #expect(calls.filter { $0.hasPrefix("listen") } == ["listen-failed 10.96.0.20:80", "listen 10.96.0.20:80"])
@@ -174,7 +174,7 @@ struct FakeLoopback: LocalAddresses {
         #expect(log.take().filter { $0 == "listen-failed 10.96.0.20:80" }.count == 2)
         log.failingListens.withLock { $0[taken] = 0 }
         #expect(proxy.sync())
-        #expect(proxy.listening.contains(taken))
+        #expect(proxy.listening.contains(FrontendAddress(taken)))
         #expect(await status() == 200)
     }
 

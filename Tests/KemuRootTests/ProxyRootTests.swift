@@ -61,8 +61,11 @@ extension TestCluster {
     }
 
     /// The pods of app=web: name, node, IP, process id.
-    func webPods() async throws -> [(name: String, node: String, ip: String, pid: Int32)] {
-        let text = try await jsonpath("pods", "{range .items[?(@.metadata.labels.app=='web')]}{.metadata.name}={.spec.nodeName}={.status.podIP}={.status.containerStatuses[0].containerID} {end}")
+    func webPods() async throws -> [(name: String, node: String, ip: String, pid: Int32)] { try await pods(app: "web") }
+
+    /// The pods labelled app=`app`: name, node, IP, process id.
+    func pods(app: String) async throws -> [(name: String, node: String, ip: String, pid: Int32)] {
+        let text = try await jsonpath("pods", "{range .items[?(@.metadata.labels.app=='\(app)')]}{.metadata.name}={.spec.nodeName}={.status.podIP}={.status.containerStatuses[0].containerID} {end}")
         return text.split(separator: " ").map { $0.split(separator: "=").map(String.init) }.filter { $0.count == 4 }
             .map { ($0[0], $0[1], $0[2], Int32($0[3].replacingOccurrences(of: "kemu://", with: "")) ?? 0) }
     }
@@ -291,8 +294,9 @@ struct ProxyRootTests {
         let metrics = try await c.metrics("node-1")
         #expect(metricSum(metrics, "kemu_proxy_endpoint_connect_failures_total", ["pod=\"default/\(hole.name)\""]) >= 1)
         #expect(metricSum(metrics, "kemu_proxy_connect_retries_total", ["service=\"default/web\""]) >= 1)
-        // Back up; a link going down took the pod's default route with it.
+        // Back up; a link going down took the pod's routes with it (its /32 has none of its own).
         _ = try await runOff(["ip", "link", "set", "eth0", "up"], in: podNamespace)
+        _ = try await runOff(["ip", "route", "add", "10.244.2.1", "dev", "eth0"], in: podNamespace)
         _ = try await runOff(["ip", "route", "add", "default", "via", "10.244.2.1", "dev", "eth0"], in: podNamespace)
 
         // A port already taken on a node: that node's proxy says so, the other serves it, and

@@ -1,0 +1,49 @@
+import KemuNetfilter
+import KemuNetlink
+
+/// What lets the node proxy dial an endpoint from its client's address (Envoy's original-src,
+/// Istio's TPROXY mode), set up in the node's namespace:
+///
+///     table ip kemu_proxy { chain prerouting { type filter hook prerouting priority mangle;
+///         meta l4proto { tcp, udp } socket transparent 1 meta mark set MARK } }
+///     ip rule add fwmark MARK lookup TABLE priority 100
+///     ip route replace local 0.0.0.0/0 dev lo table TABLE
+///
+/// The proxy's upstream socket is bound (IP_TRANSPARENT) to the client's address, so the
+/// endpoint answers the client's address; the answer comes back through this node (the pods'
+/// /32s route everything through it, other nodes route this node's pod subnet here, and an
+/// externalTrafficPolicy-Local endpoint is on this node), where the socket match finds the
+/// proxy's transparent socket for it, marks it, and the mark's table delivers it locally rather
+/// than forwarding it on to the client. Packets of every other flow find no transparent socket
+/// and pass untouched.
+public enum TransparentDial {
+    /// "km": the mark and the routing table, kemu's own in the node's namespace.
+    public static let mark: UInt32 = 0x6b6d
+    public static let table: UInt32 = 0x6b6d
+    public static let rulePriority: UInt32 = 100
+
+    /// nft's script: the table replaced whole, in one transaction (a table of that name made
+    /// first, so the delete never fails on a fresh node).
+    static var ruleset: String {
+        """
+        table ip kemu_proxy
+        delete table ip kemu_proxy
+        table ip kemu_proxy {
+            chain prerouting {
+                type filter hook prerouting priority mangle; policy accept;
+                meta l4proto { tcp, udp } socket transparent 1 meta mark set \(mark) accept
+            }
+        }
+        """
+    }
+
+    /// Sets it up in the calling process's namespace (idempotent: a restarted proxy runs it
+    /// again). Throws, saying what failed, where the kernel lacks the socket match or policy
+    /// routing; the proxy then dials from the node's address.
+    public static func install() throws {
+        try NFTables().run(ruleset)
+        let netlink = try RouteSocket.open(in: nil)
+        try netlink.routeReplaceLocal(.any, device: "lo", table: table)
+        try netlink.ruleAddFwmark(mark, table: table, priority: rulePriority)
+    }
+}
