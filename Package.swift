@@ -130,6 +130,17 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // NetworkPolicy: compiled against pods and namespaces, rendered to each node's
+        // nftables rules, enforced by a per-node follower, evaluated by `kemu policy trace`.
+        .target(
+            name: "KemuPolicy",
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         // The cluster DNS responder each node runs.
         .target(
             name: "KemuDNS",
@@ -171,7 +182,7 @@ let package = Package(
             name: "KemuCluster",
             dependencies: [
                 "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuDNS", "KemuIP", "KemuNetlink",
-                "KemuNetwork", "KemuPKI", "KemuProxy", "KemuStore", "KemuSystem",
+                "KemuNetwork", "KemuPKI", "KemuPolicy", "KemuProxy", "KemuStore", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -197,7 +208,7 @@ let package = Package(
         .executableTarget(
             name: "kemu",
             dependencies: [
-                "KemuAPI", "KemuAPIServer", "KemuCluster", "KemuIP", "KemuLab", "KemuNetwork", "KemuProxy", "KemuSystem",
+                "KemuAPI", "KemuAPIServer", "KemuCluster", "KemuIP", "KemuLab", "KemuNetwork", "KemuPolicy", "KemuProxy", "KemuSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -231,6 +242,11 @@ let package = Package(
         .testTarget(
             name: "KemuProxyTests",
             dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuProxy", "KemuSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KemuPolicyTests",
+            dependencies: ["KemuAPI", "KemuIP", "KemuPolicy"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

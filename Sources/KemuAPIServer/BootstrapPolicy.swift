@@ -32,6 +32,10 @@ enum BootstrapPolicy {
                 PolicyRule(verbs: reads, apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"]),
                 PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
                 PolicyRule(verbs: ["create", "patch", "update"], apiGroups: [""], resources: ["events"]),
+                // kemu's node proxy also enforces NetworkPolicy (as kube-router's does): the
+                // policies, and the pods and namespaces they select.
+                PolicyRule(verbs: reads, apiGroups: [""], resources: ["pods", "namespaces"]),
+                PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"]),
             ]),
             // kemu's emulated cloud load balancer: the proxier's reads, and a Service's status only.
             role("system:kemu-lb", [

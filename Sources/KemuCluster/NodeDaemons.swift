@@ -4,6 +4,7 @@ import KemuClient
 import KemuDNS
 import KemuIP
 import KemuNetwork
+import KemuPolicy
 import KemuProxy
 import KemuSystem
 import Logging
@@ -26,10 +27,7 @@ public enum NodeDaemons {
                                 hiddenPaths: hiddenPaths(state: state, kubeconfig: kubeconfig), clusterCA: credentials.certificateAuthorityPEM),
             client: client, network: network)
         var services: [any Service] = [DaemonLoop { try await agent.run() }]
-        if let proxy {
-            let serviceProxy = try proxy.nodeProxy(node: node, network: network, client: client)
-            services.append(DaemonLoop { try await serviceProxy.run() })
-        }
+        if let proxy { services += try proxy.nodeProxy(node: node, network: network, client: client) }
         if let dnsTTL {
             let dns = DNSServer(config: .init(address: SocketAddress(network.plan.dnsServiceIP, 53), domain: network.plan.network.clusterDomain, ttl: dnsTTL),
                                 client: client)
@@ -41,8 +39,7 @@ public enum NodeDaemons {
     /// A node's proxy by itself.
     public static func runProxy(cluster: String, node: String, kubeconfig: String?, settings: ProxySettings) async throws {
         let (network, client, _) = try enter(cluster: cluster, host: node, kubeconfig: kubeconfig, command: "kemu proxy")
-        let proxy = try settings.nodeProxy(node: node, network: network, client: client)
-        try await runGroup([DaemonLoop { try await proxy.run() }], label: "kemu.proxy")
+        try await runGroup(try settings.nodeProxy(node: node, network: network, client: client), label: "kemu.proxy")
     }
 
     /// The emulated cloud load balancer on the lb host.
@@ -111,8 +108,9 @@ public struct ProxySettings: Sendable {
     }
 
     /// Node `node`'s proxy: NodePorts on the node's addresses, ClusterIPs and LB IPs on its `lo`,
-    /// bandwidth Faults on its pods' links.
-    public func nodeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> ServiceProxy {
+    /// bandwidth Faults on its pods' links; and the node's NetworkPolicy, whose counters are on
+    /// the proxy's /metrics.
+    public func nodeProxy(node: String, network: ClusterNetwork, client: APIClient) throws -> [any Service] {
         let index = try NodeAgent.nodeIndex(node, in: network)
         let plan = network.plan
         var config = config(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
@@ -121,6 +119,11 @@ public struct ProxySettings: Sendable {
         config.reservedAddresses = [plan.dnsServiceIP]
         config.engine.transparentDial = true
         config.engine.podNetwork = plan.network.podCIDR
-        return try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
+        var policyConfig = PolicyEnforcer.Config(node: node, dns: plan.dnsServiceIP, replyMark: TransparentDial.mark)
+        policyConfig.nodeAddresses = config.context.nodeAddresses
+        let policy = try PolicyEnforcer(config: policyConfig, client: client)
+        config.extraMetrics = { policy.metricsText() }
+        let proxy = try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
+        return [DaemonLoop { try await proxy.run() }, DaemonLoop { try await policy.run() }]
     }
 }

@@ -282,4 +282,6 @@ public struct PoolStats: Sendable, Equatable {
     public var datagramsIn: UInt64 = 0
     public var datagramsOut: UInt64 = 0
     public var datagramsDropped: UInt64 = 0
+    /// Dials this node's NetworkPolicy refused (not counted against the endpoint).
+    public var policyDenied: UInt64 = 0
 }

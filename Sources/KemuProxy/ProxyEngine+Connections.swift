@@ -128,10 +128,19 @@ extension ProxyEngine {
         }
     }
 
+    /// A dial this node's NetworkPolicy refused: its output hook rejects with an ICMP error the
+    /// proxy's socket receives (ENETUNREACH), or a datagram's send fails at once (EPERM). Not the
+    /// endpoint's fault: it is not counted against it.
+    static func refusedByPolicy(_ err: Int32) -> Bool { err == ENETUNREACH || err == EPERM }
+
     /// `err`: the connect's errno, or ETIMEDOUT for our own dial timeout.
     private func dialFailed(_ c: Connection, _ e: Endpoint, _ err: Int32) {
         e.active -= 1
         c.endpoint = nil
+        if Self.refusedByPolicy(err) {
+            c.pool.stats.policyDenied += 1
+            return
+        }
         e.lastConnectError = err
         if c.pool.failed(e, now: now) {
             logger.info("\(c.pool.name): ejected \(e.spec.address) for \(Double(e.ejectedUntil - now) / 1e9) s after failed connects")

@@ -85,7 +85,7 @@ extension ProxyEngine {
                 flow.endpoint.stats.bytesToEndpoint &+= UInt64(max(n, 0))
                 return
             }
-            // ECONNREFUSED and the like: the endpoint said nobody listens.
+            // ECONNREFUSED and the like: the endpoint said nobody listens; or policy refused.
             endpointDied(flow, errno: Int32(-n))
         }
         pool.stats.datagramsDropped += 1
@@ -152,6 +152,11 @@ extension ProxyEngine {
     /// flow ends, counted as a failure towards ejection; the client's next datagram opens a
     /// flow to another endpoint.
     private func endpointDied(_ flow: Flow, errno err: Int32) {
+        if Self.refusedByPolicy(err) {
+            flow.pool.stats.policyDenied += 1
+            endFlow(flow)
+            return
+        }
         flow.endpoint.lastConnectError = err
         if flow.pool.failed(flow.endpoint, now: now) {
             logger.info("\(flow.pool.name): ejected \(flow.endpoint.spec.address) after UDP errors (\(String(cString: strerror(err))))")

@@ -62,6 +62,8 @@ final class ProxyMetrics: Sendable {
         out += "kubeproxy_sync_proxy_rules_service_changes_total \(s.serviceChanges)\n"
         header(&out, "kemu_proxy_open_connections", "gauge", "Client connections open through this proxy.")
         out += "kemu_proxy_open_connections \(engine.openConnections)\n"
+        header(&out, "kemu_proxy_open_flows", "gauge", "UDP flows (client address and port to endpoint) open through this proxy.")
+        out += "kemu_proxy_open_flows \(engine.openFlows)\n"
         header(&out, "kemu_proxy_listeners", "gauge", "Addresses the proxy accepts on.")
         out += "kemu_proxy_listeners \(engine.listeners.count)\n"
 
@@ -73,6 +75,10 @@ final class ProxyMetrics: Sendable {
             ("kemu_proxy_fault_aborts_total", "Client connections a Fault reset.", \.faultAborts),
             ("kemu_proxy_fault_hangs_total", "Client connections a Fault held unanswered.", \.faultHangs),
             ("kemu_proxy_fault_delays_total", "Client connections a Fault delayed.", \.faultDelays),
+            ("kemu_proxy_policy_denied_total", "Dials this node's NetworkPolicy refused.", \.policyDenied),
+            ("kemu_proxy_datagrams_received_total", "UDP datagrams from clients.", \.datagramsIn),
+            ("kemu_proxy_datagrams_sent_total", "UDP replies passed back to clients.", \.datagramsOut),
+            ("kemu_proxy_datagrams_dropped_total", "UDP datagrams dropped (no endpoint, a Fault, a full flow table or buffer).", \.datagramsDropped),
         ]
         for (name, help, key) in poolCounters {
             header(&out, name, "counter", help)

@@ -62,7 +62,7 @@ struct ProxyStatusServer {
             return (healthy ? .ok : .serviceUnavailable, "application/json", body)
         case "/metrics":
             let snapshot = await proxy.snapshot()
-            return (.ok, "text/plain; version=0.0.4", proxy.metrics.render(snapshot))
+            return (.ok, "text/plain; version=0.0.4", proxy.metrics.render(snapshot) + (proxy.config.extraMetrics?() ?? ""))
         case "/endpoints":
             // ?service=NS/NAME: that Service's history only (a big cluster's whole history is megabytes).
             let service = query.split(separator: "&").first { $0.hasPrefix("service=") }.map { String($0.dropFirst("service=".count)) }

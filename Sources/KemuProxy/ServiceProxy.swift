@@ -42,6 +42,8 @@ public struct ProxyConfig: Sendable {
     /// Services' ingress IPs, balanced to their NodePorts on Ready nodes.
     public enum Role: Sendable { case node, cloudLoadBalancer }
     public var role = Role.node
+    /// More of `/metrics` (this node's NetworkPolicy counters).
+    public var extraMetrics: (@Sendable () -> String)?
 
     public init(context: PlanContext) { self.context = context }
 }

@@ -1,5 +1,6 @@
 import KemuNetfilter
 import KemuNetlink
+import KemuSystem
 
 /// What lets the node proxy dial an endpoint from its client's address (Envoy's original-src,
 /// Istio's TPROXY mode), set up in the node's namespace:
@@ -8,6 +9,7 @@ import KemuNetlink
 ///         meta l4proto { tcp, udp } socket transparent 1 meta mark set MARK } }
 ///     ip rule add fwmark MARK lookup TABLE priority 100
 ///     ip route replace local 0.0.0.0/0 dev lo table TABLE
+///     sysctl -w net.ipv4.fwmark_reflect=1
 ///
 /// The proxy's upstream socket is bound (IP_TRANSPARENT) to the client's address, so the
 /// endpoint answers the client's address; the answer comes back through this node (the pods'
@@ -42,6 +44,9 @@ public enum TransparentDial {
     /// routing; the proxy then dials from the node's address.
     public static func install() throws {
         try NFTables().run(ruleset)
+        // An ICMP error the node itself sends about a packet (NetworkPolicy's reject of a dial)
+        // carries that packet's mark, so the reply mark brings it back to the proxy's socket.
+        try Sysctl.write("net.ipv4.fwmark_reflect", "1")
         let netlink = try RouteSocket.open(in: nil)
         try netlink.routeReplaceLocal(.any, device: "lo", table: table)
         try netlink.ruleAddFwmark(mark, table: table, priority: rulePriority)

@@ -141,7 +141,10 @@ struct ChaosRootTests {
         #expect(restart.ok, "\(restart.output)")
         #expect((restart.loads.first?["failures"] as? [String: Int])?.keys.sorted() == ["refused"], "\(restart.output)")
         #expect((restart.action(0, "failed") ?? 0) > 100, "\(restart.output)")
-        #expect((restart.action(1, "errorsStoppedMs") ?? 9999) < 1000, "\(restart.output)")
+        // From the scheduled start: a process spawned, entering the node, installing its
+        // nftables plumbing, listing, first sync (~60 ms idle; 1,006 ms once with the whole suite
+        // running on 2 cores) — well short of the 2 s stop.
+        #expect((restart.action(1, "errorsStoppedMs") ?? 9999) < 1500, "\(restart.output)")
 
         // Bad input names the line; a failed experiment undoes what it broke.
         let typo = try await experiment(c, "duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, partiton: node-2}\n")

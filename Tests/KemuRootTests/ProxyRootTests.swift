@@ -71,9 +71,9 @@ extension TestCluster {
     }
 
     /// Waits until the Service's EndpointSlice lists `count` ready endpoints.
-    func readyEndpoints(_ service: String, _ count: Int) async throws -> Bool {
+    func readyEndpoints(_ service: String, namespace: String = "default", _ count: Int) async throws -> Bool {
         try await eventually(20) {
-            let ready = try await kubectl(["get", "endpointslices", "-l", "kubernetes.io/service-name=\(service)",
+            let ready = try await kubectl(["get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=\(service)",
                                            "-o", "jsonpath={.items[*].endpoints[*].conditions.ready}"]).output
             return ready.split(separator: " ").filter { $0 == "true" }.count == count
         }
