@@ -288,8 +288,9 @@ extension Protobuf {
                      4: .message("targetRef", "ObjectReference"), 6: .string("nodeName"), 7: .string("zone"),
                      8: .message("hints", "EndpointHints")],
         "EndpointConditions": [1: .optionalBool("ready"), 2: .optionalBool("serving"), 3: .optionalBool("terminating")],
-        "EndpointHints": [1: .messages("forZones", "ForZone")],
+        "EndpointHints": [1: .messages("forZones", "ForZone"), 2: .messages("forNodes", "ForNode")],
         "ForZone": [1: .string("name")],
+        "ForNode": [1: .string("name")],
         "EndpointPort": [1: .string("name"), 2: .string("protocol"), 3: .optionalInt("port"), 4: .string("appProtocol")],
     ]
 

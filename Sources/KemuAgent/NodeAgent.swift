@@ -216,6 +216,7 @@ public final class NodeAgent: Sendable {
         node.name = config.nodeName
         node.labels = ["kubernetes.io/hostname": config.nodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                        "node.kubernetes.io/instance-type": "kemu"]
+        if let zone = network.config.zones?[config.nodeName] { node.labels["topology.kubernetes.io/zone"] = zone }
         let podCIDR = network.plan.podCIDR(nodeIndex).description
         node["spec"] = ["podCIDR": .string(podCIDR), "podCIDRs": [.string(podCIDR)]]
         node["status"] = nodeStatus()

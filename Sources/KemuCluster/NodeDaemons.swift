@@ -114,6 +114,7 @@ public struct ProxySettings: Sendable {
         let index = try NodeAgent.nodeIndex(node, in: network)
         let plan = network.plan
         var config = config(nodeName: node, nodeAddresses: [plan.nodeIP(index), plan.podGateway(index).address, IPv4Address(127, 0, 0, 1)])
+        config.context.zone = network.config.zones?[node]
         config.managedRanges = [plan.network.serviceCIDR, plan.network.loadBalancerPool]
         config.localRanges = [plan.network.serviceCIDR]
         config.reservedAddresses = [plan.dnsServiceIP]

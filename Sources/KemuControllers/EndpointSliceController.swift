@@ -222,7 +222,10 @@ public final class EndpointSliceController: Sendable {
                                   "conditions": ["ready": .bool(publishNotReady || (podReady && !terminating)),
                                                  "serving": .bool(publishNotReady || podReady),
                                                  "terminating": .bool(terminating)]]
-            if let node = pod[path: "spec.nodeName"]?.string { endpoint["nodeName"] = .string(node) }
+            if let node = pod[path: "spec.nodeName"]?.string {
+                endpoint["nodeName"] = .string(node)
+                if let zone = store.get("nodes", name: node)?.labels[Self.zoneLabel] { endpoint["zone"] = .string(zone) }
+            }
             // A pod whose subdomain is this Service is known by its hostname under it (StatefulSets).
             if let hostname = pod[path: "spec.hostname"]?.string, !hostname.isEmpty, pod[path: "spec.subdomain"]?.string == service.name {
                 endpoint["hostname"] = .string(hostname)
@@ -230,7 +233,31 @@ public final class EndpointSliceController: Sendable {
             endpoint["targetRef"] = ["kind": "Pod", "namespace": .string(pod.namespace), "name": .string(pod.name), "uid": .string(pod.uid)]
             if let i = groups.firstIndex(where: { $0.0 == ports }) { groups[i].1.append(endpoint) } else { groups.append((ports, [endpoint])) }
         }
-        return groups
+        return groups.map { ($0.0, Self.withHints($0.1, for: service)) }
+    }
+
+    static let zoneLabel = "topology.kubernetes.io/zone"
+
+    /// Topology hints, as upstream's controller gives them for `trafficDistribution`
+    /// (PreferClose, PreferSameZone: each endpoint for its own zone; PreferSameNode: for its own
+    /// node, and its zone) or `service.kubernetes.io/topology-mode: Auto` (here: as PreferClose,
+    /// without upstream's CPU-proportional allocation). Zone hints only when every endpoint has
+    /// a zone, as upstream: proxies then fall back to every endpoint.
+    static func withHints(_ endpoints: [JSON], for service: JSON) -> [JSON] {
+        let distribution = service[path: "spec.trafficDistribution"]?.string ?? ""
+        let auto = ["auto"].contains(service.annotations["service.kubernetes.io/topology-mode"]?.lowercased() ?? "")
+        let zones = ["PreferClose", "PreferSameZone", "PreferSameNode"].contains(distribution) || auto
+        let nodes = distribution == "PreferSameNode"
+        guard zones || nodes else { return endpoints }
+        let everyZone = endpoints.allSatisfy { $0["zone"]?.string != nil }
+        return endpoints.map { e in
+            var e = e
+            var hints: JSON = [:]
+            if everyZone, let zone = e["zone"]?.string { hints["forZones"] = [["name": .string(zone)]] }
+            if nodes, let node = e["nodeName"]?.string { hints["forNodes"] = [["name": .string(node)]] }
+            if hints != [:] { e["hints"] = hints }
+            return e
+        }
     }
 
     /// A numeric targetPort, or a named one looked up in the pod's container ports.

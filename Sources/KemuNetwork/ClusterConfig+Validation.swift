@@ -28,6 +28,13 @@ extension ClusterConfig {
             if !seen.insert(node).inserted { fail(field, "\"\(node)\" is listed twice") }
         }
 
+        for (node, zone) in (zones ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if !seen.contains(node) { fail("zones.\(zone)", "node \"\(node)\" is not one of the cluster's nodes") }
+            let valid = zone.count <= 63 && zone.first?.isLetterOrDigitASCII == true && zone.last?.isLetterOrDigitASCII == true
+                && zone.allSatisfy { $0.isLetterOrDigitASCII || "-_.".contains($0) }
+            if !valid { fail("zones.\(zone)", "\"\(zone)\" is not a label value (at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric)") }
+        }
+
         // Quantities: digits, an optional fraction, an optional suffix (500m, 2, 1.5, 512Mi, 8G).
         func isQuantity(_ q: String) -> Bool {
             let suffixes = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", ""]
@@ -89,4 +96,8 @@ extension ClusterConfig {
     static func isDomain(_ s: String) -> Bool {
         s.count <= 253 && !s.isEmpty && s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNSLabel(String($0)) }
     }
+}
+
+extension Character {
+    var isLetterOrDigitASCII: Bool { isASCII && (isLetter || isNumber) }
 }

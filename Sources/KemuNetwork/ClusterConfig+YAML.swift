@@ -20,6 +20,7 @@ extension ClusterConfig {
             if let nodes = top.node("nodes") {
                 config.nodes = Self.nodeNames(nodes, errors: &errors)
             }
+            if let zones = top.node("zones") { config.zones = Self.zones(zones, errors: &errors) }
             if let networkNode = top.node("network") {
                 var network = Fields(networkNode, path: "network", errors: &errors)
                 let n = config.network
@@ -45,6 +46,31 @@ extension ClusterConfig {
         if errors.isEmpty { errors = config.validate() }
         guard errors.isEmpty else { throw ConfigErrors(source: source, errors: errors) }
         return config
+    }
+
+    /// `zones: {zone-a: [node-1, node-2]}` → node → zone.
+    private static func zones(_ node: Node, errors: inout [ConfigError]) -> [String: String] {
+        guard let mapping = node.mapping else {
+            errors.append(ConfigError("zones", "must map zone names to lists of nodes, as zones: {zone-a: [node-1, node-2]}"))
+            return [:]
+        }
+        var out: [String: String] = [:]
+        for (key, value) in mapping {
+            let zone = key.scalar?.string ?? ""
+            guard let members = value.sequence else {
+                errors.append(ConfigError("zones.\(zone)", "must be a list of node names"))
+                continue
+            }
+            for (i, member) in members.enumerated() {
+                guard let name = member.scalar?.string else {
+                    errors.append(ConfigError("zones.\(zone)[\(i)]", "must be a node name"))
+                    continue
+                }
+                if let other = out[name] { errors.append(ConfigError("zones.\(zone)[\(i)]", "node \"\(name)\" is already in zone \(other)")) }
+                out[name] = zone
+            }
+        }
+        return out
     }
 
     /// `nodes: 3` (node-1 … node-3) or `nodes: [a, b]`.

@@ -11,6 +11,9 @@ public struct ClusterConfig: Sendable, Equatable, Codable {
     /// subnet i of `podCIDR`. Each name is also the node's link name on the fabric bridge, so at
     /// most 15 characters.
     public var nodes = ["node-1", "node-2"]
+    /// Each node's zone (`topology.kubernetes.io/zone` on its Node), by node name; nodes not
+    /// listed have none. Written `zones: {zone-a: [node-1, node-2], zone-b: [node-3]}`.
+    public var zones: [String: String]?
     public var network = NetworkConfig()
     /// What every node offers pods (capacity = allocatable): the scheduler fits requests into it.
     public var nodeResources = NodeResources()

@@ -1,3 +1,4 @@
+import Glibc
 import KemuIP
 import KemuSystem
 
@@ -10,8 +11,9 @@ public enum BalancingAlgorithm: String, Sendable, CaseIterable, Codable {
     /// The endpoint with the fewest open connections through this proxy (ties in turn).
     case leastConnections = "least-connections"
     case random
-    /// Two random endpoints, the one with the lower connect-latency EWMA × (open connections + 1)
-    /// wins (Linkerd's PeakEWMA over P2C, with connection set-up as the response).
+    /// Two random endpoints, the one with the lower cost wins: a peak-sensitive, time-decaying
+    /// average of the time to the first response byte × (open connections + 1) — Linkerd's
+    /// PeakEWMA over P2C. A slow answer counts at once; fast ones bring it down over ~10 s.
     case powerOfTwoChoices = "p2c-ewma"
 }
 
@@ -70,8 +72,10 @@ public struct PoolSettings: Sendable, Equatable {
 final class Endpoint {
     let spec: EndpointSpec
     var active = 0
-    /// Connect latency EWMA in nanoseconds; 0 until the first connect.
+    /// PeakEWMA of the time to the first response byte, nanoseconds; 0 until the first answer.
     var latencyEWMA = 0.0
+    /// When it last took a sample (monotonic ns).
+    var latencySampledAt: UInt64 = 0
     var consecutiveFailures = 0
     var ejections = 0
     var ejectedUntil: UInt64 = 0
@@ -182,12 +186,12 @@ final class EndpointPool {
         if !endpoints.contains(where: usable) { usable = untried }
         if !endpoints.contains(where: usable) { usable = { !$0.isEjected(at: now) } }
         if !endpoints.contains(where: usable) { usable = { _ in true } }
-        guard let chosen = pick(usable) else { return nil }
+        guard let chosen = pick(usable, now: now) else { return nil }
         if settings.affinitySeconds != nil { affinity[client.value] = (chosen, now) }
         return chosen
     }
 
-    private func pick(_ usable: (Endpoint) -> Bool) -> Endpoint? {
+    private func pick(_ usable: (Endpoint) -> Bool, now: UInt64) -> Endpoint? {
         guard !endpoints.isEmpty else { return nil }
         switch settings.algorithm {
         case .roundRobin:
@@ -207,12 +211,18 @@ final class EndpointPool {
             let a = Int.random(in: 0..<candidates.count, using: &random)
             var b = Int.random(in: 0..<(candidates.count - 1), using: &random)
             if b >= a { b += 1 }
-            return Self.cost(candidates[a]) <= Self.cost(candidates[b]) ? candidates[a] : candidates[b]
+            return Self.cost(candidates[a], now: now) <= Self.cost(candidates[b], now: now) ? candidates[a] : candidates[b]
         }
     }
 
-    /// An endpoint never measured counts as 1 ms, so new ones are tried.
-    static func cost(_ e: Endpoint) -> Double { (e.latencyEWMA == 0 ? 1e6 : e.latencyEWMA) * Double(e.active + 1) }
+    /// An endpoint never measured counts as 1 ms, so new ones are tried; an estimate decays
+    /// while no answer refreshes it (as tower's PeakEwma reads it), so a slow endpoint left
+    /// alone is tried again after a while.
+    static func cost(_ e: Endpoint, now: UInt64) -> Double {
+        guard e.latencyEWMA > 0 else { return 1e6 * Double(e.active + 1) }
+        let decayed = e.latencyEWMA * exp(-Double(now &- e.latencySampledAt) / decayNanoseconds)
+        return max(decayed, 1) * Double(e.active + 1)
+    }
 
     private func nextInTurn(_ usable: (Endpoint) -> Bool) -> Endpoint? {
         for k in 0..<order.count {
@@ -225,13 +235,30 @@ final class EndpointPool {
         return nil
     }
 
-    /// A connect that worked: resets the failure run and feeds the latency average.
+    /// A connect that worked: resets the failure run; the connect latency histogram.
     func connected(_ e: Endpoint, latencyNanoseconds: UInt64) {
         e.consecutiveFailures = 0
-        let sample = Double(latencyNanoseconds)
-        e.latencyEWMA = e.latencyEWMA == 0 ? sample : e.latencyEWMA * 0.8 + sample * 0.2
         e.stats.opened += 1
-        e.stats.observe(latencySeconds: sample / 1e9)
+        e.stats.observe(latencySeconds: Double(latencyNanoseconds) / 1e9)
+    }
+
+    /// How fast the last answers came decays with this time constant (Linkerd's default).
+    static let decayNanoseconds = 10e9
+
+    /// The endpoint's first response byte came `latencyNanoseconds` after the dial began (for
+    /// UDP, a flow's first reply after its first datagram): PeakEWMA's sample. A sample above
+    /// the average replaces it (the peak); below, it moves the average by how long it has been
+    /// since the last one.
+    func answered(_ e: Endpoint, latencyNanoseconds: UInt64, now: UInt64) {
+        let sample = Double(latencyNanoseconds)
+        if e.latencyEWMA == 0 || sample > e.latencyEWMA {
+            e.latencyEWMA = sample
+        } else {
+            let elapsed = Double(now &- e.latencySampledAt)
+            let weight = exp(-elapsed / Self.decayNanoseconds)
+            e.latencyEWMA = e.latencyEWMA * weight + sample * (1 - weight)
+        }
+        e.latencySampledAt = now
     }
 
     /// A connect that failed; may eject the endpoint. Returns true when it did.

@@ -231,7 +231,10 @@ extension ProxyEngine {
                         unansweredEnd: c.bytesDown == 0 && c.firstFlight != nil && !c.toUpstream.endOfStream)
             if down == Self.endedUnanswered { replay(c); return }
             if down < 0 { finish(c, reset: true); return }
-            if down > 0 { c.firstFlight = nil }
+            if down > 0 {
+                c.firstFlight = nil
+                if c.bytesDown == 0 { c.pool.answered(e, latencyNanoseconds: now &- c.dialStarted, now: now) }
+            }
         }
         if up > 0 || down > 0 {
             c.lastActive = now

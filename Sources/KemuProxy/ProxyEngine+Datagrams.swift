@@ -139,6 +139,7 @@ extension ProxyEngine {
                 // Time to the first reply: what P2C weighs an endpoint by.
                 flow.answered = true
                 flow.pool.connected(flow.endpoint, latencyNanoseconds: now &- flow.opened)
+                flow.pool.answered(flow.endpoint, latencyNanoseconds: now &- flow.opened, now: now)
             }
             flow.lastActive = now
             flow.endpoint.stats.bytesFromEndpoint &+= UInt64(n)

@@ -91,6 +91,9 @@ public struct SliceInfo: Equatable, Sendable {
         public var nodeName = ""
         /// "namespace/name" of the pod; empty when unknown.
         public var target = ""
+        /// Topology hints: the zones and nodes whose proxies should use it; nil without.
+        public var forZones: [String]?
+        public var forNodes: [String]?
     }
 
     public init() {}
@@ -110,6 +113,8 @@ public struct SliceInfo: Equatable, Sendable {
             out.terminating = conditions["terminating"]?.bool ?? false
             out.nodeName = e["nodeName"]?.string ?? ""
             out.target = e["targetRef"].map { "\($0["namespace"]?.string ?? "")/\($0["name"]?.string ?? "")" } ?? ""
+            out.forZones = e[path: "hints.forZones"]?.array.map { $0.compactMap { $0["name"]?.string } }
+            out.forNodes = e[path: "hints.forNodes"]?.array.map { $0.compactMap { $0["name"]?.string } }
             return out
         }
     }

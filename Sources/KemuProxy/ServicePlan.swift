@@ -77,6 +77,8 @@ public struct PlanContext: Sendable {
     /// Where NodePorts listen: the node's addresses.
     public var nodeAddresses: [IPv4Address]
     public var defaults: PoolSettings
+    /// The node's zone (topology.kubernetes.io/zone), for topology hints.
+    public var zone: String?
 
     public init(nodeName: String, nodeAddresses: [IPv4Address], defaults: PoolSettings = PoolSettings()) {
         self.nodeName = nodeName
@@ -120,7 +122,7 @@ extension ServicePlan {
         for port in service.ports {
             guard let transport = port.transport, let servicePort = port.port else { continue }
             let portName = port.name
-            let (all, local) = Self.endpoints(for: portName, transport, in: slices, node: context.nodeName)
+            let (all, local) = Self.endpoints(for: portName, transport, in: slices, node: context.nodeName, zone: context.zone)
             let clusterPool = portName.isEmpty ? id : "\(id):\(portName)"
             let localPool = clusterPool + "@local"
             var used: Set<String> = []
@@ -159,23 +161,42 @@ extension ServicePlan {
         return ips.count
     }
 
-    /// kube-proxy's endpoint categories for one port: ready endpoints, else serving and
-    /// terminating ones (a rolling update's last pods keep serving); the same for this node only.
-    static func endpoints(for portName: String, _ transport: Transport, in slices: [SliceInfo], node: String) -> (all: [EndpointSpec], local: [EndpointSpec]) {
+    /// kube-proxy's endpoint categories for one port (pkg/proxy/topology.go): ready endpoints,
+    /// else serving and terminating ones (a rolling update's last pods keep serving); the same
+    /// for this node only. Cluster-wide, topology hints narrow the ready ones when every one
+    /// carries them and some are for here: node hints (trafficDistribution PreferSameNode) to
+    /// this node's, else zone hints (PreferClose, PreferSameZone, topology-mode Auto) to this
+    /// zone's — the rest are used only when none is.
+    static func endpoints(for portName: String, _ transport: Transport, in slices: [SliceInfo], node: String,
+                          zone: String? = nil) -> (all: [EndpointSpec], local: [EndpointSpec]) {
         var ready: [(EndpointSpec, Bool)] = [], fallback: [(EndpointSpec, Bool)] = []
+        var readyHints: [SliceInfo.Endpoint] = []
         for slice in slices where slice.isIPv4 {
             guard let port = slice.port(named: portName, transport) else { continue }
             for e in slice.endpoints {
                 guard let ip = e.address else { continue }
                 let spec = EndpointSpec(SocketAddress(ip, port), target: e.target, nodeName: e.nodeName)
-                if e.ready { ready.append((spec, e.nodeName == node)) } else if e.serving && e.terminating { fallback.append((spec, e.nodeName == node)) }
+                if e.ready {
+                    ready.append((spec, e.nodeName == node))
+                    readyHints.append(e)
+                } else if e.serving && e.terminating {
+                    fallback.append((spec, e.nodeName == node))
+                }
             }
         }
         func pick(_ localOnly: Bool) -> [EndpointSpec] {
             let r = ready.filter { !localOnly || $0.1 }.map(\.0)
             return r.isEmpty ? fallback.filter { !localOnly || $0.1 }.map(\.0) : r
         }
-        return (unique(pick(false)), unique(pick(true)))
+        var all = pick(false)
+        if !readyHints.isEmpty {
+            if readyHints.allSatisfy({ $0.forNodes != nil }), readyHints.contains(where: { $0.forNodes?.contains(node) == true }) {
+                all = zip(ready, readyHints).filter { $0.1.forNodes?.contains(node) == true }.map(\.0.0)
+            } else if let zone, readyHints.allSatisfy({ $0.forZones != nil }), readyHints.contains(where: { $0.forZones?.contains(zone) == true }) {
+                all = zip(ready, readyHints).filter { $0.1.forZones?.contains(zone) == true }.map(\.0.0)
+            }
+        }
+        return (unique(all), unique(pick(true)))
     }
 
     private static func unique(_ specs: [EndpointSpec]) -> [EndpointSpec] {

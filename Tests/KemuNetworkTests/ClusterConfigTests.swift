@@ -48,6 +48,15 @@ import Testing
         #expect(errors(":\n  - [").first?.message.contains("not valid YAML") == true)
     }
 
+    @Test func zonesMapNodesAndNameWhatIsWrong() throws {
+        let config = try ClusterConfig.parse(yaml: "nodes: 3\nzones: {zone-a: [node-1, node-2], zone-b: [node-3]}")
+        #expect(config.zones == ["node-1": "zone-a", "node-2": "zone-a", "node-3": "zone-b"])
+        #expect(fields("nodes: 2\nzones: {zone-a: [node-9]}") == ["zones.zone-a"])
+        #expect(fields("nodes: 2\nzones: {zone-a: [node-1], zone-b: [node-1]}") == ["zones.zone-b[0]"])
+        #expect(fields("nodes: 2\nzones: [node-1]") == ["zones"])
+        #expect(fields("nodes: 2\nzones: {-bad-: [node-1]}") == ["zones.-bad-"])
+    }
+
     @Test func nodeResourcesAreQuantities() throws {
         let config = try ClusterConfig.parse(yaml: "nodeResources: {cpu: 3500m, memory: 512Mi, pods: 20}")
         #expect(config.nodeResources.cpu == "3500m" && config.nodeResources.memory == "512Mi" && config.nodeResources.pods == 20)

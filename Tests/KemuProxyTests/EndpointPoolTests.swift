@@ -37,9 +37,23 @@ import Testing
 
     @Test func powerOfTwoChoicesAvoidsTheSlowEndpoint() {
         let p = pool(2) { $0.algorithm = .powerOfTwoChoices }
-        p.endpoints[0].latencyEWMA = 50_000_000
-        p.endpoints[1].latencyEWMA = 100_000
-        for _ in 0..<20 { #expect(p.choose(client: Self.client, tried: [], now: 1) === p.endpoints[1]) }
+        p.answered(p.endpoints[0], latencyNanoseconds: 50_000_000, now: 1)
+        p.answered(p.endpoints[1], latencyNanoseconds: 100_000, now: 1)
+        for _ in 0..<20 { #expect(p.choose(client: Self.client, tried: [], now: 2) === p.endpoints[1]) }
+    }
+
+    @Test func peakEWMATakesASlowAnswerAtOnceAndForgetsItSlowly() {
+        let p = pool(1) { $0.algorithm = .powerOfTwoChoices }
+        let e = p.endpoints[0]
+        let second: UInt64 = 1_000_000_000
+        p.answered(e, latencyNanoseconds: 1_000_000, now: second)
+        p.answered(e, latencyNanoseconds: 200_000_000, now: 2 * second)
+        #expect(e.latencyEWMA == 200_000_000)  // the peak, at once
+        // A fast answer 10 s later (one time constant): about 1/e of the way back, not all.
+        p.answered(e, latencyNanoseconds: 1_000_000, now: 12 * second)
+        #expect(e.latencyEWMA > 70_000_000 && e.latencyEWMA < 76_000_000, "\(e.latencyEWMA)")
+        // Left alone, its cost decays, so it is tried again.
+        #expect(EndpointPool.cost(e, now: 72 * second) < EndpointPool.cost(e, now: 12 * second) / 100)
     }
 
     @Test func clientIPAffinityPinsUntilItExpires() {

@@ -103,6 +103,27 @@ import Testing
         #expect(plan.tcpPools[SocketAddress(IPv4Address("192.0.2.7")!, 80)] == "default/web:http@local")
     }
 
+    @Test func topologyHintsNarrowTheClusterEndpointsWhileSomeAreForHere() {
+        func hinted(_ ip: String, node: String, zone: String) -> JSON {
+            var e = Self.endpoint(ip, node: node)
+            e["hints"] = ["forZones": [["name": .string(zone)]], "forNodes": [["name": .string(node)]]]
+            return e
+        }
+        var context = Self.context
+        context.zone = "zone-b"
+        let slices = [SliceInfo(Self.slice([hinted("10.244.1.5", node: "node-1", zone: "zone-a"), hinted("10.244.2.5", node: "node-2", zone: "zone-b"),
+                                            hinted("10.244.3.5", node: "node-3", zone: "zone-b")]))]
+        let ips = { (plan: ServicePlan) in plan.pools["default/web:http"]?.endpoints.map(\.address.ip.description) ?? [] }
+        // node-1 has its own endpoint: node hints win.
+        #expect(ips(ServicePlan(service: ServiceInfo(Self.service()), slices: slices, context: context)) == ["10.244.1.5"])
+        // node-9 of zone-b has none of its own: its zone's.
+        context.nodeName = "node-9"
+        #expect(ips(ServicePlan(service: ServiceInfo(Self.service()), slices: slices, context: context)).sorted() == ["10.244.2.5", "10.244.3.5"])
+        // A zone with no endpoint gets them all.
+        context.zone = "zone-z"
+        #expect(ips(ServicePlan(service: ServiceInfo(Self.service()), slices: slices, context: context)).count == 3)
+    }
+
     @Test func headlessAndExternalNameAreNotProxied() {
         #expect(ServicePlan(service: Self.service(extra: ["clusterIP": "None", "clusterIPs": ["None"]]), slices: [Self.mixed], context: Self.context) == ServicePlan())
         #expect(ServicePlan(service: Self.service("ExternalName"), slices: [], context: Self.context) == ServicePlan())

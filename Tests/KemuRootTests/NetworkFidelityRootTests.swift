@@ -94,7 +94,7 @@ spec:
     @Test func endpointsSeeTheirClientsAddressesAndUDPServicesFailOver() async throws {
         let c = TestCluster("rfidel")
         defer { c.down() }
-        #expect(try await c.up().status == .exited(0))
+        #expect(try await c.up(config: "nodes: 2\nzones: {zone-a: [node-1], zone-b: [node-2]}\n").status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: fidelityApp).status == .exited(0))
         #expect(try await c.readyEndpoints("echo", 3))
         #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/client-1", "--timeout=60s"]).status == .exited(0))
@@ -148,7 +148,86 @@ spec:
         #expect(failover.killed != nil && failover.lost.allSatisfy { $0 <= 1 }, "\(failover)")
         #expect(failover.order[0].count >= 2 && failover.order[0].last != failover.killed, "\(failover)")
         for flow in failover.order { #expect(flow.last != failover.killed, "\(failover)") }
+
+        // p2c-ewma weighs endpoints by their time to first response byte: one that answers in
+        // 200 ms (a slow app, not a slow connect) loses its share to two fast ones.
+        #expect(try await c.kubectl(["apply"], stdin: Self.slowAndFast).status == .exited(0))
+        #expect(try await c.readyEndpoints("p2c", 3))
+        #expect(try await c.proxyServes("node-1", "p2c", endpoints: 3))
+        let p2c = try await c.jsonpath("svc/p2c", "{.spec.clusterIP}")
+        let shares = try await c.requests(from: "client-1", to: p2c, 80, count: 60)
+        #expect(shares.failures.isEmpty && shares.counts.values.reduce(0, +) == 60, "\(shares)")
+        #expect((shares.counts["slow"] ?? 0) <= 6, "round robin gives it 20 of 60: \(shares.counts)")
+        // The same pods round robin: the slow one answers its third.
+        let rr = try await c.jsonpath("svc/rr", "{.spec.clusterIP}")
+        let turns = try await c.requests(from: "client-1", to: rr, 80, count: 30)
+        #expect(turns.failures.isEmpty && turns.counts["slow"] == 10, "\(turns)")
+
+        // Topology: nodes carry their zones from cluster.yaml; PreferSameNode keeps a client on
+        // its node's endpoint while it is ready, PreferClose on its zone's, and both fall back
+        // to the rest when there is none.
+        #expect(try await c.jsonpath("node/node-2", "{.metadata.labels.topology\\.kubernetes\\.io/zone}") == "zone-b")
+        #expect(try await c.kubectl(["apply"], stdin: Self.nearAndFar).status == .exited(0))
+        for service in ["same-node", "same-zone"] {
+            #expect(try await c.readyEndpoints(service, 2))
+            let hints = try await c.kubectl(["get", "endpointslices", "-l", "kubernetes.io/service-name=\(service)", "-o", "jsonpath={.items[*].endpoints[*].hints.forZones[*].name}"]).output
+            #expect(hints.split(separator: " ").sorted() == ["zone-a", "zone-b"], "\(service): \(hints)")
+            #expect(try await eventually(10) {
+                let ip = try await c.jsonpath("svc/\(service)", "{.spec.clusterIP}")
+                return try await c.requests(from: "client-1", to: ip, 80, count: 12).counts == ["near": 12]
+            }, "\(service)")
+        }
+        #expect(try await c.kubectl(["delete", "pod", "near", "--wait=false"]).status == .exited(0))
+        for service in ["same-node", "same-zone"] {
+            let ip = try await c.jsonpath("svc/\(service)", "{.spec.clusterIP}")
+            #expect(try await eventually(15) { try await c.requests(from: "client-1", to: ip, 80, count: 6).counts == ["far": 6] }, "\(service)")
+        }
     }
+
+    /// An echo pod on each node behind two Services: one preferring the client's node, one its zone.
+    static let nearAndFar = ["same-node": "PreferSameNode", "same-zone": "PreferClose"].sorted { $0.key < $1.key }.map { name, distribution in
+        "apiVersion: v1\nkind: Service\nmetadata: {name: \(name)}\nspec:\n  selector: {place: test}\n  trafficDistribution: \(distribution)\n  ports: [{port: 80, targetPort: 8080}]\n---\n"
+    }.joined() + [("near", "node-1"), ("far", "node-2")].map { pod, node in
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: \(pod), labels: {place: test}}\nspec:\n  nodeName: \(node)\n  containers: [{name: echo, image: kemu/echo, readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}}]\n"
+    }.joined(separator: "---\n")
+
+    /// Two kemu-echo pods and a python server that takes 200 ms per answer, behind a p2c-ewma
+    /// Service.
+    static let slowAndFast = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: p2c, annotations: {kemu.io/load-balancer: p2c-ewma}}
+    spec:
+      selector: {p2c: "on"}
+      ports: [{port: 80, targetPort: 8080}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: rr}
+    spec:
+      selector: {p2c: "on"}
+      ports: [{port: 80, targetPort: 8080}]
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: slow, labels: {p2c: "on"}}
+    spec:
+      containers:
+      - name: slow
+        image: python
+        command: [python3, -c]
+        args:
+        - |
+          import http.server, socket, time
+          class H(http.server.BaseHTTPRequestHandler):
+              def do_GET(self):
+                  time.sleep(0.2)
+                  body = ('pod=' + socket.gethostname() + '\\n').encode()
+                  self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+          http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+    \((1...2).map { "---\napiVersion: v1\nkind: Pod\nmetadata: {name: fast-\($0), labels: {p2c: \"on\"}}\nspec:\n  containers: [{name: echo, image: kemu/echo}]\n" }.joined())
+    """
 
     static func fields(_ text: String) -> [String: String] {
         Dictionary(text.split(separator: " ").compactMap { word -> (String, String)? in
