@@ -135,7 +135,7 @@ let package = Package(
         .target(
             name: "KemuPolicy",
             dependencies: [
-                "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter",
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter", "KemuSystem",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["README.md"],

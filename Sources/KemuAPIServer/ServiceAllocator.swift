@@ -118,17 +118,32 @@ final class ServiceAllocator: Sendable {
             }
             // NodePorts
             if type == "NodePort" || type == "LoadBalancer", var ports = service[path: "spec.ports"]?.array {
+                // As upstream: one node port may serve a port number over TCP and UDP (DNS's 53)
+                // of the same Service, never one protocol twice.
+                var shared: [Int: (protocols: Set<String>, port: Int64?)] = [:]
                 for i in ports.indices {
+                    let proto = ports[i]["protocol"]?.string ?? "TCP"
+                    let number = ports[i]["port"]?.int
                     if let wanted = ports[i]["nodePort"]?.int.map(Int.init), wanted != 0 {
                         if !ranges.nodePorts.contains(wanted) {
                             errors.append(.invalid("spec.ports[\(i)].nodePort", "\(wanted)", "provided port is not in the valid range. The range of valid ports is \(ranges.nodePorts.lowerBound)-\(ranges.nodePorts.upperBound)"))
+                        } else if let mine = shared[wanted] {
+                            if mine.protocols.contains(proto) {
+                                errors.append(FieldError(field: "spec.ports[\(i)].nodePort", reason: "FieldValueDuplicate", message: "Duplicate value: \(wanted)"))
+                            }
+                            shared[wanted]?.protocols.insert(proto)
                         } else if taken.ports.contains(wanted) {
                             errors.append(.invalid("spec.ports[\(i)].nodePort", "\(wanted)", "provided port is already allocated"))
                         } else {
                             taken.ports.insert(wanted)
+                            shared[wanted] = ([proto], number)
                         }
+                    } else if let same = shared.first(where: { $0.value.port == number && !$0.value.protocols.contains(proto) }) {
+                        ports[i]["nodePort"] = .int(Int64(same.key))
+                        shared[same.key]?.protocols.insert(proto)
                     } else if let port = Self.pickPort(ranges.nodePorts, taken.ports) {
                         taken.ports.insert(port)
+                        shared[port] = ([proto], number)
                         ports[i]["nodePort"] = .int(Int64(port))
                     } else {
                         errors.append(FieldError(field: "spec.ports[\(i)].nodePort", reason: "FieldValueInvalid", message: "failed to allocate a nodePort: range is full"))

@@ -12,6 +12,9 @@ public struct ClusterFiles: Sendable {
     public func nodeKubeconfig(_ node: String) -> String { "\(state)/nodes/\(node).kubeconfig" }
     /// Every node's proxy is `system:kube-proxy`, bound to system:node-proxier (reads only).
     public var proxyKubeconfig: String { "\(state)/nodes/kube-proxy.kubeconfig" }
+    /// Where a node's proxy explains each packet NetworkPolicy denied (`kemu logs --drops`).
+    public func dropLog(node: String) -> String { "\(state)/drops-\(node).log" }
+    public var dropLogs: [String] { FileSystem.list(state).filter { $0.hasPrefix("drops-") && $0.hasSuffix(".log") }.sorted().map { "\(state)/\($0)" } }
     /// Every daemon with a pid file.
     public var daemons: [String] { FileSystem.list(state).filter { $0.hasSuffix(".pid") }.map { String($0.dropLast(4)) } }
 

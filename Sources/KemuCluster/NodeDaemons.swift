@@ -122,6 +122,7 @@ public struct ProxySettings: Sendable {
         config.engine.podNetwork = plan.network.podCIDR
         var policyConfig = PolicyEnforcer.Config(node: node, dns: plan.dnsServiceIP, replyMark: TransparentDial.mark)
         policyConfig.nodeAddresses = config.context.nodeAddresses
+        policyConfig.dropLog = ClusterFiles(cluster: plan.cluster).dropLog(node: node)
         let policy = try PolicyEnforcer(config: policyConfig, client: client)
         config.extraMetrics = { policy.metricsText() }
         let proxy = try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))

@@ -3,6 +3,7 @@ import KemuAPI
 import KemuClient
 import KemuIP
 import KemuNetfilter
+import KemuSystem
 import Logging
 import Synchronization
 
@@ -21,6 +22,9 @@ public final class PolicyEnforcer: Sendable {
         /// The mark that routes packets to the node proxy's sockets (`TransparentDial.mark`).
         public var replyMark: UInt32
         public var batchDelay: Duration = .milliseconds(5)
+        /// A file each denied packet (up to 100 a second per hook) is explained in, a line
+        /// each; nil: none.
+        public var dropLog: String?
 
         public init(node: String, dns: IPv4Address?, replyMark: UInt32) {
             self.node = node
@@ -47,6 +51,7 @@ public final class PolicyEnforcer: Sendable {
         /// When the oldest change not yet applied arrived.
         var pendingSince: ContinuousClock.Instant?
         var script = ""
+        var model = PolicyModel()
         var counters: [String: PolicyRuleset.Counter] = [:]
         /// Packets counted by tables already replaced.
         var totals: [PolicyRuleset.Counter: UInt64] = [:]
@@ -80,6 +85,7 @@ public final class PolicyEnforcer: Sendable {
                 }
             }
             group.addTask { await self.applyLoop() }
+            if let path = config.dropLog { startDropLog(path) }
             defer { group.cancelAll() }
             try await group.next()
         }
@@ -161,6 +167,7 @@ public final class PolicyEnforcer: Sendable {
         state.withLock { s in
             for (name, count) in before { if let counter = s.counters[name] { s.totals[counter, default: 0] += count } }
             s.script = script
+            s.model = model
             s.counters = counters
             // A policy deleted takes its counters with it.
             let live = Set(counters.values.map(\.policy))
@@ -174,6 +181,49 @@ public final class PolicyEnforcer: Sendable {
         for problem in policy.problems where state.withLock({ $0.reported.insert("\(policy.id): \(problem)").inserted }) {
             logger.warning("NetworkPolicy \(policy.id): \(problem)")
         }
+    }
+
+    /// A thread that writes a line per denied packet the node logs: when, the hook, the packet,
+    /// and the verdict of the model that denied it.
+    func startDropLog(_ path: String) {
+        let socket: PacketLogSocket
+        do { socket = try PacketLogSocket(group: PolicyRuleset.logGroup) } catch {
+            logger.warning("no drop log: \(error)")
+            return
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            logger.warning("no drop log: cannot open \(path)")
+            socket.close()
+            return
+        }
+        let node = config.node
+        let thread = Thread { [self] in
+            while let datagram = socket.receive() {
+                let model = state.withLock { $0.model }
+                var text = ""
+                for packet in NFLog.packets(in: datagram) { text += Self.dropLine(packet, node: node, model: model) }
+                _ = text.withCString { write(fd, $0, strlen($0)) }
+            }
+            close(fd)
+        }
+        thread.name = "kemu-policy-drops"
+        thread.start()
+    }
+
+    /// `2026-12-05T08:10:00.123Z node-1 DROP x/a (10.244.1.2:41234) → y/b (10.244.2.3:80) TCP
+    /// [forward]: ingress of y/b denied by y/deny`
+    static func dropLine(_ p: LoggedPacket, node: String, model: PolicyModel) -> String {
+        func end(_ ip: IPv4Address, _ port: UInt16) -> String {
+            let address = p.transport == "TCP" || p.transport == "UDP" || p.transport == "SCTP" ? "\(ip):\(port)" : ip.description
+            return model.pods[ip].map { "\($0.id) (\(address))" } ?? address
+        }
+        let verdict = model.verdict(from: p.source, to: p.destination, port: p.destinationPort, transport: p.transport)
+        var why: [String] = []
+        if case let .denied(policies) = verdict.egress { why.append("egress of \(model.pods[p.source]?.id ?? p.source.description) denied by \(policies.joined(separator: ", "))") }
+        if case let .denied(policies) = verdict.ingress { why.append("ingress of \(model.pods[p.destination]?.id ?? p.destination.description) denied by \(policies.joined(separator: ", "))") }
+        let hook = p.prefix.split(separator: " ").last.map(String.init) ?? ""
+        return "\(Timestamp.formatMicro(Date())) \(node) DROP \(end(p.source, p.sourcePort)) → \(end(p.destination, p.destinationPort)) \(p.transport) [\(hook)]: \(why.isEmpty ? "denied" : why.joined(separator: "; "))\n"
     }
 
     /// The named counters of the table now: name → packets.

@@ -19,6 +19,9 @@ public enum PolicyRuleset {
     public static let table = "kemu_policy"
     /// The packet mark bit of a denial (above the proxy's 16-bit reply mark).
     public static let denyMark: UInt32 = 0x0010_0000
+    /// The NFLOG group denied packets are logged to (at most `logRate` a second per hook).
+    public static let logGroup: UInt16 = 31
+    static let logRate = 100
 
     /// What a counter of the ruleset counts.
     public struct Counter: Sendable, Hashable {
@@ -99,18 +102,19 @@ public enum PolicyRuleset {
         let localIngress = vmap("daddr", "i", ingress.map(\.key).filter(local.contains))
         let allIngress = vmap("daddr", "i", ingress.map(\.key))
         let denied = "meta mark & \(hex(denyMark)) == \(hex(denyMark))"
+        func log(_ hook: String) -> String { "\(denied) limit rate \(logRate)/second log group \(logGroup) prefix \"kemu-drop \(hook)\"" }
         func hook(_ name: String, _ rules: [String?]) -> String {
             let lines = ["type filter hook \(name) priority filter; policy accept;", "ct state established,related accept"] + rules.compactMap { $0 }
             return "    chain \(name) {\n" + lines.map { "        " + $0 }.joined(separator: "\n") + "\n    }"
         }
-        body.append(hook("forward", [egressMap, localIngress, "\(denied) drop"]))
+        body.append(hook("forward", [egressMap, localIngress, log("forward"), "\(denied) drop"]))
         // The node itself reaches its own pods whatever the policies say (kubelet's probes; a
         // hairpin or masqueraded dial), as Calico and Cilium allow the host to.
         let localPods = ingress.map(\.key).filter(local.contains)
         let fromNode = nodeAddresses.isEmpty || localPods.isEmpty ? nil
             : "ip saddr { \(nodeAddresses.map(\.description).joined(separator: ", ")) } ip daddr { \(localPods.map(\.description).joined(separator: ", ")) } accept"
-        body.append(hook("output", [egressMap, fromNode, allIngress, "\(denied) meta mark set \(hex(replyMark)) reject with icmp type net-prohibited"]))
-        if let dns, let egressMap { body.append(hook("input", ["ip daddr \(dns) \(egressMap)", "\(denied) drop"])) }
+        body.append(hook("output", [egressMap, fromNode, allIngress, log("output"), "\(denied) meta mark set \(hex(replyMark)) reject with icmp type net-prohibited"]))
+        if let dns, let egressMap { body.append(hook("input", ["ip daddr \(dns) \(egressMap)", log("input"), "\(denied) drop"])) }
 
         var head: [String] = counters.keys.sorted().map { "    counter \($0) { }" }
         for (addresses, name) in sets.sorted(by: { $0.value < $1.value }) {

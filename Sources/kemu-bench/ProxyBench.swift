@@ -213,7 +213,7 @@ enum ProxyBench {
     }
 
     /// The network namespace of a pod: kemu-CLUSTER-p-NAME-UID8.
-    static func podNamespace(_ client: APIClient, _ name: String) async throws -> NetworkNamespace {
+    static func podNamespace(_ client: APIClient, _ name: String, cluster: String = cluster) async throws -> NetworkNamespace {
         let pod = try await client.get(APIResources.pods, namespace: "default", name: name)
         return NetworkNamespace("kemu-\(cluster)-p-\(name)-\(pod.uid.prefix(8))")
     }

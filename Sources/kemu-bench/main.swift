@@ -38,6 +38,10 @@ if only == "scale" {  // make bench-scale: minutes, so never part of the plain r
 if only == nil || only == "proxy" {
     try await ProxyBench.run(root: root)
 }
+if only == nil || only == "fidelity" {
+    try await FidelityBench.run(root: root)
+}
+if only == "fidelity" { exit(0) }
 if only == "proxy" { exit(0) }
 if only == "proxy-sync" {  // the control-plane half alone, for quick checks
     print(try await ProxyBench.programming(kemu: "\(root)/.build/release/kemu"))

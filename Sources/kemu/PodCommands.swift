@@ -40,16 +40,21 @@ struct Curl: AsyncParsableCommand {
 }
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a pod's container log (what its process wrote).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print a pod's container log (what its process wrote), or with --drops what NetworkPolicy denied.")
 
     @OptionGroup var options: ClusterOptions
     @Option(name: .shortAndLong, help: "The pod's Kubernetes namespace.") var namespace = "default"
     @Option(name: .shortAndLong, help: "Container (default: the pod's first).") var container: String?
     @Flag(help: "Keep printing what is written.") var follow = false
-    @Argument(help: "Pod.") var pod: String
+    @Flag(help: "Every node's denied packets, each with the policies that denied it (up to 100 a second per node and hook).")
+    var drops = false
+    @Argument(help: "Pod.") var pod: String?
 
     func run() async throws {
         let cluster = try options.running(for: "kemu logs")
+        if drops { return try await printDrops(cluster) }
+        guard let pod else { throw ValidationError("name the pod whose log to print, or give --drops") }
         let object = try await cluster.pod(pod, namespace: namespace)
         let names = (object[path: "spec.containers"]?.array ?? []).compactMap { $0["name"]?.string }
         let name = container ?? names.first ?? ""
@@ -65,6 +70,18 @@ struct Logs: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(200))
             FileHandle.standardOutput.write(handle.readDataToEndOfFile())
         }
+    }
+
+    /// The nodes' drop logs merged in time order (each line starts with its time); with
+    /// --follow, what they add as it comes.
+    func printDrops(_ cluster: RunningCluster) async throws {
+        var handles: [String: FileHandle] = [:]
+        repeat {
+            for path in cluster.files.dropLogs where handles[path] == nil { handles[path] = FileHandle(forReadingAtPath: path) }
+            let lines = handles.values.flatMap { String(decoding: $0.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n") }.sorted()
+            if !lines.isEmpty { print(lines.joined(separator: "\n")) }
+            if follow { try await Task.sleep(for: .milliseconds(200)) }
+        } while follow
     }
 }
 

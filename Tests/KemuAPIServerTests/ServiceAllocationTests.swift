@@ -38,6 +38,28 @@ import Testing
         }
     }
 
+    @Test func oneNodePortServesAPortOverTCPAndUDPButNeverOneProtocolTwice() {
+        let a = ServiceAllocator(ServiceRanges(), existing: [])
+        func dns(_ nodePorts: [Int?], protocols: [String] = ["UDP", "TCP"]) -> JSON {
+            var s = service("dns", type: "NodePort")
+            s["spec"]?["ports"] = .array(zip(nodePorts, protocols).map { nodePort, proto in
+                var p: JSON = ["port": 53, "protocol": .string(proto)]
+                if let nodePort { p["nodePort"] = .int(Int64(nodePort)) }
+                return p
+            })
+            return s
+        }
+        var auto = dns([nil, nil])
+        #expect(a.allocate(&auto).isEmpty)
+        let given = (auto[path: "spec.ports"]?.array ?? []).compactMap { $0["nodePort"]?.int }
+        #expect(given.count == 2 && given[0] == given[1], "\(given)")
+        var asked = dns([30053, 30053])
+        #expect(a.allocate(&asked).isEmpty)
+        var twice = dns([30054, 30054], protocols: ["TCP", "TCP"])
+        #expect(a.allocate(&twice).first?.message == "Duplicate value: 30054")
+        #expect(a.counts.ports == 2)  // the refused one took nothing
+    }
+
     @Test func requestedValuesAreHonouredOrRefused() {
         let a = ServiceAllocator(ServiceRanges(), existing: [])
         var dns = service("dns", clusterIP: "10.96.0.10")

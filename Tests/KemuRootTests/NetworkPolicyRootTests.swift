@@ -166,6 +166,11 @@ import Testing
                 #expect(try await policyApplied(c, namespace: meta[1], name: meta[0], present: true), "\(name): not applied on every node")
             }
             try await checkMatrix(c, name, expected, podIPs: podIPs, serviceIPs: serviceIPs)
+            if name.hasPrefix("default-deny ingress") {
+                // Each drop is in the nodes' drop log, with the policy that made it.
+                let drops = try await c.kemu(["logs", "--drops"]).output
+                #expect(drops.contains(" DROP y/a (") && drops.contains("ingress of x/b denied by x/deny-ingress"), "\(drops.suffix(600))")
+            }
             if name.hasPrefix("default-deny egress") {
                 // DNS still answers pods whose egress is denied but for port 53.
                 let lookup = try await c.kubectl(["exec", "-n", "x", "a", "-c", "c80", "--", "python3", "-c",

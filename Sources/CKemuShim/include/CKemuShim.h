@@ -130,4 +130,8 @@ long kemu_zstream_run(kemu_zstream *stream, const unsigned char *input, unsigned
                       unsigned char *output, unsigned long capacity);
 void kemu_zstream_free(kemu_zstream *stream);
 
+// A netlink socket receiving the packets nftables' `log group GROUP` statements hand over
+// (nfnetlink_log), each cut to `copy_bytes`; -1 with errno on failure.
+int kemu_nflog_open(unsigned short group, unsigned int copy_bytes);
+
 #endif
