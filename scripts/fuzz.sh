@@ -16,9 +16,10 @@ declare -A sources=(
     [json]=$api [selectors]=$api [patch]=$api
     [protobuf]=$server [query]=$server
     [dns]="Sources/KemuIP Sources/KemuDNS/DNSMessage.swift"
+    [nflog]="Sources/KemuIP Sources/KemuPolicy/NFLog.swift"
 )
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(json selectors patch protobuf query dns)
+[ ${#targets[@]} -gt 0 ] || targets=(json selectors patch protobuf query dns nflog)
 for target in "${targets[@]}"; do
     [ -n "${sources[$target]:-}" ] || { echo "fuzz: no target $target (one of: ${!sources[*]})" >&2; exit 2; }
     dir=$out/$target

@@ -1,3 +1,4 @@
+import Foundation
 import KemuAPI
 import KemuIP
 import Testing
@@ -63,7 +64,7 @@ import Testing
         // proxy's dials to either.
         #expect(script.contains("chain i_10_244_1_2 {") && script.contains("chain i_10_244_2_2 {"))
         #expect(!script.contains("chain i_10_244_1_3"))
-        #expect(script.contains("ip daddr vmap { 10.244.1.2 : jump i_10_244_1_2 }\n        meta mark & 0x100000 == 0x100000 drop"))
+        #expect(script.contains("ip daddr vmap { 10.244.1.2 : jump i_10_244_1_2 }\n        meta mark & 0x100000 == 0x100000 limit rate 100/second log group 31 prefix \"kemu-drop forward\"\n        meta mark & 0x100000 == 0x100000 drop"))
         #expect(script.contains("ip daddr vmap { 10.244.1.2 : jump i_10_244_1_2, 10.244.2.2 : jump i_10_244_2_2 }"))
         #expect(script.contains("ip saddr { 10.244.1.1 } ip daddr { 10.244.1.2 } accept"))
         #expect(script.contains("set s0 { type ipv4_addr; elements = { 10.244.1.2, 10.244.2.2 }; }"))
@@ -82,5 +83,24 @@ import Testing
         let model = PolicyModel(policies: [p], pods: Self.pods, namespaces: Self.namespaces)
         #expect(model.ingress.isEmpty)
         #expect(PolicyRuleset.minimal([IPv4Network("10.0.0.0/8")!, IPv4Network("10.1.0.0/16")!, IPv4Network("10.0.0.0/8")!]) == [IPv4Network("10.0.0.0/8")!])
+    }
+}
+
+@Suite struct NFLogTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fuzz/corpus/nflog")
+
+    @Test func theKernelsMessagesGiveEachPacketsAddressesPortsAndPrefix() throws {
+        let bytes = Array(try Data(contentsOf: Self.corpus.appendingPathComponent("two-messages")))
+        let packets = NFLog.packets(in: bytes)
+        #expect(packets.count == 2)
+        #expect(packets.first == LoggedPacket(prefix: "kemu-drop forward", source: IPv4Address("10.244.2.3")!, destination: IPv4Address("10.244.1.2")!,
+                                              transport: "TCP", sourcePort: 41234, destinationPort: 80))
+        #expect(packets.last?.transport == "UDP" && packets.last?.destinationPort == 53 && packets.last?.prefix == "kemu-drop input")
+        // Cut anywhere, a message is skipped or read whole: never a trap, never a wrong packet.
+        for cut in 0..<bytes.count {
+            let some = NFLog.packets(in: Array(bytes[..<cut]))
+            #expect(some.count <= 1 && (some.first == nil || some.first == packets.first))
+        }
     }
 }

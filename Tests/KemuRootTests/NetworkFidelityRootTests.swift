@@ -141,6 +141,22 @@ spec:
             #expect(outside.output.contains("\"clients\": [\"172.31.0.3\"]") && outside.output.contains("\"lost\": [0]"), "\(outside.output)")
         }
 
+        // A Fault drops datagrams as it resets connections; gone, they flow again.
+        #expect(try await c.kemu(["fault", "add", "udpdrop", "--service", "echo", "--abort", "100"]).status == .exited(0))
+        #expect(try await eventually(10) { try await datagrams(c, from: "client-1", to: clusterIP, 53, flows: 1, rounds: 3).lost == [3] })
+        #expect(try await c.kemu(["fault", "delete", "udpdrop"]).status == .exited(0))
+        #expect(try await eventually(10) { try await datagrams(c, from: "client-1", to: clusterIP, 53, flows: 1, rounds: 3).lost == [0] })
+
+        // A user's own DNS server behind a UDP Service answers through it, and the cluster DNS
+        // still answers beside it.
+        #expect(try await c.kubectl(["apply"], stdin: Self.userDNS).status == .exited(0))
+        #expect(try await c.readyEndpoints("mydns", 1))
+        let mydns = try await c.jsonpath("svc/mydns", "{.spec.clusterIP}")
+        let asked = try await c.kubectl(["exec", "client-1", "--", "python3", "-c", Self.dnsQuery, mydns]).output
+        #expect(asked.hasPrefix("192.0.2.53"), "\(asked)")
+        let byName = try await c.kubectl(["exec", "client-1", "--", "python3", "-c", "import socket; print(socket.gethostbyname('mydns'))"]).output
+        #expect(byName.trimmingCharacters(in: .whitespacesAndNewlines) == mydns, "\(byName)")
+
         // kill -9 of the endpoint of a flow under a datagram loop: at most one datagram lost per
         // flow, the flow goes on with another endpoint.
         let pids = pods.map { "\($0.name)=\($0.pid)" }.joined(separator: ",")
@@ -190,6 +206,45 @@ spec:
     }.joined() + [("near", "node-1"), ("far", "node-2")].map { pod, node in
         "apiVersion: v1\nkind: Pod\nmetadata: {name: \(pod), labels: {place: test}}\nspec:\n  nodeName: \(node)\n  containers: [{name: echo, image: kemu/echo, readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}}]\n"
     }.joined(separator: "---\n")
+
+    /// A DNS server of the user's: every A query answered 192.0.2.53, on UDP 53.
+    static let userDNS = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: mydns}
+    spec:
+      selector: {app: mydns}
+      ports: [{name: dns, port: 53, protocol: UDP}]
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: mydns, labels: {app: mydns}}
+    spec:
+      containers:
+      - name: dns
+        image: python
+        command: [python3, -c]
+        args:
+        - |
+          import socket
+          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 53))
+          while True:
+              q, peer = s.recvfrom(512)
+              if len(q) < 12: continue
+              answer = b'\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x05\\x00\\x04' + bytes([192, 0, 2, 53])
+              s.sendto(q[:2] + b'\\x81\\x80' + q[4:6] + b'\\x00\\x01\\x00\\x00\\x00\\x00' + q[12:] + answer, peer)
+        readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+    """
+
+    /// An A query for example.test to the address given, over UDP; prints the answer's address.
+    static let dnsQuery = """
+    import socket, sys
+    q = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07example\\x04test\\x00\\x00\\x01\\x00\\x01'
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(q, (sys.argv[1], 53))
+    r = s.recv(512)
+    print('.'.join(map(str, r[-4:])))
+    """
 
     /// Two kemu-echo pods and a python server that takes 200 ms per answer, behind a p2c-ewma
     /// Service.
