@@ -67,7 +67,7 @@ public final class PolicyEnforcer: Sendable {
 
     /// Runs until cancelled.
     public func run() async throws {
-        try? nft.run(PolicyRuleset.render(PolicyModel(), node: config.node, dns: nil, replyMark: 0).script)  // a previous run's table
+        _ = try? nft.run(PolicyRuleset.render(PolicyModel(), node: config.node, dns: nil, replyMark: 0).script)  // a previous run's table
         guard let resource = APIResources.find(group: "networking.k8s.io", version: "v1", resource: "networkpolicies") else { return }
         let policies = Informer(client, resource)
         try await withThrowingTaskGroup(of: Void.self) { group in
