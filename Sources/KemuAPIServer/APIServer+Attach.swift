@@ -34,24 +34,20 @@ extension PodExec {
         if spec["stdinOnce"]?.bool != true { _ = try? handle.seekToEnd() }
 
         // stdin: channel 0 into the agent's socket; channel 255 (v5) or the session's end closes it.
-        var stdinTask: Task<Void, Never>?
-        if request.stdin, spec["stdin"]?.bool == true, let fd = try? UnixSocket.connect(path: "\(logs)/\(name).stdin") {
-            stdinTask = Task {
-                defer { close(fd) }
-                do {
-                    for try await message in inbound.messages(maxSize: 1 << 20) {
-                        guard let (channel, bytes) = Self.channelMessage(message) else { continue }
-                        if channel == 255 { return }
-                        guard channel == 0 else { continue }
-                        var offset = 0
-                        while offset < bytes.count {
-                            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                            if n <= 0 { return }
-                            offset += n
-                        }
+        // Every frame is read, stdin or not, until the session ends (pongs and close among them).
+        let stdinFD = request.stdin && spec["stdin"]?.bool == true ? (try? UnixSocket.connect(path: "\(logs)/\(name).stdin")) ?? -1 : -1
+        let stdinTask: Task<Void, Never>? = Task {
+            var fd = stdinFD
+            defer { if fd >= 0 { close(fd) } }
+            do {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard fd >= 0, let (channel, bytes) = Self.channelMessage(message) else { continue }
+                    if channel == 255 || (channel == 0 && !Self.writeAll(fd, bytes)) {
+                        close(fd)
+                        fd = -1
                     }
-                } catch {}
-            }
+                }
+            } catch {}
         }
         defer { stdinTask?.cancel() }
 

@@ -144,23 +144,28 @@ struct PodExec: Sendable {
         group.notify(queue: .global()) { output.continuation.finish() }
         // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it; channel 4 resizes
         // the terminal ({"Width": …, "Height": …}).
+        // Every frame is read, stdin or not, until the session ends: the client's pongs and its
+        // close come in among them (a session that stopped reading was closed at the next ping
+        // it could not see answered: a quiet `kubectl exec` died after 60 s).
         let stdinTask = Task {
-            defer { if exec.stdin || exec.tty { close(stdinFD) } }
-            guard exec.stdin || exec.tty else { return }
+            var open = exec.stdin || exec.tty
+            defer { if open { close(stdinFD) } }
             do {
                 for try await message in inbound.messages(maxSize: 1 << 20) {
-                    guard let (channel, bytes) = Self.channelMessage(message) else { continue }
-                    if channel == 255 { return }
+                    guard open, let (channel, bytes) = Self.channelMessage(message) else { continue }
+                    if channel == 255 {
+                        close(stdinFD)
+                        open = false
+                        continue
+                    }
                     if channel == 4, exec.tty, let size = try? JSON.parse(bytes),
                        let width = size["Width"]?.int.flatMap(UInt16.init(exactly:)), let height = size["Height"]?.int.flatMap(UInt16.init(exactly:)) {
                         Terminal.setSize(stdinFD, rows: height, columns: width)
                     }
                     guard channel == 0, exec.stdin else { continue }
-                    var offset = 0
-                    while offset < bytes.count {
-                        let n = bytes[offset...].withUnsafeBytes { write(stdinFD, $0.baseAddress, $0.count) }
-                        if n <= 0 { return }
-                        offset += n
+                    if !Self.writeAll(stdinFD, bytes) {
+                        close(stdinFD)
+                        open = false
                     }
                 }
             } catch {}
@@ -204,6 +209,18 @@ extension PodExec {
     /// A channel protocol message: its first byte the channel, the rest the bytes. Text frames
     /// count as well as binary ones (the python client writes a str to stdin as text), as
     /// upstream's stream server reads either.
+    /// Writes all of `bytes` to `fd` (a pipe, a terminal or a socket); false once it fails.
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = n >= 0 || errno != ENOTSOCK ? n : bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written <= 0 { return false }
+            offset += written
+        }
+        return true
+    }
+
     static func channelMessage(_ message: WebSocketMessage) -> (UInt8, [UInt8])? {
         let bytes: [UInt8]
         switch message {
