@@ -113,17 +113,60 @@ struct PodExec: Sendable {
             options.stdout = pipes[1][1]
             options.stderr = pipes[2][1]
         }
+        let stdinFD = pipes[0][1]
+        let sized = AsyncStream<Void>.makeStream()
+        // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it; channel 4 resizes
+        // the terminal ({"Width": …, "Height": …}). Every frame is read, stdin or not, until the
+        // session ends: the client's pongs and its close come in among them (a session that stopped reading was closed at the next ping
+        // it could not see answered: a quiet `kubectl exec` died after 60 s).
+        let stdinTask = Task {
+            var open = exec.stdin || exec.tty
+            defer {
+                if open { close(stdinFD) }
+                sized.continuation.finish()
+            }
+            do {
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard open, let (channel, bytes) = Self.channelMessage(message) else { continue }
+                    if channel == 255 {
+                        close(stdinFD)
+                        open = false
+                        continue
+                    }
+                    if channel == 4, exec.tty, let size = try? JSON.parse(bytes),
+                       let width = size["Width"]?.int.flatMap(UInt16.init(exactly:)), let height = size["Height"]?.int.flatMap(UInt16.init(exactly:)) {
+                        Terminal.setSize(stdinFD, rows: height, columns: width)
+                        sized.continuation.finish()
+                    }
+                    guard channel == 0, exec.stdin else { continue }
+                    if !Self.writeAll(stdinFD, bytes) {
+                        close(stdinFD)
+                        open = false
+                    }
+                }
+            } catch {}
+        }
+        if exec.tty {
+            // kubectl sends the terminal's size first thing: the command starts at that size
+            // (`tty; stty size`, an editor's first screen), waiting for it at most 1 s.
+            await withTaskGroup(of: Void.self) { wait in
+                wait.addTask { for await _ in sized.stream {} }
+                wait.addTask { try? await Task.sleep(for: .seconds(1)) }
+                await wait.next()
+                wait.cancelAll()
+            }
+        }
         let exited = AsyncStream<ProcessExit>.makeStream()
         do {
             _ = try ProcessReaper.shared.spawn(exec.command, options) { exited.continuation.yield($0); exited.continuation.finish() }
         } catch {
-            for fd in pipes.joined() { close(fd) }
+            stdinTask.cancel()  // it closes stdin's end when the session ends
+            for fd in pipes.joined() where fd != stdinFD || !(exec.stdin || exec.tty) { close(fd) }
             let message = (error as? SystemError)?.errno == ENOENT
                 ? "exec: \"\(exec.command[0])\": executable file not found in $PATH" : "\(error)"
             return await out.finish(APIError(code: 500, reason: "InternalError", message: message).status)
         }
         close(pipes[0][0]); close(pipes[1][1]); close(pipes[2][1])
-        let stdinFD = pipes[0][1]
         if !exec.stdin && !exec.tty { close(stdinFD) }
         let output = AsyncStream<(UInt8, [UInt8])>.makeStream()
         let readers = [(UInt8(1), pipes[1][0]), (UInt8(2), pipes[2][0])].filter { $0.1 >= 0 }
@@ -142,34 +185,6 @@ struct PodExec: Sendable {
             }
         }
         group.notify(queue: .global()) { output.continuation.finish() }
-        // stdin: channel 0 frames into the pipe; channel 255 (v5) closes it; channel 4 resizes
-        // the terminal ({"Width": …, "Height": …}).
-        // Every frame is read, stdin or not, until the session ends: the client's pongs and its
-        // close come in among them (a session that stopped reading was closed at the next ping
-        // it could not see answered: a quiet `kubectl exec` died after 60 s).
-        let stdinTask = Task {
-            var open = exec.stdin || exec.tty
-            defer { if open { close(stdinFD) } }
-            do {
-                for try await message in inbound.messages(maxSize: 1 << 20) {
-                    guard open, let (channel, bytes) = Self.channelMessage(message) else { continue }
-                    if channel == 255 {
-                        close(stdinFD)
-                        open = false
-                        continue
-                    }
-                    if channel == 4, exec.tty, let size = try? JSON.parse(bytes),
-                       let width = size["Width"]?.int.flatMap(UInt16.init(exactly:)), let height = size["Height"]?.int.flatMap(UInt16.init(exactly:)) {
-                        Terminal.setSize(stdinFD, rows: height, columns: width)
-                    }
-                    guard channel == 0, exec.stdin else { continue }
-                    if !Self.writeAll(stdinFD, bytes) {
-                        close(stdinFD)
-                        open = false
-                    }
-                }
-            } catch {}
-        }
         for await (channel, bytes) in output.stream { await out.send(channel, bytes) }
         var exit: ProcessExit = .exited(0)
         for await e in exited.stream { exit = e }

@@ -189,7 +189,10 @@ extension ProxyEngine {
         let all = fd < 0
         let closing = events & Epoll.peerClosed != 0
         var up = 0, down = 0
-        if all || (fd == c.client && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.upstream && c.toUpstream.waiting) {
+        // Before the endpoint's first byte, its events read the client too: whether the client
+        // had finished decides if an endpoint that closes unanswered is an answer or a replay.
+        let unanswered = fd == c.upstream && c.bytesDown == 0 && c.firstFlight != nil
+        if all || (fd == c.client && events & (Epoll.readable | Epoll.peerClosed) != 0) || (fd == c.upstream && c.toUpstream.waiting) || unanswered {
             up = move(&c.toUpstream, from: c.client, to: c.upstream, drain: all || fd != c.client || closing, otherDone: c.toClient.shutDown,
                       record: &c.firstFlight, undeliverable: c.bytesDown == 0)
             if up == Self.endedUnanswered { replay(c); return }
@@ -355,46 +358,5 @@ extension ProxyEngine {
         for pipe in [c.toUpstream.pipe, c.toClient.pipe].compactMap({ $0 }) { givePipe(pipe, empty: !reset) }
         c.toUpstream.pipe = nil
         c.toClient.pipe = nil
-    }
-
-    /// Descriptors are closed after the current batch of events, never during it: a number
-    /// closed mid-batch could be reused by an accept or connect in the same batch, and an event
-    /// fetched for the old socket would then be applied to the new one.
-    private func closeLater(_ fd: Int32, reset: Bool) {
-        if reset { TCPSocket.setResetOnClose(fd) }
-        closing.append(fd)
-    }
-
-    func closeDeferred() {
-        for fd in closing { close(fd) }
-        closing.removeAll(keepingCapacity: true)
-    }
-
-    private func takePipe() throws -> SplicePipe {
-        if let pipe = sparePipes.popLast() { return pipe }
-        return try SplicePipe(size: settings.pipeBytes)
-    }
-
-    /// A pipe that may still hold bytes (a reset connection's) is closed, not reused.
-    private func givePipe(_ pipe: SplicePipe, empty: Bool) {
-        if empty && sparePipes.count < 1024 { sparePipes.append(pipe) } else { pipe.close() }
-    }
-
-    @inline(__always)
-    func connection(_ fd: Int32) -> Connection? {
-        fd >= 0 && Int(fd) < connections.count ? connections[Int(fd)] : nil
-    }
-
-    private func store(_ c: Connection, at fd: Int32) {
-        let i = Int(fd)
-        if i >= connections.count { connections.append(contentsOf: repeatElement(nil, count: max(i + 1 - connections.count, connections.count))) }
-        if fd == c.client { openConnections += 1 }
-        connections[i] = c
-    }
-
-    private func forget(_ fd: Int32) {
-        guard let c = connection(fd) else { return }
-        if fd == c.client { openConnections -= 1 }
-        connections[Int(fd)] = nil
     }
 }
