@@ -97,6 +97,9 @@ extension ProxyBench {
         }
         // A cold start: the node's proxy goes, its addresses too, then a new proxy alone.
         let daemon = pid_t((try FileSystem.readFile("\(state)/proxy-node-1.pid")).trimmingCharacters(in: .whitespacesAndNewlines))!
+        // The pid file goes first (as `kemu stop` does): else the supervisor restarts the proxy
+        // it sees die, and the bench's own fails as a second proxy of the node.
+        try FileSystem.removeFile("\(state)/proxy-node-1.pid")
         kill(daemon, SIGKILL)
         while kill(daemon, 0) == 0 { usleep(10_000) }
         let node = NetworkNamespace("kemu-\(cluster)-node-1")
