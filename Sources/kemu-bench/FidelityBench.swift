@@ -22,39 +22,16 @@ enum FidelityBench {
         try FileSystem.writeFile(config, "name: \(cluster)\nnodes: 2\n")
         try ClusterBench.sh([kemu, "up", "-f", config])
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
-        try FileSystem.writeFile(backendConfig, """
-            global
-              nbthread 1
-              maxconn 4000
-            defaults
-              mode http
-              timeout client 30s
-              timeout connect 5s
-              timeout server 30s
-            frontend answer
-              bind :8080
-              http-request return status 200 content-type text/plain string "ok"
-
-            """)
-        var clientPod = ProxyBench.pod("client", node: "node-1", labels: ["role": "client"], command: ["sleep", "86400"])
-        clientPod.labels = ["role": "client"]
+        try FileSystem.writeFile(backendConfig, ProxyBench.httpBackend)
         let objects: [(APIResource, JSON)] = [
             (APIResources.pods, ProxyBench.pod("http", node: "node-2", labels: ["app": "http"], command: ["haproxy", "-db", "-f", backendConfig])),
             (APIResources.pods, ProxyBench.pod("iperf", node: "node-2", labels: ["app": "iperf"], command: ["iperf3", "-s", "-p", "5201"])),
-            (APIResources.pods, clientPod),
+            (APIResources.pods, ProxyBench.pod("client", node: "node-1", labels: ["role": "client"], command: ["sleep", "86400"])),
             (APIResources.services, nodePortService("http", [("TCP", 80, 8080, 30880)])),
             (APIResources.services, nodePortService("iperf", [("TCP", 5201, 5201, 30520), ("UDP", 5201, 5201, 30520)])),
         ]
         for (resource, object) in objects { _ = try await client.create(resource, object) }
-        var ips: [String: String] = [:]
-        for _ in 0..<200 where ips.count < 3 {
-            for name in ["http", "iperf", "client"] {
-                if let pod = try? await client.get(APIResources.pods, namespace: "default", name: name), pod[path: "status.phase"]?.string == "Running" {
-                    ips[name] = pod[path: "status.podIP"]?.string
-                }
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        let ips = try await ProxyBench.runningPodIPs(client, ["http", "iperf", "client"])
         guard let httpIP = ips["http"], let iperfIP = ips["iperf"] else { throw KemuError(.timeout, "bench pods not running: \(ips)") }
         let httpVIP = try await client.get(APIResources.services, namespace: "default", name: "http")[path: "spec.clusterIP"]?.string ?? ""
         let iperfVIP = try await client.get(APIResources.services, namespace: "default", name: "iperf")[path: "spec.clusterIP"]?.string ?? ""
@@ -197,10 +174,7 @@ enum FidelityBench {
         guard let resource = APIResources.find(group: "networking.k8s.io", version: "v1", resource: "networkpolicies") else { return (0, 0, 0) }
         // A pod for the policy to select: a policy selecting none has no rules to change.
         _ = try await client.create(APIResources.pods, ProxyBench.pod("web", node: "node-1", labels: ["app": "web"], command: ["sleep", "86400"]))
-        for _ in 0..<100 {
-            if (try? await client.get(APIResources.pods, namespace: "default", name: "web"))?[path: "status.podIP"]?.string != nil { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        _ = try await ProxyBench.runningPodIPs(client, ["web"])
         var p: JSON = ["apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                        "spec": ["podSelector": ["matchLabels": ["app": "web"]], "ingress": [["ports": [["port": 80]]]]]]
         p.name = "moving"

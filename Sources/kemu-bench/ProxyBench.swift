@@ -35,22 +35,7 @@ enum ProxyBench {
         try ClusterBench.sh([kemu, "up", "-f", config])
         let client = try APIClient(kubeconfig: Kubeconfig.load(path: "\(state)/apiserver/kubeconfig"))
 
-        // The HTTP server is HAProxy answering 200 itself: fast enough that the path, not the
-        // server, is what the numbers measure.
-        try FileSystem.writeFile(backendConfig, """
-            global
-              nbthread 1
-              maxconn 4000
-            defaults
-              mode http
-              timeout client 30s
-              timeout connect 5s
-              timeout server 30s
-            frontend answer
-              bind :8080
-              http-request return status 200 content-type text/plain string "ok"
-
-            """)
+        try FileSystem.writeFile(backendConfig, httpBackend)
         let manifest: [JSON] = [
             pod("http", node: "node-2", labels: ["app": "http"], command: ["haproxy", "-db", "-f", backendConfig]),
             pod("iperf", node: "node-2", labels: ["app": "iperf"], command: ["iperf3", "-s", "-p", "5201"]),
@@ -62,21 +47,9 @@ enum ProxyBench {
             let resource = APIResources.all.first { $0.kind == object.kind && $0.group == "" }!
             try await client.create(resource, object)
         }
-        let pods = APIResources.pods
         let services = APIResources.services
-        var ips: [String: String] = [:]
-        for _ in 0..<200 {
-            for name in ["http", "iperf", "client"] {
-                if let pod = try? await client.get(pods, namespace: "default", name: name), pod[path: "status.phase"]?.string == "Running" {
-                    ips[name] = pod[path: "status.podIP"]?.string
-                }
-            }
-            if ips.count == 3 { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        guard let httpIP = ips["http"], let iperfIP = ips["iperf"], ips["client"] != nil else {
-            throw KemuError(.timeout, "bench pods not running: \(ips)")
-        }
+        let ips = try await runningPodIPs(client, ["http", "iperf", "client"])
+        guard let httpIP = ips["http"], let iperfIP = ips["iperf"] else { throw KemuError(.timeout, "bench pods not running: \(ips)") }
         let httpVIP = try await client.get(services, namespace: "default", name: "http")[path: "spec.clusterIP"]?.string ?? ""
         let iperfVIP = try await client.get(services, namespace: "default", name: "iperf")[path: "spec.clusterIP"]?.string ?? ""
         try await Task.sleep(for: .seconds(1))  // endpoints published, every proxy updated
@@ -211,6 +184,38 @@ enum ProxyBench {
         s.name = name
         s.namespace = "default"
         return s
+    }
+
+    /// The HTTP server of the byte-path benches: HAProxy answering 200 itself (one thread), fast
+    /// enough that the path, not the server, is what the numbers measure.
+    static let httpBackend = """
+        global
+          nbthread 1
+          maxconn 4000
+        defaults
+          mode http
+          timeout client 30s
+          timeout connect 5s
+          timeout server 30s
+        frontend answer
+          bind :8080
+          http-request return status 200 content-type text/plain string "ok"
+
+        """
+
+    /// Waits (up to 10 s) until the pods run; their addresses by name — all of them, or throws.
+    static func runningPodIPs(_ client: APIClient, _ names: [String]) async throws -> [String: String] {
+        var ips: [String: String] = [:]
+        for _ in 0..<200 where ips.count < names.count {
+            for name in names {
+                if let pod = try? await client.get(APIResources.pods, namespace: "default", name: name), pod[path: "status.phase"]?.string == "Running" {
+                    ips[name] = pod[path: "status.podIP"]?.string
+                }
+            }
+            if ips.count < names.count { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        guard ips.count == names.count else { throw KemuError(.timeout, "bench pods not running: \(ips)") }
+        return ips
     }
 
     /// The client pod may reuse its ports in TIME_WAIT for new connections, as the node proxy
