@@ -2,7 +2,7 @@
 SWIFT       ?= swift
 # What kemu needs from Debian: libnl for netlink, iproute2 for the reference scripts, python3 and
 # curl for the demo's sample server and client.
-APT_PACKAGES := libnl-3-dev libnl-route-3-dev libnftables-dev nftables zlib1g-dev pkg-config iproute2 python3 python3-venv curl
+APT_PACKAGES := libnl-3-dev libnl-route-3-dev libnftables-dev nftables zlib1g-dev pkg-config iproute2 python3 python3-venv curl tcpdump
 # What make bench adds: the load generators and HAProxy, the peer the node proxy is measured against.
 BENCH_PACKAGES := iperf3 wrk haproxy
 # The python kubernetes client the API tests drive (major version N is for Kubernetes 1.N).

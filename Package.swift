@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
@@ -67,7 +68,7 @@ let package = Package(
         .target(
             name: "KemuPKI",
             dependencies: [
-                "KemuSystem",
+                "KemuAPI", "KemuSystem",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -130,6 +131,23 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The mesh on the node proxies: workload identities (SVIDs from the mesh CA), tunnels
+        // between proxies (HTTP/2 CONNECT over mutual TLS, HBONE-style) for the engine's dials.
+        .target(
+            name: "KemuMesh",
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter", "KemuPKI", "KemuProxy", "KemuSystem",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
         // NetworkPolicy: compiled against pods and namespaces, rendered to each node's
         // nftables rules, enforced by a per-node follower, evaluated by `kemu policy trace`.
         .target(
@@ -182,7 +200,7 @@ let package = Package(
             name: "KemuCluster",
             dependencies: [
                 "KemuAgent", "KemuAPI", "KemuAPIServer", "KemuClient", "KemuControllers", "KemuDNS", "KemuIP", "KemuNetlink",
-                "KemuNetwork", "KemuPKI", "KemuPolicy", "KemuProxy", "KemuStore", "KemuSystem",
+                "KemuMesh", "KemuNetwork", "KemuPKI", "KemuPolicy", "KemuProxy", "KemuStore", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -245,6 +263,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "KemuMeshTests",
+            dependencies: ["KemuAPI", "KemuIP", "KemuMesh"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "KemuPolicyTests",
             dependencies: ["KemuAPI", "KemuIP", "KemuPolicy"],
             swiftSettings: swiftSettings
@@ -261,7 +284,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuPKITests",
-            dependencies: ["KemuPKI", "KemuSystem", .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1")],
+            dependencies: ["KemuAPI", "KemuPKI", "KemuSystem", .product(name: "X509", package: "swift-certificates"),
+                           .product(name: "SwiftASN1", package: "swift-asn1"), .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -286,7 +310,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuControllersTests",
-            dependencies: ["KemuAPI", "KemuControllers", "KemuStore", "KemuTestSupport"],
+            dependencies: ["KemuAPI", "KemuControllers", "KemuPKI", "KemuStore", "KemuTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -13,13 +13,13 @@ out=$root/.build/fuzz
 api="Sources/KemuAPI"
 server="$api Sources/KemuStore/StoreError.swift Sources/KemuAPIServer/APIError.swift Sources/KemuAPIServer/Protobuf.swift Sources/KemuAPIServer/Protobuf+Messages.swift Sources/KemuAPIServer/Query.swift Sources/KemuAPIServer/ListPage.swift"
 declare -A sources=(
-    [json]=$api [selectors]=$api [patch]=$api
+    [json]=$api [selectors]=$api [patch]=$api [meshpolicy]=$api
     [protobuf]=$server [query]=$server
     [dns]="Sources/KemuIP Sources/KemuDNS/DNSMessage.swift"
     [nflog]="Sources/KemuIP Sources/KemuPolicy/NFLog.swift"
 )
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(json selectors patch protobuf query dns nflog)
+[ ${#targets[@]} -gt 0 ] || targets=(json selectors patch protobuf query dns nflog meshpolicy)
 for target in "${targets[@]}"; do
     [ -n "${sources[$target]:-}" ] || { echo "fuzz: no target $target (one of: ${!sources[*]})" >&2; exit 2; }
     dir=$out/$target

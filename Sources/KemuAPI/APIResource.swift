@@ -113,6 +113,14 @@ public enum APIResources {
               verbs: ["get", "list"], computed: true),
         .init(group: "metrics.k8s.io", version: "v1beta1", resource: "nodes", singular: "", kind: "NodeMetrics", namespaced: false,
               verbs: ["get", "list"], computed: true),
+        // Certificates for the mesh's identities (signerName kemu.dev/mesh), and others' signers.
+        .init(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests", singular: "certificatesigningrequest",
+              kind: "CertificateSigningRequest", namespaced: false, shortNames: ["csr"], subresources: ["status", "approval"]),
+        // Istio's security policies at layer 4 (MeshPolicy.swift), so users' manifests apply.
+        .init(group: "security.istio.io", version: "v1", resource: "authorizationpolicies", singular: "authorizationpolicy",
+              kind: "AuthorizationPolicy", namespaced: true, shortNames: ["ap"], categories: ["istio-io", "security-istio-io"]),
+        .init(group: "security.istio.io", version: "v1", resource: "peerauthentications", singular: "peerauthentication",
+              kind: "PeerAuthentication", namespaced: true, shortNames: ["pa"], categories: ["istio-io", "security-istio-io"]),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
         .init(group: "kemu.dev", version: "v1", resource: "faults", singular: "fault", kind: "Fault", namespaced: true),
     ]

@@ -160,6 +160,7 @@ extension APIServer {
             try admitLimitRanges(&o)
         }
         if t.resource.kind == "LimitRange" { o = LimitRanges.defaulted(o) }
+        if t.resource.kind == "CertificateSigningRequest" { recordRequester(&o, t) }
         return Self.warned(Self.json(t.outward(try createWithinQuota(o, t.resource)), status: .created), warnings)
     }
 
@@ -234,7 +235,8 @@ extension APIServer {
             let current = try get(t, name)
             try reallocate(t.resource, &o, current)
         }
-        if t.resource.kind.hasSuffix("RoleBinding") || ["ConfigMap", "Secret"].contains(t.resource.kind) {
+        if t.resource.kind.hasSuffix("RoleBinding") || ["ConfigMap", "Secret"].contains(t.resource.kind)
+            || (t.resource.kind == "CertificateSigningRequest" && sub == nil) {
             try Admission.validateUpdate(o, try get(t, name), t.resource)
         }
         return Self.warned(Self.json(t.outward(try store.update(t.resource.qualifiedName, o, part: part(t.resource, sub)))), warnings)
@@ -243,7 +245,7 @@ extension APIServer {
     /// PUT on an object leaves its status alone and PUT on /status touches only status, for every
     /// resource that has a status subresource.
     func part(_ r: APIResource, _ sub: String?) -> Store.UpdatePart {
-        sub == "status" ? .status : r.subresources.contains("status") ? .main : .all
+        sub == "status" || sub == "approval" ? .status : r.subresources.contains("status") ? .main : .all
     }
 
     func setReplicas(_ t: Target, _ name: String, _ scale: JSON) throws -> JSON {

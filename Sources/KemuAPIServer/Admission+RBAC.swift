@@ -69,6 +69,7 @@ extension Admission {
     /// What an update may not change, beyond the create-time rules.
     static func validateUpdate(_ new: JSON, _ old: JSON, _ r: APIResource) throws {
         var errors = validateConfigurationUpdate(new, old, r)
+        if r.kind == "CertificateSigningRequest" { errors += validateCertificateRequestUpdate(new, old) }
         if r.kind.hasSuffix("RoleBinding"), new["roleRef"] != old["roleRef"] {
             errors.append(.invalid("roleRef", new["roleRef"]?.text() ?? "null", "cannot change roleRef"))
         }

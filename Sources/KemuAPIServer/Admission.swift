@@ -104,7 +104,9 @@ enum Admission {
 
     static func validate(_ o: JSON, _ r: APIResource) -> [FieldError] {
         var errors: [FieldError] = []
-        let name = o.name
+        var name = o.name
+        // A name the store will generate: the prefix is checked as part of a name, as upstream.
+        if name.isEmpty, let prefix = o[path: "metadata.generateName"]?.string, !prefix.isEmpty { name = prefix + "x" }
         let labelName = ["Namespace", "Service"].contains(r.kind)
         if name.isEmpty {
             errors.append(.required("metadata.name"))
@@ -128,6 +130,8 @@ enum Admission {
         case "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController", "DaemonSet": errors += validateWorkload(o, r)
         case "Service": errors += validateService(o)
         case "Fault": errors += validateFault(o)
+        case "CertificateSigningRequest": errors += validateCertificateRequest(o)
+        case "AuthorizationPolicy", "PeerAuthentication": errors += validateMeshPolicy(o, r)
         case "Role", "ClusterRole": errors += validateRules(o, r)
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         case "ConfigMap": errors += validateConfigMap(o)

@@ -36,6 +36,8 @@ enum BootstrapPolicy {
                 // policies, and the pods and namespaces they select.
                 PolicyRule(verbs: reads, apiGroups: [""], resources: ["pods", "namespaces"]),
                 PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"]),
+                // … and the mesh's policies (as ztunnel enforces them).
+                PolicyRule(verbs: reads, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
             ]),
             // kemu's emulated cloud load balancer: the proxier's reads, and a Service's status only.
             role("system:kemu-lb", [
@@ -76,6 +78,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["ingresses", "ingresses/status", "networkpolicies"]),
         PolicyRule(verbs: reads, apiGroups: ["policy"], resources: ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
+        PolicyRule(verbs: reads, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
         PolicyRule(verbs: reads, apiGroups: ["metrics.k8s.io"], resources: ["pods", "nodes"]),
         PolicyRule(verbs: reads, apiGroups: ["events.k8s.io"], resources: ["events"]),
     ]
@@ -99,6 +102,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: writes, apiGroups: ["networking.k8s.io"], resources: ["ingresses", "networkpolicies"]),
         PolicyRule(verbs: writes, apiGroups: ["policy"], resources: ["poddisruptionbudgets"]),
         PolicyRule(verbs: writes, apiGroups: ["kemu.dev"], resources: ["faults"]),
+        PolicyRule(verbs: writes, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
     ]
 
     /// admin: edit, plus the namespace's Roles and RoleBindings (within what it holds itself).

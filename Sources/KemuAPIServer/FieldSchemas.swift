@@ -164,6 +164,10 @@ extension FieldSchema {
             "RoleBinding": kind(["subjects", "roleRef"]),
             "ClusterRoleBinding": kind(["subjects", "roleRef"]),
             "Fault": kind(["spec", "status"]),
+            "AuthorizationPolicy": kind(["status"], ["spec": fields(["selector", "targetRef", "targetRefs", "action", "provider", "rules"])]),
+            "PeerAuthentication": kind(["status"], ["spec": fields(["selector", "mtls", "portLevelMtls"])]),
+            "CertificateSigningRequest": kind(["status"], ["spec": fields(["request", "signerName", "expirationSeconds", "usages", "username",
+                                                                          "uid", "groups", "extra"])]),
             "Lease": kind([], ["spec": fields(["holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",
                                                "strategy", "preferredHolder"])]),
         ]

@@ -16,7 +16,8 @@ struct NodeAuthorizer {
         return name.isEmpty ? nil : name
     }
 
-    static let readable: Set<String> = ["nodes", "pods", "services", "endpoints", "endpointslices", "faults", "namespaces"]
+    static let readable: Set<String> = ["nodes", "pods", "services", "endpoints", "endpointslices", "faults", "namespaces",
+                                        "certificatesigningrequests"]
     static let reads: Set<String> = ["get", "list", "watch"]
 
     func allows(_ a: RequestAttributes) -> Bool {
@@ -37,6 +38,11 @@ struct NodeAuthorizer {
             // Its own heartbeat Lease in kube-node-lease (a create names it in the body, which `restrict` checks).
             return a.namespace == "kube-node-lease" && ["get", "create", "update", "patch"].contains(a.verb)
                 && (a.name == node || (a.verb == "create" && a.name.isEmpty))
+        case ("certificatesigningrequests", ""):
+            // Its proxy's mesh certificates (upstream's system:node role creates CSRs too); the
+            // signer decides which identities the node may have.
+            return a.verb == "create" || (a.verb == "delete" && store.get("certificatesigningrequests.certificates.k8s.io", name: a.name)?[
+                path: "spec.username"]?.string == "system:node:\(node)")
         case ("serviceaccounts", "token"):
             // Only tokens bound to a pod that runs here: the TokenRequest handler checks the binding.
             return a.verb == "create"

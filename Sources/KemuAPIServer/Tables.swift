@@ -196,6 +196,21 @@ enum Tables {
                     Column(name: "Faults") { .string(Fault($0).summary) },
                     Column(name: "Sources") { o in .string(Fault(o).sources.isEmpty ? "<all>" : Fault(o).sources.joined(separator: ",")) },
                     age]
+        case "AuthorizationPolicy":
+            return [name, Column(name: "Action") { o in .string(o[path: "spec.action"]?.string ?? "ALLOW") }, age]
+        case "PeerAuthentication":
+            return [name, Column(name: "Mode") { o in .string(o[path: "spec.mtls.mode"]?.string ?? "UNSET") }, age]
+        case "CertificateSigningRequest":
+            return [name, age,
+                    Column(name: "SignerName") { s($0[path: "spec.signerName"]?.string) },
+                    Column(name: "Requestor") { s($0[path: "spec.username"]?.string) },
+                    Column(name: "RequestedDuration") { o in .string(o[path: "spec.expirationSeconds"]?.int.map { Age.human(Int(clamping: $0)) } ?? "<none>") },
+                    Column(name: "Condition") { o in
+                        var conditions = (o[path: "status.conditions"]?.array ?? []).compactMap { $0["type"]?.string }
+                        if conditions.isEmpty { conditions = ["Pending"] }
+                        if o[path: "status.certificate"] != nil { conditions.append("Issued") }
+                        return .string(conditions.joined(separator: ","))
+                    }]
         case "ConfigMap":
             return [name, Column(name: "Data", type: "integer") { o in
                 .int(Int64((o["data"]?.object?.count ?? 0) + (o["binaryData"]?.object?.count ?? 0)))

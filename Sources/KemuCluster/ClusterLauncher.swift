@@ -124,7 +124,7 @@ public struct ClusterLauncher {
             "--fabric-netns", network.plan.namespace("cp"), "--fabric-address", network.plan.controlPlaneIP.description,
             "--service-cidr", c.serviceCIDR.description, "--node-port-range", "\(c.nodePortRange.lower)-\(c.nodePortRange.upper)",
             "--load-balancer-pool", c.loadBalancerPool.description, "--pod-logs", "\(files.state)/logs",
-            "--pod-netns-prefix", network.plan.podNamespace(""),
+            "--pod-netns-prefix", network.plan.podNamespace(""), "--cluster-domain", c.clusterDomain,
         ], namespace: nil)
         try Daemon.waitFor(file: files.kubeconfig, pid: pid, name: "server", files: files, seconds: 15)
     }

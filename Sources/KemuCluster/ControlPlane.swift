@@ -23,6 +23,8 @@ public struct ControlPlane {
         /// Also listen inside this network namespace, on this address and port (the cp host).
         public var fabric: (namespace: String, address: String, port: Int)?
         public var podLogs: String?
+        /// The mesh's trust domain.
+        public var clusterDomain = "cluster.local"
         public var podNetnsPrefix: String?
         public var stopWithParent = false
         public var ranges: ServiceRanges
@@ -68,8 +70,17 @@ public struct ControlPlane {
         }
         var tls: TLSConfiguration?
         var kubeconfig = Kubeconfig(server: "")
+        var background: [@Sendable () async throws -> Void] = []
         if !s.insecure {
             let pki = try ClusterPKI.loadOrCreate(directory: "\(s.dataDir)/pki")
+            let meshCA = try MeshCA.loadOrCreate(directory: "\(s.dataDir)/pki")
+            let signer = MeshCertificateSigner(store: store, trustDomain: s.clusterDomain) { request, seconds, authorize in
+                // The chain ends with the mesh CA, which proxies trust: they have it from the API,
+                // which they already authenticate.
+                let leaf = try meshCA.sign(requestPEM: request, seconds: seconds, authorize: authorize)
+                return (leaf.hasSuffix("\n") ? leaf : leaf + "\n") + meshCA.certificatePEM
+            }
+            background.append { try await signer.run() }
             let serving = try pki.issueServing(
                 dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
                 addresses: (s.hosts + [s.ranges.serviceCIDR.host(1)].compactMap { $0 }).map(\.octets))
@@ -82,7 +93,6 @@ public struct ControlPlane {
             kubeconfig.clientKeyPEM = pki.admin.privateKeyPEM
         }
         // The fabric listener is bound before anything starts, so a missing namespace fails early.
-        var background: [@Sendable () async throws -> Void] = []
         let boundPort = Mutex(0)
         if let fabric = s.fabric {
             let socket: Int32

@@ -3,6 +3,7 @@ import KemuAgent
 import KemuClient
 import KemuDNS
 import KemuIP
+import KemuMesh
 import KemuNetwork
 import KemuPolicy
 import KemuProxy
@@ -124,8 +125,21 @@ public struct ProxySettings: Sendable {
         policyConfig.nodeAddresses = config.context.nodeAddresses
         policyConfig.dropLog = ClusterFiles(cluster: plan.cluster).dropLog(node: node)
         let policy = try PolicyEnforcer(config: policyConfig, client: client)
-        config.extraMetrics = { policy.metricsText() }
+        let mesh = try meshNode(node: node, index: index, network: network, client: client)
+        config.engine.mesh = mesh.tunnels
+        config.extraMetrics = { policy.metricsText() + mesh.metricsText() }
+        config.pages["/mesh"] = { mesh.statusJSON() }
         let proxy = try ServiceProxy(config: config, client: client, addresses: LoopbackAddresses(), shaper: PodLinkShaper(network: network, node: node))
-        return [DaemonLoop { try await proxy.run() }, DaemonLoop { try await policy.run() }]
+        return [DaemonLoop { try await proxy.run() }, DaemonLoop { try await policy.run() }, DaemonLoop { try await mesh.run() }]
+    }
+
+    /// The node's part of the mesh: tunnels on its fabric address, certificates asked for with the
+    /// node's own credentials (the mesh CA gives a node only its pods' identities).
+    func meshNode(node: String, index: Int, network: ClusterNetwork, client: APIClient) throws -> MeshNode {
+        let plan = network.plan
+        var config = MeshNode.Config(node: node, trustDomain: plan.network.clusterDomain, address: plan.nodeIP(index))
+        config.clusterWide = network.config.mesh == "cluster"
+        let credentials = try Kubeconfig.load(path: ClusterFiles(cluster: plan.cluster).nodeKubeconfig(node))
+        return MeshNode(config: config, client: client, nodeClient: try APIClient(kubeconfig: credentials))
     }
 }

@@ -21,6 +21,13 @@ extension ClusterConfig {
                 config.nodes = Self.nodeNames(nodes, errors: &errors)
             }
             if let zones = top.node("zones") { config.zones = Self.zones(zones, errors: &errors) }
+            if let mesh = top.string("mesh") {
+                if ["labelled", "cluster"].contains(mesh) {
+                    config.mesh = mesh
+                } else {
+                    errors.append(ConfigError("mesh", "\"\(mesh)\" is not labelled (namespaces labelled kemu.dev/mesh=enabled) or cluster (every namespace)"))
+                }
+            }
             if let networkNode = top.node("network") {
                 var network = Fields(networkNode, path: "network", errors: &errors)
                 let n = config.network

@@ -14,6 +14,9 @@ public struct ClusterConfig: Sendable, Equatable, Codable {
     /// Each node's zone (`topology.kubernetes.io/zone` on its Node), by node name; nodes not
     /// listed have none. Written `zones: {zone-a: [node-1, node-2], zone-b: [node-3]}`.
     public var zones: [String: String]?
+    /// Which namespaces' pods are in the mesh: `labelled` (default: those labelled
+    /// `kemu.dev/mesh=enabled`) or `cluster` (every namespace). Written `mesh: cluster`.
+    public var mesh: String?
     public var network = NetworkConfig()
     /// What every node offers pods (capacity = allocatable): the scheduler fits requests into it.
     public var nodeResources = NodeResources()

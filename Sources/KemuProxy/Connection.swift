@@ -19,6 +19,8 @@ final class Connection {
     var generation: UInt32 = 0
     var dialStarted: UInt64 = 0
     var connected = false
+    /// The current dial goes through a mesh tunnel (its outcome is the tunnel's first byte).
+    var tunneled = false
     /// Held by a hang Fault: never dialled, closed when the client goes.
     var hung = false
     /// What the client sent before the endpoint's first byte back, for a replay elsewhere; nil

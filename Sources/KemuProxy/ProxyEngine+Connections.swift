@@ -75,7 +75,17 @@ extension ProxyEngine {
             c.generation = dialSequence
             c.dialStarted = now
             var source = dialSource(c.source, client: c.clientAddress.ip, endpoint: e.spec.address.ip)
-            var (fd, err) = TCPSocket.connect(to: e.spec.address, from: source)
+            var (fd, err): (Int32, Int32)
+            switch settings.mesh?.dial(client: c.clientAddress, endpoint: e.spec) ?? .direct {
+            case let .tunnel(tunnel):
+                (fd, err, source, c.tunneled) = (tunnel, EINPROGRESS, nil, true)
+            case .refused:
+                refuse(c, e)
+                return
+            case .direct:
+                (fd, err) = TCPSocket.connect(to: e.spec.address, from: source)
+                c.tunneled = false
+            }
             if fd < 0, source != nil {
                 transparentDialFailed(err)
                 source = nil
@@ -106,7 +116,7 @@ extension ProxyEngine {
     }
 
     /// `err`: the connect's errno, or ETIMEDOUT for our own dial timeout.
-    private func dialFailed(_ c: Connection, _ e: Endpoint, _ err: Int32) {
+    func dialFailed(_ c: Connection, _ e: Endpoint, _ err: Int32) {
         e.active -= 1
         c.endpoint = nil
         if Self.refusedByPolicy(err) {
@@ -119,7 +129,7 @@ extension ProxyEngine {
         }
     }
 
-    private func dropUpstream(_ c: Connection) {
+    func dropUpstream(_ c: Connection) {
         guard c.upstream >= 0 else { return }
         forget(c.upstream)
         closeLater(c.upstream, reset: false)
@@ -153,7 +163,9 @@ extension ProxyEngine {
             return
         }
         if !c.connected {
-            if fd == c.upstream {
+            if fd == c.upstream && c.tunneled {
+                tunnelAnswered(c, events)
+            } else if fd == c.upstream {
                 guard events & (Epoll.writable | Epoll.failed) != 0 else { return }
                 // Writable without an error is a finished connect (events are never stale: see
                 // closeLater), so SO_ERROR is read only when something failed.
@@ -173,7 +185,7 @@ extension ProxyEngine {
         pump(c, fd: fd, events: events)
     }
 
-    private func upstreamConnected(_ c: Connection) {
+    func upstreamConnected(_ c: Connection) {
         guard let e = c.endpoint else { return }
         c.connected = true
         c.pool.connected(e, latencyNanoseconds: now &- c.dialStarted)

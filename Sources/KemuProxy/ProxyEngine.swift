@@ -50,7 +50,29 @@ public struct EngineSettings: Sendable {
     public var flowIdleSeconds = 120.0
     /// UDP flows at most (each holds a socket); past it a new client's datagrams are dropped.
     public var maxFlows = 65536
+    /// The mesh's tunnels between node proxies: a dial it takes goes through one of them.
+    public var mesh: (any MeshTunnels)?
     public init() {}
+}
+
+/// What the mesh makes of a dial.
+public enum MeshDial: Sendable {
+    /// Not the mesh's: a plain client to a plain endpoint, or the same node's pod (allowed).
+    case direct
+    /// Through a tunnel to the endpoint's node proxy, by this local stream socket: its first
+    /// byte back is the dial's outcome (0: the endpoint accepted; else an errno), then the
+    /// endpoint's bytes follow.
+    case tunnel(Int32)
+    /// Refused here (authorization, or a plaintext client of a STRICT pod): not the endpoint's
+    /// fault, and every endpoint would say the same.
+    case refused
+}
+
+/// Carries connections to meshed endpoints (mutual TLS between node proxies) and judges those
+/// to this node's meshed pods.
+public protocol MeshTunnels: Sendable {
+    /// Called on the engine's thread for each dial: it must not block.
+    func dial(client: SocketAddress, endpoint: EndpointSpec) -> MeshDial
 }
 
 /// The byte path: one thread, one epoll set, listening sockets and proxied connections. Each

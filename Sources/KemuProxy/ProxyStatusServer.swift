@@ -19,7 +19,7 @@ struct ProxyStatusServer {
     init(proxy: ServiceProxy) async throws {
         self.proxy = proxy
         var channels: [any Channel] = []
-        for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics", "/endpoints"])] {
+        for (address, paths) in [(proxy.config.healthAddress, ["/healthz", "/livez"]), (proxy.config.metricsAddress, ["/metrics", "/endpoints"] + proxy.config.pages.keys.sorted())] {
             guard let address else { continue }
             let proxy = self.proxy
             do {
@@ -68,6 +68,7 @@ struct ProxyStatusServer {
             let service = query.split(separator: "&").first { $0.hasPrefix("service=") }.map { String($0.dropFirst("service=".count)) }
             return (.ok, "application/json", proxy.endpointHistory(service: service?.removingPercentEncoding ?? service).text())
         default:
+            if let page = proxy.config.pages[path] { return (.ok, "application/json", page()) }
             return (.notFound, "text/plain", "404 page not found\n")
         }
     }

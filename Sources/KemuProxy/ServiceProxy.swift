@@ -44,6 +44,8 @@ public struct ProxyConfig: Sendable {
     public var role = Role.node
     /// More of `/metrics` (this node's NetworkPolicy counters).
     public var extraMetrics: (@Sendable () -> String)?
+    /// More pages on the status port (`/mesh`: the mesh's certificates and tunnels), JSON each.
+    public var pages: [String: @Sendable () -> String] = [:]
 
     public init(context: PlanContext) { self.context = context }
 }

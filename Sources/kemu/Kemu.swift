@@ -9,7 +9,7 @@ struct Kemu: AsyncParsableCommand {
         commandName: "kemu",
         abstract: "A Kubernetes networking emulator on one Linux machine.",
         subcommands: [Up.self, Down.self, Use.self, Status.self, Exec.self, Curl.self, Logs.self, Kill.self, Stop.self, Start.self, Partition.self, Heal.self,
-                      FaultCommand.self, PolicyCommand.self, UserCommand.self, ExperimentCommand.self, Net.self, LoadGen.self, Server.self, Node.self, Proxy.self, LoadBalancer.self, Echo.self, Relay.self, Supervise.self]
+                      FaultCommand.self, PolicyCommand.self, MeshCommand.self, UserCommand.self, ExperimentCommand.self, Net.self, LoadGen.self, Server.self, Node.self, Proxy.self, LoadBalancer.self, Echo.self, Relay.self, Supervise.self]
     )
 }
 

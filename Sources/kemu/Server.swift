@@ -1,3 +1,4 @@
+import KemuAPI
 import ArgumentParser
 import KemuAPIServer
 import KemuCluster
@@ -32,6 +33,7 @@ struct Server: AsyncParsableCommand {
     @Option(help: "ClusterIP range (.1 is the kubernetes Service).") var serviceCIDR = "10.96.0.0/16"
     @Option(help: "NodePort range, LOW-HIGH.") var nodePortRange = "30000-32767"
     @Option(help: "LoadBalancer IP pool.") var loadBalancerPool = "172.31.1.0/24"
+    @Option(help: "The cluster's DNS domain: the mesh's trust domain (spiffe://DOMAIN/ns/NS/sa/SA).") var clusterDomain = "cluster.local"
     @Option(help: "Seconds without a heartbeat before a node is NotReady (Unknown) and its pods unready.") var nodeGracePeriod: Double = 5
     @Option(help: "Seconds a node stays NotReady before its pods are deleted and recreated elsewhere.") var podEvictionDelay: Double = 5
     @Option(help: "Nodes per second whose pods may be evicted in a healthy zone (upstream's default).") var nodeEvictionRate: Double = 0.1
@@ -91,6 +93,10 @@ struct Server: AsyncParsableCommand {
         settings.insecure = insecure
         if let fabricNetns, let fabricAddress { settings.fabric = (fabricNetns, fabricAddress, fabricPort) }
         settings.podLogs = podLogs
+        guard SPIFFEID("spiffe://\(clusterDomain)") != nil else {
+            throw ValidationError("--cluster-domain \"\(clusterDomain)\" is not a DNS domain such as cluster.local")
+        }
+        settings.clusterDomain = clusterDomain
         settings.podNetnsPrefix = podNetnsPrefix
         settings.stopWithParent = stopWithParent
         settings.nodeGracePeriod = nodeGracePeriod

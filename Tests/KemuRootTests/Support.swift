@@ -180,7 +180,7 @@ struct TestCluster {
 
     /// `kemu COMMAND --cluster NAME ARGS…` (`--cluster` after both words of `kemu stop node …`).
     func kemu(_ args: [String]) async throws -> (status: ProcessExit, output: String) {
-        let words = ["stop", "start", "partition", "heal", "kill", "fault", "experiment", "net", "node", "policy"].contains(args.first ?? "") ? 2 : 1
+        let words = ["stop", "start", "partition", "heal", "kill", "fault", "experiment", "net", "node", "policy", "mesh"].contains(args.first ?? "") ? 2 : 1
         return try await runOff([kemu] + args.prefix(words) + ["--cluster", name] + args.dropFirst(words))
     }
 

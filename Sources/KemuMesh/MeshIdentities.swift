@@ -1,0 +1,182 @@
+import Foundation
+import KemuAPI
+import KemuClient
+import KemuPKI
+import Logging
+import NIOSSL
+import Synchronization
+
+/// One identity's X.509 SVID, its key, and the TLS contexts made from them.
+public struct MeshCredential: Sendable {
+    public let id: SPIFFEID
+    public let certificatePEM: String
+    public let notBefore: Date
+    public let notAfter: Date
+    /// The mesh CA the chain ended with: what peers' certificates must be signed by.
+    public let authorityPEM: String
+    let client: NIOSSLContext
+    let server: NIOSSLContext
+
+    /// Half its life gone: time for the next one (Istio's rotation point).
+    func due(_ now: Date) -> Bool { now >= notBefore.addingTimeInterval(notAfter.timeIntervalSince(notBefore) / 2) }
+}
+
+/// The SVIDs a node's proxy holds: its own identity and the ServiceAccounts of the meshed pods
+/// bound to its node, each asked of the mesh CA through the API (a CertificateSigningRequest
+/// with signerName kemu.dev/mesh, as the node), rotated at half life, dropped when no pod needs
+/// it. A request the CA refuses is retried with a growing pause (1 s doubling to 30 s).
+public final class MeshIdentities: Sendable {
+    static let resource = APIResources.find(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests")
+    let client: APIClient
+    let node: String
+    /// What each certificate is asked for (the CA caps it at 24 h, floors it at 10 min).
+    let seconds: Int
+    let logger = Logger(label: "kemu.mesh.identities")
+    let state = Mutex<(credentials: [SPIFFEID: MeshCredential], failures: [SPIFFEID: (count: Int, retryAt: Date)], inFlight: Set<SPIFFEID>)>(([:], [:], []))
+    let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    public init(client: APIClient, node: String, seconds: Int = Mesh.defaultCertificateSeconds) {
+        self.client = client
+        self.node = node
+        self.seconds = seconds
+    }
+
+    public func credential(_ id: SPIFFEID) -> MeshCredential? { state.withLock { $0.credentials[id] } }
+
+    public var all: [MeshCredential] { state.withLock { $0.credentials.values.sorted { $0.id < $1.id } } }
+
+    /// Asks for an identity now rather than at the next round (a dial found none).
+    public func requestSoon() { wake.continuation.yield() }
+
+    /// Drops every credential (the lab's "revoke"): each is asked for again.
+    public func revokeAll() {
+        state.withLock { $0.credentials.removeAll() }
+        wake.continuation.yield()
+    }
+
+    /// Keeps the credentials of `wanted()` current until cancelled: a round each second or when
+    /// woken, each identity due asked for concurrently.
+    func maintain(_ wanted: @escaping @Sendable () -> Set<SPIFFEID>) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(1))
+                    self.wake.continuation.yield()
+                }
+            }
+            group.addTask {
+                for await _ in self.wake.stream {
+                    let want = wanted()
+                    let now = Date()
+                    let due: [SPIFFEID] = self.state.withLock { s in
+                        for id in s.credentials.keys where !want.contains(id) { s.credentials[id] = nil }
+                        let due = want.filter { id in
+                            !s.inFlight.contains(id) && (s.credentials[id].map { $0.due(now) || $0.notAfter <= now } ?? true)
+                                && (s.failures[id].map { $0.retryAt <= now } ?? true)
+                        }
+                        s.inFlight.formUnion(due)
+                        return Array(due)
+                    }
+                    for id in due { Task { await self.issue(id) } }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    func issue(_ id: SPIFFEID) async {
+        defer {
+            state.withLock { _ = $0.inFlight.remove(id) }
+        }
+        do {
+            let credential = try await request(id)
+            state.withLock { s in
+                s.credentials[id] = credential
+                s.failures[id] = nil
+            }
+            logger.debug("\(id): certificate valid until \(credential.notAfter)")
+        } catch {
+            let count = state.withLock { s in
+                let count = (s.failures[id]?.count ?? 0) + 1
+                s.failures[id] = (count, Date().addingTimeInterval(min(pow(2, Double(count - 1)), 30)))
+                return count
+            }
+            if count == 1 || count % 10 == 0 { logger.warning("\(id): no certificate (\(count) tries): \(error)") }
+        }
+    }
+
+    /// One request through the API: create, wait for the CA's answer, delete.
+    func request(_ id: SPIFFEID) async throws -> MeshCredential {
+        guard let resource = Self.resource else { throw MeshError("the API serves no certificatesigningrequests") }
+        let (requestPEM, keyPEM) = try SVID.request(for: id)
+        let object: JSON = [
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": ["generateName": .string("mesh-\(node)-"), "labels": ["kemu.dev/node": .string(node)]],
+            "spec": ["request": .string(Data(requestPEM.utf8).base64EncodedString()), "signerName": .string(Mesh.signerName),
+                     "expirationSeconds": .int(Int64(seconds)), "usages": ["digital signature", "key encipherment", "server auth", "client auth"]],
+        ]
+        let created = try await client.create(resource, object)
+        defer { Task { [client] in _ = try? await client.delete(resource, name: created.name) } }
+        let deadline = ContinuousClock.now + .seconds(10)
+        var pause = Duration.milliseconds(5)
+        while ContinuousClock.now < deadline {
+            let current = try await client.get(resource, name: created.name)
+            if let condition = (current[path: "status.conditions"]?.array ?? []).first(where: { ["Denied", "Failed"].contains($0["type"]?.string) }) {
+                throw MeshError("the mesh CA refused \(id): \(condition["message"]?.string ?? condition["type"]?.string ?? "")")
+            }
+            if let encoded = current[path: "status.certificate"]?.string, let data = Data(base64Encoded: encoded), let chain = String(data: data, encoding: .utf8) {
+                return try Self.credential(id, chain: chain, keyPEM: keyPEM)
+            }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(200))
+        }
+        throw MeshError("the mesh CA did not answer within 10 s")
+    }
+
+    /// The credential from the CA's chain (the leaf first, the CA last) and the key.
+    static func credential(_ id: SPIFFEID, chain: String, keyPEM: String) throws -> MeshCredential {
+        let certificates = try NIOSSLCertificate.fromPEMBytes(Array(chain.utf8))
+        guard let leaf = certificates.first, let authority = certificates.last, certificates.count >= 2,
+              let read = SVID.identity(certificateDER: try leaf.toDERBytes()), read.id == id else {
+            throw MeshError("the mesh CA's answer is not a certificate for \(id) followed by the CA")
+        }
+        let key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
+        let marker = "-----BEGIN CERTIFICATE-----"
+        let authorityPEM = chain.components(separatedBy: marker).last.map { marker + $0 } ?? ""
+        return MeshCredential(id: id, certificatePEM: chain, notBefore: read.notBefore, notAfter: read.notAfter, authorityPEM: authorityPEM,
+                              client: try NIOSSLContext(configuration: TunnelTLS.client(leaf: leaf, key: key, authority: authority)),
+                              server: try NIOSSLContext(configuration: TunnelTLS.server(leaf: leaf, key: key, authority: authority)))
+    }
+}
+
+public struct MeshError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// TLS 1.3 with both sides' SVIDs, as HBONE: each side proves its identity with a certificate
+/// the mesh CA signed, and offers h2.
+enum TunnelTLS {
+    static func client(leaf: NIOSSLCertificate, key: NIOSSLPrivateKey, authority: NIOSSLCertificate) -> TLSConfiguration {
+        var c = TLSConfiguration.makeClientConfiguration()
+        c.certificateChain = [.certificate(leaf)]
+        c.privateKey = .privateKey(key)
+        return common(c, authority)
+    }
+
+    static func server(leaf: NIOSSLCertificate, key: NIOSSLPrivateKey, authority: NIOSSLCertificate) -> TLSConfiguration {
+        common(TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(leaf)], privateKey: .privateKey(key)), authority)
+    }
+
+    static func common(_ configuration: TLSConfiguration, _ authority: NIOSSLCertificate) -> TLSConfiguration {
+        var c = configuration
+        c.trustRoots = .certificates([authority])
+        // Identities are SPIFFE IDs, not host names: the tunnel checks the peer's itself.
+        c.certificateVerification = .noHostnameVerification
+        c.minimumTLSVersion = .tlsv13
+        c.applicationProtocols = ["h2"]
+        c.shutdownTimeout = .milliseconds(200)
+        return c
+    }
+}

@@ -1,0 +1,289 @@
+import Glibc
+import KemuAPI
+import KemuIP
+import KemuProxy
+import KemuSystem
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// HTTP/2 settings of every tunnel (ztunnel's: 4 MiB per stream, 16 MiB per connection).
+enum TunnelSettings {
+    static let streamWindow = 4 << 20
+    static let connectionWindow = 16 << 20
+    static let local: HTTP2Settings = [
+        HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+        HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+        HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
+    ]
+}
+
+/// Counts of what the tunnels did, for /metrics and `kemu mesh status`.
+public final class TunnelCounters: Sendable {
+    struct Values { var opened = 0, accepted = 0, denied = 0, unreachable = 0, tunnels = 0, failedTunnels = 0, open = 0 }
+    let values = Mutex(Values())
+    func opened() { values.withLock { $0.opened += 1 } }
+    func accepted() { values.withLock { $0.accepted += 1 } }
+    func denied() { values.withLock { $0.denied += 1 } }
+    func unreachable() { values.withLock { $0.unreachable += 1 } }
+    func tunnel(_ ok: Bool) { values.withLock { if ok { $0.tunnels += 1; $0.open += 1 } else { $0.failedTunnels += 1 } } }
+    func tunnelClosed() { values.withLock { $0.open -= 1 } }
+
+    public var text: String {
+        let v = values.withLock { $0 }
+        return """
+        # HELP kemu_mesh_streams_opened_total Connections this node sent through a tunnel.
+        # TYPE kemu_mesh_streams_opened_total counter
+        kemu_mesh_streams_opened_total \(v.opened)
+        # HELP kemu_mesh_streams_accepted_total Tunnelled connections this node delivered to its pods.
+        # TYPE kemu_mesh_streams_accepted_total counter
+        kemu_mesh_streams_accepted_total \(v.accepted)
+        # HELP kemu_mesh_streams_denied_total Tunnelled connections this node's authorization refused.
+        # TYPE kemu_mesh_streams_denied_total counter
+        kemu_mesh_streams_denied_total \(v.denied)
+        # HELP kemu_mesh_streams_unreachable_total Tunnelled connections whose pod did not answer.
+        # TYPE kemu_mesh_streams_unreachable_total counter
+        kemu_mesh_streams_unreachable_total \(v.unreachable)
+        # HELP kemu_mesh_tunnels_opened_total Tunnel connections (mutual TLS, HTTP/2) this node opened, by outcome.
+        # TYPE kemu_mesh_tunnels_opened_total counter
+        kemu_mesh_tunnels_opened_total{outcome="ok"} \(v.tunnels)
+        kemu_mesh_tunnels_opened_total{outcome="failed"} \(v.failedTunnels)
+        # HELP kemu_mesh_tunnels_open Tunnel connections this node holds open.
+        # TYPE kemu_mesh_tunnels_open gauge
+        kemu_mesh_tunnels_open \(v.open)
+
+        """
+    }
+}
+
+/// The source side of the mesh (HBONE's outbound): a connection from a meshed pod on this node to
+/// a meshed endpoint on another goes A's proxy → B's proxy as an HTTP/2 CONNECT stream inside a
+/// mutual-TLS tunnel, one tunnel per (source identity, destination node) shared by every such
+/// connection. The engine sees a local socket (`MeshTunnels`).
+public final class TunnelClient: MeshTunnels, @unchecked Sendable {
+    struct Key: Hashable {
+        var source: SPIFFEID
+        var node: String
+    }
+
+    let directory: MeshDirectory
+    let identities: MeshIdentities
+    let loop: any EventLoop
+    let counters: TunnelCounters
+    let denials: MeshDenials
+    let traffic: MeshTraffic
+    let logger = Logger(label: "kemu.mesh.client")
+    /// Open tunnels; touched only on `loop`.
+    var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+    var openTunnels: Int { tunnels.count }
+
+    init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
+         traffic: MeshTraffic) {
+        self.denials = denials
+        self.traffic = traffic
+        self.directory = directory
+        self.identities = identities
+        self.loop = loop
+        self.counters = counters
+    }
+
+    public func dial(client: KemuSystem.SocketAddress, endpoint: EndpointSpec) -> MeshDial {
+        // Every dial of the node asks: a plain cluster pays one lookup (no allocation) per dial.
+        guard let slash = endpoint.target.firstIndex(of: "/"), directory.anyMeshed,
+              case let namespace = String(endpoint.target[..<slash]), directory.meshed(namespace: namespace) else { return .direct }
+        let source = directory.localPod(client.ip).flatMap { directory.meshed(namespace: $0.namespace) ? $0 : nil }
+        if endpoint.nodeName.isEmpty || endpoint.nodeName == directory.node {
+            // This node's own pod: judged here, dialled directly (no tunnel to oneself).
+            guard let destination = directory.localPod(endpoint.address.ip) else { return .direct }
+            let peer = source.map(directory.identity)
+            if peer == nil && directory.strict(destination) {
+                denials.record(policy: nil, peer: nil, source: client.ip, destination: destination, port: endpoint.address.port)
+                return .refused
+            }
+            let decision = directory.authorize(peer: peer, source: client.ip, destination: destination, port: endpoint.address.port)
+            if !decision.allowed {
+                denials.record(policy: decision.policy, peer: peer, source: client.ip, destination: destination, port: endpoint.address.port)
+                return .refused
+            }
+            return .direct
+        }
+        // A plain client to another node's meshed pod: that node's nftables judge it (STRICT).
+        guard let source else { return .direct }
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            return .direct
+        }
+        let target = endpoint.target.split(separator: "/").map(String.init)
+        let key = MeshTraffic.Key(reporter: "source", sourceWorkload: MeshTraffic.workload(pod: source.name, labels: source.labels),
+                                  sourceNamespace: source.namespace, sourcePrincipal: directory.identity(source).description,
+                                  destinationWorkload: target.count == 2 ? MeshTraffic.workload(pod: target[1], labels: [:]) : "unknown",
+                                  destinationNamespace: namespace, destinationPrincipal: "unknown")
+        let request = Request(source: directory.identity(source), client: client.ip, node: endpoint.nodeName,
+                              endpoint: endpoint.address, local: fds[1], traffic: key)
+        loop.execute { self.start(request) }
+        return .tunnel(fds[0])
+    }
+
+    struct Request {
+        var source: SPIFFEID
+        var client: IPv4Address
+        var node: String
+        var endpoint: KemuSystem.SocketAddress
+        var local: Int32
+        var traffic: MeshTraffic.Key
+    }
+
+    /// On the loop: adopts the local socket, opens the stream, and says how it went (the first
+    /// byte on the local socket).
+    func start(_ r: Request) {
+        let side = ByteSide()
+        let adopted = ClientBootstrap(group: loop)
+            // The local socket is AF_UNIX: no TCP_NODELAY (the bootstrap's default), which
+            // enabling MPTCP removes; MPTCP itself only applies to sockets the bootstrap makes.
+            .enableMPTCP(true)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
+            .withConnectedSocket(r.local)
+        adopted.whenFailure { _ in close(r.local) }
+        adopted.whenSuccess { [self] local in
+            counters.opened()
+            let fail = { (err: Int32) in
+                local.writeAndFlush(Self.outcome(UInt8(truncatingIfNeeded: err), local.allocator)).whenComplete { _ in local.close(promise: nil) }
+            }
+            guard identities.credential(r.source) != nil else {
+                identities.requestSoon()
+                fail(EACCES)
+                return
+            }
+            tunnel(r).flatMap { multiplexer in
+                multiplexer.createStreamChannel { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandler(OutboundOpen(local: local, byteSide: side, request: r, traffic: self.traffic))
+                        try stream.pipeline.syncOperations.addHandler(StreamSide())
+                    }
+                }
+            }.whenComplete { result in
+                switch result {
+                case let .success(stream):
+                    local.closeFuture.whenComplete { _ in stream.close(promise: nil) }
+                case .failure:
+                    fail(EHOSTUNREACH)
+                }
+            }
+        }
+    }
+
+    /// The tunnel for this source identity to the endpoint's node, opened if there is none.
+    func tunnel(_ r: Request) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+        let key = Key(source: r.source, node: r.node)
+        if let open = tunnels[key] { return open }
+        guard let address = directory.nodeAddress(r.node), let credential = identities.credential(r.source) else {
+            return loop.makeFailedFuture(MeshError("no address for node \(r.node)"))
+        }
+        let expected = SPIFFEID.node(domain: directory.trustDomain, name: r.node)
+        let made = MultiplexerBox()
+        let connecting = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
+                    try sync.addHandler(PeerIdentity(expected: expected))
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.initialSettings = TunnelSettings.local
+                    connection.targetWindowSize = TunnelSettings.connectionWindow
+                    var stream = NIOHTTP2Handler.StreamConfiguration()
+                    stream.targetWindowSize = TunnelSettings.streamWindow
+                    made.value = try sync.configureHTTP2Pipeline(mode: .client, connectionConfiguration: connection,
+                                                                 streamConfiguration: stream) { $0.close() }
+                }
+            }
+            .connect(host: address.description, port: Int(Mesh.tunnelPort))
+        let opened = connecting.flatMapThrowing { [self] channel -> NIOHTTP2Handler.StreamMultiplexer in
+            counters.tunnel(true)
+            channel.closeFuture.whenComplete { _ in
+                self.tunnels[key] = nil
+                self.counters.tunnelClosed()
+            }
+            guard let multiplexer = made.value else { throw MeshError("the tunnel to \(r.node) has no HTTP/2 handler") }
+            return multiplexer
+        }
+        tunnels[key] = opened  // before the callbacks: a connect that failed at once runs them now
+        opened.whenFailure { [self] error in
+            counters.tunnel(false)
+            tunnels[key] = nil
+            logger.info("no tunnel to \(r.node) (\(address)) for \(r.source): \(error)")
+        }
+        return opened
+    }
+
+    static func outcome(_ code: UInt8, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var b = allocator.buffer(capacity: 1)
+        b.writeInteger(code)
+        return b
+    }
+}
+
+/// The HTTP/2 handler a new tunnel's initializer made, for the code that waited for the connect.
+final class MultiplexerBox: @unchecked Sendable {
+    var value: NIOHTTP2Handler.StreamMultiplexer?
+}
+
+/// A client stream: sends the CONNECT, and on the answer tells the engine (the local socket's
+/// first byte) and joins the two sides.
+final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    let local: any Channel
+    let byteSide: ByteSide
+    let request: TunnelClient.Request
+    let traffic: MeshTraffic
+    var answered = false
+
+    init(local: any Channel, byteSide: ByteSide, request: TunnelClient.Request, traffic: MeshTraffic) {
+        self.traffic = traffic
+        self.local = local
+        self.byteSide = byteSide
+        self.request = request
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let headers: HPACKHeaders = [":method": "CONNECT", ":authority": "\(request.endpoint.ip):\(request.endpoint.port)",
+                                     "forwarded": "for=\(request.client)", "baggage": "k8s.workload.name=\(request.traffic.sourceWorkload)"]
+        context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: headers))), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { context.fireChannelRead(data); return }
+        guard case let .headers(response) = unwrapInboundIn(data) else { return }
+        answered = true
+        let code: Int32 = switch response.headers.first(name: ":status") {
+        case "200": 0
+        case "403": EACCES
+        case "503": ECONNREFUSED
+        default: EPROTO
+        }
+        let local = self.local
+        local.writeAndFlush(TunnelClient.outcome(UInt8(code), local.allocator), promise: nil)
+        guard code == 0, let streamSide = try? context.pipeline.syncOperations.handler(type: StreamSide.self) else {
+            local.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        GlueSide.join(byteSide, streamSide, record: traffic.opened(request.traffic))
+        streamSide.flushEarly()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !answered {
+            answered = true
+            local.writeAndFlush(TunnelClient.outcome(UInt8(ECONNRESET), local.allocator)).whenComplete { [local] _ in local.close(promise: nil) }
+        }
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,186 @@
+import NIOCore
+import NIOHTTP2
+
+/// One side of a tunnelled connection: a byte channel (the engine's local socket, or the TCP
+/// connection to the endpoint pod) or an HTTP/2 stream, joined to its partner on the same event
+/// loop. Bytes read on one side are written on the other; reading stops while the partner cannot
+/// take more (its channel unwritable: TCP buffers or HTTP/2 flow control full); an end of input
+/// is carried across as a half-close (a shutdown of the socket's output, END_STREAM on the
+/// stream); a side that goes away takes the other with it.
+///
+/// Confined to the mesh's event loop (every call is on it), hence `@unchecked Sendable`.
+class GlueSide: @unchecked Sendable {
+    var context: ChannelHandlerContext?
+    var partner: GlueSide?
+    /// A read asked for while the partner was full.
+    var readPending = false
+    /// This side's output was ended (half-close sent).
+    var outputEnded = false
+    /// The connection's byte counts (`istio_tcp_*`), shared by both sides.
+    var record: TrafficRecord?
+    /// What this side reads is the request (client to server), else the response.
+    var carriesRequest = false
+
+    func count(_ bytes: Int) {
+        guard let record else { return }
+        if carriesRequest { record.received += bytes } else { record.sent += bytes }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Joins two sides (`a` reads the request); each starts reading.
+    static func join(_ a: GlueSide, _ b: GlueSide, record: TrafficRecord?) {
+        a.partner = b
+        b.partner = a
+        (a.record, b.record, a.carriesRequest) = (record, record, true)
+        a.startReading()
+        b.startReading()
+    }
+
+    func startReading() {
+        guard let context else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        context.read()
+    }
+
+    var writable: Bool { context?.channel.isWritable ?? false }
+
+    func read(context: ChannelHandlerContext) {
+        if let partner, !partner.writable {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let partner, partner.readPending {
+            partner.readPending = false
+            partner.context?.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        record?.flush()
+        partner?.context?.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        record?.close()
+        partner?.closeAfterWrites()
+        partner = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // What the partner asks of this side.
+
+    func deliver(_ bytes: ByteBuffer) {}
+    func endOutput() {}
+
+    /// Closes once what was written is out.
+    func closeAfterWrites() {
+        guard let context else { return }
+        let channel = context.channel
+        context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func emptyWrite(_ context: ChannelHandlerContext) -> NIOAny { NIOAny(context.channel.allocator.buffer(capacity: 0)) }
+}
+
+/// The byte channel side.
+final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let partner else { return }
+        let bytes = unwrapInboundIn(data)
+        count(bytes.readableBytes)
+        partner.deliver(bytes)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            partner?.endOutput()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    override func deliver(_ bytes: ByteBuffer) {
+        context?.write(NIOAny(bytes), promise: nil)
+    }
+
+    override func endOutput() {
+        guard let context, !outputEnded else { return }
+        outputEnded = true
+        let channel = context.channel
+        // Writes finish in order: once this empty one is out, so is everything before it.
+        context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(mode: .output, promise: nil) }
+    }
+}
+
+/// The HTTP/2 stream side: DATA frames each way, END_STREAM for the half-close.
+final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    /// DATA that came before the partner was joined (kept, then delivered).
+    var early: [ByteBuffer] = []
+    var earlyEnd = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard case let .data(payload) = frame else { return }
+        let bytes: ByteBuffer? = if case let .byteBuffer(b) = payload.data { b } else { nil }
+        guard let partner else {
+            if let bytes { early.append(bytes) }
+            if payload.endStream { earlyEnd = true }
+            return
+        }
+        if let bytes, bytes.readableBytes > 0 {
+            count(bytes.readableBytes)
+            partner.deliver(bytes)
+        }
+        if payload.endStream {
+            partner.context?.flush()
+            partner.endOutput()
+        }
+    }
+
+    /// Hands the partner what came before the join.
+    func flushEarly() {
+        guard let partner else { return }
+        for bytes in early {
+            count(bytes.readableBytes)
+            partner.deliver(bytes)
+        }
+        early.removeAll()
+        partner.context?.flush()
+        if earlyEnd { partner.endOutput() }
+    }
+
+    override func deliver(_ bytes: ByteBuffer) {
+        context?.write(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(bytes)))), promise: nil)
+    }
+
+    override func endOutput() {
+        guard let context, !outputEnded else { return }
+        outputEnded = true
+        let empty = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+    }
+
+    override func closeAfterWrites() {
+        guard let context else { return }
+        context.flush()
+        context.channel.close(promise: nil)
+    }
+}

@@ -1,0 +1,209 @@
+import Glibc
+import KemuAPI
+import KemuIP
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import KemuPKI
+
+/// What the destination side decides about one tunnelled connection.
+public struct TunnelRequest: Sendable {
+    /// The verified identity of the source workload (its certificate's SPIFFE ID).
+    public var peer: SPIFFEID
+    /// The client pod's address, as the source proxy reports it.
+    public var source: IPv4Address?
+    public var destination: MeshDirectory.LocalPod
+    public var port: UInt16
+}
+
+/// The destination side of the mesh on a node (HBONE's inbound): TLS 1.3 on port 15008 with this
+/// node's proxy identity, the client's SVID required and checked against the mesh CA; HTTP/2;
+/// each stream a CONNECT to `ip:port` of a meshed pod bound to this node. The pod is dialled from
+/// the client pod's own address where the node can (transparent), so it sees who called.
+/// Answers: 200 (joined), 403 (authorization refused), 400 (not a CONNECT to a meshed pod here),
+/// 503 (the pod refused or did not answer).
+final class TunnelServer: Sendable {
+    let directory: MeshDirectory
+    let identities: MeshIdentities
+    let group: any EventLoopGroup
+    let transparent: Bool
+    let counters: TunnelCounters
+    let denials: MeshDenials
+    let traffic: MeshTraffic
+    let logger = Logger(label: "kemu.mesh.server")
+
+    init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
+         denials: MeshDenials, traffic: MeshTraffic) {
+        self.denials = denials
+        self.traffic = traffic
+        self.directory = directory
+        self.identities = identities
+        self.group = group
+        self.transparent = transparent
+        self.counters = counters
+    }
+
+    /// AuthorizationPolicy on a tunnelled connection, with the peer's verified identity.
+    func authorize(_ r: TunnelRequest) -> Bool {
+        let decision = directory.authorize(peer: r.peer, source: r.source, destination: r.destination, port: r.port)
+        if !decision.allowed {
+            denials.record(policy: decision.policy, peer: r.peer, source: r.source, destination: r.destination, port: r.port)
+        }
+        return decision.allowed
+    }
+
+    func bind(_ address: IPv4Address) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.accept(channel) }
+            }
+            .bind(host: address.description, port: Int(Mesh.tunnelPort)).get()
+    }
+
+    /// A new tunnel connection: TLS with this node's identity, then HTTP/2 with a stream per
+    /// connection carried.
+    func accept(_ channel: any Channel) throws {
+        guard let credential = identities.credential(directory.nodeIdentity) else {
+            identities.requestSoon()
+            throw MeshError("no certificate for \(directory.nodeIdentity) yet")
+        }
+        let peer = PeerIdentity()
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(NIOSSLServerHandler(context: credential.server))
+        try sync.addHandler(peer)
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = TunnelSettings.local
+        connection.targetWindowSize = TunnelSettings.connectionWindow
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.targetWindowSize = TunnelSettings.streamWindow
+        _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { [self] streamChannel in
+            streamChannel.eventLoop.makeCompletedFuture {
+                try streamChannel.pipeline.syncOperations.addHandler(InboundOpen(server: self, peer: peer))
+                try streamChannel.pipeline.syncOperations.addHandler(StreamSide())
+            }
+        }
+    }
+
+    /// The pod a CONNECT asks for, if it is one this node may deliver to.
+    func target(_ headers: HPACKHeaders) -> (MeshDirectory.LocalPod, IPv4Address, UInt16)? {
+        guard headers.first(name: ":method") == "CONNECT", let authority = headers.first(name: ":authority") else { return nil }
+        let parts = authority.split(separator: ":")
+        guard parts.count == 2, let ip = IPv4Address(String(parts[0])), let port = UInt16(parts[1]), port > 0,
+              let pod = directory.localPod(ip), directory.meshed(namespace: pod.namespace) else { return nil }
+        return (pod, ip, port)
+    }
+
+    /// The client's address from `forwarded: for=IP`.
+    static func source(_ headers: HPACKHeaders) -> IPv4Address? {
+        guard let forwarded = headers.first(name: "forwarded"), forwarded.hasPrefix("for=") else { return nil }
+        return IPv4Address(String(forwarded.dropFirst(4)))
+    }
+
+    /// Dials the pod, from the client's address where possible.
+    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, on loop: any EventLoop, side: ByteSide) -> EventLoopFuture<any Channel> {
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(2))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
+        let target = try? NIOCore.SocketAddress(ipAddress: ip.description, port: Int(port))
+        guard let target else { return loop.makeFailedFuture(MeshError("bad address \(ip):\(port)")) }
+        guard transparent, let source, source != ip, let from = try? NIOCore.SocketAddress(ipAddress: source.description, port: 0) else {
+            return bootstrap.connect(to: target)
+        }
+        return bootstrap
+            .channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: IP_TRANSPARENT)), value: 1)
+            .bind(to: from)
+            .connect(to: target)
+    }
+}
+
+/// The verified identity of a tunnel connection's peer, read once its TLS handshake is done.
+final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    var id: SPIFFEID?
+    /// The identity the peer must have (a client checking its server); nil: any.
+    let expected: SPIFFEID?
+
+    init(expected: SPIFFEID? = nil) { self.expected = expected }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent {
+            let der = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self).peerCertificate?.toDERBytes()
+            id = der.flatMap { SVID.identity(certificateDER: $0)?.id }
+            if id == nil || (expected != nil && id != expected) {
+                context.fireErrorCaught(MeshError("the tunnel's peer is \(id?.description ?? "no mesh identity"), not \(expected?.description ?? "a mesh identity")"))
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// A server stream's first frame: the CONNECT, answered once the pod is reached.
+final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+    let server: TunnelServer
+    let peer: PeerIdentity
+    var opened = false
+
+    init(server: TunnelServer, peer: PeerIdentity) {
+        self.server = server
+        self.peer = peer
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard !opened else { context.fireChannelRead(data); return }
+        guard case let .headers(request) = frame else { context.close(promise: nil); return }
+        opened = true
+        guard let id = peer.id, let (pod, ip, port) = server.target(request.headers) else {
+            respond(context, "400")
+            return
+        }
+        let source = TunnelServer.source(request.headers)
+        guard server.authorize(TunnelRequest(peer: id, source: source, destination: pod, port: port)) else {
+            server.counters.denied()
+            respond(context, "403")
+            return
+        }
+        let byteSide = ByteSide()
+        let channel = context.channel
+        let workload = request.headers.first(name: "baggage")?.split(separator: ",")
+            .first { $0.hasPrefix("k8s.workload.name=") }.map { String($0.dropFirst("k8s.workload.name=".count)) }
+        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: workload ?? "unknown",
+                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: id.description,
+                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
+                                  destinationNamespace: pod.namespace, destinationPrincipal: server.directory.identity(pod).description)
+        let streamSide = try? context.pipeline.syncOperations.handler(type: StreamSide.self)
+        server.dial(ip, port, from: source, on: context.eventLoop, side: byteSide).whenComplete { [self] result in
+            guard let streamSide, streamSide.context != nil else {
+                if case let .success(pod) = result { pod.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success:
+                server.counters.accepted()
+                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])), promise: nil)
+                GlueSide.join(streamSide, byteSide, record: server.traffic.opened(key))
+                streamSide.flushEarly()
+            case .failure:
+                server.counters.unreachable()
+                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "503"], endStream: true)), promise: nil)
+            }
+        }
+    }
+
+    func respond(_ context: ChannelHandlerContext, _ status: String) {
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: [":status": status], endStream: true))), promise: nil)
+    }
+}

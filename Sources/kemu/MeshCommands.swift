@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import KemuAPI
+import KemuCluster
+
+struct MeshCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh", abstract: "The mesh on the node proxies: identities, tunnels, policies.",
+        subcommands: [MeshStatusCommand.self])
+}
+
+struct MeshStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Each node's mesh certificates (identity, expiry), open tunnels, streams and policies.",
+        discussion: """
+        Read from each node proxy's status port (/mesh). A namespace joins the mesh with the label \
+        kemu.dev/mesh=enabled (or every namespace, with mesh: cluster in cluster.yaml).
+        """)
+
+    @OptionGroup var options: ClusterOptions
+
+    func run() async throws {
+        let cluster = try options.running(for: "kemu mesh status")
+        let now = Date()
+        let header = ["NODE", "IDENTITY", "EXPIRES IN", "TUNNELS", "STREAMS OUT/IN/DENIED", "POLICIES AUTHZ/PEER/STRICT-PODS"]
+        var rows: [[String]] = []
+        for (node, status) in await cluster.meshStatus() {
+            guard let status else {
+                rows.append([node, "<proxy not answering>", "", "", "", ""])
+                continue
+            }
+            let streams = ["opened", "accepted", "denied"].map { String(status[path: "streams.\($0)"]?.int ?? 0) }.joined(separator: "/")
+            let policies = ["authorization", "peerAuthentication", "strictPods"].map { String(status[path: "policies.\($0)"]?.int ?? 0) }.joined(separator: "/")
+            let tunnels = String(status["openTunnels"]?.int ?? 0)
+            let certificates = status["certificates"]?.array ?? []
+            if certificates.isEmpty { rows.append([node, "<none yet>", "", tunnels, streams, policies]) }
+            for (i, c) in certificates.enumerated() {
+                let expires = (c["notAfter"]?.string).flatMap(Timestamp.parse).map { Self.duration($0.timeIntervalSince(now)) } ?? "?"
+                rows.append(i == 0 ? [node, c["identity"]?.string ?? "", expires, tunnels, streams, policies]
+                                   : ["", c["identity"]?.string ?? "", expires, "", "", ""])
+            }
+        }
+        print(TextTable.render(header, rows), terminator: "")
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        if seconds <= 0 { return "expired" }
+        let s = Int(seconds)
+        return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}

@@ -1,0 +1,59 @@
+import KemuAPI
+import KemuIP
+@testable import KemuMesh
+import Testing
+
+/// What a node's proxy decides from what it follows: identities wanted, STRICT pods, the
+/// authorization of a connection, and how the mesh's names come out in metrics and nftables.
+@Suite struct MeshDirectoryTests {
+    func directory() -> MeshDirectory {
+        let d = MeshDirectory(node: "node-2", trustDomain: "cluster.local", clusterWide: false)
+        d.setNamespace("shop", meshed: true)
+        d.setNamespace("plain", meshed: false)
+        d.setPod(.init(namespace: "shop", name: "web-7c7b845bbc-abcde", serviceAccount: "web", address: IPv4Address(10, 244, 2, 2), labels: ["app": "web"]))
+        d.setPod(.init(namespace: "plain", name: "db-0", serviceAccount: "default", address: IPv4Address(10, 244, 2, 3)))
+        return d
+    }
+
+    @Test func theNodeWantsItsOwnIdentityAndItsMeshedPodsOnly() {
+        let d = directory()
+        #expect(d.wantedIdentities == [.node(domain: "cluster.local", name: "node-2"),
+                                       .workload(domain: "cluster.local", namespace: "shop", serviceAccount: "web")])
+        #expect(d.anyMeshed)
+        #expect(!MeshDirectory(node: "n", trustDomain: "cluster.local", clusterWide: false).anyMeshed)
+    }
+
+    @Test func policiesDecideByPeerAndStrictKeepsPlaintextOut() throws {
+        let d = directory()
+        let web = try #require(d.localPod(IPv4Address(10, 244, 2, 2)))
+        #expect(d.authorize(peer: nil, source: nil, destination: web, port: 8080).allowed)
+        var deny: JSON = ["kind": "AuthorizationPolicy", "spec": ["action": "DENY", "rules": [["from": [["source": ["namespaces": ["bad"]]]]]]]]
+        deny.namespace = "shop"
+        deny.name = "deny-bad"
+        d.policyEvent(.added(deny))
+        let bad = SPIFFEID.workload(domain: "cluster.local", namespace: "bad", serviceAccount: "x")
+        let decision = d.authorize(peer: bad, source: IPv4Address(10, 244, 1, 9), destination: web, port: 8080)
+        #expect(!decision.allowed && decision.policy?.name == "deny-bad")
+        #expect(d.authorize(peer: .workload(domain: "cluster.local", namespace: "good", serviceAccount: "x"), source: nil, destination: web, port: 8080).allowed)
+
+        #expect(d.strictAddresses.isEmpty)
+        var strict: JSON = ["kind": "PeerAuthentication", "spec": ["mtls": ["mode": "STRICT"]]]
+        strict.namespace = "shop"
+        strict.name = "default"
+        d.policyEvent(.added(strict))
+        #expect(d.strictAddresses == [IPv4Address(10, 244, 2, 2)])  // the plain namespace's pod is not meshed
+        #expect(MeshEnforcer.script(strict: d.strictAddresses).contains("elements = { 10.244.2.2 }"))
+        #expect(!MeshEnforcer.script(strict: []).contains("chain"))
+        d.policyEvent(.deleted(strict))
+        #expect(d.strictAddresses.isEmpty)
+    }
+
+    @Test func workloadNamesAsIstioDerivesThem() {
+        #expect(MeshTraffic.workload(pod: "web-7c7b845bbc-abcde", labels: [:]) == "web")
+        #expect(MeshTraffic.workload(pod: "caller", labels: [:]) == "caller")
+        #expect(MeshTraffic.workload(pod: "x-1", labels: ["app": "shop"]) == "shop")
+        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: "a\"b", sourceNamespace: "n", sourcePrincipal: "p",
+                                  destinationWorkload: "w", destinationNamespace: "n", destinationPrincipal: "q")
+        #expect(MeshTraffic.labels(key).contains("source_workload=\"a\\\"b\""))
+    }
+}

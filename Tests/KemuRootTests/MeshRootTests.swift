@@ -1,0 +1,237 @@
+import Foundation
+import Glibc
+import KemuSystem
+import Testing
+
+/// A meshed namespace (`web` on node-2 under its own ServiceAccount, a client on node-1), a plain
+/// namespace with a client of its own.
+let meshApp = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {kemu.dev/mesh: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      serviceAccountName: web
+      nodeSelector: {kubernetes.io/hostname: node-2}
+      containers:
+      - name: echo
+        image: kemu/echo
+        readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: caller, namespace: shop}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: frontend, namespace: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend, namespace: shop}
+spec:
+  nodeName: node-1
+  serviceAccountName: frontend
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: outsider, namespace: plain}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+
+"""
+
+/// The mesh at layer 4, tried as a user would: identities from the mesh CA, mutual TLS between
+/// node proxies on the wire, the client's address kept, failover inside the mesh.
+@Suite(.serialized) struct MeshRootTests {
+    init() throws { try #require(getuid() == 0, "root tests need root") }
+
+    @Test func meshedPodsTalkThroughMutualTLSAndKeepTheirAddresses() async throws {
+        let c = TestCluster("rmesh")
+        defer { c.down() }
+        #expect(try await c.up().status == .exited(0))
+        #expect(try await c.kubectl(["apply"], stdin: meshApp).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", namespace: "shop", 2))
+        for pod in ["shop/caller", "shop/frontend", "plain/outsider"] {
+            let parts = pod.split(separator: "/").map(String.init)
+            #expect(try await c.kubectl(["wait", "-n", parts[0], "--for=condition=Ready", "pod/\(parts[1])", "--timeout=60s"]).status == .exited(0))
+        }
+        let clientIP = try await c.kubectl(["get", "-n", "shop", "pod/caller", "-o", "jsonpath={.status.podIP}"]).output
+
+        // Every node proxy holds its own identity, node-2's the workload's too, from the mesh CA.
+        #expect(try await eventually(15) { try await c.metrics("node-2").contains("kemu_mesh_certificate_expiry_timestamp_seconds{identity=\"spiffe://cluster.local/ns/shop/sa/web\"") })
+
+        // A capture on the fabric while the client calls the Service with a secret: TLS
+        // handshakes to port 15008, and neither the secret nor the pod's port on the wire.
+        let capture = try Capture(namespace: "kemu-\(c.name)-fabric", interface: "br0", file: c.cacheDir + "-fabric.pcap", filter: "tcp and not port 6443")
+        var answers: [String] = []
+        for _ in 0..<6 {
+            let out = try await c.kubectl(["exec", "-n", "shop", "caller", "--", "wget", "-qO-", "-T", "5", "--header", "X-Secret: hunter2",
+                                           "http://web/?format=text"]).output
+            answers.append(out)
+        }
+        let wire = try capture.stop()
+        defer { try? FileManager.default.removeItem(atPath: capture.file) }
+        for answer in answers {
+            #expect(answer.contains("client=\(clientIP):"), "the pod sees the client's own address: \(answer)")
+            #expect(answer.contains("node=node-2"), "\(answer)")
+        }
+        let (all, tunnel) = (try wire.count("tcp"), try wire.count("tcp port 15008"))
+        #expect(try wire.count("tcp dst port 15008 and tcp[((tcp[12] & 0xf0) >> 2)] = 0x16") > 0,
+                "TLS handshakes on 15008; captured: \(all) packets, \(tunnel) on 15008")
+        #expect(try wire.count("tcp port 8080") == 0, "the pod's own port crossed the fabric in the clear")
+        #expect(!wire.bytes.contains("hunter2"), "the secret crossed the fabric in the clear")
+        let sent = try await c.metrics("node-1")
+        #expect(Self.value(sent, "kemu_mesh_streams_opened_total") >= 6, "\(sent)")
+        #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_streams_accepted_total") >= 6)
+
+        // ztunnel's metrics, by workload and principal, on both ends.
+        let inbound = try await c.metrics("node-2").split(separator: "\n").filter {
+            $0.hasPrefix("istio_tcp_received_bytes_total{reporter=\"destination\",source_workload=\"caller\",source_workload_namespace=\"shop\",source_principal=\"spiffe://cluster.local/ns/shop/sa/default\",destination_workload=\"web\"")
+        }
+        #expect(inbound.count == 1 && (Double(inbound.first?.split(separator: " ").last ?? "") ?? 0) > 0, "\(inbound)")
+        #expect(try await c.metrics("node-1").contains("istio_tcp_connections_closed_total{reporter=\"source\",source_workload=\"caller\""))
+
+        // A plain pod still reaches the meshed Service (PERMISSIVE), in the clear.
+        let plain = try await c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output
+        #expect(plain.contains("pod=web-"), "\(plain)")
+
+        // kill -9 of an endpoint under a request loop inside the mesh: the engine's replay and
+        // retries still see every request answered.
+        let pods = try await c.kubectl(["get", "pods", "-n", "shop", "-l", "app=web", "-o",
+                                        "jsonpath={range .items[*]}{.status.containerStatuses[0].containerID} {end}"]).output
+        let pids = pods.split(separator: " ").compactMap { Int32($0.replacingOccurrences(of: "kemu://", with: "")) }
+        #expect(pids.count == 2)
+        let clusterIP = try await c.kubectl(["get", "-n", "shop", "svc/web", "-o", "jsonpath={.spec.clusterIP}"]).output
+        let loop = try await c.kemu(["exec", "-n", "shop", "caller", "--", "env", "KILL=\(pids.first ?? 0):10", "python3", "-c", requestLoop,
+                                     clusterIP, "80", "40"]).output
+        let result = try? JSONDecoder().decode(LoopResult.self, from: Data(loop.utf8))
+        #expect(result?.failures == [] && result?.counts.values.reduce(0, +) == 40, "\(loop)")
+
+        // `kemu mesh status`: each node's certificates and what its tunnels carried.
+        let status = try await c.kemu(["mesh", "status"]).output
+        #expect(status.contains("spiffe://cluster.local/ns/shop/sa/web") && status.contains("spiffe://cluster.local/kemu/node/node-1"), "\(status)")
+
+        // The requests the proxies made are gone once answered; kubectl lists them (none left).
+        #expect(try await c.kubectl(["get", "csr"]).status == .exited(0))
+
+        // An Istio DENY policy by principal: the default account's connections are refused at
+        // the destination, the frontend's go on; the denial is counted and told as an Event.
+        #expect(try await c.kubectl(["apply"], stdin: Self.denyDefault).status == .exited(0))
+        #expect(try await eventually(10) { try await !Self.get(c, from: "caller").contains("pod=web-") })
+        #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
+        #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_denied_total{policy=\"shop/deny-default\"}") >= 1)
+        #expect(try await eventually(15) {
+            try await c.kubectl(["get", "events", "-n", "shop", "--field-selector", "reason=ConnectionDenied", "-o", "name"]).output.contains("deny-default")
+        })
+        let listed = try await c.kubectl(["get", "authorizationpolicies", "-n", "shop"]).output
+        #expect(listed.contains("deny-default") && listed.contains("DENY"), "\(listed)")
+        #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "deny-default"]).status == .exited(0))
+        #expect(try await eventually(10) { try await Self.get(c, from: "caller").contains("pod=web-") })
+
+        // STRICT: the plain pod is refused at once (not left to time out), meshed clients go on.
+        #expect(try await c.kubectl(["apply"], stdin: Self.strict).status == .exited(0))
+        #expect(try await eventually(10) {
+            try await !c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output.contains("pod=web-")
+        })
+        #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
+        #expect(try await c.kubectl(["get", "peerauthentications", "-n", "shop"]).output.contains("STRICT"))
+    }
+
+    static let denyDefault = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: deny-default, namespace: shop}
+    spec:
+      selector: {matchLabels: {app: web}}
+      action: DENY
+      rules:
+      - from: [{source: {principals: ["cluster.local/ns/shop/sa/default"]}}]
+        to: [{operation: {ports: ["8080"]}}]
+    """
+
+    static let strict = """
+    apiVersion: security.istio.io/v1
+    kind: PeerAuthentication
+    metadata: {name: default, namespace: shop}
+    spec: {mtls: {mode: STRICT}}
+    """
+
+    /// One request from a pod in `shop` to the web Service (what it printed, or the error).
+    static func get(_ c: TestCluster, from pod: String) async throws -> String {
+        try await c.kubectl(["exec", "-n", "shop", pod, "--", "wget", "-qO-", "-T", "5", "http://web/?format=text"]).output
+    }
+
+    static func value(_ metrics: String, _ name: String) -> Double {
+        metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") } ?? -1
+    }
+}
+
+/// tcpdump in a namespace, writing a file; `stop` ends it (SIGINT, as a user's Ctrl-C). Started
+/// with kemu's own spawn, which gives the child a clean signal mask (a test thread's blocked
+/// SIGINT would be inherited otherwise).
+struct Capture {
+    let pid: pid_t
+    let file: String
+
+    init(namespace: String, interface: String, file: String, filter: String) throws {
+        self.file = file
+        // Through `ip netns exec` (which execs tcpdump: the pid is tcpdump's), with kemu's spawn
+        // for a clean signal mask. Immediate mode: packets still in the kernel's capture block
+        // (up to a second's) would be lost when SIGINT ends it.
+        var options = Spawn.Options(namespace: nil)
+        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
+        (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
+        pid = try Spawn.spawn(["ip", "netns", "exec", namespace, "tcpdump", "-i", interface, "-nn", "-U", "--immediate-mode", "-s", "0", "-w", file, filter], options)
+        // tcpdump is listening once the file has its header.
+        let deadline = Date().addingTimeInterval(5)
+        while ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.intValue ?? 0) == 0 && Date() < deadline { usleep(20_000) }
+    }
+
+    func stop() throws -> CapturedTraffic {
+        usleep(300_000)  // the last packets written
+        kill(pid, SIGINT)
+        _ = try Spawn.wait(pid)
+        return CapturedTraffic(file: file, bytes: (try? Data(contentsOf: URL(fileURLWithPath: file))).map { String(decoding: $0, as: UTF8.self) } ?? "")
+    }
+}
+
+struct CapturedTraffic {
+    let file: String
+    /// The capture file as text (payload bytes appear in it as they were on the wire).
+    let bytes: String
+
+    /// Packets in the capture that match a tcpdump filter.
+    func count(_ filter: String) throws -> Int {
+        try run(["tcpdump", "-nn", "-r", file, filter]).output.split(separator: "\n").filter { $0.contains(" IP ") }.count
+    }
+}
+
