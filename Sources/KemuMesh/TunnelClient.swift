@@ -20,6 +20,21 @@ enum TunnelSettings {
         HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
         HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
     ]
+
+    /// Both ends' HTTP/2 configuration. The peer is a mutually authenticated node proxy whose
+    /// streams come and go with its clients' connections (thousands a second, some cancelled):
+    /// the rapid-reset and glitch limits meant for strangers would cut a busy tunnel off.
+    static func configuration() -> (NIOHTTP2Handler.ConnectionConfiguration, NIOHTTP2Handler.StreamConfiguration) {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = local
+        connection.targetWindowSize = connectionWindow
+        connection.maximumConnectionGlitches = 1 << 30
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.targetWindowSize = streamWindow
+        stream.streamResetFrameRateLimit.maximumCount = 1 << 30
+        stream.streamErrorRateLimit.maximumCount = 1 << 30
+        return (connection, stream)
+    }
 }
 
 /// Counts of what the tunnels did, for /metrics and `kemu mesh status`.
@@ -152,7 +167,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         adopted.whenFailure { _ in close(r.local) }
         adopted.whenSuccess { [self] local in
             counters.opened()
-            let fail = { (err: Int32) in
+            let fail: @Sendable (Int32) -> Void = { err in
                 local.writeAndFlush(Self.outcome(UInt8(truncatingIfNeeded: err), local.allocator)).whenComplete { _ in local.close(promise: nil) }
             }
             guard identities.credential(r.source) != nil else {
@@ -194,11 +209,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
                     try sync.addHandler(PeerIdentity(expected: expected))
-                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
-                    connection.initialSettings = TunnelSettings.local
-                    connection.targetWindowSize = TunnelSettings.connectionWindow
-                    var stream = NIOHTTP2Handler.StreamConfiguration()
-                    stream.targetWindowSize = TunnelSettings.streamWindow
+                    let (connection, stream) = TunnelSettings.configuration()
                     made.value = try sync.configureHTTP2Pipeline(mode: .client, connectionConfiguration: connection,
                                                                  streamConfiguration: stream) { $0.close() }
                 }

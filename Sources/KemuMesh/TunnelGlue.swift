@@ -135,10 +135,13 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     /// DATA that came before the partner was joined (kept, then delivered).
     var early: [ByteBuffer] = []
     var earlyEnd = false
+    /// The peer ended its side (END_STREAM received).
+    var inputEnded = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard case let .data(payload) = frame else { return }
+        if payload.endStream { inputEnded = true }
         let bytes: ByteBuffer? = if case let .byteBuffer(b) = payload.data { b } else { nil }
         guard let partner else {
             if let bytes { early.append(bytes) }
@@ -178,9 +181,13 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
     }
 
+    /// A stream both sides ended closes by itself once our END_STREAM is out: closing it now
+    /// would send a RST_STREAM (and a peer counts those: HTTP/2 rapid-reset protection). Only a
+    /// stream still open either way is cancelled.
     override func closeAfterWrites() {
         guard let context else { return }
         context.flush()
+        if outputEnded && inputEnded { return }
         context.channel.close(promise: nil)
     }
 }

@@ -78,11 +78,7 @@ final class TunnelServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: credential.server))
         try sync.addHandler(peer)
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = TunnelSettings.local
-        connection.targetWindowSize = TunnelSettings.connectionWindow
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = TunnelSettings.streamWindow
+        let (connection, stream) = TunnelSettings.configuration()
         _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { [self] streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
                 try streamChannel.pipeline.syncOperations.addHandler(InboundOpen(server: self, peer: peer))

@@ -91,23 +91,24 @@ spec:
 
         // A capture on the fabric while the client calls the Service with a secret: TLS
         // handshakes to port 15008, and neither the secret nor the pod's port on the wire.
-        let capture = try Capture(namespace: "kemu-\(c.name)-fabric", interface: "br0", file: c.cacheDir + "-fabric.pcap", filter: "tcp and not port 6443")
+        let capture = try await Capture.start(namespace: "kemu-\(c.name)-fabric", interface: "br0", file: c.cacheDir + "-fabric.pcap",
+                                              filter: "tcp and not port 6443")
         var answers: [String] = []
         for _ in 0..<6 {
             let out = try await c.kubectl(["exec", "-n", "shop", "caller", "--", "wget", "-qO-", "-T", "5", "--header", "X-Secret: hunter2",
                                            "http://web/?format=text"]).output
             answers.append(out)
         }
-        let wire = try capture.stop()
+        let wire = try await capture.stop()
         defer { try? FileManager.default.removeItem(atPath: capture.file) }
         for answer in answers {
             #expect(answer.contains("client=\(clientIP):"), "the pod sees the client's own address: \(answer)")
             #expect(answer.contains("node=node-2"), "\(answer)")
         }
-        let (all, tunnel) = (try wire.count("tcp"), try wire.count("tcp port 15008"))
-        #expect(try wire.count("tcp dst port 15008 and tcp[((tcp[12] & 0xf0) >> 2)] = 0x16") > 0,
+        let (all, tunnel) = (try await wire.count("tcp"), try await wire.count("tcp port 15008"))
+        #expect(try await wire.count("tcp dst port 15008 and tcp[((tcp[12] & 0xf0) >> 2)] = 0x16") > 0,
                 "TLS handshakes on 15008; captured: \(all) packets, \(tunnel) on 15008")
-        #expect(try wire.count("tcp port 8080") == 0, "the pod's own port crossed the fabric in the clear")
+        #expect(try await wire.count("tcp port 8080") == 0, "the pod's own port crossed the fabric in the clear")
         #expect(!wire.bytes.contains("hunter2"), "the secret crossed the fabric in the clear")
         let sent = try await c.metrics("node-1")
         #expect(Self.value(sent, "kemu_mesh_streams_opened_total") >= 6, "\(sent)")
@@ -213,14 +214,31 @@ struct Capture {
         pid = try Spawn.spawn(["ip", "netns", "exec", namespace, "tcpdump", "-i", interface, "-nn", "-U", "--immediate-mode", "-s", "0", "-w", file, filter], options)
         // tcpdump is listening once the file has its header.
         let deadline = Date().addingTimeInterval(5)
-        while ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.intValue ?? 0) == 0 && Date() < deadline { usleep(20_000) }
+        var st = stat()
+        while (stat(file, &st) != 0 || st.st_size == 0) && Date() < deadline { usleep(20_000) }
     }
 
-    func stop() throws -> CapturedTraffic {
-        usleep(300_000)  // the last packets written
-        kill(pid, SIGINT)
-        _ = try Spawn.wait(pid)
-        return CapturedTraffic(file: file, bytes: (try? Data(contentsOf: URL(fileURLWithPath: file))).map { String(decoding: $0, as: UTF8.self) } ?? "")
+    /// Started and stopped off Swift's cooperative pool: both wait on a process, and a blocked
+    /// cooperative thread (of two, on this machine) stalls every other suite's tasks.
+    static func start(namespace: String, interface: String, file: String, filter: String) async throws -> Capture {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try Capture(namespace: namespace, interface: interface, file: file, filter: filter) })
+            }
+        }
+    }
+
+    func stop() async throws -> CapturedTraffic {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result {
+                    usleep(300_000)  // the last packets written
+                    kill(pid, SIGINT)
+                    _ = try Spawn.wait(pid)
+                    return CapturedTraffic(file: file, bytes: (try? Data(contentsOf: URL(fileURLWithPath: file))).map { String(decoding: $0, as: UTF8.self) } ?? "")
+                })
+            }
+        }
     }
 }
 
@@ -230,8 +248,8 @@ struct CapturedTraffic {
     let bytes: String
 
     /// Packets in the capture that match a tcpdump filter.
-    func count(_ filter: String) throws -> Int {
-        try run(["tcpdump", "-nn", "-r", file, filter]).output.split(separator: "\n").filter { $0.contains(" IP ") }.count
+    func count(_ filter: String) async throws -> Int {
+        try await runOff(["tcpdump", "-nn", "-r", file, filter]).output.split(separator: "\n").filter { $0.contains(" IP ") }.count
     }
 }
 
