@@ -16,6 +16,9 @@ enum ProxyBench {
         var http: String
         var iperf: (String, String)
         var pid: pid_t?
+        /// Other processes the path's CPU and memory count (the destination node's proxy).
+        var others: [pid_t] = []
+        var pids: [pid_t] { (pid.map { [$0] } ?? []) + others }
     }
 
     struct Result {
@@ -58,15 +61,7 @@ enum ProxyBench {
         let clientNS = try await podNamespace(client, "client")
         try reuseClientPorts(clientNS)
         let gateway = "10.244.1.1"
-        try FileSystem.writeFile(peerConfig, """
-            global
-              nbthread 1
-              maxconn 4000
-            defaults
-              mode tcp
-              timeout client 60s
-              timeout connect 2s
-              timeout server 60s
+        try FileSystem.writeFile(peerConfig, tcpPeer("""
             listen http
               bind \(gateway):18080
               server s1 \(httpIP):8080
@@ -74,7 +69,7 @@ enum ProxyBench {
               bind \(gateway):15201
               server s1 \(iperfIP):5201
 
-            """)
+            """))
         // Each peer leads its own session, as kemu's proxy (a daemon) does: with the scheduler's
         // autogroups on, a proxy in the bench's session would share one group's CPU with wrk.
         var peer = Spawn.Options(namespace: node1)
@@ -145,9 +140,9 @@ enum ProxyBench {
         if let json = try? JSON.parse(iperf), let bps = json[path: "end.sum_received.bits_per_second"] {
             if case let .double(d) = bps { r.gbps = d / 1e9 } else if let i = bps.int { r.gbps = Double(i) / 1e9 }
         }
-        let cpuBefore = path.pid.map(cpuSeconds) ?? 0
+        let cpuBefore = path.pids.map(cpuSeconds).reduce(0, +)
         let close = wrk(try output(["wrk", "-t1", "-c32", "-d3s", "-H", "Connection: close", path.http], in: clientNS))
-        let cpuAfter = path.pid.map(cpuSeconds) ?? 0
+        let cpuAfter = path.pids.map(cpuSeconds).reduce(0, +)
         r.closeRate = close.rate
         if close.requests > 0, path.pid != nil { r.cpuPerConnection = (cpuAfter - cpuBefore) / Double(close.requests) * 1e6 }
         let keep = wrk(try output(["wrk", "-t1", "-c32", "-d3s", path.http], in: clientNS))
@@ -155,7 +150,7 @@ enum ProxyBench {
         let latency = wrk(try output(["wrk", "-t1", "-c1", "-d2s", "--latency", path.http], in: clientNS))
         (r.p50, r.p99) = (latency.p50, latency.p99)
         r.errors = [close.errors, keep.errors, latency.errors].filter { !$0.isEmpty }.joined(separator: "; ")
-        if let pid = path.pid { r.rssKB = ClusterBench.processMemory(pid).rss }
+        r.rssKB = path.pids.map { ClusterBench.processMemory($0).rss }.reduce(0, +)
         return r
     }
 
@@ -167,6 +162,22 @@ enum ProxyBench {
         r.rssKB = rs.map(\.rssKB).max() ?? 0
         r.errors = rs.map(\.errors).filter { !$0.isEmpty }.joined(separator: "; ")
         return r
+    }
+
+    /// HAProxy in TCP mode, one thread: the peer the byte-path benches measure against.
+    static func tcpPeer(_ sections: String) -> String {
+        """
+        global
+          nbthread 1
+          maxconn 4000
+        defaults
+          mode tcp
+          timeout client 60s
+          timeout connect 2s
+          timeout server 60s
+        \(sections)
+
+        """
     }
 
     static func pod(_ name: String, node: String, labels: [String: String], command: [String]) -> JSON {

@@ -42,6 +42,10 @@ if only == nil || only == "fidelity" {
     try await FidelityBench.run(root: root)
 }
 if only == "fidelity" { exit(0) }
+if only == nil || only == "mesh" {
+    try await MeshBench.run(root: root)
+}
+if only == "mesh" { exit(0) }
 if only == "proxy" { exit(0) }
 if only == "proxy-sync" {  // the control-plane half alone, for quick checks
     print(try await ProxyBench.programming(kemu: "\(root)/.build/release/kemu"))
