@@ -65,7 +65,7 @@ extension APIServer {
     /// decides by it.
     func recordRequester(_ o: inout JSON, _ t: Target) {
         var spec = o["spec"] ?? [:]
-        let user = t.user ?? Identity(user: "system:anonymous", groups: ["system:unauthenticated"])
+        let user = t.user ?? Self.anonymous
         spec["username"] = .string(user.user)
         var groups = user.groups
         if t.user != nil, !groups.contains("system:authenticated") { groups.append("system:authenticated") }

@@ -60,6 +60,9 @@ public final class MeshDenials: Sendable {
         }
     }
 
+    /// Every refusal counted here, whichever policy.
+    var total: Int { state.withLock { $0.totals.values.reduce(0, +) } }
+
     var text: String {
         let totals = state.withLock { $0.totals }
         var text = "# HELP kemu_mesh_denied_total Connections the mesh refused on this node, by AuthorizationPolicy (or peerauthentication-strict).\n"

@@ -30,6 +30,9 @@ public final class MeshDirectory: Sendable {
         var nodes: [String: IPv4Address] = [:]
         var authorization: [String: AuthorizationPolicy] = [:]
         var peerAuthentication: [String: PeerAuthentication] = [:]
+        /// The same, in name order: what each decision reads (made on change, not per dial).
+        var authorizationList: [AuthorizationPolicy] = []
+        var peerAuthenticationList: [PeerAuthentication] = []
     }
 
     public let node: String
@@ -162,6 +165,8 @@ public final class MeshDirectory: Sendable {
                 s.authorization[key] = nil
             case .synced: break
             }
+            s.authorizationList = s.authorization.sorted { $0.key < $1.key }.map(\.value)
+            s.peerAuthenticationList = s.peerAuthentication.sorted { $0.key < $1.key }.map(\.value)
         }
         changes.continuation.yield()
     }
@@ -170,8 +175,8 @@ public final class MeshDirectory: Sendable {
 
     /// Whether a pod takes connections only through the mesh (PeerAuthentication STRICT).
     public func strict(_ pod: LocalPod) -> Bool {
-        let policies = state.withLock { Array($0.peerAuthentication.values) }
-        return PeerAuthentication.strict(policies.sorted { $0.name < $1.name }, namespace: pod.namespace, labels: pod.labels)
+        let policies = state.withLock { $0.peerAuthenticationList }
+        return PeerAuthentication.strict(policies, namespace: pod.namespace, labels: pod.labels)
     }
 
     /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.
@@ -183,7 +188,7 @@ public final class MeshDirectory: Sendable {
     /// AuthorizationPolicy's decision on a connection to `destination`'s `port` from `peer`
     /// (nil: plaintext) at `source`.
     public func authorize(peer: SPIFFEID?, source: IPv4Address?, destination: LocalPod, port: UInt16) -> (allowed: Bool, policy: AuthorizationPolicy?) {
-        let policies = state.withLock { $0.authorization.isEmpty ? [] : $0.authorization.sorted { $0.key < $1.key }.map(\.value) }
+        let policies = state.withLock { $0.authorizationList }
         if policies.isEmpty { return (true, nil) }
         let request = AuthorizationPolicy.Request(principal: peer?.principal, sourceNamespace: peer?.workload?.namespace,
                                                   sourceIP: source?.value, port: port)

@@ -5,8 +5,9 @@ import Synchronization
 
 /// PeerAuthentication STRICT on the node: plaintext TCP that reaches a STRICT pod here without
 /// passing this node's proxy (routed in from another node, or from a pod beside it) is refused
-/// with an ICMP net-prohibited, which a sending proxy takes for a policy's refusal, not the
-/// endpoint's fault. What this node's proxy dials (tunnels delivered, connections it judged)
+/// with an ICMP net-prohibited. (A proxy on another node that dialled from the client's address
+/// does not get that error: it is addressed to the client pod, so the proxy sees its dial time
+/// out and counts it against the endpoint — a known gap.) What this node's proxy dials (tunnels delivered, connections it judged)
 /// leaves from the node itself and is not routed, so it passes. Replies to a STRICT pod's own
 /// connections pass (conntrack). One table, `ip kemu_mesh`, replaced whole on each change.
 final class MeshEnforcer: Sendable {

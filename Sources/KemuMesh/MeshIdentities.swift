@@ -9,11 +9,8 @@ import Synchronization
 /// One identity's X.509 SVID, its key, and the TLS contexts made from them.
 public struct MeshCredential: Sendable {
     public let id: SPIFFEID
-    public let certificatePEM: String
     public let notBefore: Date
     public let notAfter: Date
-    /// The mesh CA the chain ended with: what peers' certificates must be signed by.
-    public let authorityPEM: String
     let client: NIOSSLContext
     let server: NIOSSLContext
 
@@ -47,12 +44,6 @@ public final class MeshIdentities: Sendable {
 
     /// Asks for an identity now rather than at the next round (a dial found none).
     public func requestSoon() { wake.continuation.yield() }
-
-    /// Drops every credential (the lab's "revoke"): each is asked for again.
-    public func revokeAll() {
-        state.withLock { $0.credentials.removeAll() }
-        wake.continuation.yield()
-    }
 
     /// Keeps the credentials of `wanted()` current until cancelled: a round each second or when
     /// woken, each identity due asked for concurrently.
@@ -142,9 +133,7 @@ public final class MeshIdentities: Sendable {
             throw MeshError("the mesh CA's answer is not a certificate for \(id) followed by the CA")
         }
         let key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
-        let marker = "-----BEGIN CERTIFICATE-----"
-        let authorityPEM = chain.components(separatedBy: marker).last.map { marker + $0 } ?? ""
-        return MeshCredential(id: id, certificatePEM: chain, notBefore: read.notBefore, notAfter: read.notAfter, authorityPEM: authorityPEM,
+        return MeshCredential(id: id, notBefore: read.notBefore, notAfter: read.notAfter,
                               client: try NIOSSLContext(configuration: TunnelTLS.client(leaf: leaf, key: key, authority: authority)),
                               server: try NIOSSLContext(configuration: TunnelTLS.server(leaf: leaf, key: key, authority: authority)))
     }

@@ -107,7 +107,7 @@ public final class MeshNode: Sendable {
         }
         let status: JSON = [
             "node": .string(config.node), "certificates": .array(certificates), "openTunnels": .int(Int64(v.open)),
-            "streams": ["opened": .int(Int64(v.opened)), "accepted": .int(Int64(v.accepted)), "denied": .int(Int64(v.denied)),
+            "streams": ["opened": .int(Int64(v.opened)), "accepted": .int(Int64(v.accepted)), "denied": .int(Int64(denials.total)),
                         "unreachable": .int(Int64(v.unreachable))],
             "policies": ["authorization": .int(Int64(policies.authorization)), "peerAuthentication": .int(Int64(policies.peerAuthentication)),
                          "strictPods": .int(Int64(directory.strictAddresses.count))],

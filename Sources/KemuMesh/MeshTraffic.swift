@@ -15,32 +15,34 @@ public final class MeshTraffic: Sendable {
         public var destinationPrincipal: String
     }
 
-    struct Counters { var opened = 0, closed = 0, received = 0, sent = 0 }
-    let state = Mutex<[Key: Counters]>([:])
-
-    func opened(_ key: Key) -> TrafficRecord {
-        state.withLock { $0[key, default: Counters()].opened += 1 }
-        return TrafficRecord(key: key, traffic: self)
+    /// One label set's counters: found once per connection, then added to without a lock.
+    final class Series: Sendable {
+        let opened = Atomic<Int>(0), closed = Atomic<Int>(0), received = Atomic<Int>(0), sent = Atomic<Int>(0)
     }
 
-    func add(_ key: Key, received: Int, sent: Int, closed: Bool) {
-        state.withLock { s in
-            var c = s[key, default: Counters()]
-            c.received += received
-            c.sent += sent
-            if closed { c.closed += 1 }
-            s[key] = c
+    let state = Mutex<[Key: Series]>([:])
+
+    /// A connection opened: its label set's counters, counted once more.
+    func opened(_ key: Key) -> Series {
+        let series = state.withLock { s in
+            if let series = s[key] { return series }
+            let series = Series()
+            s[key] = series
+            return series
         }
+        series.opened.add(1, ordering: .relaxed)
+        return series
     }
 
     public var text: String {
         let all = state.withLock { $0 }.sorted { "\($0.key)" < "\($1.key)" }
         var out = ""
-        let series: [(String, String, String, (Counters) -> Int)] = [
-            ("istio_tcp_connections_opened_total", "counter", "TCP connections opened through the mesh.", \.opened),
-            ("istio_tcp_connections_closed_total", "counter", "TCP connections closed through the mesh.", \.closed),
-            ("istio_tcp_received_bytes_total", "counter", "Bytes received during the request (client to server).", \.received),
-            ("istio_tcp_sent_bytes_total", "counter", "Bytes sent during the response (server to client).", \.sent),
+        let series: [(String, String, String, (Series) -> Int)] = [
+            ("istio_tcp_connections_opened_total", "counter", "TCP connections opened through the mesh.", { $0.opened.load(ordering: .relaxed) }),
+            ("istio_tcp_connections_closed_total", "counter", "TCP connections closed through the mesh.", { $0.closed.load(ordering: .relaxed) }),
+            ("istio_tcp_received_bytes_total", "counter", "Bytes received during the request (client to server).",
+             { $0.received.load(ordering: .relaxed) }),
+            ("istio_tcp_sent_bytes_total", "counter", "Bytes sent during the response (server to client).", { $0.sent.load(ordering: .relaxed) }),
         ]
         for (name, type, help, value) in series {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -68,32 +70,5 @@ public final class MeshTraffic: Sendable {
         var parts = pod.split(separator: "-")
         if parts.count >= 3, parts[parts.count - 1].count == 5 { parts.removeLast(2) }
         return parts.joined(separator: "-")
-    }
-}
-
-/// One tunnelled connection's bytes, added up on the mesh's event loop and handed to the
-/// totals after each read burst; closed once.
-final class TrafficRecord: @unchecked Sendable {
-    let key: MeshTraffic.Key
-    let traffic: MeshTraffic
-    var received = 0, sent = 0
-    var closed = false
-
-    init(key: MeshTraffic.Key, traffic: MeshTraffic) {
-        self.key = key
-        self.traffic = traffic
-    }
-
-    func flush() {
-        guard received > 0 || sent > 0 else { return }
-        traffic.add(key, received: received, sent: sent, closed: false)
-        (received, sent) = (0, 0)
-    }
-
-    func close() {
-        guard !closed else { return }
-        closed = true
-        traffic.add(key, received: received, sent: sent, closed: true)
-        (received, sent) = (0, 0)
     }
 }

@@ -39,11 +39,10 @@ enum TunnelSettings {
 
 /// Counts of what the tunnels did, for /metrics and `kemu mesh status`.
 public final class TunnelCounters: Sendable {
-    struct Values { var opened = 0, accepted = 0, denied = 0, unreachable = 0, tunnels = 0, failedTunnels = 0, open = 0 }
+    struct Values { var opened = 0, accepted = 0, unreachable = 0, tunnels = 0, failedTunnels = 0, open = 0 }
     let values = Mutex(Values())
     func opened() { values.withLock { $0.opened += 1 } }
     func accepted() { values.withLock { $0.accepted += 1 } }
-    func denied() { values.withLock { $0.denied += 1 } }
     func unreachable() { values.withLock { $0.unreachable += 1 } }
     func tunnel(_ ok: Bool) { values.withLock { if ok { $0.tunnels += 1; $0.open += 1 } else { $0.failedTunnels += 1 } } }
     func tunnelClosed() { values.withLock { $0.open -= 1 } }
@@ -57,9 +56,6 @@ public final class TunnelCounters: Sendable {
         # HELP kemu_mesh_streams_accepted_total Tunnelled connections this node delivered to its pods.
         # TYPE kemu_mesh_streams_accepted_total counter
         kemu_mesh_streams_accepted_total \(v.accepted)
-        # HELP kemu_mesh_streams_denied_total Tunnelled connections this node's authorization refused.
-        # TYPE kemu_mesh_streams_denied_total counter
-        kemu_mesh_streams_denied_total \(v.denied)
         # HELP kemu_mesh_streams_unreachable_total Tunnelled connections whose pod did not answer.
         # TYPE kemu_mesh_streams_unreachable_total counter
         kemu_mesh_streams_unreachable_total \(v.unreachable)
@@ -94,7 +90,6 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     let logger = Logger(label: "kemu.mesh.client")
     /// Open tunnels; touched only on `loop`.
     var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
-    var openTunnels: Int { tunnels.count }
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
          traffic: MeshTraffic) {
@@ -108,7 +103,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
 
     public func dial(client: KemuSystem.SocketAddress, endpoint: EndpointSpec) -> MeshDial {
         // Every dial of the node asks: a plain cluster pays one lookup (no allocation) per dial.
-        guard let slash = endpoint.target.firstIndex(of: "/"), directory.anyMeshed,
+        guard directory.anyMeshed, let slash = endpoint.target.firstIndex(of: "/"),
               case let namespace = String(endpoint.target[..<slash]), directory.meshed(namespace: namespace) else { return .direct }
         let source = directory.localPod(client.ip).flatMap { directory.meshed(namespace: $0.namespace) ? $0 : nil }
         if endpoint.nodeName.isEmpty || endpoint.nodeName == directory.node {
@@ -286,7 +281,7 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
             context.close(promise: nil)
             return
         }
-        GlueSide.join(byteSide, streamSide, record: traffic.opened(request.traffic))
+        GlueSide.join(byteSide, streamSide, traffic: traffic.opened(request.traffic))
         streamSide.flushEarly()
     }
 

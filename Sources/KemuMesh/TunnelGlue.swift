@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP2
+import Synchronization
 
 /// One side of a tunnelled connection: a byte channel (the engine's local socket, or the TCP
 /// connection to the endpoint pod) or an HTTP/2 stream, joined to its partner on the same event
@@ -16,24 +17,26 @@ class GlueSide: @unchecked Sendable {
     var readPending = false
     /// This side's output was ended (half-close sent).
     var outputEnded = false
-    /// The connection's byte counts (`istio_tcp_*`), shared by both sides.
-    var record: TrafficRecord?
+    /// The connection's label set (`istio_tcp_*`), shared by both sides.
+    var traffic: MeshTraffic.Series?
     /// What this side reads is the request (client to server), else the response.
     var carriesRequest = false
+    /// Closed once, by whichever side goes first.
+    var counted = false
 
     func count(_ bytes: Int) {
-        guard let record else { return }
-        if carriesRequest { record.received += bytes } else { record.sent += bytes }
+        guard let traffic else { return }
+        if carriesRequest { traffic.received.add(bytes, ordering: .relaxed) } else { traffic.sent.add(bytes, ordering: .relaxed) }
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     /// Joins two sides (`a` reads the request); each starts reading.
-    static func join(_ a: GlueSide, _ b: GlueSide, record: TrafficRecord?) {
+    static func join(_ a: GlueSide, _ b: GlueSide, traffic: MeshTraffic.Series?) {
         a.partner = b
         b.partner = a
-        (a.record, b.record, a.carriesRequest) = (record, record, true)
+        (a.traffic, b.traffic, a.carriesRequest) = (traffic, traffic, true)
         a.startReading()
         b.startReading()
     }
@@ -63,12 +66,15 @@ class GlueSide: @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        record?.flush()
         partner?.context?.flush()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        record?.close()
+        if !counted, let traffic {
+            counted = true
+            partner?.counted = true
+            traffic.closed.add(1, ordering: .relaxed)
+        }
         partner?.closeAfterWrites()
         partner = nil
         context.fireChannelInactive()

@@ -168,7 +168,6 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
         }
         let source = TunnelServer.source(request.headers)
         guard server.authorize(TunnelRequest(peer: id, source: source, destination: pod, port: port)) else {
-            server.counters.denied()
             respond(context, "403")
             return
         }
@@ -190,7 +189,7 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
             case .success:
                 server.counters.accepted()
                 channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])), promise: nil)
-                GlueSide.join(streamSide, byteSide, record: server.traffic.opened(key))
+                GlueSide.join(streamSide, byteSide, traffic: server.traffic.opened(key))
                 streamSide.flushEarly()
             case .failure:
                 server.counters.unreachable()

@@ -158,7 +158,7 @@ spec:
         #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "deny-default"]).status == .exited(0))
         #expect(try await eventually(10) { try await Self.get(c, from: "caller").contains("pod=web-") })
 
-        // STRICT: the plain pod is refused at once (not left to time out), meshed clients go on.
+        // STRICT: the plain pod is refused by node-2's rule, meshed clients go on.
         #expect(try await c.kubectl(["apply"], stdin: Self.strict).status == .exited(0))
         #expect(try await eventually(10) {
             try await !c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output.contains("pod=web-")
