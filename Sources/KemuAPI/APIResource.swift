@@ -121,17 +121,35 @@ public enum APIResources {
               kind: "AuthorizationPolicy", namespaced: true, shortNames: ["ap"], categories: ["istio-io", "security-istio-io"]),
         .init(group: "security.istio.io", version: "v1", resource: "peerauthentications", singular: "peerauthentication",
               kind: "PeerAuthentication", namespaced: true, shortNames: ["pa"], categories: ["istio-io", "security-istio-io"]),
+        // Gateway API's routes in their mesh shape (GAMMA): a Service's connections split by
+        // weight among other Services (TrafficRoute.swift). HTTPRoute first: v1 is the group's
+        // preferred version.
+        .init(group: "gateway.networking.k8s.io", version: "v1", resource: "httproutes", singular: "httproute", kind: "HTTPRoute",
+              namespaced: true, categories: ["gateway-api"], subresources: ["status"]),
+        .init(group: "gateway.networking.k8s.io", version: "v1alpha2", resource: "tcproutes", singular: "tcproute", kind: "TCPRoute",
+              namespaced: true, categories: ["gateway-api"], subresources: ["status"]),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
         .init(group: "kemu.dev", version: "v1", resource: "faults", singular: "fault", kind: "Fault", namespaced: true),
     ]
 
-    /// Groups in discovery order, with their versions.
+    /// Every group and version served, in discovery order.
     public static var groups: [(group: String, version: String)] {
         var seen: [String] = []
         var result: [(String, String)] = []
-        for r in all where !seen.contains(r.group) {
-            seen.append(r.group)
+        for r in all where !seen.contains(r.groupVersion) {
+            seen.append(r.groupVersion)
             result.append((r.group, r.version))
+        }
+        return result
+    }
+
+    /// Each group once, in discovery order, with its versions (the preferred, first-listed, first).
+    public static var groupVersions: [(group: String, versions: [String])] {
+        var result: [(group: String, versions: [String])] = []
+        for g in groups {
+            if let i = result.firstIndex(where: { $0.group == g.group }) { result[i].versions.append(g.version) } else {
+                result.append((g.group, [g.version]))
+            }
         }
         return result
     }

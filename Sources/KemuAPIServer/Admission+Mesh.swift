@@ -54,6 +54,13 @@ extension Admission {
         return (problems?.items ?? []).map { FieldError(field: $0.field, reason: "FieldValueInvalid", message: "Invalid value: \($0.message)") }
     }
 
+    /// A Gateway API route: what the CRDs' schemas refuse, refused naming the field.
+    static func validateRoute(_ o: JSON) -> [FieldError] {
+        if o["spec"] != nil && o["spec"]?.object == nil { return [.invalid("spec", o["spec"]?.text() ?? "", "must be an object")] }
+        guard case let .failure(problems) = TrafficRoute.parse(o) else { return [] }
+        return problems.items.map { FieldError(field: $0.field, reason: "FieldValueInvalid", message: "Invalid value: \($0.message)") }
+    }
+
     /// A request's spec is what its author asked for: it cannot change afterwards.
     static func validateCertificateRequestUpdate(_ new: JSON, _ old: JSON) -> [FieldError] {
         new["spec"] == old["spec"] ? [] : [.invalid("spec", "<spec>", "field is immutable")]

@@ -132,6 +132,7 @@ enum Admission {
         case "Fault": errors += validateFault(o)
         case "CertificateSigningRequest": errors += validateCertificateRequest(o)
         case "AuthorizationPolicy", "PeerAuthentication": errors += validateMeshPolicy(o, r)
+        case "TCPRoute", "HTTPRoute": errors += validateRoute(o)
         case "Role", "ClusterRole": errors += validateRules(o, r)
         case "RoleBinding", "ClusterRoleBinding": errors += validateBinding(o, r)
         case "ConfigMap": errors += validateConfigMap(o)

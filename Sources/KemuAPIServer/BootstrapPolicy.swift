@@ -38,6 +38,8 @@ enum BootstrapPolicy {
                 PolicyRule(verbs: reads, apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"]),
                 // … and the mesh's policies (as ztunnel enforces them).
                 PolicyRule(verbs: reads, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
+                // … and the routes that split a Service's traffic by weight.
+                PolicyRule(verbs: reads, apiGroups: ["gateway.networking.k8s.io"], resources: ["httproutes", "tcproutes"]),
             ]),
             // kemu's emulated cloud load balancer: the proxier's reads, and a Service's status only.
             role("system:kemu-lb", [
@@ -79,6 +81,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: reads, apiGroups: ["policy"], resources: ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
         PolicyRule(verbs: reads, apiGroups: ["kemu.dev"], resources: ["faults"]),
         PolicyRule(verbs: reads, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
+        PolicyRule(verbs: reads, apiGroups: ["gateway.networking.k8s.io"], resources: ["httproutes", "httproutes/status", "tcproutes", "tcproutes/status"]),
         PolicyRule(verbs: reads, apiGroups: ["metrics.k8s.io"], resources: ["pods", "nodes"]),
         PolicyRule(verbs: reads, apiGroups: ["events.k8s.io"], resources: ["events"]),
     ]
@@ -103,6 +106,7 @@ enum BootstrapPolicy {
         PolicyRule(verbs: writes, apiGroups: ["policy"], resources: ["poddisruptionbudgets"]),
         PolicyRule(verbs: writes, apiGroups: ["kemu.dev"], resources: ["faults"]),
         PolicyRule(verbs: writes, apiGroups: ["security.istio.io"], resources: ["authorizationpolicies", "peerauthentications"]),
+        PolicyRule(verbs: writes, apiGroups: ["gateway.networking.k8s.io"], resources: ["httproutes", "tcproutes"]),
     ]
 
     /// admin: edit, plus the namespace's Roles and RoleBindings (within what it holds itself).

@@ -16,29 +16,35 @@ enum Discovery {
     ]
 
     static func aggregated(core: Bool) -> JSON {
-        let groups = APIResources.groups.filter { core ? $0.group.isEmpty : !$0.group.isEmpty }
+        let groups = APIResources.groupVersions.filter { core ? $0.group.isEmpty : !$0.group.isEmpty }
         let items: [JSON] = groups.map { g in
-            let resources: [JSON] = APIResources.all.filter { $0.group == g.group && $0.version == g.version }.map { r in
-                var entry: JSON = [
-                    "resource": .string(r.resource), "singularResource": .string(r.singular),
-                    "scope": r.namespaced ? "Namespaced" : "Cluster",
-                    "responseKind": ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)],
-                    "verbs": .array(r.verbs.map { .string($0) }),
-                ]
-                if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
-                if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
-                entry["subresources"] = .array(r.subresources.map { sub in
-                    let kind: JSON = sub == "scale" ? ["group": "autoscaling", "version": "v1", "kind": "Scale"]
-                        : sub == "eviction" ? ["group": "policy", "version": "v1", "kind": "Eviction"]
-                        : ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]
-                    return ["subresource": .string(sub), "responseKind": kind, "verbs": subresourceVerbs(sub)]
-                })
-                return entry
+            let versions: [JSON] = g.versions.map { version in
+                ["version": .string(version), "freshness": "Current", "resources": .array(aggregatedResources(group: g.group, version: version))]
             }
             let metadata: JSON = g.group.isEmpty ? [:] : ["name": .string(g.group)]
-            return ["metadata": metadata, "versions": [["version": .string(g.version), "freshness": "Current", "resources": .array(resources)]]]
+            return ["metadata": metadata, "versions": .array(versions)]
         }
         return ["kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": [:], "items": .array(items)]
+    }
+
+    static func aggregatedResources(group: String, version: String) -> [JSON] {
+        APIResources.all.filter { $0.group == group && $0.version == version }.map { r in
+            var entry: JSON = [
+                "resource": .string(r.resource), "singularResource": .string(r.singular),
+                "scope": r.namespaced ? "Namespaced" : "Cluster",
+                "responseKind": ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)],
+                "verbs": .array(r.verbs.map { .string($0) }),
+            ]
+            if !r.shortNames.isEmpty { entry["shortNames"] = .array(r.shortNames.map { .string($0) }) }
+            if !r.categories.isEmpty { entry["categories"] = .array(r.categories.map { .string($0) }) }
+            entry["subresources"] = .array(r.subresources.map { sub in
+                let kind: JSON = sub == "scale" ? ["group": "autoscaling", "version": "v1", "kind": "Scale"]
+                    : sub == "eviction" ? ["group": "policy", "version": "v1", "kind": "Eviction"]
+                    : ["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]
+                return ["subresource": .string(sub), "responseKind": kind, "verbs": subresourceVerbs(sub)]
+            })
+            return entry
+        }
     }
 
     static func subresourceVerbs(_ sub: String) -> JSON {
@@ -56,9 +62,9 @@ enum Discovery {
     }
 
     static var legacyGroups: JSON {
-        let groups: [JSON] = APIResources.groups.filter { !$0.group.isEmpty }.map { g in
-            let gv: JSON = ["groupVersion": .string("\(g.group)/\(g.version)"), "version": .string(g.version)]
-            return ["name": .string(g.group), "versions": [gv], "preferredVersion": gv]
+        let groups: [JSON] = APIResources.groupVersions.filter { !$0.group.isEmpty }.map { g in
+            let versions: [JSON] = g.versions.map { ["groupVersion": .string("\(g.group)/\($0)"), "version": .string($0)] }
+            return ["name": .string(g.group), "versions": .array(versions), "preferredVersion": versions[0]]
         }
         return ["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(groups)]
     }

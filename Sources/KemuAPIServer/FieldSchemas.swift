@@ -166,6 +166,8 @@ extension FieldSchema {
             "Fault": kind(["spec", "status"]),
             "AuthorizationPolicy": kind(["status"], ["spec": fields(["selector", "targetRef", "targetRefs", "action", "provider", "rules"])]),
             "PeerAuthentication": kind(["status"], ["spec": fields(["selector", "mtls", "portLevelMtls"])]),
+            "TCPRoute": kind(["status"], ["spec": fields(["parentRefs", "rules"])]),
+            "HTTPRoute": kind(["status"], ["spec": fields(["parentRefs", "hostnames", "rules"])]),
             "CertificateSigningRequest": kind(["status"], ["spec": fields(["request", "signerName", "expirationSeconds", "usages", "username",
                                                                           "uid", "groups", "extra"])]),
             "Lease": kind([], ["spec": fields(["holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",

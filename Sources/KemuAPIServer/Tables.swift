@@ -198,6 +198,13 @@ enum Tables {
                     age]
         case "AuthorizationPolicy":
             return [name, Column(name: "Action") { o in .string(o[path: "spec.action"]?.string ?? "ALLOW") }, age]
+        case "TCPRoute", "HTTPRoute":
+            return [name,
+                    Column(name: "Parents") { o in
+                        .string((o[path: "spec.parentRefs"]?.array ?? []).compactMap { $0["name"]?.string }.joined(separator: ","))
+                    },
+                    Column(name: "Backends") { o in .string(TrafficRoute.summary(o)) },
+                    age]
         case "PeerAuthentication":
             return [name, Column(name: "Mode") { o in .string(o[path: "spec.mtls.mode"]?.string ?? "UNSET") }, age]
         case "CertificateSigningRequest":

@@ -1,11 +1,15 @@
 // libFuzzer target: Istio's AuthorizationPolicy and PeerAuthentication as users write them, and
 // the decision on a connection, over any JSON body: nothing traps, and a policy that parses
-// decides every request one way or the other.
+// decides every request one way or the other. Gateway API routes and Linkerd's failure accrual
+// annotations (the mesh's other user input) go through the same bodies.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzMeshPolicy(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(UnsafeRawBufferPointer(start: data, count: count))
     guard let object = try? JSON.parse(bytes) else { return 0 }
     _ = try? PeerAuthentication.parse(object).get()
+    _ = TrafficRoute.summary(object)
+    _ = FailureAccrual.parse(object.annotations)
+    if let text = object["duration"]?.string { _ = FailureAccrual.goDurationSeconds(text) }
     guard let policy = try? AuthorizationPolicy.parse(object).get() else { return 0 }
     let seed = bytes.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }
     let request = AuthorizationPolicy.Request(principal: seed & 1 == 0 ? nil : "cluster.local/ns/a/sa/b", sourceNamespace: "a",
