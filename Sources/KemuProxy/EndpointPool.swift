@@ -23,11 +23,20 @@ public struct EndpointSpec: Hashable, Sendable {
     /// The pod, for metrics and logs ("default/web-1"); empty when unknown.
     public var target: String
     public var nodeName: String
+    /// Its share of a weighted pool's connections (a route's backend weight over the backend's
+    /// endpoints); unweighted pools leave it 1.
+    public var weight = 1.0
 
-    public init(_ address: SocketAddress, target: String = "", nodeName: String = "") {
+    public init(_ address: SocketAddress, target: String = "", nodeName: String = "", weight: Double = 1) {
         self.address = address
         self.target = target
         self.nodeName = nodeName
+        self.weight = weight
+    }
+
+    /// The same endpoint, whatever its weight.
+    func isSame(_ other: EndpointSpec) -> Bool {
+        address == other.address && target == other.target && nodeName == other.nodeName
     }
 }
 
@@ -39,6 +48,9 @@ public struct EjectionPolicy: Sendable, Equatable, Codable {
     public var baseSeconds = 1.0
     public var maxSeconds = 60.0
     public var maxShare = 0.5
+    /// Each ejection lasts up to this much longer, at random (Linkerd's jitter), so endpoints
+    /// ejected together do not all come back together.
+    public var jitterRatio = 0.0
 
     public init() {}
 }
@@ -63,6 +75,12 @@ public struct PoolSettings: Sendable, Equatable {
     /// two failed checks in a row (a connect refused, or unanswered within 1 s) take it out of
     /// the choice until one succeeds.
     public var healthCheckSeconds = 0
+    /// A route splits the Service by weight: endpoints are chosen in proportion to their
+    /// weights (smooth weighted round robin, nginx's: exact over every cycle), and
+    /// `unroutedWeight` — the weight of backends that resolve to no endpoint — is the share of
+    /// new connections refused, as the Gateway API asks.
+    public var weighted = false
+    public var unroutedWeight = 0.0
 
     public init() {}
 }
@@ -70,7 +88,10 @@ public struct PoolSettings: Sendable, Equatable {
 /// Engine-side state of one endpoint. Connections keep a reference, so an endpoint that left
 /// its pool still counts its connections down as they close.
 final class Endpoint {
-    let spec: EndpointSpec
+    /// Its weight may change in place (a route's weights shifted); the rest never does.
+    fileprivate(set) var spec: EndpointSpec
+    /// Smooth weighted round robin's running credit.
+    fileprivate var credit = 0.0
     var active = 0
     /// PeakEWMA of the time to the first response byte, nanoseconds; 0 until the first answer.
     var latencyEWMA = 0.0
@@ -131,6 +152,8 @@ final class EndpointPool {
     private var order: [Int] = []
     private var next = 0
     private var affinity: [UInt32: (endpoint: Endpoint, lastUsed: UInt64)] = [:]
+    /// Smooth weighted round robin's credit of the refused share (`PoolSettings.unroutedWeight`).
+    private var unroutedCredit = 0.0
     var stats = PoolStats()
     var random = SystemRandomNumberGenerator()
     /// When the next round of active health checks is due (monotonic ns).
@@ -152,7 +175,8 @@ final class EndpointPool {
         for e in endpoints { old[e.spec.address] = e }
         var fresh: [Endpoint] = []
         for spec in specs {
-            if let kept = old.removeValue(forKey: spec.address), kept.spec == spec {
+            if let kept = old.removeValue(forKey: spec.address), kept.spec.isSame(spec) {
+                kept.spec.weight = spec.weight
                 fresh.append(kept)
             } else {
                 fresh.append(Endpoint(spec))
@@ -167,6 +191,9 @@ final class EndpointPool {
             order = Array(endpoints.indices).shuffled(using: &random)
             next = 0
         }
+        // New weights start a new cycle, so its proportions are exact from the next connection.
+        unroutedCredit = 0
+        for e in endpoints { e.credit = 0 }
         return removed
     }
 
@@ -174,6 +201,7 @@ final class EndpointPool {
     /// while others remain; nil only when the pool is empty. Ejected endpoints are used only
     /// when every candidate is ejected.
     func choose(client: IPv4Address, tried: [Endpoint], now: UInt64) -> Endpoint? {
+        if settings.unroutedWeight > 0, tried.isEmpty, refusesShare() { return nil }
         let untried = { (e: Endpoint) in !tried.contains { $0 === e } }
         if let seconds = settings.affinitySeconds, tried.isEmpty, let pinned = affinity[client.value],
            now &- pinned.lastUsed < UInt64(seconds * 1e9), pinned.endpoint.removedAt == 0, !pinned.endpoint.isEjected(at: now) {
@@ -191,8 +219,34 @@ final class EndpointPool {
         return chosen
     }
 
+    /// Whether this connection falls in the unrouted share: two-way smooth weighted round
+    /// robin between what the endpoints carry and what no endpoint does. The two credits sum
+    /// to the round's total, so the unrouted one wins when it holds more than half of it.
+    private func refusesShare() -> Bool {
+        let total = endpoints.reduce(0.0) { $0 + $1.spec.weight } + settings.unroutedWeight
+        unroutedCredit += settings.unroutedWeight
+        guard 2 * unroutedCredit > total else { return false }
+        unroutedCredit -= total
+        return true
+    }
+
+    /// Smooth weighted round robin over the usable endpoints: each gains its weight, the richest
+    /// is chosen and pays the round's total. Over any cycle each gets exactly its share.
+    private func smoothWeighted(_ usable: (Endpoint) -> Bool) -> Endpoint? {
+        var total = 0.0
+        var best: Endpoint?
+        for e in endpoints where usable(e) {
+            e.credit += e.spec.weight
+            total += e.spec.weight
+            if best.map({ e.credit > $0.credit }) ?? true { best = e }
+        }
+        best?.credit -= total
+        return best
+    }
+
     private func pick(_ usable: (Endpoint) -> Bool, now: UInt64) -> Endpoint? {
         guard !endpoints.isEmpty else { return nil }
+        if settings.weighted { return pickWeighted(usable, now: now) }
         switch settings.algorithm {
         case .roundRobin:
             return nextInTurn(usable)
@@ -213,6 +267,36 @@ final class EndpointPool {
             if b >= a { b += 1 }
             return Self.cost(candidates[a], now: now) <= Self.cost(candidates[b], now: now) ? candidates[a] : candidates[b]
         }
+    }
+
+    /// The algorithms with weights: round robin is smooth weighted; the others divide what they
+    /// compare (open connections, cost) by the weight, or draw in proportion to it.
+    private func pickWeighted(_ usable: (Endpoint) -> Bool, now: UInt64) -> Endpoint? {
+        let candidates = endpoints.filter { usable($0) && $0.spec.weight > 0 }
+        switch settings.algorithm {
+        case .roundRobin:
+            return smoothWeighted { usable($0) && $0.spec.weight > 0 }
+        case .leastConnections:
+            return candidates.min { Double($0.active + 1) / $0.spec.weight < Double($1.active + 1) / $1.spec.weight }
+        case .random:
+            return draw(candidates)
+        case .powerOfTwoChoices:
+            // Two drawn in proportion to their weights; the cheaper one wins.
+            guard candidates.count > 1, let a = draw(candidates), let b = draw(candidates) else { return candidates.first }
+            return Self.cost(a, now: now) <= Self.cost(b, now: now) ? a : b
+        }
+    }
+
+    /// One of `candidates`, drawn in proportion to its weight.
+    private func draw(_ candidates: [Endpoint]) -> Endpoint? {
+        let total = candidates.reduce(0.0) { $0 + $1.spec.weight }
+        guard total > 0 else { return nil }
+        var left = Double.random(in: 0..<total, using: &random)
+        for e in candidates {
+            left -= e.spec.weight
+            if left < 0 { return e }
+        }
+        return candidates.last
     }
 
     /// An endpoint never measured counts as 1 ms, so new ones are tried; an estimate decays
@@ -271,7 +355,8 @@ final class EndpointPool {
         guard e.consecutiveFailures >= policy.consecutiveFailures, !e.isEjected(at: now), e.removedAt == 0 else { return false }
         let ejected = endpoints.filter { $0.isEjected(at: now) }.count
         guard ejected == 0 || Double(ejected + 1) <= policy.maxShare * Double(endpoints.count) else { return false }
-        let seconds = min(policy.baseSeconds * Double(1 << min(e.ejections, 20)), policy.maxSeconds)
+        var seconds = min(policy.baseSeconds * Double(1 << min(e.ejections, 20)), policy.maxSeconds)
+        if policy.jitterRatio > 0 { seconds = min(seconds * (1 + Double.random(in: 0...policy.jitterRatio, using: &random)), policy.maxSeconds) }
         e.ejectedUntil = now &+ UInt64(seconds * 1e9)
         e.ejections += 1
         e.consecutiveFailures = 0

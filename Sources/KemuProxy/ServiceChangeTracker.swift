@@ -9,11 +9,13 @@ import KemuIP
 /// (`current`). A change undone before the next sync (a slice that came and went, an update that
 /// restored the object) comes out as no change at all.
 struct ServiceChangeTracker {
-    /// A Service's inputs to its plan: the Service, its slices, the Faults on it.
+    /// A Service's inputs to its plan: the Service, its slices, the Faults on it, the routes
+    /// that split it (with their backends' Services and slices).
     struct Inputs: Equatable {
         var service: ServiceInfo?
         var slices: [SliceInfo]
         var faults: [Fault]
+        var splits: [SplitInputs] = []
     }
 
     static let noInputs = Inputs(service: nil, slices: [], faults: [])
@@ -23,8 +25,15 @@ struct ServiceChangeTracker {
     private(set) var faults: [ServiceKey: Fault] = [:]
     /// The cloud load balancer's view of the nodes.
     private(set) var nodes: [String: BalancedNode] = [:]
+    /// Gateway API routes (TCPRoute, HTTPRoute) by kind/namespace/name, and what they tie
+    /// together: each parent Service's routes in order of precedence, each backend's parents.
+    private(set) var routes: [String: TrafficRoute] = [:]
+    private var routesByParent: [ServiceKey: [TrafficRoute]] = [:]
+    private var parentsOfBackend: [ServiceKey: Set<ServiceKey>] = [:]
     private(set) var servicesSynced = false
     private(set) var slicesSynced = false
+    /// The route kinds still to list before the first sync (none for the cloud load balancer).
+    private var routesUnsynced: Set<String> = []
     /// Touched Services, with their inputs at the last checkout.
     private var pending: [ServiceKey: Inputs] = [:]
     /// Whether anything was checked out yet: before that every Service's previous inputs are
@@ -40,23 +49,44 @@ struct ServiceChangeTracker {
     /// otherwise report the age of every slice as programming latency).
     let startedAt: Date
 
-    init(startedAt: Date = Date()) { self.startedAt = startedAt }
+    /// `routeKinds`: the route kinds whose first list the first sync waits for (a restarted
+    /// proxy must not send a split Service's connections unsplit for a moment).
+    init(startedAt: Date = Date(), routeKinds: Set<String> = []) {
+        self.startedAt = startedAt
+        routesUnsynced = routeKinds
+    }
 
-    var synced: Bool { servicesSynced && slicesSynced }
+    var synced: Bool { servicesSynced && slicesSynced && routesUnsynced.isEmpty }
     var hasPending: Bool { !pending.isEmpty || !forced.isEmpty }
 
     func inputs(_ key: ServiceKey) -> Inputs {
-        Inputs(service: index.services[key], slices: index.slices(of: key), faults: faults(on: key))
+        Inputs(service: index.services[key], slices: index.slices(of: key), faults: faults(on: key), splits: splits(of: key))
     }
 
-    /// Notes `keys` as touched, keeping the inputs they had before the first touch.
+    /// The routes that split `key`, in precedence order, one entry per parentRef naming it.
+    func splits(of key: ServiceKey) -> [SplitInputs] {
+        guard let routes = routesByParent[key] else { return [] }
+        return routes.flatMap { route in
+            let backends = route.backends.map { ref -> SplitInputs.Backend in
+                let backend = ServiceKey(namespace: route.namespace, name: ref.service)
+                return ref.resolvable ? .init(ref: ref, service: index.services[backend], slices: index.slices(of: backend))
+                    : .init(ref: ref, service: nil, slices: [])
+            }
+            return route.parents.filter { $0.service == key.name }.map { SplitInputs(route: route.description, port: $0.port, backends: backends) }
+        }
+    }
+
+    /// Notes `keys` as touched, and the Services split onto them, keeping the inputs they had
+    /// before the first touch.
     private mutating func touch(_ keys: [ServiceKey]) {
+        var keys = keys
+        if !parentsOfBackend.isEmpty { keys += keys.flatMap { parentsOfBackend[$0] ?? [] } }
         for key in keys where pending[key] == nil { pending[key] = checkedOut ? inputs(key) : Self.noInputs }
         if pendingSince == nil && !keys.isEmpty { pendingSince = Date() }
     }
 
     /// The informers the tracker follows.
-    enum Source { case services, slices, faults, nodes }
+    enum Source { case services, slices, faults, nodes, routes(String) }
 
     mutating func apply(_ event: InformerEvent, from source: Source) {
         switch source {
@@ -64,6 +94,35 @@ struct ServiceChangeTracker {
         case .slices: apply(slice: event)
         case .faults: apply(fault: event)
         case .nodes: apply(node: event)
+        case let .routes(kind): apply(route: event, kind: kind)
+        }
+    }
+
+    /// A route came, changed or went: the Services it splits, before and after, are planned
+    /// again. A route kemu cannot read (admission refuses those) splits nothing.
+    mutating func apply(route event: InformerEvent, kind: String) {
+        let next: TrafficRoute?
+        let o: JSON
+        switch event {
+        case let .added(object), let .updated(_, object):
+            o = object
+            if case let .success(route) = TrafficRoute.parse(object) { next = route } else { next = nil }
+        case let .deleted(object): (o, next) = (object, nil)
+        case .synced: routesUnsynced.remove(kind); return
+        }
+        let key = "\(kind)/\(o.namespace)/\(o.name)"
+        let parents = { (r: TrafficRoute?) in (r?.parents ?? []).map { ServiceKey(namespace: r?.namespace ?? "", name: $0.service) } }
+        touch(parents(routes[key]) + parents(next))
+        routes[key] = next
+        routesByParent = [:]
+        parentsOfBackend = [:]
+        for route in routes.values.sorted(by: TrafficRoute.precedes) {
+            for parent in Set(parents(route)) {
+                routesByParent[parent, default: []].append(route)
+                for b in route.backends where b.resolvable {
+                    parentsOfBackend[ServiceKey(namespace: route.namespace, name: b.service), default: []].insert(parent)
+                }
+            }
         }
     }
 
@@ -153,7 +212,7 @@ struct ServiceChangeTracker {
     }
 
     private func hasInputs(_ key: ServiceKey) -> Bool {
-        index.services[key] != nil || index.slices[key] != nil || faults.values.contains { $0.namespace == key.namespace && $0.service == key.name }
+        index.services[key] != nil || index.slices[key] != nil || routesByParent[key] != nil || faults.values.contains { $0.namespace == key.namespace && $0.service == key.name }
     }
 
     /// The Faults on a Service, in name order.

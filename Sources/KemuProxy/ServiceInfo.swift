@@ -19,7 +19,7 @@ public struct ServiceInfo: Equatable, Sendable {
     public var externalTrafficLocal = false
     public var healthCheckNodePort: UInt16 = 0
     public var ports: [Port] = []
-    /// kemu.io/ annotations, as written (checked when a plan is made, so problems are reported).
+    /// kemu.io/ and Linkerd's balancer.linkerd.io/ annotations, as written (checked when a plan is made, so problems are reported).
     public var annotations: [String: String] = [:]
     /// ClientIP session affinity timeout; nil without affinity.
     public var affinitySeconds: Double?
@@ -61,7 +61,7 @@ public struct ServiceInfo: Equatable, Sendable {
             port.targetPort = p["targetPort"].map { $0.string ?? String($0.int ?? 0) } ?? String(port.number)
             return port
         }
-        annotations = service.annotations.filter { $0.key.hasPrefix("kemu.io/") }
+        annotations = service.annotations.filter { $0.key.hasPrefix("kemu.io/") || $0.key.hasPrefix("balancer.linkerd.io/") }
         if spec["sessionAffinity"]?.string == "ClientIP" {
             affinitySeconds = spec[path: "sessionAffinityConfig.clientIP.timeoutSeconds"]?.int.map(Double.init) ?? ServicePlan.defaultAffinitySeconds
         }

@@ -104,11 +104,13 @@ extension ServicePlan {
 
     /// The plan for `service` given the EndpointSlices labelled with its name. Headless and
     /// ExternalName Services are not proxied; TCP and UDP ports are (SCTP is refused at admission).
+    /// A port that a route splits (`splits`, the first that claims it) gets the route's
+    /// backends' endpoints by weight instead of the Service's own.
     public init(service: JSON, slices: [JSON], context: PlanContext) {
         self.init(service: ServiceInfo(service), slices: slices.map(SliceInfo.init), context: context)
     }
 
-    public init(service: ServiceInfo, slices: [SliceInfo], context: PlanContext) {
+    public init(service: ServiceInfo, slices: [SliceInfo], context: PlanContext, splits: [SplitInputs] = []) {
         self.init()
         let clusterIPs = service.clusterIPs
         guard service.type != "ExternalName", !clusterIPs.isEmpty else { return }
@@ -122,7 +124,16 @@ extension ServicePlan {
         for port in service.ports {
             guard let transport = port.transport, let servicePort = port.port else { continue }
             let portName = port.name
-            let (all, local) = Self.endpoints(for: portName, transport, in: slices, node: context.nodeName, zone: context.zone)
+            var (all, local) = Self.endpoints(for: portName, transport, in: slices, node: context.nodeName, zone: context.zone)
+            var (clusterSettings, localSettings) = (settings, settings)
+            if let split = splits.first(where: { $0.port == nil || $0.port == servicePort }) {
+                let s = Self.splitEndpoints(split, transport, node: context.nodeName, zone: context.zone, problems: &problems)
+                (all, local) = (s.all, s.local)
+                clusterSettings.weighted = true
+                clusterSettings.unroutedWeight = s.unrouted
+                localSettings.weighted = true
+                localSettings.unroutedWeight = s.localUnrouted
+            }
             let clusterPool = portName.isEmpty ? id : "\(id):\(portName)"
             let localPool = clusterPool + "@local"
             var used: Set<String> = []
@@ -138,13 +149,15 @@ extension ServicePlan {
             if service.type == "NodePort" || service.type == "LoadBalancer", port.nodePort > 0 {
                 for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal, source: .node) }
             }
-            if used.contains(clusterPool) { pools[clusterPool] = Pool(settings: settings, endpoints: all) }
-            if used.contains(localPool) { pools[localPool] = Pool(settings: settings, endpoints: local) }
-            if all.isEmpty, slices.contains(where: { !$0.endpoints.isEmpty }), !slices.contains(where: { $0.port(named: portName, transport) != nil }) {
+            if used.contains(clusterPool) { pools[clusterPool] = Pool(settings: clusterSettings, endpoints: all) }
+            if used.contains(localPool) { pools[localPool] = Pool(settings: localSettings, endpoints: local) }
+            if !clusterSettings.weighted, all.isEmpty, slices.contains(where: { !$0.endpoints.isEmpty }), !slices.contains(where: { $0.port(named: portName, transport) != nil }) {
                 problems.append("port \(portName.isEmpty ? String(port.number) : portName): no endpoint has a port matching the Service's targetPort \(port.targetPort)")
             }
         }
         localAddresses = Set(clusterIPs + externalIPs + loadBalancerIPs)
+        var seen: Set<String> = []
+        problems = problems.filter { seen.insert($0).inserted }
         if service.type == "LoadBalancer", externalLocal, service.healthCheckNodePort > 0 {
             healthCheck = HealthCheck(port: service.healthCheckNodePort, localEndpoints: Self.readyLocalEndpoints(slices, node: context.nodeName))
         }
@@ -231,6 +244,14 @@ extension ServicePlan {
             }
         }
         if let seconds = service.affinitySeconds { s.affinitySeconds = seconds }
+        let (accrual, accrualProblems) = FailureAccrual.parse(annotations)
+        problems += accrualProblems
+        if let accrual {
+            s.ejection.consecutiveFailures = accrual.maxFailures
+            s.ejection.baseSeconds = accrual.minPenaltySeconds
+            s.ejection.maxSeconds = accrual.maxPenaltySeconds
+            s.ejection.jitterRatio = accrual.jitterRatio
+        }
         return s
     }
 }

@@ -117,7 +117,7 @@ public final class ServiceProxy: Sendable {
         self.client = client
         self.addresses = addresses
         engine = try ProxyEngine(settings: engineSettings)
-        tracker = Mutex(ServiceChangeTracker(startedAt: started))
+        tracker = Mutex(ServiceChangeTracker(startedAt: started, routeKinds: config.role == .node ? Set(Self.routeResources.map(\.kind)) : []))
         runner = BoundedFrequencyRunner(.init(min: config.minSyncInterval, max: config.maxSyncInterval, retry: config.retryInterval,
                                              busy: config.syncBusyFactor))
         applied = Mutex(Applied(applier: PlanApplier(backend: backend ?? EngineBackend(engine: engine), addresses: addresses,
@@ -162,6 +162,10 @@ public final class ServiceProxy: Sendable {
             if config.role == .node {
                 let faults = Informer(client, APIResources.faults)
                 group.addTask { try await faults.run { self.event(.faults, $0) } }
+                for resource in Self.routeResources {
+                    let routes = Informer(client, resource)
+                    group.addTask { try await routes.run { self.event(.routes(resource.kind), $0) } }
+                }
             }
             if config.role == .cloudLoadBalancer {
                 let nodes = Informer(client, APIResources.nodes)
@@ -177,6 +181,9 @@ public final class ServiceProxy: Sendable {
         }
         await stopServing()
     }
+
+    /// The Gateway API routes that split Services by weight.
+    static let routeResources = APIResources.all.filter { $0.group == TrafficRoute.group && TrafficRoute.kinds.contains($0.kind) }
 
     /// Listeners close, connections under way get the engine's drain time, then the rest go.
     private func stopServing() async {
@@ -205,7 +212,7 @@ public final class ServiceProxy: Sendable {
                     let slices = t.index.slices(of: key)
                     switch config.role {
                     case .node:
-                        var plan = ServicePlan(service: service, slices: slices, context: config.context)
+                        var plan = ServicePlan(service: service, slices: slices, context: config.context, splits: t.splits(of: key))
                         plan.inject(t.faults(on: key))
                         return plan
                     case .cloudLoadBalancer:

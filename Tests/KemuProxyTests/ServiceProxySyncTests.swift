@@ -71,6 +71,7 @@ struct FakeLoopback: LocalAddresses {
     static func synced(_ proxy: ServiceProxy) {
         proxy.event(.services, .synced)
         proxy.event(.slices, .synced)
+        for resource in ServiceProxy.routeResources { proxy.event(.routes(resource.kind), .synced) }
     }
 
     @Test func aServiceComesWithItsAddressFirstAndGoesWithItLast() throws {
