@@ -45,7 +45,10 @@ if only == "fidelity" { exit(0) }
 if only == nil || only == "mesh" {
     try await MeshBench.run(root: root)
 }
-if only == "mesh" { exit(0) }
+if only == nil || only == "mesh" || only == "split" {
+    try await SplitBench.run(root: root)
+}
+if only == "mesh" || only == "split" { exit(0) }
 if only == "proxy" { exit(0) }
 if only == "proxy-sync" {  // the control-plane half alone, for quick checks
     print(try await ProxyBench.programming(kemu: "\(root)/.build/release/kemu"))
