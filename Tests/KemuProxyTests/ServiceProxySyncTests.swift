@@ -310,7 +310,9 @@ struct FakeLoopback: LocalAddresses {
         let began = ContinuousClock.now
         task.cancel()
         await task.value
-        #expect(began.duration(to: .now) < .seconds(10), "not after the 60 s interval")
+        // (Well short of the 60 s interval; 12 s once in a full run, when root suites' synchronous
+        // `kemu down` in their defers held both of the pool's threads.)
+        #expect(began.duration(to: .now) < .seconds(30), "not after the 60 s interval")
     }
 }
 
