@@ -179,6 +179,15 @@ public final class MeshDirectory: Sendable {
         return PeerAuthentication.strict(policies, namespace: pod.namespace, labels: pod.labels)
     }
 
+    /// Whether every pod of `namespace` is STRICT, known without its labels: a namespace (or
+    /// mesh-wide) STRICT that no workload-level PeerAuthentication there can override. A plain
+    /// client's proxy refuses those itself instead of dialling another node's pod that would.
+    public func strictWhateverTheLabels(namespace: String) -> Bool {
+        let policies = state.withLock { $0.peerAuthenticationList }
+        if policies.contains(where: { $0.namespace == namespace && $0.selector != nil && $0.mode != .unset }) { return false }
+        return PeerAuthentication.strict(policies, namespace: namespace, labels: [:])
+    }
+
     /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.
     public var strictAddresses: [IPv4Address] {
         let pods = state.withLock { Array($0.byAddress.values) }

@@ -5,9 +5,9 @@ import Synchronization
 
 /// PeerAuthentication STRICT on the node: plaintext TCP that reaches a STRICT pod here without
 /// passing this node's proxy (routed in from another node, or from a pod beside it) is refused
-/// with an ICMP net-prohibited. (A proxy on another node that dialled from the client's address
-/// does not get that error: it is addressed to the client pod, so the proxy sees its dial time
-/// out and counts it against the endpoint — a known gap.) What this node's proxy dials (tunnels delivered, connections it judged)
+/// with a TCP reset. (Not an ICMP error: a proxy on another node that dialled from its client's
+/// address gets the reset back like any reply, but the ICMP went on to the client pod and the
+/// proxy's dial timed out.) What this node's proxy dials (tunnels delivered, connections it judged)
 /// leaves from the node itself and is not routed, so it passes. Replies to a STRICT pod's own
 /// connections pass (conntrack). One table, `ip kemu_mesh`, replaced whole on each change.
 final class MeshEnforcer: Sendable {
@@ -28,7 +28,7 @@ final class MeshEnforcer: Sendable {
         s += "  set strict { type ipv4_addr; elements = { \(strict.map(\.description).joined(separator: ", ")) } }\n"
         s += "  chain forward {\n    type filter hook forward priority 0; policy accept;\n"
         s += "    ct state established,related accept\n"
-        s += "    meta l4proto tcp ip daddr @strict counter reject with icmp type net-prohibited\n  }\n}\n"
+        s += "    meta l4proto tcp ip daddr @strict counter reject with tcp reset\n  }\n}\n"
         return s
     }
 

@@ -121,8 +121,10 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             }
             return .direct
         }
-        // A plain client to another node's meshed pod: that node's nftables judge it (STRICT).
-        guard let source else { return .direct }
+        // A plain client to another node's meshed pod: that node's nftables judge it (STRICT,
+        // with a reset the engine would count against the endpoint), unless its whole
+        // namespace is STRICT: then it is refused here, as the policy refusal it is.
+        guard let source else { return directory.strictWhateverTheLabels(namespace: namespace) ? .refused : .direct }
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             return .direct
@@ -204,6 +206,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
                     try sync.addHandler(PeerIdentity(expected: expected))
+                    try sync.addHandler(FlushCoalescer())
                     let (connection, stream) = TunnelSettings.configuration()
                     made.value = try sync.configureHTTP2Pipeline(mode: .client, connectionConfiguration: connection,
                                                                  streamConfiguration: stream) { $0.close() }
