@@ -197,3 +197,20 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         context.channel.close(promise: nil)
     }
 }
+
+/// Between TLS and HTTP/2 on a tunnel: a flush asked for while the event loop works through a
+/// batch of ready sockets waits for the end of the batch, so the frames of every stream that had
+/// something to send go out in one write rather than a TLS record and a syscall each.
+final class FlushCoalescer: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = NIOAny
+    private var pending = false
+
+    func flush(context: ChannelHandlerContext) {
+        guard !pending else { return }
+        pending = true
+        context.eventLoop.execute { [self] in
+            pending = false
+            context.flush()
+        }
+    }
+}

@@ -8,6 +8,7 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 import KemuPKI
 
 /// What the destination side decides about one tunnelled connection.
@@ -35,6 +36,9 @@ final class TunnelServer: Sendable {
     let denials: MeshDenials
     let traffic: MeshTraffic
     let logger = Logger(label: "kemu.mesh.server")
+    /// The streams delivering now, and what they were allowed as: judged again when policies
+    /// change, as ztunnel does (a connection a new DENY covers is closed).
+    let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, stream: any Channel)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
          denials: MeshDenials, traffic: MeshTraffic) {
@@ -54,6 +58,23 @@ final class TunnelServer: Sendable {
             denials.record(policy: decision.policy, peer: r.peer, source: r.source, destination: r.destination, port: r.port)
         }
         return decision.allowed
+    }
+
+    /// Judges every live stream again (the policies changed); closes those now refused.
+    func recheckLive() {
+        let streams = live.withLock { Array($0.values) }
+        var closed = 0
+        for (request, stream) in streams where !authorize(request) {
+            stream.close(promise: nil)
+            closed += 1
+        }
+        if closed > 0 { logger.info("closed \(closed) live connection(s) a changed AuthorizationPolicy refuses") }
+    }
+
+    func track(_ request: TunnelRequest, _ stream: any Channel) {
+        let key = ObjectIdentifier(stream)
+        live.withLock { $0[key] = (request, stream) }
+        stream.closeFuture.whenComplete { [self] _ in _ = live.withLock { $0.removeValue(forKey: key) } }
     }
 
     func bind(_ address: IPv4Address) async throws -> any Channel {
@@ -78,6 +99,7 @@ final class TunnelServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: credential.server))
         try sync.addHandler(peer)
+        try sync.addHandler(FlushCoalescer())
         let (connection, stream) = TunnelSettings.configuration()
         _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { [self] streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
@@ -167,7 +189,8 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let source = TunnelServer.source(request.headers)
-        guard server.authorize(TunnelRequest(peer: id, source: source, destination: pod, port: port)) else {
+        let tunnelRequest = TunnelRequest(peer: id, source: source, destination: pod, port: port)
+        guard server.authorize(tunnelRequest) else {
             respond(context, "403")
             return
         }
@@ -191,6 +214,7 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
                 channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])), promise: nil)
                 GlueSide.join(streamSide, byteSide, traffic: server.traffic.opened(key))
                 streamSide.flushEarly()
+                server.track(tunnelRequest, channel)
             case .failure:
                 server.counters.unreachable()
                 channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "503"], endStream: true)), promise: nil)
