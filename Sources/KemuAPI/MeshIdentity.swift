@@ -70,6 +70,9 @@ public enum Mesh {
     public static let defaultCertificateSeconds = 86400
     /// Upstream's floor for `spec.expirationSeconds`.
     public static let minimumCertificateSeconds = 600
+    /// While a file of this name is in the control plane's data directory the mesh CA answers
+    /// nothing (the failover lab's `kemu stop mesh-ca`).
+    public static let caStopFile = "mesh-ca.stopped"
 
     /// Whether the namespace's labels put its pods in the mesh.
     public static func enabled(labels: [String: String]) -> Bool { labels[namespaceLabel] == "enabled" }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KemuAPI
 import KemuAPIServer
 import KemuClient
 import KemuControllers
@@ -74,7 +75,7 @@ public struct ControlPlane {
         if !s.insecure {
             let pki = try ClusterPKI.loadOrCreate(directory: "\(s.dataDir)/pki")
             let meshCA = try MeshCA.loadOrCreate(directory: "\(s.dataDir)/pki")
-            let signer = MeshCertificateSigner(store: store, trustDomain: s.clusterDomain) { request, seconds, authorize in
+            let signer = MeshCertificateSigner(store: store, trustDomain: s.clusterDomain, stopFile: "\(s.dataDir)/\(Mesh.caStopFile)") { request, seconds, authorize in
                 // The chain ends with the mesh CA, which proxies trust: they have it from the API,
                 // which they already authenticate.
                 let leaf = try meshCA.sign(requestPEM: request, seconds: seconds, authorize: authorize)
@@ -146,12 +147,13 @@ public struct ControlPlane {
         let cronJobs = CronJobController(store: store)
         let daemonSets = DaemonSetController(store: store)
         let disruption = DisruptionController(store: store)
+        let routes = RouteStatusController(store: store)
         let quotas = ResourceQuotaController(store: store)
         let nodeLifecycle = NodeLifecycleController(store: store, gracePeriod: s.nodeGracePeriod, evictionDelay: s.podEvictionDelay,
                                                     policy: s.eviction)
         return [{ try await endpointSlices.run() }, { try await collector.run() }, { try await scheduler.run() },
                 { try await replicaSets.run() }, { try await replicationControllers.run() }, { try await deployments.run() },
-                { try await statefulSets.run() }, { try await jobs.run() }, { try await cronJobs.run() }, { try await daemonSets.run() }, { try await disruption.run() }, { try await quotas.run() }, { try await nodeLifecycle.run() },
+                { try await statefulSets.run() }, { try await jobs.run() }, { try await cronJobs.run() }, { try await daemonSets.run() }, { try await disruption.run() }, { try await routes.run() }, { try await quotas.run() }, { try await nodeLifecycle.run() },
                 { try await serviceAccounts.run() }]
     }
 

@@ -21,16 +21,40 @@ public final class MeshCertificateSigner: Sendable {
     let sign: Sign
     /// Stopped (the lab's "stop the mesh CA"): requests wait, unanswered, until it runs again.
     let paused = Atomic<Bool>(false)
+    /// Where the lab says "stopped" (`Mesh.caStopFile` in the data directory); nil: only
+    /// `setPaused` stops it.
+    let stopFile: String?
     let logger = Logger(label: "kemu.mesh-ca")
 
-    public init(store: Store, trustDomain: String, sign: @escaping Sign) {
+    public init(store: Store, trustDomain: String, stopFile: String? = nil, sign: @escaping Sign) {
         self.store = store
         self.trustDomain = trustDomain
+        self.stopFile = stopFile
         self.sign = sign
     }
 
     public func run() async throws {
-        try await rewatching(logger) { try await follow() }
+        // Stopped before it started (a control plane restarted during `kemu stop mesh-ca`):
+        // nothing listed at the start is answered.
+        if let stopFile, access(stopFile, F_OK) == 0 { paused.store(true, ordering: .relaxed) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await rewatching(self.logger) { try await self.follow() } }
+            if let stopFile {
+                group.addTask {
+                    // Looked at five times a second: a stop or start takes effect within 200 ms.
+                    while !Task.isCancelled {
+                        let stopped = access(stopFile, F_OK) == 0
+                        if stopped != self.paused.load(ordering: .relaxed) {
+                            self.logger.warning("mesh CA \(stopped ? "stopped: requests wait unanswered" : "running again")")
+                            self.setPaused(stopped)
+                        }
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     func follow() async throws {

@@ -257,7 +257,7 @@ public struct Chaos: Sendable {
         }
     }
 
-    private func recordNode(_ node: String, type: String, reason: String, message: String) async {
+    func recordNode(_ node: String, type: String, reason: String, message: String) async {
         let nodes = APIResources.nodes
         var object = (try? await cluster.client.get(nodes, name: node)) ?? [:]
         object.name = node

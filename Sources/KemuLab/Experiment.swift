@@ -22,6 +22,9 @@ import Yams
 ///   - {at: 5s, partition: node-2}
 ///   - {at: 8s, heal: node-2}
 /// ```
+///
+/// The mesh's verbs: `stop-mesh-ca: {}`, `start-mesh-ca: {}`, `rotate-certs: NODE` (renewed
+/// now), `expire-certs: NODE` (dropped as if expired).
 public struct Experiment: Sendable {
     public struct Load: Sendable {
         public var name: String
@@ -42,6 +45,7 @@ public struct Experiment: Sendable {
         case killPod = "kill-pod", stopNode = "stop-node", startNode = "start-node", partition, heal
         case stopProxy = "stop-proxy", startProxy = "start-proxy", fault, removeFault = "remove-fault"
         case rollout, setImage = "set-image", scale
+        case stopMeshCA = "stop-mesh-ca", startMeshCA = "start-mesh-ca", rotateCerts = "rotate-certs", expireCerts = "expire-certs"
     }
 
     public struct Action: Sendable {
@@ -71,12 +75,16 @@ public struct Experiment: Sendable {
         .stopProxy: ["node", "signal"], .startProxy: ["node"],
         .fault: ["name", "service", "sources", "latency", "jitter", "abort", "hang", "bandwidth"], .removeFault: ["name"],
         .rollout: ["deployment"], .setImage: ["deployment", "container", "image"], .scale: ["deployment", "replicas"],
+        .stopMeshCA: [], .startMeshCA: [], .rotateCerts: ["node"], .expireCerts: ["node"],
     ]
     /// The setting a plain-string argument stands for (`partition: node-2` is `{node: node-2}`).
     static let mainSetting: [Verb: String] = [
         .killPod: "pod", .stopNode: "node", .startNode: "node", .partition: "node", .heal: "node", .stopProxy: "node",
         .startProxy: "node", .fault: "name", .removeFault: "name", .rollout: "deployment", .setImage: "deployment", .scale: "deployment",
+        .stopMeshCA: "", .startMeshCA: "", .rotateCerts: "node", .expireCerts: "node",
     ]
+    /// Verbs with nothing to name: `- {at: 2s, stop-mesh-ca: {}}` (or any value).
+    static let argumentless: Set<Verb> = [.stopMeshCA, .startMeshCA]
 
     /// Parses and checks a file; every error names its line.
     public static func load(path: String) throws -> Experiment {
@@ -190,7 +198,9 @@ public struct Experiment: Sendable {
                        + " (verbs: \(Verb.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         var settings: [String: String] = [:]
-        if let text = value.string {
+        if argumentless.contains(verb) {
+            if let map = value.mapping, let k = map.first?.key { throw fail(k, "\(verb.rawValue): takes no settings") }
+        } else if let text = value.string {
             settings[mainSetting[verb]!] = text
         } else if let map = value.mapping {
             for (k, v) in map {
@@ -205,7 +215,8 @@ public struct Experiment: Sendable {
         }
         let main = mainSetting[verb]!
         let target = settings.removeValue(forKey: main) ?? ""
-        let needsTarget: Set<Verb> = [.stopNode, .startNode, .partition, .heal, .stopProxy, .startProxy, .removeFault, .rollout, .setImage, .scale]
+        let needsTarget: Set<Verb> = [.stopNode, .startNode, .partition, .heal, .stopProxy, .startProxy, .removeFault, .rollout, .setImage, .scale,
+                                      .rotateCerts, .expireCerts]
         if needsTarget.contains(verb) && target.isEmpty { throw fail(value, "\(verb.rawValue): which \(main)?") }
         if verb == .killPod && target.isEmpty && settings["service"] == nil { throw fail(value, "kill-pod: a pod name, or {service: NAME} for one of its endpoints") }
         if verb == .setImage && settings["image"] == nil { throw fail(value, "set-image: image is required") }

@@ -125,6 +125,16 @@ public final class ExperimentRunner: @unchecked Sendable {
             case .startProxy:
                 try await chaos.startProxy(action.target)
                 forget("stop-proxy \(action.target)")
+            case .stopMeshCA:
+                try await chaos.stopMeshCA()
+                remember("stop-mesh-ca") { try await self.chaos.startMeshCA() }
+            case .startMeshCA:
+                try await chaos.startMeshCA()
+                forget("stop-mesh-ca")
+            case .rotateCerts:
+                try await chaos.rotateCertificates(action.target)
+            case .expireCerts:
+                try await chaos.expireCertificates(action.target)
             case .fault:
                 let fault = try await makeFault(action)
                 record.detail = fault.summary

@@ -29,7 +29,10 @@ public final class MeshIdentities: Sendable {
     /// What each certificate is asked for (the CA caps it at 24 h, floors it at 10 min).
     let seconds: Int
     let logger = Logger(label: "kemu.mesh.identities")
-    let state = Mutex<(credentials: [SPIFFEID: MeshCredential], failures: [SPIFFEID: (count: Int, retryAt: Date)], inFlight: Set<SPIFFEID>)>(([:], [:], []))
+    let state = Mutex<(credentials: [SPIFFEID: MeshCredential], failures: [SPIFFEID: (count: Int, retryAt: Date)], inFlight: Set<SPIFFEID>,
+                       renew: Set<SPIFFEID>)>(([:], [:], [], []))
+    /// Certificates obtained since the proxy started.
+    let issued = Atomic<Int>(0)
     let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     public init(client: APIClient, node: String, seconds: Int = Mesh.defaultCertificateSeconds) {
@@ -44,6 +47,23 @@ public final class MeshIdentities: Sendable {
 
     /// Asks for an identity now rather than at the next round (a dial found none).
     public func requestSoon() { wake.continuation.yield() }
+
+    /// Rotation on demand (the lab's `rotate-certs`): every certificate is asked for again now;
+    /// each old one serves until its successor comes.
+    public func renewAll() {
+        state.withLock { $0.renew = Set($0.credentials.keys) }
+        requestSoon()
+    }
+
+    /// The lab's `expire-certs`: every certificate is dropped at once, as if it had expired, and
+    /// asked for again; until one comes, that identity's new connections are refused.
+    public func expireAll() {
+        state.withLock { s in
+            s.credentials.removeAll()
+            s.failures.removeAll()
+        }
+        requestSoon()
+    }
 
     /// Keeps the credentials of `wanted()` current until cancelled: a round each second or when
     /// woken, each identity due asked for concurrently.
@@ -62,7 +82,7 @@ public final class MeshIdentities: Sendable {
                     let due: [SPIFFEID] = self.state.withLock { s in
                         for id in s.credentials.keys where !want.contains(id) { s.credentials[id] = nil }
                         let due = want.filter { id in
-                            !s.inFlight.contains(id) && (s.credentials[id].map { $0.due(now) || $0.notAfter <= now } ?? true)
+                            !s.inFlight.contains(id) && (s.credentials[id].map { $0.due(now) || $0.notAfter <= now || s.renew.contains(id) } ?? true)
                                 && (s.failures[id].map { $0.retryAt <= now } ?? true)
                         }
                         s.inFlight.formUnion(due)
@@ -85,7 +105,9 @@ public final class MeshIdentities: Sendable {
             state.withLock { s in
                 s.credentials[id] = credential
                 s.failures[id] = nil
+                s.renew.remove(id)
             }
+            issued.add(1, ordering: .relaxed)
             logger.debug("\(id): certificate valid until \(credential.notAfter)")
         } catch {
             let count = state.withLock { s in

@@ -75,11 +75,40 @@ public final class MeshNode: Sendable {
                 for await _ in self.directory.changes.stream {
                     self.identities.requestSoon()
                     self.enforcer.update()
+                    self.server.recheckLive()
                 }
             }
             group.addTask { try await self.denials.run() }
+            group.addTask { await self.followSignals() }
             defer { group.cancelAll() }
             try await group.next()
+        }
+    }
+
+    /// The lab's hands on the node's certificates (`kemu mesh rotate|expire`): SIGUSR1 renews
+    /// them all now, SIGUSR2 drops them as if expired.
+    func followSignals() async {
+        let (stream, continuation) = AsyncStream<Int32>.makeStream()
+        let sources = [SIGUSR1, SIGUSR2].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+        defer { for source in sources { source.cancel() } }
+        await withTaskCancellationHandler {
+            for await number in stream {
+                if number == SIGUSR1 {
+                    logger.info("renewing every certificate now (SIGUSR1)")
+                    identities.renewAll()
+                } else {
+                    logger.warning("every certificate dropped as if expired (SIGUSR2); asking again")
+                    identities.expireAll()
+                }
+            }
+        } onCancel: {
+            continuation.finish()
         }
     }
 
@@ -118,6 +147,9 @@ public final class MeshNode: Sendable {
     /// The tunnels' counters, and each certificate held with its expiry.
     public func metricsText() -> String {
         var text = counters.text + denials.text + traffic.text
+        text += "# HELP kemu_mesh_certificates_issued_total Certificates the mesh CA issued this proxy since it started.\n"
+        text += "# TYPE kemu_mesh_certificates_issued_total counter\n"
+        text += "kemu_mesh_certificates_issued_total \(identities.issued.load(ordering: .relaxed))\n"
         text += "# HELP kemu_mesh_certificate_expiry_timestamp_seconds When each SVID this node holds expires.\n"
         text += "# TYPE kemu_mesh_certificate_expiry_timestamp_seconds gauge\n"
         for credential in identities.all {

@@ -34,12 +34,12 @@ struct KillPod: AsyncParsableCommand {
 
 struct Stop: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Stop a node, a node's proxy or the API server (undo with kemu start).",
-                                                    subcommands: [StopNode.self, StopProxy.self, StopServer.self])
+                                                    subcommands: [StopNode.self, StopProxy.self, StopServer.self, StopMeshCA.self])
 }
 
 struct Start: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start again a node, a proxy or the API server that kemu stop stopped.",
-                                                    subcommands: [StartNode.self, StartProxy.self, StartServer.self])
+                                                    subcommands: [StartNode.self, StartProxy.self, StartServer.self, StartMeshCA.self])
 }
 
 extension Chaos.StopMode: ExpressibleByArgument {}

@@ -2,11 +2,12 @@ import ArgumentParser
 import Foundation
 import KemuAPI
 import KemuCluster
+import KemuLab
 
 struct MeshCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh", abstract: "The mesh on the node proxies: identities, tunnels, policies.",
-        subcommands: [MeshStatusCommand.self])
+        subcommands: [MeshStatusCommand.self, MeshRotateCommand.self, MeshExpireCommand.self])
 }
 
 struct MeshStatusCommand: AsyncParsableCommand {
@@ -47,5 +48,55 @@ struct MeshStatusCommand: AsyncParsableCommand {
         if seconds <= 0 { return "expired" }
         let s = Int(seconds)
         return s >= 3600 ? "\(s / 3600)h\(s % 3600 / 60)m" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
+    }
+}
+
+struct MeshRotateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate", abstract: "Renew every certificate a node's proxy holds, now (the old ones serve until the new come).")
+
+    @OptionGroup var options: ClusterOptions
+    @Argument(help: "Node.") var node: String
+
+    func run() async throws {
+        try await options.chaos(for: "kemu mesh rotate").rotateCertificates(node)
+        print("the proxy of \(node) renews its certificates (see: kemu mesh status)")
+    }
+}
+
+struct MeshExpireCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "expire", abstract: "Drop every certificate a node's proxy holds, as if expired (it asks for new ones at once).",
+        discussion: "Until new ones come its meshed pods' new connections are refused; with the mesh CA stopped (kemu stop mesh-ca), until it starts.")
+
+    @OptionGroup var options: ClusterOptions
+    @Argument(help: "Node.") var node: String
+
+    func run() async throws {
+        try await options.chaos(for: "kemu mesh expire").expireCertificates(node)
+        print("the proxy of \(node) lost its certificates and asks for new ones")
+    }
+}
+
+struct StopMeshCA: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh-ca", abstract: "Stop the mesh CA: certificate requests wait unanswered; identities held work until they expire.")
+
+    @OptionGroup var options: ClusterOptions
+
+    func run() async throws {
+        try await options.chaos(for: "kemu stop mesh-ca").stopMeshCA()
+        print("mesh CA stopped; undo with: kemu start mesh-ca")
+    }
+}
+
+struct StartMeshCA: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mesh-ca", abstract: "Start the mesh CA again: what waited is answered.")
+
+    @OptionGroup var options: ClusterOptions
+
+    func run() async throws {
+        try await options.chaos(for: "kemu start mesh-ca").startMeshCA()
+        print("mesh CA started")
     }
 }

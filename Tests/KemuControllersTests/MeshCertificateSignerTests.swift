@@ -80,4 +80,23 @@ import Testing
         signer.setPaused(false)
         #expect(await outcome(store, "waits")?.type == "Approved")
     }
+
+    @Test func aStoppedCAAnswersNothingUntilItRunsAgain() async throws {
+        let store = Store()
+        let ca = try MeshCA(generatingFor: "t")
+        let stopFile = NSTemporaryDirectory() + "kemu-mesh-ca-\(UUID().uuidString).stopped"
+        FileManager.default.createFile(atPath: stopFile, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: stopFile) }
+        let signer = MeshCertificateSigner(store: store, trustDomain: "cluster.local", stopFile: stopFile) { pem, seconds, authorize in
+            try ca.sign(requestPEM: pem, seconds: seconds, authorize: authorize)
+        }
+        let running = Task { try await signer.run() }
+        defer { running.cancel() }
+        try await Task.sleep(for: .milliseconds(400))  // the flag seen
+        try request(store, "waits", for: .node(domain: "cluster.local", name: "node-1"), by: "system:node:node-1")
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(store.get(Self.resource, name: "waits")?[path: "status.conditions"] == nil, "answered while stopped")
+        try FileManager.default.removeItem(atPath: stopFile)
+        #expect(await outcome(store, "waits")?.type == "Approved")
+    }
 }

@@ -65,6 +65,21 @@ import Testing
         #expect(error("").contains("empty experiment"))
     }
 
+    @Test func theMeshVerbs() throws {
+        let e = try Experiment.parse("""
+            duration: 5s
+            load: {service: web}
+            actions:
+              - {at: 1s, stop-mesh-ca: {}}
+              - {at: 2s, rotate-certs: node-1}
+              - {at: 3s, expire-certs: {node: node-2}}
+              - {at: 4s, start-mesh-ca: }
+            """, source: "x.yaml")
+        #expect(e.actions.map(\.description) == ["stop-mesh-ca", "rotate-certs node-1", "expire-certs node-2", "start-mesh-ca"])
+        #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, expire-certs: {}}\n") == "x.yaml:4: expire-certs: which node?")
+        #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, stop-mesh-ca: {node: node-1}}\n") == "x.yaml:4: stop-mesh-ca: takes no settings")
+    }
+
     @Test func timesTakeUnits() {
         #expect(Experiment.seconds("2s") == 2)
         #expect(Experiment.seconds("1500ms") == 1.5)
