@@ -128,6 +128,9 @@ public enum APIResources {
               namespaced: true, categories: ["gateway-api"], subresources: ["status"]),
         .init(group: "gateway.networking.k8s.io", version: "v1alpha2", resource: "tcproutes", singular: "tcproute", kind: "TCPRoute",
               namespaced: true, categories: ["gateway-api"], subresources: ["status"]),
+        // HTTPRoute's previous version, the same schema (older manifests, Linkerd's docs): stored as v1.
+        .init(group: "gateway.networking.k8s.io", version: "v1beta1", resource: "httproutes", singular: "httproute", kind: "HTTPRoute",
+              namespaced: true, categories: ["gateway-api"], subresources: ["status"]),
         // kemu's own: what the node proxies do to a Service's connections (Fault.swift).
         .init(group: "kemu.dev", version: "v1", resource: "faults", singular: "fault", kind: "Fault", namespaced: true),
     ]
@@ -152,6 +155,11 @@ public enum APIResources {
             }
         }
         return result
+    }
+
+    /// The version a resource's objects are stored in: its group's first-listed (preferred) one.
+    public static func storage(of r: APIResource) -> APIResource {
+        all.first { $0.group == r.group && $0.resource == r.resource } ?? r
     }
 
     public static func find(group: String, version: String, resource: String) -> APIResource? {

@@ -23,12 +23,15 @@ public struct TrafficRoute: Sendable, Equatable {
         public var port: UInt16
         public var weight: Int
         public var resolvable: Bool
+        /// Why not, in the Gateway API's words: RefNotPermitted (another namespace), InvalidKind.
+        public var unresolvedReason: String?
 
-        public init(service: String, port: UInt16, weight: Int, resolvable: Bool) {
+        public init(service: String, port: UInt16, weight: Int, resolvable: Bool, unresolvedReason: String? = nil) {
             self.service = service
             self.port = port
             self.weight = weight
             self.resolvable = resolvable
+            self.unresolvedReason = resolvable ? nil : unresolvedReason
         }
     }
 
@@ -158,10 +161,11 @@ public struct TrafficRoute: Sendable, Equatable {
         let service = isService(group, kind)
         guard let port else {
             if service { problems.append(("\(field).port", "Required value: a Service reference must name its port")) }
-            return service ? nil : Backend(service: name, port: 0, weight: weight, resolvable: false)
+            return service ? nil : Backend(service: name, port: 0, weight: weight, resolvable: false, unresolvedReason: "InvalidKind")
         }
         let sameNamespace = refNamespace == nil || refNamespace == namespace
-        return Backend(service: name, port: port, weight: weight, resolvable: service && sameNamespace)
+        return Backend(service: name, port: port, weight: weight, resolvable: service && sameNamespace,
+                       unresolvedReason: service ? "RefNotPermitted" : "InvalidKind")
     }
 }
 

@@ -220,24 +220,38 @@ struct Target {
     /// The client's connection, for a watch to cut off a client that stopped reading.
     var channel: (any Channel)? = nil
     /// What the client addressed, when the objects are stored as another resource
-    /// (events.k8s.io/v1 Events are core Events): bodies converted in, objects converted out.
+    /// (events.k8s.io/v1 Events are core Events; a kind served in several versions is stored in
+    /// its preferred one): bodies converted in, objects converted out.
     var presented: APIResource? = nil
 
     /// Stored objects as the client's resource shows them.
     func outward(_ o: JSON) -> JSON {
-        guard presented != nil, o["kind"]?.string == resource.kind else { return o }
+        guard let presented, o["kind"]?.string == resource.kind else { return o }
+        guard presented.group == "events.k8s.io" else { return Self.relabelled(o, presented) }
         return EventsV1.outward(o)
     }
 
     /// A body in the client's resource as it is stored.
-    func inward(_ o: JSON) -> JSON { presented == nil ? o : EventsV1.inward(o) }
+    func inward(_ o: JSON) -> JSON {
+        guard let presented else { return o }
+        guard presented.group == "events.k8s.io" else { return o["apiVersion"] == nil ? o : Self.relabelled(o, resource) }
+        return EventsV1.inward(o)
+    }
 
-    /// events.k8s.io/v1 requests served from the core Events.
+    /// Versions whose schemas are the same (HTTPRoute v1beta1 and v1) differ in apiVersion only.
+    static func relabelled(_ o: JSON, _ r: APIResource) -> JSON {
+        var o = o
+        o["apiVersion"] = .string(r.groupVersion)
+        return o
+    }
+
+    /// events.k8s.io/v1 requests served from the core Events; other versions from the preferred.
     func stored() -> Target {
-        guard resource.group == "events.k8s.io" else { return self }
+        let storage = resource.group == "events.k8s.io" ? APIResources.events : APIResources.storage(of: resource)
+        guard storage != resource else { return self }
         var t = self
         t.presented = resource
-        t.resource = APIResources.events
+        t.resource = storage
         return t
     }
 }

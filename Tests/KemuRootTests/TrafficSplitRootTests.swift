@@ -112,7 +112,8 @@ spec:
         // 90/10 over 1,000 connections, half from each node (through the mesh's tunnels where
         // the endpoint is on the other node): within ±3 % (smooth weighted round robin makes it
         // exact unless a connect was retried).
-        let applied = try await c.kubectl(["apply"], stdin: Self.route("HTTPRoute", v1: 90, v2: 10))
+        // (In v1beta1, as older manifests and Linkerd's docs write it: stored as v1, shown as asked.)
+        let applied = try await c.kubectl(["apply"], stdin: Self.route("HTTPRoute", v1: 90, v2: 10).replacingOccurrences(of: "/v1\n", with: "/v1beta1\n"))
         #expect(applied.status == .exited(0), "\(applied.output)")
         // (Once the proxies have it: 20 connections are a whole cycle of 45/45/10, two to v2.)
         #expect(try await eventually(10) { try await Self.versions(c, ip, count: 20).v2 == 4 })
@@ -121,6 +122,13 @@ spec:
         #expect(abs(split.v2 - 100) <= 30, "v2 answered \(split.v2) of 1,000 connections (weight 10 of 100)")
         let listed = try await c.kubectl(["get", "httproutes"]).output
         #expect(listed.contains("canary") && listed.contains("web-v1:80=90,web-v2:80=10"), "\(listed)")
+        #expect(try await c.kubectl(["get", "httproutes.v1beta1.gateway.networking.k8s.io", "canary", "-o", "jsonpath={.apiVersion}"]).output
+                == "gateway.networking.k8s.io/v1beta1")
+        // Its status, as a GAMMA implementation reports it.
+        #expect(try await eventually(10) {
+            try await c.jsonpath("httproute/canary", "{.status.parents[0].controllerName} {.status.parents[0].conditions[*].reason}")
+                == "kemu.dev/mesh Accepted ResolvedRefs"
+        })
 
         // Shifted: every new connection goes to v2 as soon as the proxies have the route.
         #expect(try await c.kubectl(["apply"], stdin: Self.route("HTTPRoute", v1: 0, v2: 100)).status == .exited(0))
@@ -132,6 +140,9 @@ spec:
         let tcp = Self.route("TCPRoute", v1: 50, v2: 50).replacingOccurrences(of: "name: web-v2", with: "name: web-v3")
         #expect(try await c.kubectl(["apply"], stdin: tcp).status == .exited(0))
         #expect(try await c.kubectl(["get", "tcproutes"]).output.contains("web-v3:80=50"))
+        #expect(try await eventually(10) {
+            try await c.jsonpath("tcproute/canary", "{.status.parents[0].conditions[?(@.type==\"ResolvedRefs\")].reason}") == "BackendNotFound"
+        })
         #expect(try await eventually(10) {
             let r = try await Self.versions(c, ip, count: 20)
             return r.v1 == 20 && r.v2 == 0 && r.failures.count == 20
