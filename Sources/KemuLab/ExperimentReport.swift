@@ -64,9 +64,11 @@ public struct ExperimentReport: Sendable {
         let t = record.time
         let end = index + 1 < actions.count ? actions[index + 1].time : start + experiment.duration + 5
         var a = Adaptation()
-        // Requests started in the action's window; when they failed is when the client saw it.
+        // Requests due in the action's window; when they failed is when the client saw it. A
+        // failure counts where the request went out: one due just before the next action but
+        // sent after it (a loaded machine) met that action, not this one.
         let window = all.filter { $0.intended >= t && $0.intended < end }
-        let failed = window.filter { !$0.ok }
+        let failed = all.filter { !$0.ok && max($0.intended, $0.sent) >= t && max($0.intended, $0.sent) < end }
         a.failures = failed.count
         a.slowestMs = window.map(\.correctedMs).max() ?? 0
         a.slowestRawMs = window.map(\.rawMs).max() ?? 0

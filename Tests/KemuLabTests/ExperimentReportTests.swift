@@ -15,7 +15,7 @@ import Testing
         """, source: "t.yaml")
 
     func request(_ at: Double, ok: Bool = true, _ detail: String = "web-1", ms: Double = 1, raw: Double? = nil) -> LoadResult {
-        LoadResult(intended: 100 + at, sent: 100 + at + ms - (raw ?? ms) / 1000, ok: ok, detail: detail, correctedMs: ms, rawMs: raw ?? ms)
+        LoadResult(intended: 100 + at, sent: 100 + at + (ms - (raw ?? ms)) / 1000, ok: ok, detail: detail, correctedMs: ms, rawMs: raw ?? ms)
     }
 
     func report(_ requests: [LoadResult]) -> ExperimentReport {
@@ -36,6 +36,9 @@ import Testing
         #expect(abs(kill.errorsStoppedMs - 405) < 0.001)
         #expect(cut.failures == 0 && cut.slowestMs == 40 && cut.errorsStoppedMs == 0)
         #expect(r.failureKinds(r.all).map(\.0) == ["refused", "reset"])
+        // Due before the partition but sent after it (a late client): the partition's failure.
+        let late = report([request(1.49, ok: false, "reset", ms: 30, raw: 5)])
+        #expect(late.adaptation(0).failures == 0 && late.adaptation(1).failures == 1)
     }
 
     @Test func sharesCountAnswersPerPod() {
