@@ -253,13 +253,19 @@ public struct PeerAuthentication: Sendable, Equatable {
 
     /// Whether a workload must be reached through the mesh.
     public static func strict(_ policies: [PeerAuthentication], namespace: String, labels: [String: String]) -> Bool {
+        deciding(policies, namespace: namespace, labels: labels)?.mode == .strict
+    }
+
+    /// The PeerAuthentication that sets a workload's mode (workload > namespace > mesh-wide);
+    /// nil: none does (PERMISSIVE).
+    public static func deciding(_ policies: [PeerAuthentication], namespace: String, labels: [String: String]) -> PeerAuthentication? {
         func matches(_ p: PeerAuthentication) -> Bool { (p.selector ?? [:]).allSatisfy { labels[$0.key] == $0.value } }
         let candidates: [PeerAuthentication?] = [
             policies.first { $0.namespace == namespace && $0.selector != nil && matches($0) && $0.mode != .unset },
             policies.first { $0.namespace == namespace && $0.selector == nil && $0.mode != .unset },
             policies.first { $0.namespace == AuthorizationPolicy.rootNamespace && $0.selector == nil && $0.mode != .unset },
         ]
-        return candidates.compactMap { $0 }.first?.mode == .strict
+        return candidates.compactMap { $0 }.first
     }
 }
 

@@ -7,7 +7,7 @@ import KemuLab
 struct MeshCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh", abstract: "The mesh on the node proxies: identities, tunnels, policies.",
-        subcommands: [MeshStatusCommand.self, MeshRotateCommand.self, MeshExpireCommand.self])
+        subcommands: [MeshStatusCommand.self, MeshTraceCommand.self, MeshRotateCommand.self, MeshExpireCommand.self])
 }
 
 struct MeshStatusCommand: AsyncParsableCommand {
@@ -98,5 +98,25 @@ struct StartMeshCA: AsyncParsableCommand {
     func run() async throws {
         try await options.chaos(for: "kemu start mesh-ca").startMeshCA()
         print("mesh CA started")
+    }
+}
+
+struct MeshTraceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace", abstract: "Say what the mesh does with a connection: its path, the destination's mode, and which AuthorizationPolicy decided.",
+        discussion: "FROM and TO are pods (NAME in --namespace, or NAMESPACE/NAME); PORT is the destination pod's port. Example: kemu mesh trace shop/frontend shop/web-1:8080")
+
+    @OptionGroup var options: ClusterOptions
+    @Option(name: .shortAndLong, help: "The Kubernetes namespace of pods named without one.") var namespace = "default"
+    @Argument(help: "The client pod.") var from: String
+    @Argument(help: "The destination pod and its port: POD:PORT.") var to: String
+
+    func run() async throws {
+        let parts = to.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, let port = UInt16(parts[1]), port > 0 else {
+            throw ValidationError("TO \(to): give the pod and its port, as POD:PORT (web-1:8080)")
+        }
+        let cluster = try options.running(for: "kemu mesh trace")
+        print(try await cluster.meshTrace(from: from, to: parts[0], port: port, namespace: namespace), terminator: "")
     }
 }

@@ -115,5 +115,14 @@ import Testing
             .replacingOccurrences(of: "ns/shop/sa/default", with: "ns/default/sa/default").replacingOccurrences(of: "[\"8080\"]", with: "[\"9000\"]")).status == .exited(0))
         let echoed = try await held.output
         #expect(echoed.contains("before") && !echoed.contains("after") && !echoed.contains("timed out"), "closed, not slow: \(echoed)")
+
+        // `kemu mesh trace` says so, from the same policies: the echo port denied, HTTP allowed.
+        let web = try await c.jsonpath("pods", "{.items[?(@.metadata.labels.app=='web')].metadata.name}").split(separator: " ").first.map(String.init) ?? ""
+        let denied = try await c.kemu(["mesh", "trace", "caller", "\(web):9000"]).output
+        #expect(denied.contains("HBONE tunnel node-1 → node-2") && denied.contains("verdict: DENIED by AuthorizationPolicy default/deny-default (DENY)"), "\(denied)")
+        let allowed = try await c.kemu(["mesh", "trace", "caller", "\(web):8080"]).output
+        #expect(allowed.contains("verdict: ALLOWED") && allowed.contains("mode:  PERMISSIVE"), "\(allowed)")
+        let bad = try await c.kemu(["mesh", "trace", "caller", "\(web)"])
+        #expect(bad.status != .exited(0) && bad.output.contains("POD:PORT"), "\(bad.output)")
     }
 }
