@@ -132,7 +132,7 @@ enum SplitBench {
         |---|---|---|---|---|
         \(rows)| every node | \(all.count) | \(pct(all, 0.5)) | \(pct(all, 0.99)) | \(pct(all, 1)) |
 
-        An HTTPRoute on Service `web` flipped \(flips) times between web-v1 100 / web-v2 0 and the reverse, \(Int(flipInterval * 1000)) ms apart, with kubectl's PATCH from the bench; measured from just before each PATCH to the start of the first connection on that node the new version answered (a client pod per node connecting back to back, ~1 ms apart). Target: p99 < 100 ms on every node.
+        An HTTPRoute on Service `web` flipped \(flips) times between web-v1 100 / web-v2 0 and the reverse, \(Int(flipInterval * 1000)) ms apart, each a PATCH from the bench's API client; measured from just before each PATCH to the start of the first connection on that node the new version answered (a client pod per node connecting back to back, ~1 ms apart). Target: p99 < 100 ms on every node.
 
         """
     }
