@@ -208,9 +208,10 @@ final class FlushCoalescer: ChannelOutboundHandler, @unchecked Sendable {
     func flush(context: ChannelHandlerContext) {
         guard !pending else { return }
         pending = true
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.eventLoop.execute { [self] in
             pending = false
-            context.flush()
+            bound.value.flush()
         }
     }
 }

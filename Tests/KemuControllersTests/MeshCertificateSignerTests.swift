@@ -85,7 +85,7 @@ import Testing
         let store = Store()
         let ca = try MeshCA(generatingFor: "t")
         let stopFile = NSTemporaryDirectory() + "kemu-mesh-ca-\(UUID().uuidString).stopped"
-        FileManager.default.createFile(atPath: stopFile, contents: Data())
+        #expect(FileManager.default.createFile(atPath: stopFile, contents: Data()))
         defer { try? FileManager.default.removeItem(atPath: stopFile) }
         let signer = MeshCertificateSigner(store: store, trustDomain: "cluster.local", stopFile: stopFile) { pem, seconds, authorize in
             try ca.sign(requestPEM: pem, seconds: seconds, authorize: authorize)
