@@ -62,7 +62,8 @@ public final class RouteStatusController: Sendable {
         var parents = old.filter { $0["controllerName"]?.string != Self.controllerName }
         let resolved = resolvedRefs(parsed)
         for ref in route[path: "spec.parentRefs"]?.array ?? [] {
-            let group = ref["group"]?.string ?? Self.gatewayGroup, kind = ref["kind"]?.string ?? "Gateway"
+            // As the proxies read it (TrafficRoute): a Service parent with no group is core's.
+            let group = ref["group"]?.string ?? "", kind = ref["kind"]?.string ?? "Gateway"
             guard (group.isEmpty || group == "core") && kind == "Service", let service = ref["name"]?.string,
                   (ref["namespace"]?.string ?? route.namespace) == route.namespace else { continue }
             let previous = old.first { $0["controllerName"]?.string == Self.controllerName && $0["parentRef"] == ref }?["conditions"]?.array ?? []
@@ -76,8 +77,6 @@ public final class RouteStatusController: Sendable {
         }
         _ = try Workload.modify(store, resource, route, part: .status) { $0["status", default: [:]]["parents"] = .array(parents) }
     }
-
-    static let gatewayGroup = TrafficRoute.group
 
     /// ResolvedRefs for the rule kemu follows.
     func resolvedRefs(_ route: TrafficRoute) -> Condition {

@@ -28,7 +28,8 @@ import Testing
         let store = Store()
         let controller = RouteStatusController(store: store)
         var route: JSON = ["apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "spec": [
-            "parentRefs": [["group": "", "kind": "Service", "name": "web", "port": 80], ["name": "public"]],
+            // (No group: a Service parent is core's, as the proxies read it.)
+            "parentRefs": [["kind": "Service", "name": "web", "port": 80], ["name": "public"]],
             "rules": [["backendRefs": [["name": "web-v1", "port": 80, "weight": 90], ["name": "web-v2", "port": 80, "weight": 10]]]],
         ], "status": ["parents": [["parentRef": ["name": "public"], "controllerName": "example.com/gateway", "conditions": []]]]]
         route.name = "canary"
