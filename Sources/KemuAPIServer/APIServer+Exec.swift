@@ -207,8 +207,15 @@ struct PodExec: Sendable {
 /// bytes; the session ends with a Status on channel 3 (the error channel) and a close.
 struct ChannelStream {
     let outbound: WebSocketOutboundWriter
+    /// kubectl 1.32 starts reading before it has made its streams (kubernetes#131189, fixed in
+    /// client-go 1.33): a message in its first moments is dropped ("Unknown stream id 1") and the
+    /// session fails. A quick command's output waits until the session is this old.
+    static let settle = Duration.milliseconds(50)
+    let opened = ContinuousClock.now
 
     func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
+        let early = opened + Self.settle - ContinuousClock.now
+        if early > .zero { try? await Task.sleep(for: early) }
         var buffer = ByteBuffer(bytes: [channel])
         buffer.writeBytes(bytes)
         try? await outbound.write(.binary(buffer))
