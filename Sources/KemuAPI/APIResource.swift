@@ -158,9 +158,10 @@ public enum APIResources {
     }
 
     /// The version a resource's objects are stored in: its group's first-listed (preferred) one.
-    public static func storage(of r: APIResource) -> APIResource {
-        all.first { $0.group == r.group && $0.resource == r.resource } ?? r
-    }
+    public static func storage(of r: APIResource) -> APIResource { storageVersions[r.qualifiedName] ?? r }
+
+    /// Looked up on every request: made once.
+    private static let storageVersions: [String: APIResource] = Dictionary(all.map { ($0.qualifiedName, $0) }, uniquingKeysWith: { first, _ in first })
 
     public static func find(group: String, version: String, resource: String) -> APIResource? {
         all.first { $0.group == group && $0.version == version && $0.resource == resource }

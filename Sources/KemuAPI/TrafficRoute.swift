@@ -135,6 +135,14 @@ public struct TrafficRoute: Sendable, Equatable {
 
     static func isService(_ group: String, _ kind: String) -> Bool { (group.isEmpty || group == "core") && kind == "Service" }
 
+    /// The Service a parentRef of a route in `namespace` attaches to, read as the proxies read it;
+    /// nil for anything else (a Gateway, another namespace's Service, a malformed reference).
+    public static func serviceParent(_ ref: JSON, namespace: String) -> Parent? {
+        var problems: [(String, String)] = [], notes: [String] = []
+        let parent = parent(ref, at: "", namespace: namespace, &problems, &notes)
+        return problems.isEmpty ? parent : nil
+    }
+
     static func parent(_ ref: JSON, at field: String, namespace: String, _ problems: inout [(String, String)], _ notes: inout [String]) -> Parent? {
         let port = port(ref["port"], at: "\(field).port", &problems)
         guard let (group, kind, name, refNamespace) = reference(ref, at: field, defaultKind: "Gateway", &problems) else { return nil }

@@ -62,10 +62,7 @@ public final class RouteStatusController: Sendable {
         var parents = old.filter { $0["controllerName"]?.string != Self.controllerName }
         let resolved = resolvedRefs(parsed)
         for ref in route[path: "spec.parentRefs"]?.array ?? [] {
-            // As the proxies read it (TrafficRoute): a Service parent with no group is core's.
-            let group = ref["group"]?.string ?? "", kind = ref["kind"]?.string ?? "Gateway"
-            guard (group.isEmpty || group == "core") && kind == "Service", let service = ref["name"]?.string,
-                  (ref["namespace"]?.string ?? route.namespace) == route.namespace else { continue }
+            guard let service = TrafficRoute.serviceParent(ref, namespace: route.namespace)?.service else { continue }
             let previous = old.first { $0["controllerName"]?.string == Self.controllerName && $0["parentRef"] == ref }?["conditions"]?.array ?? []
             let exists = store.get("services", namespace: route.namespace, name: service) != nil
             let accepted = exists

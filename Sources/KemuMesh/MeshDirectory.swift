@@ -42,6 +42,9 @@ public final class MeshDirectory: Sendable {
     let state = Mutex(State())
     /// Told whenever the set of identities this node's pods need may have changed.
     let changes = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// Counts policy changes (AuthorizationPolicy, PeerAuthentication): live connections are
+    /// judged again only when it moved, not at every pod update.
+    let policyGeneration = Atomic<Int>(0)
 
     public init(node: String, trustDomain: String, clusterWide: Bool) {
         self.node = node
@@ -168,6 +171,7 @@ public final class MeshDirectory: Sendable {
             s.authorizationList = s.authorization.sorted { $0.key < $1.key }.map(\.value)
             s.peerAuthenticationList = s.peerAuthentication.sorted { $0.key < $1.key }.map(\.value)
         }
+        policyGeneration.add(1, ordering: .relaxed)
         changes.continuation.yield()
     }
 

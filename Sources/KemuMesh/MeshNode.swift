@@ -72,10 +72,15 @@ public final class MeshNode: Sendable {
             group.addTask {
                 // A new meshed pod's identity is asked for at once, before its first connection;
                 // STRICT pods' addresses go to the node's nftables.
+                var judged = 0
                 for await _ in self.directory.changes.stream {
                     self.identities.requestSoon()
                     self.enforcer.update()
-                    self.server.recheckLive()
+                    let generation = self.directory.policyGeneration.load(ordering: .relaxed)
+                    if generation != judged {
+                        judged = generation
+                        self.server.recheckLive()
+                    }
                 }
             }
             group.addTask { try await self.denials.run() }

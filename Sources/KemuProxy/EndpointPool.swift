@@ -152,8 +152,10 @@ final class EndpointPool {
     private var order: [Int] = []
     private var next = 0
     private var affinity: [UInt32: (endpoint: Endpoint, lastUsed: UInt64)] = [:]
-    /// Smooth weighted round robin's credit of the refused share (`PoolSettings.unroutedWeight`).
+    /// Smooth weighted round robin's credit of the refused share (`PoolSettings.unroutedWeight`),
+    /// and what the endpoints weigh together (set at each update, not summed per connection).
     private var unroutedCredit = 0.0
+    private var routedWeight = 0.0
     var stats = PoolStats()
     var random = SystemRandomNumberGenerator()
     /// When the next round of active health checks is due (monotonic ns).
@@ -193,7 +195,11 @@ final class EndpointPool {
         }
         // New weights start a new cycle, so its proportions are exact from the next connection.
         unroutedCredit = 0
-        for e in endpoints { e.credit = 0 }
+        routedWeight = 0
+        for e in endpoints {
+            e.credit = 0
+            routedWeight += e.spec.weight
+        }
         return removed
     }
 
@@ -223,7 +229,7 @@ final class EndpointPool {
     /// robin between what the endpoints carry and what no endpoint does. The two credits sum
     /// to the round's total, so the unrouted one wins when it holds more than half of it.
     private func refusesShare() -> Bool {
-        let total = endpoints.reduce(0.0) { $0 + $1.spec.weight } + settings.unroutedWeight
+        let total = routedWeight + settings.unroutedWeight
         unroutedCredit += settings.unroutedWeight
         guard 2 * unroutedCredit > total else { return false }
         unroutedCredit -= total
@@ -272,15 +278,16 @@ final class EndpointPool {
     /// The algorithms with weights: round robin is smooth weighted; the others divide what they
     /// compare (open connections, cost) by the weight, or draw in proportion to it.
     private func pickWeighted(_ usable: (Endpoint) -> Bool, now: UInt64) -> Endpoint? {
-        let candidates = endpoints.filter { usable($0) && $0.spec.weight > 0 }
+        func weighing(_ e: Endpoint) -> Bool { usable(e) && e.spec.weight > 0 }
         switch settings.algorithm {
         case .roundRobin:
-            return smoothWeighted { usable($0) && $0.spec.weight > 0 }
+            return smoothWeighted(weighing)
         case .leastConnections:
-            return candidates.min { Double($0.active + 1) / $0.spec.weight < Double($1.active + 1) / $1.spec.weight }
+            return endpoints.filter(weighing).min { Double($0.active + 1) / $0.spec.weight < Double($1.active + 1) / $1.spec.weight }
         case .random:
-            return draw(candidates)
+            return draw(endpoints.filter(weighing))
         case .powerOfTwoChoices:
+            let candidates = endpoints.filter(weighing)
             // Two drawn in proportion to their weights; the cheaper one wins.
             guard candidates.count > 1, let a = draw(candidates), let b = draw(candidates) else { return candidates.first }
             return Self.cost(a, now: now) <= Self.cost(b, now: now) ? a : b

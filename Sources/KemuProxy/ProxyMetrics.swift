@@ -75,7 +75,7 @@ final class ProxyMetrics: Sendable {
             ("kemu_proxy_fault_aborts_total", "Client connections a Fault reset.", \.faultAborts),
             ("kemu_proxy_fault_hangs_total", "Client connections a Fault held unanswered.", \.faultHangs),
             ("kemu_proxy_fault_delays_total", "Client connections a Fault delayed.", \.faultDelays),
-            ("kemu_proxy_policy_denied_total", "Dials this node's NetworkPolicy refused.", \.policyDenied),
+            ("kemu_proxy_policy_denied_total", "Dials this node's NetworkPolicy or the mesh's policies refused.", \.policyDenied),
             ("kemu_proxy_datagrams_received_total", "UDP datagrams from clients.", \.datagramsIn),
             ("kemu_proxy_datagrams_sent_total", "UDP replies passed back to clients.", \.datagramsOut),
             ("kemu_proxy_datagrams_dropped_total", "UDP datagrams dropped (no endpoint, a Fault, a full flow table or buffer).", \.datagramsDropped),

@@ -158,11 +158,20 @@ spec:
         #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "deny-default"]).status == .exited(0))
         #expect(try await eventually(10) { try await Self.get(c, from: "caller").contains("pod=web-") })
 
-        // STRICT: the plain pod is refused by node-2's rule, meshed clients go on.
+        // STRICT: the plain pod is refused, meshed clients go on. Through the Service its own
+        // node's proxy refuses it (the namespace is STRICT as a whole) as a policy refusal, not a
+        // failed connect against the endpoints; straight to a pod, node-2's rule resets it.
+        let ejectedBefore = Self.total(try await c.metrics("node-1"), "kemu_proxy_endpoint_ejections_total", containing: "pod=\"shop/web-")
         #expect(try await c.kubectl(["apply"], stdin: Self.strict).status == .exited(0))
         #expect(try await eventually(10) {
             try await !c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output.contains("pod=web-")
         })
+        let afterStrict = try await c.metrics("node-1")
+        #expect(Self.total(afterStrict, "kemu_proxy_policy_denied_total", containing: "service=\"shop/web\"") >= 1, "\(afterStrict)")
+        #expect(Self.total(afterStrict, "kemu_proxy_endpoint_ejections_total", containing: "pod=\"shop/web-") == ejectedBefore)
+        let podIP = try await c.kubectl(["get", "pods", "-n", "shop", "-l", "app=web", "-o", "jsonpath={.items[0].status.podIP}"]).output
+        let direct = try await c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-O-", "-T", "5", "http://\(podIP):8080/"]).output
+        #expect(direct.contains("refused"), "a reset, not an ICMP error or a timeout: \(direct)")
         #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
         #expect(try await c.kubectl(["get", "peerauthentications", "-n", "shop"]).output.contains("STRICT"))
     }
@@ -189,6 +198,12 @@ spec:
     /// One request from a pod in `shop` to the web Service (what it printed, or the error).
     static func get(_ c: TestCluster, from pod: String) async throws -> String {
         try await c.kubectl(["exec", "-n", "shop", pod, "--", "wget", "-qO-", "-T", "5", "http://web/?format=text"]).output
+    }
+
+    /// The sum of a metric's series whose labels contain `containing`.
+    static func total(_ metrics: String, _ name: String, containing: String) -> Double {
+        metrics.split(separator: "\n").filter { $0.hasPrefix(name + "{") && $0.contains(containing) }
+            .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
     }
 
     static func value(_ metrics: String, _ name: String) -> Double {
