@@ -202,6 +202,7 @@ import Testing
                     let json = String(decoding: try JSONSerialization.data(withJSONObject: targets), as: UTF8.self)
                     let out = try await c.kubectl(["exec", "-n", source.namespace, source.pod, "-c", "c80", "--", "python3", "-c", Self.probe, json]).output
                     let reached = (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Bool]) ?? [:]
+                    if reached.isEmpty { Issue.record("\(name): the probe in \(source) printed no verdicts: \(out.prefix(600))") }
                     let trace = try await c.kemu(["policy", "trace", source.description] + traced).output
                     let verdicts = trace.split(separator: "\n").filter { $0.hasPrefix("ALLOWED") || $0.hasPrefix("DENIED") }.map { $0.hasPrefix("ALLOWED") }
                     return (source, reached, verdicts)

@@ -17,9 +17,14 @@ victim, at = (os.environ.get('KILL', '0:-1').split(':') + ['-1'])[:2]
 hold = [socket.create_connection((ip, port), 5) for _ in range(int(os.environ.get('HOLD', '0')))]
 counts, failures = {}, []
 seconds = float(os.environ.get('DURATION', '0'))
-end = time.time() + seconds
+# UNTIL_REPLACED=1: DURATION is the most; it ends sooner once the last 50 answers all came from
+# pods that did not answer in the first second (a rollout done), after 8 s at least.
+replaced, first, recent = os.environ.get('UNTIL_REPLACED') == '1', set(), []
+start = time.time()
+end = start + seconds
 i = -1
 while (i + 1 < n) if seconds == 0 else (time.time() < end):
+    if replaced and len(recent) == 50 and time.time() > start + 8 and not first.intersection(recent): break
     i += 1
     if seconds: time.sleep(0.02)
     if i == int(at):
@@ -38,6 +43,8 @@ while (i + 1 < n) if seconds == 0 else (time.time() < end):
         s.close()
         pod = data.split(b'\\r\\n\\r\\n', 1)[1].split()[0].decode().removeprefix('pod=')
         counts[pod] = counts.get(pod, 0) + 1
+        if time.time() < start + 1: first.add(pod)
+        recent = (recent + [pod])[-50:]
     except Exception as e:
         failures.append(repr(e))
 print(json.dumps({'counts': counts, 'failures': failures}))
