@@ -181,8 +181,10 @@ public final class NodeAgent: Sendable {
     func workerFor(_ pod: JSON) -> PodWorker? { workers.withLock { $0[pod.uid] } }
 
     /// A pod marked for deletion: its processes get SIGTERM and the grace period it was given,
-    /// its sandbox goes, then the final delete (grace 0, this uid only) removes the object.
+    /// its sandbox goes, then the final delete (grace 0, this uid only) removes the object, no
+    /// sooner than `finalDeleteAfter` from when it was marked.
     func terminate(_ pod: JSON) async {
+        let marked = ContinuousClock.now
         let worker = workers.withLock { $0[pod.uid] }
         if let worker {
             guard await worker.beginTermination() else { return }  // already under way
@@ -192,6 +194,9 @@ public final class NodeAgent: Sendable {
             // Left by an earlier run of this agent.
             try? await onNetworkThread { network in try network.removePod(stale.name, killProcesses: true) }
         }
+        // As a kubelet (its relist is 1 s): `kubectl delete` waits for a pod of that *name* to
+        // go, and a StatefulSet's successor made before it looked kept it waiting for a week.
+        try? await Task.sleep(until: marked + Self.finalDeleteAfter)
         do {
             try await client.delete(pods, namespace: pod.namespace, name: pod.name, gracePeriodSeconds: 0, uid: pod.uid)
         } catch let error as ClientError where error.code == 404 || error.code == 409 {
@@ -202,6 +207,7 @@ public final class NodeAgent: Sendable {
         _ = workers.withLock { $0.removeValue(forKey: pod.uid) }
     }
 
+    static let finalDeleteAfter: Duration = .seconds(1)
     /// Runs netlink work on the agent's network thread.
     func onNetworkThread<T: Sendable>(_ body: @escaping @Sendable (ClusterNetwork) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
