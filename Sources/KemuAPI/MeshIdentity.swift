@@ -1,3 +1,5 @@
+import Foundation
+
 /// A workload's identity in the mesh, as a SPIFFE ID: `spiffe://<trust domain>/ns/<namespace>/sa/<account>`
 /// for a pod's ServiceAccount (Istio's form), `spiffe://<trust domain>/kemu/node/<name>` for a node's
 /// proxy (what a tunnel's server side presents). The trust domain is the cluster domain.
@@ -74,6 +76,45 @@ public enum Mesh {
     /// nothing (the failover lab's `kemu stop mesh-ca`).
     public static let caStopFile = "mesh-ca.stopped"
 
+    /// On a Node: the certificates issued to its proxy that the control plane revoked (the
+    /// failover lab's `kemu mesh revoke`), `SERIAL@EXPIRY` (hex serial, Unix seconds) separated
+    /// by commas. Every proxy refuses them; the node asks for new ones.
+    public static let revokedAnnotation = "kemu.dev/revoked-certificates"
+    /// On a Node: how far its proxy's clock is from the machine's, a signed Go duration ("25h",
+    /// "-90m"; `kemu mesh skew`). The proxy judges certificates' validity and its own renewals
+    /// by that clock.
+    public static let clockSkewAnnotation = "kemu.dev/clock-skew"
+    /// The most a clock may be skewed: ten years.
+    public static let maximumSkewSeconds = 315_360_000.0
+
     /// Whether the namespace's labels put its pods in the mesh.
     public static func enabled(labels: [String: String]) -> Bool { labels[namespaceLabel] == "enabled" }
+
+    /// The revoked serials an annotation lists, with when each expires (nil: not said); entries
+    /// that are not a hex serial (1–40 digits) with an optional `@seconds` are left out.
+    public static func revokedSerials(_ text: String) -> [(serial: String, expires: Int?)] {
+        text.split(separator: ",").compactMap { entry in
+            let parts = entry.trimmingCharacters(in: .whitespaces).split(separator: "@", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let serial = parts.first, (1...40).contains(serial.count),
+                  serial.allSatisfy({ $0.isHexDigit && $0.isASCII }) else { return nil }
+            // As SVID.serialText writes it: lowercase, no leading zeros.
+            let digits = serial.lowercased().drop { $0 == "0" }
+            let canonical = digits.isEmpty ? "0" : String(digits)
+            if parts.count == 2 {
+                guard let expires = Int(parts[1]), expires >= 0 else { return nil }
+                return (canonical, expires)
+            }
+            return (canonical, nil)
+        }
+    }
+
+    /// A clock skew: a Go duration with an optional sign, at most ten years either way; nil
+    /// for anything else.
+    public static func clockSkew(_ text: String) -> Double? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let negative = trimmed.hasPrefix("-")
+        let body = trimmed.hasPrefix("-") || trimmed.hasPrefix("+") ? String(trimmed.dropFirst()) : trimmed
+        guard let seconds = body == "0" ? 0 : FailureAccrual.goDurationSeconds(body), seconds <= maximumSkewSeconds else { return nil }
+        return negative ? -seconds : seconds
+    }
 }

@@ -41,6 +41,25 @@ extension Admission {
         return errors
     }
 
+    /// The failover lab's marks on a Node, which every proxy reads: refused when a proxy could
+    /// not make sense of them, rather than ignored there.
+    static func validateNodeMeshAnnotations(_ o: JSON) -> [FieldError] {
+        let annotations = o.annotations
+        var errors: [FieldError] = []
+        if let skew = annotations[Mesh.clockSkewAnnotation], Mesh.clockSkew(skew) == nil {
+            errors.append(.invalid("metadata.annotations[\(Mesh.clockSkewAnnotation)]", "\"\(skew)\"",
+                                   "must be a signed duration such as 25h, -90m or 0, at most 10 years either way"))
+        }
+        if let revoked = annotations[Mesh.revokedAnnotation] {
+            let entries = revoked.split(separator: ",").count
+            if Mesh.revokedSerials(revoked).count != entries {
+                errors.append(.invalid("metadata.annotations[\(Mesh.revokedAnnotation)]", "\"\(revoked.prefix(80))\"",
+                                       "must be hex serials (1-40 digits), each with an optional @expiry in Unix seconds, separated by commas"))
+            }
+        }
+        return errors
+    }
+
     /// Istio's AuthorizationPolicy and PeerAuthentication, as far as kemu enforces them.
     static func validateMeshPolicy(_ o: JSON, _ r: APIResource) -> [FieldError] {
         if o["spec"] != nil && o["spec"]?.object == nil { return [.invalid("spec", o["spec"]?.text() ?? "", "must be an object")] }

@@ -131,6 +131,7 @@ enum Admission {
         case "Service": errors += validateService(o)
         case "Fault": errors += validateFault(o)
         case "CertificateSigningRequest": errors += validateCertificateRequest(o)
+        case "Node": errors += validateNodeMeshAnnotations(o)
         case "AuthorizationPolicy", "PeerAuthentication": errors += validateMeshPolicy(o, r)
         case "TCPRoute", "HTTPRoute": errors += validateRoute(o)
         case "Role", "ClusterRole": errors += validateRules(o, r)

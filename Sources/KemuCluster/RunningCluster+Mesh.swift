@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import KemuAPI
 import KemuIP
@@ -73,6 +74,13 @@ extension RunningCluster {
     }
 
     /// A small HTTP GET on 127.0.0.1 inside a namespace, its body parsed as JSON.
+    static func contentLength(_ head: ArraySlice<UInt8>) -> Int? {
+        String(decoding: head, as: UTF8.self).split(separator: "\r\n")
+            .first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) }
+            .flatMap { (0...(16 << 20)).contains($0) ? $0 : nil }
+    }
+
     static func get(path: String, port: Int, in namespace: NetworkNamespace) throws -> JSON {
         let fd = try namespace.connectedSocket(host: "127.0.0.1", port: port)
         defer { close(fd) }
@@ -82,7 +90,14 @@ extension RunningCluster {
         guard write(fd, request, request.count) == request.count else { throw KemuError(.invalidState, "cannot send to the proxy") }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
+        // To the end of the body its Content-Length gives (the status server keeps the
+        // connection open, HTTP/1.0 or not), or of the stream.
+        var wanted: Int?
         while response.count < 16 << 20 {
+            if let split = response.firstRange(of: Array("\r\n\r\n".utf8)) {
+                wanted = wanted ?? Self.contentLength(response[..<split.lowerBound]).map { split.upperBound + $0 }
+                if let wanted, response.count >= wanted { break }
+            }
             let n = read(fd, &buffer, buffer.count)
             if n <= 0 { break }
             response += buffer[0..<n]

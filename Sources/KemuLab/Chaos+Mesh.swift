@@ -6,7 +6,7 @@ import KemuCluster
 import KemuSystem
 
 /// The failover lab's hands on the mesh: its CA stopped and started, a node's certificates
-/// renewed or dropped as if expired. What breaks shows in an experiment's load (meshed
+/// renewed, dropped as if expired or revoked, a node's clock skewed. What breaks shows in an experiment's load (meshed
 /// connections refused while a node has no identity) and in `kemu mesh status`.
 extension Chaos {
     /// The control plane's signer answers nothing while this file exists.
@@ -43,6 +43,50 @@ extension Chaos {
         let pid = try meshProxy(node)
         kill(pid, SIGUSR2)
         await recordNode(node, type: "Warning", reason: "ChaosCertificatesExpired", message: "kemu mesh expire: the proxy (pid \(pid)) lost every certificate")
+    }
+
+    /// Revokes every certificate the node's proxy holds now: their serials go on its Node
+    /// (`kemu.dev/revoked-certificates`, entries past their expiry pruned), every proxy refuses
+    /// them and closes the tunnels they carry, and the node asks for new ones (none come while
+    /// the mesh CA is stopped). Returns how many were revoked.
+    @discardableResult
+    public func revokeCertificates(_ node: String) async throws -> Int {
+        _ = try meshProxy(node)
+        guard let status = await cluster.meshStatus().first(where: { $0.node == node })?.status else {
+            throw KemuError(.invalidState, "the proxy of \(node) does not answer on its status port (10249)")
+        }
+        let held: [(serial: String, expires: Int?)] = (status["certificates"]?.array ?? []).compactMap { c in
+            guard let serial = c["serial"]?.string, let entry = Mesh.revokedSerials(serial).first else { return nil }
+            return (entry.serial, c["notAfter"]?.string.flatMap(Timestamp.parse).map { Int($0.timeIntervalSince1970) })
+        }
+        guard !held.isEmpty else { throw KemuError(.invalidState, "the proxy of \(node) holds no certificate to revoke") }
+        let now = Int(Date().timeIntervalSince1970)
+        let current = try await cluster.client.get(APIResources.nodes, name: node).annotations[Mesh.revokedAnnotation] ?? ""
+        var entries = Mesh.revokedSerials(current).filter { ($0.expires ?? Int.max) > now }
+        for h in held where !entries.contains(where: { $0.serial == h.serial }) { entries.append(h) }
+        let text = entries.map { $0.serial + ($0.expires.map { "@\($0)" } ?? "") }.joined(separator: ",")
+        _ = try await cluster.client.patch(APIResources.nodes, name: node, ["metadata": ["annotations": [Mesh.revokedAnnotation: .string(text)]]])
+        await recordNode(node, type: "Warning", reason: "ChaosCertificatesRevoked",
+                         message: "kemu mesh revoke: \(held.count) certificate(s) of the proxy revoked (\(held.map(\.serial).joined(separator: ", ")))")
+        return held.count
+    }
+
+    /// Skews the node's clock as its proxy sees it (a Go duration, "25h", "-90m"; "0" puts it
+    /// right): certificates' validity and the node's renewals are judged by that clock.
+    public func skewClock(_ node: String, by text: String) async throws {
+        _ = try NodeAgent.nodeIndex(node, in: network)
+        guard let seconds = Mesh.clockSkew(text) else {
+            throw KemuError(.invalidArgument, "clock skew \"\(text)\": want a signed duration such as 25h, -90m or 0 (at most 10 years either way)")
+        }
+        let value: JSON = seconds == 0 ? .null : .string(text.trimmingCharacters(in: .whitespaces))
+        _ = try await cluster.client.patch(APIResources.nodes, name: node, ["metadata": ["annotations": [Mesh.clockSkewAnnotation: value]]])
+        await recordNode(node, type: seconds == 0 ? "Normal" : "Warning", reason: seconds == 0 ? "ChaosClockRestored" : "ChaosClockSkewed",
+                         message: seconds == 0 ? "kemu mesh skew: the proxy's clock is the machine's again" : "kemu mesh skew: the proxy's clock runs \(text) from the machine's")
+    }
+
+    /// The node's clock skew now, as its Node says (0 when none).
+    public func clockSkew(_ node: String) async -> Double {
+        ((try? await cluster.client.get(APIResources.nodes, name: node))?.annotations[Mesh.clockSkewAnnotation]).flatMap(Mesh.clockSkew) ?? 0
     }
 
     private func meshProxy(_ node: String) throws -> pid_t {

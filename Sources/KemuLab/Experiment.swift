@@ -24,7 +24,9 @@ import Yams
 /// ```
 ///
 /// The mesh's verbs: `stop-mesh-ca: {}`, `start-mesh-ca: {}`, `rotate-certs: NODE` (renewed
-/// now), `expire-certs: NODE` (dropped as if expired).
+/// now), `expire-certs: NODE` (dropped as if expired), `revoke-certs: NODE` (revoked: every
+/// proxy refuses them), `skew-clock: {node: NODE, by: 25h}` (the node's clock moved; put right
+/// at the end like every other damage).
 public struct Experiment: Sendable {
     public struct Load: Sendable {
         public var name: String
@@ -46,6 +48,7 @@ public struct Experiment: Sendable {
         case stopProxy = "stop-proxy", startProxy = "start-proxy", fault, removeFault = "remove-fault"
         case rollout, setImage = "set-image", scale
         case stopMeshCA = "stop-mesh-ca", startMeshCA = "start-mesh-ca", rotateCerts = "rotate-certs", expireCerts = "expire-certs"
+        case revokeCerts = "revoke-certs", skewClock = "skew-clock"
     }
 
     public struct Action: Sendable {
@@ -75,13 +78,13 @@ public struct Experiment: Sendable {
         .stopProxy: ["node", "signal"], .startProxy: ["node"],
         .fault: ["name", "service", "sources", "latency", "jitter", "abort", "hang", "bandwidth"], .removeFault: ["name"],
         .rollout: ["deployment"], .setImage: ["deployment", "container", "image"], .scale: ["deployment", "replicas"],
-        .stopMeshCA: [], .startMeshCA: [], .rotateCerts: ["node"], .expireCerts: ["node"],
+        .stopMeshCA: [], .startMeshCA: [], .rotateCerts: ["node"], .expireCerts: ["node"], .revokeCerts: ["node"], .skewClock: ["node", "by"],
     ]
     /// The setting a plain-string argument stands for (`partition: node-2` is `{node: node-2}`).
     static let mainSetting: [Verb: String] = [
         .killPod: "pod", .stopNode: "node", .startNode: "node", .partition: "node", .heal: "node", .stopProxy: "node",
         .startProxy: "node", .fault: "name", .removeFault: "name", .rollout: "deployment", .setImage: "deployment", .scale: "deployment",
-        .stopMeshCA: "", .startMeshCA: "", .rotateCerts: "node", .expireCerts: "node",
+        .stopMeshCA: "", .startMeshCA: "", .rotateCerts: "node", .expireCerts: "node", .revokeCerts: "node", .skewClock: "node",
     ]
     /// Verbs with nothing to name: `- {at: 2s, stop-mesh-ca: {}}` (or any value).
     static let argumentless: Set<Verb> = [.stopMeshCA, .startMeshCA]
@@ -216,11 +219,14 @@ public struct Experiment: Sendable {
         let main = mainSetting[verb]!
         let target = settings.removeValue(forKey: main) ?? ""
         let needsTarget: Set<Verb> = [.stopNode, .startNode, .partition, .heal, .stopProxy, .startProxy, .removeFault, .rollout, .setImage, .scale,
-                                      .rotateCerts, .expireCerts]
+                                      .rotateCerts, .expireCerts, .revokeCerts, .skewClock]
         if needsTarget.contains(verb) && target.isEmpty { throw fail(value, "\(verb.rawValue): which \(main)?") }
         if verb == .killPod && target.isEmpty && settings["service"] == nil { throw fail(value, "kill-pod: a pod name, or {service: NAME} for one of its endpoints") }
         if verb == .setImage && settings["image"] == nil { throw fail(value, "set-image: image is required") }
         if verb == .scale && Int(settings["replicas"] ?? "") == nil { throw fail(value, "scale: replicas (a number) is required") }
+        if verb == .skewClock && Mesh.clockSkew(settings["by"] ?? "") == nil {
+            throw fail(value, "skew-clock: by \"\(settings["by"] ?? "")\" is not a signed duration like 25h, -90m or 0")
+        }
         if verb == .fault {
             for key in ["abort", "hang"] where settings[key] != nil && Double(settings[key]!) == nil { throw fail(value, "fault: \(key) is a percentage") }
             for key in ["latency", "jitter"] where settings[key] != nil && seconds(settings[key]!) == nil { throw fail(value, "fault: \(key) is a time like 100ms") }

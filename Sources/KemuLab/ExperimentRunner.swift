@@ -135,6 +135,17 @@ public final class ExperimentRunner: @unchecked Sendable {
                 try await chaos.rotateCertificates(action.target)
             case .expireCerts:
                 try await chaos.expireCertificates(action.target)
+            case .revokeCerts:
+                record.detail = "\(try await chaos.revokeCertificates(action.target)) certificate(s)"
+            case .skewClock:
+                let before = await chaos.clockSkew(action.target)
+                try await chaos.skewClock(action.target, by: action.settings["by"] ?? "")
+                record.detail = "by \(action.settings["by"] ?? "")"
+                if Mesh.clockSkew(action.settings["by"] ?? "") == 0 {
+                    forget("skew-clock \(action.target)")
+                } else if before == 0 {
+                    remember("skew-clock \(action.target)") { try await self.chaos.skewClock(action.target, by: "0") }
+                }
             case .fault:
                 let fault = try await makeFault(action)
                 record.detail = fault.summary

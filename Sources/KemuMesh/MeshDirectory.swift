@@ -45,8 +45,11 @@ public final class MeshDirectory: Sendable {
     /// Counts policy changes (AuthorizationPolicy, PeerAuthentication): live connections are
     /// judged again only when it moved, not at every pod update.
     let policyGeneration = Atomic<Int>(0)
+    /// Revoked certificates and this node's clock, from the Node objects.
+    public let trust: MeshTrust
 
     public init(node: String, trustDomain: String, clusterWide: Bool) {
+        trust = MeshTrust(node: node)
         self.node = node
         self.trustDomain = trustDomain
         self.clusterWide = clusterWide
@@ -150,6 +153,7 @@ public final class MeshDirectory: Sendable {
             case .synced: break
             }
         }
+        if trust.nodeEvent(event) { changes.continuation.yield() }
     }
 
     func policyEvent(_ event: InformerEvent) {

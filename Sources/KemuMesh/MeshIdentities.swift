@@ -11,6 +11,8 @@ public struct MeshCredential: Sendable {
     public let id: SPIFFEID
     public let notBefore: Date
     public let notAfter: Date
+    /// Lowercase hex, as `kemu.dev/revoked-certificates` names it.
+    public let serial: String
     let client: NIOSSLContext
     let server: NIOSSLContext
 
@@ -21,13 +23,15 @@ public struct MeshCredential: Sendable {
 /// The SVIDs a node's proxy holds: its own identity and the ServiceAccounts of the meshed pods
 /// bound to its node, each asked of the mesh CA through the API (a CertificateSigningRequest
 /// with signerName kemu.dev/mesh, as the node), rotated at half life, dropped when no pod needs
-/// it. A request the CA refuses is retried with a growing pause (1 s doubling to 30 s).
+/// it. A request the CA refuses is retried with a growing pause (1 s doubling to 30 s). Time is
+/// the node's own (`MeshTrust.now`, skewed by the lab); a revoked certificate is dropped at once.
 public final class MeshIdentities: Sendable {
     static let resource = APIResources.find(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests")
     let client: APIClient
     let node: String
     /// What each certificate is asked for (the CA caps it at 24 h, floors it at 10 min).
     let seconds: Int
+    let trust: MeshTrust
     let logger = Logger(label: "kemu.mesh.identities")
     let state = Mutex<(credentials: [SPIFFEID: MeshCredential], failures: [SPIFFEID: (count: Int, retryAt: Date)], inFlight: Set<SPIFFEID>,
                        renew: Set<SPIFFEID>)>(([:], [:], [], []))
@@ -35,7 +39,8 @@ public final class MeshIdentities: Sendable {
     let issued = Atomic<Int>(0)
     let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
-    public init(client: APIClient, node: String, seconds: Int = Mesh.defaultCertificateSeconds) {
+    public init(client: APIClient, node: String, seconds: Int = Mesh.defaultCertificateSeconds, trust: MeshTrust? = nil) {
+        self.trust = trust ?? MeshTrust(node: node)
         self.client = client
         self.node = node
         self.seconds = seconds
@@ -78,12 +83,15 @@ public final class MeshIdentities: Sendable {
             group.addTask {
                 for await _ in self.wake.stream {
                     let want = wanted()
-                    let now = Date()
+                    let (now, real) = (self.trust.now, Date())
                     let due: [SPIFFEID] = self.state.withLock { s in
-                        for id in s.credentials.keys where !want.contains(id) { s.credentials[id] = nil }
+                        for (id, credential) in s.credentials where !want.contains(id) || self.trust.isRevoked(credential.serial) {
+                            if want.contains(id) { self.logger.warning("\(id): certificate \(credential.serial) revoked; asking for another") }
+                            s.credentials[id] = nil
+                        }
                         let due = want.filter { id in
                             !s.inFlight.contains(id) && (s.credentials[id].map { $0.due(now) || $0.notAfter <= now || s.renew.contains(id) } ?? true)
-                                && (s.failures[id].map { $0.retryAt <= now } ?? true)
+                                && (s.failures[id].map { $0.retryAt <= real } ?? true)
                         }
                         s.inFlight.formUnion(due)
                         return Array(due)
@@ -102,12 +110,21 @@ public final class MeshIdentities: Sendable {
         }
         do {
             let credential = try await request(id)
-            state.withLock { s in
+            // Already due by this node's clock (skewed ahead past its half life): kept, but the
+            // next request waits as after a failure, not in a loop.
+            let early = credential.due(trust.now)
+            let count = state.withLock { s in
                 s.credentials[id] = credential
-                s.failures[id] = nil
                 s.renew.remove(id)
+                guard early else { s.failures[id] = nil; return 0 }
+                let count = (s.failures[id]?.count ?? 0) + 1
+                s.failures[id] = (count, Date().addingTimeInterval(min(pow(2, Double(count - 1)), 30)))
+                return count
             }
             issued.add(1, ordering: .relaxed)
+            if early && (count == 1 || count % 10 == 0) {
+                logger.warning("\(id): the new certificate (valid \(Timestamp.format(credential.notBefore)) to \(Timestamp.format(credential.notAfter))) is due for renewal already by this node's clock (\(Timestamp.format(trust.now)))")
+            }
             logger.debug("\(id): certificate valid until \(credential.notAfter)")
         } catch {
             let count = state.withLock { s in
@@ -155,7 +172,7 @@ public final class MeshIdentities: Sendable {
             throw MeshError("the mesh CA's answer is not a certificate for \(id) followed by the CA")
         }
         let key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
-        return MeshCredential(id: id, notBefore: read.notBefore, notAfter: read.notAfter,
+        return MeshCredential(id: id, notBefore: read.notBefore, notAfter: read.notAfter, serial: read.serial,
                               client: try NIOSSLContext(configuration: TunnelTLS.client(leaf: leaf, key: key, authority: authority)),
                               server: try NIOSSLContext(configuration: TunnelTLS.server(leaf: leaf, key: key, authority: authority)))
     }

@@ -39,6 +39,7 @@ public final class MeshNode: Sendable {
     public let traffic = MeshTraffic()
     let enforcer: MeshEnforcer
     let server: TunnelServer
+    let book: TunnelBook
     let client: APIClient
     let group: MultiThreadedEventLoopGroup
     let logger = Logger(label: "kemu.mesh")
@@ -50,11 +51,13 @@ public final class MeshNode: Sendable {
         self.client = client
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         directory = MeshDirectory(node: config.node, trustDomain: config.trustDomain, clusterWide: config.clusterWide)
-        identities = MeshIdentities(client: nodeClient, node: config.node, seconds: config.certificateSeconds)
+        identities = MeshIdentities(client: nodeClient, node: config.node, seconds: config.certificateSeconds, trust: directory.trust)
         denials = MeshDenials(client: client, node: config.node)
-        tunnels = TunnelClient(directory: directory, identities: identities, loop: group.next(), counters: counters, denials: denials, traffic: traffic)
+        book = TunnelBook(trust: directory.trust)
+        tunnels = TunnelClient(directory: directory, identities: identities, loop: group.next(), counters: counters, denials: denials, traffic: traffic,
+                               book: book)
         server = TunnelServer(directory: directory, identities: identities, group: group, transparent: config.transparent,
-                              counters: counters, denials: denials, traffic: traffic)
+                              counters: counters, denials: denials, traffic: traffic, book: book)
         enforcer = MeshEnforcer(directory: directory)
     }
 
@@ -71,15 +74,22 @@ public final class MeshNode: Sendable {
             group.addTask { try await self.identities.maintain { self.directory.wantedIdentities } }
             group.addTask {
                 // A new meshed pod's identity is asked for at once, before its first connection;
-                // STRICT pods' addresses go to the node's nftables.
-                var judged = 0
+                // STRICT pods' addresses go to the node's nftables. A changed policy judges live
+                // connections again; a revocation or a moved clock, open tunnels.
+                var judged = (policies: 0, trust: 0)
                 for await _ in self.directory.changes.stream {
                     self.identities.requestSoon()
                     self.enforcer.update()
                     let generation = self.directory.policyGeneration.load(ordering: .relaxed)
-                    if generation != judged {
-                        judged = generation
+                    if generation != judged.policies {
+                        judged.policies = generation
                         self.server.recheckLive()
+                    }
+                    let trust = self.directory.trust.generation.load(ordering: .relaxed)
+                    if trust != judged.trust {
+                        judged.trust = trust
+                        let closed = self.book.judge()
+                        if !closed.isEmpty { self.logger.warning("closed \(closed.count) tunnel(s): \(closed.prefix(3).joined(separator: "; "))") }
                     }
                 }
             }
@@ -137,10 +147,12 @@ public final class MeshNode: Sendable {
         let v = counters.values.withLock { $0 }
         let policies = directory.policyCounts
         let certificates: [JSON] = identities.all.map { c in
-            ["identity": .string(c.id.description), "notBefore": .string(Timestamp.format(c.notBefore)), "notAfter": .string(Timestamp.format(c.notAfter))]
+            ["identity": .string(c.id.description), "notBefore": .string(Timestamp.format(c.notBefore)), "notAfter": .string(Timestamp.format(c.notAfter)),
+             "serial": .string(c.serial)]
         }
         let status: JSON = [
             "node": .string(config.node), "certificates": .array(certificates), "openTunnels": .int(Int64(v.open)),
+            "clockSkewSeconds": .int(Int64(directory.trust.skew.rounded())), "revokedSerials": .int(Int64(directory.trust.revokedCount)),
             "streams": ["opened": .int(Int64(v.opened)), "accepted": .int(Int64(v.accepted)), "denied": .int(Int64(denials.total)),
                         "unreachable": .int(Int64(v.unreachable))],
             "policies": ["authorization": .int(Int64(policies.authorization)), "peerAuthentication": .int(Int64(policies.peerAuthentication)),

@@ -87,12 +87,14 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     let counters: TunnelCounters
     let denials: MeshDenials
     let traffic: MeshTraffic
+    let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.client")
     /// Open tunnels; touched only on `loop`.
     var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
-         traffic: MeshTraffic) {
+         traffic: MeshTraffic, book: TunnelBook) {
+        self.book = book
         self.denials = denials
         self.traffic = traffic
         self.directory = directory
@@ -205,7 +207,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
-                    try sync.addHandler(PeerIdentity(expected: expected))
+                    try sync.addHandler(PeerIdentity(expected: expected, book: self.book, local: credential.serial))
                     try sync.addHandler(FlushCoalescer())
                     let (connection, stream) = TunnelSettings.configuration()
                     made.value = try sync.configureHTTP2Pipeline(mode: .client, connectionConfiguration: connection,

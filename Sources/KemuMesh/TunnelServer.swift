@@ -35,13 +35,15 @@ final class TunnelServer: Sendable {
     let counters: TunnelCounters
     let denials: MeshDenials
     let traffic: MeshTraffic
+    let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
     /// The streams delivering now, and what they were allowed as: judged again when policies
     /// change, as ztunnel does (a connection a new DENY covers is closed).
     let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, stream: any Channel)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
-         denials: MeshDenials, traffic: MeshTraffic) {
+         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
+        self.book = book
         self.denials = denials
         self.traffic = traffic
         self.directory = directory
@@ -95,7 +97,7 @@ final class TunnelServer: Sendable {
             identities.requestSoon()
             throw MeshError("no certificate for \(directory.nodeIdentity) yet")
         }
-        let peer = PeerIdentity()
+        let peer = PeerIdentity(book: book, local: credential.serial)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: credential.server))
         try sync.addHandler(peer)
@@ -143,21 +145,34 @@ final class TunnelServer: Sendable {
     }
 }
 
-/// The verified identity of a tunnel connection's peer, read once its TLS handshake is done.
+/// The verified identity of a tunnel connection's peer, read once its TLS handshake is done,
+/// and judged by this node's trust (revoked serials, its clock); an accepted tunnel goes in the
+/// book, to be judged again when that trust changes.
 final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = NIOAny
     var id: SPIFFEID?
     /// The identity the peer must have (a client checking its server); nil: any.
     let expected: SPIFFEID?
+    let book: TunnelBook
+    /// The serial of the certificate this side presented.
+    let local: String
 
-    init(expected: SPIFFEID? = nil) { self.expected = expected }
+    init(expected: SPIFFEID? = nil, book: TunnelBook, local: String) {
+        self.expected = expected
+        self.book = book
+        self.local = local
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted = event as? TLSUserEvent {
             let der = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self).peerCertificate?.toDERBytes()
-            id = der.flatMap { SVID.identity(certificateDER: $0)?.id }
-            if id == nil || (expected != nil && id != expected) {
-                context.fireErrorCaught(MeshError("the tunnel's peer is \(id?.description ?? "no mesh identity"), not \(expected?.description ?? "a mesh identity")"))
+            let read = der.flatMap { SVID.identity(certificateDER: $0) }
+            let refusal = read.flatMap { book.trust.refusal($0) } ?? (book.trust.isRevoked(local) ? "this side's certificate \(local) is revoked" : nil)
+            if let read, read.id == expected ?? read.id, refusal == nil {
+                id = read.id
+                book.add(peer: read, local: local, channel: context.channel)
+            } else {
+                context.fireErrorCaught(MeshError(refusal ?? "the tunnel's peer is \(read?.id.description ?? "no mesh identity"), not \(expected?.description ?? "a mesh identity")"))
                 context.close(promise: nil)
                 return
             }

@@ -86,24 +86,44 @@ public enum SVID {
         return (try request.serializeAsPEM().pemString, key.pemRepresentation)
     }
 
-    /// The SPIFFE ID and validity of a certificate (DER), or nil when it names none.
-    public static func identity(certificateDER der: [UInt8]) -> (id: SPIFFEID, notBefore: Date, notAfter: Date)? {
+    /// What a node proxy reads of an SVID: its SPIFFE ID, validity and serial (lowercase hex).
+    public struct Read: Sendable, Equatable {
+        public var id: SPIFFEID
+        public var notBefore: Date
+        public var notAfter: Date
+        public var serial: String
+
+        public init(id: SPIFFEID, notBefore: Date, notAfter: Date, serial: String) {
+            (self.id, self.notBefore, self.notAfter, self.serial) = (id, notBefore, notAfter, serial)
+        }
+    }
+
+    /// The SPIFFE ID, validity and serial of a certificate (DER), or nil when it names none.
+    public static func identity(certificateDER der: [UInt8]) -> Read? {
         guard let certificate = try? Certificate(derEncoded: der) else { return nil }
         return identity(certificate)
     }
 
-    public static func identity(certificatePEM pem: String) -> (id: SPIFFEID, notBefore: Date, notAfter: Date)? {
+    public static func identity(certificatePEM pem: String) -> Read? {
         guard let certificate = try? Certificate(pemEncoded: pem) else { return nil }
         return identity(certificate)
     }
 
-    static func identity(_ certificate: Certificate) -> (id: SPIFFEID, notBefore: Date, notAfter: Date)? {
+    static func identity(_ certificate: Certificate) -> Read? {
         guard let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
         for name in names {
             if case let .uniformResourceIdentifier(uri) = name, let id = SPIFFEID(uri) {
-                return (id, certificate.notValidBefore, certificate.notValidAfter)
+                return Read(id: id, notBefore: certificate.notValidBefore, notAfter: certificate.notValidAfter,
+                            serial: serialText(certificate.serialNumber.bytes))
             }
         }
         return nil
+    }
+
+    /// A serial as `kemu.dev/revoked-certificates` writes it: lowercase hex, no leading zeros.
+    public static func serialText<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        let digits = Array("0123456789abcdef")
+        let text = String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }.drop { $0 == "0" })
+        return text.isEmpty ? "0" : text
     }
 }

@@ -7,7 +7,8 @@ import KemuLab
 struct MeshCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh", abstract: "The mesh on the node proxies: identities, tunnels, policies.",
-        subcommands: [MeshStatusCommand.self, MeshTraceCommand.self, MeshRotateCommand.self, MeshExpireCommand.self])
+        subcommands: [MeshStatusCommand.self, MeshTraceCommand.self, MeshRotateCommand.self, MeshExpireCommand.self, MeshRevokeCommand.self,
+                      MeshSkewCommand.self])
 }
 
 struct MeshStatusCommand: AsyncParsableCommand {
@@ -32,7 +33,9 @@ struct MeshStatusCommand: AsyncParsableCommand {
             }
             let streams = ["opened", "accepted", "denied"].map { String(status[path: "streams.\($0)"]?.int ?? 0) }.joined(separator: "/")
             let policies = ["authorization", "peerAuthentication", "strictPods"].map { String(status[path: "policies.\($0)"]?.int ?? 0) }.joined(separator: "/")
-            let tunnels = String(status["openTunnels"]?.int ?? 0)
+            var tunnels = String(status["openTunnels"]?.int ?? 0)
+            // What the lab did to the node, said beside its tunnels.
+            if let skew = status["clockSkewSeconds"]?.int, skew != 0 { tunnels += " (clock \(skew > 0 ? "+" : "-")\(Self.duration(Double(skew.magnitude))))" }
             let certificates = status["certificates"]?.array ?? []
             if certificates.isEmpty { rows.append([node, "<none yet>", "", tunnels, streams, policies]) }
             for (i, c) in certificates.enumerated() {
@@ -75,6 +78,48 @@ struct MeshExpireCommand: AsyncParsableCommand {
     func run() async throws {
         try await options.chaos(for: "kemu mesh expire").expireCertificates(node)
         print("the proxy of \(node) lost its certificates and asks for new ones")
+    }
+}
+
+struct MeshRevokeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke", abstract: "Revoke every certificate a node's proxy holds: every proxy refuses them, and the node asks for new ones.",
+        discussion: """
+        The serials go on the Node (annotation kemu.dev/revoked-certificates); tunnels they carry are closed. Until new \
+        certificates come its meshed connections fail; with the mesh CA stopped (kemu stop mesh-ca), until it starts.
+        """)
+
+    @OptionGroup var options: ClusterOptions
+    @Argument(help: "Node.") var node: String
+
+    func run() async throws {
+        let count = try await options.chaos(for: "kemu mesh revoke").revokeCertificates(node)
+        print("revoked \(count) certificate(s) of the proxy of \(node); it asks for new ones")
+    }
+}
+
+struct MeshSkewCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "skew", abstract: "Skew a node's clock as its proxy sees it: certificates' validity and its renewals follow that clock.",
+        discussion: """
+        DURATION is signed, as Go writes durations: 25h (ahead: its peers' certificates look expired), -90m (behind: new \
+        certificates look not yet valid), 0 to put it right. Kept on the Node as annotation kemu.dev/clock-skew.
+        """)
+
+    @OptionGroup var options: ClusterOptions
+    @Argument(help: "Node.") var node: String
+    // All that is left: "-90m" is a duration here, not an option.
+    @Argument(parsing: .allUnrecognized, help: "How far ahead (or behind, with -) of the machine's clock: 25h, -90m, 0.") var durations: [String] = []
+
+    var duration: String { durations.first ?? "" }
+
+    func validate() throws {
+        guard durations.count == 1 else { throw ValidationError("give one DURATION (25h, -90m or 0), not \(durations.count)") }
+    }
+
+    func run() async throws {
+        try await options.chaos(for: "kemu mesh skew").skewClock(node, by: duration)
+        print(Mesh.clockSkew(duration) == 0 ? "the clock of \(node) is right again" : "the clock of \(node) runs \(duration) from the machine's")
     }
 }
 

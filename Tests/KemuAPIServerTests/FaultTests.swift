@@ -64,3 +64,20 @@ struct FaultTests {
         #expect(Fault.parseRate("1") == nil && Fault.parseRate("4bit") == nil && Fault.parseRate("-1mbit") == nil && Fault.parseRate("mbit") == nil)
     }
 }
+
+/// The failover lab's marks on a Node (`kemu mesh skew`, `kemu mesh revoke`): every proxy reads
+/// them, so what none could read is refused at the API, naming the annotation.
+struct NodeMeshAnnotationTests {
+    @Test func badSkewsAndSerialsAreRefusedNamingTheAnnotation() {
+        let nodes = APIResources.nodes
+        func errors(_ annotations: [String: String]) -> [String] {
+            var node: JSON = ["apiVersion": "v1", "kind": "Node"]
+            node.name = "node-1"
+            node.annotations = annotations
+            return Admission.validate(node, nodes).map(\.field)
+        }
+        #expect(errors([Mesh.clockSkewAnnotation: "-90m", Mesh.revokedAnnotation: "1f@1700000000,ab"]).isEmpty)
+        #expect(errors([Mesh.clockSkewAnnotation: "tomorrow"]) == ["metadata.annotations[kemu.dev/clock-skew]"])
+        #expect(errors([Mesh.revokedAnnotation: "1f,xyz"]) == ["metadata.annotations[kemu.dev/revoked-certificates]"])
+    }
+}

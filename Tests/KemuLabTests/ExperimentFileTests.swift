@@ -78,6 +78,20 @@ import Testing
         #expect(e.actions.map(\.description) == ["stop-mesh-ca", "rotate-certs node-1", "expire-certs node-2", "start-mesh-ca"])
         #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, expire-certs: {}}\n") == "x.yaml:4: expire-certs: which node?")
         #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, stop-mesh-ca: {node: node-1}}\n") == "x.yaml:4: stop-mesh-ca: takes no settings")
+        let more = try Experiment.parse("""
+            duration: 5s
+            load: {service: web}
+            actions:
+              - {at: 1s, revoke-certs: node-1}
+              - {at: 2s, skew-clock: {node: node-2, by: 25h}}
+              - {at: 3s, skew-clock: {node: node-2, by: "-90m"}}
+            """, source: "x.yaml")
+        #expect(more.actions.map(\.description) == ["revoke-certs node-1", "skew-clock node-2 by=25h", "skew-clock node-2 by=-90m"])
+        #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, skew-clock: {node: node-1, by: soon}}\n")
+                == "x.yaml:4: skew-clock: by \"soon\" is not a signed duration like 25h, -90m or 0")
+        #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, skew-clock: {node: node-1}}\n")
+                == "x.yaml:4: skew-clock: by \"\" is not a signed duration like 25h, -90m or 0")
+        #expect(error("duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, revoke-certs: {}}\n") == "x.yaml:4: revoke-certs: which node?")
     }
 
     @Test func timesTakeUnits() {

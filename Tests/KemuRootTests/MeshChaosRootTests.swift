@@ -36,8 +36,10 @@ import Testing
 
     """
 
-    /// One connection to web:9000 (the echo port) kept open: a line now, another 6 s later;
-    /// prints what came back.
+    /// One connection to web:9000 (the echo port) kept open: a line now; then, once a new
+    /// connection is refused (the DENY is in force on the destination's node, however long the
+    /// policy took to get there under load) and a second later, another line; prints what came
+    /// back and how the probes went.
     static let holder = """
     import socket, time
     s = socket.create_connection(('web', 9000), 5)
@@ -49,7 +51,23 @@ import Testing
             got += s.recv(100)
         except OSError as e:
             got += repr(e).encode()
-        if line == b'before\\n': time.sleep(6)
+        if line != b'before\\n': break
+        probes, deadline = [], time.time() + 30
+        while time.time() < deadline:
+            time.sleep(0.3)
+            try:
+                p = socket.create_connection(('web', 9000), 2)
+                p.settimeout(2)
+                p.sendall(b'probe\\n')
+                answer = p.recv(100)
+                p.close()
+                probes.append('answered' if answer else 'closed')
+                if not answer: break
+            except OSError as e:
+                probes.append(type(e).__name__)
+                break
+        got += ('probes: %s\\n' % ' '.join(probes[-3:])).encode()
+        time.sleep(1)
     print(got.decode())
     """
 
@@ -109,11 +127,18 @@ import Testing
 
         // A DENY that comes while a connection is open closes it (policies are judged again on
         // live connections, as ztunnel does): the echo of the line sent after it never comes.
+        // (Applied once node-2 counts the held connection open: an exec under load may start late.)
+        let opened = { (m: String) in
+            m.split(separator: "\n").filter { $0.hasPrefix("istio_tcp_connections_opened_total{") && $0.contains("reporter=\"destination\"") }
+                .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        }
+        let openedBefore = opened(try await c.metrics("node-2"))
         async let held = c.kemu(["exec", "caller", "--", "python3", "-c", Self.holder])
-        try await Task.sleep(for: .seconds(2))
+        #expect(try await eventually(30) { opened(try await c.metrics("node-2")) > openedBefore })
         #expect(try await c.kubectl(["apply"], stdin: MeshRootTests.denyDefault.replacingOccurrences(of: "namespace: shop", with: "namespace: default")
             .replacingOccurrences(of: "ns/shop/sa/default", with: "ns/default/sa/default").replacingOccurrences(of: "[\"8080\"]", with: "[\"9000\"]")).status == .exited(0))
         let echoed = try await held.output
+        #expect(echoed.contains("probes:") && !echoed.contains("probes: answered answered answered"), "the DENY refuses new connections: \(echoed)")
         #expect(echoed.contains("before") && !echoed.contains("after") && !echoed.contains("timed out"), "closed, not slow: \(echoed)")
 
         // `kemu mesh trace` says so, from the same policies: the echo port denied, HTTP allowed.
@@ -124,5 +149,45 @@ import Testing
         #expect(allowed.contains("verdict: ALLOWED") && allowed.contains("mode:  PERMISSIVE"), "\(allowed)")
         let bad = try await c.kemu(["mesh", "trace", "caller", "\(web)"])
         #expect(bad.status != .exited(0) && bad.output.contains("POD:PORT"), "\(bad.output)")
+
+        // Revoked: node-1's certificates are refused everywhere and replaced at once; a clock
+        // 25 h ahead on node-2 sees every peer certificate expired until it is put right.
+        let owned = try await Self.serials(c, "node-1")
+        let lab = try await ChaosRootTests().experiment(c, """
+        duration: 10s
+        load: {service: web, from: app=caller, clients: 2, rate: 50}
+        actions:
+          - {at: 1s, revoke-certs: node-1}
+          - {at: 4s, skew-clock: {node: node-2, by: 25h}}
+          - {at: 7s, skew-clock: {node: node-2, by: "0"}}
+        """)
+        #expect(lab.ok, "\(lab.output)")
+        // (A few connections in flight, or opened before the new certificates came; the
+        // window's last ones may be those the next action cut.)
+        #expect((lab.action(0, "failed") ?? 999) < 15, "revoked, then new certificates at once: \(lab.output)")
+        #expect((lab.action(1, "failed") ?? 0) > 20, "node-2's clock ahead refuses node-1's certificates: \(lab.output)")
+        #expect((lab.action(2, "errorsStoppedMs") ?? 9999) < 3000, "and takes them again once put right: \(lab.output)")
+        let revoked = try await c.jsonpath("node/node-1", "{.metadata.annotations.kemu\\.dev/revoked-certificates}")
+        let now = try await Self.serials(c, "node-1")
+        #expect(!owned.isEmpty && owned.allSatisfy { revoked.contains($0 + "@") } && now.count == owned.count && now.isDisjoint(with: owned),
+                "held \(owned), revoked \(revoked), held now \(now)")
+        #expect(try await c.jsonpath("node/node-2", "{.metadata.annotations}").contains("clock-skew") == false)
+        let reasons = try await c.kubectl(["get", "events", "--field-selector", "source=kemu-chaos", "-o", "jsonpath={.items[*].reason}"]).output
+        #expect(reasons.contains("ChaosCertificatesRevoked") && reasons.contains("ChaosClockSkewed") && reasons.contains("ChaosClockRestored"), "\(reasons)")
+        let skewed = try await c.kemu(["mesh", "skew", "node-2", "-90m"])
+        #expect(skewed.status == .exited(0), "\(skewed.output)")
+        #expect(try await eventually(5) { try await c.kemu(["mesh", "status"]).output.contains("(clock -1h30m)") })
+        #expect(try await c.kemu(["mesh", "skew", "node-2", "0"]).status == .exited(0))
+        let nonsense = try await c.kemu(["mesh", "skew", "node-2", "soon"])
+        #expect(nonsense.status != .exited(0) && nonsense.output.contains("clock skew \"soon\""), "\(nonsense.output)")
+        let annotated = try await c.kubectl(["annotate", "node", "node-2", "kemu.dev/clock-skew=tomorrow"])
+        #expect(annotated.status != .exited(0) && annotated.output.contains("metadata.annotations[kemu.dev/clock-skew]"), "\(annotated.output)")
+    }
+
+    /// The serials of the certificates a node's proxy holds, from its status page.
+    static func serials(_ c: TestCluster, _ node: String) async throws -> Set<String> {
+        let page = try await runOff(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:10249/mesh"], in: "kemu-\(c.name)-\(node)").output
+        let status = try JSONSerialization.jsonObject(with: Data(page.utf8)) as? [String: Any]
+        return Set((status?["certificates"] as? [[String: Any]] ?? []).compactMap { $0["serial"] as? String })
     }
 }
