@@ -279,8 +279,9 @@ struct ExecRequest: Sendable {
         var stdin = false
         var tty = false
         for pair in (parts.count > 1 ? parts[1] : "").split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
-            let value = kv.count > 1 ? kv[1].replacingOccurrences(of: "+", with: " ") : ""
+            // Form decoding in one pass: kubectl sends a "+" in a command as %2B, and a space as "+".
+            let kv = pair.split(separator: "=", maxSplits: 1).map(Query.decode)
+            let value = kv.count > 1 ? kv[1] : ""
             switch kv[0] {
             case "command": command.append(value)
             case "container": container = value
