@@ -264,7 +264,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuMeshTests",
-            dependencies: ["KemuAPI", "KemuIP", "KemuMesh"],
+            dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuMesh", "KemuProxy", "KemuSystem", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

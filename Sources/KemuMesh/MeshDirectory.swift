@@ -28,6 +28,10 @@ public final class MeshDirectory: Sendable {
         var pods: [String: LocalPod] = [:]
         var byAddress: [IPv4Address: LocalPod] = [:]
         var nodes: [String: IPv4Address] = [:]
+        /// Every running pod of the cluster by address, once a namespace is meshed: what a plain
+        /// client's proxy judges another node's meshed pod by (its labels).
+        var remote: [IPv4Address: LocalPod] = [:]
+        var remoteAddress: [String: IPv4Address] = [:]
         var authorization: [String: AuthorizationPolicy] = [:]
         var peerAuthentication: [String: PeerAuthentication] = [:]
         /// The same, in name order: what each decision reads (made on change, not per dial).
@@ -101,6 +105,7 @@ public final class MeshDirectory: Sendable {
             group.addTask { try await namespaces.run { self.namespaceEvent($0) } }
             group.addTask { try await pods.run { self.podEvent($0) } }
             group.addTask { try await nodes.run { self.nodeEvent($0) } }
+            group.addTask { try await self.followEveryPod(client) }
             defer { group.cancelAll() }
             try await group.next()
         }

@@ -103,30 +103,50 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         self.counters = counters
     }
 
-    public func dial(client: KemuSystem.SocketAddress, endpoint: EndpointSpec) -> MeshDial {
-        // Every dial of the node asks: a plain cluster pays one lookup (no allocation) per dial.
+    /// What the mesh makes of a connection from `client` to `endpoint`, decided here.
+    enum Verdict {
+        /// Not the mesh's, or judged here and allowed: the engine dials (or keeps) it itself.
+        case direct
+        /// A meshed client to another node's meshed pod: through a tunnel, judged there.
+        case tunnel(source: MeshDirectory.LocalPod, namespace: String)
+        case refused
+    }
+
+    /// Every dial of the node asks: a plain cluster pays one lookup (no allocation) per dial.
+    /// What the engine carries itself is judged here: the same node's pods (with the client's
+    /// identity, if meshed) and a plain client's connection to another node's meshed pod
+    /// (plaintext: no identity, as the destination would judge it; STRICT by the pod's labels).
+    func judge(client: KemuSystem.SocketAddress, endpoint: EndpointSpec, record: Bool) -> Verdict {
         guard directory.anyMeshed, let slash = endpoint.target.firstIndex(of: "/"),
               case let namespace = String(endpoint.target[..<slash]), directory.meshed(namespace: namespace) else { return .direct }
         let source = directory.localPod(client.ip).flatMap { directory.meshed(namespace: $0.namespace) ? $0 : nil }
-        if endpoint.nodeName.isEmpty || endpoint.nodeName == directory.node {
-            // This node's own pod: judged here, dialled directly (no tunnel to oneself).
-            guard let destination = directory.localPod(endpoint.address.ip) else { return .direct }
-            let peer = source.map(directory.identity)
-            if peer == nil && directory.strict(destination) {
-                denials.record(policy: nil, peer: nil, source: client.ip, destination: destination, port: endpoint.address.port)
-                return .refused
-            }
-            let decision = directory.authorize(peer: peer, source: client.ip, destination: destination, port: endpoint.address.port)
-            if !decision.allowed {
-                denials.record(policy: decision.policy, peer: peer, source: client.ip, destination: destination, port: endpoint.address.port)
-                return .refused
-            }
-            return .direct
+        let local = endpoint.nodeName.isEmpty || endpoint.nodeName == directory.node
+        if let source, !local { return .tunnel(source: source, namespace: namespace) }
+        guard let destination = local ? directory.localPod(endpoint.address.ip) : directory.anyPod(endpoint.address.ip) else {
+            // Another node's pod not known yet: a plain client of a namespace STRICT as a whole
+            // is refused here; else that node's nftables judge STRICT.
+            return !local && directory.strictWhateverTheLabels(namespace: namespace) ? .refused : .direct
         }
-        // A plain client to another node's meshed pod: that node's nftables judge it (STRICT,
-        // with a reset the engine would count against the endpoint), unless its whole
-        // namespace is STRICT: then it is refused here, as the policy refusal it is.
-        guard let source else { return directory.strictWhateverTheLabels(namespace: namespace) ? .refused : .direct }
+        let peer = source.map(directory.identity)
+        if peer == nil && directory.strict(destination) {
+            if record { denials.record(policy: nil, peer: nil, source: client.ip, destination: destination, port: endpoint.address.port) }
+            return .refused
+        }
+        let decision = directory.authorize(peer: peer, source: client.ip, destination: destination, port: endpoint.address.port)
+        if !decision.allowed {
+            if record { denials.record(policy: decision.policy, peer: peer, source: client.ip, destination: destination, port: endpoint.address.port) }
+            return .refused
+        }
+        return .direct
+    }
+
+    public func dial(client: KemuSystem.SocketAddress, endpoint: EndpointSpec) -> MeshDial {
+        let (source, namespace): (MeshDirectory.LocalPod, String)
+        switch judge(client: client, endpoint: endpoint, record: true) {
+        case .direct: return .direct
+        case .refused: return .refused
+        case let .tunnel(s, n): (source, namespace) = (s, n)
+        }
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             return .direct
@@ -149,6 +169,16 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         var endpoint: KemuSystem.SocketAddress
         var local: Int32
         var traffic: MeshTraffic.Key
+    }
+
+    /// Moves when a policy changes: the engine then asks `allows` of what it carries itself.
+    public var policyGeneration: Int { directory.policyGeneration.load(ordering: .relaxed) }
+
+    /// Whether a connection the engine carries itself is still allowed (a tunnelled one is
+    /// judged again at its destination). A refusal is recorded as a denial.
+    public func allows(client: KemuSystem.SocketAddress, endpoint: EndpointSpec) -> Bool {
+        if case .refused = judge(client: client, endpoint: endpoint, record: true) { return false }
+        return true
     }
 
     /// On the loop: adopts the local socket, opens the stream, and says how it went (the first

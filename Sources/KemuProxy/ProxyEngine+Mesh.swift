@@ -24,6 +24,21 @@ extension ProxyEngine {
         dial(c)
     }
 
+    /// The mesh's policies changed: connections the engine carries itself (the same node's pods,
+    /// a plain client's to another node) that they now refuse are reset, as ztunnel closes
+    /// those a new DENY covers. Tunnelled ones are judged at their destination.
+    func judgeAgain(_ mesh: any MeshTunnels) {
+        judgedPolicies = mesh.policyGeneration
+        var closed = 0
+        for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c && c.connected && !c.tunneled {
+            guard let e = c.endpoint, !mesh.allows(client: c.clientAddress, endpoint: e.spec) else { continue }
+            c.pool.stats.policyDenied += 1
+            finish(c, reset: true)
+            closed += 1
+        }
+        if closed > 0 { logger.info("reset \(closed) connection(s) a changed mesh policy refuses") }
+    }
+
     /// The mesh refused this client: every endpoint of the Service would, and it is not the
     /// endpoint's fault. The client is reset.
     func refuse(_ c: Connection, _ e: Endpoint) {

@@ -73,6 +73,15 @@ public enum MeshDial: Sendable {
 public protocol MeshTunnels: Sendable {
     /// Called on the engine's thread for each dial: it must not block.
     func dial(client: SocketAddress, endpoint: EndpointSpec) -> MeshDial
+    /// Moves when the mesh's policies change: the engine judges what it carries itself again.
+    var policyGeneration: Int { get }
+    /// Whether a connection the engine carries itself (not tunnelled) is still allowed.
+    func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool
+}
+
+extension MeshTunnels {
+    public var policyGeneration: Int { 0 }
+    public func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool { true }
 }
 
 /// The byte path: one thread, one epoll set, listening sockets and proxied connections. Each
@@ -106,6 +115,8 @@ public final class ProxyEngine: @unchecked Sendable {
     var sparePipes: [SplicePipe] = []
     var now: UInt64 = monotonicNanoseconds()
     var nextSweep: UInt64 = 0
+    /// The mesh's policy generation the live connections were last judged at.
+    var judgedPolicies = 0
     /// Active health checks in flight, by descriptor.
     var checks: [Int32: (pool: EndpointPool, endpoint: Endpoint)] = [:]
     /// UDP flows, by frontend and client, and by their upstream socket.
@@ -209,6 +220,7 @@ public final class ProxyEngine: @unchecked Sendable {
             }
         }
         runTimers()
+        if let mesh = settings.mesh, mesh.policyGeneration != judgedPolicies { judgeAgain(mesh) }
         if now >= nextSweep { sweep() }
         closeDeferred()
     }

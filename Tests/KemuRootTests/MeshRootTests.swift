@@ -66,6 +66,13 @@ metadata: {name: outsider, namespace: plain}
 spec:
   nodeName: node-1
   containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: near, namespace: shop}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: python, command: [sleep, "3600"]}]
 
 """
 
@@ -80,7 +87,7 @@ spec:
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: meshApp).status == .exited(0))
         #expect(try await c.readyEndpoints("web", namespace: "shop", 2))
-        for pod in ["shop/caller", "shop/frontend", "plain/outsider"] {
+        for pod in ["shop/caller", "shop/frontend", "plain/outsider", "shop/near"] {
             let parts = pod.split(separator: "/").map(String.init)
             #expect(try await c.kubectl(["wait", "-n", parts[0], "--for=condition=Ready", "pod/\(parts[1])", "--timeout=60s"]).status == .exited(0))
         }
@@ -146,7 +153,14 @@ spec:
 
         // An Istio DENY policy by principal: the default account's connections are refused at
         // the destination, the frontend's go on; the denial is counted and told as an Event.
+        // A connection held open by a pod on web's own node (no tunnel: its proxy carries it to
+        // the pod directly) is reset when the DENY comes, as a tunnelled one is closed.
+        let openBefore = Self.value(try await c.metrics("node-2"), "kemu_proxy_open_connections")
+        async let held = c.kubectl(["exec", "-n", "shop", "near", "--", "python3", "-c", Self.keepAlive])
+        #expect(try await eventually(30) { Self.value(try await c.metrics("node-2"), "kemu_proxy_open_connections") > openBefore })
         #expect(try await c.kubectl(["apply"], stdin: Self.denyDefault).status == .exited(0))
+        let kept = try await held.output
+        #expect(kept.contains("first: 200") && kept.contains("then: reset"), "\(kept)")
         #expect(try await eventually(10) { try await !Self.get(c, from: "caller").contains("pod=web-") })
         #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
         #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_denied_total{policy=\"shop/deny-default\"}") >= 1)
@@ -158,13 +172,26 @@ spec:
         #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "deny-default"]).status == .exited(0))
         #expect(try await eventually(10) { try await Self.get(c, from: "caller").contains("pod=web-") })
 
-        // STRICT: the plain pod is refused, meshed clients go on. Through the Service its own
-        // node's proxy refuses it (the namespace is STRICT as a whole) as a policy refusal, not a
-        // failed connect against the endpoints; straight to a pod, node-2's rule resets it.
+        // An ALLOW for the frontend only: plaintext carries no principal, so the plain pod is
+        // refused too — by its own node's proxy, the only one its plaintext passes — and the
+        // caller (another account) at the destination; the frontend goes on.
+        #expect(try await c.kubectl(["apply"], stdin: Self.allowFrontend).status == .exited(0))
+        #expect(try await eventually(10) {
+            try await !Self.get(c, from: "outsider", namespace: "plain", url: "http://web.shop/?format=text").contains("pod=web-")
+        })
+        #expect(try await eventually(10) { try await !Self.get(c, from: "caller").contains("pod=web-") })
+        #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
+        #expect(Self.value(try await c.metrics("node-1"), "kemu_mesh_denied_total{policy=\"shop/allow-frontend\"}") >= 1)
+        #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "allow-frontend"]).status == .exited(0))
+
+        // STRICT for the web pods (by their labels): the plain pod is refused, meshed clients go
+        // on. Through the Service its own node's proxy refuses it, knowing the pods' labels, as
+        // a policy refusal, not a failed connect against the endpoints; straight to a pod,
+        // node-2's rule resets it.
         let ejectedBefore = Self.total(try await c.metrics("node-1"), "kemu_proxy_endpoint_ejections_total", containing: "pod=\"shop/web-")
         #expect(try await c.kubectl(["apply"], stdin: Self.strict).status == .exited(0))
         #expect(try await eventually(10) {
-            try await !c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output.contains("pod=web-")
+            try await !Self.get(c, from: "outsider", namespace: "plain", url: "http://web.shop/?format=text").contains("pod=web-")
         })
         let afterStrict = try await c.metrics("node-1")
         #expect(Self.total(afterStrict, "kemu_proxy_policy_denied_total", containing: "service=\"shop/web\"") >= 1, "\(afterStrict)")
@@ -188,16 +215,52 @@ spec:
         to: [{operation: {ports: ["8080"]}}]
     """
 
+    /// One keep-alive connection to web: a request, then one every 0.2 s until one fails (at
+    /// most 30 s); prints how the first went and how it ended.
+    static let keepAlive = """
+    import socket, time
+    s = socket.create_connection(('web', 80), 5)
+    s.settimeout(3)
+    request = b'GET /?format=text HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n'
+    s.sendall(request)
+    print('first:', s.recv(4096).split(b' ')[1].decode())
+    end = time.time() + 30
+    while time.time() < end:
+        time.sleep(0.2)
+        try:
+            s.sendall(request)
+            if not s.recv(4096):
+                print('then: closed'); break
+        except ConnectionResetError:
+            print('then: reset'); break
+        except OSError as e:
+            print('then:', repr(e)); break
+    else:
+        print('then: still open')
+    """
+
     static let strict = """
     apiVersion: security.istio.io/v1
     kind: PeerAuthentication
-    metadata: {name: default, namespace: shop}
-    spec: {mtls: {mode: STRICT}}
+    metadata: {name: web, namespace: shop}
+    spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}
     """
 
-    /// One request from a pod in `shop` to the web Service (what it printed, or the error).
-    static func get(_ c: TestCluster, from pod: String) async throws -> String {
-        try await c.kubectl(["exec", "-n", "shop", pod, "--", "wget", "-qO-", "-T", "5", "http://web/?format=text"]).output
+    static let allowFrontend = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: allow-frontend, namespace: shop}
+    spec:
+      selector: {matchLabels: {app: web}}
+      action: ALLOW
+      rules:
+      - from: [{source: {principals: ["cluster.local/ns/shop/sa/frontend"]}}]
+    """
+
+    /// One request from a pod to the web Service (what it printed, or the error). busybox's
+    /// wget tries a reset connection again for minutes: a refusal is given 4 s.
+    static func get(_ c: TestCluster, from pod: String, namespace: String = "shop", url: String = "http://web/?format=text") async throws -> String {
+        try await c.kubectl(["exec", "-n", namespace, pod, "--", "timeout", "4", "wget", "-qO-", "-T", "5", url]).output
     }
 
     /// The sum of a metric's series whose labels contain `containing`.
