@@ -1,7 +1,8 @@
 // libFuzzer target: Istio's AuthorizationPolicy and PeerAuthentication as users write them, and
 // the decision on a connection, over any JSON body: nothing traps, and a policy that parses
-// decides every request one way or the other. Gateway API routes and Linkerd's failure accrual
-// annotations (the mesh's other user input) go through the same bodies.
+// decides every request one way or the other. Gateway API routes, Linkerd's failure accrual
+// annotations and the lab's marks on Nodes (revoked serials, clock skew) — the mesh's other user
+// input — go through the same bodies.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzMeshPolicy(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(UnsafeRawBufferPointer(start: data, count: count))
@@ -9,6 +10,10 @@ public func fuzzMeshPolicy(_ data: UnsafeRawPointer, _ count: Int) -> CInt {
     _ = try? PeerAuthentication.parse(object).get()
     _ = TrafficRoute.summary(object)
     _ = FailureAccrual.parse(object.annotations)
+    _ = Mesh.revokedSerials(object.annotations[Mesh.revokedAnnotation] ?? "")
+    if let skew = object.annotations[Mesh.clockSkewAnnotation].flatMap(Mesh.clockSkew) {
+        precondition(abs(skew) <= Mesh.maximumSkewSeconds, "a skew past its bound")
+    }
     if let text = object["duration"]?.string { _ = FailureAccrual.goDurationSeconds(text) }
     guard let policy = try? AuthorizationPolicy.parse(object).get() else { return 0 }
     let seed = bytes.reduce(UInt32(2166136261)) { ($0 ^ UInt32($1)) &* 16777619 }
