@@ -109,17 +109,16 @@ struct MeshSkewCommand: AsyncParsableCommand {
     @OptionGroup var options: ClusterOptions
     @Argument(help: "Node.") var node: String
     // All that is left: "-90m" is a duration here, not an option.
-    @Argument(parsing: .allUnrecognized, help: "How far ahead (or behind, with -) of the machine's clock: 25h, -90m, 0.") var durations: [String] = []
-
-    var duration: String { durations.first ?? "" }
+    @Argument(parsing: .allUnrecognized, help: "How far ahead (or behind, with -) of the machine's clock: 25h, -90m, 0.") var duration: [String] = []
 
     func validate() throws {
-        guard durations.count == 1 else { throw ValidationError("give one DURATION (25h, -90m or 0), not \(durations.count)") }
+        guard duration.count == 1 else { throw ValidationError("give one DURATION (25h, -90m or 0), not \(duration.count)") }
     }
 
     func run() async throws {
-        try await options.chaos(for: "kemu mesh skew").skewClock(node, by: duration)
-        print(Mesh.clockSkew(duration) == 0 ? "the clock of \(node) is right again" : "the clock of \(node) runs \(duration) from the machine's")
+        let by = duration.first ?? ""
+        try await options.chaos(for: "kemu mesh skew").skewClock(node, by: by)
+        print(Mesh.clockSkew(by) == 0 ? "the clock of \(node) is right again" : "the clock of \(node) runs \(by) from the machine's")
     }
 }
 
