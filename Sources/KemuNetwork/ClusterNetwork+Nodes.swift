@@ -38,7 +38,8 @@ extension ClusterNetwork {
     /// Removes one node, the pod sandboxes on it, and the route to its pods from every other host.
     public func removeNode(_ name: String) throws {
         let index = try nodeIndex(name)
-        for pod in try pods() where pod.node == name { try removePod(pod.name) }
+        // Its pods' processes too: the node's agent is gone, and nothing else would end them.
+        for pod in try pods() where pod.node == name { try removePod(pod.name, killProcesses: true) }
         state.withLock {
             $0.config.nodes.removeAll { $0 == name }
             $0.nodeIndex[name] = nil

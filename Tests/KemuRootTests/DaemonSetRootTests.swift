@@ -103,7 +103,12 @@ struct DaemonSetRootTests {
         let reached = try await c.kemu(["curl", "--from", "node-1", "http://\(newIP):8080/"])
         #expect(reached.status == .exited(0), "\(newIP): \(reached.output)")
         #expect(try await c.kemu(["node", "add", "node-3"]).output.contains("node node-3 is already in cluster"))
+        let process = pid_t(try await c.jsonpath("pods", "{.items[?(@.spec.nodeName=='node-3')].status.containerStatuses[0].containerID}")
+            .replacingOccurrences(of: "kemu://", with: "")) ?? 0
+        #expect(process > 0 && kill(process, 0) == 0)
         #expect(try await c.kemu(["node", "remove", "node-3"]).status == .exited(0))
+        // Its pod's process went with it (it outlived its node, and its cluster, once).
+        #expect(await eventually(5) { kill(process, 0) != 0 }, "pid \(process)")
         #expect(try await eventually(20) { try await placed(c, "agent") == ["node-1=Running", "node-2=Running"] })
         #expect(try await c.kubectl(["get", "node", "node-3"]).status != .exited(0))
         #expect(!NetworkNamespace("kemu-rds-node-3").exists)
