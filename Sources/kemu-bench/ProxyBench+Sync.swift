@@ -91,7 +91,9 @@ extension ProxyBench {
                     _ = try await client.create(servicesResource, service)
                     _ = try await client.create(slicesResource, slice)
                 }
-                if i % 32 == 31 { try await group.next() }
+                // No more in flight than the shared client's connections (16): a request waiting for
+                // one past its connect timeout fails (getConnectionFromPoolTimeout).
+                if i >= 15 { try await group.next() }
             }
             try await group.waitForAll()
         }
@@ -108,8 +110,11 @@ extension ProxyBench {
         let logFD = try FileDescriptor(opening: log, flags: O_WRONLY | O_CREAT | O_TRUNC)
         var options = Spawn.Options()
         (options.stdout, options.stderr) = (logFD.raw, logFD.raw)
+        // As the supervisor starts it: in the node's namespace, with the proxies' credentials
+        // (from the host, without them, it never reached the API server and never synced).
+        options.namespace = node
         let start = Date()
-        let proxy = try Spawn.spawn([kemu, "proxy", "--node", "node-1", "--cluster", cluster], options)
+        let proxy = try Spawn.spawn([kemu, "proxy", "--node", "node-1", "--cluster", cluster, "--kubeconfig", "\(state)/nodes/kube-proxy.kubeconfig"], options)
         defer { kill(proxy, SIGKILL); _ = try? Spawn.wait(proxy) }
         var line = ""
         while Date().timeIntervalSince(start) < 60 {
@@ -120,6 +125,10 @@ extension ProxyBench {
             usleep(5_000)
         }
         let wall = Date().timeIntervalSince(start)
+        if line.isEmpty {
+            let said = (try? FileSystem.readFile(log)) ?? ""
+            FileHandle.standardError.write(Data("proxy-sync: no first sync within 60 s; the proxy's log ends:\n\(said.suffix(2000))\n".utf8))
+        }
         let rss = ClusterBench.processMemory(proxy).rss / 1024
         // "first sync: N services, L listeners, A addresses on lo in X ms (Y ms since the proxy started)"
         let words = line.split(separator: " ")
