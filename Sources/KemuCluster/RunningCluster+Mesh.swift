@@ -10,9 +10,12 @@ extension RunningCluster {
     /// node's namespace; nil for a node whose proxy does not answer.
     public func meshStatus() async -> [(node: String, status: JSON?)] {
         let network = try? ClusterNetwork.load(cluster: name)
-        return (network?.nodes.map(\.name) ?? []).map { node in
-            (node, try? Self.get(path: "/mesh", port: 10249, in: NetworkNamespace(plan.namespace(node))))
-        }
+        return (network?.nodes.map(\.name) ?? []).map { node in (node, meshStatus(node: node)) }
+    }
+
+    /// One node's `/mesh` page; nil when its proxy does not answer.
+    public func meshStatus(node: String) -> JSON? {
+        try? Self.get(path: "/mesh", port: 10249, in: NetworkNamespace(plan.namespace(node)))
     }
 
     /// What the mesh does with a TCP connection from pod `from` to pod `to` on `port` (the pod's

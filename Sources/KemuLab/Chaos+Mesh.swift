@@ -52,7 +52,7 @@ extension Chaos {
     @discardableResult
     public func revokeCertificates(_ node: String) async throws -> Int {
         _ = try meshProxy(node)
-        guard let status = await cluster.meshStatus().first(where: { $0.node == node })?.status else {
+        guard let status = cluster.meshStatus(node: node) else {
             throw KemuError(.invalidState, "the proxy of \(node) does not answer on its status port (10249)")
         }
         let held: [(serial: String, expires: Int?)] = (status["certificates"]?.array ?? []).compactMap { c in

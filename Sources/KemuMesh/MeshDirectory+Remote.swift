@@ -21,11 +21,8 @@ extension MeshDirectory {
             case let .added(p), let .updated(_, p):
                 let key = p.namespace + "/" + p.name
                 if let old = s.remoteAddress.removeValue(forKey: key), s.remote[old]?.name == p.name { s.remote[old] = nil }
-                let phase = p[path: "status.phase"]?.string ?? ""
-                guard let address = p[path: "status.podIP"]?.string.flatMap(IPv4Address.init), phase != "Succeeded", phase != "Failed" else { return }
-                var pod = LocalPod(namespace: p.namespace, name: p.name, serviceAccount: p[path: "spec.serviceAccountName"]?.string ?? "default",
-                                   address: address, labels: p.labels)
-                pod.uid = p.uid
+                let pod = LocalPod(p)
+                guard let address = pod.address, !pod.finished else { return }
                 s.remote[address] = pod
                 s.remoteAddress[key] = address
             case let .deleted(p):

@@ -21,6 +21,15 @@ public final class MeshDirectory: Sendable {
             (self.namespace, self.name, self.serviceAccount, self.address, self.finished, self.labels) =
                 (namespace, name, serviceAccount, address, finished, labels)
         }
+
+        /// A pod as its informer reports it.
+        init(_ p: JSON) {
+            let phase = p[path: "status.phase"]?.string ?? ""
+            self.init(namespace: p.namespace, name: p.name, serviceAccount: p[path: "spec.serviceAccountName"]?.string ?? "default",
+                      address: p[path: "status.podIP"]?.string.flatMap(IPv4Address.init),
+                      finished: phase == "Succeeded" || phase == "Failed", labels: p.labels)
+            uid = p.uid
+        }
     }
 
     struct State {
@@ -129,12 +138,7 @@ public final class MeshDirectory: Sendable {
             case let .added(p), let .updated(_, p):
                 let key = p.namespace + "/" + p.name
                 if let old = s.pods[key], let address = old.address { s.byAddress[address] = nil }
-                let phase = p[path: "status.phase"]?.string ?? ""
-                var pod = LocalPod(namespace: p.namespace, name: p.name,
-                                   serviceAccount: p[path: "spec.serviceAccountName"]?.string ?? "default",
-                                   address: p[path: "status.podIP"]?.string.flatMap(IPv4Address.init),
-                                   finished: phase == "Succeeded" || phase == "Failed", labels: p.labels)
-                pod.uid = p.uid
+                let pod = LocalPod(p)
                 s.pods[key] = pod
                 if let address = pod.address, !pod.finished { s.byAddress[address] = pod }
             case let .deleted(p):

@@ -113,28 +113,34 @@ public final class MeshIdentities: Sendable {
             // Already due by this node's clock (skewed ahead past its half life): kept, but the
             // next request waits as after a failure, not in a loop.
             let early = credential.due(trust.now)
-            let count = state.withLock { s in
+            state.withLock { s in
                 s.credentials[id] = credential
                 s.renew.remove(id)
-                guard early else { s.failures[id] = nil; return 0 }
-                let count = (s.failures[id]?.count ?? 0) + 1
-                s.failures[id] = (count, Date().addingTimeInterval(min(pow(2, Double(count - 1)), 30)))
-                return count
+                if !early { s.failures[id] = nil }
             }
             issued.add(1, ordering: .relaxed)
-            if early && (count == 1 || count % 10 == 0) {
+            if early, Self.worthSaying(backOff(id)) {
                 logger.warning("\(id): the new certificate (valid \(Timestamp.format(credential.notBefore)) to \(Timestamp.format(credential.notAfter))) is due for renewal already by this node's clock (\(Timestamp.format(trust.now)))")
             }
             logger.debug("\(id): certificate valid until \(credential.notAfter)")
         } catch {
-            let count = state.withLock { s in
-                let count = (s.failures[id]?.count ?? 0) + 1
-                s.failures[id] = (count, Date().addingTimeInterval(min(pow(2, Double(count - 1)), 30)))
-                return count
-            }
-            if count == 1 || count % 10 == 0 { logger.warning("\(id): no certificate (\(count) tries): \(error)") }
+            let count = backOff(id)
+            if Self.worthSaying(count) { logger.warning("\(id): no certificate (\(count) tries): \(error)") }
         }
     }
+
+    /// One more failure in a row for `id`: its next request waits 1 s, doubling to 30 s.
+    /// Returns the count.
+    func backOff(_ id: SPIFFEID) -> Int {
+        state.withLock { s in
+            let count = (s.failures[id]?.count ?? 0) + 1
+            s.failures[id] = (count, Date().addingTimeInterval(min(pow(2, Double(count - 1)), 30)))
+            return count
+        }
+    }
+
+    /// The first of a run, then every tenth.
+    static func worthSaying(_ count: Int) -> Bool { count == 1 || count % 10 == 0 }
 
     /// One request through the API: create, wait for the CA's answer, delete.
     func request(_ id: SPIFFEID) async throws -> MeshCredential {

@@ -41,6 +41,12 @@ public final class MeshTrust: Sendable {
         return nil
     }
 
+    /// The same for a tunnel: its peer's certificate, or the one this side presented (`local`,
+    /// a serial) revoked.
+    func refusal(peer: SVID.Read, local: String) -> String? {
+        refusal(peer) ?? (isRevoked(local) ? "this side's certificate \(local) is revoked" : nil)
+    }
+
     /// A Node added, changed or removed; returns whether anything here changed.
     @discardableResult
     func nodeEvent(_ event: InformerEvent) -> Bool {
@@ -84,7 +90,7 @@ final class TunnelBook: Sendable {
         let all = open.withLock { Array($0.values) }
         var closed: [String] = []
         for tunnel in all {
-            guard let why = trust.refusal(tunnel.peer) ?? (trust.isRevoked(tunnel.local) ? "this side's certificate \(tunnel.local) is revoked" : nil) else { continue }
+            guard let why = trust.refusal(peer: tunnel.peer, local: tunnel.local) else { continue }
             tunnel.channel.close(promise: nil)
             closed.append(why)
         }

@@ -167,7 +167,7 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
         if case .handshakeCompleted = event as? TLSUserEvent {
             let der = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self).peerCertificate?.toDERBytes()
             let read = der.flatMap { SVID.identity(certificateDER: $0) }
-            let refusal = read.flatMap { book.trust.refusal($0) } ?? (book.trust.isRevoked(local) ? "this side's certificate \(local) is revoked" : nil)
+            let refusal = read.flatMap { book.trust.refusal(peer: $0, local: local) }
             if let read, read.id == expected ?? read.id, refusal == nil {
                 id = read.id
                 book.add(peer: read, local: local, channel: context.channel)

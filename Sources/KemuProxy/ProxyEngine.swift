@@ -79,10 +79,6 @@ public protocol MeshTunnels: Sendable {
     func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool
 }
 
-extension MeshTunnels {
-    public var policyGeneration: Int { 0 }
-    public func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool { true }
-}
 
 /// The byte path: one thread, one epoll set, listening sockets and proxied connections. Each
 /// accepted connection gets an endpoint from its pool, a non-blocking connect with a timeout,

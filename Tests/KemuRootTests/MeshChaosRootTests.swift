@@ -135,8 +135,8 @@ import Testing
         let openedBefore = opened(try await c.metrics("node-2"))
         async let held = c.kemu(["exec", "caller", "--", "python3", "-c", Self.holder])
         #expect(try await eventually(30) { opened(try await c.metrics("node-2")) > openedBefore })
-        #expect(try await c.kubectl(["apply"], stdin: MeshRootTests.denyDefault.replacingOccurrences(of: "namespace: shop", with: "namespace: default")
-            .replacingOccurrences(of: "ns/shop/sa/default", with: "ns/default/sa/default").replacingOccurrences(of: "[\"8080\"]", with: "[\"9000\"]")).status == .exited(0))
+        #expect(try await c.kubectl(["apply"], stdin: MeshRootTests.policy("deny-default", namespace: "default", "DENY", account: "default", port: 9000))
+            .status == .exited(0))
         let echoed = try await held.output
         #expect(echoed.contains("probes:") && !echoed.contains("probes: answered answered answered"), "the DENY refuses new connections: \(echoed)")
         #expect(echoed.contains("before") && !echoed.contains("after") && !echoed.contains("timed out"), "closed, not slow: \(echoed)")

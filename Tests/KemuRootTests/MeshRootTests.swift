@@ -203,17 +203,24 @@ spec:
         #expect(try await c.kubectl(["get", "peerauthentications", "-n", "shop"]).output.contains("STRICT"))
     }
 
-    static let denyDefault = """
-    apiVersion: security.istio.io/v1
-    kind: AuthorizationPolicy
-    metadata: {name: deny-default, namespace: shop}
-    spec:
-      selector: {matchLabels: {app: web}}
-      action: DENY
-      rules:
-      - from: [{source: {principals: ["cluster.local/ns/shop/sa/default"]}}]
-        to: [{operation: {ports: ["8080"]}}]
-    """
+    /// An Istio AuthorizationPolicy on the app=web pods of `namespace`: `action` for the
+    /// principal `account` (of that namespace), on `port` only when given.
+    static func policy(_ name: String, namespace: String = "shop", _ action: String, account: String, port: Int? = nil) -> String {
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: \(name), namespace: \(namespace)}
+        spec:
+          selector: {matchLabels: {app: web}}
+          action: \(action)
+          rules:
+          - from: [{source: {principals: ["cluster.local/ns/\(namespace)/sa/\(account)"]}}]
+        """ + (port.map { "\n    to: [{operation: {ports: [\"\($0)\"]}}]" } ?? "")
+    }
+
+    /// The default account's connections to the web pods' HTTP port refused.
+    static let denyDefault = policy("deny-default", "DENY", account: "default", port: 8080)
+    static let allowFrontend = policy("allow-frontend", "ALLOW", account: "frontend")
 
     /// One keep-alive connection to web: a request, then one every 0.2 s until one fails (at
     /// most 30 s); prints how the first went and how it ended.
@@ -246,16 +253,6 @@ spec:
     spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}
     """
 
-    static let allowFrontend = """
-    apiVersion: security.istio.io/v1
-    kind: AuthorizationPolicy
-    metadata: {name: allow-frontend, namespace: shop}
-    spec:
-      selector: {matchLabels: {app: web}}
-      action: ALLOW
-      rules:
-      - from: [{source: {principals: ["cluster.local/ns/shop/sa/frontend"]}}]
-    """
 
     /// One request from a pod to the web Service (what it printed, or the error). busybox's
     /// wget tries a reset connection again for minutes: a refusal is given 4 s.
