@@ -74,7 +74,7 @@ public final class TunnelCounters: Sendable {
 /// The source side of the mesh (HBONE's outbound): a connection from a meshed pod on this node to
 /// a meshed endpoint on another goes A's proxy → B's proxy as an HTTP/2 CONNECT stream inside a
 /// mutual-TLS tunnel, one tunnel per (source identity, destination node) shared by every such
-/// connection. The engine sees a local socket (`MeshTunnels`).
+/// connection. The engine hands the client's socket over (`MeshTunnels`, `Carriage`).
 public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     struct Key: Hashable {
         var source: SPIFFEID
@@ -91,6 +91,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     let logger = Logger(label: "kemu.mesh.client")
     /// Open tunnels; touched only on `loop`.
     var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+    /// The connections the engine handed over, by its token; touched only on `loop`.
+    var carriages: [UInt64: Carriage] = [:]
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
          traffic: MeshTraffic, book: TunnelBook) {
@@ -147,19 +149,13 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         case .refused: return .refused
         case let .tunnel(s, n): (source, namespace) = (s, n)
         }
-        var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            return .direct
-        }
         let target = endpoint.target.split(separator: "/").map(String.init)
         let key = MeshTraffic.Key(reporter: "source", sourceWorkload: MeshTraffic.workload(pod: source.name, labels: source.labels),
                                   sourceNamespace: source.namespace, sourcePrincipal: directory.identity(source).description,
                                   destinationWorkload: target.count == 2 ? MeshTraffic.workload(pod: target[1], labels: [:]) : "unknown",
                                   destinationNamespace: namespace, destinationPrincipal: "unknown")
-        let request = Request(source: directory.identity(source), client: client.ip, node: endpoint.nodeName,
-                              endpoint: endpoint.address, local: fds[1], traffic: key)
-        loop.execute { self.start(request) }
-        return .tunnel(fds[0])
+        let request = Request(source: directory.identity(source), client: client.ip, node: endpoint.nodeName, endpoint: endpoint.address, traffic: key)
+        return .tunnel(MeshCarrier { handoff in self.loop.execute { self.start(request, handoff) } })
     }
 
     struct Request {
@@ -167,8 +163,11 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         var client: IPv4Address
         var node: String
         var endpoint: KemuSystem.SocketAddress
-        var local: Int32
         var traffic: MeshTraffic.Key
+    }
+
+    public func close(token: UInt64) {
+        loop.execute { self.carriages[token]?.abort() }
     }
 
     /// Moves when a policy changes: the engine then asks `allows` of what it carries itself.
@@ -181,43 +180,34 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         return true
     }
 
-    /// On the loop: adopts the local socket, opens the stream, and says how it went (the first
-    /// byte on the local socket).
-    func start(_ r: Request) {
-        let side = ByteSide()
-        let adopted = ClientBootstrap(group: loop)
-            // The local socket is AF_UNIX: no TCP_NODELAY (the bootstrap's default), which
-            // enabling MPTCP removes; MPTCP itself only applies to sockets the bootstrap makes.
-            .enableMPTCP(true)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
-            .withConnectedSocket(r.local)
-        adopted.whenFailure { _ in close(r.local) }
-        adopted.whenSuccess { [self] local in
-            counters.opened()
-            let fail: @Sendable (Int32) -> Void = { err in
-                local.writeAndFlush(Self.outcome(UInt8(truncatingIfNeeded: err), local.allocator)).whenComplete { _ in local.close(promise: nil) }
-            }
-            guard identities.credential(r.source) != nil else {
-                identities.requestSoon()
-                fail(EACCES)
-                return
-            }
-            tunnel(r).flatMap { multiplexer in
-                multiplexer.createStreamChannel { stream in
-                    stream.eventLoop.makeCompletedFuture {
-                        try stream.pipeline.syncOperations.addHandler(OutboundOpen(local: local, byteSide: side, request: r, traffic: self.traffic))
-                        try stream.pipeline.syncOperations.addHandler(StreamSide())
-                    }
+    /// On the loop: opens the stream for a connection the engine handed over.
+    func start(_ r: Request, _ handoff: MeshHandoff) {
+        counters.opened()
+        let carriage = Carriage(handoff) { [weak self] in self?.carriages[handoff.token] = nil }
+        carriages[handoff.token] = carriage
+        guard identities.credential(r.source) != nil else {
+            identities.requestSoon()
+            carriage.failed(EACCES)
+            return
+        }
+        carriage.timeout = loop.scheduleTask(in: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) {
+            carriage.stream?.close(promise: nil)
+            carriage.failed(ETIMEDOUT)
+        }
+        tunnel(r).flatMap { multiplexer in
+            multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try stream.pipeline.syncOperations.addHandler(OutboundOpen(carriage: carriage, request: r, traffic: self.traffic))
+                    try stream.pipeline.syncOperations.addHandler(carriage.streamSide)
                 }
-            }.whenComplete { result in
-                switch result {
-                case let .success(stream):
-                    local.closeFuture.whenComplete { _ in stream.close(promise: nil) }
-                case .failure:
-                    fail(EHOSTUNREACH)
-                }
+            }
+        }.whenComplete { result in
+            switch result {
+            case let .success(stream):
+                carriage.stream = stream
+                if carriage.finished { stream.close(promise: nil) }
+            case .failure:
+                carriage.failed(EHOSTUNREACH)
             }
         }
     }
@@ -262,12 +252,6 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         }
         return opened
     }
-
-    static func outcome(_ code: UInt8, _ allocator: ByteBufferAllocator) -> ByteBuffer {
-        var b = allocator.buffer(capacity: 1)
-        b.writeInteger(code)
-        return b
-    }
 }
 
 /// The HTTP/2 handler a new tunnel's initializer made, for the code that waited for the connect.
@@ -275,20 +259,18 @@ final class MultiplexerBox: @unchecked Sendable {
     var value: NIOHTTP2Handler.StreamMultiplexer?
 }
 
-/// A client stream: sends the CONNECT, and on the answer tells the engine (the local socket's
-/// first byte) and joins the two sides.
+/// A client stream: sends the CONNECT, and on the answer tells the carriage (the client joins
+/// the stream, or goes back to the engine).
 final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame.FramePayload
-    let local: any Channel
-    let byteSide: ByteSide
+    let carriage: Carriage
     let request: TunnelClient.Request
     let traffic: MeshTraffic
     var answered = false
 
-    init(local: any Channel, byteSide: ByteSide, request: TunnelClient.Request, traffic: MeshTraffic) {
+    init(carriage: Carriage, request: TunnelClient.Request, traffic: MeshTraffic) {
+        self.carriage = carriage
         self.traffic = traffic
-        self.local = local
-        self.byteSide = byteSide
         self.request = request
     }
 
@@ -309,21 +291,18 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
         case "503": ECONNREFUSED
         default: EPROTO
         }
-        let local = self.local
-        local.writeAndFlush(TunnelClient.outcome(UInt8(code), local.allocator), promise: nil)
-        guard code == 0, let streamSide = try? context.pipeline.syncOperations.handler(type: StreamSide.self) else {
-            local.close(promise: nil)
+        guard code == 0 else {
             context.close(promise: nil)
+            carriage.failed(code)
             return
         }
-        GlueSide.join(byteSide, streamSide, traffic: traffic.opened(request.traffic))
-        streamSide.flushEarly()
+        carriage.connected(on: context.eventLoop, traffic: traffic.opened(request.traffic))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         if !answered {
             answered = true
-            local.writeAndFlush(TunnelClient.outcome(UInt8(ECONNRESET), local.allocator)).whenComplete { [local] _ in local.close(promise: nil) }
+            carriage.failed(ECONNRESET)
         }
         context.fireChannelInactive()
     }

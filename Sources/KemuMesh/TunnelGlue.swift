@@ -2,12 +2,12 @@ import NIOCore
 import NIOHTTP2
 import Synchronization
 
-/// One side of a tunnelled connection: a byte channel (the engine's local socket, or the TCP
-/// connection to the endpoint pod) or an HTTP/2 stream, joined to its partner on the same event
-/// loop. Bytes read on one side are written on the other; reading stops while the partner cannot
-/// take more (its channel unwritable: TCP buffers or HTTP/2 flow control full); an end of input
-/// is carried across as a half-close (a shutdown of the socket's output, END_STREAM on the
-/// stream); a side that goes away takes the other with it.
+/// One side of a tunnelled connection: a byte channel (the client's socket the engine handed
+/// over, or the TCP connection to the endpoint pod) or an HTTP/2 stream, joined to its partner on
+/// the same event loop. Bytes read on one side are written on the other; reading stops while the
+/// partner cannot take more (its channel unwritable: TCP buffers or HTTP/2 flow control full); an
+/// end of input is carried across as a half-close (a shutdown of the socket's output,
+/// END_STREAM on the stream); a side that goes away takes the other with it.
 ///
 /// Confined to the mesh's event loop (every call is on it), hence `@unchecked Sendable`.
 class GlueSide: @unchecked Sendable {
@@ -23,10 +23,16 @@ class GlueSide: @unchecked Sendable {
     var carriesRequest = false
     /// Closed once, by whichever side goes first.
     var counted = false
+    /// The bytes this side read (and passed on).
+    var bytes = 0
+    /// On the source node, the connection the engine handed over (both sides share it; it
+    /// holds them, and the mesh holds it until the engine has been told the end).
+    weak var carriage: Carriage?
 
-    func count(_ bytes: Int) {
+    func count(_ n: Int) {
+        bytes += n
         guard let traffic else { return }
-        if carriesRequest { traffic.received.add(bytes, ordering: .relaxed) } else { traffic.sent.add(bytes, ordering: .relaxed) }
+        if carriesRequest { traffic.received.add(n, ordering: .relaxed) } else { traffic.sent.add(n, ordering: .relaxed) }
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -75,6 +81,12 @@ class GlueSide: @unchecked Sendable {
             partner?.counted = true
             traffic.closed.add(1, ordering: .relaxed)
         }
+        // The endpoint's side ended before its first byte: the client may go elsewhere.
+        if self is StreamSide, let carriage, carriage.replayElsewhere(clean: false) {
+            context.fireChannelInactive()
+            return
+        }
+        carriage?.closed()
         partner?.closeAfterWrites()
         partner = nil
         context.fireChannelInactive()
@@ -108,12 +120,14 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let partner else { return }
         let bytes = unwrapInboundIn(data)
+        carriage?.record(bytes)
         count(bytes.readableBytes)
         partner.deliver(bytes)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .some(.inputClosed) = event as? ChannelEvent {
+            carriage?.clientEnded = true
             partner?.endOutput()
         }
         context.fireUserInboundEventTriggered(event)
@@ -155,25 +169,36 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
             return
         }
         if let bytes, bytes.readableBytes > 0 {
+            carriage?.answered()
             count(bytes.readableBytes)
             partner.deliver(bytes)
         }
-        if payload.endStream {
-            partner.context?.flush()
-            partner.endOutput()
+        if payload.endStream { passEnd(partner) }
+    }
+
+    /// The endpoint's END_STREAM: the client's output ends, unless it came unanswered while the
+    /// client was still sending (replayed elsewhere, as the engine replays a connection closed
+    /// before its first byte).
+    private func passEnd(_ partner: GlueSide) {
+        if let carriage {
+            if carriage.replayElsewhere(clean: true) { return }
+            carriage.settle()
         }
+        partner.context?.flush()
+        partner.endOutput()
     }
 
     /// Hands the partner what came before the join.
     func flushEarly() {
         guard let partner else { return }
-        for bytes in early {
+        for bytes in early where bytes.readableBytes > 0 {
+            carriage?.answered()
             count(bytes.readableBytes)
             partner.deliver(bytes)
         }
         early.removeAll()
         partner.context?.flush()
-        if earlyEnd { partner.endOutput() }
+        if earlyEnd { passEnd(partner) }
     }
 
     override func deliver(_ bytes: ByteBuffer) {

@@ -140,6 +140,9 @@ final class TunnelServer: Sendable {
         }
         return bootstrap
             .channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: IP_TRANSPARENT)), value: 1)
+            // The port is chosen at connect, per destination: a bind to port 0 searched the
+            // client address's whole port range for each connection.
+            .channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: IP_BIND_ADDRESS_NO_PORT)), value: 1)
             .bind(to: from)
             .connect(to: target)
     }

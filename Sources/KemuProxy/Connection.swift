@@ -3,7 +3,8 @@ import KemuSystem
 
 /// One client connection and, once a dial succeeded, its upstream.
 final class Connection {
-    let client: Int32
+    /// The client's socket (a carried connection given back comes with another descriptor).
+    var client: Int32
     let clientAddress: SocketAddress
     /// The address the client connected to (ClusterIP:port, NodePort, …).
     let frontend: SocketAddress
@@ -19,7 +20,7 @@ final class Connection {
     var generation: UInt32 = 0
     var dialStarted: UInt64 = 0
     var connected = false
-    /// The current dial goes through a mesh tunnel (its outcome is the tunnel's first byte).
+    /// The mesh carries it (its token in the engine's `carried`); the engine keeps its accounts.
     var tunneled = false
     /// Held by a hang Fault: never dialled, closed when the client goes.
     var hung = false

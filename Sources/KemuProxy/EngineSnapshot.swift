@@ -36,6 +36,6 @@ extension ProxyEngine {
                     })
             },
             listeners: listeners.values.map(\.address).sorted(),
-            openConnections: openConnections, openFlows: flows.count)
+            openConnections: openConnections + carried.count, openFlows: flows.count)
     }
 }

@@ -77,14 +77,14 @@ extension ProxyEngine {
             var source = dialSource(c.source, client: c.clientAddress.ip, endpoint: e.spec.address.ip)
             var (fd, err): (Int32, Int32)
             switch settings.mesh?.dial(client: c.clientAddress, endpoint: e.spec) ?? .direct {
-            case let .tunnel(tunnel):
-                (fd, err, source, c.tunneled) = (tunnel, EINPROGRESS, nil, true)
+            case let .tunnel(carrier):
+                hand(c, to: carrier)
+                return
             case .refused:
                 refuse(c, e)
                 return
             case .direct:
                 (fd, err) = TCPSocket.connect(to: e.spec.address, from: source)
-                c.tunneled = false
             }
             if fd < 0, source != nil {
                 transparentDialFailed(err)
@@ -163,9 +163,7 @@ extension ProxyEngine {
             return
         }
         if !c.connected {
-            if fd == c.upstream && c.tunneled {
-                tunnelAnswered(c, events)
-            } else if fd == c.upstream {
+            if fd == c.upstream {
                 guard events & (Epoll.writable | Epoll.failed) != 0 else { return }
                 // Writable without an error is a finished connect (events are never stale: see
                 // closeLater), so SO_ERROR is read only when something failed.
@@ -328,7 +326,7 @@ extension ProxyEngine {
     /// as a failure, towards ejection) and what the client sent is replayed on another endpoint,
     /// within the pool's connect attempts. Reached only while `firstFlight` holds all the
     /// client sent and nothing went back to the client.
-    private func replay(_ c: Connection) {
+    func replay(_ c: Connection) {
         guard let flight = c.firstFlight, let e = c.endpoint else { finish(c, reset: true); return }
         dropUpstream(c)
         e.active -= 1

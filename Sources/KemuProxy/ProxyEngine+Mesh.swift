@@ -1,27 +1,88 @@
 import Glibc
 import KemuSystem
 
-/// Dials the mesh takes: a tunnel's first byte, and refusals.
+/// Connections the mesh carries: handed over at the dial, accounted for from its reports.
 extension ProxyEngine {
-    /// A mesh tunnel's first byte: whether the endpoint's node reached it (0) or why not.
-    func tunnelAnswered(_ c: Connection, _ events: UInt32) {
-        guard events & (Epoll.readable | Epoll.failed | Epoll.peerClosed) != 0, let e = c.endpoint else { return }
-        var outcome: UInt8 = 0
-        let n = read(c.upstream, &outcome, 1)
-        if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
-        if n == 1 && outcome == 0 {
-            upstreamConnected(c)
+    /// Gives the client's socket to the mesh (a descriptor of its own: this one closes at the
+    /// end of the batch, so no event already fetched for it can reach a new connection that got
+    /// its number). What the engine holds of the client's bytes (a replay) goes with it.
+    func hand(_ c: Connection, to carrier: MeshCarrier) {
+        guard let e = c.endpoint else { return }
+        let fd = dup(c.client)
+        guard fd >= 0 else {
+            dialFailed(c, e, errno)
+            finish(c, reset: true)
             return
         }
-        let err = n == 1 ? Int32(outcome) : n == 0 ? ECONNRESET : errno
-        dropUpstream(c)
-        if err == EACCES {
-            // The endpoint's proxy refused this client (authorization).
+        epoll.remove(c.client)
+        forget(c.client)
+        closeLater(c.client, reset: false)
+        carrySequence &+= 1
+        c.tunneled = true
+        carried[carrySequence] = c
+        let held = c.toUpstream.held
+        let handoff = MeshHandoff(token: carrySequence, client: fd, flight: held, clientEnded: c.toUpstream.endOfStream,
+                                  timeoutNanoseconds: c.pool.dialTimeout(attempt: c.tried.count - 1), replayBytes: settings.replayBytes,
+                                  report: { [weak self] in self?.send([.tunnel($0)]) })
+        c.toUpstream = Connection.Direction()
+        c.client = -1
+        carrier.carry(handoff)
+    }
+
+    func tunnelReported(_ report: TunnelReport) {
+        switch report {
+        case let .connected(token):
+            guard let c = carried[token], let e = c.endpoint else { return }
+            c.connected = true
+            c.pool.connected(e, latencyNanoseconds: now &- c.dialStarted)
+        case let .answered(token):
+            guard let c = carried[token], let e = c.endpoint else { return }
+            c.firstFlight = nil
+            c.pool.answered(e, latencyNanoseconds: now &- c.dialStarted, now: now)
+        case let .returned(token, fd, error, flight, clientEnded):
+            guard let c = carried.removeValue(forKey: token) else { close(fd); return }
+            takeBack(c, fd, error: error, flight: flight, clientEnded: clientEnded)
+        case let .closed(token, up, down):
+            guard let c = carried.removeValue(forKey: token) else { return }
+            (c.bytesUp, c.bytesDown) = (up, down)
+            if settings.accessLog {
+                let target = c.endpoint.map { "\($0.spec.address) \($0.spec.target)" } ?? "no endpoint"
+                logger.info("access: \(c.clientAddress) → \(c.frontend) (\(c.pool.name)) → \(target) (mesh): \(up) B up, \(down) B down, \((now &- c.opened) / 1_000_000) ms")
+            }
+            guard let e = c.endpoint else { return }
+            e.active -= 1
+            e.stats.bytesToEndpoint &+= UInt64(up)
+            e.stats.bytesFromEndpoint &+= UInt64(down)
+            if c.connected { e.stats.closed += 1 }
+            c.endpoint = nil
+        }
+    }
+
+    /// A carried connection given back: its dial failed (another endpoint is tried), the mesh
+    /// refused it, or the endpoint ended it unanswered (replayed elsewhere).
+    private func takeBack(_ c: Connection, _ fd: Int32, error: Int32, flight: [UInt8], clientEnded: Bool) {
+        c.client = fd
+        c.tunneled = false
+        store(c, at: fd)
+        c.toUpstream = Connection.Direction()
+        c.toUpstream.held = flight
+        c.toUpstream.endOfStream = clientEnded
+        c.firstFlight = flight
+        guard let e = c.endpoint else { finish(c, reset: true); return }
+        do {
+            try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
+        } catch {
+            finish(c, reset: true)
+            return
+        }
+        if c.connected {
+            replay(c)
+        } else if error == EACCES {
             refuse(c, e)
-            return
+        } else {
+            dialFailed(c, e, error)
+            dial(c)
         }
-        dialFailed(c, e, err)
-        dial(c)
     }
 
     /// The mesh's policies changed: connections the engine carries itself (the same node's pods,

@@ -22,6 +22,8 @@ public enum EngineCommand: Sendable {
     case unlisten(FrontendAddress)
     /// Calls back, on the engine's thread, with the counters.
     case snapshot(@Sendable (EngineSnapshot) -> Void)
+    /// What became of a connection the mesh carries.
+    case tunnel(TunnelReport)
 }
 
 public struct EngineSettings: Sendable {
@@ -54,31 +56,6 @@ public struct EngineSettings: Sendable {
     public var mesh: (any MeshTunnels)?
     public init() {}
 }
-
-/// What the mesh makes of a dial.
-public enum MeshDial: Sendable {
-    /// Not the mesh's: a plain client to a plain endpoint, or the same node's pod (allowed).
-    case direct
-    /// Through a tunnel to the endpoint's node proxy, by this local stream socket: its first
-    /// byte back is the dial's outcome (0: the endpoint accepted; else an errno), then the
-    /// endpoint's bytes follow.
-    case tunnel(Int32)
-    /// Refused here (authorization, or a plaintext client of a STRICT pod): not the endpoint's
-    /// fault, and every endpoint would say the same.
-    case refused
-}
-
-/// Carries connections to meshed endpoints (mutual TLS between node proxies) and judges those
-/// to this node's meshed pods.
-public protocol MeshTunnels: Sendable {
-    /// Called on the engine's thread for each dial: it must not block.
-    func dial(client: SocketAddress, endpoint: EndpointSpec) -> MeshDial
-    /// Moves when the mesh's policies change: the engine judges what it carries itself again.
-    var policyGeneration: Int { get }
-    /// Whether a connection the engine carries itself (not tunnelled) is still allowed.
-    func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool
-}
-
 
 /// The byte path: one thread, one epoll set, listening sockets and proxied connections. Each
 /// accepted connection gets an endpoint from its pool, a non-blocking connect with a timeout,
@@ -113,6 +90,9 @@ public final class ProxyEngine: @unchecked Sendable {
     var nextSweep: UInt64 = 0
     /// The mesh's policy generation the live connections were last judged at.
     var judgedPolicies = 0
+    /// Connections the mesh carries (their client socket is the mesh's), by token.
+    var carried: [UInt64: Connection] = [:]
+    var carrySequence: UInt64 = 0
     /// Active health checks in flight, by descriptor.
     var checks: [Int32: (pool: EndpointPool, endpoint: Endpoint)] = [:]
     /// UDP flows, by frontend and client, and by their upstream socket.
@@ -163,10 +143,16 @@ public final class ProxyEngine: @unchecked Sendable {
         }
     }
 
+    /// Queues commands for the engine's thread. Only the first of a batch wakes it: the thread
+    /// takes the whole inbox after clearing the signal, so a command queued behind others is
+    /// taken with them (the mesh reports every carried connection's steps this way).
     public func send(_ commands: [EngineCommand]) {
         guard !commands.isEmpty else { return }
-        inbox.withLock { $0.append(contentsOf: commands) }
-        wake.signal()
+        let wasEmpty = inbox.withLock { i in
+            defer { i.append(contentsOf: commands) }
+            return i.isEmpty
+        }
+        if wasEmpty { wake.signal() }
     }
 
     public func snapshot() async -> EngineSnapshot {
@@ -192,7 +178,7 @@ public final class ProxyEngine: @unchecked Sendable {
         for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
         for fd in Array(listeners.keys) { closeListener(fd) }
         let deadline = now + UInt64(max(settings.stopDrainSeconds, 0) * 1e9)
-        while openConnections > 0 && now < deadline { turn(events, wakeBy: deadline) }
+        while openConnections + carried.count > 0 && now < deadline { turn(events, wakeBy: deadline) }
         shutdownAll()
         closeDeferred()
     }
@@ -260,6 +246,8 @@ public final class ProxyEngine: @unchecked Sendable {
             if let fd = listenerByAddress[address] { closeListener(fd) }
         case let .snapshot(reply):
             reply(makeSnapshot())
+        case let .tunnel(report):
+            tunnelReported(report)
         }
     }
 
@@ -279,21 +267,28 @@ public final class ProxyEngine: @unchecked Sendable {
         for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c {
             if now &- c.lastActive > idle {
                 finish(c, reset: true)
-            } else if let e = c.endpoint, e.removedAt != 0, let drain = c.pool.settings.drainSeconds,
-                      now &- e.removedAt >= UInt64(drain * 1e9) {
+            } else if drained(c) {
                 finish(c, reset: true)
             }
         }
+        for (token, c) in carried where drained(c) { settings.mesh?.close(token: token) }
         let flowIdle = UInt64(max(settings.flowIdleSeconds, 0.001) * 1e9)
         endFlows { self.now &- $0.lastActive > flowIdle }
         for pool in pools.values { pool.expireAffinity(now: now) }
         runHealthChecks()
     }
 
+    /// Past its endpoint's drain time (the endpoint left its Service).
+    private func drained(_ c: Connection) -> Bool {
+        guard let e = c.endpoint, e.removedAt != 0, let drain = c.pool.settings.drainSeconds else { return false }
+        return now &- e.removedAt >= UInt64(drain * 1e9)
+    }
+
     private func shutdownAll() {
         for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
         for fd in Array(listeners.keys) { closeListener(fd) }
         for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c { finish(c, reset: true) }
+        for token in carried.keys { settings.mesh?.close(token: token) }
         endFlows { _ in true }
         for pipe in sparePipes { pipe.close() }
         sparePipes.removeAll()

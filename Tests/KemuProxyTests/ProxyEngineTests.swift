@@ -119,9 +119,11 @@ final class CapturingLog: LogHandler, @unchecked Sendable {
 
 @Suite(.serialized) struct ProxyEngineTests {
     /// An engine with one pool, listening on a loopback port of its own.
-    func withEngine(_ endpoints: [SocketAddress], _ configure: (inout PoolSettings) -> Void = { _ in },
+    func withEngine(_ endpoints: [SocketAddress], mesh: (any MeshTunnels)? = nil, _ configure: (inout PoolSettings) -> Void = { _ in },
                     _ body: (ProxyEngine, SocketAddress) async throws -> Void) async throws {
-        let engine = try ProxyEngine()
+        var engineSettings = EngineSettings()
+        engineSettings.mesh = mesh
+        let engine = try ProxyEngine(settings: engineSettings)
         engine.start()
         var settings = PoolSettings()
         configure(&settings)

@@ -1,0 +1,149 @@
+import Glibc
+import KemuProxy
+import KemuSystem
+import NIOCore
+import NIOPosix
+
+/// A connection the engine handed to the mesh on the source node: the client's socket, the
+/// stream it travels in, and what the engine hears of it. The client's socket is adopted once
+/// the endpoint's node answered the CONNECT; until the endpoint's first byte, a copy of what
+/// the client sent is kept, so that a dial that fails, or an endpoint that ends the connection
+/// unanswered, gives the socket back to the engine for another endpoint (its retries, replay
+/// and ejection).
+///
+/// Confined to the mesh's event loop, hence `@unchecked Sendable`.
+final class Carriage: @unchecked Sendable {
+    let handoff: MeshHandoff
+    /// Called once the engine has been told the end (returned or closed).
+    private let done: () -> Void
+    var client: (any Channel)?
+    let clientSide = ByteSide()
+    let streamSide = StreamSide()
+    var stream: (any Channel)?
+    var timeout: Scheduled<Void>?
+    /// The endpoint's first byte (or a clean end) came back: no replay from now on.
+    private(set) var settled = false
+    /// All the client sent, while a replay is possible; nil once too much.
+    private var flight: [UInt8]?
+    var clientEnded: Bool
+    /// The engine has been told the end.
+    private(set) var finished = false
+
+    init(_ handoff: MeshHandoff, done: @escaping () -> Void) {
+        self.handoff = handoff
+        self.done = done
+        flight = handoff.flight
+        clientEnded = handoff.clientEnded
+        clientSide.carriage = self
+        streamSide.carriage = self
+    }
+
+    func record(_ bytes: ByteBuffer) {
+        guard !settled, let kept = flight else { return }
+        if kept.count + bytes.readableBytes > handoff.replayBytes {
+            flight = nil
+        } else {
+            flight!.append(contentsOf: bytes.readableBytesView)
+        }
+    }
+
+    /// The CONNECT's 200: the client's socket joins the stream.
+    func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
+        timeout?.cancel()
+        handoff.report(.connected(token: handoff.token))
+        let side = clientSide
+        let adopted = ClientBootstrap(group: loop)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
+            .withConnectedSocket(handoff.client)
+        adopted.whenComplete { [self] result in
+            guard case let .success(channel) = result else {
+                // NIO closed the socket: nothing to give back.
+                finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))
+                stream?.close(promise: nil)
+                return
+            }
+            client = channel
+            guard !finished, streamSide.context != nil else {
+                // The stream went while the socket was adopted: unanswered.
+                if !replayElsewhere(clean: false) { abort() }
+                return
+            }
+            if !handoff.flight.isEmpty {
+                streamSide.deliver(channel.allocator.buffer(bytes: handoff.flight))
+            }
+            GlueSide.join(clientSide, streamSide, traffic: traffic)
+            streamSide.flushEarly()
+        }
+    }
+
+    func answered() {
+        guard !settled else { return }
+        settle()
+        handoff.report(.answered(token: handoff.token))
+    }
+
+    func settle() {
+        settled = true
+        flight = nil
+    }
+
+    /// Before the CONNECT's answer: the dial failed (`error`, EACCES for the mesh's refusal).
+    func failed(_ error: Int32) {
+        if !giveBack(error) { abort() }
+    }
+
+    /// The endpoint ended the connection before its first byte: the client goes back to the
+    /// engine for a replay. Not when it cannot be: answered already, too much sent to replay, or
+    /// a clean end after the client finished (that is an answer).
+    func replayElsewhere(clean: Bool) -> Bool {
+        guard client != nil, !(clean && clientEnded) else { return false }
+        return giveBack(ECONNRESET)
+    }
+
+    /// The client's socket back to the engine, with all it sent. Once adopted, the channel owns
+    /// the descriptor: the engine gets a new one of the same socket, and the channel closes its
+    /// own.
+    private func giveBack(_ error: Int32) -> Bool {
+        guard !finished, !settled, let flight else { return false }
+        let fd = client == nil ? handoff.client : dup(handoff.client)
+        guard fd >= 0 else { return false }
+        finished = true  // before the channels close: their ends report nothing more
+        timeout?.cancel()
+        detach()
+        handoff.report(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded))
+        done()
+        return true
+    }
+
+    /// Ends it here: the client reset (the engine asked, or nothing could be given back).
+    func abort() {
+        guard !finished else { return }
+        // The channel (if adopted) owns the descriptor while open: the option is the socket's.
+        TCPSocket.setResetOnClose(handoff.client)
+        if let client { client.close(promise: nil) } else { close(handoff.client) }
+        stream?.close(promise: nil)
+        closed()
+    }
+
+    /// Over: the engine hears the bytes each way.
+    func closed() {
+        finish(.closed(token: handoff.token, bytesUp: clientSide.bytes, bytesDown: streamSide.bytes))
+    }
+
+    private func detach() {
+        clientSide.partner = nil
+        streamSide.partner = nil
+        client?.close(promise: nil)
+        stream?.close(promise: nil)
+    }
+
+    private func finish(_ report: TunnelReport) {
+        guard !finished else { return }
+        finished = true
+        timeout?.cancel()
+        handoff.report(report)
+        done()
+    }
+}
