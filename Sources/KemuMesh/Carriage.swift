@@ -26,6 +26,8 @@ final class Carriage: @unchecked Sendable {
     /// All the client sent, while a replay is possible; nil once too much.
     private var flight: [UInt8]?
     var clientEnded: Bool
+    /// The client's socket is being (or was) adopted by a channel: it owns the descriptor.
+    private var adopting = false
     /// The engine has been told the end.
     private(set) var finished = false
 
@@ -49,8 +51,14 @@ final class Carriage: @unchecked Sendable {
 
     /// The CONNECT's 200: the client's socket joins the stream.
     func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
+        // Too late (timed out, or the engine ended it): the socket is no longer the mesh's.
+        guard !finished else {
+            stream?.close(promise: nil)
+            return
+        }
         timeout?.cancel()
         handoff.report(.connected(token: handoff.token))
+        adopting = true
         let side = clientSide
         let adopted = ClientBootstrap(group: loop)
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -65,9 +73,15 @@ final class Carriage: @unchecked Sendable {
                 return
             }
             client = channel
-            guard !finished, streamSide.context != nil else {
-                // The stream went while the socket was adopted: unanswered.
-                if !replayElsewhere(clean: false) { abort() }
+            guard !finished else {
+                // The engine ended it meanwhile (`abort`): the client is reset now.
+                TCPSocket.setResetOnClose(handoff.client)
+                channel.close(promise: nil)
+                return
+            }
+            guard streamSide.context != nil else {
+                // The stream was reset while the socket was adopted.
+                streamGoneBeforeJoin(channel)
                 return
             }
             if !handoff.flight.isEmpty {
@@ -76,6 +90,29 @@ final class Carriage: @unchecked Sendable {
             GlueSide.join(clientSide, streamSide, traffic: traffic)
             streamSide.flushEarly()
         }
+    }
+
+    /// The stream went before the client joined it: what the endpoint said goes to the client,
+    /// which is then closed; if it said nothing, the client goes elsewhere.
+    private func streamGoneBeforeJoin(_ channel: any Channel) {
+        let said = streamSide.early.filter { $0.readableBytes > 0 }
+        if said.isEmpty {
+            if !replayElsewhere(clean: false) { abort() }
+            return
+        }
+        answered()
+        for bytes in said { channel.write(bytes, promise: nil) }
+        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in channel.close(promise: nil) }
+        finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: said.reduce(0) { $0 + $1.readableBytes }))
+    }
+
+    /// The stream ended (closed or reset). True when that is handled here: the client given
+    /// back for a replay, or not joined yet (the CONNECT's answer, the adoption or the timeout
+    /// decides what becomes of it).
+    func streamEnded() -> Bool {
+        guard !finished else { return false }
+        if client == nil { return true }
+        return replayElsewhere(clean: false)
     }
 
     func answered() {
@@ -120,6 +157,12 @@ final class Carriage: @unchecked Sendable {
     /// Ends it here: the client reset (the engine asked, or nothing could be given back).
     func abort() {
         guard !finished else { return }
+        if adopting && client == nil {
+            // The socket is being adopted: the adoption closes it, seeing this.
+            stream?.close(promise: nil)
+            closed()
+            return
+        }
         // The channel (if adopted) owns the descriptor while open: the option is the socket's.
         TCPSocket.setResetOnClose(handoff.client)
         if let client { client.close(promise: nil) } else { close(handoff.client) }

@@ -191,8 +191,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             return
         }
         carriage.timeout = loop.scheduleTask(in: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) {
-            carriage.stream?.close(promise: nil)
-            carriage.failed(ETIMEDOUT)
+            carriage.failed(ETIMEDOUT)  // closes the stream if there is one yet
         }
         tunnel(r).flatMap { multiplexer in
             multiplexer.createStreamChannel { stream in
@@ -285,6 +284,11 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
         guard !answered else { context.fireChannelRead(data); return }
         guard case let .headers(response) = unwrapInboundIn(data) else { return }
         answered = true
+        // Given back already (timed out, or the engine ended it): the answer comes too late.
+        guard !carriage.finished else {
+            context.close(promise: nil)
+            return
+        }
         let code: Int32 = switch response.headers.first(name: ":status") {
         case "200": 0
         case "403": EACCES
@@ -292,8 +296,8 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
         default: EPROTO
         }
         guard code == 0 else {
-            context.close(promise: nil)
             carriage.failed(code)
+            context.close(promise: nil)
             return
         }
         carriage.connected(on: context.eventLoop, traffic: traffic.opened(request.traffic))

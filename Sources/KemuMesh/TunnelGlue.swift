@@ -82,7 +82,7 @@ class GlueSide: @unchecked Sendable {
             traffic.closed.add(1, ordering: .relaxed)
         }
         // The endpoint's side ended before its first byte: the client may go elsewhere.
-        if self is StreamSide, let carriage, carriage.replayElsewhere(clean: false) {
+        if self is StreamSide, let carriage, carriage.streamEnded() {
             context.fireChannelInactive()
             return
         }
