@@ -31,6 +31,8 @@ extension MeshDirectory {
             case .synced: break
             }
         }
+        if case .synced = event { return }
+        changes.continuation.yield()  // the capture's addresses
     }
 
     /// A running pod anywhere in the cluster, by address (nil until followed, or unknown).

@@ -15,6 +15,8 @@ public final class MeshDirectory: Sendable {
         public var finished: Bool
         public var labels: [String: String] = [:]
         public var uid = ""
+        /// The node it is bound to (empty: not known).
+        public var node = ""
 
         public init(namespace: String, name: String, serviceAccount: String, address: IPv4Address?, finished: Bool = false,
                     labels: [String: String] = [:]) {
@@ -29,6 +31,7 @@ public final class MeshDirectory: Sendable {
                       address: p[path: "status.podIP"]?.string.flatMap(IPv4Address.init),
                       finished: phase == "Succeeded" || phase == "Failed", labels: p.labels)
             uid = p.uid
+            node = p[path: "spec.nodeName"]?.string ?? ""
         }
     }
 
@@ -206,6 +209,17 @@ public final class MeshDirectory: Sendable {
     }
 
     /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.
+    /// What the node's TPROXY capture takes: connections from its meshed pods (`sources`) to
+    /// other nodes' meshed pods' own addresses (`destinations`), to carry them in a tunnel as a
+    /// Service's are. (Not this node's: the proxy's own dial from the client's address would
+    /// share the captured connection's addresses, and could share its port.)
+    public var captureAddresses: (sources: [IPv4Address], destinations: [IPv4Address]) {
+        let (local, remote) = state.withLock { (Array($0.byAddress.values), Array($0.remote.values)) }
+        let sources = local.filter { meshed(namespace: $0.namespace) }.compactMap(\.address)
+        let destinations = remote.filter { !$0.node.isEmpty && $0.node != node && meshed(namespace: $0.namespace) }.compactMap(\.address)
+        return (sources.sorted(), destinations.sorted())
+    }
+
     public var strictAddresses: [IPv4Address] {
         let pods = state.withLock { Array($0.byAddress.values) }
         return pods.filter { meshed(namespace: $0.namespace) && strict($0) }.compactMap(\.address).sorted()

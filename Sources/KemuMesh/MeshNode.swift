@@ -58,7 +58,7 @@ public final class MeshNode: Sendable {
                                book: book)
         server = TunnelServer(directory: directory, identities: identities, group: group, transparent: config.transparent,
                               counters: counters, denials: denials, traffic: traffic, book: book)
-        enforcer = MeshEnforcer(directory: directory)
+        enforcer = MeshEnforcer(directory: directory) { [tunnels] in tunnels.capturing.load(ordering: .relaxed) }
     }
 
     /// Runs until cancelled.

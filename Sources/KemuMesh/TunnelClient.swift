@@ -166,6 +166,21 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         var traffic: MeshTraffic.Key
     }
 
+    /// The proxy's capture listener is up (`captureReady`): the node's nftables may send it
+    /// meshed pods' connections to pods' own addresses.
+    let capturing = Atomic<Bool>(false)
+
+    public func captureReady() {
+        capturing.store(true, ordering: .relaxed)
+        directory.changes.continuation.yield()
+    }
+
+    public func locate(_ address: IPv4Address) -> (node: String, target: String)? {
+        guard let pod = directory.anyPod(address) else { return nil }
+        let node = directory.localPod(address) != nil ? directory.node : pod.node
+        return node.isEmpty ? nil : (node, pod.namespace + "/" + pod.name)
+    }
+
     public func close(token: UInt64) {
         loop.execute { self.carriages[token]?.abort() }
     }

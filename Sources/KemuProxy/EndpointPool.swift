@@ -74,6 +74,8 @@ final class EndpointPool {
     private var unroutedCredit = 0.0
     private var routedWeight = 0.0
     var stats = PoolStats()
+    /// A capture pool's last connection (`ProxyEngine.capturePool`).
+    var lastUsed: UInt64 = 0
     var random = SystemRandomNumberGenerator()
     /// When the next round of active health checks is due (monotonic ns).
     var nextHealthCheck: UInt64 = 0

@@ -1,3 +1,4 @@
+import KemuIP
 import KemuSystem
 
 /// What the mesh makes of a dial.
@@ -24,6 +25,11 @@ public protocol MeshTunnels: Sendable {
     var policyGeneration: Int { get }
     /// Whether a connection the engine carries itself (not tunnelled) is still allowed.
     func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool
+    /// The pod with this address, as an endpoint names it (its node, "namespace/name"), for a
+    /// captured connection to a pod's own address; nil when unknown.
+    func locate(_ address: IPv4Address) -> (node: String, target: String)?
+    /// The proxy listens for captured connections now: the mesh may send them (its nftables).
+    func captureReady()
 }
 
 /// Takes a connection the engine hands over (`MeshDial.tunnel`).

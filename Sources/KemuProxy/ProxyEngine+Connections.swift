@@ -15,9 +15,10 @@ extension ProxyEngine {
                 timers.push(.init(deadline: now + 100_000_000, kind: .resumeAccept, fd: listenerFD, generation: 0))
                 return
             case let .connection(fd, peer):
-                guard let pool = pools[listener.frontend.pool], !pool.endpoints.isEmpty else {
+                let chosen = listener.frontend.passthrough ? capturePool(fd) : pools[listener.frontend.pool]
+                guard let pool = chosen, !pool.endpoints.isEmpty else {
                     // No endpoints: the client learns at once (a reset), as with kube-proxy's REJECT.
-                    pools[listener.frontend.pool]?.stats.rejected += 1
+                    chosen?.stats.rejected += 1
                     TCPSocket.abort(fd)
                     continue
                 }

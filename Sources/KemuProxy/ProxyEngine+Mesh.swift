@@ -109,3 +109,32 @@ extension ProxyEngine {
         finish(c, reset: true)
     }
 }
+
+/// Connections captured on their way to a pod's own address (TPROXY: a meshed pod dialling
+/// another meshed pod directly, as ztunnel captures them): each goes where its client meant, in
+/// a pool of that one endpoint, so the mesh carries and judges it like a Service's.
+extension ProxyEngine {
+    /// The pool for a captured connection's destination (the accepted socket's own address),
+    /// made on its first connection; nil when that is not a pod the mesh knows.
+    func capturePool(_ fd: Int32) -> EndpointPool? {
+        guard let destination = TCPSocket.localAddress(fd) else { return nil }
+        if let pool = captured[destination] {
+            pool.lastUsed = now
+            return pool
+        }
+        guard let pod = settings.mesh?.locate(destination.ip) else { return nil }
+        var settings = PoolSettings()
+        settings.connectAttempts = 1  // one endpoint: nowhere else to go
+        let pool = EndpointPool(name: "capture/\(destination)", settings: settings,
+                                endpoints: [EndpointSpec(destination, target: pod.target, nodeName: pod.node)], now: now)
+        pool.lastUsed = now
+        captured[destination] = pool
+        return pool
+    }
+
+    /// Drops the pools of destinations nobody has dialled for a minute and none is connected to.
+    func forgetIdleCaptures() {
+        guard !captured.isEmpty else { return }
+        captured = captured.filter { _, pool in now &- pool.lastUsed < 60_000_000_000 || pool.endpoints.contains { $0.active > 0 } }
+    }
+}

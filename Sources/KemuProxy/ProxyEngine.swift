@@ -90,6 +90,8 @@ public final class ProxyEngine: @unchecked Sendable {
     var nextSweep: UInt64 = 0
     /// The mesh's policy generation the live connections were last judged at.
     var judgedPolicies = 0
+    /// Captured connections' pools, by the pod address they went to.
+    var captured: [SocketAddress: EndpointPool] = [:]
     /// Connections the mesh carries (their client socket is the mesh's), by token.
     var carried: [UInt64: Connection] = [:]
     var carrySequence: UInt64 = 0
@@ -275,6 +277,7 @@ public final class ProxyEngine: @unchecked Sendable {
         let flowIdle = UInt64(max(settings.flowIdleSeconds, 0.001) * 1e9)
         endFlows { self.now &- $0.lastActive > flowIdle }
         for pool in pools.values { pool.expireAffinity(now: now) }
+        forgetIdleCaptures()
         runHealthChecks()
     }
 

@@ -50,10 +50,14 @@ public struct FrontendAddress: Hashable, Sendable, Comparable, CustomStringConve
 public struct Frontend: Hashable, Sendable {
     public var pool: String
     public var source: ClientSource
+    /// A transparent (TPROXY) listener's: each connection goes to the address its client
+    /// dialled (the accepted socket's own), one pool per such address, `pool` unused.
+    public var passthrough = false
 
-    public init(pool: String, source: ClientSource) {
+    public init(pool: String, source: ClientSource, passthrough: Bool = false) {
         self.pool = pool
         self.source = source
+        self.passthrough = passthrough
     }
 }
 

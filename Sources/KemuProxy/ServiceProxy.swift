@@ -152,6 +152,7 @@ public final class ServiceProxy: Sendable {
         let status = try await ProxyStatusServer(proxy: self)
         for range in config.localRanges { try addresses.addRange(range) }
         engine.start()
+        if engine.settings.mesh != nil && engine.settings.transparentDial { captureMeshedPods() }
         // The informers keep revisions only: the tracker holds each object's compact form
         // (ServiceInfo, SliceInfo), made straight from the object as it comes.
         let services = Informer(client, APIResources.services, cache: .revisions)

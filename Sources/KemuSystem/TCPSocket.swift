@@ -41,7 +41,10 @@ public enum TCPSocket {
     /// A listening socket on `address` in the calling thread's namespace. `freeBind` lets it bind
     /// an address that is not (yet) on any link; `reusePort` lets a second process (a restarted
     /// proxy) bind the same address while the first still holds it.
-    public static func listen(on address: SocketAddress, backlog: Int32 = 4096, freeBind: Bool = true, reusePort: Bool = false) throws -> Int32 {
+    /// With `transparent`, a TPROXY listener: it takes connections to any address the
+    /// namespace's TPROXY rules send it (each accepted socket's own address is the one dialled).
+    public static func listen(on address: SocketAddress, backlog: Int32 = 4096, freeBind: Bool = true, reusePort: Bool = false,
+                              transparent: Bool = false) throws -> Int32 {
         let fd = try syscall("socket", "tcp \(address)") {
             socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         }
@@ -49,6 +52,9 @@ public enum TCPSocket {
             setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
             if reusePort { setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
             if freeBind { setOption(fd, Int32(IPPROTO_IP), IP_FREEBIND, 1) }
+            if transparent {
+                _ = try syscall("setsockopt IP_TRANSPARENT", "tcp \(address)") { setsockopt(fd, Int32(IPPROTO_IP), Int32(IP_TRANSPARENT), [Int32(1)], 4) }
+            }
             var a = address.sockaddr
             _ = try withUnsafePointer(to: &a) { p in
                 try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in

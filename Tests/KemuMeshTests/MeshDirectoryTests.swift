@@ -42,8 +42,8 @@ import Testing
         strict.name = "default"
         d.policyEvent(.added(strict))
         #expect(d.strictAddresses == [IPv4Address(10, 244, 2, 2)])  // the plain namespace's pod is not meshed
-        #expect(MeshEnforcer.script(strict: d.strictAddresses).contains("elements = { 10.244.2.2 }"))
-        #expect(!MeshEnforcer.script(strict: []).contains("chain"))
+        #expect(MeshEnforcer.script(.init(strict: d.strictAddresses), mark: 7).contains("elements = { 10.244.2.2 }"))
+        #expect(!MeshEnforcer.script(.init(), mark: 7).contains("chain"))
         d.policyEvent(.deleted(strict))
         #expect(d.strictAddresses.isEmpty)
     }

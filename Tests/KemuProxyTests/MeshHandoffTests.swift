@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KemuIP
 import KemuSystem
 import Synchronization
 import Testing
@@ -22,13 +23,18 @@ final class FakeMesh: MeshTunnels, @unchecked Sendable {
     let behaviour: Behaviour
     let handoffs = Atomic<Int>(0)
     let closeRequests = Atomic<Int>(0)
+    /// What `locate` answers (captured connections' pods); the endpoints dials named.
+    let pods: [IPv4Address: (node: String, target: String)]
+    let dialled = Mutex<[EndpointSpec]>([])
 
-    init(meshed: SocketAddress, _ behaviour: Behaviour) {
+    init(meshed: SocketAddress, _ behaviour: Behaviour, pods: [IPv4Address: (node: String, target: String)] = [:]) {
         self.meshed = meshed
         self.behaviour = behaviour
+        self.pods = pods
     }
 
     func dial(client: SocketAddress, endpoint: EndpointSpec) -> MeshDial {
+        dialled.withLock { $0.append(endpoint) }
         guard endpoint.address == meshed else { return .direct }
         return .tunnel(MeshCarrier { handoff in
             self.handoffs.add(1, ordering: .relaxed)
@@ -67,6 +73,8 @@ final class FakeMesh: MeshTunnels, @unchecked Sendable {
     func close(token: UInt64) { closeRequests.add(1, ordering: .relaxed) }
     var policyGeneration: Int { 0 }
     func allows(client: SocketAddress, endpoint: EndpointSpec) -> Bool { true }
+    func locate(_ address: IPv4Address) -> (node: String, target: String)? { pods[address] }
+    func captureReady() {}
 }
 
 /// The engine hands a meshed dial's client socket to the mesh and keeps the connection's
@@ -143,5 +151,38 @@ final class FakeMesh: MeshTunnels, @unchecked Sendable {
             #expect(state.openConnections == 0 && endpoint.activeConnections == 0)
             #expect(endpoint.stats.bytesToEndpoint == 5 && endpoint.stats.bytesFromEndpoint == 10 && endpoint.stats.closed == 1)
         }
+    }
+
+    /// A passthrough listener's connection goes to the address its client dialled (here the
+    /// listener's own: TPROXY brings others' to it), as the pod the mesh locates there.
+    @Test func aCapturedConnectionGoesWhereItsClientMeantAsThePodThere() async throws {
+        let listener = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = try #require(TCPSocket.localAddress(listener))
+        let mesh = FakeMesh(meshed: address, .carries, pods: [address.ip: ("node-2", "shop/web-1")])
+        var settings = EngineSettings()
+        settings.mesh = mesh
+        let engine = try ProxyEngine(settings: settings)
+        engine.start()
+        engine.send([.listen(listener, FrontendAddress(address), Frontend(pool: "", source: .client, passthrough: true))])
+        let (reply, wasReset) = replays.ask(address, "hello", count: 10)
+        #expect(!wasReset && reply == "mesh\nhello")
+        let spec = mesh.dialled.withLock { $0.first }
+        #expect(spec?.address == address && spec?.nodeName == "node-2" && spec?.target == "shop/web-1")
+        #expect(try await settled(engine).openConnections == 0)
+        await engine.stop()
+    }
+
+    @Test func aCapturedConnectionToNoKnownPodIsReset() async throws {
+        let listener = try TCPSocket.listen(on: SocketAddress(IPv4Address(127, 0, 0, 1), 0), freeBind: false)
+        let address = try #require(TCPSocket.localAddress(listener))
+        let mesh = FakeMesh(meshed: address, .carries)
+        var settings = EngineSettings()
+        settings.mesh = mesh
+        let engine = try ProxyEngine(settings: settings)
+        engine.start()
+        engine.send([.listen(listener, FrontendAddress(address), Frontend(pool: "", source: .client, passthrough: true))])
+        let reply = exchange(address, Array("x".utf8))
+        #expect(reply.bytes.isEmpty && mesh.handoffs.load(ordering: .relaxed) == 0)
+        await engine.stop()
     }
 }
