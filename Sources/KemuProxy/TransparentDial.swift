@@ -23,6 +23,14 @@ public enum TransparentDial {
     public static let mark: UInt32 = 0x6b6d
     public static let table: UInt32 = 0x6b6d
     public static let rulePriority: UInt32 = 100
+    /// The node's own ephemeral ports, apart from the pods' (32768–60999, Linux's default): a
+    /// dial from a client's address takes its port from here, so it never has a tuple the client
+    /// would pick itself. Sharing the range, they walked the same sequence (the kernel's port
+    /// offset hashes only the addresses and the destination port), and a proxy socket left in
+    /// TIME_WAIT took the answers to the client's own next connection to that pod (the socket
+    /// match below marks them for it): a second's stall each. Below the NodePorts' 30000–32767,
+    /// above the mesh's 15001 and 15008.
+    public static let dialPorts = (low: 16384, high: 29999)
 
     /// nft's script: the table replaced whole, in one transaction (a table of that name made
     /// first, so the delete never fails on a fresh node).
@@ -47,6 +55,7 @@ public enum TransparentDial {
         // An ICMP error the node itself sends about a packet (NetworkPolicy's reject of a dial)
         // carries that packet's mark, so the reply mark brings it back to the proxy's socket.
         try Sysctl.write("net.ipv4.fwmark_reflect", "1")
+        try Sysctl.write("net.ipv4.ip_local_port_range", "\(dialPorts.low) \(dialPorts.high)")
         let netlink = try RouteSocket.open(in: nil)
         try netlink.routeReplaceLocal(.any, device: "lo", table: table)
         try netlink.ruleAddFwmark(mark, table: table, priority: rulePriority)
