@@ -143,7 +143,8 @@ final class Carriage: @unchecked Sendable {
     /// the descriptor: the engine gets a new one of the same socket, and the channel closes its
     /// own.
     private func giveBack(_ error: Int32) -> Bool {
-        guard !finished, !settled, let flight else { return false }
+        // Not while a channel adopts the socket: it owns the descriptor, and has no new one yet.
+        guard !finished, !settled, let flight, !(adopting && client == nil) else { return false }
         let fd = client == nil ? handoff.client : dup(handoff.client)
         guard fd >= 0 else { return false }
         finished = true  // before the channels close: their ends report nothing more
