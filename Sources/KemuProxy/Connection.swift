@@ -20,8 +20,6 @@ final class Connection {
     var generation: UInt32 = 0
     var dialStarted: UInt64 = 0
     var connected = false
-    /// The mesh carries it (its token in the engine's `carried`); the engine keeps its accounts.
-    var tunneled = false
     /// Held by a hang Fault: never dialled, closed when the client goes.
     var hung = false
     /// What the client sent before the endpoint's first byte back, for a replay elsewhere; nil

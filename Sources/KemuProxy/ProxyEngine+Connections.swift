@@ -346,14 +346,17 @@ extension ProxyEngine {
         dial(c)
     }
 
+    /// The access log's line for a connection that ended (`EngineSettings.accessLog`).
+    func logAccess(_ c: Connection, how: String) {
+        guard settings.accessLog else { return }
+        let target = c.endpoint.map { "\($0.spec.address) \($0.spec.target)" } ?? "no endpoint"
+        logger.info("access: \(c.clientAddress) → \(c.frontend) (\(c.pool.name)) → \(target): \(c.bytesUp) B up, \(c.bytesDown) B down, \((now &- c.opened) / 1_000_000) ms, \(how)")
+    }
+
     /// Closes both sockets (with a reset when `reset`), gives the endpoint's slot back and keeps
     /// empty pipes for the next connection.
     func finish(_ c: Connection, reset: Bool) {
-        if settings.accessLog {
-            let how = reset ? "reset" : "closed"
-            let target = c.endpoint.map { "\($0.spec.address) \($0.spec.target)" } ?? "no endpoint"
-            logger.info("access: \(c.clientAddress) → \(c.frontend) (\(c.pool.name)) → \(target): \(c.bytesUp) B up, \(c.bytesDown) B down, \((now &- c.opened) / 1_000_000) ms, \(how)")
-        }
+        logAccess(c, how: reset ? "reset" : "closed")
         forget(c.client)
         closeLater(c.client, reset: reset)
         if c.upstream >= 0 {

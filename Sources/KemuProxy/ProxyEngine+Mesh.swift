@@ -18,7 +18,6 @@ extension ProxyEngine {
         forget(c.client)
         closeLater(c.client, reset: false)
         carrySequence &+= 1
-        c.tunneled = true
         carried[carrySequence] = c
         let held = c.toUpstream.held
         let handoff = MeshHandoff(token: carrySequence, client: fd, flight: held, clientEnded: c.toUpstream.endOfStream,
@@ -45,10 +44,7 @@ extension ProxyEngine {
         case let .closed(token, up, down):
             guard let c = carried.removeValue(forKey: token) else { return }
             (c.bytesUp, c.bytesDown) = (up, down)
-            if settings.accessLog {
-                let target = c.endpoint.map { "\($0.spec.address) \($0.spec.target)" } ?? "no endpoint"
-                logger.info("access: \(c.clientAddress) → \(c.frontend) (\(c.pool.name)) → \(target) (mesh): \(up) B up, \(down) B down, \((now &- c.opened) / 1_000_000) ms")
-            }
+            logAccess(c, how: "closed by the mesh")
             guard let e = c.endpoint else { return }
             e.active -= 1
             e.stats.bytesToEndpoint &+= UInt64(up)
@@ -62,7 +58,6 @@ extension ProxyEngine {
     /// refused it, or the endpoint ended it unanswered (replayed elsewhere).
     private func takeBack(_ c: Connection, _ fd: Int32, error: Int32, flight: [UInt8], clientEnded: Bool) {
         c.client = fd
-        c.tunneled = false
         store(c, at: fd)
         c.toUpstream = Connection.Direction()
         c.toUpstream.held = flight
@@ -91,7 +86,7 @@ extension ProxyEngine {
     func judgeAgain(_ mesh: any MeshTunnels) {
         judgedPolicies = mesh.policyGeneration
         var closed = 0
-        for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c && c.connected && !c.tunneled {
+        for case let c? in connections where c.client >= 0 && connections[Int(c.client)] === c && c.connected {
             guard let e = c.endpoint, !mesh.allows(client: c.clientAddress, endpoint: e.spec) else { continue }
             c.pool.stats.policyDenied += 1
             finish(c, reset: true)
