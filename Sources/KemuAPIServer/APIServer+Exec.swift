@@ -209,8 +209,10 @@ struct ChannelStream {
     let outbound: WebSocketOutboundWriter
     /// kubectl 1.32 starts reading before it has made its streams (kubernetes#131189, fixed in
     /// client-go 1.33): a message in its first moments is dropped ("Unknown stream id 1") and the
-    /// session fails. A quick command's output waits until the session is this old.
-    static let settle = Duration.milliseconds(50)
+    /// session fails. A quick command's output waits until the session is this old: 50 ms was too
+    /// little once, on a loaded 2-core CI machine running nine `kubectl exec` at a time (one lost
+    /// its command's whole output); a real cluster's exec takes longer than this to start anyway.
+    static let settle = Duration.milliseconds(200)
     let opened = ContinuousClock.now
 
     func send(_ channel: UInt8, _ bytes: some Sequence<UInt8>) async {
