@@ -208,11 +208,10 @@ public final class MeshDirectory: Sendable {
         return PeerAuthentication.strict(policies, namespace: namespace, labels: [:])
     }
 
-    /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.
     /// What the node's TPROXY capture takes: connections from its meshed pods (`sources`) to
     /// other nodes' meshed pods' own addresses (`destinations`), to carry them in a tunnel as a
-    /// Service's are. (Not this node's: the proxy's own dial from the client's address would
-    /// share the captured connection's addresses, and could share its port.)
+    /// Service's are; and connections no proxy has judged to its meshed pods (`sources` again),
+    /// to judge them here.
     public var captureAddresses: (sources: [IPv4Address], destinations: [IPv4Address]) {
         let (local, remote) = state.withLock { (Array($0.byAddress.values), Array($0.remote.values)) }
         let sources = local.filter { meshed(namespace: $0.namespace) }.compactMap(\.address)
@@ -220,6 +219,7 @@ public final class MeshDirectory: Sendable {
         return (sources.sorted(), destinations.sorted())
     }
 
+    /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.
     public var strictAddresses: [IPv4Address] {
         let pods = state.withLock { Array($0.byAddress.values) }
         return pods.filter { meshed(namespace: $0.namespace) && strict($0) }.compactMap(\.address).sorted()

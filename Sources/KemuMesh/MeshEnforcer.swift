@@ -13,10 +13,18 @@ import Synchronization
 /// leaves from the node itself and is not routed, so it passes. Replies to a STRICT pod's own
 /// connections pass (conntrack). One table, `ip kemu_mesh`, replaced whole on each change.
 ///
-/// And the capture (ztunnel's outbound capture): a meshed pod's TCP connection to another meshed
-/// pod's own address — not a Service's, which the proxy has anyway — is taken by TPROXY to the
-/// node proxy's capture listener (`Mesh.capturePort`, marked for local delivery as the
-/// transparent dial's replies are), which carries it in a tunnel like a Service's connection.
+/// And the capture (ztunnel's): TCP connections to pods' own addresses — not a Service's, which
+/// the proxy has anyway — are taken by TPROXY to the node proxy's capture listener
+/// (`Mesh.capturePort`, marked for local delivery as the transparent dial's replies are):
+/// - outbound, a meshed pod's connection to another node's meshed pod, which the proxy carries in
+///   a tunnel like a Service's connection;
+/// - inbound, any connection to a meshed pod here that no proxy has judged yet (from a pod beside
+///   it, meshed or not, or in the clear from another node), which the proxy judges by
+///   AuthorizationPolicy — with the peer's identity when it is a meshed pod of this node — and
+///   delivers from the client's address. What a proxy dialled (from its own ports,
+///   `TransparentDial.dialPorts`) was judged by it and passes; so does plaintext for a STRICT pod
+///   (refused at its SYN by the forward rule above) and whatever answers a pod's own connections
+///   (only the direction a connection was opened in is captured).
 final class MeshEnforcer: Sendable {
     struct Rules: Equatable {
         var strict: [IPv4Address] = []
@@ -39,22 +47,29 @@ final class MeshEnforcer: Sendable {
 
     static func script(_ rules: Rules, mark: UInt32) -> String {
         var s = "table ip kemu_mesh\ndelete table ip kemu_mesh\n"
-        let capturing = !rules.captureSources.isEmpty && !rules.captureDestinations.isEmpty
+        let capturing = !rules.captureSources.isEmpty
         guard !rules.strict.isEmpty || capturing else { return s }
         func set(_ name: String, _ addresses: [IPv4Address]) -> String {
             "  set \(name) { type ipv4_addr; elements = { \(addresses.map(\.description).joined(separator: ", ")) } }\n"
         }
         s += "table ip kemu_mesh {\n"
+        if !rules.strict.isEmpty { s += set("strict", rules.strict) }
+        if capturing { s += set("capture_sources", rules.captureSources) }
+        if capturing && !rules.captureDestinations.isEmpty { s += set("capture_destinations", rules.captureDestinations) }
         if !rules.strict.isEmpty {
-            s += set("strict", rules.strict)
             s += "  chain forward {\n    type filter hook forward priority 0; policy accept;\n"
             s += "    ct state established,related accept\n"
             s += "    meta l4proto tcp ip daddr @strict counter reject with tcp reset\n  }\n"
         }
         if capturing {
-            s += set("capture_sources", rules.captureSources) + set("capture_destinations", rules.captureDestinations)
+            let take = "meta mark set \(mark) tproxy to :\(Mesh.capturePort) accept"
             s += "  chain capture {\n    type filter hook prerouting priority mangle; policy accept;\n"
-            s += "    meta l4proto tcp ip saddr @capture_sources ip daddr @capture_destinations meta mark set \(mark) tproxy to :\(Mesh.capturePort) accept\n  }\n"
+            s += "    ct direction reply return\n"
+            if !rules.captureDestinations.isEmpty {
+                s += "    meta l4proto tcp ip saddr @capture_sources ip daddr @capture_destinations \(take)\n"
+            }
+            if !rules.strict.isEmpty { s += "    ip daddr @strict ip saddr != @capture_sources return\n" }
+            s += "    meta l4proto tcp ip daddr @capture_sources tcp sport != \(TransparentDial.dialPorts.low)-\(TransparentDial.dialPorts.high) \(take)\n  }\n"
         }
         return s + "}\n"
     }

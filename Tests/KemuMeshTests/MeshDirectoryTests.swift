@@ -44,6 +44,15 @@ import Testing
         #expect(d.strictAddresses == [IPv4Address(10, 244, 2, 2)])  // the plain namespace's pod is not meshed
         #expect(MeshEnforcer.script(.init(strict: d.strictAddresses), mark: 7).contains("elements = { 10.244.2.2 }"))
         #expect(!MeshEnforcer.script(.init(), mark: 7).contains("chain"))
+        // The capture: inbound to the node's meshed pods, but never what answers a pod's own
+        // connections, what a proxy dialled, or plaintext for a STRICT pod (the forward rule's).
+        let capture = MeshEnforcer.script(.init(strict: d.strictAddresses, captureSources: [IPv4Address(10, 244, 2, 2)]), mark: 7)
+        let lines = capture.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let reply = lines.firstIndex(of: "ct direction reply return")
+        let strictFirst = lines.firstIndex(of: "ip daddr @strict ip saddr != @capture_sources return")
+        let inbound = lines.firstIndex { $0.hasPrefix("meta l4proto tcp ip daddr @capture_sources tcp sport != 16384-29999") && $0.hasSuffix("tproxy to :15001 accept") }
+        #expect(reply != nil && strictFirst != nil && inbound != nil && reply! < strictFirst! && strictFirst! < inbound!, "\(capture)")
+        #expect(!capture.contains("capture_destinations"), "no other node's meshed pods known: no outbound rule")
         d.policyEvent(.deleted(strict))
         #expect(d.strictAddresses.isEmpty)
     }

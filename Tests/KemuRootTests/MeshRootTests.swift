@@ -137,6 +137,13 @@ spec:
         // A plain pod still reaches the meshed Service (PERMISSIVE), in the clear.
         let plain = try await c.kubectl(["exec", "-n", "plain", "outsider", "--", "wget", "-qO-", "-T", "5", "http://web.shop/?format=text"]).output
         #expect(plain.contains("pod=web-"), "\(plain)")
+        // And a web pod by its own address, in the clear from node-1 and from beside it on node-2:
+        // node-2's proxy takes both (to judge them) and delivers them from the client's address.
+        let plainDirect = try await Self.get(c, from: "outsider", namespace: "plain", url: "http://\(webIP):8080/?format=text")
+        #expect(plainDirect.contains("pod=web-"), "\(plainDirect)")
+        let nearIP = try await c.kubectl(["get", "-n", "shop", "pod/near", "-o", "jsonpath={.status.podIP}"]).output
+        let beside = try await Self.get(c, from: "near", url: "http://\(webIP):8080/?format=text")
+        #expect(beside.contains("client=\(nearIP):"), "\(beside)")
 
         // kill -9 of an endpoint under a request loop inside the mesh: the engine's replay and
         // retries still see every request answered.
@@ -172,6 +179,8 @@ spec:
         // By the pod's own address too: the capture brings it to the same judgement.
         #expect(try await !Self.get(c, from: "caller", url: "http://\(webIP):8080/?format=text").contains("pod=web-"))
         #expect(try await Self.get(c, from: "frontend", url: "http://\(webIP):8080/?format=text").contains("pod=web-"))
+        // From a pod beside web on node-2 as well: no tunnel, the same judgement.
+        #expect(try await !Self.get(c, from: "near", url: "http://\(webIP):8080/?format=text").contains("pod=web-"))
         #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_denied_total{policy=\"shop/deny-default\"}") >= 1)
         #expect(try await eventually(15) {
             try await c.kubectl(["get", "events", "-n", "shop", "--field-selector", "reason=ConnectionDenied", "-o", "name"]).output.contains("deny-default")
@@ -191,6 +200,9 @@ spec:
         #expect(try await eventually(10) { try await !Self.get(c, from: "caller").contains("pod=web-") })
         #expect(try await Self.get(c, from: "frontend").contains("pod=web-"))
         #expect(Self.value(try await c.metrics("node-1"), "kemu_mesh_denied_total{policy=\"shop/allow-frontend\"}") >= 1)
+        // Straight to a web pod's address, the plaintext is judged by web's node, which takes it.
+        #expect(try await !Self.get(c, from: "outsider", namespace: "plain", url: "http://\(webIP):8080/?format=text").contains("pod=web-"))
+        #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_denied_total{policy=\"shop/allow-frontend\"}") >= 1)
         #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "allow-frontend"]).status == .exited(0))
 
         // STRICT for the web pods (by their labels): the plain pod is refused, meshed clients go
