@@ -10,8 +10,11 @@ import Synchronization
 /// CPU and memory (as fractions) wins. A pod that fits nowhere stays Pending with condition
 /// PodScheduled=False (Unschedulable) and a FailedScheduling event that says why, counted per
 /// node as upstream words it. A pod naming a node that does not exist gets a NodeNotFound
-/// warning event once (upstream says nothing; the pod would just stay Pending). Equal candidates go to the node running fewer pods, so a set of
-/// pods without requests spreads over the nodes. Pods naming their node, or another scheduler, are left alone.
+/// warning event once (upstream says nothing; the pod would just stay Pending). A controller's
+/// pods go first to the nodes running fewest of them (a Deployment's replicas spread over the
+/// nodes, as upstream's default topology spread places them); equal candidates go to the node
+/// running fewer pods, so a set of pods without requests spreads over the nodes. Pods naming
+/// their node, or another scheduler, are left alone.
 public final class Scheduler: Sendable {
     public static let name = "default-scheduler"
     let store: Store
@@ -96,6 +99,9 @@ public final class Scheduler: Sendable {
                 allocatable: (Quantity.milli(allocatable?["cpu"]) ?? 0, Quantity.milli(allocatable?["memory"]) ?? 0,
                               Quantity.milli(allocatable?["pods"]) ?? 110_000))
         }
+        // Pods of one controller (a ReplicaSet's, a StatefulSet's) per node: its replicas spread
+        // over the nodes first, as upstream's default topology spread has them.
+        var siblings: [String: [String: Int]] = [:]
         for pod in pods where !Self.finished(pod) {
             guard let node = pod[path: "spec.nodeName"]?.string, !node.isEmpty else { continue }
             if rooms[node] == nil, pod.deletionTimestamp == nil, warnedOrphans.withLock({ $0.insert(pod.uid).inserted }) {
@@ -106,6 +112,7 @@ public final class Scheduler: Sendable {
             rooms[node]?.used.cpu += r.cpu
             rooms[node]?.used.memory += r.memory
             rooms[node]?.used.pods += 1000
+            if let owner = Self.controller(pod) { siblings[owner, default: [:]][node, default: 0] += 1 }
         }
         let pending = pods.filter { pod in
             (pod[path: "spec.nodeName"]?.string ?? "").isEmpty && pod.deletionTimestamp == nil && !Self.finished(pod)
@@ -115,7 +122,8 @@ public final class Scheduler: Sendable {
             let r = Self.requests(pod)
             let spec = pod["spec"] ?? [:]
             var reasons: [String: Int] = [:]
-            var best: Room?
+            var best: (siblings: Int, room: Room)?
+            let owner = Self.controller(pod)
             for room in rooms.values.sorted(by: { $0.name < $1.name }) {
                 var misfits: [String] = []
                 if !room.ready {
@@ -131,17 +139,24 @@ public final class Scheduler: Sendable {
                 if r.memory > room.freeMemory { misfits.append("Insufficient memory") }
                 if room.used.pods + 1000 > room.allocatable.pods { misfits.append("Too many pods") }
                 if misfits.isEmpty {
-                    // Most room as a fraction; on a tie the node with fewer pods, so equal pods spread.
-                    if best == nil || (room.score, -room.used.pods) > (best!.score, -best!.used.pods) { best = room }
+                    // Fewest of the pod's siblings; then most room as a fraction; on a tie the node
+                    // with fewer pods, so equal pods spread.
+                    let mine = owner.map { siblings[$0]?[room.name] ?? 0 } ?? 0
+                    if let (theirs, other) = best {
+                        if (-mine, room.score, -room.used.pods) > (-theirs, other.score, -other.used.pods) { best = (mine, room) }
+                    } else {
+                        best = (mine, room)
+                    }
                 } else {
                     for reason in misfits { reasons[reason, default: 0] += 1 }
                 }
             }
-            if let node = best {
+            if let node = best?.room {
                 try bind(pod, to: node.name)
                 rooms[node.name]?.used.cpu += r.cpu
                 rooms[node.name]?.used.memory += r.memory
                 rooms[node.name]?.used.pods += 1000
+                if let owner { siblings[owner, default: [:]][node.name, default: 0] += 1 }
             } else {
                 let detail = reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
                 try markUnschedulable(pod, message: "0/\(rooms.count) nodes are available" + (detail.isEmpty ? "." : ": \(detail)."))
@@ -158,6 +173,11 @@ public final class Scheduler: Sendable {
             if let k = t["key"]?.string, !k.isEmpty { return k == key }
             return t["operator"]?.string == "Exists"
         }
+    }
+
+    /// The uid of the pod's controller (its ownerReference with `controller: true`), if any.
+    static func controller(_ pod: JSON) -> String? {
+        (pod[path: "metadata.ownerReferences"]?.array ?? []).first { $0["controller"]?.bool == true }?["uid"]?.string
     }
 
     static func created(_ o: JSON) -> String { o[path: "metadata.creationTimestamp"]?.string ?? "" }

@@ -55,6 +55,30 @@ import Testing
         }
     }
 
+    @Test func aControllersReplicasSpreadOverTheNodesBeforeAnythingElse() throws {
+        try withStore { store in
+            try store.create("nodes", node("node-1", cpu: "4", memory: "8Gi"))
+            try store.create("nodes", node("node-2", cpu: "4", memory: "8Gi"))
+            let scheduler = Scheduler(store: store)
+            // node-2 runs two unrelated pods, node-1 one: a Deployment's two replicas still go
+            // one to each node (before, both went to node-1, the node with fewer pods).
+            for (name, node) in [("a", "node-1"), ("b", "node-2"), ("c", "node-2")] {
+                var bound = pod(name)
+                bound["spec", default: [:]]["nodeName"] = .string(node)
+                try store.create("pods", bound)
+            }
+            for i in 0..<4 {
+                var replica = pod("web-\(i)")
+                replica["metadata", default: [:]]["ownerReferences"] = [["apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "rs-1", "controller": true]]
+                try store.create("pods", replica)
+            }
+            try scheduler.schedulePending()
+            let placed = placement(store)
+            #expect((0..<4).filter { placed["web-\($0)"] == "node-1" }.count == 2, "\(placed)")
+            #expect((0..<4).filter { placed["web-\($0)"] == "node-2" }.count == 2, "\(placed)")
+        }
+    }
+
     @Test func podsGoWhereTheMostRoomIsAndStopWhenNothingFits() throws {
         try withStore { store in
             try store.create("nodes", node("big", cpu: "4", memory: "8Gi"))
