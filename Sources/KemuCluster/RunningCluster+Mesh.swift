@@ -52,7 +52,8 @@ extension RunningCluster {
         let peers = try await client.list(peer).items.compactMap { try? PeerAuthentication.parse($0).get() }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }
         let deciding = PeerAuthentication.deciding(peers, namespace: destination.namespace, labels: destination.labels)
         let mode = deciding.map { "\($0.mode.rawValue) (PeerAuthentication \($0.namespace)/\($0.name))" } ?? "PERMISSIVE (no PeerAuthentication)"
-        let path = !sourceMeshed ? "plaintext" : sourceNode == destinationNode ? "same node: judged by \(sourceNode)'s proxy with the source's identity"
+        let path = !sourceMeshed ? "plaintext: judged by \(sourceNode)'s proxy through a Service, by \(destinationNode)'s to the pod's own address"
+            : sourceNode == destinationNode ? "same node: judged by \(sourceNode)'s proxy with the source's identity"
             : "HBONE tunnel \(sourceNode) → \(destinationNode):\(Mesh.tunnelPort), mutual TLS"
         lines.append("path:  \(path)")
         lines.append("mode:  \(mode)")
