@@ -4,7 +4,7 @@ import KemuSystem
 import Testing
 
 /// A UDP client run inside a pod: `flows` sockets (each its own flow through the proxy), each
-/// sending "?" every 20 ms for `rounds` rounds and waiting up to 300 ms for the answer (which
+/// sending "?" every 20 ms for `rounds` rounds and waiting up to 1 s for the answer (which
 /// names the pod that answered). With `PIDS=name=pid,…` it kills (-9) the pod answering flow 0
 /// after round `KILL_AT`, waits until the process is gone, and goes on. Prints, as JSON, each
 /// flow's lost datagrams and the pods that answered it in order.
@@ -14,7 +14,7 @@ ip, port, flows, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(s
 pids = dict(p.split('=') for p in os.environ.get('PIDS', '').split(',') if p)
 kill_at = int(os.environ.get('KILL_AT', '-1'))
 socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
-for s in socks: s.settimeout(0.3)
+for s in socks: s.settimeout(1.0)
 lost, order, clients, killed = [0] * flows, [[] for _ in range(flows)], set(), None
 for r in range(rounds):
     if r == kill_at and order[0]:
