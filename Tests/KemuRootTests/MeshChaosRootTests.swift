@@ -127,14 +127,16 @@ import Testing
 
         // A DENY that comes while a connection is open closes it (policies are judged again on
         // live connections, as ztunnel does): the echo of the line sent after it never comes.
-        // (Applied once node-2 counts the held connection open: an exec under load may start late.)
-        let opened = { (m: String) in
-            m.split(separator: "\n").filter { $0.hasPrefix("istio_tcp_connections_opened_total{") && $0.contains("reporter=\"destination\"") }
+        // (Applied once node-2 has sent the held connection its first echo: an exec under load
+        // may start late, and a DENY applied once the connection was merely open reset it before
+        // its first line came back.)
+        let echoedBytes = { (m: String) in
+            m.split(separator: "\n").filter { $0.hasPrefix("istio_tcp_sent_bytes_total{") && $0.contains("reporter=\"destination\"") }
                 .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
         }
-        let openedBefore = opened(try await c.metrics("node-2"))
+        let sentBefore = echoedBytes(try await c.metrics("node-2"))
         async let held = c.kemu(["exec", "caller", "--", "python3", "-c", Self.holder])
-        #expect(try await eventually(30) { opened(try await c.metrics("node-2")) > openedBefore })
+        #expect(try await eventually(30) { echoedBytes(try await c.metrics("node-2")) >= sentBefore + 7 })
         #expect(try await c.kubectl(["apply"], stdin: MeshRootTests.policy("deny-default", namespace: "default", "DENY", account: "default", port: 9000))
             .status == .exited(0))
         let echoed = try await held.output
