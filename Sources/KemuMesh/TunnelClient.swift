@@ -307,7 +307,7 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
         let code: Int32 = switch response.headers.first(name: ":status") {
         case "200": 0
         case "403": EACCES
-        case "503": ECONNREFUSED
+        case "503": response.headers.first(name: Mesh.dialErrorHeader).flatMap(Int32.init).flatMap(Self.dialError) ?? ECONNREFUSED
         default: EPROTO
         }
         guard code == 0 else {
@@ -316,6 +316,11 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         carriage.connected(on: context.eventLoop, traffic: traffic.opened(request.traffic))
+    }
+
+    /// The destination's dial error it names, of those a dial can meet (else nil).
+    static func dialError(_ code: Int32) -> Int32? {
+        [ECONNREFUSED, ETIMEDOUT, ENETUNREACH, EHOSTUNREACH, EPERM, ECONNRESET].contains(code) ? code : nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {

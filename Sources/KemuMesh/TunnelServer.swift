@@ -26,7 +26,7 @@ public struct TunnelRequest: Sendable {
 /// each stream a CONNECT to `ip:port` of a meshed pod bound to this node. The pod is dialled from
 /// the client pod's own address where the node can (transparent), so it sees who called.
 /// Answers: 200 (joined), 403 (authorization refused), 400 (not a CONNECT to a meshed pod here),
-/// 503 (the pod refused or did not answer).
+/// 503 (the pod refused or did not answer; `kemu-dial-errno` says why, as the dial's errno).
 final class TunnelServer: Sendable {
     let directory: MeshDirectory
     let identities: MeshIdentities
@@ -233,9 +233,13 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
                 GlueSide.join(streamSide, byteSide, traffic: server.traffic.opened(key))
                 streamSide.flushEarly()
                 server.track(tunnelRequest, channel)
-            case .failure:
+            case let .failure(error):
                 server.counters.unreachable()
-                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "503"], endStream: true)), promise: nil)
+                // Why, as the errno the source's engine would have met dialling itself: a
+                // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
+                var headers: HPACKHeaders = [":status": "503"]
+                if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
+                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)), promise: nil)
             }
         }
     }
@@ -243,4 +247,9 @@ final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
     func respond(_ context: ChannelHandlerContext, _ status: String) {
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: [":status": status], endStream: true))), promise: nil)
     }
+}
+
+extension Mesh {
+    /// On a 503: the errno of the destination's dial to the pod.
+    static let dialErrorHeader = "kemu-dial-errno"
 }

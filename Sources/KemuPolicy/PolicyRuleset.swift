@@ -7,12 +7,15 @@ import KemuIP
 ///
 /// - forward (pod to pod through this node): the egress of this node's pods, the ingress of
 ///   this node's pods; denied packets are dropped, as upstream's plugins drop them.
-/// - output (the node proxy's dials, from a client's address or the node's): the egress of
-///   this node's pods and the ingress of every pod (but the node's own pods from the node: its
-///   probes, hairpin and masqueraded dials, as CNIs allow the host), so a dial the destination's node would drop
-///   is refused here, at once — with an ICMP error that carries the proxy's reply mark back to
+/// - output (the node proxy's dials, from a client's address or the node's): the egress and the
+///   ingress of every pod (but the node's own pods from the node: its probes, hairpin and
+///   masqueraded dials, as CNIs allow the host) — another node's pod's egress too, since the
+///   mesh delivers here, from that pod's address, what passed no hook of its own node — so a
+///   dial the destination's node would drop is refused here, at once — with an ICMP error that carries the proxy's reply mark back to
 ///   the proxy's own socket (`fwmark_reflect`), which it reads as "policy", not as a dead endpoint.
-/// - input: the egress of this node's pods towards the cluster DNS (served on each node).
+/// - input: the egress of this node's pods towards the cluster DNS (served on each node); and
+///   what the mesh captures for the proxy (to a pod's address, so not local to the node), judged
+///   as forward judges it.
 ///
 /// Replies of allowed connections pass (`ct state established,related`).
 public enum PolicyRuleset {
@@ -91,14 +94,15 @@ public enum PolicyRuleset {
             return "    chain \(prefix)_\(name(ip)) {\n" + lines.map { "        " + $0 }.joined(separator: "\n") + "\n    }"
         }
         let local = Set(model.pods.filter { $0.value.node == node }.keys)
-        let egress = model.egress.filter { local.contains($0.key) && !$0.value.selectedBy.isEmpty }.sorted { $0.key < $1.key }
+        let egress = model.egress.filter { !$0.value.selectedBy.isEmpty }.sorted { $0.key < $1.key }
         let ingress = model.ingress.filter { !$0.value.selectedBy.isEmpty }.sorted { $0.key < $1.key }
         for (ip, side) in egress { body.append(chain("e", ip, side, .egress)) }
         for (ip, side) in ingress { body.append(chain("i", ip, side, .ingress)) }
         func vmap(_ key: String, _ prefix: String, _ ips: [IPv4Address]) -> String? {
             ips.isEmpty ? nil : "ip \(key) vmap { " + ips.map { "\($0) : jump \(prefix)_\(name($0))" }.joined(separator: ", ") + " }"
         }
-        let egressMap = vmap("saddr", "e", egress.map(\.key))
+        let egressMap = vmap("saddr", "e", egress.map(\.key).filter(local.contains))
+        let allEgress = vmap("saddr", "e", egress.map(\.key))
         let localIngress = vmap("daddr", "i", ingress.map(\.key).filter(local.contains))
         let allIngress = vmap("daddr", "i", ingress.map(\.key))
         let denied = "meta mark & \(hex(denyMark)) == \(hex(denyMark))"
@@ -113,8 +117,16 @@ public enum PolicyRuleset {
         let localPods = ingress.map(\.key).filter(local.contains)
         let fromNode = nodeAddresses.isEmpty || localPods.isEmpty ? nil
             : "ip saddr { \(nodeAddresses.map(\.description).joined(separator: ", ")) } ip daddr { \(localPods.map(\.description).joined(separator: ", ")) } accept"
-        body.append(hook("output", [egressMap, fromNode, allIngress, log("output"), "\(denied) meta mark set \(hex(replyMark)) reject with icmp type net-prohibited"]))
-        if let dns, let egressMap { body.append(hook("input", ["ip daddr \(dns) \(egressMap)", log("input"), "\(denied) drop"])) }
+        body.append(hook("output", [allEgress, fromNode, allIngress, log("output"), "\(denied) meta mark set \(hex(replyMark)) reject with icmp type net-prohibited"]))
+        // What the mesh's capture takes to the node proxy (TPROXY: addressed to a pod, not to the
+        // node) is judged on input as the forward hook judges it passing by: dropped when denied,
+        // not accepted by the proxy and then reset.
+        let captured = "fib daddr type != local"
+        var input: [String] = []
+        if let dns, let egressMap { input.append("ip daddr \(dns) \(egressMap)") }
+        if let egressMap { input.append("\(captured) \(egressMap)") }
+        if let allIngress { input.append("\(captured) \(allIngress)") }
+        if !input.isEmpty { body.append(hook("input", input + [log("input"), "\(denied) drop"])) }
 
         var head: [String] = counters.keys.sorted().map { "    counter \($0) { }" }
         for (addresses, name) in sets.sorted(by: { $0.value < $1.value }) {

@@ -69,8 +69,10 @@ import Testing
         #expect(script.contains("ip saddr { 10.244.1.1 } ip daddr { 10.244.1.2 } accept"))
         #expect(script.contains("set s0 { type ipv4_addr; elements = { 10.244.1.2, 10.244.2.2 }; }"))
         #expect(Set(counters.values) == [.init(policy: "x/p", direction: .ingress, allowed: true), .init(policy: "x/p", direction: .ingress, allowed: false)])
-        // No egress isolation: no input hook for the DNS.
-        #expect(!script.contains("hook input"))
+        // No egress isolation: nothing for the DNS on input; but what the mesh captures to a pod's
+        // address (not the node's) is judged there for the ingress of every isolated pod.
+        #expect(!script.contains("ip daddr 10.96.0.10"))
+        #expect(script.contains("hook input") && script.contains("fib daddr type != local ip daddr vmap { 10.244.1.2 : jump i_10_244_1_2, 10.244.2.2 : jump i_10_244_2_2 }"))
         // No policy: the script only removes the table.
         let empty = PolicyRuleset.render(PolicyModel(), node: "node-1", dns: nil, replyMark: 0).script
         #expect(empty == "table ip kemu_policy\ndelete table ip kemu_policy\n")
