@@ -14,6 +14,8 @@ import NIOPosix
 /// Confined to the mesh's event loop, hence `@unchecked Sendable`.
 final class Carriage: @unchecked Sendable {
     let handoff: MeshHandoff
+    /// Where its reports wait for the end of the loop's tick.
+    let reports: ReportBatch
     /// Called once the engine has been told the end (returned or closed).
     private let done: () -> Void
     var client: (any Channel)?
@@ -31,8 +33,9 @@ final class Carriage: @unchecked Sendable {
     /// The engine has been told the end.
     private(set) var finished = false
 
-    init(_ handoff: MeshHandoff, done: @escaping () -> Void) {
+    init(_ handoff: MeshHandoff, reports: ReportBatch, done: @escaping () -> Void) {
         self.handoff = handoff
+        self.reports = reports
         self.done = done
         flight = handoff.flight
         clientEnded = handoff.clientEnded
@@ -57,7 +60,7 @@ final class Carriage: @unchecked Sendable {
             return
         }
         timeout?.cancel()
-        handoff.report(.connected(token: handoff.token))
+        reports.post(.connected(token: handoff.token), to: handoff.report)
         adopting = true
         let side = clientSide
         let adopted = ClientBootstrap(group: loop)
@@ -118,7 +121,7 @@ final class Carriage: @unchecked Sendable {
     func answered() {
         guard !settled else { return }
         settle()
-        handoff.report(.answered(token: handoff.token))
+        reports.post(.answered(token: handoff.token), to: handoff.report)
     }
 
     func settle() {
@@ -150,7 +153,7 @@ final class Carriage: @unchecked Sendable {
         finished = true  // before the channels close: their ends report nothing more
         timeout?.cancel()
         detach()
-        handoff.report(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded))
+        reports.post(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded), to: handoff.report)
         done()
         return true
     }
@@ -187,7 +190,29 @@ final class Carriage: @unchecked Sendable {
         guard !finished else { return }
         finished = true
         timeout?.cancel()
-        handoff.report(report)
+        reports.post(report, to: handoff.report)
         done()
+    }
+}
+
+/// The reports of the carriages on one event loop, sent to the engines at the end of the loop's
+/// tick rather than one at a time: each report sent alone woke the engine's thread (three a
+/// connection: connected, answered, closed), where a tick's reports together wake it once.
+/// Confined to the loop, hence `@unchecked Sendable`.
+final class ReportBatch: @unchecked Sendable {
+    let loop: any EventLoop
+    private var pending: [(sink: @Sendable (TunnelReport) -> Void, report: TunnelReport)] = []
+
+    init(loop: any EventLoop) { self.loop = loop }
+
+    func post(_ report: TunnelReport, to sink: @escaping @Sendable (TunnelReport) -> Void) {
+        if pending.isEmpty { loop.execute { self.flush() } }
+        pending.append((sink, report))
+    }
+
+    func flush() {
+        let due = pending
+        pending = []
+        for (sink, report) in due { sink(report) }
     }
 }

@@ -93,10 +93,12 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
     /// The connections the engine handed over, by its token; touched only on `loop`.
     var carriages: [UInt64: Carriage] = [:]
+    let reports: ReportBatch
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
          traffic: MeshTraffic, book: TunnelBook) {
         self.book = book
+        reports = ReportBatch(loop: loop)
         self.denials = denials
         self.traffic = traffic
         self.directory = directory
@@ -198,7 +200,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     /// On the loop: opens the stream for a connection the engine handed over.
     func start(_ r: Request, _ handoff: MeshHandoff) {
         counters.opened()
-        let carriage = Carriage(handoff) { [weak self] in self?.carriages[handoff.token] = nil }
+        let carriage = Carriage(handoff, reports: reports) { [weak self] in self?.carriages[handoff.token] = nil }
         carriages[handoff.token] = carriage
         guard identities.credential(r.source) != nil else {
             identities.requestSoon()
