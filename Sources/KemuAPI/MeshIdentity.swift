@@ -68,8 +68,9 @@ public enum Mesh {
     public static let namespaceLabel = "kemu.dev/mesh"
     /// The port node proxies accept tunnels on (HBONE's).
     public static let tunnelPort: UInt16 = 15008
-    /// Where a node proxy takes a meshed pod's connections to other meshed pods' addresses
-    /// (TPROXY; ztunnel's outbound capture port).
+    /// Where a node proxy takes the connections to pods' own addresses it carries or judges: a
+    /// meshed pod's to another node's meshed pod, and those into its meshed pods that no proxy
+    /// judged yet (TPROXY; ztunnel's capture port).
     public static let capturePort: UInt16 = 15001
     /// A certificate's lifetime when the request names none (Istio's 24 h).
     public static let defaultCertificateSeconds = 86400

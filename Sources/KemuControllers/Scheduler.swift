@@ -122,8 +122,13 @@ public final class Scheduler: Sendable {
             let r = Self.requests(pod)
             let spec = pod["spec"] ?? [:]
             var reasons: [String: Int] = [:]
-            var best: (siblings: Int, room: Room)?
+            var best: Room?
             let owner = Self.controller(pod)
+            // Fewest of the pod's siblings; then most room as a fraction; on a tie the node with
+            // fewer pods, so equal pods spread.
+            func rank(_ room: Room) -> (Int, Double, Int64) {
+                (-(owner.flatMap { siblings[$0]?[room.name] } ?? 0), room.score, -room.used.pods)
+            }
             for room in rooms.values.sorted(by: { $0.name < $1.name }) {
                 var misfits: [String] = []
                 if !room.ready {
@@ -139,19 +144,12 @@ public final class Scheduler: Sendable {
                 if r.memory > room.freeMemory { misfits.append("Insufficient memory") }
                 if room.used.pods + 1000 > room.allocatable.pods { misfits.append("Too many pods") }
                 if misfits.isEmpty {
-                    // Fewest of the pod's siblings; then most room as a fraction; on a tie the node
-                    // with fewer pods, so equal pods spread.
-                    let mine = owner.map { siblings[$0]?[room.name] ?? 0 } ?? 0
-                    if let (theirs, other) = best {
-                        if (-mine, room.score, -room.used.pods) > (-theirs, other.score, -other.used.pods) { best = (mine, room) }
-                    } else {
-                        best = (mine, room)
-                    }
+                    if best.map({ rank(room) > rank($0) }) ?? true { best = room }
                 } else {
                     for reason in misfits { reasons[reason, default: 0] += 1 }
                 }
             }
-            if let node = best?.room {
+            if let node = best {
                 try bind(pod, to: node.name)
                 rooms[node.name]?.used.cpu += r.cpu
                 rooms[node.name]?.used.memory += r.memory

@@ -11,8 +11,9 @@ import KemuIP
 ///   ingress of every pod (but the node's own pods from the node: its probes, hairpin and
 ///   masqueraded dials, as CNIs allow the host) — another node's pod's egress too, since the
 ///   mesh delivers here, from that pod's address, what passed no hook of its own node — so a
-///   dial the destination's node would drop is refused here, at once — with an ICMP error that carries the proxy's reply mark back to
-///   the proxy's own socket (`fwmark_reflect`), which it reads as "policy", not as a dead endpoint.
+///   dial the destination's node would drop is refused here, at once, with an ICMP error that
+///   carries the proxy's reply mark back to the proxy's own socket (`fwmark_reflect`), which it
+///   reads as "policy", not as a dead endpoint.
 /// - input: the egress of this node's pods towards the cluster DNS (served on each node); and
 ///   what the mesh captures for the proxy (to a pod's address, so not local to the node), judged
 ///   as forward judges it.
