@@ -211,12 +211,13 @@ public final class MeshDirectory: Sendable {
     /// What the node's TPROXY capture takes: connections from its meshed pods (`sources`) to
     /// other nodes' meshed pods' own addresses (`destinations`), to carry them in a tunnel as a
     /// Service's are; and connections no proxy has judged to its meshed pods (`sources` again),
-    /// to judge them here.
-    public var captureAddresses: (sources: [IPv4Address], destinations: [IPv4Address]) {
+    /// to judge them here. `local`: every pod of the node (what comes from one of them came from
+    /// no proxy, whatever its port).
+    public var captureAddresses: (sources: [IPv4Address], destinations: [IPv4Address], local: [IPv4Address]) {
         let (local, remote) = state.withLock { (Array($0.byAddress.values), Array($0.remote.values)) }
         let sources = local.filter { meshed(namespace: $0.namespace) }.compactMap(\.address)
         let destinations = remote.filter { !$0.node.isEmpty && $0.node != node && meshed(namespace: $0.namespace) }.compactMap(\.address)
-        return (sources.sorted(), destinations.sorted())
+        return (sources.sorted(), destinations.sorted(), local.compactMap(\.address).sorted())
     }
 
     /// The running meshed pods here that are STRICT: what the node's nftables keeps plaintext from.

@@ -21,15 +21,21 @@ import Synchronization
 /// - inbound, any connection to a meshed pod here that no proxy has judged yet (from a pod beside
 ///   it, meshed or not, or in the clear from another node), which the proxy judges by
 ///   AuthorizationPolicy — with the peer's identity when it is a meshed pod of this node — and
-///   delivers from the client's address. What a proxy dialled (from its own ports,
+///   delivers from the client's address. What another node's proxy dialled (from its own ports,
 ///   `TransparentDial.dialPorts`) was judged by it and passes; so does plaintext for a STRICT pod
 ///   (refused at its SYN by the forward rule above) and whatever answers a pod's own connections
-///   (only the direction a connection was opened in is captured).
+///   (only the direction a connection was opened in is captured);
+/// - and a pod of this node that dials from one of the proxies' own ports (binding it itself)
+///   passes as a proxy's dial nowhere: to a meshed pod here it is captured by its address, and
+///   towards another node's meshed pod it is captured here, judged, and dialled again from one
+///   of this proxy's ports (the other node would have let it by).
 final class MeshEnforcer: Sendable {
     struct Rules: Equatable {
         var strict: [IPv4Address] = []
         var captureSources: [IPv4Address] = []
         var captureDestinations: [IPv4Address] = []
+        /// Every pod of the node (the capture's sources among them).
+        var localPods: [IPv4Address] = []
     }
 
     let directory: MeshDirectory
@@ -56,6 +62,7 @@ final class MeshEnforcer: Sendable {
         if !rules.strict.isEmpty { s += set("strict", rules.strict) }
         if capturing { s += set("capture_sources", rules.captureSources) }
         if capturing && !rules.captureDestinations.isEmpty { s += set("capture_destinations", rules.captureDestinations) }
+        if capturing && !rules.localPods.isEmpty { s += set("local_pods", rules.localPods) }
         if !rules.strict.isEmpty {
             s += "  chain forward {\n    type filter hook forward priority 0; policy accept;\n"
             s += "    ct state established,related accept\n"
@@ -69,7 +76,13 @@ final class MeshEnforcer: Sendable {
                 s += "    meta l4proto tcp ip saddr @capture_sources ip daddr @capture_destinations \(take)\n"
             }
             if !rules.strict.isEmpty { s += "    ip daddr @strict ip saddr != @capture_sources return\n" }
-            s += "    meta l4proto tcp ip daddr @capture_sources tcp sport != \(TransparentDial.dialPorts.low)-\(TransparentDial.dialPorts.high) \(take)\n  }\n"
+            let dialPorts = "\(TransparentDial.dialPorts.low)-\(TransparentDial.dialPorts.high)"
+            if !rules.localPods.isEmpty { s += "    meta l4proto tcp ip daddr @capture_sources ip saddr @local_pods \(take)\n" }
+            s += "    meta l4proto tcp ip daddr @capture_sources tcp sport != \(dialPorts) \(take)\n"
+            if !rules.localPods.isEmpty && !rules.captureDestinations.isEmpty {
+                s += "    meta l4proto tcp ip saddr @local_pods ip daddr @capture_destinations tcp sport \(dialPorts) \(take)\n"
+            }
+            s += "  }\n"
         }
         return s + "}\n"
     }
@@ -77,7 +90,7 @@ final class MeshEnforcer: Sendable {
     /// Brings the table in line with the directory (nothing when nothing changed).
     func update() {
         var rules = Rules(strict: directory.strictAddresses)
-        if capture() { (rules.captureSources, rules.captureDestinations) = directory.captureAddresses }
+        if capture() { (rules.captureSources, rules.captureDestinations, rules.localPods) = directory.captureAddresses }
         guard applied.withLock({ $0 }) != rules, let nft else { return }
         do {
             _ = try nft.run(Self.script(rules, mark: TransparentDial.mark))

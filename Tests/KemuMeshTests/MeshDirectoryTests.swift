@@ -53,6 +53,16 @@ import Testing
         let inbound = lines.firstIndex { $0.hasPrefix("meta l4proto tcp ip daddr @capture_sources tcp sport != 16384-29999") && $0.hasSuffix("tproxy to :15001 accept") }
         #expect(reply != nil && strictFirst != nil && inbound != nil && reply! < strictFirst! && strictFirst! < inbound!, "\(capture)")
         #expect(!capture.contains("capture_destinations"), "no other node's meshed pods known: no outbound rule")
+        // A pod of the node is captured by its address whatever port it dials from (a proxy's
+        // own, even), and so is one dialling another node's meshed pod from a proxy's port.
+        let posing = MeshEnforcer.script(.init(captureSources: [IPv4Address(10, 244, 2, 2)], captureDestinations: [IPv4Address(10, 244, 1, 5)],
+                                               localPods: [IPv4Address(10, 244, 2, 2), IPv4Address(10, 244, 2, 3)]), mark: 7)
+        let rules = posing.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let near = rules.firstIndex { $0.hasPrefix("meta l4proto tcp ip daddr @capture_sources ip saddr @local_pods meta mark set 7 tproxy") }
+        let far = rules.firstIndex { $0.hasPrefix("meta l4proto tcp ip daddr @capture_sources tcp sport != 16384-29999") }
+        #expect(near != nil && far != nil && near! < far!, "\(posing)")
+        #expect(rules.contains("meta l4proto tcp ip saddr @local_pods ip daddr @capture_destinations tcp sport 16384-29999 meta mark set 7 tproxy to :15001 accept"),
+                "\(posing)")
         d.policyEvent(.deleted(strict))
         #expect(d.strictAddresses.isEmpty)
     }

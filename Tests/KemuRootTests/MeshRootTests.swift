@@ -227,7 +227,12 @@ spec:
         // Straight to a web pod's address, the plaintext is judged by web's node, which takes it.
         #expect(try await !Self.get(c, from: "outsider", namespace: "plain", url: "http://\(webIP):8080/?format=text").contains("pod=web-"))
         #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_denied_total{policy=\"shop/allow-frontend\"}") >= 1)
+        // Nor does a pod pass for a proxy by dialling from one of the proxies' own ports: neither
+        // the plain pod on node-1 nor the default account's pod beside web.
+        let posing = [try await Self.fromProxyPort(c, "outsider", namespace: "plain", webIP), try await Self.fromProxyPort(c, "near", webIP)]
+        #expect(posing.allSatisfy { !$0.contains("pod=web-") }, "\(posing)")
         #expect(try await c.kubectl(["delete", "authorizationpolicy", "-n", "shop", "allow-frontend"]).status == .exited(0))
+        #expect(try await eventually(10) { try await Self.fromProxyPort(c, "outsider", namespace: "plain", webIP).contains("pod=web-") })
 
         // STRICT for the web pods (by their labels): the plain pod is refused, meshed clients go
         // on. Through the Service its own node's proxy refuses it, knowing the pods' labels, as
@@ -330,65 +335,25 @@ spec:
             .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
     }
 
+    /// One request from a pod to `ip`:8080, from a port it binds itself in the node proxies'
+    /// own range (what they dial from); the answer, or the error.
+    static func fromProxyPort(_ c: TestCluster, _ pod: String, namespace: String = "shop", _ ip: String) async throws -> String {
+        let script = """
+        import random, socket, sys
+        s = socket.socket()
+        s.settimeout(4)
+        s.bind(('', random.randint(20000, 29000)))
+        try:
+            s.connect((sys.argv[1], 8080))
+            s.sendall(b'GET /?format=text HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n')
+            print(b''.join(iter(lambda: s.recv(4096), b'')).decode())
+        except OSError as e:
+            print('error:', e)
+        """
+        return try await c.kubectl(["exec", "-n", namespace, pod, "--", "python3", "-c", script, ip]).output
+    }
+
     static func value(_ metrics: String, _ name: String) -> Double {
         metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") } ?? -1
     }
 }
-
-/// tcpdump in a namespace, writing a file; `stop` ends it (SIGINT, as a user's Ctrl-C). Started
-/// with kemu's own spawn, which gives the child a clean signal mask (a test thread's blocked
-/// SIGINT would be inherited otherwise).
-struct Capture {
-    let pid: pid_t
-    let file: String
-
-    init(namespace: String, interface: String, file: String, filter: String) throws {
-        self.file = file
-        // Through `ip netns exec` (which execs tcpdump: the pid is tcpdump's), with kemu's spawn
-        // for a clean signal mask. Immediate mode: packets still in the kernel's capture block
-        // (up to a second's) would be lost when SIGINT ends it.
-        var options = Spawn.Options(namespace: nil)
-        let devNull = try FileDescriptor(opening: "/dev/null", flags: O_RDWR)
-        (options.stdin, options.stdout, options.stderr) = (devNull.raw, devNull.raw, devNull.raw)
-        pid = try Spawn.spawn(["ip", "netns", "exec", namespace, "tcpdump", "-i", interface, "-nn", "-U", "--immediate-mode", "-s", "0", "-w", file, filter], options)
-        // tcpdump is listening once the file has its header.
-        let deadline = Date().addingTimeInterval(5)
-        var st = stat()
-        while (stat(file, &st) != 0 || st.st_size == 0) && Date() < deadline { usleep(20_000) }
-    }
-
-    /// Started and stopped off Swift's cooperative pool: both wait on a process, and a blocked
-    /// cooperative thread (of two, on this machine) stalls every other suite's tasks.
-    static func start(namespace: String, interface: String, file: String, filter: String) async throws -> Capture {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try Capture(namespace: namespace, interface: interface, file: file, filter: filter) })
-            }
-        }
-    }
-
-    func stop() async throws -> CapturedTraffic {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result {
-                    usleep(300_000)  // the last packets written
-                    kill(pid, SIGINT)
-                    _ = try Spawn.wait(pid)
-                    return CapturedTraffic(file: file, bytes: (try? Data(contentsOf: URL(fileURLWithPath: file))).map { String(decoding: $0, as: UTF8.self) } ?? "")
-                })
-            }
-        }
-    }
-}
-
-struct CapturedTraffic {
-    let file: String
-    /// The capture file as text (payload bytes appear in it as they were on the wire).
-    let bytes: String
-
-    /// Packets in the capture that match a tcpdump filter.
-    func count(_ filter: String) async throws -> Int {
-        try await runOff(["tcpdump", "-nn", "-r", file, filter]).output.split(separator: "\n").filter { $0.contains(" IP ") }.count
-    }
-}
-
