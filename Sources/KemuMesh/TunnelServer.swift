@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import KemuAPI
 import KemuIP
@@ -38,6 +39,7 @@ final class TunnelServer: Sendable {
     let traffic: MeshTraffic
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
+    let dialer = DispatchQueue(label: "kemu.mesh.dialer")
     /// The streams delivering now, and what they were allowed as: judged again when policies
     /// change, as ztunnel does (a connection a new DENY covers is closed).
     let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, stream: any Channel)]>([:])
@@ -127,46 +129,64 @@ final class TunnelServer: Sendable {
         return IPv4Address(String(forwarded.dropFirst(4)))
     }
 
-    /// Dials the pod, from the client's address where possible.
+    /// Dials the pod, from the client's address where possible. The kernel's share of a dial and
+    /// of a close (the handshake and the FIN, run inline for a pod on this node) is paid on
+    /// `dialer`, off the tunnels' event loop, which every tunnelled byte waits for.
     func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, on loop: any EventLoop, side: ByteSide) -> EventLoopFuture<any Channel> {
         let from = transparent && source != ip ? source : nil
-        let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
-        guard fd >= 0 else { return loop.makeFailedFuture(IOError(errnoCode: started, reason: "connect")) }
         let promise = loop.makePromise(of: (any Channel).self)
-        awaitConnect(fd, on: loop, side: side, promise: promise, deadline: .now() + .seconds(2), pause: .milliseconds(1))
+        let deadline = NIODeadline.now() + .seconds(2)
+        dialer.async {
+            let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
+            let state = fd < 0 ? Dialling.failed(started) : Dialling.of(fd)
+            loop.execute { self.dialled(fd, state, on: loop, side: side, promise: promise, deadline: deadline, pause: .milliseconds(1)) }
+        }
         return promise.futureResult
     }
 
-    /// A pod on this node answers within the connect call itself, almost always (the kernel
-    /// runs the handshake inline): the socket is then adopted at once, with none of a
-    /// bootstrap's bind and connect steps (node-2's proxy: 190 -> 173 us of CPU per new
-    /// connection). Else it is looked at again, at growing pauses, until the deadline.
-    func awaitConnect(_ fd: Int32, on loop: any EventLoop, side: ByteSide, promise: EventLoopPromise<any Channel>, deadline: NIODeadline,
-                      pause: TimeAmount) {
-        var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        let ready = poll(&poller, 1, 0) > 0
-        if !ready {
-            guard NIODeadline.now() < deadline else {
-                Glibc.close(fd)
-                promise.fail(IOError(errnoCode: ETIMEDOUT, reason: "connect"))
-                return
-            }
-            loop.scheduleTask(in: pause) {
-                self.awaitConnect(fd, on: loop, side: side, promise: promise, deadline: deadline, pause: min(pause * 2, .milliseconds(50)))
-            }
-            return
+    /// Where a non-blocking connect is.
+    enum Dialling {
+        case connected, pending, failed(Int32)
+
+        static func of(_ fd: Int32) -> Dialling {
+            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&poller, 1, 0) > 0 else { return .pending }
+            let err = TCPSocket.pendingError(fd)
+            return err == 0 ? .connected : .failed(err)
         }
-        let err = TCPSocket.pendingError(fd)
-        guard err == 0 else {
-            Glibc.close(fd)
+    }
+
+    /// A pod on this node answers within the connect call itself, almost always: the socket is
+    /// then adopted at once, with none of a bootstrap's bind and connect steps. Else it is looked
+    /// at again, at growing pauses, until the deadline.
+    func dialled(_ fd: Int32, _ state: Dialling, on loop: any EventLoop, side: ByteSide, promise: EventLoopPromise<any Channel>,
+                 deadline: NIODeadline, pause: TimeAmount) {
+        switch state {
+        case let .failed(err):
+            if fd >= 0 { Glibc.close(fd) }
             promise.fail(IOError(errnoCode: err, reason: "connect"))
-            return
+        case .pending where NIODeadline.now() >= deadline:
+            dialled(fd, .failed(ETIMEDOUT), on: loop, side: side, promise: promise, deadline: deadline, pause: pause)
+        case .pending:
+            loop.scheduleTask(in: pause) {
+                self.dialled(fd, Dialling.of(fd), on: loop, side: side, promise: promise, deadline: deadline, pause: min(pause * 2, .milliseconds(50)))
+            }
+        case .connected:
+            // The channel closes a twin of the descriptor: the socket's own end (the FIN, or the
+            // reset) comes when `dialer` closes the other.
+            let twin = dup(fd)
+            let adopted = ClientBootstrap(group: loop)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.autoRead, value: false)
+                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
+                .withConnectedSocket(fd)
+            adopted.whenComplete { [dialer] result in
+                guard twin >= 0 else { return }
+                guard case let .success(channel) = result else { return dialer.async { _ = Glibc.close(twin) } }
+                channel.closeFuture.whenComplete { _ in dialer.async { _ = Glibc.close(twin) } }
+            }
+            adopted.cascade(to: promise)
         }
-        ClientBootstrap(group: loop)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
-            .withConnectedSocket(fd).cascade(to: promise)
     }
 }
 
