@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 import KemuAPI
 import KemuIP
@@ -39,14 +38,15 @@ final class TunnelServer: Sendable {
     let traffic: MeshTraffic
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
-    let dialer = DispatchQueue(label: "kemu.mesh.dialer")
+    let chores: KernelChores
     /// The streams delivering now, and what they were allowed as: judged again when policies
     /// change, as ztunnel does (a connection a new DENY covers is closed).
     let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, stream: any Channel)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
-         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
+         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook, chores: KernelChores) {
         self.book = book
+        self.chores = chores
         self.denials = denials
         self.traffic = traffic
         self.directory = directory
@@ -129,17 +129,15 @@ final class TunnelServer: Sendable {
         return IPv4Address(String(forwarded.dropFirst(4)))
     }
 
-    /// Dials the pod, from the client's address where possible. The kernel's share of a dial and
-    /// of a close (the handshake and the FIN, run inline for a pod on this node) is paid on
-    /// `dialer`, off the tunnels' event loop, which every tunnelled byte waits for.
+    /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
     func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, on loop: any EventLoop, side: ByteSide) -> EventLoopFuture<any Channel> {
         let from = transparent && source != ip ? source : nil
         let promise = loop.makePromise(of: (any Channel).self)
         let deadline = NIODeadline.now() + .seconds(2)
-        dialer.async {
+        chores.run(answeringOn: loop) {
             let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
             let state = fd < 0 ? Dialling.failed(started) : Dialling.of(fd)
-            loop.execute { self.dialled(fd, state, on: loop, side: side, promise: promise, deadline: deadline, pause: .milliseconds(1)) }
+            return { self.dialled(fd, state, on: loop, side: side, promise: promise, deadline: deadline, pause: .milliseconds(1)) }
         }
         return promise.futureResult
     }
@@ -173,17 +171,17 @@ final class TunnelServer: Sendable {
             }
         case .connected:
             // The channel closes a twin of the descriptor: the socket's own end (the FIN, or the
-            // reset) comes when `dialer` closes the other.
+            // reset) comes when `chores` closes the other.
             let twin = dup(fd)
             let adopted = ClientBootstrap(group: loop)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelOption(.autoRead, value: false)
                 .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
                 .withConnectedSocket(fd)
-            adopted.whenComplete { [dialer] result in
+            adopted.whenComplete { [chores] result in
                 guard twin >= 0 else { return }
-                guard case let .success(channel) = result else { return dialer.async { _ = Glibc.close(twin) } }
-                channel.closeFuture.whenComplete { _ in dialer.async { _ = Glibc.close(twin) } }
+                guard case let .success(channel) = result else { return chores.close(twin) }
+                channel.closeFuture.whenComplete { _ in chores.close(twin) }
             }
             adopted.cascade(to: promise)
         }
