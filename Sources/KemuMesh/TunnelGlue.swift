@@ -55,6 +55,12 @@ class GlueSide: @unchecked Sendable {
 
     var writable: Bool { context?.channel.isWritable ?? false }
 
+    /// Sends what was delivered (`deliver`) so far.
+    func flushOut() { context?.flush() }
+
+    /// Takes input again after a pause for the partner (`readPending`).
+    func resumeReading() { context?.read() }
+
     func read(context: ChannelHandlerContext) {
         if let partner, !partner.writable {
             readPending = true
@@ -66,30 +72,32 @@ class GlueSide: @unchecked Sendable {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, let partner, partner.readPending {
             partner.readPending = false
-            partner.context?.read()
+            partner.resumeReading()
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.context?.flush()
+        partner?.flushOut()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        ended()
+        context.fireChannelInactive()
+    }
+
+    /// This side is gone: the partner closes once its writes are out.
+    func ended() {
         if !counted, let traffic {
             counted = true
             partner?.counted = true
             traffic.closed.add(1, ordering: .relaxed)
         }
         // The endpoint's side ended before its first byte: the client may go elsewhere.
-        if self is StreamSide, let carriage, carriage.streamEnded() {
-            context.fireChannelInactive()
-            return
-        }
+        if self is StreamSide, let carriage, carriage.streamEnded() { return }
         carriage?.closed()
         partner?.closeAfterWrites()
         partner = nil
-        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -184,7 +192,7 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
             if carriage.replayElsewhere(clean: true) { return }
             carriage.settle()
         }
-        partner.context?.flush()
+        partner.flushOut()
         partner.endOutput()
     }
 
@@ -197,7 +205,7 @@ final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
             partner.deliver(bytes)
         }
         early.removeAll()
-        partner.context?.flush()
+        partner.flushOut()
         if earlyEnd { passEnd(partner) }
     }
 

@@ -41,7 +41,7 @@ final class TunnelServer: Sendable {
     let chores: KernelChores
     /// The streams delivering now, and what they were allowed as: judged again when policies
     /// change, as ztunnel does (a connection a new DENY covers is closed).
-    let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, stream: any Channel)]>([:])
+    let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, close: @Sendable () -> Void)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
          denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook, chores: KernelChores) {
@@ -69,17 +69,19 @@ final class TunnelServer: Sendable {
     func recheckLive() {
         let streams = live.withLock { Array($0.values) }
         var closed = 0
-        for (request, stream) in streams where !authorize(request) {
-            stream.close(promise: nil)
+        for (request, close) in streams where !authorize(request) {
+            close()
             closed += 1
         }
         if closed > 0 { logger.info("closed \(closed) live connection(s) a changed AuthorizationPolicy refuses") }
     }
 
-    func track(_ request: TunnelRequest, _ stream: any Channel) {
+    /// A stream delivering now, until it closes (its pod's socket closes with it).
+    func track(_ request: TunnelRequest, _ stream: FrameStream, pod: any Channel) {
         let key = ObjectIdentifier(stream)
-        live.withLock { $0[key] = (request, stream) }
-        stream.closeFuture.whenComplete { [self] _ in _ = live.withLock { $0.removeValue(forKey: key) } }
+        let loop = pod.eventLoop
+        live.withLock { $0[key] = (request, { loop.execute { stream.closeAfterWrites() } }) }
+        pod.closeFuture.whenComplete { [self] _ in _ = live.withLock { $0.removeValue(forKey: key) } }
     }
 
     func bind(_ address: IPv4Address) async throws -> any Channel {
@@ -94,7 +96,7 @@ final class TunnelServer: Sendable {
     }
 
     /// A new tunnel connection: TLS with this node's identity, then HTTP/2 with a stream per
-    /// connection carried.
+    /// connection carried (`TunnelStreams`).
     func accept(_ channel: any Channel) throws {
         guard let credential = identities.credential(directory.nodeIdentity) else {
             identities.requestSoon()
@@ -106,12 +108,8 @@ final class TunnelServer: Sendable {
         try sync.addHandler(peer)
         try sync.addHandler(FlushCoalescer())
         let (connection, stream) = TunnelSettings.configuration()
-        _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { [self] streamChannel in
-            streamChannel.eventLoop.makeCompletedFuture {
-                try streamChannel.pipeline.syncOperations.addHandler(InboundOpen(server: self, peer: peer))
-                try streamChannel.pipeline.syncOperations.addHandler(StreamSide())
-            }
-        }
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
+        try sync.addHandler(TunnelStreams(server: self, peer: peer))
     }
 
     /// The pod a CONNECT asks for, if it is one this node may deliver to.
@@ -221,71 +219,6 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         context.fireUserInboundEventTriggered(event)
-    }
-}
-
-/// A server stream's first frame: the CONNECT, answered once the pod is reached.
-final class InboundOpen: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias OutboundOut = HTTP2Frame.FramePayload
-    let server: TunnelServer
-    let peer: PeerIdentity
-    var opened = false
-
-    init(server: TunnelServer, peer: PeerIdentity) {
-        self.server = server
-        self.peer = peer
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        guard !opened else { context.fireChannelRead(data); return }
-        guard case let .headers(request) = frame else { context.close(promise: nil); return }
-        opened = true
-        guard let id = peer.id, let (pod, ip, port) = server.target(request.headers) else {
-            respond(context, "400")
-            return
-        }
-        let source = TunnelServer.source(request.headers)
-        let tunnelRequest = TunnelRequest(peer: id, source: source, destination: pod, port: port)
-        guard server.authorize(tunnelRequest) else {
-            respond(context, "403")
-            return
-        }
-        let byteSide = ByteSide()
-        let channel = context.channel
-        let workload = request.headers.first(name: "baggage")?.split(separator: ",")
-            .first { $0.hasPrefix("k8s.workload.name=") }.map { String($0.dropFirst("k8s.workload.name=".count)) }
-        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: workload ?? "unknown",
-                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: id.description,
-                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
-                                  destinationNamespace: pod.namespace, destinationPrincipal: server.directory.identity(pod).description)
-        let streamSide = try? context.pipeline.syncOperations.handler(type: StreamSide.self)
-        server.dial(ip, port, from: source, on: context.eventLoop, side: byteSide).whenComplete { [self] result in
-            guard let streamSide, streamSide.context != nil else {
-                if case let .success(pod) = result { pod.close(promise: nil) }
-                return
-            }
-            switch result {
-            case .success:
-                server.counters.accepted()
-                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])), promise: nil)
-                GlueSide.join(streamSide, byteSide, traffic: server.traffic.opened(key))
-                streamSide.flushEarly()
-                server.track(tunnelRequest, channel)
-            case let .failure(error):
-                server.counters.unreachable()
-                // Why, as the errno the source's engine would have met dialling itself: a
-                // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
-                var headers: HPACKHeaders = [":status": "503"]
-                if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
-                channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)), promise: nil)
-            }
-        }
-    }
-
-    func respond(_ context: ChannelHandlerContext, _ status: String) {
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: [":status": status], endStream: true))), promise: nil)
     }
 }
 
