@@ -20,8 +20,8 @@ final class Carriage: @unchecked Sendable {
     private let done: () -> Void
     var client: (any Channel)?
     let clientSide = ByteSide()
-    let streamSide = StreamSide()
-    var stream: (any Channel)?
+    /// The stream it travels in (placed in a tunnel by `TunnelClient`).
+    let streamSide = FrameStream()
     var timeout: Scheduled<Void>?
     /// The endpoint's first byte (or a clean end) came back: no replay from now on.
     private(set) var settled = false
@@ -56,7 +56,7 @@ final class Carriage: @unchecked Sendable {
     func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
         // Too late (timed out, or the engine ended it): the socket is no longer the mesh's.
         guard !finished else {
-            stream?.close(promise: nil)
+            streamSide.cancel()
             return
         }
         timeout?.cancel()
@@ -72,7 +72,7 @@ final class Carriage: @unchecked Sendable {
             guard case let .success(channel) = result else {
                 // NIO closed the socket: nothing to give back.
                 finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))
-                stream?.close(promise: nil)
+                streamSide.cancel()
                 return
             }
             client = channel
@@ -82,13 +82,14 @@ final class Carriage: @unchecked Sendable {
                 channel.close(promise: nil)
                 return
             }
-            guard streamSide.context != nil else {
+            guard !streamSide.gone else {
                 // The stream was reset while the socket was adopted.
                 streamGoneBeforeJoin(channel)
                 return
             }
             if !handoff.flight.isEmpty {
                 streamSide.deliver(channel.allocator.buffer(bytes: handoff.flight))
+                streamSide.flushOut()
             }
             GlueSide.join(clientSide, streamSide, traffic: traffic)
             streamSide.flushEarly()
@@ -163,14 +164,14 @@ final class Carriage: @unchecked Sendable {
         guard !finished else { return }
         if adopting && client == nil {
             // The socket is being adopted: the adoption closes it, seeing this.
-            stream?.close(promise: nil)
+            streamSide.cancel()
             closed()
             return
         }
         // The channel (if adopted) owns the descriptor while open: the option is the socket's.
         TCPSocket.setResetOnClose(handoff.client)
         if let client { client.close(promise: nil) } else { close(handoff.client) }
-        stream?.close(promise: nil)
+        streamSide.cancel()
         closed()
     }
 
@@ -183,7 +184,7 @@ final class Carriage: @unchecked Sendable {
         clientSide.partner = nil
         streamSide.partner = nil
         client?.close(promise: nil)
-        stream?.close(promise: nil)
+        streamSide.cancel()
     }
 
     private func finish(_ report: TunnelReport) {

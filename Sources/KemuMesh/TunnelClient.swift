@@ -90,7 +90,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.client")
     /// Open tunnels; touched only on `loop`.
-    var tunnels: [Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+    var tunnels: [Key: EventLoopFuture<TunnelStreams>] = [:]
     /// The connections the engine handed over, by its token; touched only on `loop`.
     var carriages: [UInt64: Carriage] = [:]
     let reports: ReportBatch
@@ -208,116 +208,52 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             return
         }
         carriage.timeout = loop.scheduleTask(in: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) {
-            carriage.failed(ETIMEDOUT)  // closes the stream if there is one yet
+            carriage.failed(ETIMEDOUT)  // resets the stream if there is one yet
         }
-        tunnel(r).flatMap { multiplexer in
-            multiplexer.createStreamChannel { stream in
-                stream.eventLoop.makeCompletedFuture {
-                    try stream.pipeline.syncOperations.addHandler(OutboundOpen(carriage: carriage, request: r, traffic: self.traffic))
-                    try stream.pipeline.syncOperations.addHandler(carriage.streamSide)
-                }
-            }
-        }.whenComplete { result in
-            switch result {
-            case let .success(stream):
-                carriage.stream = stream
-                if carriage.finished { stream.close(promise: nil) }
-            case .failure:
-                carriage.failed(EHOSTUNREACH)
-            }
+        // Weakly: the carriage holds its stream (`carriages` holds it until the engine heard the end).
+        carriage.streamSide.onAnswer = { [weak carriage, loop, traffic] headers in
+            if let carriage { Self.answered(headers, carriage, r, traffic, loop) }
+        }
+        place(carriage, r, again: true)
+    }
+
+    /// Opens the carriage's stream in the tunnel to its endpoint's node; a tunnel that can open
+    /// no more (closing, or out of stream identifiers) is left to end, and a new one opened.
+    func place(_ carriage: Carriage, _ r: Request, again: Bool) {
+        let pending = tunnel(r)
+        pending.whenComplete { [self] result in
+            // Given back already (timed out, or the engine ended it): no stream for it.
+            guard !carriage.finished else { return }
+            guard case let .success(streams) = result else { return carriage.failed(EHOSTUNREACH) }
+            if streams.call(carriage.streamSide, Self.connect(r)) { return }
+            let key = Key(source: r.source, node: r.node)
+            if tunnels[key] === pending { tunnels[key] = nil }
+            if again { place(carriage, r, again: false) } else { carriage.failed(EHOSTUNREACH) }
         }
     }
 
-    /// The tunnel for this source identity to the endpoint's node, opened if there is none.
-    func tunnel(_ r: Request) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
-        let key = Key(source: r.source, node: r.node)
-        if let open = tunnels[key] { return open }
-        guard let address = directory.nodeAddress(r.node), let credential = identities.credential(r.source) else {
-            return loop.makeFailedFuture(MeshError("no address for node \(r.node)"))
-        }
-        let expected = SPIFFEID.node(domain: directory.trustDomain, name: r.node)
-        let made = MultiplexerBox()
-        let connecting = ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(2))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
-                    try sync.addHandler(PeerIdentity(expected: expected, book: self.book, local: credential.serial))
-                    try sync.addHandler(FlushCoalescer())
-                    let (connection, stream) = TunnelSettings.configuration()
-                    made.value = try sync.configureHTTP2Pipeline(mode: .client, connectionConfiguration: connection,
-                                                                 streamConfiguration: stream) { $0.close() }
-                }
-            }
-            .connect(host: address.description, port: Int(Mesh.tunnelPort))
-        let opened = connecting.flatMapThrowing { [self] channel -> NIOHTTP2Handler.StreamMultiplexer in
-            counters.tunnel(true)
-            channel.closeFuture.whenComplete { _ in
-                self.tunnels[key] = nil
-                self.counters.tunnelClosed()
-            }
-            guard let multiplexer = made.value else { throw MeshError("the tunnel to \(r.node) has no HTTP/2 handler") }
-            return multiplexer
-        }
-        tunnels[key] = opened  // before the callbacks: a connect that failed at once runs them now
-        opened.whenFailure { [self] error in
-            counters.tunnel(false)
-            tunnels[key] = nil
-            logger.info("no tunnel to \(r.node) (\(address)) for \(r.source): \(error)")
-        }
-        return opened
-    }
-}
-
-/// The HTTP/2 handler a new tunnel's initializer made, for the code that waited for the connect.
-final class MultiplexerBox: @unchecked Sendable {
-    var value: NIOHTTP2Handler.StreamMultiplexer?
-}
-
-/// A client stream: sends the CONNECT, and on the answer tells the carriage (the client joins
-/// the stream, or goes back to the engine).
-final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    let carriage: Carriage
-    let request: TunnelClient.Request
-    let traffic: MeshTraffic
-    var answered = false
-
-    init(carriage: Carriage, request: TunnelClient.Request, traffic: MeshTraffic) {
-        self.carriage = carriage
-        self.traffic = traffic
-        self.request = request
+    /// The CONNECT for a request: the endpoint, the client's address, its workload.
+    static func connect(_ r: Request) -> HPACKHeaders {
+        [":method": "CONNECT", ":authority": "\(r.endpoint.ip):\(r.endpoint.port)",
+         "forwarded": "for=\(r.client)", "baggage": "k8s.workload.name=\(r.traffic.sourceWorkload)"]
     }
 
-    func channelActive(context: ChannelHandlerContext) {
-        let headers: HPACKHeaders = [":method": "CONNECT", ":authority": "\(request.endpoint.ip):\(request.endpoint.port)",
-                                     "forwarded": "for=\(request.client)", "baggage": "k8s.workload.name=\(request.traffic.sourceWorkload)"]
-        context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: headers))), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !answered else { context.fireChannelRead(data); return }
-        guard case let .headers(response) = unwrapInboundIn(data) else { return }
-        answered = true
+    /// The CONNECT's answer: the client joins the stream, or goes back to the engine.
+    static func answered(_ headers: HPACKHeaders, _ carriage: Carriage, _ r: Request, _ traffic: MeshTraffic, _ loop: any EventLoop) {
         // Given back already (timed out, or the engine ended it): the answer comes too late.
-        guard !carriage.finished else {
-            context.close(promise: nil)
-            return
-        }
-        let code: Int32 = switch response.headers.first(name: ":status") {
+        guard !carriage.finished else { return carriage.streamSide.cancel() }
+        let code: Int32 = switch headers.first(name: ":status") {
         case "200": 0
         case "403": EACCES
-        case "503": response.headers.first(name: Mesh.dialErrorHeader).flatMap(Int32.init).flatMap(Self.dialError) ?? ECONNREFUSED
+        case "503": headers.first(name: Mesh.dialErrorHeader).flatMap(Int32.init).flatMap(dialError) ?? ECONNREFUSED
         default: EPROTO
         }
         guard code == 0 else {
             carriage.failed(code)
-            context.close(promise: nil)
+            carriage.streamSide.cancel()
             return
         }
-        carriage.connected(on: context.eventLoop, traffic: traffic.opened(request.traffic))
+        carriage.connected(on: loop, traffic: traffic.opened(r.traffic))
     }
 
     /// The destination's dial error it names, of those a dial can meet (else nil).
@@ -325,11 +261,54 @@ final class OutboundOpen: ChannelInboundHandler, @unchecked Sendable {
         [ECONNREFUSED, ETIMEDOUT, ENETUNREACH, EHOSTUNREACH, EPERM, ECONNRESET].contains(code) ? code : nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        if !answered {
-            answered = true
-            carriage.failed(ECONNRESET)
+    /// The tunnel for this source identity to the endpoint's node, opened if there is none.
+    func tunnel(_ r: Request) -> EventLoopFuture<TunnelStreams> {
+        let key = Key(source: r.source, node: r.node)
+        if let open = tunnels[key] { return open }
+        guard let address = directory.nodeAddress(r.node), let credential = identities.credential(r.source) else {
+            return loop.makeFailedFuture(MeshError("no address for node \(r.node)"))
         }
-        context.fireChannelInactive()
+        let expected = SPIFFEID.node(domain: directory.trustDomain, name: r.node)
+        let made = StreamsBox()
+        let connecting = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    let peer = PeerIdentity(expected: expected, book: self.book, local: credential.serial)
+                    try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
+                    try sync.addHandler(peer)
+                    try sync.addHandler(FlushCoalescer())
+                    let (connection, stream) = TunnelSettings.configuration()
+                    try sync.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection, streamConfiguration: stream))
+                    let streams = TunnelStreams(server: nil, peer: peer)
+                    try sync.addHandler(streams)
+                    made.value = streams
+                }
+            }
+            .connect(host: address.description, port: Int(Mesh.tunnelPort))
+        let opened = connecting.flatMapThrowing { [self] _ -> TunnelStreams in
+            counters.tunnel(true)
+            guard let streams = made.value else { throw MeshError("the tunnel to \(r.node) has no HTTP/2 handler") }
+            return streams
+        }
+        tunnels[key] = opened  // before the callbacks: a connect that failed at once runs them now
+        connecting.whenSuccess { [self] channel in
+            channel.closeFuture.whenComplete { _ in
+                if self.tunnels[key] === opened { self.tunnels[key] = nil }
+                self.counters.tunnelClosed()
+            }
+        }
+        opened.whenFailure { [self] error in
+            counters.tunnel(false)
+            if tunnels[key] === opened { tunnels[key] = nil }
+            logger.info("no tunnel to \(r.node) (\(address)) for \(r.source): \(error)")
+        }
+        return opened
     }
+}
+
+/// The stream handler a new tunnel's initializer made, for the code that waited for the connect.
+final class StreamsBox: @unchecked Sendable {
+    var value: TunnelStreams?
 }

@@ -94,7 +94,7 @@ class GlueSide: @unchecked Sendable {
             traffic.closed.add(1, ordering: .relaxed)
         }
         // The endpoint's side ended before its first byte: the client may go elsewhere.
-        if self is StreamSide, let carriage, carriage.streamEnded() { return }
+        if self is FrameStream, let carriage, carriage.streamEnded() { return }
         carriage?.closed()
         partner?.closeAfterWrites()
         partner = nil
@@ -151,83 +151,6 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         let channel = context.channel
         // Writes finish in order: once this empty one is out, so is everything before it.
         context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(mode: .output, promise: nil) }
-    }
-}
-
-/// The HTTP/2 stream side: DATA frames each way, END_STREAM for the half-close.
-final class StreamSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias OutboundIn = HTTP2Frame.FramePayload
-    typealias OutboundOut = HTTP2Frame.FramePayload
-
-    /// DATA that came before the partner was joined (kept, then delivered).
-    var early: [ByteBuffer] = []
-    var earlyEnd = false
-    /// The peer ended its side (END_STREAM received).
-    var inputEnded = false
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        guard case let .data(payload) = frame else { return }
-        if payload.endStream { inputEnded = true }
-        let bytes: ByteBuffer? = if case let .byteBuffer(b) = payload.data { b } else { nil }
-        guard let partner else {
-            if let bytes { early.append(bytes) }
-            if payload.endStream { earlyEnd = true }
-            return
-        }
-        if let bytes, bytes.readableBytes > 0 {
-            carriage?.answered()
-            count(bytes.readableBytes)
-            partner.deliver(bytes)
-        }
-        if payload.endStream { passEnd(partner) }
-    }
-
-    /// The endpoint's END_STREAM: the client's output ends, unless it came unanswered while the
-    /// client was still sending (replayed elsewhere, as the engine replays a connection closed
-    /// before its first byte).
-    private func passEnd(_ partner: GlueSide) {
-        if let carriage {
-            if carriage.replayElsewhere(clean: true) { return }
-            carriage.settle()
-        }
-        partner.flushOut()
-        partner.endOutput()
-    }
-
-    /// Hands the partner what came before the join.
-    func flushEarly() {
-        guard let partner else { return }
-        for bytes in early where bytes.readableBytes > 0 {
-            carriage?.answered()
-            count(bytes.readableBytes)
-            partner.deliver(bytes)
-        }
-        early.removeAll()
-        partner.flushOut()
-        if earlyEnd { passEnd(partner) }
-    }
-
-    override func deliver(_ bytes: ByteBuffer) {
-        context?.write(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(bytes)))), promise: nil)
-    }
-
-    override func endOutput() {
-        guard let context, !outputEnded else { return }
-        outputEnded = true
-        let empty = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
-    }
-
-    /// A stream both sides ended closes by itself once our END_STREAM is out: closing it now
-    /// would send a RST_STREAM (and a peer counts those: HTTP/2 rapid-reset protection). Only a
-    /// stream still open either way is cancelled.
-    override func closeAfterWrites() {
-        guard let context else { return }
-        context.flush()
-        if outputEnded && inputEnded { return }
-        context.channel.close(promise: nil)
     }
 }
 

@@ -1,15 +1,17 @@
+import Glibc
 import KemuAPI
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 
-/// The destination side's streams at the frame level: one handler after a tunnel's HTTP/2
-/// handler (no multiplexer, so no channel and pipeline per stream) keeps each CONNECT's state,
-/// answers it once the pod is reached (`TunnelServer`), and carries DATA between the stream and
-/// the pod's socket. Flow control is done here: a stream's window is given back as the pod's
-/// socket takes the bytes (not while it is full), the connection's as bytes arrive; a pod is read
-/// only while its stream may send.
+/// A tunnel's streams at the frame level: one handler after the tunnel's HTTP/2 handler (no
+/// multiplexer, so no channel and pipeline per stream) keeps each tunnelled connection's state.
+/// On the destination (`server` set) a stream is a CONNECT, answered once the pod is reached
+/// (`TunnelServer.open`); on the source, `call` opens one for a client the engine handed over.
+/// DATA goes between each stream and its socket (the pod's, or the client's). Flow control is
+/// done here: a stream's window is given back as its socket takes the bytes (not while it is
+/// full), the connection's as bytes arrive; a socket is read only while its stream may send.
 ///
 /// Confined to the tunnel's event loop, hence `@unchecked Sendable`.
 final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
@@ -17,29 +19,45 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
-    let server: TunnelServer
+    /// The destination side's server (nil on the source side).
+    let server: TunnelServer?
     let peer: PeerIdentity
     var context: ChannelHandlerContext?
     var streams: [HTTP2StreamID: FrameStream] = [:]
     /// Streams whose pods were given bytes in this read: their sockets are flushed at its end.
     var delivered: [FrameStream] = []
+    /// The next stream a call opens (the client's are odd).
+    var nextID = 1
+    /// Calls made before the HTTP/2 handler saw the channel active (and sent its preface): the
+    /// connect's future completes first.
+    var waiting: [(stream: FrameStream, headers: HPACKHeaders)]? = []
 
-    init(server: TunnelServer, peer: PeerIdentity) {
+    init(server: TunnelServer?, peer: PeerIdentity) {
         self.server = server
         self.peer = peer
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let calls = waiting ?? []
+        waiting = nil
+        for (stream, headers) in calls where !stream.gone { send(stream, headers) }
+        context.fireChannelActive()
+    }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.payload {
         case let .headers(headers):
-            guard streams[frame.streamID] == nil else { return }  // trailers: nothing to carry
-            let stream = FrameStream(id: frame.streamID, streams: self)
-            streams[frame.streamID] = stream
-            server.open(stream, headers.headers)
+            if let stream = streams[frame.streamID] {
+                stream.answer(headers.headers)  // a call's answer (trailers: nothing to carry)
+            } else if let server {
+                let stream = FrameStream()
+                stream.place(frame.streamID, in: self)
+                server.open(stream, headers.headers)
+            }
         case let .data(payload):
             if let stream = streams[frame.streamID], stream.receive(payload) { delivered.append(stream) }
         case let .windowUpdate(increment) where frame.streamID != .rootStream:
@@ -80,15 +98,34 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let open = streams
+        let open = Array(streams.values) + (waiting ?? []).map(\.stream)
         streams.removeAll()
-        for stream in open.values { stream.streamClosed() }
+        waiting = nil
+        for stream in open { stream.streamClosed() }
         context.fireChannelInactive()
     }
 
     /// What to give back of a window down to `window` (nil while more than half is left).
     static func increment(_ window: Int, target: Int) -> Int? {
         window <= target / 2 ? target - window : nil
+    }
+
+    /// Opens a stream for `stream` with `headers` (a CONNECT); false when this tunnel can open
+    /// no more (gone, or out of stream identifiers: a new tunnel is needed).
+    func call(_ stream: FrameStream, _ headers: HPACKHeaders) -> Bool {
+        guard context != nil, nextID < Int(Int32.max) else { return false }
+        if waiting != nil {
+            waiting?.append((stream, headers))
+        } else {
+            send(stream, headers)
+        }
+        return true
+    }
+
+    private func send(_ stream: FrameStream, _ headers: HPACKHeaders) {
+        stream.place(HTTP2StreamID(nextID), in: self)
+        nextID += 2
+        write(HTTP2Frame(streamID: stream.id, payload: .headers(.init(headers: headers))), flush: true)
     }
 
     func write(_ frame: HTTP2Frame, flush: Bool) {
@@ -106,11 +143,15 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     }
 }
 
-/// One tunnelled connection on the destination side: its stream's half of the glue (the pod's
-/// socket is the other).
+/// One tunnelled connection's stream: its half of the glue (the socket, the pod's or the
+/// client's, is the other). On the source side it belongs to a `Carriage`, which hears of the
+/// answer (`onAnswer`), of the endpoint's first byte and of an end before it (a replay).
 final class FrameStream: GlueSide, @unchecked Sendable {
-    let id: HTTP2StreamID
+    private(set) var id = HTTP2StreamID.rootStream
     weak var streams: TunnelStreams?
+    /// A call's answer (the CONNECT's response headers), once.
+    var onAnswer: ((HPACKHeaders) -> Void)?
+    var answered = false
     /// DATA that came before the pod was joined (kept, then delivered).
     var early: [ByteBuffer] = []
     var earlyEnd = false
@@ -125,9 +166,16 @@ final class FrameStream: GlueSide, @unchecked Sendable {
     /// The inbound window last heard of, while the pod's socket is too full to give any back.
     var withheld: Int?
 
-    init(id: HTTP2StreamID, streams: TunnelStreams) {
+    func place(_ id: HTTP2StreamID, in streams: TunnelStreams) {
         self.id = id
         self.streams = streams
+        streams.streams[id] = self
+    }
+
+    func answer(_ headers: HPACKHeaders) {
+        guard !answered, let onAnswer else { return }
+        answered = true
+        onAnswer(headers)
     }
 
     /// DATA from the peer: true when the pod's socket was given bytes (to be flushed).
@@ -139,31 +187,39 @@ final class FrameStream: GlueSide, @unchecked Sendable {
             if payload.endStream { earlyEnd = true }
             return false
         }
-        if payload.endStream {
-            if let bytes, bytes.readableBytes > 0 {
-                count(bytes.readableBytes)
-                partner.deliver(bytes)
-            }
-            partner.flushOut()
-            partner.endOutput()
-            return false
+        if let bytes, bytes.readableBytes > 0 {
+            carriage?.answered()
+            count(bytes.readableBytes)
+            partner.deliver(bytes)
         }
-        guard let bytes, bytes.readableBytes > 0 else { return false }
-        count(bytes.readableBytes)
-        partner.deliver(bytes)
-        return true
+        guard payload.endStream else { return bytes.map { $0.readableBytes > 0 } ?? false }
+        passEnd(partner)
+        return false
     }
 
-    /// Hands the pod what came before the join.
+    /// The peer's END_STREAM: the socket's output ends, unless (on the source side) it came
+    /// unanswered while the client was still sending: the client is then replayed elsewhere, as
+    /// the engine replays a connection closed before its first byte.
+    private func passEnd(_ partner: GlueSide) {
+        if let carriage {
+            if carriage.replayElsewhere(clean: true) { return }
+            carriage.settle()
+        }
+        partner.flushOut()
+        partner.endOutput()
+    }
+
+    /// Hands the socket what came before the join.
     func flushEarly() {
         guard let partner else { return }
         for bytes in early where bytes.readableBytes > 0 {
+            carriage?.answered()
             count(bytes.readableBytes)
             partner.deliver(bytes)
         }
         early.removeAll()
         partner.flushOut()
-        if earlyEnd { partner.endOutput() }
+        if earlyEnd { passEnd(partner) }
     }
 
     /// The peer gave window back (WINDOW_UPDATE).
@@ -196,10 +252,21 @@ final class FrameStream: GlueSide, @unchecked Sendable {
         }
     }
 
-    /// The stream closed (both ends, or reset), or the tunnel did.
+    /// The stream closed (both ends, or reset), or the tunnel did. A call not answered yet failed.
     func streamClosed() {
         gone = true
+        if onAnswer != nil && !answered {
+            answered = true
+            carriage?.failed(ECONNRESET)
+        }
         ended()
+    }
+
+    /// Ends the stream from this side: a reset, if it is still open (and placed).
+    func cancel() {
+        guard !gone else { return }
+        gone = true
+        if let streams, id != .rootStream { streams.reset(id, .cancel) }
     }
 
     // What the pod's side asks of the stream.
