@@ -264,7 +264,12 @@ let package = Package(
         ),
         .testTarget(
             name: "KemuMeshTests",
-            dependencies: ["KemuAPI", "KemuClient", "KemuIP", "KemuMesh", "KemuProxy", "KemuSystem", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "KemuAPI", "KemuClient", "KemuIP", "KemuMesh", "KemuProxy", "KemuSystem",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

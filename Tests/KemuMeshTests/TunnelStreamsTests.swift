@@ -1,0 +1,65 @@
+@testable import KemuMesh
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP2
+import Testing
+
+/// A tunnel's streams at the frame level keep HTTP/2's flow control both ways: a socket is not
+/// read past its stream's window, and a stream's window is not given back while its socket is
+/// full (else a pod that never reads, or a client that does not, fills the proxy's memory).
+@Suite struct TunnelStreamsTests {
+    /// A source-side tunnel (active) with one call placed, joined to a socket.
+    func call() throws -> (tunnel: EmbeddedChannel, socket: EmbeddedChannel, stream: FrameStream, side: ByteSide) {
+        let tunnel = EmbeddedChannel()
+        let peer = PeerIdentity(book: TunnelBook(trust: MeshTrust(node: "node-1")), local: "1")
+        let streams = TunnelStreams(server: nil, peer: peer)
+        try tunnel.pipeline.syncOperations.addHandler(streams)
+        try tunnel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 15008)).wait()
+        let stream = FrameStream()
+        #expect(streams.call(stream, [":method": "CONNECT", ":authority": "10.244.2.2:8080"]))
+        let opened = try tunnel.readOutbound(as: HTTP2Frame.self)
+        #expect(opened?.streamID == HTTP2StreamID(1))
+        let socket = EmbeddedChannel()
+        let side = ByteSide()
+        try socket.pipeline.syncOperations.addHandler(side)
+        try socket.connect(to: SocketAddress(ipAddress: "10.244.1.2", port: 40000)).wait()
+        GlueSide.join(side, stream, traffic: nil)
+        return (tunnel, socket, stream, side)
+    }
+
+    /// The DATA frames written on the tunnel so far: their payload bytes.
+    func sent(_ tunnel: EmbeddedChannel) throws -> (data: Int, windowUpdates: [Int]) {
+        var (data, updates) = (0, [Int]())
+        while let frame = try tunnel.readOutbound(as: HTTP2Frame.self) {
+            switch frame.payload {
+            case let .data(payload): if case let .byteBuffer(b) = payload.data { data += b.readableBytes }
+            case let .windowUpdate(increment): updates.append(increment)
+            default: break
+            }
+        }
+        return (data, updates)
+    }
+
+    @Test func aSocketIsNotReadPastItsStreamsWindow() throws {
+        let (tunnel, socket, stream, side) = try call()
+        for _ in 0..<4 { try socket.writeInbound(ByteBuffer(repeating: 7, count: TunnelSettings.streamWindow / 4)) }
+        #expect(try sent(tunnel).data == TunnelSettings.streamWindow)
+        #expect(!stream.writable, "the peer's window is spent")
+        socket.read()
+        #expect(side.readPending, "the socket waits for the window")
+        try tunnel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(1), payload: .windowUpdate(windowSizeIncrement: 1 << 20)))
+        #expect(stream.writable && !side.readPending, "window given back: the socket is read again")
+    }
+
+    @Test func aStreamsWindowWaitsForItsSocketToDrain() throws {
+        let (tunnel, socket, _, _) = try call()
+        socket.isWritable = false
+        let spent = NIOHTTP2WindowUpdatedEvent(streamID: HTTP2StreamID(1), inboundWindowSize: 1 << 20, outboundWindowSize: nil)
+        tunnel.pipeline.fireUserInboundEventTriggered(spent)
+        #expect(try sent(tunnel).windowUpdates.isEmpty, "no window back while the socket is full")
+        socket.isWritable = true
+        socket.pipeline.fireChannelWritabilityChanged()
+        #expect(try sent(tunnel).windowUpdates == [TunnelSettings.streamWindow - (1 << 20)])
+    }
+}
