@@ -113,7 +113,7 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     /// Opens a stream for `stream` with `headers` (a CONNECT); false when this tunnel can open
     /// no more (gone, or out of stream identifiers: a new tunnel is needed).
     func call(_ stream: FrameStream, _ headers: HPACKHeaders) -> Bool {
-        guard context != nil, nextID < Int(Int32.max) else { return false }
+        guard let context, waiting != nil || context.channel.isActive, nextID < Int(Int32.max) else { return false }
         if waiting != nil {
             waiting?.append((stream, headers))
         } else {
