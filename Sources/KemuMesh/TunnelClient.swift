@@ -23,7 +23,11 @@ enum TunnelSettings {
 
     /// Both ends' HTTP/2 configuration. The peer is a mutually authenticated node proxy whose
     /// streams come and go with its clients' connections (thousands a second, some cancelled):
-    /// the rapid-reset and glitch limits meant for strangers would cut a busy tunnel off.
+    /// the rapid-reset and glitch limits meant for strangers would cut a busy tunnel off. The
+    /// reset and stream-error limits count per second: NIO keeps a timestamp per event in a ring
+    /// sized to the limit, so a limit of 2^30 over 30 s (as it was) grew each tunnel's memory by
+    /// 8 bytes per reset, towards 8 GiB; 25,000 a second holds 200 KB and is 5× what a tunnel
+    /// carries here.
     static func configuration() -> (NIOHTTP2Handler.ConnectionConfiguration, NIOHTTP2Handler.StreamConfiguration) {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = local
@@ -31,8 +35,8 @@ enum TunnelSettings {
         connection.maximumConnectionGlitches = 1 << 30
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = streamWindow
-        stream.streamResetFrameRateLimit.maximumCount = 1 << 30
-        stream.streamErrorRateLimit.maximumCount = 1 << 30
+        (stream.streamResetFrameRateLimit.maximumCount, stream.streamResetFrameRateLimit.windowLength) = (25_000, .seconds(1))
+        (stream.streamErrorRateLimit.maximumCount, stream.streamErrorRateLimit.windowLength) = (25_000, .seconds(1))
         return (connection, stream)
     }
 }
