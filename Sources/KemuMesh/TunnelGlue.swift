@@ -25,6 +25,8 @@ class GlueSide: @unchecked Sendable {
     var counted = false
     /// The bytes this side read (and passed on).
     var bytes = 0
+    /// An error ended this side (a reset, say), not an end of its input.
+    var failed = false
     /// On the source node, the connection the engine handed over (both sides share it; it
     /// holds them, and the mesh holds it until the engine has been told the end).
     weak var carriage: Carriage?
@@ -88,6 +90,13 @@ class GlueSide: @unchecked Sendable {
 
     /// This side is gone: the partner closes once its writes are out.
     func ended() {
+        // NIO closes a socket whose output was ended here once its input ends too, with no
+        // `inputClosed` event: that end is passed on as the event's would be (an END_STREAM, not
+        // the reset of a stream still open — one per connection, before).
+        if self is ByteSide, outputEnded, !failed, let partner {
+            carriage?.clientEnded = true
+            partner.endOutput()
+        }
         if !counted, let traffic {
             counted = true
             partner?.counted = true
@@ -101,6 +110,7 @@ class GlueSide: @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed = true
         context.close(promise: nil)
     }
 

@@ -4,6 +4,9 @@ import NIOEmbedded
 import NIOHPACK
 import NIOHTTP2
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A tunnel's streams at the frame level keep HTTP/2's flow control both ways: a socket is not
 /// read past its stream's window, and a stream's window is not given back while its socket is
@@ -28,17 +31,20 @@ import Testing
         return (tunnel, socket, stream, side)
     }
 
-    /// The DATA frames written on the tunnel so far: their payload bytes.
-    func sent(_ tunnel: EmbeddedChannel) throws -> (data: Int, windowUpdates: [Int]) {
-        var (data, updates) = (0, [Int]())
+    /// What was written on the tunnel so far: DATA bytes, WINDOW_UPDATEs, END_STREAMs, resets.
+    func sent(_ tunnel: EmbeddedChannel) throws -> (data: Int, windowUpdates: [Int], ends: Int, resets: Int) {
+        var (data, updates, ends, resets) = (0, [Int](), 0, 0)
         while let frame = try tunnel.readOutbound(as: HTTP2Frame.self) {
             switch frame.payload {
-            case let .data(payload): if case let .byteBuffer(b) = payload.data { data += b.readableBytes }
+            case let .data(payload):
+                if case let .byteBuffer(b) = payload.data { data += b.readableBytes }
+                if payload.endStream { ends += 1 }
             case let .windowUpdate(increment): updates.append(increment)
+            case .rstStream: resets += 1
             default: break
             }
         }
-        return (data, updates)
+        return (data, updates, ends, resets)
     }
 
     @Test func aSocketIsNotReadPastItsStreamsWindow() throws {
@@ -61,5 +67,25 @@ import Testing
         socket.isWritable = true
         socket.pipeline.fireChannelWritabilityChanged()
         #expect(try sent(tunnel).windowUpdates == [TunnelSettings.streamWindow - (1 << 20)])
+    }
+
+    /// The endpoint ended its side, the client's output was ended, then the client closed: NIO
+    /// closes such a socket with no `inputClosed` event, and the stream still ends cleanly (an
+    /// END_STREAM; a reset per connection, before). A client that fails resets it.
+    @Test func aSocketClosedAfterItsOutputEndsItsStreamCleanly() throws {
+        let (tunnel, socket, _, side) = try call()
+        _ = try sent(tunnel)
+        let end = HTTP2Frame.FramePayload.Data(data: .byteBuffer(ByteBuffer()), endStream: true)
+        try tunnel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(1), payload: .data(end)))
+        #expect(side.outputEnded)
+        _ = try? socket.close().wait()  // EmbeddedChannel may have closed it whole at the output's end
+        let clean = try sent(tunnel)
+        #expect(clean.ends == 1 && clean.resets == 0, "\(clean)")
+
+        let (tunnel2, socket2, _, _) = try call()
+        _ = try sent(tunnel2)
+        socket2.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
+        #expect(try sent(tunnel2).resets == 1)
+        _ = try? socket2.finish()
     }
 }
