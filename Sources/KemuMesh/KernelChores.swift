@@ -27,26 +27,17 @@ final class KernelChores: Sendable {
     /// Closes a descriptor.
     func close(_ fd: Int32) {
         run(answeringOn: nil) {
-            _ = SystemCalls.close(fd)
+            _ = Glibc.close(fd)
             return nil
         }
     }
 
     private func drain() {
         let batch = pending.withLock { p in defer { p.removeAll() }; return p }
-        var answers: [(loop: any EventLoop, answer: @Sendable () -> Void)] = []
-        for (loop, chore) in batch {
-            if let answer = chore(), let loop { answers.append((loop, answer)) }
-        }
+        let answers = batch.compactMap { job in job.chore().flatMap { answer in job.loop.map { (loop: $0, answer: answer) } } }
         // One task per loop for the whole batch (in practice the mesh has one loop).
-        while let loop = answers.first?.loop {
-            let mine = answers.filter { $0.loop === loop }.map(\.answer)
-            answers.removeAll { $0.loop === loop }
-            loop.execute { for answer in mine { answer() } }
+        for mine in Dictionary(grouping: answers, by: { ObjectIdentifier($0.loop) }).values {
+            mine[0].loop.execute { for (_, answer) in mine { answer() } }
         }
     }
-}
-
-enum SystemCalls {
-    static func close(_ fd: Int32) -> Int32 { Glibc.close(fd) }
 }

@@ -54,12 +54,10 @@ public final class MeshNode: Sendable {
         identities = MeshIdentities(client: nodeClient, node: config.node, seconds: config.certificateSeconds, trust: directory.trust)
         denials = MeshDenials(client: client, node: config.node)
         book = TunnelBook(trust: directory.trust)
-        let chores = KernelChores()
         tunnels = TunnelClient(directory: directory, identities: identities, loop: group.next(), counters: counters, denials: denials, traffic: traffic,
                                book: book)
         server = TunnelServer(directory: directory, identities: identities, group: group, transparent: config.transparent,
-                              counters: counters, denials: denials, traffic: traffic, book: book,
-                              chores: chores)
+                              counters: counters, denials: denials, traffic: traffic, book: book)
         enforcer = MeshEnforcer(directory: directory) { [tunnels] in tunnels.capturing.load(ordering: .relaxed) }
     }
 

@@ -90,13 +90,6 @@ class GlueSide: @unchecked Sendable {
 
     /// This side is gone: the partner closes once its writes are out.
     func ended() {
-        // NIO closes a socket whose output was ended here once its input ends too, with no
-        // `inputClosed` event: that end is passed on as the event's would be (an END_STREAM, not
-        // the reset of a stream still open — one per connection, before).
-        if self is ByteSide, outputEnded, !failed, let partner {
-            carriage?.clientEnded = true
-            partner.endOutput()
-        }
         if !counted, let traffic {
             counted = true
             partner?.counted = true
@@ -144,11 +137,22 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .some(.inputClosed) = event as? ChannelEvent {
-            carriage?.clientEnded = true
-            partner?.endOutput()
-        }
+        if case .some(.inputClosed) = event as? ChannelEvent { inputEnded() }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The socket's input ended: so does the partner's output.
+    private func inputEnded() {
+        carriage?.clientEnded = true
+        partner?.endOutput()
+    }
+
+    /// NIO closes a socket whose output was ended here once its input ends too, with no
+    /// `inputClosed` event: that end is passed on as the event's would be (an END_STREAM, not the
+    /// reset of a stream still open — one per connection, before).
+    override func ended() {
+        if outputEnded && !failed { inputEnded() }
+        super.ended()
     }
 
     override func deliver(_ bytes: ByteBuffer) {

@@ -38,15 +38,15 @@ final class TunnelServer: Sendable {
     let traffic: MeshTraffic
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
-    let chores: KernelChores
+    /// Dials to pods and their last closes, off the event loop.
+    let chores = KernelChores()
     /// The streams delivering now, and what they were allowed as: judged again when policies
     /// change, as ztunnel does (a connection a new DENY covers is closed).
     let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, close: @Sendable () -> Void)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
-         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook, chores: KernelChores) {
+         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
         self.book = book
-        self.chores = chores
         self.denials = denials
         self.traffic = traffic
         self.directory = directory

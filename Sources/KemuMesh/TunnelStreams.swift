@@ -38,6 +38,7 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelActive(context: ChannelHandlerContext) {
         let calls = waiting ?? []
@@ -45,7 +46,6 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
         for (stream, headers) in calls where !stream.gone { send(stream, headers) }
         context.fireChannelActive()
     }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
@@ -59,7 +59,10 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
                 server.open(stream, headers.headers)
             }
         case let .data(payload):
-            if let stream = streams[frame.streamID], stream.receive(payload) { delivered.append(stream) }
+            if let stream = streams[frame.streamID], stream.receive(payload), !stream.flushDue {
+                stream.flushDue = true
+                delivered.append(stream)
+            }
         case let .windowUpdate(increment) where frame.streamID != .rootStream:
             streams[frame.streamID]?.windowOpened(increment)
         default:
@@ -68,7 +71,10 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        for stream in delivered { stream.partner?.flushOut() }
+        for stream in delivered {
+            stream.flushDue = false
+            stream.partner?.flushOut()
+        }
         delivered.removeAll(keepingCapacity: true)
         context.fireChannelReadComplete()
     }
@@ -152,6 +158,8 @@ final class FrameStream: GlueSide, @unchecked Sendable {
     /// A call's answer (the CONNECT's response headers), once.
     var onAnswer: ((HPACKHeaders) -> Void)?
     var answered = false
+    /// Its socket was given bytes in the tunnel's current read (flushed at its end).
+    var flushDue = false
     /// DATA that came before the pod was joined (kept, then delivered).
     var early: [ByteBuffer] = []
     var earlyEnd = false
