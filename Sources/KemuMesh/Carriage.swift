@@ -60,7 +60,7 @@ final class Carriage: @unchecked Sendable {
             return
         }
         timeout?.cancel()
-        reports.post(.connected(token: handoff.token), to: handoff.report)
+        reports.post(.connected(token: handoff.token), for: handoff)
         adopting = true
         let side = clientSide
         let adopted = ClientBootstrap(group: loop)
@@ -122,7 +122,7 @@ final class Carriage: @unchecked Sendable {
     func answered() {
         guard !settled else { return }
         settle()
-        reports.post(.answered(token: handoff.token), to: handoff.report)
+        reports.post(.answered(token: handoff.token), for: handoff)
     }
 
     func settle() {
@@ -154,7 +154,7 @@ final class Carriage: @unchecked Sendable {
         finished = true  // before the channels close: their ends report nothing more
         timeout?.cancel()
         detach()
-        reports.post(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded), to: handoff.report)
+        reports.post(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded), for: handoff)
         done()
         return true
     }
@@ -191,29 +191,50 @@ final class Carriage: @unchecked Sendable {
         guard !finished else { return }
         finished = true
         timeout?.cancel()
-        reports.post(report, to: handoff.report)
+        reports.post(report, for: handoff)
         done()
     }
 }
 
-/// The reports of the carriages on one event loop, sent to the engines at the end of the loop's
-/// tick rather than one at a time: each report sent alone woke the engine's thread (three a
-/// connection: connected, answered, closed), where a tick's reports together wake it once.
-/// Confined to the loop, hence `@unchecked Sendable`.
+/// The reports of the carriages on one event loop, given to the engines at the end of the
+/// loop's tick rather than one at a time, and without waking an engine's thread unless it must
+/// act (a connection given back): it takes them on its next turn, which under load comes every
+/// few hundred microseconds; a millisecond on, an engine that did not turn is woken. Each woken
+/// engine took this loop's core from it (three reports a connection: connected, answered,
+/// closed). Confined to the loop, hence `@unchecked Sendable`.
 final class ReportBatch: @unchecked Sendable {
     let loop: any EventLoop
-    private var pending: [(sink: @Sendable (TunnelReport) -> Void, report: TunnelReport)] = []
+    private var pending: [(handoff: MeshHandoff, report: TunnelReport)] = []
+    /// The engines given reports without a wake-up, with the mark of the last.
+    private var unwoken: [ObjectIdentifier: (inbox: EngineInbox, mark: Int)] = [:]
+    private var nudge: Scheduled<Void>?
+
+    /// How long a report may wait for an engine's own turn.
+    static let patience = TimeAmount.milliseconds(1)
 
     init(loop: any EventLoop) { self.loop = loop }
 
-    func post(_ report: TunnelReport, to sink: @escaping @Sendable (TunnelReport) -> Void) {
+    func post(_ report: TunnelReport, for handoff: MeshHandoff) {
         if pending.isEmpty { loop.execute { self.flush() } }
-        pending.append((sink, report))
+        pending.append((handoff, report))
     }
 
     func flush() {
         let due = pending
         pending = []
-        for (sink, report) in due { sink(report) }
+        let now = monotonicNanoseconds()
+        for (handoff, report) in due {
+            if case .returned = report {
+                handoff.report(report)  // the engine dials elsewhere: at once
+            } else {
+                unwoken[ObjectIdentifier(handoff.inbox)] = (handoff.inbox, handoff.post(report, at: now))
+            }
+        }
+        guard !unwoken.isEmpty, nudge == nil else { return }
+        nudge = loop.scheduleTask(in: Self.patience) { [self] in
+            nudge = nil
+            for (inbox, mark) in unwoken.values { inbox.wake(unlessTakenSince: mark) }
+            unwoken.removeAll(keepingCapacity: true)
+        }
     }
 }

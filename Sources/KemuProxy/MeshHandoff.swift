@@ -56,8 +56,20 @@ public struct MeshHandoff: Sendable {
     /// A copy of what the client sends is kept until the endpoint's first byte, at most this
     /// much, for a replay (`TunnelReport.returned`); 0: none.
     public let replayBytes: Int
-    /// Where reports go (the engine's inbox); callable from any thread.
-    public let report: @Sendable (TunnelReport) -> Void
+    /// Where reports go: the engine's inbox.
+    public let inbox: EngineInbox
+
+    /// Reports what became of the connection, waking the engine's thread.
+    public func report(_ report: TunnelReport) {
+        inbox.send([.tunnel(report, at: monotonicNanoseconds())])
+    }
+
+    /// Reports without waking the engine's thread, as it happened `at` (monotonic
+    /// nanoseconds); returns the mark with which the caller wakes it (`inbox.wake`) once the
+    /// report can wait no longer.
+    public func post(_ report: TunnelReport, at: UInt64) -> Int {
+        inbox.post([.tunnel(report, at: at)])
+    }
 }
 
 /// What became of a carried connection, in order: `connected`, then `answered`, then `closed`;

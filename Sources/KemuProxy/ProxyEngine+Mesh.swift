@@ -22,22 +22,23 @@ extension ProxyEngine {
         let held = c.toUpstream.held
         let handoff = MeshHandoff(token: carrySequence, client: fd, flight: held, clientEnded: c.toUpstream.endOfStream,
                                   timeoutNanoseconds: c.pool.dialTimeout(attempt: c.tried.count - 1), replayBytes: settings.replayBytes,
-                                  report: { [weak self] in self?.send([.tunnel($0)]) })
+                                  inbox: inbox)
         c.toUpstream = Connection.Direction()
         c.client = -1
         carrier.carry(handoff)
     }
 
-    func tunnelReported(_ report: TunnelReport) {
+    func tunnelReported(_ report: TunnelReport, at: UInt64) {
+        // The latencies are the mesh's own, not how long the report waited for this thread.
         switch report {
         case let .connected(token):
             guard let c = carried[token], let e = c.endpoint else { return }
             c.connected = true
-            c.pool.connected(e, latencyNanoseconds: now &- c.dialStarted)
+            c.pool.connected(e, latencyNanoseconds: at > c.dialStarted ? at - c.dialStarted : 0)
         case let .answered(token):
             guard let c = carried[token], let e = c.endpoint else { return }
             c.firstFlight = nil
-            c.pool.answered(e, latencyNanoseconds: now &- c.dialStarted, now: now)
+            c.pool.answered(e, latencyNanoseconds: at > c.dialStarted ? at - c.dialStarted : 0, now: max(at, now))
         case let .returned(token, fd, error, flight, clientEnded):
             guard let c = carried.removeValue(forKey: token) else { close(fd); return }
             takeBack(c, fd, error: error, flight: flight, clientEnded: clientEnded)

@@ -22,8 +22,9 @@ public enum EngineCommand: Sendable {
     case unlisten(FrontendAddress)
     /// Calls back, on the engine's thread, with the counters.
     case snapshot(@Sendable (EngineSnapshot) -> Void)
-    /// What became of a connection the mesh carries.
-    case tunnel(TunnelReport)
+    /// What became of a connection the mesh carries, and when (monotonic nanoseconds: a
+    /// report may wait for the engine's next turn).
+    case tunnel(TunnelReport, at: UInt64)
 }
 
 public struct EngineSettings: Sendable {
@@ -65,8 +66,8 @@ public final class ProxyEngine: @unchecked Sendable {
     let settings: EngineSettings
     let logger: Logger
     let epoll: Epoll
-    let wake: EventSignal
-    private let inbox = Mutex<[EngineCommand]>([])
+    /// Commands from other threads.
+    public let inbox: EngineInbox
     private let running = Atomic<Bool>(false)
     private let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
@@ -113,8 +114,8 @@ public final class ProxyEngine: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         epoll = try Epoll()
-        wake = try EventSignal()
-        try epoll.add(wake.fd, events: Epoll.readable, token: Token.wake)
+        inbox = try EngineInbox()
+        try epoll.add(inbox.signal.fd, events: Epoll.readable, token: Token.wake)
     }
 
     deinit { scratch.deallocate() }
@@ -141,21 +142,12 @@ public final class ProxyEngine: @unchecked Sendable {
         await withCheckedContinuation { continuation in
             stopped.withLock { $0 = continuation }
             running.store(false, ordering: .releasing)
-            wake.signal()
+            inbox.signal.signal()
         }
     }
 
-    /// Queues commands for the engine's thread. Only the first of a batch wakes it: the thread
-    /// takes the whole inbox after clearing the signal, so a command queued behind others is
-    /// taken with them (the mesh reports every carried connection's steps this way).
-    public func send(_ commands: [EngineCommand]) {
-        guard !commands.isEmpty else { return }
-        let wasEmpty = inbox.withLock { i in
-            defer { i.append(contentsOf: commands) }
-            return i.isEmpty
-        }
-        if wasEmpty { wake.signal() }
-    }
+    /// Queues commands for the engine's thread and wakes it (`EngineInbox.send`).
+    public func send(_ commands: [EngineCommand]) { inbox.send(commands) }
 
     public func snapshot() async -> EngineSnapshot {
         await withCheckedContinuation { continuation in
@@ -195,7 +187,7 @@ public final class ProxyEngine: @unchecked Sendable {
             let token = events.token(i)
             let fd = Int32(truncatingIfNeeded: token & 0xffff_ffff)
             switch token >> 32 {
-            case 0: applyCommands()
+            case 0: applyCommands(woken: true)
             case 1: acceptAll(fd)
             case 3: healthCheckEvent(fd, events.events(i))
             case 4: receiveDatagrams(fd)
@@ -206,13 +198,13 @@ public final class ProxyEngine: @unchecked Sendable {
         runTimers()
         if let mesh = settings.mesh, mesh.policyGeneration != judgedPolicies { judgeAgain(mesh) }
         if now >= nextSweep { sweep() }
+        applyCommands(woken: false)  // what was posted without a wake-up
         closeDeferred()
     }
 
-    private func applyCommands() {
-        wake.drain()
-        let batch = inbox.withLock { i in defer { i.removeAll() }; return i }
-        for command in batch { apply(command) }
+    private func applyCommands(woken: Bool) {
+        if woken { inbox.signal.drain() }
+        for command in inbox.take() { apply(command) }
     }
 
     func apply(_ command: EngineCommand) {
@@ -248,8 +240,8 @@ public final class ProxyEngine: @unchecked Sendable {
             if let fd = listenerByAddress[address] { closeListener(fd) }
         case let .snapshot(reply):
             reply(makeSnapshot())
-        case let .tunnel(report):
-            tunnelReported(report)
+        case let .tunnel(report, at):
+            tunnelReported(report, at: at)
         }
     }
 

@@ -51,13 +51,14 @@ final class FakeMesh: MeshTunnels, @unchecked Sendable {
             let sent = Self.readSome(h.client)
             h.report(.returned(token: h.token, client: h.client, error: ECONNRESET, flight: h.flight + sent, clientEnded: false))
         case .carries:
-            h.report(.connected(token: h.token))
+            // As the mesh does: posted, the engine woken only at the end.
+            _ = h.post(.connected(token: h.token), at: monotonicNanoseconds())
             let sent = Self.readSome(h.client)
             let answer = Array("mesh\n".utf8) + sent
-            h.report(.answered(token: h.token))
+            _ = h.post(.answered(token: h.token), at: monotonicNanoseconds())
             _ = answer.withUnsafeBytes { send(h.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             Glibc.close(h.client)
-            h.report(.closed(token: h.token, bytesUp: sent.count, bytesDown: answer.count))
+            h.inbox.wake(unlessTakenSince: h.post(.closed(token: h.token, bytesUp: sent.count, bytesDown: answer.count), at: monotonicNanoseconds()))
         }
     }
 
