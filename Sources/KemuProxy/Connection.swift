@@ -15,6 +15,9 @@ final class Connection {
     var bytesUp = 0
     var bytesDown = 0
     var upstream: Int32 = -1
+    /// The client's socket is in the engine's epoll set (not before its first dial: one the
+    /// mesh takes at once never is).
+    var watched = false
     var endpoint: Endpoint?
     var tried: [Endpoint] = []
     var generation: UInt32 = 0

@@ -25,18 +25,28 @@ extension ProxyEngine {
                 pool.stats.accepted += 1
                 let c = Connection(client: fd, address: peer, frontend: listener.address.address, source: listener.frontend.source, pool: pool, now: now)
                 store(c, at: fd)
-                do {
-                    try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
-                } catch {
-                    forget(fd)
-                    TCPSocket.abort(fd)
-                    continue
-                }
                 if let rule = pool.settings.faults.first(where: { $0.matches(peer.ip) }) {
+                    // Held or delayed: watched meanwhile (the client may leave).
+                    guard watch(c) else { continue }
                     if injectFault(rule, c) { continue }
                 }
                 dial(c)
+                // Watched once it is the engine's to carry: one the mesh took, or already over,
+                // needs no epoll entry made and undone.
+                if !c.watched, connection(fd) === c { _ = watch(c) }
             }
+        }
+    }
+
+    /// Puts the client's socket in the epoll set; a connection that cannot be watched is reset.
+    func watch(_ c: Connection) -> Bool {
+        do {
+            try epoll.add(c.client, events: Epoll.edgeAll, token: Token.connection(c.client))
+            c.watched = true
+            return true
+        } catch {
+            finish(c, reset: true)
+            return false
         }
     }
 

@@ -3,20 +3,24 @@ import KemuSystem
 
 /// Connections the mesh carries: handed over at the dial, accounted for from its reports.
 extension ProxyEngine {
-    /// Gives the client's socket to the mesh (a descriptor of its own: this one closes at the
-    /// end of the batch, so no event already fetched for it can reach a new connection that got
-    /// its number). What the engine holds of the client's bytes (a replay) goes with it.
+    /// Gives the client's socket to the mesh. One the engine watched goes as a descriptor of
+    /// its own: this one closes at the end of the batch, so no event already fetched for it can
+    /// reach a new connection that got its number. What the engine holds of the client's bytes
+    /// (a replay) goes with it.
     func hand(_ c: Connection, to carrier: MeshCarrier) {
         guard let e = c.endpoint else { return }
-        let fd = dup(c.client)
+        let fd = c.watched ? dup(c.client) : c.client
         guard fd >= 0 else {
             dialFailed(c, e, errno)
             finish(c, reset: true)
             return
         }
-        epoll.remove(c.client)
         forget(c.client)
-        closeLater(c.client, reset: false)
+        if c.watched {
+            epoll.remove(c.client)
+            closeLater(c.client, reset: false)
+            c.watched = false
+        }
         carrySequence &+= 1
         carried[carrySequence] = c
         let held = c.toUpstream.held
@@ -65,12 +69,7 @@ extension ProxyEngine {
         c.toUpstream.endOfStream = clientEnded
         c.firstFlight = flight
         guard let e = c.endpoint else { finish(c, reset: true); return }
-        do {
-            try epoll.add(fd, events: Epoll.edgeAll, token: Token.connection(fd))
-        } catch {
-            finish(c, reset: true)
-            return
-        }
+        guard watch(c) else { return }
         if c.connected {
             replay(c)
         } else if error == EACCES {
