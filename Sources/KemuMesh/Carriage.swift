@@ -62,13 +62,7 @@ final class Carriage: @unchecked Sendable {
         timeout?.cancel()
         reports.post(.connected(token: handoff.token), for: handoff)
         adopting = true
-        let side = clientSide
-        let adopted = ClientBootstrap(group: loop)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
-            .withConnectedSocket(handoff.client)
-        adopted.whenComplete { [self] result in
+        clientSide.adopt(handoff.client, on: loop).whenComplete { [self] result in
             guard case let .success(channel) = result else {
                 // NIO closed the socket: nothing to give back.
                 finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP2
+import NIOPosix
 import Synchronization
 
 /// One side of a tunnelled connection: a byte channel (the client's socket the engine handed
@@ -51,7 +52,12 @@ class GlueSide: @unchecked Sendable {
 
     func startReading() {
         guard let context else { return }
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        // In place: a future for it cost as much as the read.
+        if let options = context.channel.syncOptions {
+            try? options.setOption(.autoRead, value: true)
+        } else {
+            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        }
         context.read()
     }
 
@@ -111,6 +117,8 @@ class GlueSide: @unchecked Sendable {
 
     func deliver(_ bytes: ByteBuffer) {}
     func endOutput() {}
+    /// The output ends right after what was delivered: it may wait to go out with the end.
+    func holdForEnd() {}
 
     /// Closes once what was written is out.
     func closeAfterWrites() {
@@ -158,6 +166,30 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     override func deliver(_ bytes: ByteBuffer) {
         context?.write(NIOAny(bytes), promise: nil)
     }
+
+    /// A channel for a connected socket (the client's the engine handed over, or the pod's),
+    /// with this side as its handler: half-closes allowed, nothing read until joined. The
+    /// options are set in place, not as a bootstrap's (a future each).
+    func adopt(_ fd: Int32, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: loop)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+                    try options.setOption(.allowRemoteHalfClosure, value: true)
+                    try options.setOption(.autoRead, value: false)
+                    try channel.pipeline.syncOperations.addHandler(self)
+                }
+            }
+            .withConnectedSocket(fd)
+    }
+
+    /// Corks the socket: what is written next waits for the shutdown, and leaves with the FIN
+    /// in one segment rather than two (one less packet through the client's stack, and its ACK).
+    override func holdForEnd() {
+        try? context?.channel.syncOptions?.setOption(Self.cork, value: 1)
+    }
+
+    static let cork = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: TCP_CORK))
 
     override func endOutput() {
         guard let context, !outputEnded else { return }

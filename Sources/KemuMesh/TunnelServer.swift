@@ -171,11 +171,7 @@ final class TunnelServer: Sendable {
             // The channel closes a twin of the descriptor: the socket's own end (the FIN, or the
             // reset) comes when `chores` closes the other.
             let twin = dup(fd)
-            let adopted = ClientBootstrap(group: loop)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelOption(.autoRead, value: false)
-                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side) } }
-                .withConnectedSocket(fd)
+            let adopted = side.adopt(fd, on: loop)
             adopted.whenComplete { [chores] result in
                 guard twin >= 0 else { return }
                 guard case let .success(channel) = result else { return chores.close(twin) }

@@ -195,24 +195,27 @@ final class FrameStream: GlueSide, @unchecked Sendable {
             if payload.endStream { earlyEnd = true }
             return false
         }
-        if let bytes, bytes.readableBytes > 0 {
+        let delivered = (bytes?.readableBytes ?? 0) > 0
+        if let bytes, delivered {
             carriage?.answered()
             count(bytes.readableBytes)
             partner.deliver(bytes)
         }
-        guard payload.endStream else { return bytes.map { $0.readableBytes > 0 } ?? false }
-        passEnd(partner)
+        guard payload.endStream else { return delivered }
+        passEnd(partner, unsent: delivered || flushDue)
         return false
     }
 
     /// The peer's END_STREAM: the socket's output ends, unless (on the source side) it came
     /// unanswered while the client was still sending: the client is then replayed elsewhere, as
-    /// the engine replays a connection closed before its first byte.
-    private func passEnd(_ partner: GlueSide) {
+    /// the engine replays a connection closed before its first byte. Bytes given to the socket
+    /// in the same read (`unsent`) go out with its FIN, in one segment.
+    private func passEnd(_ partner: GlueSide, unsent: Bool = false) {
         if let carriage {
             if carriage.replayElsewhere(clean: true) { return }
             carriage.settle()
         }
+        if unsent { partner.holdForEnd() }
         partner.flushOut()
         partner.endOutput()
     }
