@@ -12,24 +12,35 @@ public struct IPv4Address: Hashable, Comparable, Sendable, TextCodable {
     public static let expectedText = "an IPv4 address"
 
     /// Parses dotted quad notation; nil for anything else ("10.0.0", "1.2.3.256", "01.2.3.4").
+    /// Byte by byte: a node proxy parses one for every tunnelled connection.
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var result: UInt32 = 0
-        for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), part.allSatisfy(\.isNumber),
-                  part.count == 1 || part.first != "0",
-                  let octet = UInt8(part) else { return nil }
-            result = result << 8 | UInt32(octet)
+        var result: UInt32 = 0, octet: UInt32 = 0, digits = 0, dots = 0, leadingZero = false
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                guard !leadingZero, digits < 3 else { return nil }
+                leadingZero = digits == 0 && byte == UInt8(ascii: "0")
+                octet = octet * 10 + UInt32(byte - UInt8(ascii: "0"))
+                digits += 1
+            case UInt8(ascii: "."):
+                guard digits > 0, octet <= 255, dots < 3 else { return nil }
+                result = result << 8 | octet
+                (octet, digits, dots, leadingZero) = (0, 0, dots + 1, false)
+            default:
+                return nil
+            }
         }
-        value = result
+        guard dots == 3, digits > 0, octet <= 255 else { return nil }
+        value = result << 8 | octet
     }
 
     public var octets: [UInt8] {
         [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
     }
 
-    public var description: String { octets.map(String.init).joined(separator: ".") }
+    public var description: String {
+        "\(value >> 24).\(value >> 16 & 0xff).\(value >> 8 & 0xff).\(value & 0xff)"
+    }
 
     public static func < (lhs: IPv4Address, rhs: IPv4Address) -> Bool { lhs.value < rhs.value }
 

@@ -5,7 +5,10 @@ import Testing
     @Test func parsesDottedQuadsAndRejectsEverythingElse() {
         #expect(IPv4Address("10.244.1.2")?.description == "10.244.1.2")
         #expect(IPv4Address("255.255.255.255")?.value == UInt32.max)
-        for bad in ["10.244.1", "10.244.1.256", "1.2.3.4.5", "01.2.3.4", "a.b.c.d", "", "1..2.3", " 1.2.3.4", "1.2.3.-4"] {
+        #expect(IPv4Address("0.0.0.0")?.value == 0)
+        #expect(IPv4Address("10.0.100.9"[...])?.description == "10.0.100.9")
+        for bad in ["10.244.1", "10.244.1.256", "1.2.3.4.5", "01.2.3.4", "a.b.c.d", "", "1..2.3", " 1.2.3.4", "1.2.3.-4",
+                    "1.2.3.4.", ".1.2.3", "1.2.3.00", "1.2.3.0000", "1.2.3.999", "1.2.3.4 ", "١.2.3.4", "1.2.3.4\u{301}", "...", "1.2.3.1000"] {
             #expect(IPv4Address(bad) == nil, "\(bad) should not parse")
         }
     }
