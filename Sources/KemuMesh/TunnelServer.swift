@@ -114,9 +114,9 @@ final class TunnelServer: Sendable {
 
     /// The pod a CONNECT asks for, if it is one this node may deliver to.
     func target(_ headers: HPACKHeaders) -> (MeshDirectory.LocalPod, IPv4Address, UInt16)? {
-        guard headers.first(name: ":method") == "CONNECT", let authority = headers.first(name: ":authority") else { return nil }
-        let parts = authority.split(separator: ":")
-        guard parts.count == 2, let ip = IPv4Address(String(parts[0])), let port = UInt16(parts[1]), port > 0,
+        guard headers.first(name: ":method") == "CONNECT", let authority = headers.first(name: ":authority"),
+              let colon = authority.utf8.firstIndex(of: UInt8(ascii: ":")),
+              let ip = IPv4Address(authority[..<colon]), let port = UInt16(authority[authority.index(after: colon)...]), port > 0,
               let pod = directory.localPod(ip), directory.meshed(namespace: pod.namespace) else { return nil }
         return (pod, ip, port)
     }
@@ -124,7 +124,18 @@ final class TunnelServer: Sendable {
     /// The client's address from `forwarded: for=IP`.
     static func source(_ headers: HPACKHeaders) -> IPv4Address? {
         guard let forwarded = headers.first(name: "forwarded"), forwarded.hasPrefix("for=") else { return nil }
-        return IPv4Address(String(forwarded.dropFirst(4)))
+        return IPv4Address(forwarded.dropFirst(4))
+    }
+
+    /// The client's workload from `baggage: k8s.workload.name=NAME` (among others).
+    static func workload(_ headers: HPACKHeaders) -> String? {
+        guard let baggage = headers.first(name: "baggage") else { return nil }
+        let key = "k8s.workload.name="
+        for item in baggage.split(separator: ",") {
+            let member = item.drop { $0 == " " }
+            if member.hasPrefix(key) { return String(member.dropFirst(key.count)) }
+        }
+        return nil
     }
 
     /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
@@ -187,7 +198,11 @@ final class TunnelServer: Sendable {
 /// book, to be judged again when that trust changes.
 final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = NIOAny
-    var id: SPIFFEID?
+    var id: SPIFFEID? {
+        didSet { principal = id?.description ?? "unknown" }
+    }
+    /// `id` as text (the metrics' principal label), made once, not per connection.
+    private(set) var principal = "unknown"
     /// The identity the peer must have (a client checking its server); nil: any.
     let expected: SPIFFEID?
     let book: TunnelBook

@@ -331,10 +331,8 @@ extension TunnelServer {
         let source = Self.source(headers)
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
         guard authorize(request) else { return streams.respond(stream.id, [":status": "403"], end: true) }
-        let workload = headers.first(name: "baggage")?.split(separator: ",")
-            .first { $0.hasPrefix("k8s.workload.name=") }.map { String($0.dropFirst("k8s.workload.name=".count)) }
-        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: workload ?? "unknown",
-                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: id.description,
+        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: Self.workload(headers) ?? "unknown",
+                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
                                   destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
                                   destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
         let podSide = ByteSide()
