@@ -31,6 +31,8 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     /// Calls made before the HTTP/2 handler saw the channel active (and sent its preface): the
     /// connect's future completes first.
     var waiting: [(stream: FrameStream, headers: HPACKHeaders)]? = []
+    /// Streams holding DATA for the end of the loop's tick (`FrameStream.flushOut`).
+    private var holding: [FrameStream] = []
 
     init(server: TunnelServer?, peer: PeerIdentity) {
         self.server = server
@@ -134,6 +136,18 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
         write(HTTP2Frame(streamID: stream.id, payload: .headers(.init(headers: headers))), flush: true)
     }
 
+    /// Writes what `stream` holds at the end of the loop's tick, with every other stream's.
+    func release(_ stream: FrameStream) {
+        holding.append(stream)
+        guard holding.count == 1, let context else { return }
+        context.eventLoop.execute { [self] in
+            let due = holding
+            holding.removeAll(keepingCapacity: true)
+            for stream in due { stream.writeHeld() }
+            self.context?.flush()
+        }
+    }
+
     func write(_ frame: HTTP2Frame, flush: Bool) {
         guard let context else { return }
         context.write(wrapOutboundOut(frame), promise: nil)
@@ -173,6 +187,11 @@ final class FrameStream: GlueSide, @unchecked Sendable {
     var outboundWindow = TunnelSettings.streamWindow
     /// The inbound window last heard of, while the pod's socket is too full to give any back.
     var withheld: Int?
+    /// The last bytes its socket gave, not yet a frame: written at the end of the loop's tick,
+    /// or with the stream's end if that comes first (NIO reads a socket's bytes and its end in
+    /// two steps): a response and its end in one DATA frame, not two.
+    private var held: ByteBuffer?
+    private var releasing = false
 
     func place(_ id: HTTP2StreamID, in streams: TunnelStreams) {
         self.id = id
@@ -293,25 +312,40 @@ final class FrameStream: GlueSide, @unchecked Sendable {
 
     override func startReading() {}
 
-    override func flushOut() { streams?.context?.flush() }
+    /// What was delivered goes out at the end of the loop's tick.
+    override func flushOut() {
+        guard held != nil, !releasing, let streams else { return }
+        releasing = true
+        streams.release(self)
+    }
+
+    func writeHeld() {
+        releasing = false
+        guard let bytes = held else { return }
+        held = nil
+        if !gone { streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(bytes)))), flush: false) }
+    }
 
     override func deliver(_ bytes: ByteBuffer) {
         guard !gone else { return }
         outboundWindow -= bytes.readableBytes
-        streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(bytes)))), flush: false)
+        if let previous = held { streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(previous)))), flush: false) }
+        held = bytes
     }
 
     override func endOutput() {
         guard !gone, !outputEnded, let streams, let context = streams.context else { return }
         outputEnded = true
-        streams.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true))),
-                      flush: true)
+        let last = held ?? context.channel.allocator.buffer(capacity: 0)
+        held = nil
+        streams.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(last), endStream: true))), flush: true)
     }
 
     /// A stream both sides ended closes by itself once our END_STREAM is out; one still open
     /// either way is cancelled (RST_STREAM).
     override func closeAfterWrites() {
         guard !gone, let streams else { return }
+        writeHeld()
         streams.context?.flush()
         if outputEnded && inputEnded { return }
         gone = true

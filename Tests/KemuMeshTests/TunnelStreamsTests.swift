@@ -31,8 +31,10 @@ import Glibc
         return (tunnel, socket, stream, side)
     }
 
-    /// What was written on the tunnel so far: DATA bytes, WINDOW_UPDATEs, END_STREAMs, resets.
+    /// What was written on the tunnel so far: DATA bytes, WINDOW_UPDATEs, END_STREAMs, resets
+    /// (once the loop's tick is over: a stream holds its last bytes until then).
     func sent(_ tunnel: EmbeddedChannel) throws -> (data: Int, windowUpdates: [Int], ends: Int, resets: Int) {
+        tunnel.embeddedEventLoop.run()
         var (data, updates, ends, resets) = (0, [Int](), 0, 0)
         while let frame = try tunnel.readOutbound(as: HTTP2Frame.self) {
             switch frame.payload {
@@ -87,5 +89,28 @@ import Glibc
         socket2.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
         #expect(try sent(tunnel2).resets == 1)
         _ = try? socket2.finish()
+    }
+
+    /// NIO reads a socket's last bytes and its end in two steps, with a read-complete between
+    /// them: both still leave in one DATA frame, END_STREAM set (a frame less per connection).
+    @Test func aSocketsLastBytesAndItsEndGoInOneFrame() throws {
+        let (tunnel, socket, _, _) = try call()
+        _ = try sent(tunnel)
+        try socket.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\n\r\n"))
+        socket.pipeline.fireChannelReadComplete()
+        socket.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        tunnel.embeddedEventLoop.run()
+        var frames: [HTTP2Frame.FramePayload.Data] = []
+        while let frame = try tunnel.readOutbound(as: HTTP2Frame.self) {
+            if case let .data(payload) = frame.payload { frames.append(payload) }
+        }
+        #expect(frames.count == 1 && frames.first?.endStream == true, "\(frames)")
+        // Bytes with no end behind them go out at the tick's end, the stream open.
+        let (tunnel2, socket2, _, _) = try call()
+        _ = try sent(tunnel2)
+        try socket2.writeInbound(ByteBuffer(string: "more"))
+        socket2.pipeline.fireChannelReadComplete()
+        let more = try sent(tunnel2)
+        #expect(more.data == 4 && more.ends == 0)
     }
 }
