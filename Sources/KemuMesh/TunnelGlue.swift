@@ -52,12 +52,8 @@ class GlueSide: @unchecked Sendable {
 
     func startReading() {
         guard let context else { return }
-        // In place: a future for it cost as much as the read.
-        if let options = context.channel.syncOptions {
-            try? options.setOption(.autoRead, value: true)
-        } else {
-            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
-        }
+        // In place (`adopt` made the channel: it has synchronous options), not as a future.
+        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         context.read()
     }
 
@@ -96,16 +92,18 @@ class GlueSide: @unchecked Sendable {
 
     /// This side is gone: the partner closes once its writes are out.
     func ended() {
-        if !counted, let traffic {
-            counted = true
-            partner?.counted = true
-            traffic.closed.add(1, ordering: .relaxed)
-        }
-        // The endpoint's side ended before its first byte: the client may go elsewhere.
-        if self is FrameStream, let carriage, carriage.streamEnded() { return }
+        countClosed()
         carriage?.closed()
         partner?.closeAfterWrites()
         partner = nil
+    }
+
+    /// The connection is counted closed once, by whichever side goes first.
+    func countClosed() {
+        guard !counted, let traffic else { return }
+        counted = true
+        partner?.counted = true
+        traffic.closed.add(1, ordering: .relaxed)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

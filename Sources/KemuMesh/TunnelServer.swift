@@ -193,6 +193,47 @@ final class TunnelServer: Sendable {
     }
 }
 
+extension TunnelServer {
+    /// A stream's CONNECT, judged and then answered once the pod is reached: 200 (joined), 403
+    /// (authorization refused), 400 (not a CONNECT to a meshed pod here), 503 (the pod refused or
+    /// did not answer; `kemu-dial-errno` says why, as the dial's errno).
+    func open(_ stream: FrameStream, _ headers: HPACKHeaders) {
+        guard let streams = stream.streams, let loop = streams.context?.eventLoop else { return }
+        guard let id = streams.peer.id, let (pod, ip, port) = target(headers) else {
+            return streams.respond(stream.id, [":status": "400"], end: true)
+        }
+        let source = Self.source(headers)
+        let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
+        guard authorize(request) else { return streams.respond(stream.id, [":status": "403"], end: true) }
+        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: Self.workload(headers) ?? "unknown",
+                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
+                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
+                                  destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
+        let podSide = ByteSide()
+        dial(ip, port, from: source, on: loop, side: podSide).whenComplete { [self] result in
+            guard !stream.gone, stream.streams != nil else {
+                if case let .success(channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case let .success(channel):
+                counters.accepted()
+                streams.respond(stream.id, [":status": "200"], end: false)
+                GlueSide.join(stream, podSide, traffic: traffic.opened(key))
+                stream.flushEarly()
+                track(request, stream, pod: channel)
+            case let .failure(error):
+                counters.unreachable()
+                // Why, as the errno the source's engine would have met dialling itself: a
+                // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
+                var headers: HPACKHeaders = [":status": "503"]
+                if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
+                streams.respond(stream.id, headers, end: true)
+            }
+        }
+    }
+}
+
 /// The verified identity of a tunnel connection's peer, read once its TLS handshake is done,
 /// and judged by this node's trust (revoked serials, its clock); an accepted tunnel goes in the
 /// book, to be judged again when that trust changes.

@@ -1,5 +1,4 @@
 import Glibc
-import KemuAPI
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -82,9 +81,8 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Window events first: one comes with every DATA frame, a close once a stream.
         switch event {
-        case let closed as StreamClosedEvent:
-            streams.removeValue(forKey: closed.streamID)?.streamClosed()
         case let window as NIOHTTP2WindowUpdatedEvent where window.streamID == .rootStream:
             // The connection's window is given back as bytes arrive: each stream's holds its pod back.
             if let inbound = window.inboundWindowSize, let increment = Self.increment(inbound, target: TunnelSettings.connectionWindow) {
@@ -92,6 +90,8 @@ final class TunnelStreams: ChannelDuplexHandler, @unchecked Sendable {
             }
         case let window as NIOHTTP2WindowUpdatedEvent:
             if let inbound = window.inboundWindowSize { streams[window.streamID]?.inboundWindow(inbound) }
+        case let closed as StreamClosedEvent:
+            streams.removeValue(forKey: closed.streamID)?.streamClosed()
         default:
             break
         }
@@ -282,6 +282,14 @@ final class FrameStream: GlueSide, @unchecked Sendable {
         }
     }
 
+    /// The endpoint's side ended before its first byte: the client may go elsewhere (the
+    /// carriage decides); else the client's side closes.
+    override func ended() {
+        countClosed()
+        if let carriage, carriage.streamEnded() { return }
+        super.ended()
+    }
+
     /// The stream closed (both ends, or reset), or the tunnel did. A call not answered yet failed.
     func streamClosed() {
         gone = true
@@ -323,22 +331,26 @@ final class FrameStream: GlueSide, @unchecked Sendable {
         releasing = false
         guard let bytes = held else { return }
         held = nil
-        if !gone { streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(bytes)))), flush: false) }
+        if !gone { writeData(bytes, end: false) }
+    }
+
+    private func writeData(_ bytes: ByteBuffer, end: Bool) {
+        streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(bytes), endStream: end))), flush: end)
     }
 
     override func deliver(_ bytes: ByteBuffer) {
         guard !gone else { return }
         outboundWindow -= bytes.readableBytes
-        if let previous = held { streams?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(previous)))), flush: false) }
+        if let previous = held { writeData(previous, end: false) }
         held = bytes
     }
 
     override func endOutput() {
-        guard !gone, !outputEnded, let streams, let context = streams.context else { return }
+        guard !gone, !outputEnded, let context = streams?.context else { return }
         outputEnded = true
         let last = held ?? context.channel.allocator.buffer(capacity: 0)
         held = nil
-        streams.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(last), endStream: true))), flush: true)
+        writeData(last, end: true)
     }
 
     /// A stream both sides ended closes by itself once our END_STREAM is out; one still open
@@ -350,46 +362,5 @@ final class FrameStream: GlueSide, @unchecked Sendable {
         if outputEnded && inputEnded { return }
         gone = true
         streams.reset(id, .cancel)
-    }
-}
-
-extension TunnelServer {
-    /// A stream's CONNECT, judged and then answered once the pod is reached: 200 (joined), 403
-    /// (authorization refused), 400 (not a CONNECT to a meshed pod here), 503 (the pod refused or
-    /// did not answer; `kemu-dial-errno` says why, as the dial's errno).
-    func open(_ stream: FrameStream, _ headers: HPACKHeaders) {
-        guard let streams = stream.streams, let loop = streams.context?.eventLoop else { return }
-        guard let id = streams.peer.id, let (pod, ip, port) = target(headers) else {
-            return streams.respond(stream.id, [":status": "400"], end: true)
-        }
-        let source = Self.source(headers)
-        let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
-        guard authorize(request) else { return streams.respond(stream.id, [":status": "403"], end: true) }
-        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: Self.workload(headers) ?? "unknown",
-                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
-                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
-                                  destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
-        let podSide = ByteSide()
-        dial(ip, port, from: source, on: loop, side: podSide).whenComplete { [self] result in
-            guard !stream.gone, stream.streams != nil else {
-                if case let .success(channel) = result { channel.close(promise: nil) }
-                return
-            }
-            switch result {
-            case let .success(channel):
-                counters.accepted()
-                streams.respond(stream.id, [":status": "200"], end: false)
-                GlueSide.join(stream, podSide, traffic: traffic.opened(key))
-                stream.flushEarly()
-                track(request, stream, pod: channel)
-            case let .failure(error):
-                counters.unreachable()
-                // Why, as the errno the source's engine would have met dialling itself: a
-                // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
-                var headers: HPACKHeaders = [":status": "503"]
-                if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
-                streams.respond(stream.id, headers, end: true)
-            }
-        }
     }
 }

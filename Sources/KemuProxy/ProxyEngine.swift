@@ -67,7 +67,7 @@ public final class ProxyEngine: @unchecked Sendable {
     let logger: Logger
     let epoll: Epoll
     /// Commands from other threads.
-    public let inbox: EngineInbox
+    let inbox: EngineInbox
     private let running = Atomic<Bool>(false)
     private let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
