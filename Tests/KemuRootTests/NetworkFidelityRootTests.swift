@@ -58,7 +58,12 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: echo}
+metadata:
+  name: echo
+  annotations:
+    balancer.linkerd.io/failure-accrual: consecutive
+    balancer.linkerd.io/failure-accrual-consecutive-max-failures: "1"
+    balancer.linkerd.io/failure-accrual-consecutive-min-penalty: 60s
 spec:
   type: NodePort
   selector: {app: echo}
@@ -151,6 +156,7 @@ spec:
         // still answers beside it.
         #expect(try await c.kubectl(["apply"], stdin: Self.userDNS).status == .exited(0))
         #expect(try await c.readyEndpoints("mydns", 1))
+        #expect(try await c.proxyServes("node-1", "mydns", endpoints: 1))
         let mydns = try await c.jsonpath("svc/mydns", "{.spec.clusterIP}")
         let asked = try await c.kubectl(["exec", "client-1", "--", "python3", "-c", Self.dnsQuery, mydns]).output
         #expect(asked.hasPrefix("192.0.2.53"), "\(asked)")
@@ -158,7 +164,9 @@ spec:
         #expect(byName.trimmingCharacters(in: .whitespacesAndNewlines) == mydns, "\(byName)")
 
         // kill -9 of the endpoint of a flow under a datagram loop: at most one datagram lost per
-        // flow, the flow goes on with another endpoint.
+        // flow, the flow goes on with another endpoint. (The pod's container restarts in place
+        // at once, same name and address: the Service's failure accrual at one failure keeps
+        // new flows off it, else the next flow may go back to it, as with kube-proxy.)
         let pids = pods.map { "\($0.name)=\($0.pid)" }.joined(separator: ",")
         let failover = try await datagrams(c, from: "client-1", to: clusterIP, 53, flows: 3, rounds: 60, environment: ["PIDS=\(pids)", "KILL_AT=20"])
         #expect(failover.killed != nil && failover.lost.allSatisfy { $0 <= 1 }, "\(failover)")
@@ -236,13 +244,19 @@ spec:
         readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
     """
 
-    /// An A query for example.test to the address given, over UDP; prints the answer's address.
+    /// An A query for example.test to the address given, over UDP, asked up to three times 2 s
+    /// apart as a resolver does (the server may bind a moment after its pod turns ready); prints
+    /// the answer's address.
     static let dnsQuery = """
     import socket, sys
     q = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07example\\x04test\\x00\\x00\\x01\\x00\\x01'
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-    s.sendto(q, (sys.argv[1], 53))
-    r = s.recv(512)
+    for attempt in range(3):
+        s.sendto(q, (sys.argv[1], 53))
+        try:
+            r = s.recv(512); break
+        except TimeoutError:
+            if attempt == 2: raise
     print('.'.join(map(str, r[-4:])))
     """
 
