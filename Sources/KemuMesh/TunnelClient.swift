@@ -6,43 +6,24 @@ import KemuSystem
 import Logging
 import NIOCore
 import NIOHPACK
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import Synchronization
 
-/// HTTP/2 settings of every tunnel (ztunnel's: 4 MiB per stream, 16 MiB per connection).
+/// HTTP/2 settings of every tunnel (ztunnel's windows: 4 MiB per stream, 16 MiB per
+/// connection). The peer is a mutually authenticated node proxy whose streams come and go with
+/// its clients' connections (thousands a second, some cancelled).
 enum TunnelSettings {
     static let streamWindow = 4 << 20
     static let connectionWindow = 16 << 20
-    static let local: HTTP2Settings = [
-        HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
-        HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
-        HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
+    static let maxFrameSize = 1 << 20
+    static let maxStreams = 1000
+    static let local = [
+        TunnelSetting(id: TunnelSetting.enablePush, value: 0),
+        TunnelSetting(id: TunnelSetting.maxConcurrentStreams, value: UInt32(maxStreams)),
+        TunnelSetting(id: TunnelSetting.initialWindowSize, value: UInt32(streamWindow)),
+        TunnelSetting(id: TunnelSetting.maxFrameSize, value: UInt32(maxFrameSize)),
     ]
-
-    /// Both ends' HTTP/2 configuration. The peer is a mutually authenticated node proxy whose
-    /// streams come and go with its clients' connections (thousands a second, some cancelled):
-    /// the rapid-reset and glitch limits meant for strangers would cut a busy tunnel off. The
-    /// reset and stream-error limits count per second: NIO keeps a timestamp per event in a ring
-    /// sized to the limit, so a limit of 2^30 over 30 s (as it was) grew each tunnel's memory by
-    /// 8 bytes per reset, towards 8 GiB; 25,000 a second holds 200 KB and is 5× what a tunnel
-    /// carries here. Header blocks are not checked against HTTP's rules (names' case and
-    /// characters, pseudo-headers' order: 1–2 % of each event loop): each side reads only the
-    /// few fields it needs, and parses those strictly (`TunnelServer.target`).
-    static func configuration() -> (NIOHTTP2Handler.ConnectionConfiguration, NIOHTTP2Handler.StreamConfiguration) {
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = local
-        connection.headerBlockValidation = .disabled
-        connection.contentLengthValidation = .disabled
-        connection.targetWindowSize = connectionWindow
-        connection.maximumConnectionGlitches = 1 << 30
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = streamWindow
-        (stream.streamResetFrameRateLimit.maximumCount, stream.streamResetFrameRateLimit.windowLength) = (25_000, .seconds(1))
-        (stream.streamErrorRateLimit.maximumCount, stream.streamErrorRateLimit.windowLength) = (25_000, .seconds(1))
-        return (connection, stream)
-    }
 }
 
 /// Counts of what the tunnels did, for /metrics and `kemu mesh status`.
@@ -286,9 +267,6 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                     let peer = PeerIdentity(expected: expected, book: self.book, local: credential.serial)
                     try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
                     try sync.addHandler(peer)
-                    try sync.addHandler(FlushCoalescer())
-                    let (connection, stream) = TunnelSettings.configuration()
-                    try sync.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection, streamConfiguration: stream))
                     let streams = TunnelStreams(server: nil, peer: peer)
                     try sync.addHandler(streams)
                     made.value = streams
@@ -297,7 +275,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             .connect(host: address.description, port: Int(Mesh.tunnelPort))
         let opened = connecting.flatMapThrowing { [self] _ -> TunnelStreams in
             counters.tunnel(true)
-            guard let streams = made.value else { throw MeshError("the tunnel to \(r.node) has no HTTP/2 handler") }
+            guard let streams = made.value else { throw MeshError("the tunnel to \(r.node) has no stream handler") }
             return streams
         }
         tunnels[key] = opened  // before the callbacks: a connect that failed at once runs them now

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP2
 import NIOPosix
 import Synchronization
 
@@ -195,23 +194,5 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         let channel = context.channel
         // Writes finish in order: once this empty one is out, so is everything before it.
         context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(mode: .output, promise: nil) }
-    }
-}
-
-/// Between TLS and HTTP/2 on a tunnel: a flush asked for while the event loop works through a
-/// batch of ready sockets waits for the end of the batch, so the frames of every stream that had
-/// something to send go out in one write rather than a TLS record and a syscall each.
-final class FlushCoalescer: ChannelOutboundHandler, @unchecked Sendable {
-    typealias OutboundIn = NIOAny
-    private var pending = false
-
-    func flush(context: ChannelHandlerContext) {
-        guard !pending else { return }
-        pending = true
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.eventLoop.execute { [self] in
-            pending = false
-            bound.value.flush()
-        }
     }
 }

@@ -4,7 +4,6 @@ import KemuIP
 import Logging
 import NIOCore
 import NIOHPACK
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
@@ -106,9 +105,6 @@ final class TunnelServer: Sendable {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(NIOSSLServerHandler(context: credential.server))
         try sync.addHandler(peer)
-        try sync.addHandler(FlushCoalescer())
-        let (connection, stream) = TunnelSettings.configuration()
-        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
         try sync.addHandler(TunnelStreams(server: self, peer: peer))
     }
 
