@@ -197,4 +197,34 @@ import Glibc
         try peer.send { _, out in FrameWriter.reset(1, .cancel, into: &out) }
         #expect(stream.gone && !peer.tunnel.isActive)
     }
+
+    /// Random frames of every type, flags and stream, with payloads of random bytes (windows
+    /// past 2^31, streams never opened, header blocks that do not decode): the tunnel never
+    /// traps, and one that sent a GOAWAY is closed.
+    @Test func randomFramesNeverTrap() throws {
+        var closed = 0
+        for _ in 0..<300 {
+            let (peer, socket, _, _) = try call()
+            for _ in 0..<20 {
+                // Mostly the length each type must have, so that most frames get past the framing.
+                let type = UInt8.random(in: 0...10)
+                let lengths: [UInt8: Int] = [2: 5, 3: 4, 4: 6 * Int.random(in: 0...2), 6: 8, 7: 8, 8: 4]
+                let length = Bool.random() || Bool.random() ? lengths[type] ?? Int.random(in: 0...24) : Int.random(in: 0...24)
+                var frame = ByteBuffer()
+                let flags: UInt8 = Bool.random() ? [0, 1, 4, 5][Int.random(in: 0...3)] : UInt8.random(in: 0...255)
+                FrameWriter.head(length, type, flags, [0, 1, 1, 2, 3, 5][Int.random(in: 0...5)], into: &frame)
+                frame.writeBytes((0..<length).map { _ in UInt8.random(in: 0...255) })
+                guard peer.tunnel.isActive else { break }
+                try peer.tunnel.writeInbound(frame)
+            }
+            let frames = try peer.frames()
+            if frames.contains(where: { if case .goAway = $0 { true } else { false } }) {
+                #expect(!peer.tunnel.isActive, "\(frames)")
+                closed += 1
+            }
+            _ = try? socket.finish()
+            _ = try? peer.tunnel.finish()
+        }
+        #expect(closed > 0)
+    }
 }
