@@ -15,7 +15,7 @@ extension ProxyEngine {
                 timers.push(.init(deadline: now + 100_000_000, kind: .resumeAccept, fd: listenerFD, generation: 0))
                 return
             case let .connection(fd, peer):
-                let chosen = listener.frontend.passthrough ? capturePool(fd) : pools[listener.frontend.pool]
+                let (chosen, source) = listener.frontend.passthrough ? (capturePool(fd), listener.frontend.source) : route(listener, client: peer.ip)
                 guard let pool = chosen, !pool.endpoints.isEmpty else {
                     // No endpoints: the client learns at once (a reset), as with kube-proxy's REJECT.
                     chosen?.stats.rejected += 1
@@ -23,7 +23,7 @@ extension ProxyEngine {
                     continue
                 }
                 pool.stats.accepted += 1
-                let c = Connection(client: fd, address: peer, frontend: listener.address.address, source: listener.frontend.source, pool: pool, now: now)
+                let c = Connection(client: fd, address: peer, frontend: listener.address.address, source: source, pool: pool, now: now)
                 store(c, at: fd)
                 if let rule = pool.settings.faults.first(where: { $0.matches(peer.ip) }) {
                     // Held or delayed: watched meanwhile (the client may leave).

@@ -43,7 +43,7 @@ extension ProxyEngine {
 
     private func forward(_ datagram: UnsafeRawBufferPointer, from client: SocketAddress, at listener: Listener) {
         let key = FlowKey(frontend: listener.address, client: client)
-        guard let pool = pools[listener.frontend.pool] else { return }
+        guard let pool = route(listener, client: client.ip).pool else { return }
         pool.stats.datagramsIn += 1
         if let rule = pool.settings.faults.first(where: { $0.matches(client.ip) }) {
             switch rule.action(roll: Double.random(in: 0..<100), spread: Double.random(in: -1...1)) {
@@ -75,7 +75,7 @@ extension ProxyEngine {
                 endFlow(f)
                 flow = nil
             }
-            if flow == nil { flow = openFlow(key, pool: pool, source: listener.frontend.source, tried: &tried) }
+            if flow == nil { flow = openFlow(key, pool: pool, source: route(listener, client: key.client.ip).source, tried: &tried) }
             guard let flow else { break }
             let n = DatagramSocket.send(flow.upstream, from: datagram.baseAddress ?? UnsafeRawPointer(scratch), count: datagram.count)
             if n >= 0 || n == -Int(EAGAIN) || n == -Int(ENOBUFS) {
@@ -190,7 +190,7 @@ extension ProxyEngine {
     /// A delay Fault's datagram, when its time came.
     func sendDelayedDatagram(_ generation: UInt32) {
         guard let (key, bytes) = delayedDatagrams.removeValue(forKey: generation),
-              let fd = listenerByAddress[key.frontend], let listener = listeners[fd], let pool = pools[listener.frontend.pool] else { return }
+              let fd = listenerByAddress[key.frontend], let listener = listeners[fd], let pool = route(listener, client: key.client.ip).pool else { return }
         bytes.withUnsafeBytes { send($0, key: key, listener: listener, pool: pool) }
     }
 }

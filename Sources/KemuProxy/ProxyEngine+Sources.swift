@@ -16,6 +16,17 @@ extension ProxyEngine {
         }
     }
 
+    /// The pool a listener's client goes to, and whose address its endpoint sees: an
+    /// `externalTrafficPolicy: Local` frontend sends clients inside the cluster (the pod network,
+    /// the node dialling its own address) to the cluster-wide pool (`Frontend.inClusterPool`).
+    func route(_ listener: Listener, client: IPv4Address) -> (pool: EndpointPool?, source: ClientSource) {
+        let frontend = listener.frontend
+        if let inCluster = frontend.inClusterPool, settings.podNetwork?.contains(client) == true || client == listener.address.address.ip {
+            return (pools[inCluster], .pods)
+        }
+        return (pools[frontend.pool], frontend.source)
+    }
+
     /// A transparent dial that could not bind (no CAP_NET_ADMIN, an address in use): the dial
     /// goes from the node's address instead; said once, not per connection.
     func transparentDialFailed(_ err: Int32) {

@@ -53,11 +53,18 @@ public struct Frontend: Hashable, Sendable {
     /// A transparent (TPROXY) listener's: each connection goes to the address its client
     /// dialled (the accepted socket's own), one pool per such address, `pool` unused.
     public var passthrough = false
+    /// For clients inside the cluster — the pod network, or the node itself dialling its own
+    /// address — this pool instead, their addresses kept as a ClusterIP's (`ClientSource.pods`):
+    /// kube-proxy sends pod and host traffic to an `externalTrafficPolicy: Local` NodePort or
+    /// external IP on to the Service's cluster-wide endpoints, so it is not dropped on a node
+    /// with none of its own.
+    public var inClusterPool: String?
 
-    public init(pool: String, source: ClientSource, passthrough: Bool = false) {
+    public init(pool: String, source: ClientSource, passthrough: Bool = false, inClusterPool: String? = nil) {
         self.pool = pool
         self.source = source
         self.passthrough = passthrough
+        self.inClusterPool = inClusterPool
     }
 }
 
@@ -141,17 +148,19 @@ extension ServicePlan {
             let clusterPool = portName.isEmpty ? id : "\(id):\(portName)"
             let localPool = clusterPool + "@local"
             var used: Set<String> = []
-            func route(_ address: SocketAddress, local: Bool, source: ClientSource) {
+            func route(_ address: SocketAddress, local: Bool, source: ClientSource, external: Bool = false) {
                 let pool = local ? localPool : clusterPool
-                frontends[FrontendAddress(address, transport)] = Frontend(pool: pool, source: local ? .client : source)
+                let inCluster = local && external ? clusterPool : nil
+                frontends[FrontendAddress(address, transport)] = Frontend(pool: pool, source: local ? .client : source, inClusterPool: inCluster)
                 used.insert(pool)
+                if let inCluster { used.insert(inCluster) }
             }
             for ip in clusterIPs { route(SocketAddress(ip, servicePort), local: internalLocal, source: .pods) }
-            for ip in externalIPs { route(SocketAddress(ip, servicePort), local: externalLocal, source: .node) }
+            for ip in externalIPs { route(SocketAddress(ip, servicePort), local: externalLocal, source: .node, external: true) }
             // In-cluster clients reaching a load-balancer IP get Cluster semantics (the API's rule).
             for ip in loadBalancerIPs { route(SocketAddress(ip, servicePort), local: false, source: .pods) }
             if service.type == "NodePort" || service.type == "LoadBalancer", port.nodePort > 0 {
-                for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal, source: .node) }
+                for ip in context.nodeAddresses { route(SocketAddress(ip, port.nodePort), local: externalLocal, source: .node, external: true) }
             }
             if used.contains(clusterPool) { pools[clusterPool] = Pool(settings: clusterSettings, endpoints: all) }
             if used.contains(localPool) { pools[localPool] = Pool(settings: localSettings, endpoints: local) }

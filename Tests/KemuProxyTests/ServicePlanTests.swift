@@ -60,6 +60,12 @@ import Testing
         other.nodeName = "node-3"
         let empty = ServicePlan(service: Self.service("NodePort", extra: ["externalTrafficPolicy": "Local"]), slices: [Self.mixed], context: other)
         #expect(empty.pools["default/web:http@local"]?.endpoints == [])
+        // Pods and the node itself still reach every endpoint through it, as kube-proxy sends
+        // in-cluster traffic on with Cluster semantics.
+        let nodePort = empty.frontends[FrontendAddress(SocketAddress(IPv4Address("172.31.0.11")!, 30080))]
+        #expect(nodePort?.inClusterPool == "default/web:http")
+        #expect(empty.pools["default/web:http"]?.endpoints.map(\.address.description) == ["10.244.1.5:8080", "10.244.2.5:8080"])
+        #expect(empty.frontends[FrontendAddress(SocketAddress(IPv4Address("10.96.0.20")!, 80))]?.inClusterPool == nil)
     }
 
     @Test func internalTrafficPolicyLocalAppliesToTheClusterIP() {

@@ -206,7 +206,36 @@ spec:
             let ip = try await c.jsonpath("svc/\(service)", "{.spec.clusterIP}")
             #expect(try await eventually(15) { try await c.requests(from: "client-1", to: ip, 80, count: 6).counts == ["far": 6] }, "\(service)")
         }
+
+        // externalTrafficPolicy Local on a node with no endpoint of the Service's ("far", on
+        // node-2, is the only one left): node-1's NodePort refuses the outside client, but a pod
+        // reaches the endpoint elsewhere, its own address kept, as kube-proxy sends in-cluster
+        // traffic on with Cluster semantics.
+        #expect(try await c.kubectl(["apply"], stdin: Self.farLocal).status == .exited(0))
+        #expect(try await eventually(15) {
+            let onItsNode = try await c.kemu(["curl", "--from", "client", "http://172.31.0.12:30182/?format=text"]).output
+            return Self.fields(onItsNode)["pod"] == "far" && Self.fields(onItsNode)["client"]?.hasPrefix("172.31.0.3:") == true
+        }, "node-2's NodePort, from outside")
+        var fromPod = ""
+        #expect(try await eventually(15) {
+            fromPod = try await c.kubectl(["exec", "client-1", "--", "wget", "-qO-", "-T", "5", "http://172.31.0.11:30182/?format=text"]).output
+            return Self.fields(fromPod)["pod"] == "far" && Self.fields(fromPod)["client"]?.hasPrefix(clientIP + ":") == true
+        }, "node-1's NodePort, from a pod: \(fromPod)")
+        let outside = try await c.kemu(["curl", "--from", "client", "http://172.31.0.11:30182/?format=text", "--", "--max-time", "3"])
+        #expect(outside.status != .exited(0) && !outside.output.contains("pod=far"), "\(outside.output)")
     }
+
+    /// A NodePort Service with `externalTrafficPolicy: Local` for the pods of `nearAndFar`.
+    static let farLocal = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: far-local}
+    spec:
+      type: NodePort
+      externalTrafficPolicy: Local
+      selector: {place: test}
+      ports: [{port: 80, targetPort: 8080, nodePort: 30182}]
+    """
 
     /// An echo pod on each node behind two Services: one preferring the client's node, one its zone.
     static let nearAndFar = ["same-node": "PreferSameNode", "same-zone": "PreferClose"].sorted { $0.key < $1.key }.map { name, distribution in
