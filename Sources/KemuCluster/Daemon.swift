@@ -60,10 +60,12 @@ public enum Daemon {
         (try? FileSystem.readFile(files.pidFile(name))).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    /// Whether `pid` still runs kemu (a recycled pid belongs to someone else: never signal it).
+    /// Whether `pid` still runs kemu (a recycled pid belongs to someone else: never signal it):
+    /// a binary named kemu, or this very binary whatever its name (daemons are started with
+    /// its absolute path: a copy installed as kemu-dev must still stop the cluster it started).
     public static func isKemu(_ pid: pid_t) -> Bool {
         guard let cmdline = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return false }
-        return cmdline.split(separator: "\0").first.map { $0.hasSuffix("/kemu") || $0 == "kemu" } ?? false
+        return cmdline.split(separator: "\0").first.map { $0.hasSuffix("/kemu") || $0 == "kemu" || $0 == Executable.path } ?? false
     }
 
     /// Waits until the daemon `pid` has written `file`; throws with its log's tail if it exits
