@@ -162,8 +162,14 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
     /// Opens a stream for `stream` with `headers` (a CONNECT); false when this tunnel can open
     /// no more (gone, going away, or out of stream identifiers: a new tunnel is needed).
     func call(_ stream: FrameStream, _ headers: HPACKHeaders) -> Bool {
-        guard let context, !started || context.channel.isActive, !goingAway,
-              Int(nextID) + 2 * queued.count < Int(Int32.max) else { return false }
+        guard let context, !started || context.channel.isActive, !goingAway else { return false }
+        guard Int(nextID) + 2 * queued.count < Int(Int32.max) else {
+            // Out of stream identifiers: a new tunnel takes the next calls, this one ends with
+            // its last stream.
+            goingAway = true
+            if streams.isEmpty && queued.isEmpty { context.close(promise: nil) }
+            return false
+        }
         queued.append((stream, headers))
         openQueued()
         return true

@@ -198,6 +198,23 @@ import Glibc
         #expect(stream.gone && !peer.tunnel.isActive)
     }
 
+    /// Calls past the peer's limit of open streams wait, and are opened as streams end.
+    @Test func callsPastThePeersStreamLimitWaitForAStreamToEnd() throws {
+        let (peer, _, stream, _) = try call()
+        try peer.send { _, out in FrameWriter.settings([TunnelSetting(id: TunnelSetting.maxConcurrentStreams, value: 1)], into: &out) }
+        let streams = try #require(stream.streams)
+        let next = FrameStream()
+        #expect(streams.call(next, [":method": "CONNECT", ":authority": "10.244.2.3:8080"]))
+        #expect(try peer.frames() == [.settingsAck], "stream 1 is open: the call waits")
+        try peer.send { _, out in FrameWriter.reset(1, .cancel, into: &out) }
+        let opened = try peer.frames()
+        guard case .headers(3, _, end: false)? = opened.first else {
+            Issue.record("no CONNECT on stream 3 once stream 1 ended: \(opened)")
+            return
+        }
+        #expect(stream.gone && !next.gone)
+    }
+
     /// Random frames of every type, flags and stream, with payloads of random bytes (windows
     /// past 2^31, streams never opened, header blocks that do not decode): the tunnel never
     /// traps, and one that sent a GOAWAY is closed.

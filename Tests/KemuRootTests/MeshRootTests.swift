@@ -123,6 +123,13 @@ spec:
                 "TLS handshakes on 15008; captured: \(all) packets, \(tunnel) on 15008")
         #expect(try await wire.count("tcp port 8080") == 0, "the pod's own port crossed the fabric in the clear")
         #expect(!wire.bytes.contains("hunter2"), "the secret crossed the fabric in the clear")
+        // A client holding 1,100 connections open through its one tunnel (past the 1,000 streams
+        // a tunnel once allowed) still has every new one answered.
+        let many = try await c.kemu(["exec", "-n", "shop", "caller", "--", "env", "HOLD=1100", "sh", "-c",
+                                     "ulimit -n 4096 2>/dev/null || ulimit -n $(ulimit -Hn); exec python3 -c \"$0\" \"$@\"",
+                                     requestLoop, "web", "80", "20"]).output
+        let manyResult = try? JSONDecoder().decode(LoopResult.self, from: Data(many.utf8))
+        #expect(manyResult?.failures == [] && manyResult?.counts.values.reduce(0, +) == 20, "\(many)")
         let sent = try await c.metrics("node-1")
         #expect(Self.value(sent, "kemu_mesh_streams_opened_total") >= 8, "\(sent)")
         #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_streams_accepted_total") >= 8)
