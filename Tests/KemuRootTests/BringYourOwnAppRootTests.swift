@@ -109,7 +109,7 @@ struct BringYourOwnAppRootTests {
 
     @Test func aRealisticManifestAppliesAndItsAppAnswers() async throws {
         let c = TestCluster("rbyo")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         let applied = try await c.kubectl(["apply"], stdin: Self.manifest)
         #expect(applied.status == .exited(0), "\(applied.output)")

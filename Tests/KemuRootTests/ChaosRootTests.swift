@@ -45,7 +45,7 @@ struct ChaosRootTests {
 
     @Test func failoverExperimentsKeepClientsWhole() async throws {
         let c = TestCluster("rchaos")
-        defer { c.down() }
+        defer { c.release() }
         let up = try await c.up()
         #expect(up.status == .exited(0), "\(up.output)")
 

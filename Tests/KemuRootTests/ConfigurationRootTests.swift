@@ -45,7 +45,7 @@ struct ConfigurationRootTests {
 
     @Test func environmentFromConfigMapsAndSecretsOrAClearWait() async throws {
         let c = TestCluster("rconf")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["create", "configmap", "app", "--from-literal=GREETING=hello", "--from-literal=MODE=fast"]).status == .exited(0))
         #expect(try await c.kubectl(["create", "secret", "generic", "db", "--from-literal=password=s3cret"]).status == .exited(0))

@@ -90,7 +90,7 @@ struct ContainerSecurityRootTests {
     @Test func podsRunConfinedAndReachTheAPIWithTheirAccountsRights() async throws {
         let sitePackages = try #require(Self.sitePackages, "the python client is installed by make deps")
         let c = TestCluster("rconfine")
-        defer { c.down() }
+        defer { c.release() }
         let up = try await c.up()
         #expect(up.status == .exited(0), "\(up.output)")
         #expect(try await c.kubectl(["apply"], stdin: Self.manifest(sitePackages: sitePackages)).status == .exited(0))

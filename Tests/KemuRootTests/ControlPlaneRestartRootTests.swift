@@ -10,7 +10,7 @@ import Testing
 struct ControlPlaneRestartRootTests {
     @Test func theClusterRidesOutAnAPIServerCrash() async throws {
         let c = TestCluster("rcprestart")
-        defer { c.down() }
+        defer { c.release() }
         let up = try await c.up()
         try #require(up.status == .exited(0), "\(up.output)")
         #expect(try await c.kubectl(["apply", "-f", "\(packageRoot)/configs/experiments/web.yaml"]).status == .exited(0))
@@ -89,7 +89,7 @@ struct ControlPlaneRestartRootTests {
 
     @Test func theSupervisorRestartsWhatCrashesAndShowsACrashLoop() async throws {
         let c = TestCluster("rsupervise")
-        defer { c.down() }
+        defer { c.release() }
         let up = try await c.up()
         try #require(up.status == .exited(0), "\(up.output)")
         // kill -9 of a proxy: back within seconds, as a new process.

@@ -78,7 +78,7 @@ struct DaemonSetRootTests {
 
     @Test func daemonPodsOnEveryNodeAndACronJobOnTheMinute() async throws {
         let c = TestCluster("rds")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         let applied = try await c.kubectl(["apply"], stdin: Self.manifests)
         #expect(applied.status == .exited(0), "\(applied.output)")

@@ -47,7 +47,7 @@ struct InitContainerRootTests {
 
     @Test func initContainersRunInOrderBeforeTheApp() async throws {
         let c = TestCluster("rinit")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.pods).status == .exited(0))
 

@@ -43,7 +43,7 @@ struct JobRootTests {
 
     @Test func jobsRunToCompletionOrFailPastTheirBackoffLimit() async throws {
         let c = TestCluster("rjob")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.jobs).status == .exited(0))
         let imperative = try await c.kubectl(["create", "job", "once", "--image=busybox", "--", "sh", "-c", "echo hello from a job"])

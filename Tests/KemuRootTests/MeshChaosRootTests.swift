@@ -77,7 +77,7 @@ import Testing
 
     @Test func rotationAndAStoppedCALoseNothingAndLostCertificatesBreakUntilTheCAIsBack() async throws {
         let c = TestCluster("rmeshca")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.app).status == .exited(0))

@@ -83,7 +83,7 @@ spec:
 
     @Test func meshedPodsTalkThroughMutualTLSAndKeepTheirAddresses() async throws {
         let c = TestCluster("rmesh")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: meshApp).status == .exited(0))
         #expect(try await c.readyEndpoints("web", namespace: "shop", 2))

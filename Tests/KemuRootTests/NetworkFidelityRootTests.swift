@@ -98,7 +98,7 @@ spec:
 
     @Test func endpointsSeeTheirClientsAddressesAndUDPServicesFailOver() async throws {
         let c = TestCluster("rfidel")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up(config: "nodes: 2\nzones: {zone-a: [node-1], zone-b: [node-2]}\n").status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: fidelityApp).status == .exited(0))
         #expect(try await c.readyEndpoints("echo", 3))

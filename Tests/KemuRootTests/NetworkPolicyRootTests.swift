@@ -91,7 +91,7 @@ import Testing
 
     @Test func theUpstreamTruthTablesHoldPodToPodAndThroughServicesAndTraceAgrees() async throws {
         let c = TestCluster("rnetpol")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         let applied = try await c.kubectl(["apply"], stdin: Self.world)
         try #require(applied.status == .exited(0), "\(applied.output)")

@@ -76,7 +76,7 @@ struct PortForwardRootTests {
 
     @Test func forwardsToPodsAndServices() async throws {
         let c = TestCluster("rpf")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.app).status == .exited(0))
         #expect(try await c.kubectl(["rollout", "status", "deploy/web", "--timeout=60s"]).status == .exited(0))

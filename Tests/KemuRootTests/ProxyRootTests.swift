@@ -153,7 +153,7 @@ spec:
 struct ProxyRootTests {
     @Test func servicesAnswerFromEverywhereAndBalanceAsAsked() async throws {
         let c = TestCluster("rproxy")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         let extra = """
         apiVersion: v1
@@ -270,7 +270,7 @@ struct ProxyRootTests {
 
     @Test func failoverIsInvisibleToClients() async throws {
         let c = TestCluster("rfail")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: webApp).status == .exited(0))
         #expect(try await c.readyEndpoints("web", 3))
@@ -349,7 +349,7 @@ struct ProxyRootTests {
 
     @Test func anExhaustedLoadBalancerPoolLeavesTheServicePendingWithAnEvent() async throws {
         let c = TestCluster("rlbpool")
-        defer { c.down() }
+        defer { c.release() }
         // Two usable addresses: 172.31.1.1 and .2.
         #expect(try await c.up(config: "nodes: 1\nnetwork:\n  loadBalancerPool: 172.31.1.0/30\n").status == .exited(0))
         let services = (1...3).map { "apiVersion: v1\nkind: Service\nmetadata: {name: lb\($0)}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n" }

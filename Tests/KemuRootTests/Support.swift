@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KemuNetwork
 import KemuSystem
+import Synchronization
 import Testing
 
 let isRoot = getuid() == 0
@@ -147,8 +148,31 @@ func runOff(_ argv: [String], in namespace: String? = nil) async throws -> (stat
     }
 }
 
+/// The `kemu down`s tests started as they ended, waited for when the test process exits.
+enum PendingDowns {
+    static let pids = Mutex<[pid_t]>([])
+    static let waitAtExit: Void = { atexit { PendingDowns.waitAll() } }()
+
+    static func start(_ argv: [String]) {
+        _ = waitAtExit
+        var options = Spawn.Options()
+        let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        (options.stdout, options.stderr) = (null, null)
+        defer { if null >= 0 { close(null) } }
+        guard let pid = try? Spawn.spawn(argv, options) else {
+            _ = try? run(argv)  // could not start it apart: down here and now
+            return
+        }
+        pids.withLock { $0.append(pid) }
+    }
+
+    static func waitAll() {
+        for pid in pids.withLock({ $0 }) { _ = try? Spawn.wait(pid) }
+    }
+}
+
 /// A cluster a root test brings up with `kemu up` under its own name, driven with kubectl and
-/// kemu as a user would, and removed with `down()` in the test's `defer`.
+/// kemu as a user would, and removed with `release()` in the test's `defer`.
 struct TestCluster {
     let name: String
     let kemu: String
@@ -175,6 +199,15 @@ struct TestCluster {
 
     func down() {
         _ = try? run([kemu, "down", "--cluster", name])
+        try? FileManager.default.removeItem(atPath: cacheDir)
+    }
+
+    /// `kemu down` at a test's end (its `defer`), not waited for here: the test process waits
+    /// for it as it exits (`PendingDowns`). A `defer` runs on one of the cooperative threads
+    /// every test shares — two on two cores — and a synchronous down held it for its length
+    /// (~2 s), stalling other tests' checks meanwhile.
+    func release() {
+        PendingDowns.start([kemu, "down", "--cluster", name])
         try? FileManager.default.removeItem(atPath: cacheDir)
     }
 

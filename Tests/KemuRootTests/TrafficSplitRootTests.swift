@@ -98,7 +98,7 @@ spec:
 
     @Test func weightsHoldOverAThousandConnectionsAndShiftAtOnce() async throws {
         let c = TestCluster("rsplit")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: canaryApp).status == .exited(0))

@@ -79,7 +79,7 @@ struct VolumesRootTests {
 
     @Test func filesAtTheirPathsInARootOfTheirOwn() async throws {
         let c = TestCluster("rvol")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.manifest).status == .exited(0))
         #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/files", "pod/other", "--timeout=60s"]).status == .exited(0))
@@ -175,7 +175,7 @@ struct LimitsAndHooksRootTests {
 
     @Test func memoryAndCPULimitsAndPostStart() async throws {
         let c = TestCluster("rlim")
-        defer { c.down() }
+        defer { c.release() }
         #expect(try await c.up().status == .exited(0))
         #expect(try await c.kubectl(["apply"], stdin: Self.pods).status == .exited(0))
         // Past its memory limit the kernel kills it, and the status says why.

@@ -48,7 +48,7 @@ struct WorkloadRootTests {
 
     @Test func deploymentsRollOutWithoutDowntimeRollBackPauseAndSurviveANodeDying() async throws {
         let c = TestCluster("rdeploy")
-        defer { c.down() }
+        defer { c.release() }
         let up = try await c.up()
         #expect(up.status == .exited(0), "\(up.output)")
         #expect(try await c.kubectl(["apply"], stdin: Self.deployment).status == .exited(0))
