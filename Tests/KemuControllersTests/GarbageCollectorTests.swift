@@ -19,7 +19,7 @@ import Testing
     func names(_ store: Store, _ resource: String) -> [String] { store.list(resource).items.map(\.name) }
 
     func eventually(_ condition: () -> Bool) async -> Bool {
-        let deadline = Date().addingTimeInterval(20)  // generous: other suites share the cooperative pool
+        let deadline = Date().addingTimeInterval(60)  // generous: every suite shares the cooperative pool, and a loaded start held it 20 s once
         while !condition() && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
         return condition()
     }
