@@ -196,11 +196,11 @@ extension TunnelServer {
     func open(_ stream: FrameStream, _ headers: HPACKHeaders) {
         guard let streams = stream.streams, let loop = streams.context?.eventLoop else { return }
         guard let id = streams.peer.id, let (pod, ip, port) = target(headers) else {
-            return streams.respond(stream.id, [":status": "400"], end: true)
+            return streams.sendHeaders(stream.id, [":status": "400"], end: true)
         }
         let source = Self.source(headers)
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
-        guard authorize(request) else { return streams.respond(stream.id, [":status": "403"], end: true) }
+        guard authorize(request) else { return streams.sendHeaders(stream.id, [":status": "403"], end: true) }
         let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: Self.workload(headers) ?? "unknown",
                                   sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
                                   destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
@@ -214,7 +214,7 @@ extension TunnelServer {
             switch result {
             case let .success(channel):
                 counters.accepted()
-                streams.respond(stream.id, [":status": "200"], end: false)
+                streams.sendHeaders(stream.id, [":status": "200"], end: false)
                 GlueSide.join(stream, podSide, traffic: traffic.opened(key))
                 stream.flushEarly()
                 track(request, stream, pod: channel)
@@ -224,7 +224,7 @@ extension TunnelServer {
                 // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
                 var headers: HPACKHeaders = [":status": "503"]
                 if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
-                streams.respond(stream.id, headers, end: true)
+                streams.sendHeaders(stream.id, headers, end: true)
             }
         }
     }

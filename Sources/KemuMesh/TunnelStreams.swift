@@ -138,10 +138,8 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
 
     func isOurs(_ id: UInt32) -> Bool { (id % 2 == 1) == (server == nil) }
 
-    /// The peer broke the protocol: a stream's error resets it; the connection's ends it with a
-    /// GOAWAY that says why.
+    /// The peer broke the protocol: the connection ends with a GOAWAY that says why.
     func fail(_ error: TunnelWireError) {
-        guard error.stream == 0 else { return reset(error.stream, error.code) }
         (goingAway, broken) = (true, true)
         FrameWriter.goAway(lastStream: lastPeerStream, error.code, into: &out)
         sendOut()
@@ -182,12 +180,12 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
             guard !stream.gone else { continue }
             stream.place(nextID, in: self)
             nextID += 2
-            respond(stream.id, headers, end: false)
+            sendHeaders(stream.id, headers, end: false)
         }
     }
 
     /// HEADERS: a CONNECT, or its answer (`end`: the stream's last word from this side).
-    func respond(_ id: UInt32, _ headers: HPACKHeaders, end: Bool) {
+    func sendHeaders(_ id: UInt32, _ headers: HPACKHeaders, end: Bool) {
         do {
             try writer.headers(id, headers, end: end, into: &out)
         } catch {

@@ -34,12 +34,12 @@ struct H2Code: RawRepresentable, Equatable, CustomStringConvertible {
     var description: String { "HTTP/2 error \(rawValue)" }
 }
 
-/// A peer broke the protocol: the connection (`stream` 0) or one stream must end with `code`.
+/// A peer broke the protocol: the connection ends with `code` (a stream's own error is reset
+/// where it is met, not thrown).
 struct TunnelWireError: Error, CustomStringConvertible {
     var code: H2Code
-    var stream: UInt32 = 0
     var reason: String
-    var description: String { "\(reason) (\(code)\(stream == 0 ? "" : ", stream \(stream)"))" }
+    var description: String { "\(reason) (\(code))" }
 }
 
 /// Reads frames one at a time from a connection's bytes. A frame not wholly there yet is left
