@@ -23,6 +23,8 @@ final class Carriage: @unchecked Sendable {
     /// The stream it travels in (placed in a tunnel by `TunnelClient`).
     let streamSide = FrameStream()
     var timeout: Scheduled<Void>?
+    /// The tunnel its call went into (`TunnelClient.expire` listens for the peer in it).
+    weak var tunnel: TunnelStreams?
     /// The endpoint's first byte (or a clean end) came back: no replay from now on.
     private(set) var settled = false
     /// All the client sent, while a replay is possible; nil once too much.

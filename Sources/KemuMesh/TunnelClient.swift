@@ -86,6 +86,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     /// The connections the engine handed over, by its token; touched only on `loop`.
     var carriages: [UInt64: Carriage] = [:]
     let reports: ReportBatch
+    /// The connections the engine hands over, started a batch per pass of the loop.
+    var starts: LoopQueue<(Request, MeshHandoff)>!
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
          traffic: MeshTraffic, book: TunnelBook) {
@@ -97,6 +99,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         self.identities = identities
         self.loop = loop
         self.counters = counters
+        starts = LoopQueue(loop: loop) { [unowned self] in self.start($0.0, $0.1) }
     }
 
     /// What the mesh makes of a connection from `client` to `endpoint`, decided here.
@@ -149,7 +152,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                                   destinationWorkload: target.count == 2 ? MeshTraffic.workload(pod: target[1], labels: [:]) : "unknown",
                                   destinationNamespace: namespace, destinationPrincipal: "unknown")
         let request = Request(source: directory.identity(source), client: client.ip, node: endpoint.nodeName, endpoint: endpoint.address, traffic: key)
-        return .tunnel(MeshCarrier { handoff in self.loop.execute { self.start(request, handoff) } })
+        return .tunnel(MeshCarrier { handoff in self.starts.post((request, handoff)) })
     }
 
     struct Request {
@@ -199,14 +202,33 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             carriage.failed(EACCES)
             return
         }
-        carriage.timeout = loop.scheduleTask(in: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) {
-            carriage.failed(ETIMEDOUT)  // resets the stream if there is one yet
-        }
         // Weakly: the carriage holds its stream (`carriages` holds it until the engine heard the end).
         carriage.streamSide.onAnswer = { [weak carriage, loop, traffic] headers in
             if let carriage { Self.answered(headers, carriage, r, traffic, loop) }
         }
         place(carriage, r, again: true)
+        if !carriage.finished { expire(carriage, every: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) }
+    }
+
+    /// How long a call may wait for its answer while its peer is heard from: Istio's connect
+    /// timeout.
+    static let answerPatience = TimeAmount.seconds(10)
+
+    /// The call's timer. Its endpoint's node dials the pod within the dial's timeout itself
+    /// (`Mesh.dialTimeoutHeader`) and answers 503 past it; here a call that waited that long
+    /// while its tunnel heard nothing from the peer fails (ETIMEDOUT: the engine tries another
+    /// endpoint, a node gone silent is failed over as fast as a pod that is), but while the peer
+    /// is heard from it waits on: the peer is busy answering the calls before it. A burst of a
+    /// thousand new connections takes the peer longer than one dial's timeout to answer, and
+    /// failing them all only sent it each again (a retry storm: the client's connections reset).
+    func expire(_ carriage: Carriage, every interval: TimeAmount, waited: TimeAmount = .zero) {
+        let mark = carriage.tunnel.map { (tunnel: ObjectIdentifier($0), reads: $0.reads) }
+        carriage.timeout = loop.scheduleTask(in: interval) { [self] in
+            let waited = waited + interval
+            let heard = carriage.tunnel.map { ObjectIdentifier($0) == mark?.tunnel ? $0.reads != mark?.reads : $0.reads > 0 } ?? false
+            guard heard, waited < Self.answerPatience else { return carriage.failed(ETIMEDOUT) }  // resets its stream
+            expire(carriage, every: min(interval, Self.answerPatience - waited), waited: waited)
+        }
     }
 
     /// Opens the carriage's stream in the tunnel to its endpoint's node; a tunnel that can open
@@ -217,17 +239,22 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             // Given back already (timed out, or the engine ended it): no stream for it.
             guard !carriage.finished else { return }
             guard case let .success(streams) = result else { return carriage.failed(EHOSTUNREACH) }
-            if streams.call(carriage.streamSide, Self.connect(r)) { return }
+            if streams.call(carriage.streamSide, Self.connect(r, timeout: carriage.handoff.timeoutNanoseconds)) {
+                carriage.tunnel = streams
+                return
+            }
             let key = Key(source: r.source, node: r.node)
             if tunnels[key] === pending { tunnels[key] = nil }
             if again { place(carriage, r, again: false) } else { carriage.failed(EHOSTUNREACH) }
         }
     }
 
-    /// The CONNECT for a request: the endpoint, the client's address, its workload.
-    static func connect(_ r: Request) -> HPACKHeaders {
+    /// The CONNECT for a request: the endpoint, the client's address, its workload, the dial's
+    /// timeout.
+    static func connect(_ r: Request, timeout: UInt64) -> HPACKHeaders {
         [":method": "CONNECT", ":authority": "\(r.endpoint.ip):\(r.endpoint.port)",
-         "forwarded": "for=\(r.client)", "baggage": "k8s.workload.name=\(r.traffic.sourceWorkload)"]
+         "forwarded": "for=\(r.client)", "baggage": "k8s.workload.name=\(r.traffic.sourceWorkload)",
+         Mesh.dialTimeoutHeader: String(max(1, timeout / 1_000_000))]
     }
 
     /// The CONNECT's answer: the client joins the stream, or goes back to the engine.

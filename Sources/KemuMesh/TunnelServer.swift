@@ -123,6 +123,13 @@ final class TunnelServer: Sendable {
         return IPv4Address(forwarded.dropFirst(4))
     }
 
+    /// The dial's timeout the source asked for (`Mesh.dialTimeoutHeader`, milliseconds), at most
+    /// 10 s; 2 s if it asked none.
+    static func dialTimeout(_ headers: HPACKHeaders) -> TimeAmount {
+        guard let text = headers.first(name: Mesh.dialTimeoutHeader), let ms = Int64(text), ms > 0 else { return .seconds(2) }
+        return .milliseconds(min(ms, 10_000))
+    }
+
     /// The client's workload from `baggage: k8s.workload.name=NAME` (among others).
     static func workload(_ headers: HPACKHeaders) -> String? {
         guard let baggage = headers.first(name: "baggage") else { return nil }
@@ -135,10 +142,11 @@ final class TunnelServer: Sendable {
     }
 
     /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
-    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, on loop: any EventLoop, side: ByteSide) -> EventLoopFuture<any Channel> {
+    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, on loop: any EventLoop,
+              side: ByteSide) -> EventLoopFuture<any Channel> {
         let from = transparent && source != ip ? source : nil
         let promise = loop.makePromise(of: (any Channel).self)
-        let deadline = NIODeadline.now() + .seconds(2)
+        let deadline = NIODeadline.now() + timeout
         chores.run(answeringOn: loop) {
             let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
             let state = fd < 0 ? Dialling.failed(started) : Dialling.of(fd)
@@ -206,7 +214,7 @@ extension TunnelServer {
                                   destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
                                   destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
         let podSide = ByteSide()
-        dial(ip, port, from: source, on: loop, side: podSide).whenComplete { [self] result in
+        dial(ip, port, from: source, within: Self.dialTimeout(headers), on: loop, side: podSide).whenComplete { [self] result in
             guard !stream.gone, stream.streams != nil else {
                 if case let .success(channel) = result { channel.close(promise: nil) }
                 return
@@ -273,4 +281,7 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
 extension Mesh {
     /// On a 503: the errno of the destination's dial to the pod.
     static let dialErrorHeader = "kemu-dial-errno"
+    /// A CONNECT's header: how long the destination may take to reach the pod (milliseconds),
+    /// the source engine's timeout for this attempt.
+    static let dialTimeoutHeader = "kemu-dial-timeout-ms"
 }

@@ -59,6 +59,9 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
     var peerMaxStreams = Int.max
     /// The highest stream the peer opened.
     var lastPeerStream: UInt32 = 0
+    /// Reads from the peer so far: a call waiting for its answer sees the peer alive, and busy
+    /// answering calls before it, while this moves (`TunnelClient.expire`).
+    private(set) var reads: UInt64 = 0
 
     init(server: TunnelServer?, peer: PeerIdentity) {
         self.server = server
@@ -92,6 +95,7 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        reads &+= 1
         do {
             // What the last read left (part of a frame) is completed from the new bytes, only as
             // far as needed; the rest is read where it lies (DATA in pieces: no copy).
