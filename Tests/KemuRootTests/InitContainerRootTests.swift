@@ -12,7 +12,7 @@ struct InitContainerRootTests {
     spec:
       initContainers:
       - {name: first, image: busybox, args: [sh, -c, 'echo first at $(date +%s%N)']}
-      - {name: second, image: busybox, args: [sh, -c, 'sleep 8; echo second at $(date +%s%N)']}
+      - {name: second, image: busybox, args: [sh, -c, 'sleep 15; echo second at $(date +%s%N)']}
       containers:
       - {name: app, image: busybox, args: [sh, -c, 'echo app at $(date +%s%N); sleep 3600']}
     ---
@@ -53,9 +53,10 @@ struct InitContainerRootTests {
 
         // While the second runs: Init:1/2, Pending, not Initialized, the first Completed.
         // (kubectl's column read in the same poll: read after it, a loaded run once found the
-        // second already done.)
+        // second already done; and with the second running 8 s, a loaded CI's polls and status
+        // posts missed it: 15 s.)
         var seen = ""
-        let during = try await eventually(15) {
+        let during = try await eventually(25) {
             seen = try await c.jsonpath("pod/staged", "{.status.phase} {.status.conditions[?(@.type=='Initialized')].status} {.status.initContainerStatuses[0].state.terminated.reason} {.status.initContainerStatuses[1].started}")
             guard seen == "Pending False Completed true" else { return false }
             seen += ", kubectl: " + (try await status(c, "staged"))

@@ -146,11 +146,11 @@ struct PortForwardRootTests {
         let busy = try await eventually(20) {
             top = try await c.kubectl(["top", "pod", "--no-headers"]).output
             let burner = top.split(separator: "\n").first { $0.hasPrefix("burner ") }?.split(separator: " ").filter { !$0.isEmpty }
-            // 50m, not a whole core: the suite's other clusters share the machine's two (a
-            // loaded run measured 94m), and an idle pod shows 0m.
-            return (burner?.count ?? 0) >= 3 && (Int(burner?[1].dropLast() ?? "") ?? 0) >= 50
+            // 20m, not a whole core: the suite's other clusters share the machine's two (loaded
+            // runs measured 94m and 36m), and an idle pod shows 0m.
+            return (burner?.count ?? 0) >= 3 && (Int(burner?[1].dropLast() ?? "") ?? 0) >= 20
         }
-        #expect(busy, "the busy loop shows at least 50m: \(top)")
+        #expect(busy, "the busy loop shows at least 20m: \(top)")
         let web = top.split(separator: "\n").first { $0.hasPrefix("\(pod) ") }?.split(separator: " ").filter { !$0.isEmpty } ?? []
         #expect(web.count == 3 && web[2].hasSuffix("Mi") && (Int(web[2].dropLast(2)) ?? 0) > 0, "\(top)")
         let nodes = try await c.kubectl(["top", "node", "--no-headers"]).output.split(separator: "\n").map { $0.split(separator: " ").first ?? "" }
