@@ -99,7 +99,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         self.identities = identities
         self.loop = loop
         self.counters = counters
-        starts = LoopQueue(loop: loop) { [unowned self] in self.start($0.0, $0.1) }
+        starts = LoopQueue(loop: loop) { [weak self] in self?.start($0.0, $0.1) }
     }
 
     /// What the mesh makes of a connection from `client` to `endpoint`, decided here.
