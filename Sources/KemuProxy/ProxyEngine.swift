@@ -170,7 +170,7 @@ public final class ProxyEngine: @unchecked Sendable {
         // Draining: nothing new is accepted; what is under way may finish.
         draining = true
         for fd in Array(checks.keys) { endHealthCheck(fd, healthy: nil) }
-        for fd in Array(listeners.keys) { closeListener(fd) }
+        for fd in Array(listeners.keys) { closeListener(fd, acceptingFirst: true) }
         let deadline = now + UInt64(max(settings.stopDrainSeconds, 0) * 1e9)
         while openConnections + carried.count > 0 && now < deadline { turn(events, wakeBy: deadline) }
         shutdownAll()
@@ -223,7 +223,7 @@ public final class ProxyEngine: @unchecked Sendable {
             }
         case let .listen(fd, address, frontend):
             if draining { close(fd); return }
-            if let old = listenerByAddress[address] { closeListener(old) }
+            if let old = listenerByAddress[address] { closeListener(old, acceptingFirst: true) }
             if address.transport == .tcp { TCPSocket.setNoDelay(fd) }  // accepted sockets inherit it
             do {
                 let token = address.transport == .tcp ? Token.listener(fd) : Token.datagramListener(fd)
@@ -245,7 +245,11 @@ public final class ProxyEngine: @unchecked Sendable {
         }
     }
 
-    private func closeListener(_ fd: Int32) {
+    /// `acceptingFirst`: connections the kernel already completed for it are taken and served
+    /// first (closing a listener resets those in its queue) — a stopping proxy refuses new
+    /// connections, it does not reset ones it had.
+    private func closeListener(_ fd: Int32, acceptingFirst: Bool = false) {
+        if acceptingFirst && listeners[fd]?.address.transport == .tcp { acceptAll(fd) }
         guard let listener = listeners.removeValue(forKey: fd) else { return }
         listenerByAddress[listener.address] = nil
         epoll.remove(fd)
