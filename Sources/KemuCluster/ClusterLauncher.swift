@@ -119,13 +119,16 @@ public struct ClusterLauncher {
         try FileSystem.makeDirectories(files.dataDir, mode: 0o700)
         try FileSystem.removeFile(files.kubeconfig)  // a kept data dir has the last run's
         let c = network.config.network
+        let lifecycle = network.config.controlPlane.map {
+            ["--node-grace-period", String($0.nodeGracePeriod), "--pod-eviction-delay", String($0.podEvictionDelay)]
+        } ?? []
         let pid = try Daemon.start("server", files, [
             Executable.path, "server", "--data-dir", files.dataDir, "--port", "0",
             "--fabric-netns", network.plan.namespace("cp"), "--fabric-address", network.plan.controlPlaneIP.description,
             "--service-cidr", c.serviceCIDR.description, "--node-port-range", "\(c.nodePortRange.lower)-\(c.nodePortRange.upper)",
             "--load-balancer-pool", c.loadBalancerPool.description, "--pod-logs", "\(files.state)/logs",
             "--pod-netns-prefix", network.plan.podNamespace(""), "--cluster-domain", c.clusterDomain,
-        ], namespace: nil)
+        ] + lifecycle, namespace: nil)
         try Daemon.waitFor(file: files.kubeconfig, pid: pid, name: "server", files: files, seconds: 15)
     }
 

@@ -46,6 +46,16 @@ extension ClusterConfig {
         if !isQuantity(nodeResources.memory) { fail("nodeResources.memory", "\"\(nodeResources.memory)\" is not a quantity such as 8Gi or 512Mi") }
         if nodeResources.pods < 1 { fail("nodeResources.pods", "\(nodeResources.pods) must be at least 1") }
 
+        if let c = controlPlane {
+            let most = ControlPlaneConfig.maximumSeconds
+            if !(ControlPlaneConfig.minimumGracePeriod...most).contains(c.nodeGracePeriod) {
+                fail("controlPlane.nodeGracePeriod", "\(c.nodeGracePeriod) s must be between \(Int(ControlPlaneConfig.minimumGracePeriod)) s (agents post every second) and \(Int(most)) s")
+            }
+            if !(0...most).contains(c.podEvictionDelay) {
+                fail("controlPlane.podEvictionDelay", "\(c.podEvictionDelay) s must be between 0 and \(Int(most)) s")
+            }
+        }
+
         let n = network
         let fabricHosts = Int(n.fabricCIDR.size) - 2
         if fabricHosts < AddressPlan.firstNodeHost + nodes.count {

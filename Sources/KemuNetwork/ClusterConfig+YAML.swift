@@ -48,11 +48,30 @@ extension ClusterConfig {
                 config.nodeResources.pods = resources.int("pods") ?? r.pods
                 resources.rejectUnknown(errors: &errors)
             }
+            if let lifecycleNode = top.node("controlPlane") {
+                var lifecycle = Fields(lifecycleNode, path: "controlPlane", errors: &errors)
+                var settings = ControlPlaneConfig()
+                let expected = "a duration such as 40s, 5m or 1.5 (seconds)"
+                settings.nodeGracePeriod = lifecycle.parse("nodeGracePeriod", expected, Self.seconds) ?? settings.nodeGracePeriod
+                settings.podEvictionDelay = lifecycle.parse("podEvictionDelay", expected, Self.seconds) ?? settings.podEvictionDelay
+                lifecycle.rejectUnknown(errors: &errors)
+                config.controlPlane = settings
+            }
             top.rejectUnknown(errors: &errors)
         }
         if errors.isEmpty { errors = config.validate() }
         guard errors.isEmpty else { throw ConfigErrors(source: source, errors: errors) }
         return config
+    }
+
+    /// `40s`, `5m`, `1h`, `500ms` or a bare number of seconds; nil for anything else (negative,
+    /// not finite, no number).
+    static func seconds(_ text: String) -> Double? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
+        guard let (suffix, scale) = units.first(where: { text.hasSuffix($0.0) }),
+              let number = Double(text.dropLast(suffix.count)), number.isFinite, number >= 0,
+              text.dropLast(suffix.count).allSatisfy({ $0.isNumber || $0 == "." }) else { return nil }
+        return number * scale
     }
 
     /// `zones: {zone-a: [node-1, node-2]}` → node → zone.

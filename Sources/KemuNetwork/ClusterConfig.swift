@@ -20,6 +20,9 @@ public struct ClusterConfig: Sendable, Equatable, Codable {
     public var network = NetworkConfig()
     /// What every node offers pods (capacity = allocatable): the scheduler fits requests into it.
     public var nodeResources = NodeResources()
+    /// How the control plane judges nodes (nil: the defaults). Written
+    /// `controlPlane: {nodeGracePeriod: 40s, podEvictionDelay: 5m}`.
+    public var controlPlane: ControlPlaneConfig?
 
     public init() {}
 
@@ -33,6 +36,22 @@ public struct NodeResources: Sendable, Equatable, Codable {
     public var pods = 110
 
     public init() {}
+}
+
+/// The node lifecycle controller's clock, as kube-controller-manager's
+/// `--node-monitor-grace-period` and the NoExecute toleration of unreachable nodes: seconds a node
+/// may be silent before it is NotReady (its pods unready), and NotReady before its pods are
+/// evicted. kemu's defaults are short (5 s, 5 s) so failover shows in seconds; Kubernetes' are
+/// 40 s and 300 s.
+public struct ControlPlaneConfig: Sendable, Equatable, Codable {
+    public var nodeGracePeriod: Double = 5
+    public var podEvictionDelay: Double = 5
+
+    public init() {}
+
+    /// Agents post status every second: a node needs at least two chances.
+    public static let minimumGracePeriod = 2.0
+    public static let maximumSeconds = 86_400.0
 }
 
 public struct NetworkConfig: Sendable, Equatable, Codable {

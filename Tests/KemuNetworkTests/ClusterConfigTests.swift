@@ -30,6 +30,7 @@ import Testing
         let text = try String(contentsOf: root.appendingPathComponent("configs/cluster.yaml"), encoding: .utf8)
         var expected = ClusterConfig()
         expected.name = "demo"
+        expected.controlPlane = ControlPlaneConfig()
         #expect(try ClusterConfig.parse(yaml: text) == expected)
     }
 
@@ -63,6 +64,21 @@ import Testing
         #expect(fields("nodeResources: {cpu: lots}") == ["nodeResources.cpu"])
         #expect(fields("nodeResources: {memory: 8GB, pods: 0}") == ["nodeResources.memory", "nodeResources.pods"])
         #expect(fields("nodeResources: {gpu: 1}") == ["nodeResources.gpu"])
+    }
+
+    @Test func theControlPlanesClockTakesDurations() throws {
+        let config = try ClusterConfig.parse(yaml: "controlPlane: {nodeGracePeriod: 40s, podEvictionDelay: 5m}")
+        #expect(config.controlPlane?.nodeGracePeriod == 40 && config.controlPlane?.podEvictionDelay == 300)
+        let partly = try ClusterConfig.parse(yaml: "controlPlane: {podEvictionDelay: 1500ms}")
+        #expect(partly.controlPlane?.nodeGracePeriod == 5 && partly.controlPlane?.podEvictionDelay == 1.5)
+        #expect(try ClusterConfig.parse(yaml: "controlPlane: {nodeGracePeriod: 7}").controlPlane?.nodeGracePeriod == 7)
+        #expect(try ClusterConfig.parse(yaml: "nodes: 2").controlPlane == nil)
+        #expect(fields("controlPlane: {nodeGracePeriod: 1s}") == ["controlPlane.nodeGracePeriod"])
+        #expect(fields("controlPlane: {podEvictionDelay: -5s, nodeGracePeriod: soon}") == ["controlPlane.nodeGracePeriod", "controlPlane.podEvictionDelay"])
+        #expect(fields("controlPlane: {podEvictionDelay: 1e400}") == ["controlPlane.podEvictionDelay"])
+        #expect(fields("controlPlane: {podEvictionDelay: 30d}") == ["controlPlane.podEvictionDelay"])
+        #expect(fields("controlPlane: {graceperiod: 5s}") == ["controlPlane.graceperiod"])
+        #expect(fields("controlPlane: 5s") == ["controlPlane"])
     }
 
     @Test func invalidCIDRsNameTheirField() {
