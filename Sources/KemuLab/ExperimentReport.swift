@@ -42,6 +42,9 @@ public struct ExperimentReport: Sendable {
     // MARK: what follows from the measurements
 
     struct Adaptation {
+        /// Requests that went out in the action's window (a loaded generator catching up sends
+        /// more than the rate), and how many of those failed.
+        var sent = 0
         var failures = 0
         /// The slowest request due in the action's window, ms from when it was due, and from when it went out.
         var slowestMs: Double = 0
@@ -68,7 +71,9 @@ public struct ExperimentReport: Sendable {
         // failure counts where the request went out: one due just before the next action but
         // sent after it (a loaded machine) met that action, not this one.
         let window = all.filter { $0.intended >= t && $0.intended < end }
-        let failed = all.filter { !$0.ok && max($0.intended, $0.sent) >= t && max($0.intended, $0.sent) < end }
+        let wentOut = all.filter { max($0.intended, $0.sent) >= t && max($0.intended, $0.sent) < end }
+        let failed = wentOut.filter { !$0.ok }
+        a.sent = wentOut.count
         a.failures = failed.count
         a.slowestMs = window.map(\.correctedMs).max() ?? 0
         a.slowestRawMs = window.map(\.rawMs).max() ?? 0
@@ -190,7 +195,7 @@ public struct ExperimentReport: Sendable {
         let actionsJSON: [JSON] = actions.indices.map { i in
             let r = actions[i], a = adaptation(i)
             var o: JSON = ["at": .double(r.time - start), "line": .int(Int64(r.action.line)), "action": .string(r.action.description),
-                           "failed": .int(Int64(a.failures)), "errorsStoppedMs": .double(a.errorsStoppedMs), "slowestMs": .double(a.slowestMs),
+                           "sent": .int(Int64(a.sent)), "failed": .int(Int64(a.failures)), "errorsStoppedMs": .double(a.errorsStoppedMs), "slowestMs": .double(a.slowestMs),
                            "slowestRawMs": .double(a.slowestRawMs),
                            "victims": .array(r.victims.sorted().map { .string($0) }), "proxiesMeasured": .int(Int64(a.proxiesMeasured))]
             if !r.detail.isEmpty { o["detail"] = .string(r.detail) }
