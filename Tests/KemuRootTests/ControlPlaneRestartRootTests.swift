@@ -42,9 +42,10 @@ struct ControlPlaneRestartRootTests {
         #expect(ready, "nodes not Ready again within 15 s")
         let result = try await traffic
         #expect(result.failures.isEmpty, "\(result.failures.prefix(3)) of \(result.counts)")
-        // Requests went on through the outage (50 a second at most; a loaded CI managed 289 in
-        // the 14 s, none failed): a third of that still spans it.
-        #expect(result.counts.values.reduce(0, +) > 150, "\(result.counts)")
+        // Requests went on through the outage: never 3 s without an answer. (How many is the
+        // machine's business: 50 a second at most, 289 in the 14 s on a loaded CI, 10 a second
+        // on a more loaded one.)
+        #expect(result.gap < 3 && result.counts.values.reduce(0, +) > 28, "\(result.gap) s without an answer; \(result.counts)")
 
         // No node was judged while the server was away: the same pods, none evicted.
         try await Task.sleep(for: .seconds(max(0, 6 - Date().timeIntervalSince(started))))
@@ -68,7 +69,8 @@ struct ControlPlaneRestartRootTests {
         }
         #expect(back, "the API server did not come back by itself")
         let during = try await more
-        #expect(during.failures.isEmpty && during.counts.values.reduce(0, +) > 100, "\(during.failures.prefix(3)) of \(during.counts)")
+        #expect(during.failures.isEmpty && during.gap < 3 && during.counts.values.reduce(0, +) > 12,
+                "\(during.failures.prefix(3)) of \(during.counts), \(during.gap) s without an answer")
 
         // A Service made afterwards is served.
         #expect(try await c.kubectl(["expose", "deploy/web", "--name", "web-again", "--port", "81", "--target-port", "8080"]).status == .exited(0))

@@ -103,14 +103,19 @@ import Testing
         #expect(calm.ok, "\(calm.output)")
         for i in 0..<2 { #expect(calm.load(i, "failed") == 0, "\(calm.output)") }
         #expect((calm.loads.first?["ok"] as? Int ?? 0) > 2000, "\(calm.output)")
-        let after = (try await Self.issued(c, "node-1"), try await Self.issued(c, "node-2"))
-        // node-1: its node identity and the caller's, twice (the second after the CA came back).
-        #expect(after.0 >= before.0 + 4 && after.1 >= before.1 + 2, "certificates issued before \(before), after \(after)")
+        // node-1: its node identity and the caller's, twice (the second once the CA came back, a
+        // second before the experiment's end: on a loaded machine the answer may come after it).
+        var after = (0.0, 0.0)
+        let renewed = try await eventually(20) {
+            after = (try await Self.issued(c, "node-1"), try await Self.issued(c, "node-2"))
+            return after.0 >= before.0 + 4 && after.1 >= before.1 + 2
+        }
+        #expect(renewed, "certificates issued before \(before), after \(after)")
 
         // Lost while the CA is down: node-1's new meshed connections are refused until the CA
         // starts again and answers; then everything works.
         let broken = try await ChaosRootTests().experiment(c, """
-        duration: 6s
+        duration: 8s
         load: {service: web, from: app=caller, clients: 2, rate: 50}
         actions:
           - {at: 1s, stop-mesh-ca: {}}
@@ -120,7 +125,9 @@ import Testing
         #expect(broken.ok, "\(broken.output)")
         let failedWhileDown = broken.action(1, "failed") ?? 0
         #expect(failedWhileDown > 50, "new connections from node-1 fail while it has no identity: \(broken.output)")
-        #expect((broken.action(2, "errorsStoppedMs") ?? 9999) < 1500, "and work again once the CA answers: \(broken.output)")
+        // (The signer looks every 200 ms, the node asks every 200 ms at most: ~400 ms idle; the
+        // bound leaves a loaded machine room and still needs the last seconds served whole.)
+        #expect((broken.action(2, "errorsStoppedMs") ?? 9999) < 3000, "and work again once the CA answers: \(broken.output)")
         let status = try await c.kemu(["mesh", "status"]).output
         #expect(status.contains("spiffe://cluster.local/ns/default/sa/default"), "\(status)")
         #expect(try await c.kubectl(["get", "events", "--field-selector", "reason=ChaosMeshCAStopped", "-o", "name"]).output.contains("event"))

@@ -9,7 +9,8 @@ import Testing
 /// request and goes straight on once it is dead, so the next connections race the endpoint's
 /// removal. (A connection that reached the endpoint's accept queue in the instant it died is
 /// reset, through any L4 proxy: the kill waits for the death so the test is about what follows.)
-/// With `DURATION=s` it runs for that long instead, a request every 20 ms.
+/// With `DURATION=s` it runs for that long instead, a request every 20 ms. `gap` is the longest
+/// time (seconds) the client went without an answer: between two, and from the last to the end.
 let requestLoop = """
 import json, os, socket, sys, time
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -21,7 +22,7 @@ seconds = float(os.environ.get('DURATION', '0'))
 # pods that did not answer in the first second (a rollout done), after 8 s at least.
 replaced, first, recent = os.environ.get('UNTIL_REPLACED') == '1', set(), []
 start = time.time()
-end = start + seconds
+end, last, gap = start + seconds, start, 0.0
 i = -1
 while (i + 1 < n) if seconds == 0 else (time.time() < end):
     if replaced and len(recent) == 50 and time.time() > start + 8 and not first.intersection(recent): break
@@ -43,16 +44,19 @@ while (i + 1 < n) if seconds == 0 else (time.time() < end):
         s.close()
         pod = data.split(b'\\r\\n\\r\\n', 1)[1].split()[0].decode().removeprefix('pod=')
         counts[pod] = counts.get(pod, 0) + 1
+        gap, last = max(gap, time.time() - last), time.time()
         if time.time() < start + 1: first.add(pod)
         recent = (recent + [pod])[-50:]
     except Exception as e:
         failures.append(repr(e))
-print(json.dumps({'counts': counts, 'failures': failures}))
+gap = max(gap, time.time() - last)
+print(json.dumps({'counts': counts, 'failures': failures, 'gap': round(gap, 3)}))
 """
 
 struct LoopResult: Decodable {
     var counts: [String: Int]
     var failures: [String]
+    var gap: Double = 0
 }
 
 extension TestCluster {
@@ -62,7 +66,7 @@ extension TestCluster {
         let out = try await kemu(argv).output
         guard let result = try? JSONDecoder().decode(LoopResult.self, from: Data(out.utf8)) else {
             Issue.record("request loop in \(pod): \(out)")
-            return LoopResult(counts: [:], failures: ["no result"])
+            return LoopResult(counts: [:], failures: ["no result"], gap: .infinity)
         }
         return result
     }
