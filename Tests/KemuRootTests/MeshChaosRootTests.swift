@@ -194,6 +194,68 @@ import Testing
         #expect(annotated.status != .exited(0) && annotated.output.contains("metadata.annotations[kemu.dev/clock-skew]"), "\(annotated.output)")
     }
 
+    /// A tunnel's peer gone silent (its node cut off the fabric: no reset, no FIN, nothing): the
+    /// calls in the tunnel to it fail at the dial's timeout and go to the endpoint left, as a plain
+    /// connection's dial would — the mesh's call timer waits on only while the peer is heard.
+    @Test func aPartitionedPeerIsFailedOverAsFastAsAPlainEndpoint() async throws {
+        let c = TestCluster("rmeshcut")
+        defer { c.release() }
+        // No eviction while cut off: what is measured is the proxies' failover, not a new pod.
+        #expect(try await c.up(config: "controlPlane: {podEvictionDelay: 60s}\n").status == .exited(0))
+        #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
+        let pods = ["node-1", "node-2"].map { node in """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: web-\(node), labels: {app: web}}
+            spec:
+              nodeName: \(node)
+              containers: [{name: echo, image: kemu/echo, readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}}]
+            """ }
+        let manifest = (pods + ["""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web}
+            spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+            """, """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: caller, labels: {app: caller}}
+            spec:
+              nodeName: node-1
+              containers: [{name: c, image: python, command: [sleep, "3600"]}]
+            """]).joined(separator: "\n---\n")
+        #expect(try await c.kubectl(["apply"], stdin: manifest).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", 2))
+        #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/caller", "--timeout=60s"]).status == .exited(0))
+        #expect(try await eventually(15) { try await c.metrics("node-1").contains("identity=\"spiffe://cluster.local/ns/default/sa/default\"") })
+
+        let tunnelled = { MeshRootTests.value(try await c.metrics("node-1"), "kemu_mesh_streams_opened_total") }
+        let before = try await tunnelled()
+        let cut = try await ChaosRootTests().experiment(c, """
+        duration: 12s
+        load: {service: web, from: app=caller, clients: 4, rate: 100}
+        actions:
+          - {at: 2s, partition: node-2}
+        """)
+        #expect(cut.ok, "\(cut.output)")
+        #expect(try await tunnelled() > before + 50, "node-1 sent the connections to web-node-2 through the tunnel")
+        // As the plain partition (ChaosRootTests): lost at most the requests already on node-2 at
+        // the cut, one per client; every other waits at most a dial timeout and a retry.
+        let lost = cut.action(0, "failed") ?? 9
+        #expect(lost <= 4 && cut.load(0, "failed") <= 4, "\(cut.output)")
+        #expect(lost >= 1 || (cut.action(0, "slowestRawMs") ?? 9999) < 1500, "no request waits more than a dial timeout and a retry: \(cut.output)")
+        let shares = cut.loads.first?["endpoints"] as? [String: Int] ?? [:]
+        #expect((shares["web-node-1"] ?? 0) > (shares["web-node-2"] ?? 0), "the endpoint left took the load: \(cut.output)")
+        #expect(try await ChaosRootTests().fabricLinkUp(c, "node-2"))
+
+        // Healed: the tunnel (or a new one) carries node-2's share again.
+        let again = try await tunnelled(), web = try await c.jsonpath("svc/web", "{.spec.clusterIP}")
+        #expect(try await eventually(20) {
+            _ = try await c.kemu(["curl", "--from", "caller", "http://\(web)/?format=text"])
+            return try await tunnelled() > again
+        }, "node-1 tunnels to node-2 again after the heal")
+    }
+
     /// The serials of the certificates a node's proxy holds, from its status page.
     static func serials(_ c: TestCluster, _ node: String) async throws -> Set<String> {
         let page = try await runOff(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:10249/mesh"], in: "kemu-\(c.name)-\(node)").output
