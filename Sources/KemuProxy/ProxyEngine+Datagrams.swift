@@ -43,7 +43,8 @@ extension ProxyEngine {
 
     private func forward(_ datagram: UnsafeRawBufferPointer, from client: SocketAddress, at listener: Listener) {
         let key = FlowKey(frontend: listener.address, client: client)
-        guard let pool = route(listener, client: client.ip).pool else { return }
+        let (chosen, source) = route(listener, client: client.ip)
+        guard let pool = chosen else { return }
         pool.stats.datagramsIn += 1
         if let rule = pool.settings.faults.first(where: { $0.matches(client.ip) }) {
             switch rule.action(roll: Double.random(in: 0..<100), spread: Double.random(in: -1...1)) {
@@ -61,13 +62,14 @@ extension ProxyEngine {
                 return
             }
         }
-        send(datagram, key: key, listener: listener, pool: pool)
+        send(datagram, key: key, pool: pool, source: source)
     }
 
     /// Sends on the client's flow, opening one (an endpoint chosen as for a new connection) when
     /// there is none or the frontend's pool changed. An endpoint found dead (its last datagram
     /// drew an ICMP error) loses the flow, and this datagram goes to another endpoint at once.
-    private func send(_ datagram: UnsafeRawBufferPointer, key: FlowKey, listener: Listener, pool: EndpointPool) {
+    /// `source`: where a new flow dials from (the route's, found with `pool`).
+    private func send(_ datagram: UnsafeRawBufferPointer, key: FlowKey, pool: EndpointPool, source: ClientSource) {
         var tried: [Endpoint] = []
         while tried.count < max(pool.settings.connectAttempts, 1) {
             var flow = flows[key]
@@ -75,7 +77,7 @@ extension ProxyEngine {
                 endFlow(f)
                 flow = nil
             }
-            if flow == nil { flow = openFlow(key, pool: pool, source: route(listener, client: key.client.ip).source, tried: &tried) }
+            if flow == nil { flow = openFlow(key, pool: pool, source: source, tried: &tried) }
             guard let flow else { break }
             let n = DatagramSocket.send(flow.upstream, from: datagram.baseAddress ?? UnsafeRawPointer(scratch), count: datagram.count)
             if n >= 0 || n == -Int(EAGAIN) || n == -Int(ENOBUFS) {
@@ -190,7 +192,9 @@ extension ProxyEngine {
     /// A delay Fault's datagram, when its time came.
     func sendDelayedDatagram(_ generation: UInt32) {
         guard let (key, bytes) = delayedDatagrams.removeValue(forKey: generation),
-              let fd = listenerByAddress[key.frontend], let listener = listeners[fd], let pool = route(listener, client: key.client.ip).pool else { return }
-        bytes.withUnsafeBytes { send($0, key: key, listener: listener, pool: pool) }
+              let fd = listenerByAddress[key.frontend], let listener = listeners[fd] else { return }
+        let (chosen, source) = route(listener, client: key.client.ip)
+        guard let pool = chosen else { return }
+        bytes.withUnsafeBytes { send($0, key: key, pool: pool, source: source) }
     }
 }
