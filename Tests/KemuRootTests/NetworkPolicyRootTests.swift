@@ -57,25 +57,29 @@ import Testing
     }
 
     /// Runs inside a pod: probes every target given as JSON [[key, ip, port, proto]] at once
-    /// (a thread each); prints {key: reached}. A drop is silence, so each probe waits 3 s for an
-    /// answer (UDP: four datagrams 750 ms apart): 9 pods probing 72 targets each on a loaded
-    /// 2-core machine once took longer than 1.5 s to answer an allowed datagram.
+    /// (a thread each); prints {key: reached}. A drop is silence: a TCP probe waits 1.5 s, a UDP
+    /// one sends three datagrams 750 ms apart (two, 1.5 s, once went unanswered under the full
+    /// suite's load). Each datagram
+    /// goes from a port of its own (argv[2] + its index; the caller gives each case its own
+    /// range): from a random one, a probe that happened on the port the same probe used in the
+    /// case before was a reply to a flow conntrack still knew, allowed as established.
     static let probe = """
     import json, socket, sys, threading
-    targets, result = json.loads(sys.argv[1]), {}
-    def reach(key, ip, port, proto):
+    targets, result, first = json.loads(sys.argv[1]), {}, int(sys.argv[2])
+    def reach(key, ip, port, proto, index):
         port = int(port)
         try:
             if proto == 'TCP':
-                s = socket.create_connection((ip, port), 3)
-                s.settimeout(3)
+                s = socket.create_connection((ip, port), 1.5)
+                s.settimeout(1.5)
                 s.sendall(b'GET /?format=text HTTP/1.0\\r\\n\\r\\n')
                 result[key] = len(s.recv(100)) > 0
             else:
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(('', first + index))
                 s.settimeout(0.75)
                 ok = False
-                for _ in range(4):
+                for _ in range(3):
                     s.sendto(b'?', (ip, port))
                     try:
                         ok = len(s.recv(200)) > 0
@@ -85,7 +89,7 @@ import Testing
                 result[key] = ok
         except Exception:
             result[key] = False
-    threads = [threading.Thread(target=reach, args=t) for t in targets]
+    threads = [threading.Thread(target=reach, args=t + [i]) for i, t in enumerate(targets)]
     for t in threads: t.start()
     for t in threads: t.join()
     print(json.dumps(result))
@@ -94,7 +98,10 @@ import Testing
     @Test func theUpstreamTruthTablesHoldPodToPodAndThroughServicesAndTraceAgrees() async throws {
         let c = TestCluster("rnetpol")
         defer { c.release() }
-        #expect(try await c.up().status == .exited(0))
+        // A node is NotReady after 15 s without a heartbeat, not 5: nine probes of 72 threads at
+        // once on 2 cores once held node-1's Lease renewal past 5 s, its pods went unready and
+        // their Services rejected connections — a finding of its own, not this table's subject.
+        #expect(try await c.up(config: "controlPlane: {nodeGracePeriod: 15s}\n").status == .exited(0))
         let applied = try await c.kubectl(["apply"], stdin: Self.world)
         try #require(applied.status == .exited(0), "\(applied.output)")
         for ns in Self.namespaces {
@@ -158,7 +165,7 @@ import Testing
                   ingress: [{ports: [{port: 80, endPort: 81, protocol: UDP}]}]
                 """, { s, d, _, proto in s == d || d != xa || proto == "UDP" }),
         ]
-        for (name, manifest, expected) in cases {
+        for (round, (name, manifest, expected)) in cases.enumerated() {
             var policyName: (String, String)?
             if let manifest {
                 #expect(try await c.kubectl(["apply"], stdin: manifest).status == .exited(0), "\(name)")
@@ -167,7 +174,7 @@ import Testing
                 policyName = (meta[1], meta[0])
                 #expect(try await policyApplied(c, namespace: meta[1], name: meta[0], present: true), "\(name): not applied on every node")
             }
-            try await checkMatrix(c, name, expected, podIPs: podIPs, serviceIPs: serviceIPs)
+            try await checkMatrix(c, name, expected, podIPs: podIPs, serviceIPs: serviceIPs, round: round)
             if name.hasPrefix("default-deny ingress") {
                 // Each drop is in the nodes' drop log, with the policy that made it.
                 let drops = try await c.kemu(["logs", "--drops"]).output
@@ -188,7 +195,7 @@ import Testing
 
     /// Probes the whole matrix (pod IPs and Service IPs) from every pod at once, and traces it.
     func checkMatrix(_ c: TestCluster, _ name: String, _ expected: (Peer, Peer, UInt16, String) -> Bool,
-                     podIPs: [Peer: String], serviceIPs: [Peer: String]) async throws {
+                     podIPs: [Peer: String], serviceIPs: [Peer: String], round: Int) async throws {
         let results = try await withThrowingTaskGroup(of: (Peer, [String: Bool], [Bool]).self) { group in
             for source in Self.peers {
                 group.addTask {
@@ -202,7 +209,8 @@ import Testing
                         }
                     }
                     let json = String(decoding: try JSONSerialization.data(withJSONObject: targets), as: UTF8.self)
-                    let out = try await c.kubectl(["exec", "-n", source.namespace, source.pod, "-c", "c80", "--", "python3", "-c", Self.probe, json]).output
+                    let out = try await c.kubectl(["exec", "-n", source.namespace, source.pod, "-c", "c80", "--", "python3", "-c", Self.probe, json,
+                                                   String(20000 + round * 100)]).output
                     let reached = (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Bool]) ?? [:]
                     if reached.isEmpty { Issue.record("\(name): the probe in \(source) printed no verdicts: \(out.prefix(600))") }
                     let trace = try await c.kemu(["policy", "trace", source.description] + traced).output
