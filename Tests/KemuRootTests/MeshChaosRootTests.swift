@@ -27,6 +27,11 @@ import Testing
       selector: {app: web}
       ports: [{name: http, port: 80, targetPort: 8080}, {name: echo, port: 9000, targetPort: 9000}]
     ---
+    \(caller)
+    """
+
+    /// The meshed client both tests drive their loads from, on node-1.
+    static let caller = """
     apiVersion: v1
     kind: Pod
     metadata: {name: caller, labels: {app: caller}}
@@ -35,6 +40,16 @@ import Testing
       containers: [{name: c, image: python, command: [sleep, "3600"]}]
 
     """
+
+    /// The default namespace in the mesh, `manifest` applied, `endpoints` of web ready, the caller
+    /// running and node-1 holding its identity.
+    static func meshed(_ c: TestCluster, _ manifest: String, endpoints: Int) async throws {
+        #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
+        #expect(try await c.kubectl(["apply"], stdin: manifest).status == .exited(0))
+        #expect(try await c.readyEndpoints("web", endpoints))
+        #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/caller", "--timeout=60s"]).status == .exited(0))
+        #expect(try await eventually(15) { try await c.metrics("node-1").contains("identity=\"spiffe://cluster.local/ns/default/sa/default\"") })
+    }
 
     /// One connection to web:9000 (the echo port) kept open: a line now; then, once a new
     /// connection is refused (the DENY is in force on the destination's node, however long the
@@ -79,11 +94,7 @@ import Testing
         let c = TestCluster("rmeshca")
         defer { c.release() }
         #expect(try await c.up().status == .exited(0))
-        #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
-        #expect(try await c.kubectl(["apply"], stdin: Self.app).status == .exited(0))
-        #expect(try await c.readyEndpoints("web", 2))
-        #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/caller", "--timeout=60s"]).status == .exited(0))
-        #expect(try await eventually(15) { try await c.metrics("node-1").contains("identity=\"spiffe://cluster.local/ns/default/sa/default\"") })
+        try await Self.meshed(c, Self.app, endpoints: 2)
         let before = (try await Self.issued(c, "node-1"), try await Self.issued(c, "node-2"))
 
         // Rotation on demand under a keep-alive load and a connection-per-request one, then the
@@ -202,7 +213,6 @@ import Testing
         defer { c.release() }
         // No eviction while cut off: what is measured is the proxies' failover, not a new pod.
         #expect(try await c.up(config: "controlPlane: {podEvictionDelay: 60s}\n").status == .exited(0))
-        #expect(try await c.kubectl(["label", "namespace", "default", "kemu.dev/mesh=enabled"]).status == .exited(0))
         let pods = ["node-1", "node-2"].map { node in """
             apiVersion: v1
             kind: Pod
@@ -216,18 +226,11 @@ import Testing
             kind: Service
             metadata: {name: web}
             spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
-            """, """
-            apiVersion: v1
-            kind: Pod
-            metadata: {name: caller, labels: {app: caller}}
-            spec:
-              nodeName: node-1
-              containers: [{name: c, image: python, command: [sleep, "3600"]}]
-            """]).joined(separator: "\n---\n")
-        #expect(try await c.kubectl(["apply"], stdin: manifest).status == .exited(0))
-        #expect(try await c.readyEndpoints("web", 2))
-        #expect(try await c.kubectl(["wait", "--for=condition=Ready", "pod/caller", "--timeout=60s"]).status == .exited(0))
-        #expect(try await eventually(15) { try await c.metrics("node-1").contains("identity=\"spiffe://cluster.local/ns/default/sa/default\"") })
+            """, Self.caller]).joined(separator: "\n---\n")
+        try await Self.meshed(c, manifest, endpoints: 2)
+        // The delay reached the server (the 5 s default would evict within this run).
+        let server = try String(contentsOfFile: "/proc/\(c.daemonPID("server"))/cmdline", encoding: .utf8)
+        #expect(server.contains("--pod-eviction-delay\u{0}60.0\u{0}"), "\(server.split(separator: "\u{0}").joined(separator: " "))")
 
         let tunnelled = { MeshRootTests.value(try await c.metrics("node-1"), "kemu_mesh_streams_opened_total") }
         let before = try await tunnelled()
