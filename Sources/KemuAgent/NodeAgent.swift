@@ -289,12 +289,15 @@ public final class NodeAgent: Sendable {
     func keepHeartbeat(via client: APIClient) async throws {
         var posted = ContinuousClock.now
         var reported = pressure()
+        var renewing = ContinuousClock.now
         while !Task.isCancelled {
-            try await Task.sleep(for: heartbeat)
-            let renewing = ContinuousClock.now
+            // A renewal every `heartbeat` from the start of the last, not a `heartbeat` after its
+            // end: a server slow to answer does not also space the renewals out.
+            try await Task.sleep(until: max(renewing + heartbeat, .now + .milliseconds(100)))
+            renewing = .now
             do { try await renewLease(via: client) } catch { logger.warning("lease: \(error)") }
             let took = renewing.duration(to: .now)
-            if took > .seconds(2) { logger.warning("lease renewal took \(took): the lifecycle controller allows 5 s") }
+            if took > .seconds(2) { logger.warning("lease renewal took \(took): nothing is heard from this node meanwhile (the server's --node-grace-period, 5 s by default, allows it)") }
             let now = pressure()
             let owed = repost.withLock { owed in defer { owed = false }; return owed }
             guard owed || now.differs(from: reported) || posted.duration(to: .now) >= statusReportFrequency else { continue }

@@ -5,8 +5,9 @@ import Logging
 import Synchronization
 
 /// Watches the nodes' heartbeats (their Leases in kube-node-lease, which each node agent renews
-/// every second, and the Ready condition's lastHeartbeatTime, posted at least every 10 s). A node silent for longer than `gracePeriod` — its agent killed, or its
-/// fabric link down — has its conditions set to Unknown ("Kubelet stopped posting node
+/// every second, and the Ready condition's lastHeartbeatTime, posted at least every 10 s). A node
+/// silent for longer than `gracePeriod` — its agent killed, or its fabric link down — has its
+/// conditions set to Unknown ("Kubelet stopped posting node
 /// status."), gets the `node.kubernetes.io/unreachable` taints, and its pods are marked not Ready
 /// at once, so their endpoints leave every Service. Still silent `evictionDelay` later, its pods
 /// are deleted (event TaintManagerEviction) and their controllers recreate them on other nodes.
@@ -31,6 +32,8 @@ public final class NodeLifecycleController: Sendable {
     let logger = Logger(label: "kemu.nodelifecycle")
     /// Per zone: its state last seen and its eviction budget.
     let zones = Mutex<[String: (state: ZoneState, limiter: TokenBucket)]>([:])
+    /// What the checks heard from each node (`Silence`), when the first and the last check ran.
+    let heard = Mutex<(nodes: [String: Silence], firstCheck: Date?, lastCheck: Date?)>(([:], nil, nil))
 
     /// Upstream's node-monitor-grace-period is 40 s and its eviction 300 s; an emulator that
     /// tests failover wants seconds.
@@ -41,23 +44,41 @@ public final class NodeLifecycleController: Sendable {
         self.policy = policy
     }
 
-    /// Checks every node twice a second until cancelled. Heartbeats older than the controller
-    /// count from its start: nodes of a cluster brought up again on kept data get their grace.
+    /// Checks every node twice a second until cancelled.
     public func run() async throws {
-        let started = Date()
         while !Task.isCancelled {
-            check(now: Date(), notBefore: started)
+            check(now: Date())
             try await Task.sleep(for: .milliseconds(500))
         }
     }
 
-    public func check(now: Date, notBefore: Date = .distantPast) {
+    /// Silence is counted on the controller's clock, as upstream's probe timestamps are: from the
+    /// check that saw a node's Lease or status change, not from the time the agent wrote in it.
+    /// A renewal that took the server 2 s to store was already 2 s old when it landed, and the
+    /// one after it 2 s older again: with the agent's own stamps a node renewing every second
+    /// through a busy server looked 5 s silent. And a check counts at most `longestStep` however
+    /// late it ran: a control plane starved of CPU heard nobody meanwhile, and the renewals that
+    /// came in are still in its queue — the silence is its own, not the nodes'.
+    static let longestStep = 1.0
+
+    struct Silence {
+        var stamps: [String?]
+        var seconds: Double
+    }
+
+    public func check(now: Date) {
+        let (step, first) = heard.withLock { h in
+            defer { (h.firstCheck, h.lastCheck) = (h.firstCheck ?? now, now) }
+            return (h.lastCheck.map { min(max(0, now.timeIntervalSince($0)), Self.longestStep) } ?? 0, h.firstCheck ?? now)
+        }
         var health: [String: (ready: Int, notReady: Int)] = [:]
         var due: [(node: JSON, zone: String)] = []
-        for node in store.list("nodes").items where node.deletionTimestamp == nil {
+        let nodes = store.list("nodes").items.filter { $0.deletionTimestamp == nil }
+        heard.withLock { h in h.nodes = h.nodes.filter { name, _ in nodes.contains { $0.name == name } } }
+        for node in nodes {
             let zone = Self.zone(of: node)
             do {
-                switch try check(node, now: now, notBefore: notBefore) {
+                switch try check(node, now: now, silence: silence(of: node, step: step), firstCheck: first) {
                 case .ready: health[zone, default: (0, 0)].ready += 1
                 case .notReady(let evictionDue):
                     health[zone, default: (0, 0)].notReady += 1
@@ -105,19 +126,31 @@ public final class NodeLifecycleController: Sendable {
         (node[path: "status.conditions"]?.array ?? []).first { $0["type"]?.string == "Ready" }
     }
 
-    func check(_ node: JSON, now: Date, notBefore: Date) throws -> Health {
+    /// Seconds the checks have heard nothing from the node: its Lease's renewTime and its Ready
+    /// condition's lastHeartbeatTime (agents renew the one every second and post the other on a
+    /// change or every 10 s) unchanged since the check that last saw either change. A node first
+    /// seen now starts at zero: nodes of a cluster brought up again on kept data get their grace.
+    func silence(of node: JSON, step: Double) -> Double {
+        let stamps = [store.get("leases.coordination.k8s.io", namespace: "kube-node-lease", name: node.name)?[path: "spec.renewTime"]?.string,
+                      Self.readyCondition(node)?["lastHeartbeatTime"]?.string]
+        return heard.withLock { h in
+            var entry = h.nodes[node.name] ?? Silence(stamps: stamps, seconds: 0)
+            entry.seconds = entry.stamps == stamps ? entry.seconds + step : 0
+            entry.stamps = stamps
+            h.nodes[node.name] = entry
+            return entry.seconds
+        }
+    }
+
+    func check(_ node: JSON, now: Date, silence: Double, firstCheck: Date) throws -> Health {
         guard let ready = Self.readyCondition(node) else { return .unknown }
         let status = ready["status"]?.string ?? "Unknown"
         let tainted = Self.taints(node).contains { $0["key"]?.string == Self.unreachable }
-        // The node's Lease renewal (agents renew it every second and post their status only on a
-        // change or every 10 s).
-        let renewed = store.get("leases.coordination.k8s.io", namespace: "kube-node-lease", name: node.name)?[path: "spec.renewTime"]?
-            .string.flatMap(Timestamp.parse) ?? .distantPast
         if status == "True" {
-            let posted = ready["lastHeartbeatTime"]?.string.flatMap(Timestamp.parse) ?? now
-            let heartbeat = max(posted, renewed, notBefore)
-            if now.timeIntervalSince(heartbeat) > gracePeriod {
-                logger.info("node \(node.name): last heartbeat \(Int(now.timeIntervalSince(heartbeat) * 1000)) ms ago (\(renewed == .distantPast ? "no Lease" : "Lease renewed \(Int(now.timeIntervalSince(renewed) * 1000)) ms ago"), status posted \(Int(now.timeIntervalSince(posted) * 1000)) ms ago)")
+            if silence > gracePeriod {
+                let renewed = store.get("leases.coordination.k8s.io", namespace: "kube-node-lease", name: node.name)?[path: "spec.renewTime"]?
+                    .string.flatMap(Timestamp.parse)
+                logger.info("node \(node.name): nothing heard for \(Int(silence * 1000)) ms (\(renewed.map { "Lease renewed at \(Timestamp.formatMicro($0))" } ?? "no Lease"), status posted at \(ready["lastHeartbeatTime"]?.string ?? "never"))")
                 try markUnknown(node, now: now)
                 return .notReady(evictionDue: evictionDelay <= 0)
             } else if tainted {
@@ -129,9 +162,10 @@ public final class NodeLifecycleController: Sendable {
             return .ready
         }
         // NotReady or Unknown: its pods go once the node has been so for evictionDelay — unless
-        // its Lease is fresh again (an agent that was only slow is about to post Ready).
-        if now.timeIntervalSince(renewed) <= gracePeriod { return .notReady(evictionDue: false) }
-        let since = max(ready["lastTransitionTime"]?.string.flatMap(Timestamp.parse) ?? now, notBefore)
+        // it was heard from again (an agent that was only slow is about to post Ready). A node
+        // NotReady before the controller started counts from its start.
+        if silence <= gracePeriod { return .notReady(evictionDue: false) }
+        let since = max(ready["lastTransitionTime"]?.string.flatMap(Timestamp.parse) ?? now, firstCheck)
         return .notReady(evictionDue: now.timeIntervalSince(since) >= evictionDelay)
     }
 

@@ -124,6 +124,63 @@ import Testing
         #expect(evicted(store).isEmpty)
     }
 
+    func lease(_ store: Store, _ name: String, renewedAt time: Date) throws {
+        guard store.get("leases.coordination.k8s.io", namespace: "kube-node-lease", name: name) != nil else {
+            var lease: JSON = ["kind": "Lease", "spec": ["holderIdentity": .string(name), "renewTime": .string(Timestamp.formatMicro(time))]]
+            (lease.name, lease.namespace) = (name, "kube-node-lease")
+            _ = try store.create("leases.coordination.k8s.io", lease)
+            return
+        }
+        _ = try store.modify("leases.coordination.k8s.io", namespace: "kube-node-lease", name: name) {
+            $0["spec", default: [:]]["renewTime"] = .string(Timestamp.formatMicro(time))
+        }
+    }
+
+    func status(_ store: Store, _ name: String) -> String? {
+        store.get("nodes", name: name)?[path: "status.conditions"]?.array?.first?["status"]?.string
+    }
+
+    /// An agent renewing every second through a server that takes 2.1 s to store each renewal:
+    /// each lands 2.1 s old and the next 3.1 s after it. Judged by the agent's stamps the node
+    /// looked 5.2 s silent just before each landed; it was heard every 3.1 s.
+    @Test func renewalsStoredLateAreStillHeartbeats() throws {
+        let store = Store()
+        try cluster(store, count: 1)
+        let controller = NodeLifecycleController(store: store, gracePeriod: 5, evictionDelay: 0)
+        var (t, sent, stored) = (start, start, start.addingTimeInterval(2.1))
+        while t < start.addingTimeInterval(60) {
+            if t >= stored {
+                try lease(store, "n0", renewedAt: sent)
+                (sent, stored) = (stored.addingTimeInterval(1), stored.addingTimeInterval(3.1))
+            }
+            controller.check(now: t)
+            #expect(status(store, "n0") == "True", "at \(t.timeIntervalSince(start)) s")
+            t = t.addingTimeInterval(0.5)
+        }
+    }
+
+    /// A control plane starved of CPU for 7 s heard nobody meanwhile: the nodes renewing are not
+    /// blamed for it, while a node that is really silent is still found out once the checks run.
+    @Test func aStarvedControllerDoesNotBlameTheNodes() throws {
+        let store = Store()
+        try cluster(store, count: 2)
+        let controller = NodeLifecycleController(store: store, gracePeriod: 5, evictionDelay: 60)
+        try lease(store, "n0", renewedAt: start)
+        controller.check(now: start)
+        controller.check(now: start.addingTimeInterval(0.5))
+        // The next check 7 s late, before the renewals queued meanwhile are stored.
+        controller.check(now: start.addingTimeInterval(7.5))
+        #expect(status(store, "n0") == "True" && status(store, "n1") == "True")
+        var t = start.addingTimeInterval(7.5)
+        while t < start.addingTimeInterval(15) {
+            t = t.addingTimeInterval(0.5)
+            try lease(store, "n0", renewedAt: t)
+            controller.check(now: t)
+        }
+        #expect(status(store, "n0") == "True")
+        #expect(status(store, "n1") == "Unknown", "n1 posted nothing for 5 s of checks")
+    }
+
     @Test func zoneStatesAndTheBucketAreUpstreams() {
         #expect(ZoneState(ready: 0, notReady: 1, threshold: 0.55) == .fullDisruption)
         #expect(ZoneState(ready: 1, notReady: 2, threshold: 0.55) == .normal, "two NotReady never disrupt a zone")
