@@ -124,12 +124,14 @@ spec:
         #expect(try await wire.count("tcp port 8080") == 0, "the pod's own port crossed the fabric in the clear")
         #expect(!wire.bytes.contains("hunter2"), "the secret crossed the fabric in the clear")
         // A client holding 1,100 connections open through its one tunnel (past the 1,000 streams
-        // a tunnel once allowed) still has every new one answered.
-        let many = try await c.kemu(["exec", "-n", "shop", "caller", "--", "env", "HOLD=1100", "sh", "-c",
+        // a tunnel once allowed), each answered once, still has every new one answered. (Opened
+        // all at once and left silent, a saturated CI machine was still working through the
+        // burst when the loop began: the test measured the backlog, not the tunnel's limit.)
+        let many = try await c.kemu(["exec", "-n", "shop", "caller", "--", "env", "HOLD=1100", "HOLD_ASKS=1", "sh", "-c",
                                      "ulimit -n 4096 2>/dev/null || ulimit -n $(ulimit -Hn); exec python3 -c \"$0\" \"$@\"",
                                      requestLoop, "web", "80", "20"]).output
         let manyResult = try? JSONDecoder().decode(LoopResult.self, from: Data(many.utf8))
-        #expect(manyResult?.failures == [] && manyResult?.counts.values.reduce(0, +) == 20, "\(many)")
+        #expect(manyResult?.failures == [] && manyResult?.counts.values.reduce(0, +) == 20, "\(many)\n\(c.warnings())")
         let sent = try await c.metrics("node-1")
         #expect(Self.value(sent, "kemu_mesh_streams_opened_total") >= 8, "\(sent)")
         #expect(Self.value(try await c.metrics("node-2"), "kemu_mesh_streams_accepted_total") >= 8)

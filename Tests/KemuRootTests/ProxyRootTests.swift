@@ -9,13 +9,25 @@ import Testing
 /// request and goes straight on once it is dead, so the next connections race the endpoint's
 /// removal. (A connection that reached the endpoint's accept queue in the instant it died is
 /// reset, through any L4 proxy: the kill waits for the death so the test is about what follows.)
-/// With `DURATION=s` it runs for that long instead, a request every 20 ms. `gap` is the longest
+/// `HOLD=k` first opens k connections it keeps open to the end; with `HOLD_ASKS=1` each asks once
+/// (keep-alive) and has its answer's head before the next opens, so every one reached a pod before the
+/// loop starts. With `DURATION=s` it runs for that long instead, a request every 20 ms. `gap` is the longest
 /// time (seconds) the client went without an answer: between two, and from the last to the end.
 let requestLoop = """
 import json, os, socket, sys, time
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 victim, at = (os.environ.get('KILL', '0:-1').split(':') + ['-1'])[:2]
-hold = [socket.create_connection((ip, port), 5) for _ in range(int(os.environ.get('HOLD', '0')))]
+def held():
+    s = socket.create_connection((ip, port), 5)
+    if os.environ.get('HOLD_ASKS') != '1': return s
+    s.sendall(b'GET /?format=text HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')
+    data = b''
+    while b'\\r\\n\\r\\n' not in data:
+        chunk = s.recv(65536)
+        if not chunk: raise ConnectionError('a held connection was closed before its answer')
+        data += chunk
+    return s
+hold = [held() for _ in range(int(os.environ.get('HOLD', '0')))]
 counts, failures = {}, []
 seconds = float(os.environ.get('DURATION', '0'))
 # UNTIL_REPLACED=1: DURATION is the most; it ends sooner once the last 50 answers all came from

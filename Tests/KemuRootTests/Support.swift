@@ -226,6 +226,16 @@ struct TestCluster {
         return try await runOff(argv + ["-f", file])
     }
 
+    /// The daemons' warnings and errors (the last `count` lines of their logs), for a failed
+    /// expectation's message: what the cluster itself saw go wrong.
+    func warnings(_ count: Int = 30) -> String {
+        let logs = (try? FileManager.default.contentsOfDirectory(atPath: state))?.filter { $0.hasSuffix(".log") }.sorted() ?? []
+        return logs.flatMap { log in
+            ((try? String(contentsOfFile: "\(state)/\(log)", encoding: .utf8)) ?? "").split(separator: "\n")
+                .filter { $0.contains(" warning ") || $0.contains(" error ") }.suffix(count).map { "\(log): \($0)" }
+        }.joined(separator: "\n")
+    }
+
     func jsonpath(_ object: String, _ path: String) async throws -> String {
         try await kubectl(["get", object, "-o", "jsonpath=\(path)"]).output
     }
