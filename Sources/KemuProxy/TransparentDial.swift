@@ -6,10 +6,10 @@ import KemuSystem
 /// Istio's TPROXY mode), set up in the node's namespace:
 ///
 ///     table ip kemu_proxy { chain prerouting { type filter hook prerouting priority mangle;
-///         meta l4proto { tcp, udp } socket transparent 1 meta mark set MARK } }
+///         meta l4proto { tcp, udp } socket transparent 1 socket wildcard 0 meta mark set MARK } }
 ///     ip rule add fwmark MARK lookup TABLE priority 100
 ///     ip route replace local 0.0.0.0/0 dev lo table TABLE
-///     sysctl -w net.ipv4.fwmark_reflect=1
+///     sysctl -w net.ipv4.fwmark_reflect=1 net.ipv4.tcp_early_demux=0
 ///
 /// The proxy's upstream socket is bound (IP_TRANSPARENT) to the client's address, so the
 /// endpoint answers the client's address; the answer comes back through this node (the pods'
@@ -18,6 +18,17 @@ import KemuSystem
 /// proxy's transparent socket for it, marks it, and the mark's table delivers it locally rather
 /// than forwarding it on to the client. Packets of every other flow find no transparent socket
 /// and pass untouched.
+///
+/// Only a live socket takes packets, not one in TIME_WAIT: a node's dial from a client's address
+/// that closed first leaves that tuple in TIME_WAIT on the node for a minute, and every node
+/// walks the same ports for the same addresses (the kernel's port offset hashes only them). Another
+/// node dialling the same pod from the same client soon met it: the pod's SYN-ACK, on its way
+/// back through this node, went to the dead socket and the dial waited out its 250 ms timeout
+/// (a client calling one pod both in the mesh and not stalled on most connections). `socket
+/// wildcard 0` holds only for full sockets (bound to one address, as a dial is), so the rule
+/// passes TIME_WAIT by; and with TCP's early demux on, the kernel would still hand such a packet
+/// to the TIME_WAIT socket before routing, and drop it when it is then forwarded — so it is off
+/// in the node's namespace (it only spares the node's own connections a route lookup).
 public enum TransparentDial {
     /// "km": the mark and the routing table, kemu's own in the node's namespace.
     public static let mark: UInt32 = 0x6b6d
@@ -41,7 +52,7 @@ public enum TransparentDial {
         table ip kemu_proxy {
             chain prerouting {
                 type filter hook prerouting priority mangle; policy accept;
-                meta l4proto { tcp, udp } socket transparent 1 meta mark set \(mark) accept
+                meta l4proto { tcp, udp } socket transparent 1 socket wildcard 0 meta mark set \(mark) accept
             }
         }
         """
@@ -55,6 +66,7 @@ public enum TransparentDial {
         // An ICMP error the node itself sends about a packet (NetworkPolicy's reject of a dial)
         // carries that packet's mark, so the reply mark brings it back to the proxy's socket.
         try Sysctl.write("net.ipv4.fwmark_reflect", "1")
+        try Sysctl.write("net.ipv4.tcp_early_demux", "0")
         try Sysctl.write("net.ipv4.ip_local_port_range", "\(dialPorts.low) \(dialPorts.high)")
         let netlink = try RouteSocket.open(in: nil)
         try netlink.routeReplaceLocal(.any, device: "lo", table: table)
