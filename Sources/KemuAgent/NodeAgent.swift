@@ -287,12 +287,9 @@ public final class NodeAgent: Sendable {
     static let heartbeatThread = DedicatedExecutor(name: "kemu-heartbeat", nice: heartbeatNice)
 
     func keepHeartbeat(via client: APIClient) async throws {
-        var posted = ContinuousClock.now
-        var reported = pressure()
-        var renewing = ContinuousClock.now
+        var (posted, renewing, reported) = (ContinuousClock.now, ContinuousClock.now, pressure())
         while !Task.isCancelled {
-            // A renewal every `heartbeat` from the start of the last, not a `heartbeat` after its
-            // end: a server slow to answer does not also space the renewals out.
+            // Every `heartbeat` from the last one's start: a slow server does not space them out.
             try await Task.sleep(until: max(renewing + heartbeat, .now + .milliseconds(100)))
             renewing = .now
             do { try await renewLease(via: client) } catch { logger.warning("lease: \(error)") }

@@ -74,7 +74,8 @@ public final class NodeLifecycleController: Sendable {
         var health: [String: (ready: Int, notReady: Int)] = [:]
         var due: [(node: JSON, zone: String)] = []
         let nodes = store.list("nodes").items.filter { $0.deletionTimestamp == nil }
-        heard.withLock { h in h.nodes = h.nodes.filter { name, _ in nodes.contains { $0.name == name } } }
+        let names = Set(nodes.map(\.name))
+        heard.withLock { h in h.nodes = h.nodes.filter { names.contains($0.key) } }
         for node in nodes {
             let zone = Self.zone(of: node)
             do {
