@@ -5,11 +5,15 @@ import NIOCore
 import NIOPosix
 
 /// A connection the engine handed to the mesh on the source node: the client's socket, the
-/// stream it travels in, and what the engine hears of it. The client's socket is adopted once
-/// the endpoint's node answered the CONNECT; until the endpoint's first byte, a copy of what
-/// the client sent is kept, so that a dial that fails, or an endpoint that ends the connection
-/// unanswered, gives the socket back to the engine for another endpoint (its retries, replay
-/// and ejection).
+/// stream it travels in, and what the engine hears of it. The client's socket joins the stream
+/// as soon as the stream is open in its tunnel, so that what the client sends travels right
+/// behind the CONNECT (the endpoint's node keeps it until the pod is reached), not a round trip
+/// after it; a stream still waiting for its tunnel is joined at the answer. Until the
+/// endpoint's first byte, a copy of what the client sent is kept, so that a dial that fails, or
+/// an endpoint that ends the connection unanswered, gives the socket back to the engine for
+/// another endpoint (its retries, replay and ejection). Before the answer, bytes past what the
+/// copy may hold are not sent but parked, and reading stops: a refusal gives the whole
+/// connection back, whatever the client sent.
 ///
 /// Confined to the mesh's event loop, hence `@unchecked Sendable`.
 final class Carriage: @unchecked Sendable {
@@ -34,6 +38,12 @@ final class Carriage: @unchecked Sendable {
     private var adopting = false
     /// The engine has been told the end.
     private(set) var finished = false
+    /// The CONNECT was answered 200.
+    private var reached = false
+    /// What the client sent before the answer that the copy could not hold, and whether its
+    /// end came after it: sent at the answer, or given back with the rest.
+    private(set) var parked: ByteBuffer?
+    private var parkedEnd = false
 
     init(_ handoff: MeshHandoff, reports: ReportBatch, done: @escaping () -> Void) {
         self.handoff = handoff
@@ -54,15 +64,30 @@ final class Carriage: @unchecked Sendable {
         }
     }
 
-    /// The CONNECT's 200: the client's socket joins the stream.
-    func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
-        // Too late (timed out, or the engine ended it): the socket is no longer the mesh's.
-        guard !finished else {
-            streamSide.cancel()
-            return
+    /// The client's bytes, on their way into the stream: false when they are parked instead
+    /// (before the answer, past what the copy may hold).
+    func admit(_ bytes: ByteBuffer) -> Bool {
+        if !reached, parked != nil || (flight?.count ?? 0) + bytes.readableBytes > handoff.replayBytes {
+            if parked == nil { parked = bytes } else { parked!.writeImmutableBuffer(bytes) }
+            return false
         }
-        timeout?.cancel()
-        reports.post(.connected(token: handoff.token), for: handoff)
+        record(bytes)
+        return true
+    }
+
+    /// The client's end of input: false when it waits behind parked bytes.
+    func admitEnd() -> Bool {
+        clientEnded = true
+        guard parked == nil else {
+            parkedEnd = true
+            return false
+        }
+        return true
+    }
+
+    /// Joins the client's socket to the stream (adopted by a channel on `loop`): once.
+    func join(on loop: any EventLoop) {
+        guard !finished, !adopting else { return }
         adopting = true
         clientSide.adopt(handoff.client, on: loop).whenComplete { [self] result in
             guard case let .success(channel) = result else {
@@ -87,8 +112,57 @@ final class Carriage: @unchecked Sendable {
                 streamSide.deliver(channel.allocator.buffer(bytes: handoff.flight))
                 streamSide.flushOut()
             }
-            GlueSide.join(clientSide, streamSide, traffic: traffic)
+            takeWaiting(channel.allocator)
+            GlueSide.join(clientSide, streamSide, traffic: reached ? clientSide.traffic : nil)
             streamSide.flushEarly()
+        }
+    }
+
+    /// What the client sent already (its request, mostly: it follows the handshake the engine
+    /// accepted) goes into the stream at once, behind the CONNECT in the same write, rather than
+    /// at the socket's first read event; as much as the copy for a replay may hold.
+    private func takeWaiting(_ allocator: ByteBufferAllocator) {
+        let room = min(handoff.replayBytes - (flight?.count ?? handoff.replayBytes), 16 << 10)
+        guard room > 0, !clientEnded else { return }
+        var bytes = allocator.buffer(capacity: room)
+        let fd = handoff.client
+        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { space in
+            guard let base = space.baseAddress else { return 0 }
+            return max(0, TCPSocket.receive(fd, into: base, count: room))
+        }
+        guard bytes.readableBytes > 0, admit(bytes) else { return }
+        clientSide.count(bytes.readableBytes)
+        streamSide.deliver(bytes)
+        streamSide.flushOut()
+    }
+
+    /// The CONNECT's 200: the connection is counted, and the client joined (if it was not
+    /// yet) or let go on (what was parked sent, reading resumed).
+    func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
+        // Too late (timed out, or the engine ended it): the socket is no longer the mesh's.
+        guard !finished else {
+            streamSide.cancel()
+            return
+        }
+        timeout?.cancel()
+        reached = true
+        reports.post(.connected(token: handoff.token), for: handoff)
+        (clientSide.traffic, streamSide.traffic) = (traffic, traffic)
+        traffic.received.add(clientSide.bytes, ordering: .relaxed)
+        guard adopting else { return join(on: loop) }
+        if let bytes = parked {
+            parked = nil
+            record(bytes)
+            clientSide.count(bytes.readableBytes)
+            streamSide.deliver(bytes)
+            streamSide.flushOut()
+        }
+        if parkedEnd {
+            parkedEnd = false
+            streamSide.endOutput()
+        } else if clientSide.readPending, streamSide.writable {
+            clientSide.readPending = false
+            clientSide.resumeReading()
         }
     }
 
@@ -150,7 +224,8 @@ final class Carriage: @unchecked Sendable {
         finished = true  // before the channels close: their ends report nothing more
         timeout?.cancel()
         detach()
-        reports.post(.returned(token: handoff.token, client: fd, error: error, flight: flight, clientEnded: clientEnded), for: handoff)
+        let all = parked.map { flight + $0.readableBytesView } ?? flight
+        reports.post(.returned(token: handoff.token, client: fd, error: error, flight: all, clientEnded: clientEnded), for: handoff)
         done()
         return true
     }

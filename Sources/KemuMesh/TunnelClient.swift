@@ -86,6 +86,10 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     /// The connections the engine handed over, by its token; touched only on `loop`.
     var carriages: [UInt64: Carriage] = [:]
     let reports: ReportBatch
+    /// The last CONNECT made (`connect`); touched only on `loop`.
+    var lastConnect: (client: IPv4Address, endpoint: KemuSystem.SocketAddress, timeout: UInt64, workload: String, headers: HPACKHeaders)?
+    /// The label set of the last connection opened (`series`); touched only on `loop`.
+    var lastSeries: (key: MeshTraffic.Key, series: MeshTraffic.Series)?
     /// The connections the engine hands over, started a batch per pass of the loop.
     var starts: LoopQueue<(Request, MeshHandoff)>!
 
@@ -146,13 +150,28 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         case .refused: return .refused
         case let .tunnel(s, n): (source, namespace) = (s, n)
         }
-        let target = endpoint.target.split(separator: "/").map(String.init)
-        let key = MeshTraffic.Key(reporter: "source", sourceWorkload: MeshTraffic.workload(pod: source.name, labels: source.labels),
-                                  sourceNamespace: source.namespace, sourcePrincipal: directory.identity(source).description,
-                                  destinationWorkload: target.count == 2 ? MeshTraffic.workload(pod: target[1], labels: [:]) : "unknown",
-                                  destinationNamespace: namespace, destinationPrincipal: "unknown")
-        let request = Request(source: directory.identity(source), client: client.ip, node: endpoint.nodeName, endpoint: endpoint.address, traffic: key)
+        let (identity, key) = labels(source, endpoint.target, namespace)
+        let request = Request(source: identity, client: client.ip, node: endpoint.nodeName, endpoint: endpoint.address, traffic: key)
         return .tunnel(MeshCarrier { handoff in self.starts.post((request, handoff)) })
+    }
+
+    /// The last tunnelled dial's source pod and target, and its identity and label set.
+    private let lastDial = Mutex<(source: MeshDirectory.LocalPod, target: String, identity: SPIFFEID, key: MeshTraffic.Key)?>(nil)
+
+    /// A dial's source identity and label set; a dial like the one before (the same pod to the
+    /// same target) takes the last ones, not made again (each is a few strings).
+    func labels(_ source: MeshDirectory.LocalPod, _ target: String, _ namespace: String) -> (SPIFFEID, MeshTraffic.Key) {
+        lastDial.withLock { last in
+            if let last, last.target == target, last.source == source { return (last.identity, last.key) }
+            let name = target.split(separator: "/").map(String.init)
+            let identity = directory.identity(source)
+            let key = MeshTraffic.Key(reporter: "source", sourceWorkload: MeshTraffic.workload(pod: source.name, labels: source.labels),
+                                      sourceNamespace: source.namespace, sourcePrincipal: identity.description,
+                                      destinationWorkload: name.count == 2 ? MeshTraffic.workload(pod: name[1], labels: [:]) : "unknown",
+                                      destinationNamespace: namespace, destinationPrincipal: "unknown")
+            last = (source, target, identity, key)
+            return (identity, key)
+        }
     }
 
     struct Request {
@@ -203,8 +222,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             return
         }
         // Weakly: the carriage holds its stream (`carriages` holds it until the engine heard the end).
-        carriage.streamSide.onAnswer = { [weak carriage, loop, traffic] headers in
-            if let carriage { Self.answered(headers, carriage, r, traffic, loop) }
+        carriage.streamSide.onAnswer = { [weak carriage, weak self, loop] headers in
+            if let carriage, let self { Self.answered(headers, carriage, r, self.series, loop) }
         }
         place(carriage, r, again: true)
         if !carriage.finished { expire(carriage, every: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) }
@@ -239,8 +258,10 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             // Given back already (timed out, or the engine ended it): no stream for it.
             guard !carriage.finished else { return }
             guard case let .success(streams) = result else { return carriage.failed(EHOSTUNREACH) }
-            if streams.call(carriage.streamSide, Self.connect(r, timeout: carriage.handoff.timeoutNanoseconds)) {
+            if streams.call(carriage.streamSide, connect(r, timeout: carriage.handoff.timeoutNanoseconds)) {
                 carriage.tunnel = streams
+                // Open now (not waiting for a stream slot): the client's bytes may follow the CONNECT.
+                if carriage.streamSide.streams != nil { carriage.join(on: loop) }
                 return
             }
             let key = Key(source: r.source, node: r.node)
@@ -250,7 +271,17 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     }
 
     /// The CONNECT for a request: the endpoint, the client's address, its workload, the dial's
-    /// timeout.
+    /// timeout. The last one is kept (on `loop`): a call like the one before sends it again.
+    func connect(_ r: Request, timeout: UInt64) -> HPACKHeaders {
+        if let last = lastConnect, last.client == r.client, last.endpoint == r.endpoint, last.timeout == timeout,
+           last.workload == r.traffic.sourceWorkload {
+            return last.headers
+        }
+        let headers = Self.connect(r, timeout: timeout)
+        lastConnect = (r.client, r.endpoint, timeout, r.traffic.sourceWorkload, headers)
+        return headers
+    }
+
     static func connect(_ r: Request, timeout: UInt64) -> HPACKHeaders {
         [":method": "CONNECT", ":authority": "\(r.endpoint.ip):\(r.endpoint.port)",
          "forwarded": "for=\(r.client)", "baggage": "k8s.workload.name=\(r.traffic.sourceWorkload)",
@@ -258,7 +289,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     }
 
     /// The CONNECT's answer: the client joins the stream, or goes back to the engine.
-    static func answered(_ headers: HPACKHeaders, _ carriage: Carriage, _ r: Request, _ traffic: MeshTraffic, _ loop: any EventLoop) {
+    static func answered(_ headers: HPACKHeaders, _ carriage: Carriage, _ r: Request, _ opened: (MeshTraffic.Key) -> MeshTraffic.Series,
+                         _ loop: any EventLoop) {
         // Given back already (timed out, or the engine ended it): the answer comes too late.
         guard !carriage.finished else { return carriage.streamSide.cancel() }
         let code: Int32 = switch headers.first(name: ":status") {
@@ -272,7 +304,19 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             carriage.streamSide.cancel()
             return
         }
-        carriage.connected(on: loop, traffic: traffic.opened(r.traffic))
+        carriage.connected(on: loop, traffic: opened(r.traffic))
+    }
+
+    /// A connection's label set, counted opened; the last one is kept (on `loop`), and a
+    /// connection like the one before takes it without the lookup.
+    func series(_ key: MeshTraffic.Key) -> MeshTraffic.Series {
+        if let last = lastSeries, last.key == key {
+            last.series.opened.add(1, ordering: .relaxed)
+            return last.series
+        }
+        let series = traffic.opened(key)
+        lastSeries = (key, series)
+        return series
     }
 
     /// The destination's dial error it names, of those a dial can meet (else nil).

@@ -49,11 +49,10 @@ class GlueSide: @unchecked Sendable {
         b.startReading()
     }
 
+    /// A byte channel reads from its registration on (`adopt`): what it reads is first
+    /// delivered on a later pass of the loop, after the join in the adoption's own call.
     func startReading() {
-        guard let context else { return }
-        // In place (`adopt` made the channel: it has synchronous options), not as a future.
-        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
-        context.read()
+        context?.read()
     }
 
     var writable: Bool { context?.channel.isWritable ?? false }
@@ -136,9 +135,26 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let partner else { return }
         let bytes = unwrapInboundIn(data)
-        carriage?.record(bytes)
+        if let carriage, !carriage.admit(bytes) { return }
         count(bytes.readableBytes)
         partner.deliver(bytes)
+    }
+
+    /// Not while the carriage parks what the client sent (until the CONNECT's answer).
+    override func read(context: ChannelHandlerContext) {
+        if carriage?.parked != nil {
+            readPending = true
+            return
+        }
+        super.read(context: context)
+    }
+
+    override func resumeReading() {
+        if carriage?.parked != nil {
+            readPending = true
+            return
+        }
+        super.resumeReading()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -146,9 +162,9 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// The socket's input ended: so does the partner's output.
+    /// The socket's input ended: so does the partner's output (after what was parked).
     private func inputEnded() {
-        carriage?.clientEnded = true
+        if let carriage, !carriage.admitEnd() { return }
         partner?.endOutput()
     }
 
@@ -165,19 +181,9 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// A channel for a connected socket (the client's the engine handed over, or the pod's),
-    /// with this side as its handler: half-closes allowed, nothing read until joined. The
-    /// options are set in place, not as a bootstrap's (a future each).
+    /// with this side as its handler (`SocketAdopter`).
     func adopt(_ fd: Int32, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: loop)
-            .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    try options.setOption(.allowRemoteHalfClosure, value: true)
-                    try options.setOption(.autoRead, value: false)
-                    try channel.pipeline.syncOperations.addHandler(self)
-                }
-            }
-            .withConnectedSocket(fd)
+        SocketAdopter.on(loop).adopt(fd, side: self)
     }
 
     /// Corks the socket: what is written next waits for the shutdown, and leaves with the FIN
@@ -194,5 +200,54 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         let channel = context.channel
         // Writes finish in order: once this empty one is out, so is everything before it.
         context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(mode: .output, promise: nil) }
+    }
+}
+
+/// Makes channels of connected sockets on one event loop, all with one bootstrap (a bootstrap
+/// each, and its options, were a tenth of each new connection's work on the loop): half-closes
+/// allowed, read from their registration on. Called on the loop, an adoption completes within
+/// the call, so what the caller does with the channel comes before anything is read. The
+/// bootstrap's one default option, TCP_NODELAY, is dropped (`enableMPTCP` does that; an adopted
+/// socket is not made by NIO, so MPTCP does not apply): the sockets have it already
+/// (`TCPSocket.connect`, and the engine's listeners, whose sockets inherit it). Its bootstrap
+/// is used only on its loop, hence `@unchecked Sendable`.
+final class SocketAdopter: @unchecked Sendable {
+    private let loop: any EventLoop
+    private let bootstrap: ClientBootstrap
+    private static let all = Mutex<[ObjectIdentifier: SocketAdopter]>([:])
+
+    private init(_ loop: any EventLoop) {
+        self.loop = loop
+        bootstrap = ClientBootstrap(group: loop)
+            .enableMPTCP(true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+                    try options.setOption(.allowRemoteHalfClosure, value: true)
+                }
+            }
+    }
+
+    /// The adopter of `loop`'s sockets.
+    static func on(_ loop: any EventLoop) -> SocketAdopter {
+        all.withLock { all in
+            if let adopter = all[ObjectIdentifier(loop)] { return adopter }
+            let adopter = SocketAdopter(loop)
+            all[ObjectIdentifier(loop)] = adopter
+            return adopter
+        }
+    }
+
+    func adopt(_ fd: Int32, side: ByteSide) -> EventLoopFuture<any Channel> {
+        loop.assertInEventLoop()
+        return bootstrap.withConnectedSocket(fd).flatMapThrowing { channel in
+            do {
+                try channel.pipeline.syncOperations.addHandler(side)
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+            return channel
+        }
     }
 }

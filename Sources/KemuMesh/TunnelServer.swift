@@ -109,36 +109,11 @@ final class TunnelServer: Sendable {
     }
 
     /// The pod a CONNECT asks for, if it is one this node may deliver to.
-    func target(_ headers: HPACKHeaders) -> (MeshDirectory.LocalPod, IPv4Address, UInt16)? {
-        guard headers.first(name: ":method") == "CONNECT", let authority = headers.first(name: ":authority"),
-              let colon = authority.utf8.firstIndex(of: UInt8(ascii: ":")),
+    func target(_ call: ConnectCall) -> (MeshDirectory.LocalPod, IPv4Address, UInt16)? {
+        guard call.isConnect, let authority = call.authority, let colon = authority.utf8.firstIndex(of: UInt8(ascii: ":")),
               let ip = IPv4Address(authority[..<colon]), let port = UInt16(authority[authority.index(after: colon)...]), port > 0,
               let pod = directory.localPod(ip), directory.meshed(namespace: pod.namespace) else { return nil }
         return (pod, ip, port)
-    }
-
-    /// The client's address from `forwarded: for=IP`.
-    static func source(_ headers: HPACKHeaders) -> IPv4Address? {
-        guard let forwarded = headers.first(name: "forwarded"), forwarded.hasPrefix("for=") else { return nil }
-        return IPv4Address(forwarded.dropFirst(4))
-    }
-
-    /// The dial's timeout the source asked for (`Mesh.dialTimeoutHeader`, milliseconds), at most
-    /// 10 s; 2 s if it asked none.
-    static func dialTimeout(_ headers: HPACKHeaders) -> TimeAmount {
-        guard let text = headers.first(name: Mesh.dialTimeoutHeader), let ms = Int64(text), ms > 0 else { return .seconds(2) }
-        return .milliseconds(min(ms, 10_000))
-    }
-
-    /// The client's workload from `baggage: k8s.workload.name=NAME` (among others).
-    static func workload(_ headers: HPACKHeaders) -> String? {
-        guard let baggage = headers.first(name: "baggage") else { return nil }
-        let key = "k8s.workload.name="
-        for item in baggage.split(separator: ",") {
-            let member = item.drop { $0 == " " }
-            if member.hasPrefix(key) { return String(member.dropFirst(key.count)) }
-        }
-        return nil
     }
 
     /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
@@ -203,18 +178,15 @@ extension TunnelServer {
     /// did not answer; `kemu-dial-errno` says why, as the dial's errno).
     func open(_ stream: FrameStream, _ headers: HPACKHeaders) {
         guard let streams = stream.streams, let loop = streams.context?.eventLoop else { return }
-        guard let id = streams.peer.id, let (pod, ip, port) = target(headers) else {
+        let call = ConnectCall(headers)
+        guard let id = streams.peer.id, let (pod, ip, port) = target(call) else {
             return streams.sendHeaders(stream.id, [":status": "400"], end: true)
         }
-        let source = Self.source(headers)
+        let source = call.source
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
         guard authorize(request) else { return streams.sendHeaders(stream.id, [":status": "403"], end: true) }
-        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: Self.workload(headers) ?? "unknown",
-                                  sourceNamespace: id.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
-                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
-                                  destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
         let podSide = ByteSide()
-        dial(ip, port, from: source, within: Self.dialTimeout(headers), on: loop, side: podSide).whenComplete { [self] result in
+        dial(ip, port, from: source, within: call.dialTimeout, on: loop, side: podSide).whenComplete { [self] result in
             guard !stream.gone, stream.streams != nil else {
                 if case let .success(channel) = result { channel.close(promise: nil) }
                 return
@@ -223,7 +195,7 @@ extension TunnelServer {
             case let .success(channel):
                 counters.accepted()
                 streams.sendHeaders(stream.id, [":status": "200"], end: false)
-                GlueSide.join(stream, podSide, traffic: traffic.opened(key))
+                GlueSide.join(stream, podSide, traffic: series(streams, call, pod: pod, peer: id))
                 stream.flushEarly()
                 track(request, stream, pod: channel)
             case let .failure(error):
@@ -235,6 +207,73 @@ extension TunnelServer {
                 streams.sendHeaders(stream.id, headers, end: true)
             }
         }
+    }
+}
+
+extension TunnelServer {
+    /// The label set of a connection delivered here, counted opened. A tunnel's peer is one
+    /// identity, and its connections mostly come from one workload to one pod: the tunnel keeps
+    /// the last label set, and a connection like the one before takes it without making one.
+    func series(_ streams: TunnelStreams, _ call: ConnectCall, pod: MeshDirectory.LocalPod, peer: SPIFFEID) -> MeshTraffic.Series {
+        if let last = streams.lastSeries, last.baggage == call.baggage, last.pod == pod {
+            last.series.opened.add(1, ordering: .relaxed)
+            return last.series
+        }
+        let key = MeshTraffic.Key(reporter: "destination", sourceWorkload: call.workload ?? "unknown",
+                                  sourceNamespace: peer.workload?.namespace ?? "unknown", sourcePrincipal: streams.peer.principal,
+                                  destinationWorkload: MeshTraffic.workload(pod: pod.name, labels: pod.labels),
+                                  destinationNamespace: pod.namespace, destinationPrincipal: directory.identity(pod).description)
+        let series = traffic.opened(key)
+        streams.lastSeries = (call.baggage, pod, series)
+        return series
+    }
+}
+
+/// A CONNECT's headers, read in one pass (names are lower case in HTTP/2).
+struct ConnectCall {
+    var isConnect = false
+    var authority: String?
+    /// `forwarded: for=IP`: the client's address.
+    var forwarded: String?
+    /// `baggage: k8s.workload.name=NAME` (among others): the client's workload.
+    var baggage: String?
+    /// `Mesh.dialTimeoutHeader`, milliseconds.
+    var timeout: String?
+
+    init(_ headers: HPACKHeaders) {
+        for (name, value, _) in headers {
+            switch name {
+            case ":method": isConnect = value == "CONNECT"
+            case ":authority": authority = value
+            case "forwarded": forwarded = value
+            case "baggage": baggage = value
+            case Mesh.dialTimeoutHeader: timeout = value
+            default: break
+            }
+        }
+    }
+
+    /// The client's address.
+    var source: IPv4Address? {
+        guard let forwarded, forwarded.utf8.starts(with: "for=".utf8) else { return nil }
+        return IPv4Address(Substring(forwarded.utf8.dropFirst(4)))
+    }
+
+    /// The dial's timeout the source asked for, at most 10 s; 2 s if it asked none.
+    var dialTimeout: TimeAmount {
+        guard let timeout, let ms = Int64(timeout), ms > 0 else { return .seconds(2) }
+        return .milliseconds(min(ms, 10_000))
+    }
+
+    /// The client's workload.
+    var workload: String? {
+        guard let baggage else { return nil }
+        let key = "k8s.workload.name=".utf8
+        for member in baggage.utf8.split(separator: UInt8(ascii: ",")) {
+            let trimmed = member.drop { $0 == UInt8(ascii: " ") }
+            if trimmed.starts(with: key) { return String(Substring(trimmed.dropFirst(key.count))) }
+        }
+        return nil
     }
 }
 

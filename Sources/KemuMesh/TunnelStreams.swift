@@ -59,6 +59,8 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
     var peerMaxStreams = Int.max
     /// The highest stream the peer opened.
     var lastPeerStream: UInt32 = 0
+    /// The label set of the last connection delivered from this tunnel (`TunnelServer.series`).
+    var lastSeries: (baggage: String?, pod: MeshDirectory.LocalPod, series: MeshTraffic.Series)?
     /// Reads from the peer so far: a call waiting for its answer sees the peer alive, and busy
     /// answering calls before it, while this moves (`TunnelClient.expire`).
     private(set) var reads: UInt64 = 0

@@ -82,11 +82,27 @@ import Testing
     }
 
     @Test func theDestinationDialsWithinTheTimeoutTheSourceAsked() {
-        #expect(TunnelServer.dialTimeout([:]) == .seconds(2), "none asked: 2 s")
-        #expect(TunnelServer.dialTimeout([Mesh.dialTimeoutHeader: "250"]) == .milliseconds(250))
-        #expect(TunnelServer.dialTimeout([Mesh.dialTimeoutHeader: "600000"]) == .seconds(10), "at most 10 s")
+        #expect(ConnectCall([:]).dialTimeout == .seconds(2), "none asked: 2 s")
+        #expect(ConnectCall([Mesh.dialTimeoutHeader: "250"]).dialTimeout == .milliseconds(250))
+        #expect(ConnectCall([Mesh.dialTimeoutHeader: "600000"]).dialTimeout == .seconds(10), "at most 10 s")
         for hostile in ["", "-5", "0", "abc", "99999999999999999999999", "25O", " 250"] {
-            #expect(TunnelServer.dialTimeout([Mesh.dialTimeoutHeader: hostile]) == .seconds(2), "\(hostile)")
+            #expect(ConnectCall([Mesh.dialTimeoutHeader: hostile]).dialTimeout == .seconds(2), "\(hostile)")
+        }
+    }
+
+    /// The CONNECT's other headers, as the source sends them and as a peer might garble them.
+    @Test func aConnectsHeadersAreReadInOnePass() {
+        let call = ConnectCall([":method": "CONNECT", ":authority": "10.244.2.5:8080", "forwarded": "for=10.244.1.7",
+                                "baggage": "k8s.namespace.name=shop, k8s.workload.name=caller,k8s.cluster.name=x"])
+        #expect(call.isConnect && call.authority == "10.244.2.5:8080")
+        #expect(call.source?.description == "10.244.1.7")
+        #expect(call.workload == "caller")
+        #expect(ConnectCall([":method": "GET"]).isConnect == false)
+        for hostile in ["", "for=", "for=10.244.1", "by=10.244.1.7", "for=10.244.1.7;proto=x", "for=ä.1.2.3"] {
+            #expect(ConnectCall(["forwarded": hostile]).source == nil, "\(hostile)")
+        }
+        for (baggage, workload) in [("", nil), ("k8s.workload.name=", ""), ("x=1", nil), ("k8s.workload.name=é", "é"), (",,,", nil)] as [(String, String?)] {
+            #expect(ConnectCall(["baggage": baggage]).workload == workload, "\(baggage)")
         }
     }
 }
