@@ -113,7 +113,7 @@ final class Carriage: @unchecked Sendable {
                 streamSide.flushOut()
             }
             takeWaiting(channel.allocator)
-            GlueSide.join(clientSide, streamSide, traffic: reached ? clientSide.traffic : nil)
+            GlueSide.join(clientSide, streamSide, traffic: clientSide.traffic)  // nil until the answer
             streamSide.flushEarly()
         }
     }
@@ -131,6 +131,11 @@ final class Carriage: @unchecked Sendable {
             return max(0, TCPSocket.receive(fd, into: base, count: room))
         }
         guard bytes.readableBytes > 0, admit(bytes) else { return }
+        send(bytes)
+    }
+
+    /// The client's bytes (admitted) into the stream.
+    private func send(_ bytes: ByteBuffer) {
         clientSide.count(bytes.readableBytes)
         streamSide.deliver(bytes)
         streamSide.flushOut()
@@ -153,9 +158,7 @@ final class Carriage: @unchecked Sendable {
         if let bytes = parked {
             parked = nil
             record(bytes)
-            clientSide.count(bytes.readableBytes)
-            streamSide.deliver(bytes)
-            streamSide.flushOut()
+            send(bytes)
         }
         if parkedEnd {
             parkedEnd = false

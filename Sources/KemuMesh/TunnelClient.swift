@@ -222,8 +222,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             return
         }
         // Weakly: the carriage holds its stream (`carriages` holds it until the engine heard the end).
-        carriage.streamSide.onAnswer = { [weak carriage, weak self, loop] headers in
-            if let carriage, let self { Self.answered(headers, carriage, r, self.series, loop) }
+        carriage.streamSide.onAnswer = { [weak carriage, weak self] headers in
+            if let carriage, let self { answered(headers, carriage, r) }
         }
         place(carriage, r, again: true)
         if !carriage.finished { expire(carriage, every: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) }
@@ -289,14 +289,13 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     }
 
     /// The CONNECT's answer: the client joins the stream, or goes back to the engine.
-    static func answered(_ headers: HPACKHeaders, _ carriage: Carriage, _ r: Request, _ opened: (MeshTraffic.Key) -> MeshTraffic.Series,
-                         _ loop: any EventLoop) {
+    func answered(_ headers: HPACKHeaders, _ carriage: Carriage, _ r: Request) {
         // Given back already (timed out, or the engine ended it): the answer comes too late.
         guard !carriage.finished else { return carriage.streamSide.cancel() }
         let code: Int32 = switch headers.first(name: ":status") {
         case "200": 0
         case "403": EACCES
-        case "503": headers.first(name: Mesh.dialErrorHeader).flatMap(Int32.init).flatMap(dialError) ?? ECONNREFUSED
+        case "503": headers.first(name: Mesh.dialErrorHeader).flatMap(Int32.init).flatMap(Self.dialError) ?? ECONNREFUSED
         default: EPROTO
         }
         guard code == 0 else {
@@ -304,7 +303,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             carriage.streamSide.cancel()
             return
         }
-        carriage.connected(on: loop, traffic: opened(r.traffic))
+        carriage.connected(on: loop, traffic: series(r.traffic))
     }
 
     /// A connection's label set, counted opened; the last one is kept (on `loop`), and a

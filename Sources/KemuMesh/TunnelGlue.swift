@@ -142,19 +142,18 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
 
     /// Not while the carriage parks what the client sent (until the CONNECT's answer).
     override func read(context: ChannelHandlerContext) {
-        if carriage?.parked != nil {
-            readPending = true
-            return
-        }
-        super.read(context: context)
+        if !holding { super.read(context: context) }
     }
 
     override func resumeReading() {
-        if carriage?.parked != nil {
-            readPending = true
-            return
-        }
-        super.resumeReading()
+        if !holding { super.resumeReading() }
+    }
+
+    /// The carriage parks what the client sent: reading waits (`readPending`) for the answer.
+    private var holding: Bool {
+        guard carriage?.parked != nil else { return false }
+        readPending = true
+        return true
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
