@@ -26,7 +26,6 @@ final class Carriage: @unchecked Sendable {
     let clientSide = ByteSide()
     /// The stream it travels in (placed in a tunnel by `TunnelClient`).
     let streamSide = FrameStream()
-    var timeout: Scheduled<Void>?
     /// The tunnel its call went into (`TunnelClient.expire` listens for the peer in it).
     weak var tunnel: TunnelStreams?
     /// The endpoint's first byte (or a clean end) came back: no replay from now on.
@@ -40,6 +39,8 @@ final class Carriage: @unchecked Sendable {
     private(set) var finished = false
     /// The CONNECT was answered 200.
     private var reached = false
+    /// Still waiting for the CONNECT's answer (`CallClock`).
+    var waiting: Bool { !reached && !finished }
     /// What the client sent before the answer that the copy could not hold, and whether its
     /// end came after it: sent at the answer, or given back with the rest.
     private(set) var parked: ByteBuffer?
@@ -89,7 +90,7 @@ final class Carriage: @unchecked Sendable {
     func join(on loop: any EventLoop) {
         guard !finished, !adopting else { return }
         adopting = true
-        clientSide.adopt(handoff.client, on: loop).whenComplete { [self] result in
+        clientSide.adopt(handoff.client, on: loop) { [self] result in
             guard case let .success(channel) = result else {
                 // NIO closed the socket: nothing to give back.
                 finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))
@@ -149,7 +150,6 @@ final class Carriage: @unchecked Sendable {
             streamSide.cancel()
             return
         }
-        timeout?.cancel()
         reached = true
         reports.post(.connected(token: handoff.token), for: handoff)
         (clientSide.traffic, streamSide.traffic) = (traffic, traffic)
@@ -225,7 +225,6 @@ final class Carriage: @unchecked Sendable {
         let fd = client == nil ? handoff.client : dup(handoff.client)
         guard fd >= 0 else { return false }
         finished = true  // before the channels close: their ends report nothing more
-        timeout?.cancel()
         detach()
         let all = parked.map { flight + $0.readableBytesView } ?? flight
         reports.post(.returned(token: handoff.token, client: fd, error: error, flight: all, clientEnded: clientEnded), for: handoff)
@@ -264,7 +263,6 @@ final class Carriage: @unchecked Sendable {
     private func finish(_ report: TunnelReport) {
         guard !finished else { return }
         finished = true
-        timeout?.cancel()
         reports.post(report, for: handoff)
         done()
     }

@@ -229,6 +229,16 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         if !carriage.finished { expire(carriage, every: .nanoseconds(Int64(clamping: handoff.timeoutNanoseconds))) }
     }
 
+    /// The calls waiting for their answer (`expire`).
+    private lazy var clock = CallClock(loop: loop) { [unowned self] entry in
+        guard let carriage = entry.carriage else { return }
+        let waited = entry.waited + entry.interval
+        let mark = entry.mark
+        let heard = carriage.tunnel.map { ObjectIdentifier($0) == mark?.tunnel ? $0.reads != mark?.reads : $0.reads > 0 } ?? false
+        guard heard, waited < Self.answerPatience else { return carriage.failed(ETIMEDOUT) }  // resets its stream
+        expire(carriage, every: min(entry.interval, Self.answerPatience - waited), waited: waited)
+    }
+
     /// How long a call may wait for its answer while its peer is heard from: Istio's connect
     /// timeout.
     static let answerPatience = TimeAmount.seconds(10)
@@ -242,12 +252,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     /// failing them all only sent it each again (a retry storm: the client's connections reset).
     func expire(_ carriage: Carriage, every interval: TimeAmount, waited: TimeAmount = .zero) {
         let mark = carriage.tunnel.map { (tunnel: ObjectIdentifier($0), reads: $0.reads) }
-        carriage.timeout = loop.scheduleTask(in: interval) { [self] in
-            let waited = waited + interval
-            let heard = carriage.tunnel.map { ObjectIdentifier($0) == mark?.tunnel ? $0.reads != mark?.reads : $0.reads > 0 } ?? false
-            guard heard, waited < Self.answerPatience else { return carriage.failed(ETIMEDOUT) }  // resets its stream
-            expire(carriage, every: min(interval, Self.answerPatience - waited), waited: waited)
-        }
+        clock.wait(CallClock.Entry(deadline: .now() + interval, carriage: carriage, interval: interval, waited: waited, mark: mark))
     }
 
     /// Opens the carriage's stream in the tunnel to its endpoint's node; a tunnel that can open

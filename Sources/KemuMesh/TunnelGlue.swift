@@ -180,9 +180,9 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// A channel for a connected socket (the client's the engine handed over, or the pod's),
-    /// with this side as its handler (`SocketAdopter`).
-    func adopt(_ fd: Int32, on loop: any EventLoop) -> EventLoopFuture<any Channel> {
-        SocketAdopter.on(loop).adopt(fd, side: self)
+    /// with this side as its handler (`SocketAdopter`); `then` has it, within the call.
+    func adopt(_ fd: Int32, on loop: any EventLoop, then: @escaping (Result<any Channel, any Error>) -> Void) {
+        SocketAdopter.on(loop).adopt(fd, side: self, then: then)
     }
 
     /// Corks the socket: what is written next waits for the shutdown, and leaves with the FIN
@@ -197,7 +197,9 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         guard let context, !outputEnded else { return }
         outputEnded = true
         let channel = context.channel
-        // Writes finish in order: once this empty one is out, so is everything before it.
+        // Writes finish in order: once this empty one is out, so is everything before it. Not
+        // NIO's own wait (`close(mode: .output)` with writes pending): on a socket whose input
+        // ended already, it closes at once, and the writes still pending are dropped.
         context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(mode: .output, promise: nil) }
     }
 }
@@ -237,16 +239,19 @@ final class SocketAdopter: @unchecked Sendable {
         }
     }
 
-    func adopt(_ fd: Int32, side: ByteSide) -> EventLoopFuture<any Channel> {
+    /// The channel goes to `then` with `side` as its handler (named: an unnamed handler's name
+    /// is made up for it, a string per connection).
+    func adopt(_ fd: Int32, side: ByteSide, then: @escaping (Result<any Channel, any Error>) -> Void) {
         loop.assertInEventLoop()
-        return bootstrap.withConnectedSocket(fd).flatMapThrowing { channel in
+        bootstrap.withConnectedSocket(fd).assumeIsolated().whenComplete { result in
+            guard case let .success(channel) = result else { return then(result) }
             do {
-                try channel.pipeline.syncOperations.addHandler(side)
+                try channel.pipeline.syncOperations.addHandler(side, name: "kemu.side")
+                then(.success(channel))
             } catch {
                 channel.close(promise: nil)
-                throw error
+                then(.failure(error))
             }
-            return channel
         }
     }
 }

@@ -116,18 +116,20 @@ final class TunnelServer: Sendable {
         return (pod, ip, port)
     }
 
+    /// What a dial to a pod ends in, on the loop: the pod's channel (`side` its handler), or why not.
+    typealias Dialled = (Result<any Channel, any Error>) -> Void
+
     /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
     func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, on loop: any EventLoop,
-              side: ByteSide) -> EventLoopFuture<any Channel> {
+              side: ByteSide, then: @escaping Dialled) {
         let from = transparent && source != ip ? source : nil
-        let promise = loop.makePromise(of: (any Channel).self)
         let deadline = NIODeadline.now() + timeout
+        let then = NIOLoopBound(then, eventLoop: loop)
         chores.run(answeringOn: loop) {
             let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
             let state = fd < 0 ? Dialling.failed(started) : Dialling.of(fd)
-            return { self.dialled(fd, state, on: loop, side: side, promise: promise, deadline: deadline, pause: .milliseconds(1)) }
+            return { self.dialled(fd, state, on: loop, side: side, deadline: deadline, pause: .milliseconds(1), then: then.value) }
         }
-        return promise.futureResult
     }
 
     /// Where a non-blocking connect is.
@@ -145,29 +147,32 @@ final class TunnelServer: Sendable {
     /// A pod on this node answers within the connect call itself, almost always: the socket is
     /// then adopted at once, with none of a bootstrap's bind and connect steps. Else it is looked
     /// at again, at growing pauses, until the deadline.
-    func dialled(_ fd: Int32, _ state: Dialling, on loop: any EventLoop, side: ByteSide, promise: EventLoopPromise<any Channel>,
-                 deadline: NIODeadline, pause: TimeAmount) {
+    func dialled(_ fd: Int32, _ state: Dialling, on loop: any EventLoop, side: ByteSide, deadline: NIODeadline, pause: TimeAmount,
+                 then: @escaping Dialled) {
         switch state {
         case let .failed(err):
             if fd >= 0 { Glibc.close(fd) }
-            promise.fail(IOError(errnoCode: err, reason: "connect"))
+            then(.failure(IOError(errnoCode: err, reason: "connect")))
         case .pending where NIODeadline.now() >= deadline:
-            dialled(fd, .failed(ETIMEDOUT), on: loop, side: side, promise: promise, deadline: deadline, pause: pause)
+            dialled(fd, .failed(ETIMEDOUT), on: loop, side: side, deadline: deadline, pause: pause, then: then)
         case .pending:
-            loop.scheduleTask(in: pause) {
-                self.dialled(fd, Dialling.of(fd), on: loop, side: side, promise: promise, deadline: deadline, pause: min(pause * 2, .milliseconds(50)))
+            loop.assumeIsolated().scheduleTask(in: pause) {
+                self.dialled(fd, Dialling.of(fd), on: loop, side: side, deadline: deadline, pause: min(pause * 2, .milliseconds(50)), then: then)
             }
         case .connected:
             // The channel closes a twin of the descriptor: the socket's own end (the FIN, or the
             // reset) comes when `chores` closes the other.
             let twin = dup(fd)
-            let adopted = side.adopt(fd, on: loop)
-            adopted.whenComplete { [chores] result in
-                guard twin >= 0 else { return }
-                guard case let .success(channel) = result else { return chores.close(twin) }
-                channel.closeFuture.whenComplete { _ in chores.close(twin) }
+            side.adopt(fd, on: loop) { [chores] result in
+                if twin >= 0 {
+                    if case let .success(channel) = result {
+                        channel.closeFuture.whenComplete { _ in chores.close(twin) }
+                    } else {
+                        chores.close(twin)
+                    }
+                }
+                then(result)
             }
-            adopted.cascade(to: promise)
         }
     }
 }
@@ -186,7 +191,7 @@ extension TunnelServer {
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
         guard authorize(request) else { return streams.sendHeaders(stream.id, [":status": "403"], end: true) }
         let podSide = ByteSide()
-        dial(ip, port, from: source, within: call.dialTimeout, on: loop, side: podSide).whenComplete { [self] result in
+        dial(ip, port, from: source, within: call.dialTimeout, on: loop, side: podSide) { [self] result in
             guard !stream.gone, stream.streams != nil else {
                 if case let .success(channel) = result { channel.close(promise: nil) }
                 return
