@@ -22,6 +22,9 @@ final class FrameStream: GlueSide, @unchecked Sendable {
     var endSent = false
     /// The stream is over (both ends, or reset): nothing more is sent on it.
     var gone = false
+    /// On the destination, what the stream was allowed as, once joined to its pod: judged
+    /// again when the policies change (`TunnelServer.recheckLive`).
+    var admitted: TunnelRequest?
     /// What the peer lets this stream send (its initial window, plus its WINDOW_UPDATEs, less
     /// what was sent).
     var sendWindow = 65535

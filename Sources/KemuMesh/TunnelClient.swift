@@ -87,7 +87,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     var carriages: [UInt64: Carriage] = [:]
     let reports: ReportBatch
     /// The last CONNECT made (`connect`); touched only on `loop`.
-    var lastConnect: (client: IPv4Address, endpoint: KemuSystem.SocketAddress, timeout: UInt64, workload: String, headers: HPACKHeaders)?
+    var lastConnect: (client: IPv4Address, endpoint: KemuSystem.SocketAddress, timeout: UInt64, workload: String, headers: HeaderBlock)?
     /// The label set of the last connection opened (`series`); touched only on `loop`.
     var lastSeries: (key: MeshTraffic.Key, series: MeshTraffic.Series)?
     /// The connections the engine hands over, started a batch per pass of the loop.
@@ -276,13 +276,14 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     }
 
     /// The CONNECT for a request: the endpoint, the client's address, its workload, the dial's
-    /// timeout. The last one is kept (on `loop`): a call like the one before sends it again.
-    func connect(_ r: Request, timeout: UInt64) -> HPACKHeaders {
+    /// timeout. The last one is kept (on `loop`), encoded: a call like the one before sends its
+    /// bytes again.
+    func connect(_ r: Request, timeout: UInt64) -> HeaderBlock {
         if let last = lastConnect, last.client == r.client, last.endpoint == r.endpoint, last.timeout == timeout,
            last.workload == r.traffic.sourceWorkload {
             return last.headers
         }
-        let headers = Self.connect(r, timeout: timeout)
+        let headers = HeaderBlock(literal: Self.connect(r, timeout: timeout))
         lastConnect = (r.client, r.endpoint, timeout, r.traffic.sourceWorkload, headers)
         return headers
     }

@@ -39,9 +39,6 @@ final class TunnelServer: Sendable {
     let logger = Logger(label: "kemu.mesh.server")
     /// Dials to pods and their last closes, off the event loop.
     let chores = KernelChores()
-    /// The streams delivering now, and what they were allowed as: judged again when policies
-    /// change, as ztunnel does (a connection a new DENY covers is closed).
-    let live = Mutex<[ObjectIdentifier: (request: TunnelRequest, close: @Sendable () -> Void)]>([:])
 
     init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
          denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
@@ -64,23 +61,22 @@ final class TunnelServer: Sendable {
         return decision.allowed
     }
 
-    /// Judges every live stream again (the policies changed); closes those now refused.
+    /// Judges every stream delivering now again (the policies changed), as ztunnel does: those
+    /// a new DENY covers are closed. Each tunnel's streams are judged on its own loop, from what
+    /// each was allowed as (`FrameStream.admitted`): nothing is kept per connection for this.
     func recheckLive() {
-        let streams = live.withLock { Array($0.values) }
-        var closed = 0
-        for (request, close) in streams where !authorize(request) {
-            close()
-            closed += 1
+        for tunnel in book.open.withLock({ $0.values.map(\.channel) }) {
+            tunnel.eventLoop.execute { [self] in
+                guard let streams = try? tunnel.pipeline.syncOperations.handler(type: TunnelStreams.self) else { return }
+                var closed = 0
+                for stream in streams.streams.values where !stream.gone {
+                    guard let request = stream.admitted, !authorize(request) else { continue }
+                    stream.closeAfterWrites()
+                    closed += 1
+                }
+                if closed > 0 { logger.info("closed \(closed) live connection(s) a changed AuthorizationPolicy refuses") }
+            }
         }
-        if closed > 0 { logger.info("closed \(closed) live connection(s) a changed AuthorizationPolicy refuses") }
-    }
-
-    /// A stream delivering now, until it closes (its pod's socket closes with it).
-    func track(_ request: TunnelRequest, _ stream: FrameStream, pod: any Channel) {
-        let key = ObjectIdentifier(stream)
-        let loop = pod.eventLoop
-        live.withLock { $0[key] = (request, { loop.execute { stream.closeAfterWrites() } }) }
-        pod.closeFuture.whenComplete { [self] _ in _ = live.withLock { $0.removeValue(forKey: key) } }
     }
 
     func bind(_ address: IPv4Address) async throws -> any Channel {
@@ -197,12 +193,12 @@ extension TunnelServer {
                 return
             }
             switch result {
-            case let .success(channel):
+            case .success:
                 counters.accepted()
-                streams.sendHeaders(stream.id, [":status": "200"], end: false)
+                streams.sendHeaders(stream.id, HeaderBlock.ok, end: false)
                 GlueSide.join(stream, podSide, traffic: series(streams, call, pod: pod, peer: id))
                 stream.flushEarly()
-                track(request, stream, pod: channel)
+                stream.admitted = request
             case let .failure(error):
                 counters.unreachable()
                 // Why, as the errno the source's engine would have met dialling itself: a

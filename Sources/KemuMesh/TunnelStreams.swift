@@ -33,7 +33,7 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
     /// The next stream a call opens (the client's are odd).
     var nextID: UInt32 = 1
     /// Calls made before the connection started, or past the peer's limit of open streams.
-    var queued: [(stream: FrameStream, headers: HPACKHeaders)] = []
+    var queued: [(stream: FrameStream, headers: HeaderBlock)] = []
     var started = false
     /// The peer said GOAWAY, or this side did: no new streams.
     var goingAway = false
@@ -166,6 +166,10 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
     /// Opens a stream for `stream` with `headers` (a CONNECT); false when this tunnel can open
     /// no more (gone, going away, or out of stream identifiers: a new tunnel is needed).
     func call(_ stream: FrameStream, _ headers: HPACKHeaders) -> Bool {
+        call(stream, HeaderBlock(literal: headers))
+    }
+
+    func call(_ stream: FrameStream, _ headers: HeaderBlock) -> Bool {
         guard let context, !started || context.channel.isActive, !goingAway else { return false }
         guard Int(nextID) + 2 * queued.count < Int(Int32.max) else {
             // Out of stream identifiers: a new tunnel takes the next calls, this one ends with
@@ -197,6 +201,16 @@ final class TunnelStreams: ChannelInboundHandler, @unchecked Sendable {
         } catch {
             return reset(id, .internalError)
         }
+        sent(id, end: end)
+    }
+
+    /// HEADERS encoded already.
+    func sendHeaders(_ id: UInt32, _ block: HeaderBlock, end: Bool) {
+        writer.headers(id, block, end: end, into: &out)
+        sent(id, end: end)
+    }
+
+    private func sent(_ id: UInt32, end: Bool) {
         flush()
         if end, let stream = streams[id] {
             stream.endSent = true

@@ -259,6 +259,12 @@ struct FrameWriter {
     mutating func headers(_ stream: UInt32, _ headers: HPACKHeaders, end: Bool, into out: inout ByteBuffer) throws {
         var block = ByteBuffer()
         try encoder.encode(headers: headers, to: &block)
+        self.headers(stream, HeaderBlock(encoded: block), end: end, into: &out)
+    }
+
+    /// A header block encoded already (`HeaderBlock`), in a HEADERS frame and CONTINUATIONs.
+    func headers(_ stream: UInt32, _ encoded: HeaderBlock, end: Bool, into out: inout ByteBuffer) {
+        var block = encoded.bytes
         var type: UInt8 = 1
         repeat {
             let part = block.readSlice(length: min(block.readableBytes, maxFrameSize)) ?? ByteBuffer()
@@ -302,5 +308,49 @@ struct FrameWriter {
     static func windowUpdate(_ stream: UInt32, _ increment: Int, into out: inout ByteBuffer) {
         head(4, 8, 0, stream, into: &out)
         out.writeInteger(UInt32(clamping: increment) & 0x7fff_ffff)
+    }
+}
+
+/// A header block encoded once and sent as often as needed: every field a literal that the
+/// peer's decoder does not index (RFC 7541 §6.2.2), so the block means the same whatever either
+/// side's dynamic table holds. For the headers sent on every connection (a source's CONNECT, the
+/// destination's 200), which through the encoder cost a table search per field each time.
+struct HeaderBlock {
+    var bytes: ByteBuffer
+
+    init(encoded: ByteBuffer) { bytes = encoded }
+
+    init(literal headers: HPACKHeaders) {
+        bytes = ByteBuffer()
+        for (name, value, _) in headers {
+            bytes.writeInteger(UInt8(0))  // a literal, not indexed, with its name as a literal too
+            Self.string(name, into: &bytes)
+            Self.string(value, into: &bytes)
+        }
+    }
+
+    /// `:status: 200`, the static table's entry 8 (RFC 7541 Appendix A).
+    static let ok = HeaderBlock(encoded: ByteBuffer(bytes: [0x88]))
+
+    /// A string literal, not Huffman-coded: its length (a 7-bit prefix integer), then its bytes.
+    static func string(_ text: String, into out: inout ByteBuffer) {
+        integer(text.utf8.count, prefix: 7, into: &out)
+        out.writeString(text)
+    }
+
+    /// An integer with an N-bit prefix (RFC 7541 §5.1), the prefix's flags clear.
+    static func integer(_ value: Int, prefix: Int, into out: inout ByteBuffer) {
+        let limit = (1 << prefix) - 1
+        guard value >= limit else {
+            out.writeInteger(UInt8(value))
+            return
+        }
+        out.writeInteger(UInt8(limit))
+        var rest = value - limit
+        while rest >= 128 {
+            out.writeInteger(UInt8(truncatingIfNeeded: rest & 0x7f | 0x80))
+            rest >>= 7
+        }
+        out.writeInteger(UInt8(rest))
     }
 }

@@ -39,6 +39,31 @@ import Testing
         }
     }
 
+    /// A block encoded once (every field a literal the peer does not index) reads as its
+    /// headers however often it is sent, between blocks the encoder made, and with a value
+    /// long enough for a multi-byte length; the 200 is the static table's entry.
+    @Test func aBlockEncodedOnceReadsTheSameEachTime() throws {
+        let connect: HPACKHeaders = [":method": "CONNECT", ":authority": "10.244.2.2:8080", "forwarded": "for=10.244.1.2",
+                                     "baggage": "k8s.workload.name=" + String(repeating: "w", count: 300)]
+        let other: HPACKHeaders = [":method": "CONNECT", ":authority": "10.244.2.9:80", "x-extra": "1"]
+        let block = HeaderBlock(literal: connect)
+        let bytes = try written { writer, out in
+            writer.headers(1, block, end: false, into: &out)
+            try writer.headers(3, other, end: false, into: &out)
+            writer.headers(5, block, end: false, into: &out)
+            try writer.headers(7, other, end: false, into: &out)
+            writer.headers(9, block, end: true, into: &out)
+            writer.headers(11, HeaderBlock.ok, end: false, into: &out)
+        }
+        #expect(try read(bytes) == [
+            .headers(1, connect, end: false), .headers(3, other, end: false), .headers(5, connect, end: false),
+            .headers(7, other, end: false), .headers(9, connect, end: true), .headers(11, [":status": "200"], end: false),
+        ])
+        var long = ByteBuffer()
+        HeaderBlock.integer(1337, prefix: 5, into: &long)
+        #expect(Array(long.readableBytesView) == [31, 154, 10])  // RFC 7541 C.1.2
+    }
+
     @Test func everyFrameGoesThroughWhole() throws {
         let headers: HPACKHeaders = [":method": "CONNECT", ":authority": "10.244.2.2:8080", "forwarded": "for=10.244.1.2"]
         let bytes = try written { writer, out in
