@@ -2,10 +2,10 @@ import NIOCore
 
 /// The calls on one event loop that wait for their CONNECT's answer, in the order of their
 /// deadlines, under one timer. A timer each, scheduled at the call and cancelled at its answer,
-/// was 2 % of the source node's loop: a new connection's most common end is its answer, and
-/// NIO's cancel looks for the task among all those scheduled. Here an answered call is simply
-/// passed over when its deadline comes. An entry holds its carriage weakly: one that ended
-/// goes at once, not at its deadline.
+/// showed as 2 % of the source node's loop in profiles: a new connection's most common end is
+/// its answer, and NIO's cancel looks for the task among all those scheduled. Here an answered
+/// call is simply passed over when its deadline comes. An entry holds its carriage weakly: one
+/// that ended goes at once, not at its deadline.
 ///
 /// Confined to its loop, hence `@unchecked Sendable`.
 final class CallClock: @unchecked Sendable {
@@ -29,9 +29,6 @@ final class CallClock: @unchecked Sendable {
         self.loop = loop
         self.due = due
     }
-
-    /// How many calls are on the clock (answered ones included, until their deadline).
-    var count: Int { entries.count }
 
     func wait(_ entry: Entry) {
         // Mostly in order already (most calls have one dial timeout): placed from the back.

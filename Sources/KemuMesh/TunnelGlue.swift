@@ -142,15 +142,16 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
 
     /// Not while the carriage parks what the client sent (until the CONNECT's answer).
     override func read(context: ChannelHandlerContext) {
-        if !holding { super.read(context: context) }
+        if !heldForAnswer() { super.read(context: context) }
     }
 
     override func resumeReading() {
-        if !holding { super.resumeReading() }
+        if !heldForAnswer() { super.resumeReading() }
     }
 
-    /// The carriage parks what the client sent: reading waits (`readPending`) for the answer.
-    private var holding: Bool {
+    /// Whether the carriage parks what the client sent; if so, the read is noted as pending
+    /// (`readPending`) and waits for the answer.
+    private func heldForAnswer() -> Bool {
         guard carriage?.parked != nil else { return false }
         readPending = true
         return true

@@ -7,7 +7,6 @@ import NIOHPACK
 import NIOPosix
 import NIOSSL
 import NIOTLS
-import Synchronization
 import KemuPKI
 import KemuSystem
 
