@@ -139,6 +139,7 @@ let package = Package(
                 "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter", "KemuPKI", "KemuProxy", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOTLS", package: "swift-nio"),

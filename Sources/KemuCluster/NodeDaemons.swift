@@ -140,6 +140,6 @@ public struct ProxySettings: Sendable {
         var config = MeshNode.Config(node: node, trustDomain: plan.network.clusterDomain, address: plan.nodeIP(index))
         config.clusterWide = network.config.mesh == "cluster"
         let credentials = try Kubeconfig.load(path: ClusterFiles(cluster: plan.cluster).nodeKubeconfig(node))
-        return MeshNode(config: config, client: client, nodeClient: try APIClient(kubeconfig: credentials))
+        return try MeshNode(config: config, client: client, nodeClient: try APIClient(kubeconfig: credentials))
     }
 }

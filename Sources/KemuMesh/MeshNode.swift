@@ -46,7 +46,7 @@ public final class MeshNode: Sendable {
 
     /// `client` follows the cluster (the proxy's); `nodeClient` asks for certificates as the
     /// node (`system:node:NAME`), which the mesh CA checks.
-    public init(config: Config, client: APIClient, nodeClient: APIClient) {
+    public init(config: Config, client: APIClient, nodeClient: APIClient) throws {
         self.config = config
         self.client = client
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -56,17 +56,17 @@ public final class MeshNode: Sendable {
         book = TunnelBook(trust: directory.trust)
         tunnels = TunnelClient(directory: directory, identities: identities, loop: group.next(), counters: counters, denials: denials, traffic: traffic,
                                book: book)
-        server = TunnelServer(directory: directory, identities: identities, group: group, transparent: config.transparent,
+        server = TunnelServer(directory: directory, identities: identities, loop: try MeshLoop(name: "kemu-mesh-in"), transparent: config.transparent,
                               counters: counters, denials: denials, traffic: traffic, book: book)
         enforcer = MeshEnforcer(directory: directory) { [tunnels] in tunnels.capturing.load(ordering: .relaxed) }
     }
 
     /// Runs until cancelled.
     public func run() async throws {
-        let listener = try await bindListener()
+        try await listen()
         defer {
             enforcer.remove()
-            listener?.close(promise: nil)
+            server.stop()
             group.shutdownGracefully { _ in }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -128,18 +128,17 @@ public final class MeshNode: Sendable {
     }
 
     /// The tunnel listener; a node address not there yet (the fabric still coming up) is waited for.
-    func bindListener() async throws -> (any Channel)? {
+    func listen() async throws {
         var pause = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                return try await server.bind(config.address)
+                return try server.listen(config.address)
             } catch {
                 logger.warning("cannot accept tunnels on \(config.address):\(Mesh.tunnelPort) (\(error)); trying again")
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(5))
             }
         }
-        return nil
     }
 
     /// What `kemu mesh status` shows of this node: certificates, tunnels, streams, policies.

@@ -74,15 +74,34 @@ public final class MeshTrust: Sendable {
 /// changes (a revocation, a clock moved) those it now condemns are closed, their connections
 /// with them, as a peer that learnt of a revocation would.
 final class TunnelBook: Sendable {
+    struct Entry: Sendable {
+        var peer: SVID.Read
+        var local: String
+        var channel: any Channel
+        /// The mesh loop the tunnel is on; nil: the channel's own event loop.
+        var loop: MeshLoop?
+
+        /// Runs `body` with the channel on the loop it belongs to.
+        func onItsLoop(_ body: @escaping @Sendable (any Channel) -> Void) {
+            let channel = channel
+            if let loop { loop.execute { body(channel) } } else { channel.eventLoop.execute { body(channel) } }
+        }
+    }
+
     let trust: MeshTrust
-    let open = Mutex<[ObjectIdentifier: (peer: SVID.Read, local: String, channel: any Channel)]>([:])
+    let open = Mutex<[ObjectIdentifier: Entry]>([:])
 
     init(trust: MeshTrust) { self.trust = trust }
 
-    func add(peer: SVID.Read, local: String, channel: any Channel) {
+    func add(peer: SVID.Read, local: String, channel: any Channel, loop: MeshLoop? = nil) {
         let key = ObjectIdentifier(channel)
-        open.withLock { $0[key] = (peer, local, channel) }
+        open.withLock { $0[key] = Entry(peer: peer, local: local, channel: channel, loop: loop) }
         channel.closeFuture.whenComplete { [self] _ in _ = open.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    /// Runs `body` with every open tunnel's channel, each on its own loop.
+    func eachOnItsLoop(_ body: @escaping @Sendable (any Channel) -> Void) {
+        for entry in open.withLock({ Array($0.values) }) { entry.onItsLoop(body) }
     }
 
     /// Closes the tunnels the trust now refuses; returns why, one line each.
@@ -91,7 +110,7 @@ final class TunnelBook: Sendable {
         var closed: [String] = []
         for tunnel in all {
             guard let why = trust.refusal(peer: tunnel.peer, local: tunnel.local) else { continue }
-            tunnel.channel.close(promise: nil)
+            tunnel.onItsLoop { $0.close(promise: nil) }
             closed.append(why)
         }
         return closed

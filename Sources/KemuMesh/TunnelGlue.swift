@@ -3,15 +3,14 @@ import NIOPosix
 import Synchronization
 
 /// One side of a tunnelled connection: a byte channel (the client's socket the engine handed
-/// over, or the TCP connection to the endpoint pod) or an HTTP/2 stream, joined to its partner on
-/// the same event loop. Bytes read on one side are written on the other; reading stops while the
-/// partner cannot take more (its channel unwritable: TCP buffers or HTTP/2 flow control full); an
-/// end of input is carried across as a half-close (a shutdown of the socket's output,
+/// over), a raw socket (the endpoint pod's, `PodSide`) or an HTTP/2 stream, joined to its
+/// partner on the same event loop. Bytes read on one side are written on the other; reading
+/// stops while the partner cannot take more (its socket's buffer full, or HTTP/2 flow control);
+/// an end of input is carried across as a half-close (a shutdown of the socket's output,
 /// END_STREAM on the stream); a side that goes away takes the other with it.
 ///
-/// Confined to the mesh's event loop (every call is on it), hence `@unchecked Sendable`.
+/// Confined to its event loop (every call is on it), hence `@unchecked Sendable`.
 class GlueSide: @unchecked Sendable {
-    var context: ChannelHandlerContext?
     var partner: GlueSide?
     /// A read asked for while the partner was full.
     var readPending = false
@@ -37,9 +36,6 @@ class GlueSide: @unchecked Sendable {
         if carriesRequest { traffic.received.add(n, ordering: .relaxed) } else { traffic.sent.add(n, ordering: .relaxed) }
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
     /// Joins two sides (`a` reads the request); each starts reading.
     static func join(_ a: GlueSide, _ b: GlueSide, traffic: MeshTraffic.Series?) {
         a.partner = b
@@ -49,43 +45,12 @@ class GlueSide: @unchecked Sendable {
         b.startReading()
     }
 
-    /// A byte channel reads from its registration on (`adopt`): what it reads is first
-    /// delivered on a later pass of the loop, after the join in the adoption's own call.
-    func startReading() {
-        context?.read()
-    }
-
-    var writable: Bool { context?.channel.isWritable ?? false }
-
-    /// Sends what was delivered (`deliver`) so far.
-    func flushOut() { context?.flush() }
-
-    /// Takes input again after a pause for the partner (`readPending`).
-    func resumeReading() { context?.read() }
-
-    func read(context: ChannelHandlerContext) {
-        if let partner, !partner.writable {
-            readPending = true
-            return
-        }
-        context.read()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let partner, partner.readPending {
+    /// This side may take more again: a partner paused for it reads.
+    func becameWritable() {
+        if let partner, partner.readPending {
             partner.readPending = false
             partner.resumeReading()
         }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.flushOut()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        ended()
-        context.fireChannelInactive()
     }
 
     /// This side is gone: the partner closes once its writes are out.
@@ -104,26 +69,20 @@ class GlueSide: @unchecked Sendable {
         traffic.closed.add(1, ordering: .relaxed)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failed = true
-        context.close(promise: nil)
-    }
-
     // What the partner asks of this side.
 
+    func startReading() {}
+    var writable: Bool { false }
+    /// Sends what was delivered (`deliver`) so far.
+    func flushOut() {}
+    /// Takes input again after a pause for the partner (`readPending`).
+    func resumeReading() {}
     func deliver(_ bytes: ByteBuffer) {}
     func endOutput() {}
     /// The output ends right after what was delivered: it may wait to go out with the end.
     func holdForEnd() {}
-
     /// Closes once what was written is out.
-    func closeAfterWrites() {
-        guard let context else { return }
-        let channel = context.channel
-        context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(promise: nil) }
-    }
-
-    func emptyWrite(_ context: ChannelHandlerContext) -> NIOAny { NIOAny(context.channel.allocator.buffer(capacity: 0)) }
+    func closeAfterWrites() {}
 }
 
 /// The byte channel side.
@@ -131,6 +90,45 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// A byte channel reads from its registration on (`adopt`): what it reads is first
+    /// delivered on a later pass of the loop, after the join in the adoption's own call.
+    override func startReading() { context?.read() }
+
+    override var writable: Bool { context?.channel.isWritable ?? false }
+
+    override func flushOut() { context?.flush() }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { becameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.flushOut()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        ended()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed = true
+        context.close(promise: nil)
+    }
+
+    override func closeAfterWrites() {
+        guard let context else { return }
+        let channel = context.channel
+        context.writeAndFlush(emptyWrite(context)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func emptyWrite(_ context: ChannelHandlerContext) -> NIOAny { NIOAny(context.channel.allocator.buffer(capacity: 0)) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let partner else { return }
@@ -140,13 +138,19 @@ final class ByteSide: GlueSide, ChannelDuplexHandler, @unchecked Sendable {
         partner.deliver(bytes)
     }
 
-    /// Not while the carriage parks what the client sent (until the CONNECT's answer).
-    override func read(context: ChannelHandlerContext) {
-        if !heldForAnswer() { super.read(context: context) }
+    /// Not while the carriage parks what the client sent (until the CONNECT's answer), nor
+    /// while the partner is full.
+    func read(context: ChannelHandlerContext) {
+        guard !heldForAnswer() else { return }
+        if let partner, !partner.writable {
+            readPending = true
+            return
+        }
+        context.read()
     }
 
     override func resumeReading() {
-        if !heldForAnswer() { super.resumeReading() }
+        if !heldForAnswer() { context?.read() }
     }
 
     /// Whether the carriage parks what the client sent; if so, the read is noted as pending

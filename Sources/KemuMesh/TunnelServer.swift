@@ -26,10 +26,11 @@ public struct TunnelRequest: Sendable {
 /// the client pod's own address where the node can (transparent), so it sees who called.
 /// Answers: 200 (joined), 403 (authorization refused), 400 (not a CONNECT to a meshed pod here),
 /// 503 (the pod refused or did not answer; `kemu-dial-errno` says why, as the dial's errno).
+/// Tunnels and pods' sockets are raw descriptors on a loop of the mesh's own (`MeshLoop`).
 final class TunnelServer: Sendable {
     let directory: MeshDirectory
     let identities: MeshIdentities
-    let group: any EventLoopGroup
+    let loop: MeshLoop
     let transparent: Bool
     let counters: TunnelCounters
     let denials: MeshDenials
@@ -39,14 +40,14 @@ final class TunnelServer: Sendable {
     /// Dials to pods and their last closes, off the event loop.
     let chores = KernelChores()
 
-    init(directory: MeshDirectory, identities: MeshIdentities, group: any EventLoopGroup, transparent: Bool, counters: TunnelCounters,
+    init(directory: MeshDirectory, identities: MeshIdentities, loop: MeshLoop, transparent: Bool, counters: TunnelCounters,
          denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
         self.book = book
         self.denials = denials
         self.traffic = traffic
         self.directory = directory
         self.identities = identities
-        self.group = group
+        self.loop = loop
         self.transparent = transparent
         self.counters = counters
     }
@@ -64,8 +65,7 @@ final class TunnelServer: Sendable {
     /// a new DENY covers are closed. Each tunnel's streams are judged on its own loop, from what
     /// each was allowed as (`FrameStream.admitted`): nothing is kept per connection for this.
     func recheckLive() {
-        for tunnel in book.open.withLock({ $0.values.map(\.channel) }) {
-            tunnel.eventLoop.execute { [self] in
+        book.eachOnItsLoop { [self] tunnel in
                 guard let streams = try? tunnel.pipeline.syncOperations.handler(type: TunnelStreams.self) else { return }
                 var closed = 0
                 for stream in streams.streams.values where !stream.gone {
@@ -74,33 +74,39 @@ final class TunnelServer: Sendable {
                     closed += 1
                 }
                 if closed > 0 { logger.info("closed \(closed) live connection(s) a changed AuthorizationPolicy refuses") }
-            }
         }
     }
 
-    func bind(_ address: IPv4Address) async throws -> any Channel {
-        try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
-            .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.accept(channel) }
-            }
-            .bind(host: address.description, port: Int(Mesh.tunnelPort)).get()
+    /// Accepts tunnels on `address` (port 15008), on the loop; `stop` ends it. Throws when the
+    /// address cannot be bound (the node's address not there yet).
+    func listen(_ address: IPv4Address) throws {
+        let fd = try TCPSocket.listen(on: KemuSystem.SocketAddress(address, Mesh.tunnelPort), backlog: 1024, freeBind: false)
+        TCPSocket.setNoDelay(fd)  // accepted tunnels inherit it
+        let listener = TunnelListener(fd: fd, server: self)
+        loop.execute { [loop] in
+            do { try loop.watch(fd, listener) } catch { listener.loopStopped() }
+        }
     }
+
+    /// Stops the loop: the listener, every tunnel and every pod's socket close.
+    func stop() { loop.stop() }
 
     /// A new tunnel connection: TLS with this node's identity, then HTTP/2 with a stream per
-    /// connection carried (`TunnelStreams`).
-    func accept(_ channel: any Channel) throws {
+    /// connection carried (`TunnelStreams`). Without a certificate yet, it is closed.
+    func accept(_ fd: Int32) {
         guard let credential = identities.credential(directory.nodeIdentity) else {
+            Glibc.close(fd)
             identities.requestSoon()
-            throw MeshError("no certificate for \(directory.nodeIdentity) yet")
+            logger.info("refused a tunnel: no certificate for \(directory.nodeIdentity) yet")
+            return
         }
-        let peer = PeerIdentity(book: book, local: credential.serial)
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(NIOSSLServerHandler(context: credential.server))
-        try sync.addHandler(peer)
-        try sync.addHandler(TunnelStreams(server: self, peer: peer))
+        let peer = PeerIdentity(book: book, local: credential.serial, loop: loop)
+        do {
+            _ = try TunnelSocket(fd: fd, loop: loop, handlers: [NIOSSLServerHandler(context: credential.server), peer,
+                                                                 TunnelStreams(server: self, peer: peer)])
+        } catch {
+            logger.warning("cannot take a tunnel: \(error)")
+        }
     }
 
     /// The pod a CONNECT asks for, if it is one this node may deliver to.
@@ -111,19 +117,19 @@ final class TunnelServer: Sendable {
         return (pod, ip, port)
     }
 
-    /// What a dial to a pod ends in, on the loop: the pod's channel (`side` its handler), or why not.
-    typealias Dialled = (Result<any Channel, any Error>) -> Void
+    /// What a dial to a pod ends in, on the loop: 0 (`side` has the socket), or the errno.
+    typealias Dialled = (Int32) -> Void
 
-    /// Dials the pod, from the client's address where possible, off the event loop (`chores`).
-    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, on loop: any EventLoop,
-              side: ByteSide, then: @escaping Dialled) {
+    /// Dials the pod, from the client's address where possible, off the loop (`chores`).
+    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, side: PodSide,
+              then: @escaping Dialled) {
         let from = transparent && source != ip ? source : nil
-        let deadline = NIODeadline.now() + timeout
-        let then = NIOLoopBound(then, eventLoop: loop)
+        let deadline = monotonicNanoseconds() &+ UInt64(max(timeout.nanoseconds, 0))
+        let answer = LoopOwned((side, then))
         chores.run(answeringOn: loop) {
             let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(ip, port), from: from)
             let state = fd < 0 ? Dialling.failed(started) : Dialling.of(fd)
-            return { self.dialled(fd, state, on: loop, side: side, deadline: deadline, pause: .milliseconds(1), then: then.value) }
+            return { self.dialled(fd, state, side: answer.value.0, deadline: deadline, pause: 1_000_000, then: answer.value.1) }
         }
     }
 
@@ -142,32 +148,19 @@ final class TunnelServer: Sendable {
     /// A pod on this node answers within the connect call itself, almost always: the socket is
     /// then adopted at once, with none of a bootstrap's bind and connect steps. Else it is looked
     /// at again, at growing pauses, until the deadline.
-    func dialled(_ fd: Int32, _ state: Dialling, on loop: any EventLoop, side: ByteSide, deadline: NIODeadline, pause: TimeAmount,
-                 then: @escaping Dialled) {
+    func dialled(_ fd: Int32, _ state: Dialling, side: PodSide, deadline: UInt64, pause: UInt64, then: @escaping Dialled) {
         switch state {
         case let .failed(err):
-            if fd >= 0 { Glibc.close(fd) }
-            then(.failure(IOError(errnoCode: err, reason: "connect")))
-        case .pending where NIODeadline.now() >= deadline:
-            dialled(fd, .failed(ETIMEDOUT), on: loop, side: side, deadline: deadline, pause: pause, then: then)
+            if fd >= 0 { chores.close(fd) }
+            then(err)
+        case .pending where monotonicNanoseconds() >= deadline:
+            dialled(fd, .failed(ETIMEDOUT), side: side, deadline: deadline, pause: pause, then: then)
         case .pending:
-            loop.assumeIsolated().scheduleTask(in: pause) {
-                self.dialled(fd, Dialling.of(fd), on: loop, side: side, deadline: deadline, pause: min(pause * 2, .milliseconds(50)), then: then)
+            loop.after(pause) {
+                self.dialled(fd, Dialling.of(fd), side: side, deadline: deadline, pause: min(pause * 2, 50_000_000), then: then)
             }
         case .connected:
-            // The channel closes a twin of the descriptor: the socket's own end (the FIN, or the
-            // reset) comes when `chores` closes the other.
-            let twin = dup(fd)
-            side.adopt(fd, on: loop) { [chores] result in
-                if twin >= 0 {
-                    if case let .success(channel) = result {
-                        channel.closeFuture.whenComplete { _ in chores.close(twin) }
-                    } else {
-                        chores.close(twin)
-                    }
-                }
-                then(result)
-            }
+            then(side.attach(fd) ?? 0)
         }
     }
 }
@@ -177,7 +170,7 @@ extension TunnelServer {
     /// (authorization refused), 400 (not a CONNECT to a meshed pod here), 503 (the pod refused or
     /// did not answer; `kemu-dial-errno` says why, as the dial's errno).
     func open(_ stream: FrameStream, _ headers: HPACKHeaders) {
-        guard let streams = stream.streams, let loop = streams.context?.eventLoop else { return }
+        guard let streams = stream.streams, streams.context != nil else { return }
         let call = ConnectCall(headers)
         guard let id = streams.peer.id, let (pod, ip, port) = target(call) else {
             return streams.sendHeaders(stream.id, [":status": "400"], end: true)
@@ -185,27 +178,24 @@ extension TunnelServer {
         let source = call.source
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
         guard authorize(request) else { return streams.sendHeaders(stream.id, [":status": "403"], end: true) }
-        let podSide = ByteSide()
-        dial(ip, port, from: source, within: call.dialTimeout, on: loop, side: podSide) { [self] result in
+        let podSide = PodSide(loop: loop, chores: chores)
+        dial(ip, port, from: source, within: call.dialTimeout, side: podSide) { [self] error in
             guard !stream.gone, stream.streams != nil else {
-                if case let .success(channel) = result { channel.close(promise: nil) }
+                if error == 0 { podSide.closeAfterWrites() }
                 return
             }
-            switch result {
-            case .success:
+            guard error != 0 else {
                 counters.accepted()
                 streams.sendHeaders(stream.id, HeaderBlock.ok, end: false)
                 GlueSide.join(stream, podSide, traffic: series(streams, call, pod: pod, peer: id))
                 stream.flushEarly()
                 stream.admitted = request
-            case let .failure(error):
-                counters.unreachable()
-                // Why, as the errno the source's engine would have met dialling itself: a
-                // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
-                var headers: HPACKHeaders = [":status": "503"]
-                if let code = (error as? IOError)?.errnoCode { headers.add(name: Mesh.dialErrorHeader, value: String(code)) }
-                streams.sendHeaders(stream.id, headers, end: true)
+                return
             }
+            counters.unreachable()
+            // Why, as the errno the source's engine would have met dialling itself: a
+            // NetworkPolicy's refusal (ENETUNREACH) is then not the endpoint's failure.
+            streams.sendHeaders(stream.id, [":status": "503", Mesh.dialErrorHeader: String(error)], end: true)
         }
     }
 }
@@ -292,11 +282,14 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
     let book: TunnelBook
     /// The serial of the certificate this side presented.
     let local: String
+    /// The mesh loop the tunnel is on (nil: the channel's own event loop).
+    let loop: MeshLoop?
 
-    init(expected: SPIFFEID? = nil, book: TunnelBook, local: String) {
+    init(expected: SPIFFEID? = nil, book: TunnelBook, local: String, loop: MeshLoop? = nil) {
         self.expected = expected
         self.book = book
         self.local = local
+        self.loop = loop
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -306,7 +299,7 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
             let refusal = read.flatMap { book.trust.refusal(peer: $0, local: local) }
             if let read, read.id == expected ?? read.id, refusal == nil {
                 id = read.id
-                book.add(peer: read, local: local, channel: context.channel)
+                book.add(peer: read, local: local, channel: context.channel, loop: loop)
             } else {
                 context.fireErrorCaught(MeshError(refusal ?? "the tunnel's peer is \(read?.id.description ?? "no mesh identity"), not \(expected?.description ?? "a mesh identity")"))
                 context.close(promise: nil)
@@ -323,4 +316,39 @@ extension Mesh {
     /// A CONNECT's header: how long the destination may take to reach the pod (milliseconds),
     /// the source engine's timeout for this attempt.
     static let dialTimeoutHeader = "kemu-dial-timeout-ms"
+}
+
+/// The tunnel listener (port 15008) on the server's loop: it accepts until the backlog is empty.
+final class TunnelListener: MeshWatcher, @unchecked Sendable {
+    let fd: Int32
+    let server: TunnelServer
+    private var closed = false
+
+    init(fd: Int32, server: TunnelServer) {
+        self.fd = fd
+        self.server = server
+    }
+
+    func ready(_ events: UInt32) {
+        while !closed {
+            switch TCPSocket.accept(fd) {
+            case let .connection(tunnel, _):
+                server.accept(tunnel)
+            case .none:
+                return
+            case let .failed(err):
+                // Out of descriptors, say: no new edge may come for what waits; look again soon.
+                server.logger.warning("accepting tunnels: \(String(cString: strerror(err))); again in 100 ms")
+                server.loop.after(100_000_000) { [weak self] in self?.ready(Epoll.readable) }
+                return
+            }
+        }
+    }
+
+    func loopStopped() {
+        guard !closed else { return }
+        closed = true
+        server.loop.forget(fd)
+        Glibc.close(fd)
+    }
 }

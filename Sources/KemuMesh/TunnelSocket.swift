@@ -1,0 +1,174 @@
+import Glibc
+import KemuSystem
+import NIOCore
+import NIOEmbedded
+
+/// A tunnel's TCP connection on a `MeshLoop`: the socket is a raw descriptor, and what it carries
+/// goes through a NIO pipeline (TLS, the peer's identity, HTTP/2) held by an `EmbeddedChannel`.
+/// What is read is fired into the pipeline; what the pipeline writes is sent by the handler
+/// nearest the socket (`Writer`), which keeps what the socket cannot take yet and makes the
+/// channel unwritable while that is more than `highWater` (NIO's own default marks).
+///
+/// Confined to its loop.
+final class TunnelSocket: MeshWatcher {
+    let fd: Int32
+    let loop: MeshLoop
+    let channel: EmbeddedChannel
+    private let writer: Writer
+    private var closed = false
+    /// Bytes the socket has not taken yet, oldest first.
+    private var unsent = CircularBuffer<ByteBuffer>()
+    private var unsentBytes = 0
+    /// How much one read asks for: grows while reads fill it.
+    private var readSize = 16 << 10
+
+    static let highWater = 64 << 10
+    static let lowWater = 32 << 10
+    static let maxReadSize = 256 << 10
+
+    /// Watches `fd` with `handlers` after the writer, and makes the channel active (a TLS client
+    /// starts its handshake then). The descriptor is closed if that fails.
+    init(fd: Int32, loop: MeshLoop, handlers: [any ChannelHandler]) throws {
+        self.fd = fd
+        self.loop = loop
+        channel = EmbeddedChannel(loop: loop.nio)
+        writer = Writer()
+        writer.socket = self
+        let nowhere: NIOCore.SocketAddress
+        do {
+            nowhere = try NIOCore.SocketAddress(ipAddress: "0.0.0.0", port: 0)  // the embedded channel's, unused
+            try channel.pipeline.syncOperations.addHandler(writer)
+            try channel.pipeline.syncOperations.addHandlers(handlers)
+            try loop.watch(fd, self)
+        } catch {
+            closed = true
+            Glibc.close(fd)
+            channel.close(promise: nil)
+            throw error
+        }
+        channel.connect(to: nowhere, promise: nil)
+    }
+
+    func ready(_ events: UInt32) {
+        guard !closed else { return }
+        if events & Epoll.writable != 0 { sendUnsent() }
+        if events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
+    }
+
+    func loopStopped() { end() }
+
+    /// Reads until the socket has nothing more (edge-triggered), at most a few reads at a time:
+    /// the loop calls again for the rest.
+    private func readAll() {
+        let pipeline = channel.pipeline.syncOperations
+        var reads = 0
+        var ended = false
+        while !closed {
+            if reads == 8 {
+                loop.callAgain(self)
+                break
+            }
+            var buffer = channel.allocator.buffer(capacity: readSize)
+            var got = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readSize) { space in
+                guard let base = space.baseAddress else { return 0 }
+                got = TCPSocket.receive(fd, into: base, count: readSize)
+                return max(0, got)
+            }
+            if got > 0 {
+                reads += 1
+                if got == readSize { readSize = min(readSize * 2, Self.maxReadSize) }
+                pipeline.fireChannelRead(NIOAny(buffer))
+                continue
+            }
+            if got != -Int(EAGAIN) { ended = true }
+            break
+        }
+        if reads > 0 && !closed { pipeline.fireChannelReadComplete() }
+        if ended { end() }
+    }
+
+    /// The socket ended (the peer's close or reset, an error) or the loop stopped: the channel
+    /// closes below TLS, as NIO's own does when its socket ends (no close_notify to wait for).
+    private func end() {
+        guard !closed else { return }
+        closeDescriptor()
+        writer.context?.close(promise: nil)
+    }
+
+    private func closeDescriptor() {
+        guard !closed else { return }
+        closed = true
+        loop.forget(fd)
+        Glibc.close(fd)
+        unsent.removeAll()
+        unsentBytes = 0
+    }
+
+    fileprivate func enqueue(_ bytes: ByteBuffer) {
+        guard !closed, bytes.readableBytes > 0 else { return }
+        unsent.append(bytes)
+        unsentBytes += bytes.readableBytes
+    }
+
+    /// Sends what the socket takes; past the high mark the channel becomes unwritable, and
+    /// writable again below the low one.
+    fileprivate func sendUnsent() {
+        while !closed, var first = unsent.first {
+            let n = first.withUnsafeReadableBytes { bytes in
+                guard let base = bytes.baseAddress else { return -Int(EAGAIN) }
+                return TCPSocket.send(fd, from: base, count: bytes.count)
+            }
+            if n == -Int(EAGAIN) { break }
+            if n < 0 {
+                end()
+                return
+            }
+            unsentBytes -= n
+            first.moveReaderIndex(forwardBy: n)
+            if first.readableBytes == 0 {
+                unsent.removeFirst()
+            } else {
+                unsent[unsent.startIndex] = first
+                break
+            }
+        }
+        if channel.isWritable, unsentBytes > Self.highWater {
+            channel.isWritable = false
+            channel.pipeline.syncOperations.fireChannelWritabilityChanged()
+        } else if !channel.isWritable, unsentBytes < Self.lowWater, !closed {
+            channel.isWritable = true
+            channel.pipeline.syncOperations.fireChannelWritabilityChanged()
+        }
+    }
+
+    /// The handler nearest the socket: writes go to it, a close closes it (then the channel).
+    final class Writer: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        weak var socket: TunnelSocket?
+        var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+        func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            guard let socket, !socket.closed else {
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                return
+            }
+            socket.enqueue(unwrapOutboundIn(data))
+            promise?.succeed(())
+        }
+
+        func flush(context: ChannelHandlerContext) { socket?.sendUnsent() }
+
+        func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+            guard mode == .all else {
+                promise?.fail(ChannelError.operationUnsupported)
+                return
+            }
+            socket?.closeDescriptor()
+            context.close(mode: mode, promise: promise)
+        }
+    }
+}
