@@ -138,7 +138,6 @@ let package = Package(
             dependencies: [
                 "KemuAPI", "KemuClient", "KemuIP", "KemuNetfilter", "KemuPKI", "KemuProxy", "KemuSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),

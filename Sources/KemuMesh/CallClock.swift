@@ -19,13 +19,15 @@ final class CallClock: @unchecked Sendable {
         var mark: (tunnel: ObjectIdentifier, reads: UInt64)?
     }
 
-    private let loop: any EventLoop
+    private let loop: MeshLoop
     private var entries = CircularBuffer<Entry>()
-    private var armed: (at: NIODeadline, task: Scheduled<Void>)?
+    /// When the loop's timer is set to fire (an earlier deadline sets another; the later one
+    /// then finds nothing to do).
+    private var armed: NIODeadline?
     /// What becomes of a call whose deadline came while it still waited.
     private let due: (Entry) -> Void
 
-    init(loop: any EventLoop, due: @escaping (Entry) -> Void) {
+    init(loop: MeshLoop, due: @escaping (Entry) -> Void) {
         self.loop = loop
         self.due = due
     }
@@ -43,12 +45,13 @@ final class CallClock: @unchecked Sendable {
 
     private func arm() {
         guard let first = entries.first?.deadline else { return }
-        if let armed, armed.at <= first { return }
-        armed?.task.cancel()
-        armed = (first, loop.scheduleTask(deadline: first) { [self] in
+        if let armed, armed <= first { return }
+        armed = first
+        loop.after(UInt64(max(0, (first - .now()).nanoseconds))) { [self] in
+            guard armed == first else { return }
             armed = nil
             fire()
-        })
+        }
     }
 
     private func fire() {

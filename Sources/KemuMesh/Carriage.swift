@@ -2,7 +2,6 @@ import Glibc
 import KemuProxy
 import KemuSystem
 import NIOCore
-import NIOPosix
 
 /// A connection the engine handed to the mesh on the source node: the client's socket, the
 /// stream it travels in, and what the engine hears of it. The client's socket joins the stream
@@ -22,8 +21,9 @@ final class Carriage: @unchecked Sendable {
     let reports: ReportBatch
     /// Called once the engine has been told the end (returned or closed).
     private let done: () -> Void
-    var client: (any Channel)?
-    let clientSide = ByteSide()
+    /// The client's socket, once joined to the stream (it then owns the descriptor).
+    let clientSide: SocketSide
+    private(set) var joined = false
     /// The stream it travels in (placed in a tunnel by `TunnelClient`).
     let streamSide = FrameStream()
     /// The tunnel its call went into (`TunnelClient.expire` listens for the peer in it).
@@ -33,8 +33,6 @@ final class Carriage: @unchecked Sendable {
     /// All the client sent, while a replay is possible; nil once too much.
     private var flight: [UInt8]?
     var clientEnded: Bool
-    /// The client's socket is being (or was) adopted by a channel: it owns the descriptor.
-    private var adopting = false
     /// The engine has been told the end.
     private(set) var finished = false
     /// The CONNECT was answered 200.
@@ -46,10 +44,11 @@ final class Carriage: @unchecked Sendable {
     private(set) var parked: ByteBuffer?
     private var parkedEnd = false
 
-    init(_ handoff: MeshHandoff, reports: ReportBatch, done: @escaping () -> Void) {
+    init(_ handoff: MeshHandoff, reports: ReportBatch, loop: MeshLoop, done: @escaping () -> Void) {
         self.handoff = handoff
         self.reports = reports
         self.done = done
+        clientSide = SocketSide(loop: loop)
         flight = handoff.flight
         clientEnded = handoff.clientEnded
         clientSide.carriage = self
@@ -86,46 +85,33 @@ final class Carriage: @unchecked Sendable {
         return true
     }
 
-    /// Joins the client's socket to the stream (adopted by a channel on `loop`): once.
-    func join(on loop: any EventLoop) {
-        guard !finished, !adopting else { return }
-        adopting = true
-        clientSide.adopt(handoff.client, on: loop) { [self] result in
-            guard case let .success(channel) = result else {
-                // NIO closed the socket: nothing to give back.
-                finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))
-                streamSide.cancel()
-                return
-            }
-            client = channel
-            guard !finished else {
-                // The engine ended it meanwhile (`abort`): the client is reset now.
-                TCPSocket.setResetOnClose(handoff.client)
-                channel.close(promise: nil)
-                return
-            }
-            guard !streamSide.gone else {
-                // The stream was reset while the socket was adopted.
-                streamGoneBeforeJoin(channel)
-                return
-            }
-            if !handoff.flight.isEmpty {
-                streamSide.deliver(channel.allocator.buffer(bytes: handoff.flight))
-                streamSide.flushOut()
-            }
-            takeWaiting(channel.allocator)
-            GlueSide.join(clientSide, streamSide, traffic: clientSide.traffic)  // nil until the answer
-            streamSide.flushEarly()
+    /// Joins the client's socket to the stream (watched by the loop from now on): once.
+    func join() {
+        guard !finished, !joined else { return }
+        joined = true
+        if clientSide.attach(handoff.client) != nil {
+            // Closed: nothing to give back.
+            finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: 0))
+            streamSide.cancel()
+            return
         }
+        guard !streamSide.gone else { return streamGoneBeforeJoin() }
+        if !handoff.flight.isEmpty {
+            streamSide.deliver(ByteBuffer(bytes: handoff.flight))
+            streamSide.flushOut()
+        }
+        takeWaiting()
+        GlueSide.join(clientSide, streamSide, traffic: clientSide.traffic)  // nil until the answer
+        streamSide.flushEarly()
     }
 
     /// What the client sent already (its request, mostly: it follows the handshake the engine
     /// accepted) goes into the stream at once, behind the CONNECT in the same write, rather than
     /// at the socket's first read event; as much as the copy for a replay may hold.
-    private func takeWaiting(_ allocator: ByteBufferAllocator) {
+    private func takeWaiting() {
         let room = min(handoff.replayBytes - (flight?.count ?? handoff.replayBytes), 16 << 10)
         guard room > 0, !clientEnded else { return }
-        var bytes = allocator.buffer(capacity: room)
+        var bytes = ByteBuffer()
         let fd = handoff.client
         bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { space in
             guard let base = space.baseAddress else { return 0 }
@@ -144,7 +130,7 @@ final class Carriage: @unchecked Sendable {
 
     /// The CONNECT's 200: the connection is counted, and the client joined (if it was not
     /// yet) or let go on (what was parked sent, reading resumed).
-    func connected(on loop: any EventLoop, traffic: MeshTraffic.Series) {
+    func connected(traffic: MeshTraffic.Series) {
         // Too late (timed out, or the engine ended it): the socket is no longer the mesh's.
         guard !finished else {
             streamSide.cancel()
@@ -154,7 +140,7 @@ final class Carriage: @unchecked Sendable {
         reports.post(.connected(token: handoff.token), for: handoff)
         (clientSide.traffic, streamSide.traffic) = (traffic, traffic)
         traffic.received.add(clientSide.bytes, ordering: .relaxed)
-        guard adopting else { return join(on: loop) }
+        guard joined else { return join() }
         if let bytes = parked {
             parked = nil
             record(bytes)
@@ -171,16 +157,16 @@ final class Carriage: @unchecked Sendable {
 
     /// The stream went before the client joined it: what the endpoint said goes to the client,
     /// which is then closed; if it said nothing, the client goes elsewhere.
-    private func streamGoneBeforeJoin(_ channel: any Channel) {
+    private func streamGoneBeforeJoin() {
         let said = streamSide.early.filter { $0.readableBytes > 0 }
         if said.isEmpty {
             if !replayElsewhere(clean: false) { abort() }
             return
         }
         answered()
-        for bytes in said { channel.write(bytes, promise: nil) }
-        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in channel.close(promise: nil) }
         finish(.closed(token: handoff.token, bytesUp: 0, bytesDown: said.reduce(0) { $0 + $1.readableBytes }))
+        for bytes in said { clientSide.deliver(bytes) }
+        clientSide.closeAfterWrites()
     }
 
     /// The stream ended (closed or reset). True when that is handled here: the client given
@@ -188,7 +174,7 @@ final class Carriage: @unchecked Sendable {
     /// decides what becomes of it).
     func streamEnded() -> Bool {
         guard !finished else { return false }
-        if client == nil { return true }
+        if !joined { return true }
         return replayElsewhere(clean: false)
     }
 
@@ -212,20 +198,17 @@ final class Carriage: @unchecked Sendable {
     /// engine for a replay. Not when it cannot be: answered already, too much sent to replay, or
     /// a clean end after the client finished (that is an answer).
     func replayElsewhere(clean: Bool) -> Bool {
-        guard client != nil, !(clean && clientEnded) else { return false }
+        guard joined, !(clean && clientEnded) else { return false }
         return giveBack(ECONNRESET)
     }
 
-    /// The client's socket back to the engine, with all it sent. Once adopted, the channel owns
-    /// the descriptor: the engine gets a new one of the same socket, and the channel closes its
-    /// own.
+    /// The client's socket back to the engine, with all it sent (the loop no longer watches it).
     private func giveBack(_ error: Int32) -> Bool {
-        // Not while a channel adopts the socket: it owns the descriptor, and has no new one yet.
-        guard !finished, !settled, let flight, !(adopting && client == nil) else { return false }
-        let fd = client == nil ? handoff.client : dup(handoff.client)
-        guard fd >= 0 else { return false }
-        finished = true  // before the channels close: their ends report nothing more
-        detach()
+        guard !finished, !settled, let flight else { return false }
+        let fd = joined ? clientSide.release() : handoff.client
+        finished = true  // before the stream ends: its end reports nothing more
+        streamSide.partner = nil
+        streamSide.cancel()
         let all = parked.map { flight + $0.readableBytesView } ?? flight
         reports.post(.returned(token: handoff.token, client: fd, error: error, flight: all, clientEnded: clientEnded), for: handoff)
         done()
@@ -235,15 +218,7 @@ final class Carriage: @unchecked Sendable {
     /// Ends it here: the client reset (the engine asked, or nothing could be given back).
     func abort() {
         guard !finished else { return }
-        if adopting && client == nil {
-            // The socket is being adopted: the adoption closes it, seeing this.
-            streamSide.cancel()
-            closed()
-            return
-        }
-        // The channel (if adopted) owns the descriptor while open: the option is the socket's.
-        TCPSocket.setResetOnClose(handoff.client)
-        if let client { client.close(promise: nil) } else { close(handoff.client) }
+        if joined { clientSide.abort() } else { TCPSocket.abort(handoff.client) }
         streamSide.cancel()
         closed()
     }
@@ -251,13 +226,6 @@ final class Carriage: @unchecked Sendable {
     /// Over: the engine hears the bytes each way.
     func closed() {
         finish(.closed(token: handoff.token, bytesUp: clientSide.bytes, bytesDown: streamSide.bytes))
-    }
-
-    private func detach() {
-        clientSide.partner = nil
-        streamSide.partner = nil
-        client?.close(promise: nil)
-        streamSide.cancel()
     }
 
     private func finish(_ report: TunnelReport) {
@@ -275,19 +243,19 @@ final class Carriage: @unchecked Sendable {
 /// engine took this loop's core from it (three reports a connection: connected, answered,
 /// closed). Confined to the loop, hence `@unchecked Sendable`.
 final class ReportBatch: @unchecked Sendable {
-    let loop: any EventLoop
+    let loop: MeshLoop
     private var pending: [(handoff: MeshHandoff, report: TunnelReport)] = []
     /// The engines given reports without a wake-up, with the mark of the last.
     private var unwoken: [ObjectIdentifier: (inbox: EngineInbox, mark: Int)] = [:]
-    private var nudge: Scheduled<Void>?
+    private var nudging = false
 
-    /// How long a report may wait for an engine's own turn.
-    static let patience = TimeAmount.milliseconds(1)
+    /// How long a report may wait for an engine's own turn (nanoseconds).
+    static let patience: UInt64 = 1_000_000
 
-    init(loop: any EventLoop) { self.loop = loop }
+    init(loop: MeshLoop) { self.loop = loop }
 
     func post(_ report: TunnelReport, for handoff: MeshHandoff) {
-        if pending.isEmpty { loop.execute { self.flush() } }
+        if pending.isEmpty { loop.atPassEnd { self.flush() } }
         pending.append((handoff, report))
     }
 
@@ -302,9 +270,10 @@ final class ReportBatch: @unchecked Sendable {
                 unwoken[ObjectIdentifier(handoff.inbox)] = (handoff.inbox, handoff.post(report, at: now))
             }
         }
-        guard !unwoken.isEmpty, nudge == nil else { return }
-        nudge = loop.scheduleTask(in: Self.patience) { [self] in
-            nudge = nil
+        guard !unwoken.isEmpty, !nudging else { return }
+        nudging = true
+        loop.after(Self.patience) { [self] in
+            nudging = false
             for (inbox, mark) in unwoken.values { inbox.wake(unlessTakenSince: mark) }
             unwoken.removeAll(keepingCapacity: true)
         }

@@ -4,7 +4,6 @@ import KemuClient
 import KemuIP
 import Logging
 import NIOCore
-import NIOPosix
 
 /// The mesh half of a node's proxy: follows what is meshed (`MeshDirectory`), keeps the SVIDs of
 /// the node and its meshed pods (`MeshIdentities`), accepts tunnels on port 15008
@@ -41,7 +40,6 @@ public final class MeshNode: Sendable {
     let server: TunnelServer
     let book: TunnelBook
     let client: APIClient
-    let group: MultiThreadedEventLoopGroup
     let logger = Logger(label: "kemu.mesh")
 
     /// `client` follows the cluster (the proxy's); `nodeClient` asks for certificates as the
@@ -49,14 +47,15 @@ public final class MeshNode: Sendable {
     public init(config: Config, client: APIClient, nodeClient: APIClient) throws {
         self.config = config
         self.client = client
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = try MeshLoop(name: "kemu-mesh")
+        let chores = KernelChores()
         directory = MeshDirectory(node: config.node, trustDomain: config.trustDomain, clusterWide: config.clusterWide)
         identities = MeshIdentities(client: nodeClient, node: config.node, seconds: config.certificateSeconds, trust: directory.trust)
         denials = MeshDenials(client: client, node: config.node)
         book = TunnelBook(trust: directory.trust)
-        tunnels = TunnelClient(directory: directory, identities: identities, loop: group.next(), counters: counters, denials: denials, traffic: traffic,
-                               book: book)
-        server = TunnelServer(directory: directory, identities: identities, loop: try MeshLoop(name: "kemu-mesh-in"), transparent: config.transparent,
+        tunnels = TunnelClient(directory: directory, identities: identities, loop: loop, counters: counters, denials: denials,
+                               traffic: traffic, book: book)
+        server = TunnelServer(directory: directory, identities: identities, loop: loop, chores: chores, transparent: config.transparent,
                               counters: counters, denials: denials, traffic: traffic, book: book)
         enforcer = MeshEnforcer(directory: directory) { [tunnels] in tunnels.capturing.load(ordering: .relaxed) }
     }
@@ -67,7 +66,6 @@ public final class MeshNode: Sendable {
         defer {
             enforcer.remove()
             server.stop()
-            group.shutdownGracefully { _ in }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.directory.follow(self.client) }

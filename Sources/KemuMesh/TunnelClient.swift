@@ -6,7 +6,6 @@ import KemuSystem
 import Logging
 import NIOCore
 import NIOHPACK
-import NIOPosix
 import NIOSSL
 import Synchronization
 
@@ -75,7 +74,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
 
     let directory: MeshDirectory
     let identities: MeshIdentities
-    let loop: any EventLoop
+    let loop: MeshLoop
     let counters: TunnelCounters
     let denials: MeshDenials
     let traffic: MeshTraffic
@@ -90,11 +89,9 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     var lastConnect: (client: IPv4Address, endpoint: KemuSystem.SocketAddress, timeout: UInt64, workload: String, headers: HeaderBlock)?
     /// The label set of the last connection opened (`series`); touched only on `loop`.
     var lastSeries: (key: MeshTraffic.Key, series: MeshTraffic.Series)?
-    /// The connections the engine hands over, started a batch per pass of the loop.
-    var starts: LoopQueue<(Request, MeshHandoff)>!
 
-    init(directory: MeshDirectory, identities: MeshIdentities, loop: any EventLoop, counters: TunnelCounters, denials: MeshDenials,
-         traffic: MeshTraffic, book: TunnelBook) {
+    init(directory: MeshDirectory, identities: MeshIdentities, loop: MeshLoop, counters: TunnelCounters,
+         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
         self.book = book
         reports = ReportBatch(loop: loop)
         self.denials = denials
@@ -103,7 +100,6 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         self.identities = identities
         self.loop = loop
         self.counters = counters
-        starts = LoopQueue(loop: loop) { [weak self] in self?.start($0.0, $0.1) }
     }
 
     /// What the mesh makes of a connection from `client` to `endpoint`, decided here.
@@ -152,7 +148,8 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         }
         let (identity, key) = labels(source, endpoint.target, namespace)
         let request = Request(source: identity, client: client.ip, node: endpoint.nodeName, endpoint: endpoint.address, traffic: key)
-        return .tunnel(MeshCarrier { handoff in self.starts.post((request, handoff)) })
+        // Started on the loop, a batch per pass (`MeshLoop.execute`).
+        return .tunnel(MeshCarrier { handoff in self.loop.execute { self.start(request, handoff) } })
     }
 
     /// The last tunnelled dial's source pod and target, and its identity and label set.
@@ -214,7 +211,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     /// On the loop: opens the stream for a connection the engine handed over.
     func start(_ r: Request, _ handoff: MeshHandoff) {
         counters.opened()
-        let carriage = Carriage(handoff, reports: reports) { [weak self] in self?.carriages[handoff.token] = nil }
+        let carriage = Carriage(handoff, reports: reports, loop: loop) { [weak self] in self?.carriages[handoff.token] = nil }
         carriages[handoff.token] = carriage
         guard identities.credential(r.source) != nil else {
             identities.requestSoon()
@@ -266,7 +263,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             if streams.call(carriage.streamSide, connect(r, timeout: carriage.handoff.timeoutNanoseconds)) {
                 carriage.tunnel = streams
                 // Open now (not waiting for a stream slot): the client's bytes may follow the CONNECT.
-                if carriage.streamSide.streams != nil { carriage.join(on: loop) }
+                if carriage.streamSide.streams != nil { carriage.join() }
                 return
             }
             let key = Key(source: r.source, node: r.node)
@@ -309,7 +306,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             carriage.streamSide.cancel()
             return
         }
-        carriage.connected(on: loop, traffic: series(r.traffic))
+        carriage.connected(traffic: series(r.traffic))
     }
 
     /// A connection's label set, counted opened; the last one is kept (on `loop`), and a
@@ -334,35 +331,31 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
         let key = Key(source: r.source, node: r.node)
         if let open = tunnels[key] { return open }
         guard let address = directory.nodeAddress(r.node), let credential = identities.credential(r.source) else {
-            return loop.makeFailedFuture(MeshError("no address for node \(r.node)"))
+            return loop.nio.makeFailedFuture(MeshError("no address for node \(r.node)"))
         }
         let expected = SPIFFEID.node(domain: directory.trustDomain, name: r.node)
-        let made = StreamsBox()
-        let connecting = ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(2))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    let peer = PeerIdentity(expected: expected, book: self.book, local: credential.serial)
-                    try sync.addHandler(NIOSSLClientHandler(context: credential.client, serverHostname: nil))
-                    try sync.addHandler(peer)
-                    let streams = TunnelStreams(server: nil, peer: peer)
-                    try sync.addHandler(streams)
-                    made.value = streams
-                }
-            }
-            .connect(host: address.description, port: Int(Mesh.tunnelPort))
-        let opened = connecting.flatMapThrowing { [self] _ -> TunnelStreams in
-            counters.tunnel(true)
-            guard let streams = made.value else { throw MeshError("the tunnel to \(r.node) has no stream handler") }
-            return streams
-        }
+        let promise = loop.nio.makePromise(of: TunnelStreams.self)
+        let opened = promise.futureResult
         tunnels[key] = opened  // before the callbacks: a connect that failed at once runs them now
-        connecting.whenSuccess { [self] channel in
-            channel.closeFuture.whenComplete { _ in
-                if self.tunnels[key] === opened { self.tunnels[key] = nil }
-                self.counters.tunnelClosed()
+        let peer = PeerIdentity(expected: expected, book: book, local: credential.serial, loop: loop)
+        let streams = TunnelStreams(server: nil, peer: peer)
+        do {
+            let tls = try NIOSSLClientHandler(context: credential.client, serverHostname: nil)
+            let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(address, Mesh.tunnelPort))
+            guard fd >= 0 else { throw IOError(errnoCode: started, reason: "connect") }
+            _ = try TunnelSocket(fd: fd, loop: loop, handlers: [tls, peer, streams]) { [self] error in
+                guard error == 0, let channel = streams.context?.channel else {
+                    return promise.fail(IOError(errnoCode: error == 0 ? ECONNRESET : error, reason: "connect"))
+                }
+                counters.tunnel(true)
+                channel.closeFuture.whenComplete { [self] _ in
+                    if tunnels[key] === opened { tunnels[key] = nil }
+                    counters.tunnelClosed()
+                }
+                promise.succeed(streams)
             }
+        } catch {
+            promise.fail(error)
         }
         opened.whenFailure { [self] error in
             counters.tunnel(false)
@@ -373,7 +366,3 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
     }
 }
 
-/// The stream handler a new tunnel's initializer made, for the code that waited for the connect.
-final class StreamsBox: @unchecked Sendable {
-    var value: TunnelStreams?
-}

@@ -4,7 +4,6 @@ import KemuIP
 import Logging
 import NIOCore
 import NIOHPACK
-import NIOPosix
 import NIOSSL
 import NIOTLS
 import KemuPKI
@@ -37,11 +36,12 @@ final class TunnelServer: Sendable {
     let traffic: MeshTraffic
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
-    /// Dials to pods and their last closes, off the event loop.
-    let chores = KernelChores()
+    /// Dials to pods and their last closes, off the loop.
+    let chores: KernelChores
 
-    init(directory: MeshDirectory, identities: MeshIdentities, loop: MeshLoop, transparent: Bool, counters: TunnelCounters,
-         denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
+    init(directory: MeshDirectory, identities: MeshIdentities, loop: MeshLoop, chores: KernelChores, transparent: Bool,
+         counters: TunnelCounters, denials: MeshDenials, traffic: MeshTraffic, book: TunnelBook) {
+        self.chores = chores
         self.book = book
         self.denials = denials
         self.traffic = traffic
@@ -88,7 +88,7 @@ final class TunnelServer: Sendable {
         }
     }
 
-    /// Stops the loop: the listener, every tunnel and every pod's socket close.
+    /// Stops the loop: the listener, every tunnel and every socket close.
     func stop() { loop.stop() }
 
     /// A new tunnel connection: TLS with this node's identity, then HTTP/2 with a stream per
@@ -121,7 +121,7 @@ final class TunnelServer: Sendable {
     typealias Dialled = (Int32) -> Void
 
     /// Dials the pod, from the client's address where possible, off the loop (`chores`).
-    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, side: PodSide,
+    func dial(_ ip: IPv4Address, _ port: UInt16, from source: IPv4Address?, within timeout: TimeAmount, side: SocketSide,
               then: @escaping Dialled) {
         let from = transparent && source != ip ? source : nil
         let deadline = monotonicNanoseconds() &+ UInt64(max(timeout.nanoseconds, 0))
@@ -148,10 +148,10 @@ final class TunnelServer: Sendable {
     /// A pod on this node answers within the connect call itself, almost always: the socket is
     /// then adopted at once, with none of a bootstrap's bind and connect steps. Else it is looked
     /// at again, at growing pauses, until the deadline.
-    func dialled(_ fd: Int32, _ state: Dialling, side: PodSide, deadline: UInt64, pause: UInt64, then: @escaping Dialled) {
+    func dialled(_ fd: Int32, _ state: Dialling, side: SocketSide, deadline: UInt64, pause: UInt64, then: @escaping Dialled) {
         switch state {
         case let .failed(err):
-            if fd >= 0 { chores.close(fd) }
+            if fd >= 0 { Glibc.close(fd) }
             then(err)
         case .pending where monotonicNanoseconds() >= deadline:
             dialled(fd, .failed(ETIMEDOUT), side: side, deadline: deadline, pause: pause, then: then)
@@ -178,7 +178,7 @@ extension TunnelServer {
         let source = call.source
         let request = TunnelRequest(peer: id, source: source, destination: pod, port: port)
         guard authorize(request) else { return streams.sendHeaders(stream.id, [":status": "403"], end: true) }
-        let podSide = PodSide(loop: loop, chores: chores)
+        let podSide = SocketSide(loop: loop)
         dial(ip, port, from: source, within: call.dialTimeout, side: podSide) { [self] error in
             guard !stream.gone, stream.streams != nil else {
                 if error == 0 { podSide.closeAfterWrites() }

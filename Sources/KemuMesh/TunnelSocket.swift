@@ -19,24 +19,31 @@ final class TunnelSocket: MeshWatcher {
     /// Bytes the socket has not taken yet, oldest first.
     private var unsent = CircularBuffer<ByteBuffer>()
     private var unsentBytes = 0
-    /// How much one read asks for: grows while reads fill it.
+    /// How much one read asks for (`SocketSide.read`).
     private var readSize = 16 << 10
+    /// A connect under way, and who hears how it ends (0, or the errno).
+    private var connecting: ((Int32) -> Void)?
+    /// The embedded channel's address, which nothing reads.
+    private static let nowhere = NIOCore.SocketAddress(sockaddr_in(), host: "")
 
     static let highWater = 64 << 10
     static let lowWater = 32 << 10
-    static let maxReadSize = 256 << 10
+    static let maxReadSize = 64 << 10
 
     /// Watches `fd` with `handlers` after the writer, and makes the channel active (a TLS client
-    /// starts its handshake then). The descriptor is closed if that fails.
-    init(fd: Int32, loop: MeshLoop, handlers: [any ChannelHandler]) throws {
+    /// starts its handshake then). The descriptor is closed if that fails. With `connecting`, a
+    /// non-blocking connect is under way: the channel is active once it is done, and
+    /// `connecting` hears how it ended (0, or the errno: the socket is closed then), within
+    /// `connectTimeout`.
+    init(fd: Int32, loop: MeshLoop, handlers: [any ChannelHandler], connecting: ((Int32) -> Void)? = nil,
+         connectTimeout: UInt64 = 2_000_000_000) throws {
         self.fd = fd
         self.loop = loop
+        self.connecting = connecting
         channel = EmbeddedChannel(loop: loop.nio)
         writer = Writer()
         writer.socket = self
-        let nowhere: NIOCore.SocketAddress
         do {
-            nowhere = try NIOCore.SocketAddress(ipAddress: "0.0.0.0", port: 0)  // the embedded channel's, unused
             try channel.pipeline.syncOperations.addHandler(writer)
             try channel.pipeline.syncOperations.addHandlers(handlers)
             try loop.watch(fd, self)
@@ -46,11 +53,32 @@ final class TunnelSocket: MeshWatcher {
             channel.close(promise: nil)
             throw error
         }
-        channel.connect(to: nowhere, promise: nil)
+        if self.connecting == nil {
+            channel.connect(to: Self.nowhere, promise: nil)
+        } else {
+            loop.after(connectTimeout) { [weak self] in self?.connected(ETIMEDOUT) }
+        }
+    }
+
+    /// The connect ended (0, or the errno).
+    private func connected(_ error: Int32) {
+        guard let heard = connecting, !closed else { return }
+        connecting = nil
+        if error == 0 {
+            channel.connect(to: Self.nowhere, promise: nil)
+        } else {
+            end()
+        }
+        heard(error)
     }
 
     func ready(_ events: UInt32) {
         guard !closed else { return }
+        if connecting != nil {
+            guard events & (Epoll.writable | Epoll.failed) != 0 else { return }
+            connected(TCPSocket.pendingError(fd))
+            guard !closed else { return }
+        }
         if events & Epoll.writable != 0 { sendUnsent() }
         if events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
     }
@@ -68,16 +96,9 @@ final class TunnelSocket: MeshWatcher {
                 loop.callAgain(self)
                 break
             }
-            var buffer = channel.allocator.buffer(capacity: readSize)
-            var got = 0
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readSize) { space in
-                guard let base = space.baseAddress else { return 0 }
-                got = TCPSocket.receive(fd, into: base, count: readSize)
-                return max(0, got)
-            }
+            let (buffer, got) = SocketSide.read(fd, size: &readSize, max: Self.maxReadSize)
             if got > 0 {
                 reads += 1
-                if got == readSize { readSize = min(readSize * 2, Self.maxReadSize) }
                 pipeline.fireChannelRead(NIOAny(buffer))
                 continue
             }

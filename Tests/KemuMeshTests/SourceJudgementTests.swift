@@ -4,19 +4,19 @@ import KemuIP
 @testable import KemuMesh
 import KemuProxy
 import KemuSystem
-import NIOPosix
 import Testing
 
 /// What a node's proxy decides itself, before any tunnel: a plain pod's connection to another
 /// node's meshed pod (plaintext, which no destination proxy sees) is judged as the destination
 /// would judge plaintext — STRICT by the pod's labels, AuthorizationPolicy with no principal.
 @Suite struct SourceJudgementTests {
-    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    static let loop = try? MeshLoop(name: "test-mesh")
 
-    func client(_ directory: MeshDirectory) -> TunnelClient {
+    func client(_ directory: MeshDirectory) throws -> TunnelClient {
         let api = APIClient(server: "http://127.0.0.1:1")
         let identities = MeshIdentities(client: api, node: "node-1", trust: directory.trust)
-        return TunnelClient(directory: directory, identities: identities, loop: Self.group.next(), counters: TunnelCounters(),
+        return TunnelClient(directory: directory, identities: identities, loop: try #require(Self.loop),
+                            counters: TunnelCounters(),
                             denials: MeshDenials(client: api, node: "node-1"), traffic: MeshTraffic(), book: TunnelBook(trust: directory.trust))
     }
 
@@ -26,7 +26,7 @@ import Testing
         return p
     }
 
-    @Test func aPlainClientIsJudgedHereAsTheDestinationWouldJudgePlaintext() {
+    @Test func aPlainClientIsJudgedHereAsTheDestinationWouldJudgePlaintext() throws {
         let d = MeshDirectory(node: "node-1", trustDomain: "cluster.local", clusterWide: false)
         d.setNamespace("shop", meshed: true)
         d.setNamespace("plain", meshed: false)
@@ -34,7 +34,7 @@ import Testing
         d.setPod(.init(namespace: "shop", name: "front", serviceAccount: "front", address: IPv4Address(10, 244, 1, 6)))
         d.setRemotePod(.init(namespace: "shop", name: "db-0", serviceAccount: "db", address: IPv4Address(10, 244, 2, 7), labels: ["app": "db"]))
         d.setRemotePod(.init(namespace: "shop", name: "web-0", serviceAccount: "web", address: IPv4Address(10, 244, 2, 8), labels: ["app": "web"]))
-        let tunnels = client(d)
+        let tunnels = try client(d)
         let plain = SocketAddress(IPv4Address(10, 244, 1, 5), 40000), meshed = SocketAddress(IPv4Address(10, 244, 1, 6), 40000)
         let db = EndpointSpec(SocketAddress(IPv4Address(10, 244, 2, 7), 5432), target: "shop/db-0", nodeName: "node-2")
         let web = EndpointSpec(SocketAddress(IPv4Address(10, 244, 2, 8), 8080), target: "shop/web-0", nodeName: "node-2")
