@@ -79,6 +79,11 @@ final class EndpointPool {
     var random = SystemRandomNumberGenerator()
     /// When the next round of active health checks is due (monotonic ns).
     var nextHealthCheck: UInt64 = 0
+    /// Endpoints that left while ejected, with their ejection: one that comes back at the same
+    /// address before it ends (a pod restarted in place goes NotReady, then Ready) stays ejected
+    /// for the rest of it, rather than coming back as new and taking new connections and flows
+    /// at once — the very ones its failure was to keep away.
+    private var departed: [SocketAddress: (until: UInt64, ejections: Int)] = [:]
 
     init(name: String, settings: PoolSettings, endpoints: [EndpointSpec], now: UInt64) {
         self.name = name
@@ -95,18 +100,26 @@ final class EndpointPool {
         var old: [SocketAddress: Endpoint] = [:]
         for e in endpoints { old[e.spec.address] = e }
         var fresh: [Endpoint] = []
+        if !departed.isEmpty { departed = departed.filter { $0.value.until > now } }
         for spec in specs {
             if let kept = old.removeValue(forKey: spec.address), kept.spec.isSame(spec) {
                 kept.spec.weight = spec.weight
                 fresh.append(kept)
             } else {
-                fresh.append(Endpoint(spec))
+                let endpoint = Endpoint(spec)
+                if let ejection = departed.removeValue(forKey: spec.address) {
+                    (endpoint.ejectedUntil, endpoint.ejections) = (ejection.until, ejection.ejections)
+                }
+                fresh.append(endpoint)
             }
         }
         let changed = fresh.map { ObjectIdentifier($0) } != endpoints.map { ObjectIdentifier($0) }
         endpoints = fresh
         let removed = Array(old.values)
-        for e in removed { e.removedAt = now }
+        for e in removed {
+            e.removedAt = now
+            if e.ejectedUntil > now { departed[e.spec.address] = (e.ejectedUntil, e.ejections) }
+        }
         if !removed.isEmpty { affinity = affinity.filter { $0.value.endpoint.removedAt == 0 } }
         if changed {
             order = Array(endpoints.indices).shuffled(using: &random)

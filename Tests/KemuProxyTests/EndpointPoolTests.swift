@@ -126,6 +126,26 @@ import Testing
         #expect(p.endpoints.contains { $0 === kept && $0.active == 7 })
     }
 
+    /// A pod restarted in place leaves its Service (NotReady) and comes back (Ready) at the same
+    /// address: ejected when it left, it is still ejected when it is back, until its time is up;
+    /// one that left healthy comes back healthy.
+    @Test func anEndpointBackBeforeItsEjectionEndsIsStillEjected() {
+        let p = pool(3)
+        let all = Self.specs(3)
+        p.failed(p.endpoints[0], now: 1)
+        #expect(p.failed(p.endpoints[0], now: 1))
+        let until = p.endpoints[0].ejectedUntil
+        p.update(settings: p.settings, endpoints: Array(all[1...]), now: 2)
+        p.update(settings: p.settings, endpoints: all, now: 3)
+        let back = p.endpoints.first { $0.spec.address == all[0].address }
+        #expect(back?.isEjected(at: 4) == true && back?.ejectedUntil == until)
+        for _ in 0..<20 { #expect(p.choose(client: Self.client, tried: [], now: 4)?.spec.address != all[0].address) }
+        // Gone past its ejection's end, it comes back new.
+        p.update(settings: p.settings, endpoints: Array(all[1...]), now: 5)
+        p.update(settings: p.settings, endpoints: all, now: until + 1)
+        #expect(p.endpoints.first { $0.spec.address == all[0].address }?.isEjected(at: until + 1) == false)
+    }
+
     @Test func dialTimeoutsGrowFrom250Milliseconds() {
         let p = pool(1)
         #expect((0..<4).map { p.dialTimeout(attempt: $0) / 1_000_000 } == [250, 500, 1000, 2000])
