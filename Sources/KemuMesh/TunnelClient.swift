@@ -343,7 +343,7 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
             let tls = try NIOSSLClientHandler(context: credential.client, serverHostname: nil)
             let (fd, started) = TCPSocket.connect(to: KemuSystem.SocketAddress(address, Mesh.tunnelPort))
             guard fd >= 0 else { throw IOError(errnoCode: started, reason: "connect") }
-            _ = try TunnelSocket(fd: fd, loop: loop, handlers: [tls, peer, streams]) { [self] error in
+            let socket = try TunnelSocket(fd: fd, loop: loop, handlers: [tls, peer, streams]) { [self] error in
                 guard error == 0, let channel = streams.context?.channel else {
                     return promise.fail(IOError(errnoCode: error == 0 ? ECONNRESET : error, reason: "connect"))
                 }
@@ -354,6 +354,9 @@ public final class TunnelClient: MeshTunnels, @unchecked Sendable {
                 }
                 promise.succeed(streams)
             }
+            // A peer that takes the connection but not the handshake: the calls waiting in the
+            // tunnel fail over (`expire`), and the next ones open a new tunnel.
+            socket.close(after: Mesh.handshakeNanoseconds) { peer.id != nil }
         } catch {
             promise.fail(error)
         }

@@ -102,8 +102,9 @@ final class TunnelServer: Sendable {
         }
         let peer = PeerIdentity(book: book, local: credential.serial, loop: loop)
         do {
-            _ = try TunnelSocket(fd: fd, loop: loop, handlers: [NIOSSLServerHandler(context: credential.server), peer,
-                                                                 TunnelStreams(server: self, peer: peer)])
+            let socket = try TunnelSocket(fd: fd, loop: loop, handlers: [NIOSSLServerHandler(context: credential.server), peer,
+                                                                          TunnelStreams(server: self, peer: peer)])
+            socket.close(after: Mesh.handshakeNanoseconds) { peer.id != nil }
         } catch {
             logger.warning("cannot take a tunnel: \(error)")
         }
@@ -311,6 +312,9 @@ final class PeerIdentity: ChannelInboundHandler, @unchecked Sendable {
 }
 
 extension Mesh {
+    /// How long a tunnel's TLS handshake may take, from the TCP connection (Istio's connect
+    /// timeout).
+    static let handshakeNanoseconds: UInt64 = 10_000_000_000
     /// On a 503: the errno of the destination's dial to the pod.
     static let dialErrorHeader = "kemu-dial-errno"
     /// A CONNECT's header: how long the destination may take to reach the pod (milliseconds),

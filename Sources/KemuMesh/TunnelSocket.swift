@@ -85,6 +85,15 @@ final class TunnelSocket: MeshWatcher {
 
     func loopStopped() { end() }
 
+    /// Closes the socket `nanoseconds` from now unless `done` says otherwise by then: a peer
+    /// that connects and never finishes its TLS handshake does not hold a descriptor (and, from
+    /// the source, the node's tunnel: its calls would wait in it) for ever.
+    func close(after nanoseconds: UInt64, unless done: @escaping () -> Bool) {
+        loop.after(nanoseconds) { [weak self] in
+            if let self, !done() { end() }
+        }
+    }
+
     /// Reads until the socket has nothing more (edge-triggered), at most a few reads at a time:
     /// the loop calls again for the rest.
     private func readAll() {

@@ -143,7 +143,11 @@ struct ChaosRootTests {
         """)
         #expect(restart.ok, "\(restart.output)")
         #expect((restart.loads.first?["failures"] as? [String: Int])?.keys.sorted() == ["refused"], "\(restart.output)")
-        #expect((restart.action(0, "failed") ?? 0) > 100, "\(restart.output)")
+        // Refused while it is down (2 s of 100 a second): counted over both actions' windows, as
+        // a loaded machine's generator sends part of the stop's share late, after the start
+        // (88 and 166 once in a full suite run).
+        let refused = (restart.action(0, "failed") ?? 0) + (restart.action(1, "failed") ?? 0)
+        #expect(refused > 100, "\(restart.output)")
         // From the scheduled start: a process spawned, entering the node, installing its
         // nftables plumbing, listing, first sync (~130 ms idle, 250 ms with the cores busy; 2.2 s
         // and 3.8 s in CI beside the mesh suites' TLS load). What is asserted is that it comes
