@@ -106,11 +106,7 @@ final class MeshLoop: @unchecked Sendable {
 
     /// On the loop: `body` runs `nanoseconds` from now.
     func after(_ nanoseconds: UInt64, _ body: @escaping () -> Void) {
-        at(monotonicNanoseconds() &+ nanoseconds, body)
-    }
-
-    /// On the loop: `body` runs at `deadline` (monotonic nanoseconds).
-    func at(_ deadline: UInt64, _ body: @escaping () -> Void) {
+        let deadline = monotonicNanoseconds() &+ nanoseconds
         var low = timers.count
         while low > 0, timers[low - 1].deadline > deadline { low -= 1 }
         timers.insert((deadline, body), at: low)

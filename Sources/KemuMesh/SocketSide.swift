@@ -6,7 +6,7 @@ import NIOCore
 /// the engine handed over on the source — as a raw descriptor on the mesh's loop (`MeshLoop`),
 /// joined to its stream. It reads while the stream may send; keeps what the socket cannot take
 /// yet, and is unwritable (the stream withholds its window) while that is more than
-/// `highWater`; an end of input ends the stream's output; the stream's end shuts the socket's
+/// `Unsent.highWater`; an end of input ends the stream's output; the stream's end shuts the socket's
 /// output once all is sent; the socket is closed when both ways have ended, or either side
 /// failed. Its close is done on the loop: handing it to another thread (`KernelChores`, as
 /// before) cost both nodes more than the close itself (paired runs: 15-25 µs less CPU per
@@ -18,9 +18,7 @@ import NIOCore
 final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     private var fd: Int32 = -1
     private let loop: MeshLoop
-    private var unsent = CircularBuffer<ByteBuffer>()
-    private var unsentBytes = 0
-    private var isWritable = true
+    private var unsent = Unsent()
     /// End of input was read.
     private var inputDone = false
     /// The output is shut once what is unsent has gone (`endOutput`); the socket closed
@@ -29,9 +27,7 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     private var closeDue = false
     private var closed = false
 
-    static let highWater = 64 << 10
-    static let lowWater = 32 << 10
-    /// How much one read asks for (`read`): a request or a small answer takes one small buffer,
+    /// How much one read asks for (`Unsent.read`): a request or a small answer takes one small buffer,
     /// a bulk flow a few large ones.
     private var readSize = 2 << 10
     static let maxReadSize = 64 << 10
@@ -76,7 +72,7 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
                 loop.callAgain(self)
                 break
             }
-            let (buffer, got) = Self.read(fd, size: &readSize, max: Self.maxReadSize)
+            let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
             if got > 0 {
                 reads += 1
                 if let carriage, !carriage.admit(buffer) { continue }  // parked
@@ -113,7 +109,7 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     /// (edge-triggered epoll reports a descriptor ready at its registration).
     override func startReading() {}
 
-    override var writable: Bool { !closed && isWritable }
+    override var writable: Bool { !closed && unsent.writable }
 
     /// Read at the loop's next pass (not within the partner's own call).
     override func resumeReading() { loop.callAgain(self) }
@@ -121,36 +117,16 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     override func deliver(_ bytes: ByteBuffer) {
         guard !closed, !outputEnded, bytes.readableBytes > 0 else { return }
         unsent.append(bytes)
-        unsentBytes += bytes.readableBytes
-        if unsentBytes > Self.highWater { isWritable = false }  // as a NIO channel's, at the write
     }
 
     override func flushOut() { sendUnsent() }
 
     /// Sends what the socket takes; the rest waits for it to be writable (an edge).
     private func sendUnsent() {
-        while !closed, var first = unsent.first {
-            let n = first.withUnsafeReadableBytes { bytes in
-                guard let base = bytes.baseAddress else { return -Int(EAGAIN) }
-                return TCPSocket.send(fd, from: base, count: bytes.count)
-            }
-            if n == -Int(EAGAIN) { break }
-            if n < 0 { return fail() }
-            unsentBytes -= n
-            first.moveReaderIndex(forwardBy: n)
-            if first.readableBytes > 0 {
-                unsent[unsent.startIndex] = first
-                break
-            }
-            unsent.removeFirst()
-        }
         guard !closed else { return }
-        if isWritable, unsentBytes > Self.highWater {
-            isWritable = false
-        } else if !isWritable, unsentBytes < Self.lowWater {
-            isWritable = true
-            becameWritable()
-        }
+        let wasWritable = unsent.writable
+        if unsent.send(to: fd) != 0 { return fail() }
+        if !wasWritable && unsent.writable { becameWritable() }
         guard unsent.isEmpty else { return }
         if closeDue {
             closeNow()
@@ -163,26 +139,6 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
 
     /// Corks the socket: what is written next waits for the shutdown, and leaves with the FIN
     /// in one segment.
-    /// One read of `fd` into a new buffer of `size` bytes: the buffer, and what recv(2) returned
-    /// (the count, 0 at the end, -errno). The next read's size doubles after one that filled the
-    /// buffer, up to `limit`, and halves after one that used under a quarter.
-    static func read(_ fd: Int32, size: inout Int, max limit: Int) -> (ByteBuffer, Int) {
-        var buffer = ByteBuffer()
-        var got = 0
-        let asked = size
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: asked) { space in
-            guard let base = space.baseAddress else { return 0 }
-            got = TCPSocket.receive(fd, into: base, count: asked)
-            return max(0, got)
-        }
-        if got == asked {
-            size = min(asked * 2, limit)
-        } else if got < asked / 4 {
-            size = max(asked / 2, 2 << 10)
-        }
-        return (buffer, got)
-    }
-
     override func holdForEnd() {
         guard !closed else { return }
         var one: Int32 = 1

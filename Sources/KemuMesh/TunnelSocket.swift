@@ -7,7 +7,7 @@ import NIOEmbedded
 /// goes through a NIO pipeline (TLS, the peer's identity, HTTP/2) held by an `EmbeddedChannel`.
 /// What is read is fired into the pipeline; what the pipeline writes is sent by the handler
 /// nearest the socket (`Writer`), which keeps what the socket cannot take yet and makes the
-/// channel unwritable while that is more than `highWater` (NIO's own default marks).
+/// channel unwritable while that is too much (`Unsent`).
 ///
 /// Confined to its loop.
 final class TunnelSocket: MeshWatcher {
@@ -17,17 +17,14 @@ final class TunnelSocket: MeshWatcher {
     private let writer: Writer
     private var closed = false
     /// Bytes the socket has not taken yet, oldest first.
-    private var unsent = CircularBuffer<ByteBuffer>()
-    private var unsentBytes = 0
-    /// How much one read asks for (`SocketSide.read`).
+    private var unsent = Unsent()
+    /// How much one read asks for (`Unsent.read`).
     private var readSize = 16 << 10
     /// A connect under way, and who hears how it ends (0, or the errno).
     private var connecting: ((Int32) -> Void)?
     /// The embedded channel's address, which nothing reads.
     private static let nowhere = NIOCore.SocketAddress(sockaddr_in(), host: "")
 
-    static let highWater = 64 << 10
-    static let lowWater = 32 << 10
     static let maxReadSize = 64 << 10
 
     /// Watches `fd` with `handlers` after the writer, and makes the channel active (a TLS client
@@ -105,7 +102,7 @@ final class TunnelSocket: MeshWatcher {
                 loop.callAgain(self)
                 break
             }
-            let (buffer, got) = SocketSide.read(fd, size: &readSize, max: Self.maxReadSize)
+            let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
             if got > 0 {
                 reads += 1
                 pipeline.fireChannelRead(NIOAny(buffer))
@@ -132,42 +129,20 @@ final class TunnelSocket: MeshWatcher {
         loop.forget(fd)
         Glibc.close(fd)
         unsent.removeAll()
-        unsentBytes = 0
     }
 
     fileprivate func enqueue(_ bytes: ByteBuffer) {
-        guard !closed, bytes.readableBytes > 0 else { return }
+        guard !closed else { return }
         unsent.append(bytes)
-        unsentBytes += bytes.readableBytes
     }
 
     /// Sends what the socket takes; past the high mark the channel becomes unwritable, and
     /// writable again below the low one.
     fileprivate func sendUnsent() {
-        while !closed, var first = unsent.first {
-            let n = first.withUnsafeReadableBytes { bytes in
-                guard let base = bytes.baseAddress else { return -Int(EAGAIN) }
-                return TCPSocket.send(fd, from: base, count: bytes.count)
-            }
-            if n == -Int(EAGAIN) { break }
-            if n < 0 {
-                end()
-                return
-            }
-            unsentBytes -= n
-            first.moveReaderIndex(forwardBy: n)
-            if first.readableBytes == 0 {
-                unsent.removeFirst()
-            } else {
-                unsent[unsent.startIndex] = first
-                break
-            }
-        }
-        if channel.isWritable, unsentBytes > Self.highWater {
-            channel.isWritable = false
-            channel.pipeline.syncOperations.fireChannelWritabilityChanged()
-        } else if !channel.isWritable, unsentBytes < Self.lowWater, !closed {
-            channel.isWritable = true
+        guard !closed else { return }
+        if unsent.send(to: fd) != 0 { return end() }
+        if channel.isWritable != unsent.writable {
+            channel.isWritable = unsent.writable
             channel.pipeline.syncOperations.fireChannelWritabilityChanged()
         }
     }
