@@ -304,23 +304,25 @@ struct ProxyRootTests {
         #expect(try await c.readyEndpoints("web", 3))
         #expect(try await c.proxyServes("node-1", "web", endpoints: 3))
 
-        // A black hole: one pod's link goes down, so connects to it time out. Connections go
-        // elsewhere after the first dial timeout, and the endpoint is ejected.
+        // A black hole: one pod drops every connection that does not come from its own node, so
+        // connects to it from node-1 time out while its node's readiness probes still pass (a link
+        // taken down instead races the probes: three failed ones take the endpoint out before any
+        // connection tries it). Connections go elsewhere after the first dial timeout, and the
+        // endpoint is ejected.
         pods = try await c.webPods()
         let hole = pods.first { $0.node == "node-2" }!
         let uid = try await c.jsonpath("pod/\(hole.name)", "{.metadata.uid}")
         let podNamespace = "kemu-rfail-p-\(hole.name)-\(uid.prefix(8))"
-        #expect(try await runOff(["ip", "link", "set", "eth0", "down"], in: podNamespace).status == .exited(0))
+        let drop = "table inet kemuhole { chain input { type filter hook input priority 0; ip saddr != 10.244.2.0/24 tcp dport 8080 drop; }; }"
+        #expect(try await runOff(["nft", drop], in: podNamespace).status == .exited(0))
         let around = try await c.requests(from: "client-1", to: web, 80, count: 30)
         #expect(around.failures.isEmpty, "\(around.failures)")
         #expect(around.counts[hole.name] == nil && around.counts.values.reduce(0, +) == 30, "\(around.counts)")
         let metrics = try await c.metrics("node-1")
         #expect(metricSum(metrics, "kemu_proxy_endpoint_connect_failures_total", ["pod=\"default/\(hole.name)\""]) >= 1)
         #expect(metricSum(metrics, "kemu_proxy_connect_retries_total", ["service=\"default/web\""]) >= 1)
-        // Back up; a link going down took the pod's routes with it (its /32 has none of its own).
-        _ = try await runOff(["ip", "link", "set", "eth0", "up"], in: podNamespace)
-        _ = try await runOff(["ip", "route", "add", "10.244.2.1", "dev", "eth0"], in: podNamespace)
-        _ = try await runOff(["ip", "route", "add", "default", "via", "10.244.2.1", "dev", "eth0"], in: podNamespace)
+        #expect(try await c.readyEndpoints("web", 3), "the hole's own node still finds it ready")
+        #expect(try await runOff(["nft", "delete", "table", "inet", "kemuhole"], in: podNamespace).status == .exited(0))
 
         // A port already taken on a node: that node's proxy says so, the other serves it, and
         // every other Service keeps working.
