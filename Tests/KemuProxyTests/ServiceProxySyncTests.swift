@@ -128,11 +128,13 @@ struct FakeLoopback: LocalAddresses {
         let taken = SocketAddress(IPv4Address("10.96.0.20")!, 80)
         log.failingListens.withLock { $0[taken] = 1 }
         let proxy = try Self.proxy(log) { $0.retryInterval = .milliseconds(50) }
-        let runner = Task { await proxy.runner.run { proxy.sync() } }
-        defer { runner.cancel() }
+        // Both changes are in before the runner starts, so its first sync has them together (on
+        // a loaded machine a runner already going could sync between them and set the pool twice).
         Self.synced(proxy)
         proxy.event(.services, .added(Self.service(externalIP: nil)))
         proxy.event(.slices, .added(Self.slice()))
+        let runner = Task { await proxy.runner.run { proxy.sync() } }
+        defer { runner.cancel() }
         let served = await eventually(60) { proxy.listening.contains(FrontendAddress(taken)) }
         #expect(served, "\(log.lines.withLock { $0 })")
         let calls = log.take()
