@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
 # make test's runner: every test (root suites run when uid is 0), then one plain closing line,
 # "N passed, N failed", counted from Swift Testing's per-test results.
+#   scripts/test.sh [swift test's own filters: --skip X, --filter X]
 set -uo pipefail
 # At most 12 tests at once (Swift Testing's default is every test at once: ~40 root suites, each
 # with a cluster, on 2 cores — timings then measure the pile-up, not kemu). 12 keeps the run as
 # short (3.5 min here against 4.2) and each cluster's machine far less crowded.
 export SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=${SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH:-12}
+# The failover experiments whose checks are about time (no request waits more than a dial timeout
+# and a retry, errors stop within a second of a fix): run on their own after the rest, one at a
+# time. Among a dozen clusters on 2 cores, the lab's load generator fell seconds behind its own
+# schedule (CI, twice), and a request's time then measured the machine, not the failover.
+calm='ChaosRootTests/failoverExperimentsKeepClientsWhole|MeshChaosRootTests/aPartitionedPeerIsFailedOverAsFastAsAPlainEndpoint'
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-swift test --skip-build "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+if [ $# -gt 0 ]; then
+    swift test --skip-build "$@" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+else
+    swift test --skip-build --skip "$calm" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    if [ "$(id -u)" = 0 ]; then
+        echo "the failover experiments timed on a calm machine, one at a time:"
+        SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=1 swift test --skip-build --filter "$calm" 2>&1 | tee -a "$log"
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    fi
+fi
 passed=$(grep -E '^✔ Test .* passed' "$log" | grep -vc '^✔ Test run with')
 failed=$(grep -E '^✘ Test .* failed after ' "$log" | grep -vc '^✘ Test run with')
 echo "tests: $passed passed, $failed failed"

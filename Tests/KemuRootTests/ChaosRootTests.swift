@@ -125,11 +125,8 @@ struct ChaosRootTests {
         let lost = partition.action(0, "failed") ?? 9
         #expect(partition.ok && lost <= 4 && partition.load(0, "failed") <= 4, "\(partition.output)")
         // (1.5 s: a dial timeout and a retry with room for a loaded 2-core machine, still short of
-        // the 2 s a request lost at the cut shows; 750 ms failed once with the full suite running.
-        // Plus the whole load's own raw p99, what any request took on the machine as it was: in CI
-        // the generator once fell 6 s behind its schedule, and then any request can be slow.)
-        let machineP99 = (partition.loads.first?["rawP99Ms"] as? NSNumber)?.doubleValue ?? 0
-        #expect(lost >= 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 1500 + machineP99, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
+        // the 2 s a request lost at the cut shows; 750 ms failed once with the full suite running.)
+        #expect(lost >= 1 || (partition.action(0, "slowestRawMs") ?? 9999) < 1500, "from its send, no request waits more than a dial timeout and a retry: \(partition.output)")
         let gone = partition.action(0, "goneFromProxiesMs")
         #expect(gone != nil && gone! > 3000 && gone! < 9000, "\(partition.output)")
         #expect(partition.output.contains("undone at the end: partition node-2"))
