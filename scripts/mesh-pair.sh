@@ -8,7 +8,8 @@
 #
 # Each binary must be named `kemu` (`kemu down` knows its daemons by that name). Each run is
 # `wrk -c32 -d10s` with `Connection: close`, from a client pod on node-1 to a Service whose
-# HAProxy pod is on node-2; it prints the rate and both proxies' CPU per connection.
+# HAProxy pod is on node-2; it prints the rate and both proxies' CPU per connection, then one
+# keep-alive connection's request latency (p50 / p99, `wrk -c1 -d5s`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "mesh-pair: needs root" >&2; exit 1; }
@@ -67,6 +68,9 @@ run() {
     printf '%-8s %8s conn/s   CPU per connection: node-1 %s µs, node-2 %s µs\n' "$label" \
         "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" \
         $(( ($(cpu "$p1") - b1) * 10000000 / requests / 1000 )) $(( ($(cpu "$p2") - b2) * 10000000 / requests / 1000 ))
+    out=$(ip netns exec "$ns" wrk -t1 -c1 -d5s --latency "http://$vip/")
+    printf '%-8s %8s req/s, 1 conn   latency p50 %s, p99 %s\n' "$label" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" \
+        "$(echo "$out" | awk '$1 == "50%" {print $2}')" "$(echo "$out" | awk '$1 == "99%" {print $2}')"
 }
 
 for _ in $(seq "$rounds"); do

@@ -30,6 +30,8 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     /// How much one read asks for (`Unsent.read`): a request or a small answer takes one small buffer,
     /// a bulk flow a few large ones.
     private var readSize = 2 << 10
+    /// The peer's end (or an error) was reported: reads go on until they meet it.
+    private var peerClosing = false
     static let maxReadSize = 64 << 10
 
     init(loop: MeshLoop) {
@@ -52,13 +54,15 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     func ready(_ events: UInt32) {
         guard !closed else { return }
         if events & Epoll.writable != 0 { sendUnsent() }
+        if events & Epoll.peerClosed != 0 { peerClosing = true }
         if !closed, !inputDone, events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
     }
 
     func loopStopped() { closeNow() }
 
-    /// Reads until the socket has nothing more (edge-triggered), while the stream may send; at
-    /// most a few reads at a time (the loop calls again for the rest).
+    /// Reads until the socket has nothing more (edge-triggered; a short read found it empty,
+    /// `Unsent.drained`), while the stream may send; at most a few reads at a time (the loop
+    /// calls again for the rest).
     private func readAll() {
         guard let partner else { return }
         var reads = 0
@@ -72,13 +76,15 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
                 loop.callAgain(self)
                 break
             }
+            let asked = readSize
             let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
             if got > 0 {
                 reads += 1
-                if let carriage, !carriage.admit(buffer) { continue }  // parked
+                if let carriage, !carriage.admit(buffer) { continue }  // parked (the loop's guard stops)
                 delivered = true
                 count(got)
                 partner.deliver(buffer)
+                if Unsent.drained(got, of: asked, peerClosing: peerClosing) { break }
             } else if got == 0 {
                 inputEnded(partner, delivered: delivered)
                 return

@@ -20,6 +20,8 @@ final class TunnelSocket: MeshWatcher {
     private var unsent = Unsent()
     /// How much one read asks for (`Unsent.read`).
     private var readSize = 16 << 10
+    /// The peer's end (or an error) was reported: reads go on until they meet it.
+    private var peerClosing = false
     /// A connect under way, and who hears how it ends (0, or the errno).
     private var connecting: ((Int32) -> Void)?
     /// The embedded channel's address, which nothing reads.
@@ -77,6 +79,7 @@ final class TunnelSocket: MeshWatcher {
             guard !closed else { return }
         }
         if events & Epoll.writable != 0 { sendUnsent() }
+        if events & Epoll.peerClosed != 0 { peerClosing = true }
         if events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
     }
 
@@ -92,7 +95,8 @@ final class TunnelSocket: MeshWatcher {
     }
 
     /// Reads until the socket has nothing more (edge-triggered), at most a few reads at a time:
-    /// the loop calls again for the rest.
+    /// the loop calls again for the rest. A read that does not fill its buffer found the socket
+    /// empty (`Unsent.drained`).
     private func readAll() {
         let pipeline = channel.pipeline.syncOperations
         var reads = 0
@@ -102,10 +106,12 @@ final class TunnelSocket: MeshWatcher {
                 loop.callAgain(self)
                 break
             }
+            let asked = readSize
             let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
             if got > 0 {
                 reads += 1
                 pipeline.fireChannelRead(NIOAny(buffer))
+                if Unsent.drained(got, of: asked, peerClosing: peerClosing) { break }
                 continue
             }
             if got != -Int(EAGAIN) { ended = true }

@@ -54,6 +54,16 @@ struct Unsent {
         return 0
     }
 
+    /// Whether a read that got `got` of the `asked` bytes left the socket empty, so that the
+    /// next read would only meet EAGAIN: a stream socket's read stops short only when it has
+    /// taken all there was, and edge-triggered epoll reports whatever arrives after it. The end
+    /// of input is the exception: once the peer's end has been reported, reads go on until they
+    /// meet it (its report may have come with the bytes this read took).
+    @inline(__always)
+    static func drained(_ got: Int, of asked: Int, peerClosing: Bool) -> Bool {
+        got < asked && !peerClosing
+    }
+
     /// One read of `fd` into a new buffer of `size` bytes: the buffer, and what recv(2) returned
     /// (the count, 0 at the end, -errno). The next read's size doubles after one that filled the
     /// buffer, up to `limit`, and halves after one that used under a quarter.
