@@ -50,6 +50,7 @@ int kemu_pipe_nonblock(int fds[2], int size) {
 }
 
 int kemu_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+void kemu_name_thread(const char *name) { (void)prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 
 void kemu_malloc_trim(void) { (void)malloc_trim(0); }
 

@@ -162,7 +162,7 @@ final class ForwardSession: Sendable {
         let connection = Connection(fd: fd)
         state.withLock { $0.connections[key] = connection }
         let emit = self.emit
-        Thread.detachNewThread { [weak self] in
+        startThread(named: "kemu-port-fwd") { [weak self] in
             var buffer = [UInt8](repeating: 0, count: 32 << 10)
             while true {
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

@@ -103,7 +103,7 @@ extension PodWorker {
         options.stderr = secondary
         options.controllingTerminal = true
         let output = dup(log.raw), reader = primary
-        Thread.detachNewThread {
+        startThread(named: "kemu-tty-log") {
             var buffer = [UInt8](repeating: 0, count: 32 << 10)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(reader, $0.baseAddress, $0.count) }

@@ -52,7 +52,7 @@ final class StdinRelay: Sendable {
         if readEnd >= 0 { Glibc.close(readEnd) }
         state.withLock { $0.serving = true }
         let (listener, writeEnd, once) = (self.listener, self.writeEnd, self.once)
-        Thread.detachNewThread { [self] in
+        startThread(named: "kemu-stdin") { [self] in
             var buffer = [UInt8](repeating: 0, count: 32 << 10)
             while true {
                 let connection = accept(listener, nil, nil)

@@ -48,9 +48,7 @@ public final class DNSServer: Sendable {
         } catch {
             throw KemuError(.exists, "cluster DNS cannot listen on udp \(config.address): \(error) (is another DNS responder serving this node?)")
         }
-        let thread = Thread { [self] in serve(socket) }
-        thread.name = "kemu-dns"
-        thread.start()
+        startThread(named: "kemu-dns") { [self] in serve(socket) }
         defer { UDPSocket.close(socket) }
         let tcp: any TCPListener
         do {

@@ -93,7 +93,7 @@ final class LoadOutput: @unchecked Sendable {
 
     init(fd: Int32, pid: pid_t) {
         self.pid = pid
-        Thread { [self] in
+        startThread(named: "kemu-load-reader") { [self] in
             let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             var pending = ""
             while true {
@@ -108,7 +108,7 @@ final class LoadOutput: @unchecked Sendable {
                 lines.withLock { $0 += parsed }
             }
             done.signal()
-        }.start()
+        }
     }
 
     /// Waits for the generator to end and returns every request it made.

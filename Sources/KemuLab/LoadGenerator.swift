@@ -49,7 +49,7 @@ public struct LoadGenerator: Sendable {
         let done = DispatchGroup()
         for index in 0..<s.clients {
             done.enter()
-            Thread {
+            startThread(named: "kemu-load-\(index)") {
                 defer { done.leave() }
                 var client = HTTPLoadClient(address: s.target, timeout: s.timeout, keepAlive: s.keepAlive, path: s.path)
                 var n = 0
@@ -67,7 +67,7 @@ public struct LoadGenerator: Sendable {
                     n += 1
                 }
                 client.close()
-            }.start()
+            }
         }
         done.wait()
     }

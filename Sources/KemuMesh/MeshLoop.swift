@@ -60,13 +60,11 @@ final class MeshLoop: @unchecked Sendable {
             return
         }
         let made = DispatchSemaphore(value: 0)
-        let thread = Thread { [self] in
+        startThread(named: name) { [self] in
             nio = EmbeddedEventLoop()
             made.signal()
             serve()
         }
-        thread.name = name
-        thread.start()
         made.wait()
     }
 

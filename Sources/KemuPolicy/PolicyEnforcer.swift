@@ -198,7 +198,7 @@ public final class PolicyEnforcer: Sendable {
             return
         }
         let node = config.node
-        let thread = Thread { [self] in
+        startThread(named: "kemu-policy-drops") { [self] in
             while let datagram = socket.receive() {
                 let model = state.withLock { $0.model }
                 var text = ""
@@ -207,8 +207,6 @@ public final class PolicyEnforcer: Sendable {
             }
             close(fd)
         }
-        thread.name = "kemu-policy-drops"
-        thread.start()
     }
 
     /// `2026-12-05T08:10:00.123Z node-1 DROP x/a (10.244.1.2:41234) → y/b (10.244.2.3:80) TCP

@@ -126,13 +126,11 @@ public final class ProxyEngine: @unchecked Sendable {
         // A write to a socket the peer reset must fail with EPIPE, not kill the process
         // (spawned programs get the default back: kemu_spawn resets every signal).
         signal(SIGPIPE, SIG_IGN)
-        let thread = Thread { [self] in
+        startThread(named: "kemu-proxy") { [self] in
             loop()
             let continuation = stopped.withLock { c in defer { c = nil }; return c }
             continuation?.resume()
         }
-        thread.name = "kemu-proxy"
-        thread.start()
     }
 
     /// Stops the thread: listeners close at once, connections under way get

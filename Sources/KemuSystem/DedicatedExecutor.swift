@@ -17,12 +17,10 @@ public final class DedicatedExecutor: TaskExecutor, @unchecked Sendable {
     /// own niceness (on Linux PRIO_PROCESS 0 is the calling thread; lowering it needs root, and
     /// is skipped without).
     public init(name: String, nice: Int32? = nil) {
-        let thread = Thread { [self] in
+        startThread(named: name) { [self] in
             if let nice { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
             serve()
         }
-        thread.name = name
-        thread.start()
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {

@@ -26,13 +26,11 @@ public final class NamespaceThread: Sendable {
     public init(name: String = "kemu-netns") throws {
         home = try FileDescriptor(opening: "/proc/thread-self/ns/net")
         let started = DispatchSemaphore(value: 0)
-        let thread = Thread { [self] in
+        startThread(named: name) { [self] in
             threadID.withLock { $0 = pthread_self() }
             started.signal()
             serve()
         }
-        thread.name = name
-        thread.start()
         started.wait()
     }
 

@@ -35,9 +35,7 @@ public final class ProcessReaper: Sendable {
             return true
         }
         if start {
-            let thread = Thread { [self] in reap() }
-            thread.name = "kemu-reaper"
-            thread.start()
+            startThread(named: "kemu-reaper") { [self] in reap() }
         }
         return pid
     }
@@ -61,14 +59,12 @@ public final class ProcessReaper: Sendable {
     public static func adopt(_ pid: pid_t, onExit: @escaping @Sendable (ProcessExit?) -> Void) -> Bool {
         let fd = kemu_pidfd_open(pid)
         guard fd >= 0 else { return false }
-        let thread = Thread {
+        startThread(named: "kemu-adopted-\(pid)") {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             while poll(&poller, 1, -1) < 0 && errno == EINTR {}
             close(fd)
             onExit(nil)
         }
-        thread.name = "kemu-adopted-\(pid)"
-        thread.start()
         return true
     }
 

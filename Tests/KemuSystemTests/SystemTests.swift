@@ -44,6 +44,16 @@ import Testing
         #expect(try !FileSystem.createExclusive("\(dir)/claim", "y"))
         try FileSystem.removeFile("\(dir)/nothing-here")  // rm -f: not an error
     }
+
+    /// top -H and perf tell kemu's threads apart: the kernel knows each by its name's first 15 bytes.
+    @Test func threadsCarryTheirNamesToTheKernel() async {
+        let seen = await withCheckedContinuation { (heard: CheckedContinuation<String, Never>) in
+            startThread(named: "kemu-policy-drops") {
+                heard.resume(returning: (try? FileSystem.readFile("/proc/thread-self/comm")) ?? "unreadable")
+            }
+        }
+        #expect(seen == "kemu-policy-dro\n")
+    }
 }
 
 /// Who spawned processes run as: capability names as Kubernetes writes them, and a process's

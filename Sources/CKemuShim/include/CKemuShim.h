@@ -28,6 +28,9 @@ long kemu_splice(int from, int to, unsigned long length);
 int kemu_pipe_nonblock(int fds[2], int size);
 // eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); -1 with errno.
 int kemu_eventfd(void);
+// prctl(PR_SET_NAME): the calling thread's name as top -H, perf and /proc/PID/task/*/comm show it
+// (its first 15 bytes). prctl is variadic, which Swift cannot call.
+void kemu_name_thread(const char *name);
 // malloc_trim(0): hands memory malloc has freed back to the system.
 void kemu_malloc_trim(void);
 /// setpriority(PRIO_PROCESS, 0, nice) for the calling thread (Linux niceness is per thread; threads
