@@ -301,6 +301,28 @@ import Glibc
         #expect(stream.gone && !next.gone)
     }
 
+    /// Nothing of a read's bytes is kept past the read, not even the part of a frame it ends
+    /// with: TLS reads every record into one buffer that never shrinks, and a slice of it kept
+    /// here made its next read copy it whole (hundreds of KiB after one bulk transfer). A write
+    /// to the buffer after the read stays in place only if the tunnel let go of it.
+    @Test func aReadsBufferIsNotKeptPastTheRead() throws {
+        let (peer, far, _, _) = try call()
+        defer { withExtendedLifetime(far) {} }
+        var frames = ByteBuffer()
+        FrameWriter.ping(1, ack: false, into: &frames)
+        FrameWriter.ping(2, ack: false, into: &frames)
+        for cut in [frames.readableBytes, frames.readableBytes - 3] {  // whole frames; a frame cut short
+            var read = ByteBufferAllocator().buffer(capacity: 64 << 10)
+            read.writeImmutableBuffer(frames.getSlice(at: frames.readerIndex, length: cut)!)
+            try peer.tunnel.writeInbound(read)
+            let before = read.withVeryUnsafeBytes { $0.baseAddress }
+            read.writeInteger(UInt8(0))
+            #expect(read.withVeryUnsafeBytes { $0.baseAddress } == before, "the read's buffer was copied: the tunnel kept a part of it")
+            if cut < frames.readableBytes { try peer.tunnel.writeInbound(frames.getSlice(at: frames.readerIndex + cut, length: 3)!) }
+            #expect(try peer.frames() == [.ping(1, ack: true), .ping(2, ack: true)])
+        }
+    }
+
     /// Random frames of every type, flags and stream, with payloads of random bytes (windows
     /// past 2^31, streams never opened, header blocks that do not decode): the tunnel never
     /// traps, and one that sent a GOAWAY is closed.
