@@ -27,12 +27,8 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     private var closeDue = false
     private var closed = false
 
-    /// How much one read asks for (`Unsent.read`): a request or a small answer takes one small buffer,
-    /// a bulk flow a few large ones.
-    private var readSize = 2 << 10
-    /// The peer's end (or an error) was reported: reads go on until they meet it.
-    private var peerClosing = false
-    static let maxReadSize = 64 << 10
+    /// A request or a small answer takes one small buffer, a bulk flow a few large ones.
+    private var reads = SocketReads(size: 2 << 10)
 
     init(loop: MeshLoop) {
         self.loop = loop
@@ -54,37 +50,35 @@ final class SocketSide: GlueSide, MeshWatcher, @unchecked Sendable {
     func ready(_ events: UInt32) {
         guard !closed else { return }
         if events & Epoll.writable != 0 { sendUnsent() }
-        if events & Epoll.peerClosed != 0 { peerClosing = true }
+        reads.saw(events)
         if !closed, !inputDone, events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
     }
 
     func loopStopped() { closeNow() }
 
-    /// Reads until the socket has nothing more (edge-triggered; a short read found it empty,
-    /// `Unsent.drained`), while the stream may send; at most a few reads at a time (the loop
-    /// calls again for the rest).
+    /// Reads until the socket has nothing more (edge-triggered; `SocketReads` tells when), while
+    /// the stream may send; at most a few reads at a time (the loop calls again for the rest).
     private func readAll() {
         guard let partner else { return }
-        var reads = 0
+        var done = 0
         var delivered = false
         while !closed, !inputDone {
             guard partner.writable, carriage?.parked == nil else {
                 readPending = true  // until the stream may send, or the answer comes
                 break
             }
-            if reads == 8 {
+            if done == 8 {
                 loop.callAgain(self)
                 break
             }
-            let asked = readSize
-            let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
+            let (buffer, got, drained) = reads.next(fd)
             if got > 0 {
-                reads += 1
+                done += 1
                 if let carriage, !carriage.admit(buffer) { continue }  // parked (the loop's guard stops)
                 delivered = true
                 count(got)
                 partner.deliver(buffer)
-                if Unsent.drained(got, of: asked, peerClosing: peerClosing) { break }
+                if drained { break }
             } else if got == 0 {
                 inputEnded(partner, delivered: delivered)
                 return

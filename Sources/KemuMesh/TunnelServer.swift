@@ -36,7 +36,7 @@ final class TunnelServer: Sendable {
     let traffic: MeshTraffic
     let book: TunnelBook
     let logger = Logger(label: "kemu.mesh.server")
-    /// Dials to pods and their last closes, off the loop.
+    /// Dials to pods, off the loop.
     let chores: KernelChores
 
     init(directory: MeshDirectory, identities: MeshIdentities, loop: MeshLoop, chores: KernelChores, transparent: Bool,

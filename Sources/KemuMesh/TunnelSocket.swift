@@ -18,16 +18,11 @@ final class TunnelSocket: MeshWatcher {
     private var closed = false
     /// Bytes the socket has not taken yet, oldest first.
     private var unsent = Unsent()
-    /// How much one read asks for (`Unsent.read`).
-    private var readSize = 16 << 10
-    /// The peer's end (or an error) was reported: reads go on until they meet it.
-    private var peerClosing = false
+    private var reads = SocketReads(size: 16 << 10)
     /// A connect under way, and who hears how it ends (0, or the errno).
     private var connecting: ((Int32) -> Void)?
     /// The embedded channel's address, which nothing reads.
     private static let nowhere = NIOCore.SocketAddress(sockaddr_in(), host: "")
-
-    static let maxReadSize = 64 << 10
 
     /// Watches `fd` with `handlers` after the writer, and makes the channel active (a TLS client
     /// starts its handshake then). The descriptor is closed if that fails. With `connecting`, a
@@ -79,7 +74,7 @@ final class TunnelSocket: MeshWatcher {
             guard !closed else { return }
         }
         if events & Epoll.writable != 0 { sendUnsent() }
-        if events & Epoll.peerClosed != 0 { peerClosing = true }
+        reads.saw(events)
         if events & (Epoll.readable | Epoll.peerClosed) != 0 { readAll() }
     }
 
@@ -95,29 +90,27 @@ final class TunnelSocket: MeshWatcher {
     }
 
     /// Reads until the socket has nothing more (edge-triggered), at most a few reads at a time:
-    /// the loop calls again for the rest. A read that does not fill its buffer found the socket
-    /// empty (`Unsent.drained`).
+    /// the loop calls again for the rest (`SocketReads` tells when the socket is drained).
     private func readAll() {
         let pipeline = channel.pipeline.syncOperations
-        var reads = 0
+        var done = 0
         var ended = false
         while !closed {
-            if reads == 8 {
+            if done == 8 {
                 loop.callAgain(self)
                 break
             }
-            let asked = readSize
-            let (buffer, got) = Unsent.read(fd, size: &readSize, max: Self.maxReadSize)
+            let (buffer, got, drained) = reads.next(fd)
             if got > 0 {
-                reads += 1
+                done += 1
                 pipeline.fireChannelRead(NIOAny(buffer))
-                if Unsent.drained(got, of: asked, peerClosing: peerClosing) { break }
+                if drained { break }
                 continue
             }
             if got != -Int(EAGAIN) { ended = true }
             break
         }
-        if reads > 0 && !closed { pipeline.fireChannelReadComplete() }
+        if done > 0 && !closed { pipeline.fireChannelReadComplete() }
         if ended { end() }
     }
 

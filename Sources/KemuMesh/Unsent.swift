@@ -53,34 +53,46 @@ struct Unsent {
         }
         return 0
     }
+}
 
-    /// Whether a read that got `got` of the `asked` bytes left the socket empty, so that the
-    /// next read would only meet EAGAIN: a stream socket's read stops short only when it has
-    /// taken all there was, and edge-triggered epoll reports whatever arrives after it. The end
-    /// of input is the exception: once the peer's end has been reported, reads go on until they
-    /// meet it (its report may have come with the bytes this read took).
-    @inline(__always)
-    static func drained(_ got: Int, of asked: Int, peerClosing: Bool) -> Bool {
-        got < asked && !peerClosing
+/// How a raw socket on the mesh's loop reads (`SocketSide`, `TunnelSocket`): into a new buffer
+/// each time, of a size that follows the flow (doubled after a read that filled it, up to `max`;
+/// halved after one that used under a quarter), and whether a read left the socket empty.
+struct SocketReads {
+    private var size: Int
+    private let max: Int
+    /// The peer's end (or an error) was reported: reads go on until they meet it.
+    private var peerClosing = false
+
+    init(size: Int, max: Int = 64 << 10) {
+        self.size = size
+        self.max = max
     }
 
-    /// One read of `fd` into a new buffer of `size` bytes: the buffer, and what recv(2) returned
-    /// (the count, 0 at the end, -errno). The next read's size doubles after one that filled the
-    /// buffer, up to `limit`, and halves after one that used under a quarter.
-    static func read(_ fd: Int32, size: inout Int, max limit: Int) -> (ByteBuffer, Int) {
+    /// Notes what epoll reported of the socket.
+    mutating func saw(_ events: UInt32) {
+        if events & Epoll.peerClosed != 0 { peerClosing = true }
+    }
+
+    /// One read of `fd`: the buffer, what recv(2) returned (the count, 0 at the end, -errno), and
+    /// whether the socket is drained, so that another read would only meet EAGAIN: a stream
+    /// socket's read stops short only when it took all there was, and edge-triggered epoll
+    /// reports whatever arrives after it. Not once the peer's end was reported: reads go on until
+    /// they meet it (its report may have come with the bytes this read took).
+    mutating func next(_ fd: Int32) -> (buffer: ByteBuffer, got: Int, drained: Bool) {
         var buffer = ByteBuffer()
         var got = 0
         let asked = size
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: asked) { space in
             guard let base = space.baseAddress else { return 0 }
             got = TCPSocket.receive(fd, into: base, count: asked)
-            return max(0, got)
+            return Swift.max(0, got)
         }
         if got == asked {
-            size = min(asked * 2, limit)
+            size = Swift.min(asked * 2, max)
         } else if got < asked / 4 {
-            size = max(asked / 2, 2 << 10)
+            size = Swift.max(asked / 2, 2 << 10)
         }
-        return (buffer, got)
+        return (buffer, got, got > 0 && got < asked && !peerClosing)
     }
 }
