@@ -73,7 +73,9 @@ struct WorkloadRootTests {
         let during = try await traffic
         #expect(rolled.output.contains("successfully rolled out"), "\(rolled.output)")
         #expect(during.failures.count == 0, "\(during.failures.prefix(3))")
-        #expect(during.counts.values.reduce(0, +) > 100, "\(during.counts)")
+        // It ends early only after 50 answers in a row from new pods, so more than 50 were answered
+        // (how many more depends on the machine's load: 98 in 8 s on a loaded CI run).
+        #expect(during.counts.values.reduce(0, +) > 50, "\(during.counts)")
         let v2 = try await revisions(c)
         #expect(v2.count == 2 && v2["2"] != nil && v2["2"] != v1["1"])
         // The traffic spanned the rollout: old pods and new ones answered it.
