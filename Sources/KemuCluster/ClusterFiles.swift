@@ -19,4 +19,6 @@ public struct ClusterFiles: Sendable {
     public var daemons: [String] { FileSystem.list(state).filter { $0.hasSuffix(".pid") }.map { String($0.dropLast(4)) } }
 
     public init(cluster: String) { state = ClusterNetwork.defaultStateDirectory(cluster) }
+    /// A state directory elsewhere (tests).
+    public init(state: String) { self.state = state }
 }

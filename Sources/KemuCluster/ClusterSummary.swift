@@ -25,7 +25,7 @@ public enum ClusterSummary {
         let records = Supervisor.records(files)
         let rows = Daemon.specs(files).map { name -> [String] in
             let pid = Daemon.pid(name, files)
-            let running = pid.map { Daemon.isKemu($0) && !Daemon.isZombie($0) } ?? false
+            let running = pid.map { Daemon.runs(name, $0, files) && !Daemon.isZombie($0) } ?? false
             let record = records[name] ?? Supervisor.Record()
             let state = pid == nil ? "stopped" : record.state(running: running, now: now)
             let last = record.lastRestart.map { "\(Int(now.timeIntervalSince($0)))s ago" } ?? "-"

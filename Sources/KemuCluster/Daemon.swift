@@ -50,10 +50,15 @@ public enum Daemon {
     public static func stop(_ name: String, _ files: ClusterFiles, signal: Int32 = SIGTERM) -> pid_t? {
         let pid = pid(name, files)
         try? FileSystem.removeFile(files.pidFile(name))
-        guard let pid, isKemu(pid) else { return nil }
+        guard let pid, runs(name, pid, files) else { return nil }
         kill(pid, signal)
-        if signal != SIGSTOP { reap(pid) }
+        if signal != SIGSTOP { reap(pid) { runs(name, $0, files) } }
         return pid
+    }
+
+    /// The daemon's pid while it runs what was started (see `runs`), nil otherwise.
+    public static func running(_ name: String, _ files: ClusterFiles) -> pid_t? {
+        pid(name, files).flatMap { runs(name, $0, files) ? $0 : nil }
     }
 
     public static func pid(_ name: String, _ files: ClusterFiles) -> pid_t? {
@@ -66,6 +71,17 @@ public enum Daemon {
     public static func isKemu(_ pid: pid_t) -> Bool {
         guard let cmdline = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return false }
         return cmdline.split(separator: "\0").first.map { $0.hasSuffix("/kemu") || $0 == "kemu" || $0 == Executable.path } ?? false
+    }
+
+    /// Whether `pid` still runs what this cluster started as `name`: kemu (see `isKemu`), or the
+    /// very binary its spec names, whatever it is called (a cluster brought up by a copy named
+    /// kemu-dev and taken down by kemu: its supervisor must not be left running).
+    public static func runs(_ name: String, _ pid: pid_t, _ files: ClusterFiles) -> Bool {
+        if isKemu(pid) { return true }
+        guard let spec = try? FileSystem.readFile(specFile(name, files)),
+              let started = (try? JSON.parse(Array(spec.utf8)))?["argv"]?.array?.first?.string,
+              let cmdline = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: "\0").first.map { String($0) == started } ?? false
     }
 
     /// Waits until the daemon `pid` has written `file`; throws with its log's tail if it exits
@@ -89,9 +105,9 @@ public enum Daemon {
 
     /// Waits (up to 5 s) until a daemon this command signalled is gone, so a start that follows
     /// does not meet the old one on its ports.
-    public static func reap(_ pid: pid_t) {
+    public static func reap(_ pid: pid_t, while running: (pid_t) -> Bool = isKemu) {
         let deadline = Date().addingTimeInterval(5)
-        while isKemu(pid), !isZombie(pid), Date() < deadline {
+        while running(pid), !isZombie(pid), Date() < deadline {
             _ = waitpid(pid, nil, WNOHANG)  // ours (an experiment started it): reaped here
             usleep(5000)
         }
@@ -114,17 +130,17 @@ public enum Daemon {
         for name in names { try? FileSystem.removeFile(files.pidFile(name)) }
         var signalled: [(String, pid_t)] = supervisor.map { [(Supervisor.name, $0)] } ?? []
         for (name, pid) in zip(names, pids) {
-            guard let pid, isKemu(pid) else { continue }
+            guard let pid, runs(name, pid, files) else { continue }
             kill(pid, SIGTERM)
             signalled.append((name, pid))
         }
         let deadline = Date().addingTimeInterval(5)
-        for (_, pid) in signalled {
-            while isKemu(pid) && Date() < deadline {
+        for (name, pid) in signalled {
+            while runs(name, pid, files) && Date() < deadline {
                 _ = waitpid(pid, nil, WNOHANG)
                 usleep(10_000)
             }
-            if isKemu(pid) { kill(pid, SIGKILL) }
+            if runs(name, pid, files) { kill(pid, SIGKILL) }
         }
         return signalled.map(\.0)
     }

@@ -68,7 +68,7 @@ public struct Supervisor: Sendable {
         for name in Daemon.specs(files) where name != Self.name {
             guard let pid = Daemon.pid(name, files) else { continue }  // stopped on purpose
             var record = records[name] ?? Record()
-            if Daemon.isKemu(pid), !Daemon.isZombie(pid) {
+            if Daemon.runs(name, pid, files), !Daemon.isZombie(pid) {
                 if record.backoff > 0.5, now.timeIntervalSince(record.lastStart) > 60 { record.backoff = 0.5; records[name] = record; changed = true }
                 continue
             }

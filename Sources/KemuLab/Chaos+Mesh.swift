@@ -91,7 +91,7 @@ extension Chaos {
 
     private func meshProxy(_ node: String) throws -> pid_t {
         _ = try NodeAgent.nodeIndex(node, in: network)
-        guard let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) else {
+        guard let pid = Daemon.running("proxy-\(node)", cluster.files) else {
             throw KemuError(.invalidState, "the proxy of \(node) is not running; start it with: kemu start proxy \(node)")
         }
         return pid

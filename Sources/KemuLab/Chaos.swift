@@ -108,7 +108,7 @@ public struct Chaos: Sendable {
     /// Stops the cluster's API server (and with it the controllers): node agents and proxies keep
     /// running on what they last knew, as a control-plane outage leaves a real cluster.
     public func stopServer(signal: Int32 = SIGTERM) async throws {
-        guard let pid = Daemon.pid("server", cluster.files), Daemon.isKemu(pid) else {
+        guard let pid = Daemon.running("server", cluster.files) else {
             throw KemuError(.invalidState, "the API server of \(cluster.name) is not running; start it with: kemu start server")
         }
         await record(Self.controlPlane, kind: "Namespace", type: "Warning", reason: "ChaosAPIServerStopped",
@@ -117,7 +117,7 @@ public struct Chaos: Sendable {
     }
 
     public func startServer() async throws {
-        if let pid = Daemon.pid("server", cluster.files), Daemon.isKemu(pid) {
+        if let pid = Daemon.running("server", cluster.files) {
             throw KemuError(.invalidState, "the API server of \(cluster.name) is already running (pid \(pid))")
         }
         try ClusterLauncher.startServer(network, cluster.files)
@@ -139,7 +139,7 @@ public struct Chaos: Sendable {
         try save(state, node)  // first, so a start can undo whatever follows
         let cut = Date()
         try network.setFabricLink(node, up: false)
-        let daemons = ["node-\(node)", "proxy-\(node)"].compactMap { Daemon.pid($0, cluster.files) }.filter(Daemon.isKemu)
+        let daemons = ["node-\(node)", "proxy-\(node)"].compactMap { Daemon.running($0, cluster.files) }
         let processes = daemons + (try network.podProcesses(on: node))
         switch mode {
         case .crash:
@@ -147,7 +147,7 @@ public struct Chaos: Sendable {
             // supervisor must not restart them.
             for name in ["node-\(node)", "proxy-\(node)"] { try? FileSystem.removeFile(cluster.files.pidFile(name)) }
             for pid in processes { Glibc.kill(pid, SIGKILL) }
-            for pid in daemons { Daemon.reap(pid) }
+            for pid in daemons { Daemon.reap(pid) { Glibc.kill($0, 0) == 0 } }  // killed just now: still theirs
         case .freeze:
             for pid in processes where Glibc.kill(pid, SIGSTOP) == 0 {
                 if let start = ProcessReaper.startTime(of: pid) { state.frozen.append([UInt64(pid), start]) }
@@ -208,7 +208,7 @@ public struct Chaos: Sendable {
 
     public func stopProxy(_ node: String, signal: Int32 = SIGTERM) async throws {
         _ = try NodeAgent.nodeIndex(node, in: network)
-        guard let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) else {
+        guard let pid = Daemon.running("proxy-\(node)", cluster.files) else {
             throw KemuError(.invalidState, "the proxy of \(node) is not running; start it with: kemu start proxy \(node)")
         }
         Daemon.stop("proxy-\(node)", cluster.files, signal: signal)
@@ -217,7 +217,7 @@ public struct Chaos: Sendable {
 
     public func startProxy(_ node: String) async throws {
         _ = try NodeAgent.nodeIndex(node, in: network)
-        if let pid = Daemon.pid("proxy-\(node)", cluster.files), Daemon.isKemu(pid) {
+        if let pid = Daemon.running("proxy-\(node)", cluster.files) {
             throw KemuError(.invalidState, "the proxy of \(node) is already running (pid \(pid))")
         }
         if try nodeRecord(node).stopped != nil {
