@@ -32,8 +32,15 @@ import Testing
         #expect(!Daemon.isKemu(supervisor))
         #expect(Set(Daemon.stopAll(files)) == ["supervisor", "node-node-1"])
         for pid in [supervisor, agent] {
-            // Gone: reaped by the stop (our child), or a zombie for us to reap.
-            #expect(waitpid(pid, nil, WNOHANG) == pid || kill(pid, 0) != 0, "pid \(pid) still runs")
+            // Gone: reaped by the stop (our child), or a zombie for us to reap, at most a moment
+            // on (a process on its way out has no command line before it is a zombie; 2 s at most,
+            // far less than the sleep's 60).
+            var gone = false
+            for _ in 0..<400 where !gone {
+                gone = waitpid(pid, nil, WNOHANG) == pid || kill(pid, 0) != 0
+                if !gone { usleep(5_000) }
+            }
+            #expect(gone, "pid \(pid) still runs")
         }
     }
 
