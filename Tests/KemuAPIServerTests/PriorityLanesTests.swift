@@ -1,10 +1,12 @@
 @testable import KemuAPIServer
 import KemuPKI
+import KemuTestSupport
 import Testing
 
 /// Seats and lanes without a server: a flow beyond its share waits, other flows and the system
-/// lane do not wait behind it, and a full queue is a 429.
-@Suite struct PriorityLanesTests {
+/// lane do not wait behind it, and a full queue is a 429. (A wrong count of waiters would leave a
+/// request waiting for ever: the time limit makes that a failure, not a hung run.)
+@Suite(.timeLimit(.minutes(1))) struct PriorityLanesTests {
     let small = PriorityLanes.Limits(seats: 4, perFlow: 2, queuePerFlow: 2)
 
     @Test func aFlowBeyondItsShareWaitsWhileOthersPass() async throws {
@@ -13,8 +15,7 @@ import Testing
         try await lanes.acquire(.workload, flow: "noisy")
         // The noisy flow's third request waits for one of its own to finish …
         let third = Task { try await lanes.acquire(.workload, flow: "noisy") }
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(lanes.usage[.workload]?.waiting == 1)
+        #expect(await eventually(10) { lanes.usage[.workload]?.waiting == 1 })
         // … while another flow and the system lane get seats at once.
         try await lanes.acquire(.workload, flow: "quiet")
         try await lanes.acquire(.system, flow: "system:node:n1")
@@ -32,7 +33,8 @@ import Testing
         let lanes = PriorityLanes(system: small, workload: small)
         for _ in 0..<2 { try await lanes.acquire(.workload, flow: "noisy") }
         let queued = (0..<2).map { _ in Task { try await lanes.acquire(.workload, flow: "noisy") } }
-        try await Task.sleep(for: .milliseconds(50))
+        // Both queued before the fifth asks (each task runs when the machine gets to it).
+        try #require(await eventually(10) { lanes.usage[.workload]?.waiting == 2 })
         do {
             try await lanes.acquire(.workload, flow: "noisy")
             Issue.record("a fifth request from one flow was accepted")
