@@ -52,7 +52,7 @@ public enum Daemon {
         try? FileSystem.removeFile(files.pidFile(name))
         guard let pid, runs(name, pid, files) else { return nil }
         kill(pid, signal)
-        if signal != SIGSTOP { reap(pid) { runs(name, $0, files) } }
+        if signal != SIGSTOP { reap(name, pid, files) }
         return pid
     }
 
@@ -105,9 +105,9 @@ public enum Daemon {
 
     /// Waits (up to 5 s) until a daemon this command signalled is gone, so a start that follows
     /// does not meet the old one on its ports.
-    public static func reap(_ pid: pid_t, while running: (pid_t) -> Bool = isKemu) {
+    public static func reap(_ name: String, _ pid: pid_t, _ files: ClusterFiles) {
         let deadline = Date().addingTimeInterval(5)
-        while running(pid), !isZombie(pid), Date() < deadline {
+        while runs(name, pid, files), !isZombie(pid), Date() < deadline {
             _ = waitpid(pid, nil, WNOHANG)  // ours (an experiment started it): reaped here
             usleep(5000)
         }

@@ -139,15 +139,16 @@ public struct Chaos: Sendable {
         try save(state, node)  // first, so a start can undo whatever follows
         let cut = Date()
         try network.setFabricLink(node, up: false)
-        let daemons = ["node-\(node)", "proxy-\(node)"].compactMap { Daemon.running($0, cluster.files) }
-        let processes = daemons + (try network.podProcesses(on: node))
+        let names = ["node-\(node)", "proxy-\(node)"]
+        let daemons = names.compactMap { name in Daemon.running(name, cluster.files).map { (name, $0) } }
+        let processes = daemons.map(\.1) + (try network.podProcesses(on: node))
         switch mode {
         case .crash:
             // Their pid files first: a crashed machine's daemons stay down until it boots, the
             // supervisor must not restart them.
-            for name in ["node-\(node)", "proxy-\(node)"] { try? FileSystem.removeFile(cluster.files.pidFile(name)) }
+            for name in names { try? FileSystem.removeFile(cluster.files.pidFile(name)) }
             for pid in processes { Glibc.kill(pid, SIGKILL) }
-            for pid in daemons { Daemon.reap(pid) { Glibc.kill($0, 0) == 0 } }  // killed just now: still theirs
+            for (name, pid) in daemons { Daemon.reap(name, pid, cluster.files) }
         case .freeze:
             for pid in processes where Glibc.kill(pid, SIGSTOP) == 0 {
                 if let start = ProcessReaper.startTime(of: pid) { state.frozen.append([UInt64(pid), start]) }
